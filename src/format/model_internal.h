@@ -1,0 +1,63 @@
+/* Internal: the in-memory model that every importer fills in, and the
+ * builder calls importers use. Implemented in src/format/model.c. */
+#ifndef QIAO_MODEL_INTERNAL_H
+#define QIAO_MODEL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status_internal.h"
+#include "qiao/model.h"
+
+/* Limits on what a file may ask for; anything larger is refused with
+ * QIAO_LIMIT or QIAO_MALFORMED naming the field. */
+#define QIAO__MAX_KEY_LEN 256u
+#define QIAO__MAX_TENSOR_NAME_LEN 256u
+#define QIAO__MAX_TENSORS 1000000u
+#define QIAO__MAX_KVS 100000u
+#define QIAO__MAX_ARRAY_LEN 16000000u
+#define QIAO__MAX_STRING_LEN (64u << 20)
+
+/* Creates an empty model; `format` is "qiao", "gguf", "hf" or "llama2c". */
+qiao_status *qiao__model_create(const char *path, const char *format, qiao_model **out);
+
+/* Maps the whole file read-only; the mapping lives as long as the model.
+ * A zero-length file maps to (NULL, 0). */
+qiao_status *qiao__model_map_file(qiao_model *model, const char *path, const uint8_t **out_data,
+                                  uint64_t *out_size);
+
+/* Memory owned by the model, freed on close (zeroed; fails cleanly on OOM). */
+qiao_status *qiao__model_alloc(qiao_model *model, uint64_t size, void **out);
+
+/* Metadata setters. Keys must be non-empty and unique (a duplicate is
+ * QIAO_MALFORMED naming the key); values are copied into the model. */
+qiao_status *qiao__model_set_u32(qiao_model *model, const char *key, uint32_t value);
+qiao_status *qiao__model_set_i32(qiao_model *model, const char *key, int32_t value);
+qiao_status *qiao__model_set_u64(qiao_model *model, const char *key, uint64_t value);
+qiao_status *qiao__model_set_f32(qiao_model *model, const char *key, float value);
+qiao_status *qiao__model_set_bool(qiao_model *model, const char *key, bool value);
+qiao_status *qiao__model_set_string(qiao_model *model, const char *key, const char *data,
+                                    uint64_t len);
+/* For STRING elements `elems` is a qiao_string[]; otherwise packed native
+ * values (see qiao_kv). */
+qiao_status *qiao__model_set_array(qiao_model *model, const char *key, qiao_value_type elem_type,
+                                   uint64_t n, const void *elems);
+/* Sets any value (copying it), as read from another model. */
+qiao_status *qiao__model_set_kv(qiao_model *model, const qiao_kv *kv);
+
+/* Adds a tensor whose `n_bytes` bytes at `data` stay valid for the model's
+ * life (in a mapping or from qiao__model_alloc). Checks the name (non-empty,
+ * unique, <= QIAO__MAX_TENSOR_NAME_LEN), the dims (1..QIAO_MAX_DIMS, each > 0),
+ * the row against the block size, and that n_bytes equals shape x dtype. */
+qiao_status *qiao__model_add_tensor(qiao_model *model, const char *name, qiao_dtype dtype,
+                                    uint32_t n_dims, const uint64_t *shape, const void *data,
+                                    uint64_t n_bytes);
+
+/* Importers: each fills an empty model from its source. */
+qiao_status *qiao__import_qiao(qiao_model *model, const char *path);
+qiao_status *qiao__import_gguf(qiao_model *model, const char *path);
+qiao_status *qiao__import_hf(qiao_model *model, const char *dir);
+qiao_status *qiao__import_llama2c(qiao_model *model, const char *path, const char *tokenizer_path);
+
+/* Writers, used by qiao_model_write (they write to an open temporary file). */
+#endif

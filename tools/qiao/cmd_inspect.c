@@ -1,0 +1,11 @@
+/* qiao inspect: not written yet (placeholder so the command table links). */
+#include <stdio.h>
+
+#include "commands.h"
+
+int qiao_cmd_inspect(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  fprintf(stderr, "error: 'qiao inspect' is not implemented yet\n");
+  return 1;
+}
