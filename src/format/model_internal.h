@@ -3,6 +3,7 @@
 #ifndef QIAO_MODEL_INTERNAL_H
 #define QIAO_MODEL_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,11 +54,50 @@ qiao_status *qiao__model_add_tensor(qiao_model *model, const char *name, qiao_dt
                                     uint32_t n_dims, const uint64_t *shape, const void *data,
                                     uint64_t n_bytes);
 
-/* Importers: each fills an empty model from its source. */
-qiao_status *qiao__import_qiao(qiao_model *model, const char *path);
-qiao_status *qiao__import_gguf(qiao_model *model, const char *path);
+/* Importers: each fills an empty model from its source. The single-file
+ * parsers work on bytes already in memory (a mapping, or a buffer in tests
+ * and fuzzers, which must outlive the model); `name` is used in messages. */
+qiao_status *qiao__import_qiao(qiao_model *model, const uint8_t *data, uint64_t size,
+                               const char *name);
+qiao_status *qiao__import_gguf(qiao_model *model, const uint8_t *data, uint64_t size,
+                               const char *name);
+qiao_status *qiao__import_safetensors(qiao_model *model, const uint8_t *data, uint64_t size,
+                                      const char *name); /* adds HF-named tensors */
 qiao_status *qiao__import_hf(qiao_model *model, const char *dir);
-qiao_status *qiao__import_llama2c(qiao_model *model, const char *path, const char *tokenizer_path);
+qiao_status *qiao__import_llama2c(qiao_model *model, const uint8_t *data, uint64_t size,
+                                  const char *name, const char *tokenizer_path);
 
-/* Writers, used by qiao_model_write (they write to an open temporary file). */
+/* ---- Helpers shared by the format code ---------------------------------- */
+
+/* Where a tensor came from in its file, for messages and integrity checks. */
+typedef struct qiao__tensor_origin {
+  uint64_t offset;  /* byte offset of the data in the source file */
+  uint64_t hash;    /* XXH3-64 of the data (when has_hash) */
+  bool has_hash;
+} qiao__tensor_origin;
+
+/* The origin record of tensor `index` (zeroed when added); NULL when out of
+ * range. Importers fill it in. */
+qiao__tensor_origin *qiao__model_tensor_origin(const qiao_model *model, uint64_t index);
+
+/* Changes the format name ("qiao", "gguf", "hf", "llama2c"). */
+void qiao__model_set_format(qiao_model *model, const char *format);
+
+/* Bytes of one array element of `type` (sizeof(qiao_string) for STRING); 0
+ * for ARRAY or an invalid type. */
+size_t qiao__value_size(qiao_value_type type);
+/* "u32", "string", ... */
+const char *qiao__value_type_name(qiao_value_type type);
+bool qiao__kv_is_unsigned(qiao_value_type type);
+bool qiao__kv_is_signed(qiao_value_type type);
+
+/* Bytes of a tensor of `shape` (checks dims 1..4, each > 0, the row against
+ * the block, overflow). */
+qiao_status *qiao__tensor_bytes(qiao_dtype dtype, uint32_t n_dims, const uint64_t *shape,
+                                uint64_t *out_bytes);
+
+/* Opens a single-file model (.qiao, .gguf, llama2.c without tokenizer) from
+ * bytes in memory that outlive the model: for tests and fuzzers. */
+qiao_status *qiao__model_open_buffer(const uint8_t *data, uint64_t size, const char *name,
+                                     qiao_model **out);
 #endif

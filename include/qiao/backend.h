@@ -1,0 +1,55 @@
+/* qiao/backend.h: finding, loading and checking device backends.
+ *
+ * A backend is either built in ("cpu") or a plugin: a shared library
+ * libqiao-<name>.so exporting qiao_device_get_api (see qiao/device.h).
+ * qiao_backend_load() accepts a name ("cpu", "opencl") or a path to a .so.
+ * Names are searched in the directories of $QIAO_BACKEND_PATH (separated by
+ * ':'), then next to the qiao executable and in its backends/<name>/ folder.
+ *
+ * A plugin is refused with QIAO_UNSUPPORTED when its ABI major version
+ * differs from the runtime's, and with QIAO_MALFORMED when the entry point
+ * is missing or its table is malformed (NULL required function, struct_size
+ * too small). The runtime keeps its own copy of the table, zero-extended to
+ * the runtime's size, so an older plugin's missing functions read as NULL.
+ *
+ * Thread-safety: a loaded backend may be used from several threads. */
+#ifndef QIAO_BACKEND_H
+#define QIAO_BACKEND_H
+
+#include "qiao/device.h"
+#include "qiao/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qiao_backend qiao_backend;
+
+/* Loads and opens a backend. */
+qiao_status *qiao_backend_load(const char *name_or_path, qiao_backend **out_backend);
+
+/* Closes the backend and unloads the plugin. Every device opened through it
+ * must be closed first. Accepts NULL. */
+void qiao_backend_unload(qiao_backend *backend);
+
+/* The function table (the runtime's zero-extended copy). */
+const qiao_dev_api *qiao_backend_api(const qiao_backend *backend);
+/* The opened backend handle to pass to the table's functions. */
+qiao_dev_backend *qiao_backend_handle(const qiao_backend *backend);
+/* The backend's own name ("cpu") and where it came from ("built-in" or a path). */
+const char *qiao_backend_name(const qiao_backend *backend);
+const char *qiao_backend_origin(const qiao_backend *backend);
+
+/* Turns a backend error into a status "<backend> <what>: <message>" and
+ * destroys the error. Returns NULL for a NULL error. */
+qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *error,
+                                 const char *what);
+
+/* The names of the ops and dtypes of the ABI, for messages ("matmul", "q8_0"). */
+const char *qiao_dev_op_name(qiao_dev_op op);
+const char *qiao_dev_dtype_name(qiao_dev_dtype dtype);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

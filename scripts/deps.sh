@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages qiao builds and tests with (see README.md,
+# "Dependencies"), when any is missing. Needs root or sudo.
+set -euo pipefail
+packages=(build-essential cmake pkg-config clang libclang-rt-14-dev
+          libjson-c-dev libpcre2-dev libutf8proc-dev libxxhash-dev
+          ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

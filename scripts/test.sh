@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test: a Release build (warnings are errors; the CUDA backend is
+# compiled when nvcc is present), a short libFuzzer smoke run of each fuzz
+# target (clang), then the whole CTest suite under AddressSanitizer and
+# UndefinedBehaviorSanitizer. Reports (conformance JSON) land in build-asan/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+jobs=$(nproc)
+export QIAO_SHARED="${QIAO_SHARED:-$(cd .. && pwd)/shared}"
+
+echo "== Release build" >&2
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs" >/dev/null
+
+echo "== libFuzzer smoke run" >&2
+CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIAO_FUZZ=ON \
+  -DQIAO_SANITIZE=ON -DQIAO_CUDA=OFF -DQIAO_OPENCL=OFF >/dev/null
+cmake --build build-fuzz -j"$jobs" >/dev/null
+if [ -x fuzz/run-smoke.sh ]; then fuzz/run-smoke.sh build-fuzz 15; fi
+
+echo "== ASan+UBSan build and tests" >&2
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DQIAO_SANITIZE=ON -DQIAO_CUDA=OFF >/dev/null
+cmake --build build-asan -j"$jobs" >/dev/null
+set -o pipefail
+ctest --test-dir build-asan -j"$jobs" --output-on-failure --timeout 900 2>&1 | tee build-asan/ctest.log

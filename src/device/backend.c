@@ -1,0 +1,186 @@
+/* Loading backends: the built-in CPU backend or a plugin found by name or
+ * path, with the ABI checks of docs/spec/device-abi.md. */
+#include "qiao/backend.h"
+
+#include <dlfcn.h>
+#include <stdbool.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/status_internal.h"
+#include "cpu_backend.h"
+
+struct qiao_backend {
+  qiao_dev_api api; /* the plugin's table, zero-extended to our size */
+  qiao_dev_backend *handle;
+  void *library; /* dlopen handle; NULL for built-in */
+  char origin[PATH_MAX];
+};
+
+/* The table fields every 1.0 backend must provide. */
+#define REQUIRED_FUNCTIONS(X)                                                                      \
+  X(error_code) X(error_message) X(error_destroy) X(backend_open) X(backend_close)                 \
+  X(device_count) X(device_get_properties) X(device_open) X(device_close) X(op_supported)          \
+  X(buffer_create) X(buffer_destroy) X(queue_create) X(queue_destroy) X(queue_synchronize)         \
+  X(upload) X(download) X(copy) X(embed) X(matmul) X(rmsnorm) X(rope) X(kv_write) X(attention)     \
+  X(swiglu) X(add) X(argmax) X(moe_gate) X(matmul_experts) X(moe_combine)
+
+static qiao_status *check_table(const qiao_dev_api *table, const char *origin, qiao_dev_api *out) {
+  if (table == NULL) return qiao__error(QIAO_MALFORMED, "backend %s: entry point returned NULL", origin);
+  size_t v1_size = offsetof(qiao_dev_api, moe_combine) + sizeof(table->moe_combine);
+  if (table->struct_size < v1_size)
+    return qiao__error(QIAO_MALFORMED,
+                       "backend %s: function table struct_size %zu is smaller than ABI 1.0's %zu",
+                       origin, table->struct_size, v1_size);
+  if (table->abi_major != QIAO_DEVICE_ABI_MAJOR)
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "backend %s: built for device ABI %u.%u, this runtime speaks %u.%u "
+                       "(major versions must match)",
+                       origin, table->abi_major, table->abi_minor, QIAO_DEVICE_ABI_MAJOR,
+                       QIAO_DEVICE_ABI_MINOR);
+  memset(out, 0, sizeof(*out));
+  size_t n = table->struct_size < sizeof(*out) ? table->struct_size : sizeof(*out);
+  memcpy(out, table, n);
+  out->struct_size = sizeof(*out);
+  if (out->name == NULL || out->version == NULL)
+    return qiao__error(QIAO_MALFORMED, "backend %s: function table has no name or version", origin);
+#define CHECK_FN(f)                                                                                \
+  if (out->f == NULL)                                                                              \
+    return qiao__error(QIAO_MALFORMED, "backend %s: function table entry '%s' is NULL", origin, #f);
+  REQUIRED_FUNCTIONS(CHECK_FN)
+#undef CHECK_FN
+  return NULL;
+}
+
+static bool file_exists(const char *path) { return access(path, R_OK) == 0; }
+
+/* Finds libqiao-<name>.so: $QIAO_BACKEND_PATH, then beside the executable. */
+static bool find_plugin(const char *name, char *out, size_t size) {
+  const char *env = getenv("QIAO_BACKEND_PATH");
+  if (env != NULL) {
+    const char *p = env;
+    while (*p) {
+      const char *end = strchr(p, ':');
+      size_t len = end ? (size_t)(end - p) : strlen(p);
+      if (len > 0 && snprintf(out, size, "%.*s/libqiao-%s.so", (int)len, p, name) < (int)size &&
+          file_exists(out))
+        return true;
+      p += len + (end ? 1 : 0);
+    }
+  }
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash != NULL) *slash = '\0';
+    if (snprintf(out, size, "%s/libqiao-%s.so", exe, name) < (int)size && file_exists(out))
+      return true;
+    if (snprintf(out, size, "%s/backends/%s/libqiao-%s.so", exe, name, name) < (int)size &&
+        file_exists(out))
+      return true;
+  }
+  return false;
+}
+
+static qiao_status *open_plugin(const char *path, qiao_backend *backend) {
+  snprintf(backend->origin, sizeof(backend->origin), "%s", path);
+  backend->library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (backend->library == NULL) {
+    const char *why = dlerror();
+    return qiao__error(QIAO_NOT_FOUND, "backend %s: cannot load: %s", path, why ? why : "?");
+  }
+  void *symbol = dlsym(backend->library, QIAO_DEVICE_ENTRY_POINT);
+  if (symbol == NULL)
+    return qiao__error(QIAO_MALFORMED, "backend %s: missing entry point %s", path,
+                       QIAO_DEVICE_ENTRY_POINT);
+  qiao_device_get_api_fn get_api;
+  memcpy(&get_api, &symbol, sizeof(get_api)); /* object -> function pointer, as POSIX allows */
+  return check_table(get_api(), path, &backend->api);
+}
+
+qiao_status *qiao_backend_load(const char *name_or_path, qiao_backend **out_backend) {
+  if (name_or_path == NULL || *name_or_path == '\0')
+    return qiao__error(QIAO_INVALID_ARGUMENT, "--backend: empty backend name");
+  qiao_backend *backend = calloc(1, sizeof(*backend));
+  if (backend == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "backend: out of memory");
+  qiao_status *status = NULL;
+  bool is_path = strchr(name_or_path, '/') != NULL || strstr(name_or_path, ".so") != NULL;
+  if (!is_path && strcmp(name_or_path, "cpu") == 0) {
+    snprintf(backend->origin, sizeof(backend->origin), "built-in");
+    status = check_table(qiao_cpu_get_api(), "cpu", &backend->api);
+  } else if (is_path) {
+    status = open_plugin(name_or_path, backend);
+  } else {
+    char path[PATH_MAX];
+    for (const char *c = name_or_path; *c && status == NULL; c++)
+      if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+        status = qiao__error(QIAO_INVALID_ARGUMENT, "--backend: '%s' is not a backend name",
+                             name_or_path);
+    if (status == NULL && !find_plugin(name_or_path, path, sizeof(path)))
+      status = qiao__error(QIAO_NOT_FOUND,
+                           "backend '%s': libqiao-%s.so not found in $QIAO_BACKEND_PATH or "
+                           "beside the qiao executable",
+                           name_or_path, name_or_path);
+    if (status == NULL) status = open_plugin(path, backend);
+  }
+  if (status == NULL) {
+    qiao_dev_backend_options options = {sizeof(options), QIAO_DEVICE_ABI_MAJOR,
+                                        QIAO_DEVICE_ABI_MINOR};
+    status = qiao_backend_status(backend, backend->api.backend_open(&options, &backend->handle),
+                                 "open");
+  }
+  if (status != NULL) {
+    qiao_backend_unload(backend);
+    return status;
+  }
+  *out_backend = backend;
+  return NULL;
+}
+
+void qiao_backend_unload(qiao_backend *backend) {
+  if (backend == NULL) return;
+  if (backend->handle != NULL && backend->api.backend_close != NULL)
+    backend->api.backend_close(backend->handle);
+  if (backend->library != NULL) dlclose(backend->library);
+  free(backend);
+}
+
+const qiao_dev_api *qiao_backend_api(const qiao_backend *backend) { return &backend->api; }
+qiao_dev_backend *qiao_backend_handle(const qiao_backend *backend) { return backend->handle; }
+const char *qiao_backend_name(const qiao_backend *backend) {
+  return backend->api.name ? backend->api.name : "?";
+}
+const char *qiao_backend_origin(const qiao_backend *backend) { return backend->origin; }
+
+qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *error,
+                                 const char *what) {
+  if (error == NULL) return NULL;
+  const qiao_dev_api *api = &backend->api;
+  const char *message = api->error_message ? api->error_message(error) : NULL;
+  qiao_dev_code code = api->error_code ? api->error_code(error) : QIAO_DEV_INTERNAL;
+  qiao_code mapped = code == QIAO_DEV_OUT_OF_MEMORY ? QIAO_OUT_OF_MEMORY
+                     : code == QIAO_DEV_UNSUPPORTED ? QIAO_UNSUPPORTED
+                     : code == QIAO_DEV_INVALID_ARGUMENT ? QIAO_INVALID_ARGUMENT
+                                                         : QIAO_DEVICE;
+  qiao_status *status = qiao__error(mapped, "backend %s: %s: %s", qiao_backend_name(backend), what,
+                                    message ? message : "(no message)");
+  if (api->error_destroy) api->error_destroy(error);
+  return status;
+}
+
+const char *qiao_dev_op_name(qiao_dev_op op) {
+  static const char *const names[QIAO_DEV_OP_COUNT] = {
+      "embed",   "matmul", "rmsnorm", "rope",     "kv_write",       "attention",
+      "swiglu",  "add",    "argmax",  "moe_gate", "matmul_experts", "moe_combine"};
+  return (unsigned)op < QIAO_DEV_OP_COUNT ? names[op] : "unknown-op";
+}
+
+const char *qiao_dev_dtype_name(qiao_dev_dtype dtype) {
+  static const char *const names[QIAO_DEV_DTYPE_COUNT] = {"f32",  "f16",  "bf16",
+                                                          "q8_0", "q4_0", "i32"};
+  return (unsigned)dtype < QIAO_DEV_DTYPE_COUNT ? names[dtype] : "unknown-dtype";
+}

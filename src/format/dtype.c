@@ -1,0 +1,49 @@
+/* Tensor element types: their layouts (GGUF-compatible blocks for the
+ * quantized ones) and the bytes a row of them takes. */
+#include <string.h>
+
+#include "core/checked.h"
+#include "format/model_internal.h"
+
+static const qiao_dtype_info dtype_infos[QIAO_DTYPE_COUNT] = {
+    [QIAO_DTYPE_F32] = {"f32", 1, 4, 32, "none"},
+    [QIAO_DTYPE_F16] = {"f16", 1, 2, 16, "none"},
+    [QIAO_DTYPE_BF16] = {"bf16", 1, 2, 16, "none"},
+    /* 32 values: one f16 scale then 32 int8 */
+    [QIAO_DTYPE_Q8_0] = {"q8_0", 32, 34, 8, "f16"},
+    /* 32 values: one f16 scale then 16 bytes of 4-bit values (low nibbles
+     * hold elements 0..15, high nibbles 16..31) */
+    [QIAO_DTYPE_Q4_0] = {"q4_0", 32, 18, 4, "f16"},
+    [QIAO_DTYPE_I32] = {"i32", 1, 4, 32, "none"},
+};
+
+const qiao_dtype_info *qiao_dtype_get_info(qiao_dtype dtype) {
+  if ((unsigned)dtype >= QIAO_DTYPE_COUNT) return NULL;
+  return &dtype_infos[dtype];
+}
+
+qiao_status *qiao_dtype_from_name(const char *name, qiao_dtype *out_dtype) {
+  for (int i = 0; i < QIAO_DTYPE_COUNT; i++) {
+    if (name != NULL && strcmp(name, dtype_infos[i].name) == 0) {
+      *out_dtype = (qiao_dtype)i;
+      return NULL;
+    }
+  }
+  return qiao__error(QIAO_INVALID_ARGUMENT,
+                     "unknown dtype '%s' (expected f32, f16, bf16, q8_0, q4_0 or i32)",
+                     name ? name : "");
+}
+
+qiao_status *qiao_dtype_row_bytes(qiao_dtype dtype, uint64_t n_elems, uint64_t *out_bytes) {
+  const qiao_dtype_info *info = qiao_dtype_get_info(dtype);
+  if (info == NULL) return qiao__error(QIAO_INVALID_ARGUMENT, "dtype %d is not valid", (int)dtype);
+  if (n_elems % info->block_elems != 0)
+    return qiao__error(QIAO_MALFORMED, "row of %llu elements is not a multiple of the %s block (%u)",
+                       (unsigned long long)n_elems, info->name, info->block_elems);
+  uint64_t bytes;
+  if (!qiao__mul_u64(n_elems / info->block_elems, info->block_bytes, &bytes))
+    return qiao__error(QIAO_MALFORMED, "row of %llu %s elements overflows",
+                       (unsigned long long)n_elems, info->name);
+  *out_bytes = bytes;
+  return NULL;
+}
