@@ -45,6 +45,18 @@ const char *qiao_backend_origin(const qiao_backend *backend);
 qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *error,
                                  const char *what);
 
+/* A plugin found on the search path. */
+typedef struct qiao_backend_entry {
+  char name[64];    /* "opencl" for libqiao-opencl.so */
+  char path[4096];  /* where it was found */
+} qiao_backend_entry;
+
+/* Lists every libqiao-<name>.so on the search path (the directories of
+ * $QIAO_BACKEND_PATH, then beside the qiao executable and in its
+ * backends/<dir>/ folders), the first of each name only, without loading
+ * them. *out_entries is malloc'd (free() it); it may be NULL when none. */
+qiao_status *qiao_backend_discover(qiao_backend_entry **out_entries, size_t *out_count);
+
 /* The names of the ops and dtypes of the ABI, for messages ("matmul", "q8_0"). */
 const char *qiao_dev_op_name(qiao_dev_op op);
 const char *qiao_dev_dtype_name(qiao_dev_dtype dtype);

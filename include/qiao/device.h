@@ -103,7 +103,10 @@ typedef enum qiao_dev_op {
 } qiao_dev_op;
 
 /* A place in device memory: a buffer and a byte offset into it. An optional
- * operand is given as {NULL, 0}. */
+ * operand is given as {NULL, 0}. Op operands must be element-aligned: offsets
+ * of F32 and I32 operands are multiples of 4, of F16, BF16, Q8_0 and Q4_0
+ * operands multiples of 2 (a backend may accept more); upload, download and
+ * copy are byte-granular. */
 typedef struct qiao_dev_ref {
   qiao_dev_buffer *buffer;
   uint64_t offset;
@@ -135,7 +138,7 @@ typedef struct qiao_dev_properties {
   uint32_t flags;          /* QIAO_DEV_FLAG_* */
 } qiao_dev_properties;
 
-/* Passed to device_open. */
+/* Passed to device_open; NULL means all defaults. */
 typedef struct qiao_dev_device_options {
   size_t struct_size;
   uint32_t n_threads; /* host threads a backend may use; 0 = its default */
@@ -340,9 +343,10 @@ typedef struct qiao_dev_api {
   qiao_dev_error *(*buffer_create)(qiao_dev_device *device, uint64_t size,
                                    qiao_dev_buffer **out_buffer);
   void (*buffer_destroy)(qiao_dev_buffer *buffer);
-  /* Optional (QIAO_DEV_FLAG_HOST_MEMORY): a buffer over caller-owned host
-   * memory that stays valid, unchanged, until the buffer is destroyed. Used
-   * to run on memory-mapped weights without a copy. */
+  /* Optional (QIAO_DEV_FLAG_HOST_MEMORY): a READ-ONLY buffer over
+   * caller-owned host memory that stays valid, unchanged, until the buffer is
+   * destroyed. Used to run on memory-mapped weights without a copy; an op,
+   * upload or copy that would write into it fails with INVALID_ARGUMENT. */
   qiao_dev_error *(*buffer_wrap_host)(qiao_dev_device *device, const void *host,
                                       uint64_t size, qiao_dev_buffer **out_buffer);
 

@@ -20,13 +20,18 @@ extern "C" {
 
 typedef struct qiao_tokenizer qiao_tokenizer;
 
-/* From a model's tokenizer.* metadata. Fails with QIAO_NOT_FOUND when the
- * model has no tokenizer (tokenizer.model = "none" or absent). */
+/* From a model's tokenizer.* metadata (docs/spec/format.md 7.3). Fails with
+ * QIAO_NOT_FOUND when the model has no tokenizer (tokenizer.model = "none" or
+ * absent), QIAO_MALFORMED naming the key when the metadata is inconsistent
+ * (ids outside the vocab, array lengths, merges naming missing tokens, a
+ * pre-tokenizer regex that does not compile) and QIAO_UNSUPPORTED for an
+ * unknown tokenizer.model / tokenizer.pre / tokenizer.normalizer. */
 qiao_status *qiao_tokenizer_create_from_model(const qiao_model *model, qiao_tokenizer **out);
 
-/* From a standalone file: a Hugging Face tokenizer.json (its directory's
- * tokenizer_config.json is read too when present), a SentencePiece
- * tokenizer.model, or a llama2.c tok.bin. */
+/* From a standalone file, recognised by its content: a Hugging Face
+ * tokenizer.json (its directory's tokenizer_config.json is read too when
+ * present), a SentencePiece tokenizer.model, or a llama2.c tok.bin; or a
+ * folder holding tokenizer.json or tokenizer.model. */
 qiao_status *qiao_tokenizer_open(const char *path, qiao_tokenizer **out);
 
 /* Accepts NULL. */
@@ -41,31 +46,46 @@ bool qiao_tokenizer_adds_bos(const qiao_tokenizer *tokenizer);
 bool qiao_tokenizer_is_eos(const qiao_tokenizer *tokenizer, int32_t id);
 /* The ids that end generation, in the model's order of preference. */
 size_t qiao_tokenizer_eos_ids(const qiao_tokenizer *tokenizer, const int32_t **out_ids);
-/* The text of a token as stored in the vocabulary; NULL when out of range. */
+/* The text of a token as stored in the vocabulary (byte-level BPE stores
+ * GPT-2's printable form, e.g. "Ġthe"; SentencePiece "▁the"); NULL when out
+ * of range. Valid as long as the tokenizer. */
 const char *qiao_tokenizer_token_text(const qiao_tokenizer *tokenizer, int32_t id);
 /* The id of an exact vocabulary entry (e.g. "<|im_end|>"), or -1. */
 int32_t qiao_tokenizer_find_token(const qiao_tokenizer *tokenizer, const char *text, size_t len);
 
 typedef struct qiao_encode_options {
   size_t struct_size;
-  bool add_bos;       /* prepend BOS when the model has one */
-  bool parse_special; /* match special/added tokens such as <|im_start|> in the text */
+  /* Prepend BOS when the model has a BOS id (whatever its own setting; use
+   * qiao_tokenizer_adds_bos() for the model's default). */
+  bool add_bos;
+  /* Match control tokens such as <|im_start|> in the text (longest first).
+   * User-defined added tokens (e.g. Qwen's <think>) are always matched, as
+   * the reference tokenizers do; ordinary BPE never produces either. */
+  bool parse_special;
 } qiao_encode_options;
 
 /* Encodes `len` bytes of `text` (any bytes; invalid UTF-8 goes through the
- * byte fallback). On success *out_ids is a malloc'd array the caller frees. */
+ * byte fallback). `options` NULL means the model's add_bos and
+ * parse_special = true. On success *out_ids is a malloc'd array the caller
+ * frees (never NULL, even for 0 ids). */
 qiao_status *qiao_tokenizer_encode(const qiao_tokenizer *tokenizer, const char *text, size_t len,
                                    const qiao_encode_options *options, int32_t **out_ids,
                                    size_t *out_n);
 
-/* Decodes ids to text in one go (invalid UTF-8 becomes U+FFFD). *out_text is
- * malloc'd and NUL-terminated; *out_len excludes the NUL. */
+/* Decodes ids to text in one go (invalid UTF-8 becomes U+FFFD, one per
+ * maximal invalid sequence). SentencePiece: "▁" is a space, <0xXX> the byte,
+ * control tokens (<s>, </s>) give no text, the dummy-prefix space of the
+ * first piece is dropped; byte-level BPE: GPT-2's byte mapping reversed,
+ * added tokens (<|im_end|>) as their text. An id outside the vocab is
+ * QIAO_INVALID_ARGUMENT. *out_text is malloc'd and NUL-terminated; *out_len
+ * excludes the NUL. */
 qiao_status *qiao_tokenizer_decode(const qiao_tokenizer *tokenizer, const int32_t *ids, size_t n,
                                    char **out_text, size_t *out_len);
 
 /* Streaming decode: push ids one at a time and get back the text that is
  * complete so far; bytes of an unfinished UTF-8 character are held until it
- * completes. */
+ * completes. The concatenated pieces plus the final flush equal
+ * qiao_tokenizer_decode() of the same ids. The tokenizer must outlive it. */
 typedef struct qiao_detokenizer qiao_detokenizer;
 qiao_status *qiao_detokenizer_create(const qiao_tokenizer *tokenizer, qiao_detokenizer **out);
 void qiao_detokenizer_destroy(qiao_detokenizer *detokenizer); /* accepts NULL */

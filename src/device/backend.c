@@ -2,6 +2,7 @@
  * path, with the ABI checks of docs/spec/device-abi.md. */
 #include "qiao/backend.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <stdbool.h>
 #include <limits.h>
@@ -20,6 +21,9 @@ struct qiao_backend {
   char origin[PATH_MAX];
 };
 
+/* The size of the ABI 1.0 function table: a plugin's table is at least this. */
+#define QIAO__DEV_API_V1_0_SIZE (offsetof(qiao_dev_api, moe_combine) + sizeof(void (*)(void)))
+
 /* The table fields every 1.0 backend must provide. */
 #define REQUIRED_FUNCTIONS(X)                                                                      \
   X(error_code) X(error_message) X(error_destroy) X(backend_open) X(backend_close)                 \
@@ -28,25 +32,37 @@ struct qiao_backend {
   X(upload) X(download) X(copy) X(embed) X(matmul) X(rmsnorm) X(rope) X(kv_write) X(attention)     \
   X(swiglu) X(add) X(argmax) X(moe_gate) X(matmul_experts) X(moe_combine)
 
+/* The three header fields (struct_size, abi_major, abi_minor) sit at the same
+ * place in every major version, so a runtime can always read them. */
+#define TABLE_HEADER_SIZE (offsetof(qiao_dev_api, abi_minor) + sizeof(uint32_t))
+
 static qiao_status *check_table(const qiao_dev_api *table, const char *origin, qiao_dev_api *out) {
-  if (table == NULL) return qiao__error(QIAO_MALFORMED, "backend %s: entry point returned NULL", origin);
-  size_t v1_size = offsetof(qiao_dev_api, moe_combine) + sizeof(table->moe_combine);
-  if (table->struct_size < v1_size)
+  if (table == NULL)
+    return qiao__error(QIAO_MALFORMED, "backend %s: entry point %s returned NULL", origin,
+                       QIAO_DEVICE_ENTRY_POINT);
+  if (table->struct_size < TABLE_HEADER_SIZE)
     return qiao__error(QIAO_MALFORMED,
-                       "backend %s: function table struct_size %zu is smaller than ABI 1.0's %zu",
-                       origin, table->struct_size, v1_size);
+                       "backend %s: function table struct_size %zu is too small to hold even "
+                       "the version fields (%zu bytes)",
+                       origin, table->struct_size, (size_t)TABLE_HEADER_SIZE);
+  /* The major version first: a table of another major has another layout. */
   if (table->abi_major != QIAO_DEVICE_ABI_MAJOR)
     return qiao__error(QIAO_UNSUPPORTED,
                        "backend %s: built for device ABI %u.%u, this runtime speaks %u.%u "
                        "(major versions must match)",
                        origin, table->abi_major, table->abi_minor, QIAO_DEVICE_ABI_MAJOR,
                        QIAO_DEVICE_ABI_MINOR);
+  if (table->struct_size < QIAO__DEV_API_V1_0_SIZE)
+    return qiao__error(QIAO_MALFORMED,
+                       "backend %s: function table struct_size %zu is smaller than ABI 1.0's %zu",
+                       origin, table->struct_size, (size_t)QIAO__DEV_API_V1_0_SIZE);
   memset(out, 0, sizeof(*out));
   size_t n = table->struct_size < sizeof(*out) ? table->struct_size : sizeof(*out);
   memcpy(out, table, n);
   out->struct_size = sizeof(*out);
-  if (out->name == NULL || out->version == NULL)
-    return qiao__error(QIAO_MALFORMED, "backend %s: function table has no name or version", origin);
+  if (out->name == NULL || out->name[0] == '\0' || out->version == NULL)
+    return qiao__error(QIAO_MALFORMED, "backend %s: function table has no name or version",
+                       origin);
 #define CHECK_FN(f)                                                                                \
   if (out->f == NULL)                                                                              \
     return qiao__error(QIAO_MALFORMED, "backend %s: function table entry '%s' is NULL", origin, #f);
@@ -95,11 +111,103 @@ static qiao_status *open_plugin(const char *path, qiao_backend *backend) {
   }
   void *symbol = dlsym(backend->library, QIAO_DEVICE_ENTRY_POINT);
   if (symbol == NULL)
-    return qiao__error(QIAO_MALFORMED, "backend %s: missing entry point %s", path,
+    return qiao__error(QIAO_MALFORMED,
+                       "backend %s: missing entry point %s (not a qiao device plugin)", path,
                        QIAO_DEVICE_ENTRY_POINT);
   qiao_device_get_api_fn get_api;
   memcpy(&get_api, &symbol, sizeof(get_api)); /* object -> function pointer, as POSIX allows */
   return check_table(get_api(), path, &backend->api);
+}
+
+/* The directory of the running executable, or "" when unknown. */
+static void executable_dir(char *out, size_t size) {
+  char exe[PATH_MAX];
+  out[0] = '\0';
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return;
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (slash != NULL) *slash = '\0';
+  snprintf(out, size, "%s", exe);
+}
+
+/* Adds every libqiao-<name>.so in `dir` whose name is not listed yet. */
+static qiao_status *scan_dir(const char *dir, qiao_backend_entry **entries, size_t *n,
+                             size_t *cap) {
+  DIR *d = opendir(dir);
+  if (d == NULL) return NULL; /* a missing directory on the path is not an error */
+  qiao_status *status = NULL;
+  struct dirent *e;
+  while (status == NULL && (e = readdir(d)) != NULL) {
+    size_t len = strlen(e->d_name);
+    if (len <= 11 || strncmp(e->d_name, "libqiao-", 8) != 0 ||
+        strcmp(e->d_name + len - 3, ".so") != 0)
+      continue;
+    size_t name_len = len - 11;
+    if (name_len >= sizeof((*entries)->name)) continue;
+    bool seen = false;
+    for (size_t i = 0; i < *n; i++)
+      if (strlen((*entries)[i].name) == name_len &&
+          strncmp((*entries)[i].name, e->d_name + 8, name_len) == 0)
+        seen = true;
+    if (seen) continue;
+    if (*n == *cap) {
+      size_t new_cap = *cap ? *cap * 2 : 8;
+      qiao_backend_entry *grown = realloc(*entries, new_cap * sizeof(**entries));
+      if (grown == NULL) {
+        status = qiao__error(QIAO_OUT_OF_MEMORY, "backend search: out of memory");
+        break;
+      }
+      *entries = grown;
+      *cap = new_cap;
+    }
+    qiao_backend_entry *entry = &(*entries)[(*n)++];
+    snprintf(entry->name, sizeof(entry->name), "%.*s", (int)name_len, e->d_name + 8);
+    snprintf(entry->path, sizeof(entry->path), "%s/%s", dir, e->d_name);
+  }
+  closedir(d);
+  return status;
+}
+
+qiao_status *qiao_backend_discover(qiao_backend_entry **out_entries, size_t *out_count) {
+  qiao_backend_entry *entries = NULL;
+  size_t n = 0, cap = 0;
+  qiao_status *status = NULL;
+  const char *env = getenv("QIAO_BACKEND_PATH");
+  char dir[PATH_MAX];
+  for (const char *p = env; p != NULL && *p && status == NULL;) {
+    const char *end = strchr(p, ':');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len > 0 && len < sizeof(dir)) {
+      snprintf(dir, sizeof(dir), "%.*s", (int)len, p);
+      status = scan_dir(dir, &entries, &n, &cap);
+    }
+    p += len + (end ? 1 : 0);
+  }
+  char exe_dir[PATH_MAX];
+  executable_dir(exe_dir, sizeof(exe_dir));
+  if (status == NULL && exe_dir[0] != '\0') status = scan_dir(exe_dir, &entries, &n, &cap);
+  if (status == NULL && exe_dir[0] != '\0') {
+    /* backends/<name>/libqiao-<name>.so, as a build tree lays them out */
+    char backends[PATH_MAX + 16];
+    snprintf(backends, sizeof(backends), "%s/backends", exe_dir);
+    DIR *d = opendir(backends);
+    struct dirent *e;
+    while (d != NULL && status == NULL && (e = readdir(d)) != NULL) {
+      if (e->d_name[0] == '.') continue;
+      if (snprintf(dir, sizeof(dir), "%.*s/%s", (int)(sizeof(dir) / 2), backends, e->d_name) <
+          (int)sizeof(dir))
+        status = scan_dir(dir, &entries, &n, &cap);
+    }
+    if (d != NULL) closedir(d);
+  }
+  if (status != NULL) {
+    free(entries);
+    return status;
+  }
+  *out_entries = entries;
+  *out_count = n;
+  return NULL;
 }
 
 qiao_status *qiao_backend_load(const char *name_or_path, qiao_backend **out_backend) {

@@ -7,7 +7,7 @@
 #include "format/model_internal.h"
 
 /* Largest tok.bin accepted (the 32000-token LLaMA 2 vocab is ~0.5 MB). */
-#define QIAO__LLAMA2C_MAX_TOKENIZER_BYTES (256u << 20)
+#define QIAO__LLAMA2C_MAX_TOKENIZER_BYTES (64u << 20)
 
 /* Parses tok.bin bytes (int32 max_token_length, then per token: f32 score,
  * int32 length, bytes) holding exactly `vocab_size` tokens and sets the

@@ -24,7 +24,8 @@ typedef struct range_entry {
 
 void qiao__st_table_free(qiao_st_table *table) {
   if (table == NULL) return;
-  for (uint64_t i = 0; i < table->count; i++) free(table->tensors[i].name);
+  for (uint64_t i = 0; i < table->count; i++)
+    free(table->tensors[i].name);
   free(table->tensors);
   table->tensors = NULL;
   table->count = 0;
@@ -74,7 +75,7 @@ static qiao_status *parse_shape(const char *file, const char *tensor, json_objec
                        file, tensor, n, QIAO_MAX_DIMS);
   uint64_t elems = 1;
   for (size_t d = 0; d < n; d++) {
-    uint64_t dim;
+    uint64_t dim = 0;
     if (!get_u64(json_object_array_get_idx(value, d), &dim))
       return qiao__error(QIAO_MALFORMED,
                          "file %s: tensor '%s': field shape[%zu]: not a non-negative integer", file,
@@ -84,8 +85,9 @@ static qiao_status *parse_shape(const char *file, const char *tensor, json_objec
                          "file %s: tensor '%s': field shape[%zu]: empty tensors are not supported",
                          file, tensor, d);
     if (!qiao__mul_u64(elems, dim, &elems))
-      return qiao__error(QIAO_MALFORMED, "file %s: tensor '%s': field shape: element count overflows",
-                         file, tensor);
+      return qiao__error(QIAO_MALFORMED,
+                         "file %s: tensor '%s': field shape: element count overflows", file,
+                         tensor);
     t->shape[d] = dim;
   }
   t->n_dims = (uint32_t)n;
@@ -105,15 +107,15 @@ static qiao_status *parse_entry(const char *file, const char *tensor, json_objec
   json_object_object_get_ex(desc, "shape", &shape);
   json_object_object_get_ex(desc, "data_offsets", &offsets);
   QIAO__TRY(parse_dtype(file, tensor, dtype, &t->dtype));
-  uint64_t elems;
+  uint64_t elems = 0;
   QIAO__TRY(parse_shape(file, tensor, shape, t, &elems));
 
   if (offsets == NULL || !json_object_is_type(offsets, json_type_array) ||
       json_object_array_length(offsets) != 2)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: tensor '%s': field data_offsets: missing or not [begin, end]", file,
-                       tensor);
-  uint64_t begin, end;
+                       "file %s: tensor '%s': field data_offsets: missing or not [begin, end]",
+                       file, tensor);
+  uint64_t begin = 0, end = 0;
   if (!get_u64(json_object_array_get_idx(offsets, 0), &begin) ||
       !get_u64(json_object_array_get_idx(offsets, 1), &end))
     return qiao__error(QIAO_MALFORMED,
@@ -121,8 +123,8 @@ static qiao_status *parse_entry(const char *file, const char *tensor, json_objec
                        tensor);
   if (begin > end)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: tensor '%s': field data_offsets: begin %llu is after end %llu", file,
-                       tensor, (unsigned long long)begin, (unsigned long long)end);
+                       "file %s: tensor '%s': field data_offsets: begin %llu is after end %llu",
+                       file, tensor, (unsigned long long)begin, (unsigned long long)end);
   if (end > data_size)
     return qiao__error(QIAO_MALFORMED,
                        "file %s: tensor '%s': field data_offsets: end %llu is past the end of the "
@@ -131,12 +133,13 @@ static qiao_status *parse_entry(const char *file, const char *tensor, json_objec
   const qiao_dtype_info *info = qiao_dtype_get_info(t->dtype);
   uint64_t want;
   if (!qiao__mul_u64(elems, info->block_bytes, &want) || want != end - begin)
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s: tensor '%s': field data_offsets: [%llu, %llu) holds %llu bytes but "
-                       "the shape and dtype %s need %llu elements x %u bytes",
-                       file, tensor, (unsigned long long)begin, (unsigned long long)end,
-                       (unsigned long long)(end - begin), info->name, (unsigned long long)elems,
-                       info->block_bytes);
+    return qiao__error(
+        QIAO_MALFORMED,
+        "file %s: tensor '%s': field data_offsets: [%llu, %llu) holds %llu bytes but "
+        "the shape and dtype %s need %llu elements x %u bytes",
+        file, tensor, (unsigned long long)begin, (unsigned long long)end,
+        (unsigned long long)(end - begin), info->name, (unsigned long long)elems,
+        info->block_bytes);
   t->n_bytes = end - begin;
   range->begin = begin;
   range->end = end;
@@ -191,10 +194,9 @@ static qiao_status *parse_json(const char *file, const char *text, uint64_t len,
   json_tokener_free(tok);
   if (root == NULL || err != json_tokener_success) {
     json_object_put(root);
-    return qiao__error(QIAO_MALFORMED, "file %s: header: not valid JSON near byte %zu: %s", file,
-                       8 + end,
-                       err == json_tokener_continue ? "unexpected end"
-                                                    : json_tokener_error_desc(err));
+    return qiao__error(
+        QIAO_MALFORMED, "file %s: header: not valid JSON near byte %zu: %s", file, 8 + end,
+        err == json_tokener_continue ? "unexpected end" : json_tokener_error_desc(err));
   }
   for (uint64_t i = end; i < len; i++) {
     char c = text[i];
@@ -237,8 +239,9 @@ static qiao_status *parse_tensors(const char *file, json_object *root, const uin
     }
     size_t key_len = strlen(key);
     if (key_len == 0 || key_len > QIAO__MAX_TENSOR_NAME_LEN) {
-      st = qiao__error(QIAO_MALFORMED, "file %s: header: tensor name of %zu bytes (1 to %u allowed)",
-                       file, key_len, QIAO__MAX_TENSOR_NAME_LEN);
+      st =
+          qiao__error(QIAO_MALFORMED, "file %s: header: tensor name of %zu bytes (1 to %u allowed)",
+                      file, key_len, QIAO__MAX_TENSOR_NAME_LEN);
       break;
     }
     qiao_st_tensor *t = &table->tensors[table->count];
@@ -264,10 +267,12 @@ qiao_status *qiao__st_parse(const uint8_t *data, uint64_t size, const char *name
                             qiao_st_table *out) {
   const char *file = name ? name : "(buffer)";
   if (size < 8)
-    return qiao__error(QIAO_MALFORMED, "file %s: %llu bytes, too short for the 8-byte header length",
-                       file, (unsigned long long)size);
+    return qiao__error(QIAO_MALFORMED,
+                       "file %s: %llu bytes, too short for the 8-byte header length", file,
+                       (unsigned long long)size);
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; i--) header_len = (header_len << 8) | data[i];
+  for (int i = 7; i >= 0; i--)
+    header_len = (header_len << 8) | data[i];
   if (header_len > QIAO__SAFETENSORS_MAX_HEADER)
     return qiao__error(QIAO_LIMIT, "file %s: field header length (byte 0): %llu bytes (limit %u)",
                        file, (unsigned long long)header_len, QIAO__SAFETENSORS_MAX_HEADER);
@@ -280,8 +285,8 @@ qiao_status *qiao__st_parse(const uint8_t *data, uint64_t size, const char *name
   json_object *root = NULL;
   QIAO__TRY(parse_json(file, (const char *)data + 8, header_len, &root));
   qiao_st_table table = {0};
-  qiao_status *st = parse_tensors(file, root, data + data_start, data_start, size - data_start,
-                                  &table);
+  qiao_status *st =
+      parse_tensors(file, root, data + data_start, data_start, size - data_start, &table);
   json_object_put(root);
   if (st != NULL) {
     qiao__st_table_free(&table);
@@ -300,13 +305,17 @@ qiao_status *qiao__st_add_tensor(qiao_model *model, const qiao_st_tensor *t, con
     memcpy(copy, t->data, t->n_bytes);
     data = copy;
   }
-  return qiao__model_add_tensor(model, name ? name : t->name, t->dtype, t->n_dims, t->shape, data,
-                                t->n_bytes);
+  QIAO__TRY(qiao__model_add_tensor(model, name ? name : t->name, t->dtype, t->n_dims, t->shape,
+                                   data, t->n_bytes));
+  qiao__tensor_origin *origin =
+      qiao__model_tensor_origin(model, qiao_model_tensor_count(model) - 1);
+  if (origin != NULL) origin->offset = t->file_offset;
+  return NULL;
 }
 
 qiao_status *qiao__import_safetensors(qiao_model *model, const uint8_t *data, uint64_t size,
                                       const char *name) {
-  qiao_st_table table;
+  qiao_st_table table = {0};
   QIAO__TRY(qiao__st_parse(data, size, name, &table));
   qiao_status *st = NULL;
   for (uint64_t i = 0; i < table.count && st == NULL; i++)

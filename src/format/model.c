@@ -149,17 +149,17 @@ qiao_status *qiao__model_map_file(qiao_model *model, const char *path, const uin
                                   uint64_t *out_size) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "file %s: cannot open: %s",
+    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "%s: cannot open: %s",
                        path, strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0) {
     int e = errno;
     close(fd);
-    return qiao__error(QIAO_IO, "file %s: cannot stat: %s", path, strerror(e));
+    return qiao__error(QIAO_IO, "%s: cannot stat: %s", path, strerror(e));
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
-    return qiao__error(QIAO_INVALID_ARGUMENT, "file %s: not a regular file", path);
+    return qiao__error(QIAO_INVALID_ARGUMENT, "%s: not a regular file", path);
   }
   mapping *grown = realloc(model->mappings, (model->n_mappings + 1) * sizeof(*grown));
   if (grown == NULL) {
@@ -172,13 +172,13 @@ qiao_status *qiao__model_map_file(qiao_model *model, const char *path, const uin
   if (size > 0) {
     if (size > SIZE_MAX) {
       close(fd);
-      return qiao__error(QIAO_LIMIT, "file %s: too large to map", path);
+      return qiao__error(QIAO_LIMIT, "%s: too large to map", path);
     }
     addr = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (addr == MAP_FAILED) {
       int e = errno;
       close(fd);
-      return qiao__error(QIAO_IO, "file %s: cannot map: %s", path, strerror(e));
+      return qiao__error(QIAO_IO, "%s: cannot map: %s", path, strerror(e));
     }
   }
   close(fd);

@@ -32,7 +32,7 @@ static source_kind detect(const uint8_t *head, uint64_t n) {
 
 static qiao_status *pickle_refused(const char *name) {
   return qiao__error(QIAO_UNSUPPORTED,
-                     "file %s: a PyTorch pickle checkpoint; pickle files can execute arbitrary "
+                     "%s: a PyTorch pickle checkpoint; pickle files can execute arbitrary "
                      "code when loaded, so qiao refuses them: convert it to safetensors first",
                      name);
 }
@@ -76,12 +76,12 @@ qiao_status *qiao__model_open_buffer(const uint8_t *data, uint64_t size, const c
 static qiao_status *read_head(const char *path, uint8_t *head, uint64_t *n) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "file %s: cannot open: %s",
+    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "%s: cannot open: %s",
                        path, strerror(errno));
   ssize_t got = pread(fd, head, 8, 0);
   int e = errno;
   close(fd);
-  if (got < 0) return qiao__error(QIAO_IO, "file %s: cannot read: %s", path, strerror(e));
+  if (got < 0) return qiao__error(QIAO_IO, "%s: cannot read: %s", path, strerror(e));
   *n = (uint64_t)got;
   return NULL;
 }
@@ -96,7 +96,7 @@ qiao_status *qiao_model_open(const char *path, const qiao_model_open_options *op
 
   struct stat st_buf;
   if (stat(path, &st_buf) != 0)
-    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "file %s: cannot open: %s", path,
+    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "%s: cannot open: %s", path,
                        strerror(errno));
   qiao_model *model = NULL;
   qiao_status *st;
@@ -111,7 +111,7 @@ qiao_status *qiao_model_open(const char *path, const qiao_model_open_options *op
     if (kind == SOURCE_PICKLE) return pickle_refused(path);
     if (kind != SOURCE_LLAMA2C && tokenizer_path != NULL)
       return qiao__error(QIAO_INVALID_ARGUMENT,
-                         "file %s: --tokenizer applies only to llama2.c .bin models", path);
+                         "%s: --tokenizer applies only to llama2.c .bin models", path);
     QIAO__TRY(qiao__model_create(path, kind_format(kind), &model));
     const uint8_t *data;
     uint64_t size;

@@ -1,11 +1,450 @@
-/* qiao bench: not written yet (placeholder so the command table links). */
+/* qiao bench: prefill and decode speed of a model file, or of a known shape
+ * with random weights built in memory, against the machine's memory
+ * bandwidth bound (decode reads every weight once per token). */
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli.h"
 #include "commands.h"
+#include "core/status_internal.h"
+#include "engine_cli.h"
+#include "format/model_internal.h"
+
+/* ---- Known shapes (from the models' published configs) ------------------- */
+
+typedef struct shape {
+  const char *name, *arch;
+  uint32_t dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, vocab;
+  bool tied, qkv_bias, qk_norm, llama3_rope;
+  float theta;
+} shape;
+
+static const shape shapes[] = {
+    {"qwen2.5-0.5b", "qwen2", 896, 24, 14, 2, 64, 4864, 151936, true, true, false, false, 1e6f},
+    {"qwen2.5-7b", "qwen2", 3584, 28, 28, 4, 128, 18944, 152064, false, true, false, false, 1e6f},
+    {"llama3-8b", "llama", 4096, 32, 32, 8, 128, 14336, 128256, false, false, false, false, 5e5f},
+    {"llama3.2-1b", "llama", 2048, 16, 32, 8, 64, 8192, 128256, true, false, false, true, 5e5f},
+    {"qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 128, 3072, 151936, true, false, true, false, 1e6f},
+};
+
+/* xorshift64*: quick random bytes for weights (not for sampling). */
+static uint64_t rng_next(uint64_t *s) {
+  *s ^= *s >> 12;
+  *s ^= *s << 25;
+  *s ^= *s >> 27;
+  return *s * 0x2545f4914f6cdd1dull;
+}
+
+typedef struct fill_job {
+  uint8_t *data;
+  uint64_t n_bytes;
+  qiao_dtype dtype;
+  uint64_t seed;
+} fill_job;
+
+/* Random weights of a plausible scale (|w| <~ 0.05): int8/int4 values with
+ * a fixed f16 scale for q8_0/q4_0, small halves/floats otherwise. */
+static void *fill_random(void *arg) {
+  fill_job *j = arg;
+  uint64_t s = j->seed | 1;
+  uint8_t *p = j->data;
+  if (j->dtype == QIAO_DTYPE_Q8_0 || j->dtype == QIAO_DTYPE_Q4_0) {
+    const uint16_t scale = j->dtype == QIAO_DTYPE_Q8_0 ? 0x1a8f /* ~4e-4 */ : 0x2066 /* ~7e-3 */;
+    const uint64_t block = j->dtype == QIAO_DTYPE_Q8_0 ? 34 : 18;
+    for (uint64_t b = 0; b + block <= j->n_bytes; b += block) {
+      p[b] = (uint8_t)(scale & 0xff);
+      p[b + 1] = (uint8_t)(scale >> 8);
+      for (uint64_t i = 2; i < block; i += 8) {
+        uint64_t r = rng_next(&s);
+        memcpy(p + b + i, &r, block - i < 8 ? block - i : 8);
+      }
+    }
+  } else if (j->dtype == QIAO_DTYPE_F16 || j->dtype == QIAO_DTYPE_BF16) {
+    for (uint64_t i = 0; i + 2 <= j->n_bytes; i += 2) {
+      uint64_t r = i % 8 == 0 ? rng_next(&s) : s;
+      uint16_t m = (uint16_t)(r >> (16 * (i % 8 / 2)));
+      /* sign, exponent giving [2^-8, 2^-5), random mantissa */
+      uint16_t h = j->dtype == QIAO_DTYPE_F16
+                       ? (uint16_t)((m & 0x8000) | ((7 + (m >> 13 & 3)) << 10) | (m & 0x3ff))
+                       : (uint16_t)((m & 0x8000) | ((119 + (m >> 13 & 3)) << 7) | (m & 0x7f));
+      memcpy(p + i, &h, 2);
+    }
+  } else {
+    for (uint64_t i = 0; i + 4 <= j->n_bytes; i += 4) {
+      float f = ((float)(rng_next(&s) >> 40) / (float)(1 << 24) - 0.5f) * 0.1f;
+      memcpy(p + i, &f, 4);
+    }
+  }
+  return NULL;
+}
+
+static qiao_status *add_random(qiao_model *m, const char *name, qiao_dtype dtype, uint32_t n_dims,
+                               const uint64_t *dims, uint64_t seed, uint32_t n_threads) {
+  uint64_t n_bytes = 0;
+  QIAO__TRY(qiao__tensor_bytes(dtype, n_dims, dims, &n_bytes));
+  void *data = NULL;
+  QIAO__TRY(qiao__model_alloc(m, n_bytes, &data));
+  uint64_t unit = dtype == QIAO_DTYPE_Q8_0 ? 34 : dtype == QIAO_DTYPE_Q4_0 ? 18 : 4;
+  fill_job jobs[16];
+  pthread_t th[16];
+  uint32_t nt = n_threads < 1 ? 1 : n_threads > 16 ? 16 : n_threads;
+  uint64_t units = n_bytes / unit, per = (units + nt - 1) / nt;
+  for (uint32_t t = 0; t < nt; t++) {
+    uint64_t a = t * per > units ? units : t * per,
+             b = (t + 1) * per > units ? units : (t + 1) * per;
+    jobs[t] = (fill_job){(uint8_t *)data + a * unit, (b - a) * unit, dtype, seed * 1000003 + t};
+    if (pthread_create(&th[t], NULL, fill_random, &jobs[t]) != 0) fill_random(&jobs[t]), th[t] = 0;
+  }
+  for (uint32_t t = 0; t < nt; t++)
+    if (th[t]) pthread_join(th[t], NULL);
+  return qiao__model_add_tensor(m, name, dtype, n_dims, dims, data, n_bytes);
+}
+
+static qiao_status *add_ones(qiao_model *m, const char *name, uint64_t n) {
+  float *data = NULL;
+  QIAO__TRY(qiao__model_alloc(m, n * 4, (void **)&data));
+  for (uint64_t i = 0; i < n; i++)
+    data[i] = 1.0f;
+  return qiao__model_add_tensor(m, name, QIAO_DTYPE_F32, 1, &n, data, n * 4);
+}
+
+static qiao_status *build_shape(const shape *sh, qiao_dtype dtype, uint32_t n_threads,
+                                qiao_model **out) {
+  qiao_model *m = NULL;
+  QIAO__TRY(qiao__model_create(sh->name, "qiao", &m));
+  qiao_status *st = NULL;
+#define T(x)                                                                                       \
+  do {                                                                                             \
+    if (st == NULL) st = (x);                                                                      \
+  } while (0)
+  T(qiao__model_set_string(m, "general.architecture", sh->arch, strlen(sh->arch)));
+  T(qiao__model_set_string(m, "general.name", sh->name, strlen(sh->name)));
+  T(qiao__model_set_u32(m, "model.vocab_size", sh->vocab));
+  T(qiao__model_set_u32(m, "model.context_length", 4096));
+  T(qiao__model_set_u32(m, "model.dim", sh->dim));
+  T(qiao__model_set_u32(m, "model.n_layers", sh->n_layers));
+  T(qiao__model_set_u32(m, "model.n_heads", sh->n_heads));
+  T(qiao__model_set_u32(m, "model.n_kv_heads", sh->n_kv_heads));
+  T(qiao__model_set_u32(m, "model.head_dim", sh->head_dim));
+  T(qiao__model_set_u32(m, "model.ffn_dim", sh->ffn_dim));
+  T(qiao__model_set_f32(m, "model.norm_eps", 1e-6f));
+  T(qiao__model_set_f32(m, "model.rope.theta", sh->theta));
+  T(qiao__model_set_bool(m, "model.tied_embeddings", sh->tied));
+  T(qiao__model_set_bool(m, "model.qkv_bias", sh->qkv_bias));
+  T(qiao__model_set_bool(m, "model.qk_norm", sh->qk_norm));
+  if (sh->llama3_rope) {
+    T(qiao__model_set_string(m, "model.rope.scaling.type", "llama3", 6));
+    T(qiao__model_set_f32(m, "model.rope.scaling.factor", 32));
+  }
+  T(qiao__model_set_string(m, "tokenizer.model", "none", 4));
+  const uint64_t D = sh->dim, qd = (uint64_t)sh->n_heads * sh->head_dim,
+                 kvd = (uint64_t)sh->n_kv_heads * sh->head_dim, F = sh->ffn_dim, V = sh->vocab;
+  uint64_t seed = 1;
+  const uint64_t embd[] = {V, D};
+  T(add_random(m, "token_embd.weight", dtype, 2, embd, seed++, n_threads));
+  if (!sh->tied) T(add_random(m, "output.weight", dtype, 2, embd, seed++, n_threads));
+  T(add_ones(m, "output_norm.weight", D));
+  char name[128];
+  for (uint32_t l = 0; l < sh->n_layers && st == NULL; l++) {
+    const struct {
+      const char *suffix;
+      uint64_t rows, cols;
+    } mats[] = {{"attn_q.weight", qd, D},      {"attn_k.weight", kvd, D}, {"attn_v.weight", kvd, D},
+                {"attn_output.weight", D, qd}, {"ffn_gate.weight", F, D}, {"ffn_up.weight", F, D},
+                {"ffn_down.weight", D, F}};
+    for (size_t i = 0; i < sizeof(mats) / sizeof(mats[0]); i++) {
+      snprintf(name, sizeof(name), "blk.%u.%s", l, mats[i].suffix);
+      const uint64_t dims[] = {mats[i].rows, mats[i].cols};
+      T(add_random(m, name, dtype, 2, dims, seed++, n_threads));
+    }
+    snprintf(name, sizeof(name), "blk.%u.attn_norm.weight", l);
+    T(add_ones(m, name, D));
+    snprintf(name, sizeof(name), "blk.%u.ffn_norm.weight", l);
+    T(add_ones(m, name, D));
+    if (sh->qkv_bias) {
+      const char *b[] = {"attn_q.bias", "attn_k.bias", "attn_v.bias"};
+      const uint64_t n[] = {qd, kvd, kvd};
+      for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof(name), "blk.%u.%s", l, b[i]);
+        T(add_random(m, name, QIAO_DTYPE_F32, 1, &n[i], seed++, 1));
+      }
+    }
+    if (sh->qk_norm) {
+      snprintf(name, sizeof(name), "blk.%u.attn_q_norm.weight", l);
+      T(add_ones(m, name, sh->head_dim));
+      snprintf(name, sizeof(name), "blk.%u.attn_k_norm.weight", l);
+      T(add_ones(m, name, sh->head_dim));
+    }
+  }
+#undef T
+  if (st != NULL) {
+    qiao_model_close(m);
+    return st;
+  }
+  *out = m;
+  return NULL;
+}
+
+/* ---- Memory bandwidth: threads summing a buffer much larger than caches -- */
+
+typedef struct read_job {
+  const uint64_t *data;
+  size_t n;
+  uint64_t sum;
+} read_job;
+
+static void *read_all(void *arg) {
+  read_job *j = arg;
+  uint64_t a = 0, b = 0, c = 0, d = 0;
+  for (size_t i = 0; i + 4 <= j->n; i += 4) {
+    a += j->data[i];
+    b ^= j->data[i + 1];
+    c += j->data[i + 2];
+    d ^= j->data[i + 3];
+  }
+  j->sum = a + b + c + d;
+  return NULL;
+}
+
+static double measure_bandwidth(uint32_t n_threads) {
+  const size_t bytes = 512u << 20;
+  uint64_t *buf = malloc(bytes);
+  if (buf == NULL) return 0;
+  memset(buf, 1, bytes);
+  uint32_t nt = n_threads < 1 ? 1 : n_threads > 64 ? 64 : n_threads;
+  double best = 0;
+  volatile uint64_t sink = 0;
+  for (int rep = 0; rep < 5; rep++) {
+    read_job jobs[64];
+    pthread_t th[64];
+    size_t per = bytes / 8 / nt;
+    double t0 = engine_cli_now();
+    for (uint32_t t = 0; t < nt; t++) {
+      jobs[t] = (read_job){buf + t * per, per, 0};
+      if (pthread_create(&th[t], NULL, read_all, &jobs[t]) != 0) read_all(&jobs[t]), th[t] = 0;
+    }
+    for (uint32_t t = 0; t < nt; t++) {
+      if (th[t]) pthread_join(th[t], NULL);
+      sink += jobs[t].sum;
+    }
+    double gbs = (double)bytes / (engine_cli_now() - t0) / 1e9;
+    if (gbs > best) best = gbs;
+  }
+  (void)sink;
+  free(buf);
+  return best;
+}
+
+/* ---- Timing ------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof(double), cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+typedef struct bench_result {
+  double prefill_tps, decode_tps;
+} bench_result;
+
+/* Prefill of p tokens (one sequence), then n decode steps of `batch`
+ * sequences, one token each per call, greedy on the device. */
+static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t batch, uint32_t reps,
+                              bench_result *out) {
+  uint32_t vocab = qiao_engine_hparams(e)->vocab_size;
+  uint32_t total = p > batch ? p : batch;
+  int32_t *tokens = malloc(total * 4), *seqs = malloc(total * 4), *pos = malloc(total * 4);
+  int32_t *next = malloc(total * 4), *ids = malloc(batch * 4);
+  qiao_status *st = NULL;
+  if (!tokens || !seqs || !pos || !next || !ids)
+    st = qiao__error(QIAO_OUT_OF_MEMORY, "bench: out of memory");
+  uint64_t rng = 42;
+  for (uint32_t i = 0; st == NULL && i < total; i++)
+    tokens[i] = (int32_t)(rng_next(&rng) % vocab);
+  for (uint32_t b = 0; st == NULL && b < batch; b++)
+    st = qiao_engine_seq_create(e, &ids[b]);
+  double prefill[16], decode[16];
+  /* Run 0 is the warm-up. */
+  for (uint32_t r = 0; st == NULL && r <= reps; r++) {
+    fprintf(stderr, "bench: run %u/%u%s\n", r, reps, r == 0 ? " (warm-up)" : "");
+    for (uint32_t b = 0; st == NULL && b < batch; b++)
+      st = qiao_engine_seq_truncate(e, ids[b], 0);
+    for (uint32_t i = 0; i < p; i++) {
+      seqs[i] = ids[0];
+      pos[i] = (int32_t)i;
+    }
+    qiao_batch pb = {p, tokens, seqs, pos, NULL};
+    double t0 = engine_cli_now();
+    if (st == NULL) st = qiao_engine_forward(e, &pb, NULL, next);
+    double t1 = engine_cli_now();
+    /* The other sequences of a batch get the same prompt. */
+    for (uint32_t b = 1; st == NULL && b < batch; b++) {
+      for (uint32_t i = 0; i < p; i++)
+        seqs[i] = ids[b];
+      st = qiao_engine_forward(e, &pb, NULL, next);
+    }
+    double t2 = engine_cli_now();
+    for (uint32_t step = 0; st == NULL && step < n; step++) {
+      for (uint32_t b = 0; b < batch; b++) {
+        tokens[b] = next[b] >= 0 ? next[b] : 0;
+        seqs[b] = ids[b];
+        pos[b] = (int32_t)(p + step);
+      }
+      uint8_t want_all[256];
+      memset(want_all, 1, sizeof(want_all));
+      qiao_batch db = {batch, tokens, seqs, pos, batch <= 256 ? want_all : NULL};
+      st = qiao_engine_forward(e, &db, NULL, next);
+    }
+    double t3 = engine_cli_now();
+    if (r > 0 && st == NULL) {
+      prefill[r - 1] = p / (t1 - t0);
+      decode[r - 1] = (double)n * batch / (t3 - t2);
+    }
+    rng = 42;
+    for (uint32_t i = 0; i < total; i++)
+      tokens[i] = (int32_t)(rng_next(&rng) % vocab);
+  }
+  if (st == NULL) {
+    out->prefill_tps = median(prefill, (int)reps);
+    out->decode_tps = median(decode, (int)reps);
+  }
+  free(tokens);
+  free(seqs);
+  free(pos);
+  free(next);
+  free(ids);
+  return st;
+}
+
+static void usage(FILE *f) {
+  fprintf(
+      f,
+      "usage: qiao bench (-m MODEL | --shape NAME --type T) [-p 128] [-n 64] [-t N]\n"
+      "                  [--backend B] [--batch N] [--reps R] [--json]\n"
+      "Measures prefill tokens/s (a p-token prompt) and decode tokens/s (n tokens, median\n"
+      "of R runs after a warm-up) against the memory bandwidth bound.\n"
+      "  --shape   qwen2.5-0.5b, qwen2.5-7b, llama3-8b, llama3.2-1b, qwen3-0.6b (random weights)\n"
+      "  --type    q8_0, q4_0, f16, bf16, f32 (with --shape)\n"
+      "  --batch N decode N sequences in one batch (throughput of all of them)\n");
+}
 
 int qiao_cmd_bench(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "error: 'qiao bench' is not implemented yet\n");
-  return 1;
+  engine_cli_opts o;
+  engine_cli_opts_init(&o);
+  const char *shape_name = NULL, *type_name = "q8_0";
+  uint32_t p = 128, n = 64, batch = 1, reps = 3;
+  bool json = false;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    int r = engine_cli_parse_flag(&o, argc, argv, &i);
+    if (r < 0) return 2;
+    if (r > 0) continue;
+    qiao_status *st = NULL;
+    const char *v = NULL;
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (strcmp(a, "--json") == 0) {
+      json = true;
+      continue;
+    }
+    if ((v = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
+    if (strcmp(a, "--shape") == 0)
+      shape_name = v;
+    else if (strcmp(a, "--type") == 0)
+      type_name = v;
+    else if (strcmp(a, "-p") == 0)
+      st = qiao_cli_parse_u32(a, v, 1, 65536, &p);
+    else if (strcmp(a, "-n") == 0)
+      st = qiao_cli_parse_u32(a, v, 1, 65536, &n);
+    else if (strcmp(a, "--batch") == 0)
+      st = qiao_cli_parse_u32(a, v, 1, 256, &batch);
+    else if (strcmp(a, "--reps") == 0)
+      st = qiao_cli_parse_u32(a, v, 1, 16, &reps);
+    else
+      return qiao_cli_usage_error("bench: unknown flag '%s' (see 'qiao bench --help')", a);
+    if (st != NULL) return qiao_cli_fail(st) + 1;
+  }
+  if (shape_name != NULL && o.model_path != NULL)
+    return qiao_cli_usage_error("bench: give -m or --shape, not both");
+  uint32_t threads = o.n_threads ? o.n_threads : 2;
+
+  qiao_engine_options eo = qiao_engine_default_options();
+  eo.backend = o.backend;
+  eo.n_threads = o.n_threads;
+  eo.allow_fallback = o.allow_fallback;
+  eo.max_seqs = batch;
+  eo.max_context = p + n + 1;
+  eo.n_blocks = batch * ((p + n + 16) / 16 + 1);
+  eo.max_batch_tokens = p > batch ? p : batch;
+  qiao_model *model = NULL;
+  qiao_status *st = NULL;
+  qiao_dtype dtype = QIAO_DTYPE_COUNT;
+  char what[4096];
+  if (shape_name != NULL) {
+    const shape *sh = NULL;
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+      if (strcmp(shapes[i].name, shape_name) == 0) sh = &shapes[i];
+    if (sh == NULL) return qiao_cli_usage_error("bench: unknown --shape '%s'", shape_name);
+    st = qiao_dtype_from_name(type_name, &dtype);
+    if (st == NULL && dtype == QIAO_DTYPE_I32)
+      st = qiao__error(QIAO_INVALID_ARGUMENT, "--type i32");
+    if (st != NULL) return qiao_cli_fail(st);
+    fprintf(stderr, "bench: building %s with random %s weights\n", sh->name, type_name);
+    st = build_shape(sh, dtype, threads, &model);
+    snprintf(what, sizeof(what), "%s", sh->name);
+  } else {
+    char path[4096];
+    if (o.model_path == NULL)
+      qiao_cli_default_model(path, sizeof(path));
+    else
+      snprintf(path, sizeof(path), "%s", o.model_path);
+    st = qiao_model_open(path, NULL, &model);
+    snprintf(what, sizeof(what), "%s", path);
+  }
+  qiao_engine *e = NULL;
+  if (st == NULL) st = qiao_engine_create(model, &eo, &e);
+  if (st == NULL && dtype == QIAO_DTYPE_COUNT) {
+    const qiao_tensor *t = qiao_model_tensor_find(model, "blk.0.attn_q.weight");
+    dtype = t ? t->dtype : QIAO_DTYPE_F32;
+  }
+  bench_result r = {0, 0};
+  if (st == NULL) {
+    fprintf(stderr, "bench: %s on %s (%s), %u threads: prefill %u, decode %u x %u\n", what,
+            qiao_engine_backend_name(e), qiao_engine_device_name(e), threads, p, n, batch);
+    st = run_bench(e, p, n, batch, reps, &r);
+  }
+  if (st == NULL) {
+    fprintf(stderr, "bench: measuring memory read bandwidth\n");
+    double bw = measure_bandwidth(threads);
+    uint64_t bpt = qiao_engine_weight_bytes_per_token(e);
+    double bound = bw * 1e9 / (double)bpt;
+    const char *type = qiao_dtype_get_info(dtype)->name;
+    if (json) {
+      printf("{\"prefill_tokens_per_s\": %.2f, \"decode_tokens_per_s\": %.2f, "
+             "\"weight_bytes_per_token\": %llu, \"memory_bandwidth_gb_s\": %.2f, "
+             "\"bandwidth_bound_tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, "
+             "\"backend\": \"%s\", \"device\": \"%s\", \"threads\": %u, \"batch\": %u, "
+             "\"prompt_tokens\": %u, \"decode_tokens\": %u, \"%s\": \"%s\", \"type\": \"%s\"}\n",
+             r.prefill_tps, r.decode_tps, (unsigned long long)bpt, bw, bound,
+             r.decode_tps / batch / bound, qiao_engine_backend_name(e), qiao_engine_device_name(e),
+             threads, batch, p, n, shape_name ? "shape" : "model", what, type);
+    } else {
+      printf("%s (%s) on %s, %u threads\n", what, type, qiao_engine_device_name(e), threads);
+      printf("  prefill %u tokens:   %8.1f tokens/s\n", p, r.prefill_tps);
+      printf("  decode (batch %u):   %8.1f tokens/s\n", batch, r.decode_tps);
+      printf("  weights per token:  %8.1f MB\n", (double)bpt / 1e6);
+      printf("  memory bandwidth:   %8.1f GB/s -> bound %.1f tokens/s per sequence\n", bw, bound);
+      printf("  fraction of bound:  %8.3f\n", r.decode_tps / batch / bound);
+    }
+  }
+  qiao_engine_destroy(e);
+  qiao_model_close(model);
+  return st ? qiao_cli_fail(st) : 0;
 }

@@ -1,11 +1,57 @@
-/* qiao detokenize: not written yet (placeholder so the command table links). */
+/* qiao detokenize: token ids -> text, written exactly (no newline added). */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli.h"
 #include "commands.h"
+#include "tokenizer_cli.h"
+
+static const char usage_text[] =
+    "usage: qiao detokenize [-m MODEL|tokenizer.json|tokenizer.model] [--tokenizer tok.bin]\n"
+    "                       [--ids \"1 2 3\"]\n"
+    "Writes the text of the ids (from --ids, else from stdin; spaces or commas\n"
+    "between them) exactly, without adding a newline.\n";
 
 int qiao_cmd_detokenize(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "error: 'qiao detokenize' is not implemented yet\n");
-  return 1;
+  const char *model = NULL, *tok = NULL, *ids_text = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      fputs(usage_text, stdout);
+      return 0;
+    } else if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
+      if ((model = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
+    } else if (strcmp(a, "--tokenizer") == 0) {
+      if ((tok = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
+    } else if (strcmp(a, "--ids") == 0) {
+      if ((ids_text = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
+    } else {
+      return qiao_cli_usage_error("detokenize: unknown argument '%s' (see --help)", a);
+    }
+  }
+  char *buf = NULL;
+  size_t len;
+  qiao_status *st = NULL;
+  if (ids_text == NULL) {
+    st = qiao_cli_read_all(stdin, "stdin", &buf, &len);
+    if (st != NULL) return qiao_cli_fail(st);
+    ids_text = buf;
+  }
+  int32_t *ids = NULL;
+  size_t n = 0;
+  st = qiao_cli_parse_ids("--ids", ids_text, &ids, &n);
+  free(buf);
+  if (st != NULL) return qiao_cli_fail(st);
+  qiao_tokenizer *t = NULL;
+  st = qiao_cli_open_tokenizer(model, tok, &t);
+  char *text = NULL;
+  size_t text_len = 0;
+  if (st == NULL) st = qiao_tokenizer_decode(t, ids, n, &text, &text_len);
+  qiao_tokenizer_destroy(t);
+  free(ids);
+  if (st != NULL) return qiao_cli_fail(st);
+  fwrite(text, 1, text_len, stdout);
+  free(text);
+  return 0;
 }

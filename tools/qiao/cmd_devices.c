@@ -1,11 +1,112 @@
-/* qiao devices: not written yet (placeholder so the command table links). */
+/* qiao devices: list backends (the built-in cpu and every libqiao-*.so on the
+ * search path), their devices and the op x dtype capabilities of each. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "cli.h"
 #include "commands.h"
+#include "qiao/backend.h"
+
+static void print_bytes(uint64_t b) {
+  if (b >= (1ull << 30)) printf("%.1f GiB", (double)b / (double)(1ull << 30));
+  else printf("%.1f MiB", (double)b / (double)(1ull << 20));
+}
+
+/* Prints one backend; returns 0, or 1 when it could not be loaded. */
+static int show_backend(const char *what) {
+  qiao_backend *backend = NULL;
+  qiao_status *st = qiao_backend_load(what, &backend);
+  if (st != NULL) {
+    printf("backend %s: not usable: %s\n\n", what, qiao_status_message(st));
+    qiao_status_free(st);
+    return 1;
+  }
+  const qiao_dev_api *api = qiao_backend_api(backend);
+  qiao_dev_backend *handle = qiao_backend_handle(backend);
+  printf("backend %s %s (%s), built for device ABI %u.%u\n", api->name, api->version,
+         qiao_backend_origin(backend), api->abi_major, api->abi_minor);
+  uint32_t count = 0;
+  st = qiao_backend_status(backend, api->device_count(handle, &count), "device_count");
+  if (st != NULL) {
+    printf("  error: %s\n", qiao_status_message(st));
+    qiao_status_free(st);
+    count = 0;
+  }
+  if (count == 0) printf("  no devices\n");
+  for (uint32_t d = 0; d < count; d++) {
+    qiao_dev_properties p = {.struct_size = sizeof(p)};
+    st = qiao_backend_status(backend, api->device_get_properties(handle, d, &p), "properties");
+    if (st != NULL) {
+      printf("  device %u: error: %s\n", d, qiao_status_message(st));
+      qiao_status_free(st);
+      continue;
+    }
+    p.name[sizeof(p.name) - 1] = p.vendor[sizeof(p.vendor) - 1] = '\0';
+    p.driver_version[sizeof(p.driver_version) - 1] = '\0';
+    printf("  device %u: %s\n    vendor %s, driver %s\n    memory ", d, p.name, p.vendor,
+           p.driver_version);
+    print_bytes(p.memory_bytes);
+    printf(", max buffer ");
+    print_bytes(p.max_buffer_bytes);
+    printf(", %u compute units, flags 0x%x%s\n", p.compute_units, p.flags,
+           (p.flags & QIAO_DEV_FLAG_HOST_MEMORY) ? " (host-memory)" : "");
+    qiao_dev_device_options o = {sizeof(o), 0};
+    qiao_dev_device *device = NULL;
+    st = qiao_backend_status(backend, api->device_open(handle, d, &o, &device), "device_open");
+    if (st != NULL) {
+      printf("    cannot open: %s\n", qiao_status_message(st));
+      qiao_status_free(st);
+      continue;
+    }
+    printf("    capabilities   ");
+    for (int t = 0; t < QIAO_DEV_DTYPE_COUNT; t++)
+      printf(" %-5s", qiao_dev_dtype_name((qiao_dev_dtype)t));
+    printf("\n");
+    for (int op = 0; op < QIAO_DEV_OP_COUNT; op++) {
+      printf("      %-14s", qiao_dev_op_name((qiao_dev_op)op));
+      for (int t = 0; t < QIAO_DEV_DTYPE_COUNT; t++) {
+        uint32_t s = 0;
+        qiao_dev_error *e = api->op_supported(device, (qiao_dev_op)op, (qiao_dev_dtype)t, &s);
+        if (e != NULL) {
+          api->error_destroy(e);
+          printf(" %-5s", "err");
+        } else {
+          printf(" %-5s", s ? "yes" : "-");
+        }
+      }
+      printf("\n");
+    }
+    api->device_close(device);
+  }
+  printf("\n");
+  qiao_backend_unload(backend);
+  return 0;
+}
 
 int qiao_cmd_devices(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "error: 'qiao devices' is not implemented yet\n");
-  return 1;
+  const char *only = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      printf("usage: qiao devices [--backend NAME|PATH]\n\n"
+             "Lists the built-in cpu backend and every libqiao-<name>.so found in\n"
+             "$QIAO_BACKEND_PATH, beside the qiao executable and in its backends/*/\n"
+             "folders, with their devices and op x dtype capabilities. With --backend,\n"
+             "only that one (and the exit status says whether it loads).\n");
+      return 0;
+    } else if (strcmp(argv[i], "--backend") == 0) {
+      if ((only = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
+    } else {
+      return qiao_cli_usage_error("devices: unexpected argument '%s'", argv[i]);
+    }
+  }
+  if (only != NULL) return show_backend(only);
+  show_backend("cpu");
+  qiao_backend_entry *entries = NULL;
+  size_t n = 0;
+  qiao_status *st = qiao_backend_discover(&entries, &n);
+  if (st != NULL) return qiao_cli_fail(st);
+  for (size_t i = 0; i < n; i++) show_backend(entries[i].path);
+  free(entries);
+  return 0;
 }

@@ -1,0 +1,217 @@
+/* cpu_internal.h: what the files of the CPU backend share: the handle
+ * structs, errors, argument checks, the thread pool and the kernel table.
+ * Only qiao/device.h, libc and pthreads are used, so the backend builds
+ * with nothing but the public header. */
+#ifndef QIAO_CPU_INTERNAL_H
+#define QIAO_CPU_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "qiao/device.h"
+
+#define QIAO__CPU_VERSION "0.1.0"
+
+/* Magic numbers put in every handle so a foreign or destroyed handle is
+ * reported as QIAO_DEV_BAD_HANDLE where that is cheaply detectable. */
+enum {
+  QIAO__CPU_MAGIC_ERROR = 0x45555043u,   /* "CPUE" */
+  QIAO__CPU_MAGIC_BACKEND = 0x42555043u, /* "CPUB" */
+  QIAO__CPU_MAGIC_DEVICE = 0x44555043u,  /* "CPUD" */
+  QIAO__CPU_MAGIC_BUFFER = 0x4d555043u,  /* "CPUM" */
+  QIAO__CPU_MAGIC_QUEUE = 0x51555043u,   /* "CPUQ" */
+  QIAO__CPU_MAGIC_DEAD = 0xdeadc0deu
+};
+
+struct qiao_dev_error {
+  uint32_t magic;
+  qiao_dev_code code;
+  int is_static;       /* the preallocated out-of-memory error; never freed */
+  const char *message; /* storage[] or a static string */
+  char storage[];
+};
+
+struct qiao_dev_backend {
+  uint32_t magic;
+};
+
+/* ---- Kernels --------------------------------------------------------------
+ * dot: out[r] = sum_i w[i] * x[r][i] for r < nr (nr <= QIAO__CPU_MAX_ROWS),
+ * with w one row of k elements in the kernel's dtype (k % 32 == 0 for
+ * Q8_0/Q4_0). Every row's sum is computed in the same order whatever nr is,
+ * so a result never depends on how rows were grouped (or on threads).
+ * dot2 (optional, NULL when a kernel set lacks it): the same for two weight
+ * rows w0, w1 at once, each result bit-identical to dot's.
+ * axpy: y[i] += a * x[i] for x F32 or F16 (index 0 / 1). */
+#define QIAO__CPU_MAX_ROWS 8
+typedef void (*qiao__cpu_dot_fn)(const uint8_t *w, const float *const *x, int nr, uint64_t k,
+                                 float *out);
+typedef void (*qiao__cpu_dot2_fn)(const uint8_t *w0, const uint8_t *w1, const float *const *x,
+                                  int nr, uint64_t k, float *out0, float *out1);
+typedef void (*qiao__cpu_axpy_fn)(float *y, float a, const uint8_t *x, uint64_t n);
+
+typedef struct qiao__cpu_kernels {
+  const char *name;                             /* "scalar", "avx2", "avx512" */
+  qiao__cpu_dot_fn dot[QIAO_DEV_DTYPE_COUNT];   /* NULL for I32 */
+  qiao__cpu_dot2_fn dot2[QIAO_DEV_DTYPE_COUNT]; /* optional */
+  qiao__cpu_axpy_fn axpy[2];                    /* F32, F16 */
+} qiao__cpu_kernels;
+
+const qiao__cpu_kernels *qiao__cpu_kernels_scalar(void);
+/* NULL when the processor (or the build's architecture) lacks the ISA. */
+const qiao__cpu_kernels *qiao__cpu_kernels_avx2(void);
+const qiao__cpu_kernels *qiao__cpu_kernels_avx512(void);
+
+/* ---- Thread pool ----------------------------------------------------------
+ * run() calls fn(ctx, ith, nth) once for every ith < nth, the caller being
+ * thread 0, and returns when all are done. Calls are serialized. */
+typedef struct qiao__cpu_pool qiao__cpu_pool;
+typedef void (*qiao__cpu_task_fn)(void *ctx, uint32_t ith, uint32_t nth);
+qiao_dev_error *qiao__cpu_pool_create(uint32_t n_threads, qiao__cpu_pool **out_pool);
+void qiao__cpu_pool_destroy(qiao__cpu_pool *pool);
+void qiao__cpu_pool_run(qiao__cpu_pool *pool, qiao__cpu_task_fn fn, void *ctx);
+
+/* [lo, hi): thread ith's contiguous share of total items. */
+static inline void qiao__cpu_split(uint64_t total, uint32_t ith, uint32_t nth, uint64_t *lo,
+                                   uint64_t *hi) {
+  uint64_t base = total / nth, extra = total % nth;
+  *lo = ith * base + (ith < extra ? ith : extra);
+  *hi = *lo + base + (ith < extra ? 1 : 0);
+}
+
+/* ---- Handles --------------------------------------------------------------- */
+struct qiao_dev_device {
+  uint32_t magic;
+  uint32_t n_threads;
+  qiao_dev_backend *backend;
+  const qiao__cpu_kernels *kernels;
+  qiao__cpu_pool *pool; /* NULL when n_threads == 1 */
+  uint64_t max_buffer_bytes;
+  _Atomic uint64_t live_buffers, live_bytes; /* allocation accounting */
+};
+
+struct qiao_dev_buffer {
+  uint32_t magic;
+  uint32_t read_only; /* wrapped host memory: never written by the device */
+  qiao_dev_device *device;
+  uint8_t *data;
+  uint64_t size;
+};
+
+struct qiao_dev_queue {
+  uint32_t magic;
+  qiao_dev_device *device;
+};
+
+/* Runs fn over the device's threads; single-threaded (inline) when
+ * `parallel` is 0 or the device has one thread. */
+void qiao__cpu_run(qiao_dev_device *device, qiao__cpu_task_fn fn, void *ctx, int parallel);
+
+/* Live buffers and their bytes (for conformance tests: balance after close). */
+void qiao__cpu_live_buffers(const qiao_dev_device *device, uint64_t *out_count,
+                            uint64_t *out_bytes);
+
+/* ---- Errors and argument checks ------------------------------------------- */
+qiao_dev_error *qiao__cpu_error(qiao_dev_code code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+const char *qiao__cpu_dtype_name(qiao_dev_dtype dtype);
+
+/* Checks the queue handle and the args struct (non-NULL, struct_size >=
+ * `size`); on success *out_device is the queue's device. */
+qiao_dev_error *qiao__cpu_begin(const char *op, qiao_dev_queue *queue, const void *args,
+                                size_t size, qiao_dev_device **out_device);
+
+/* Checks that `dtype` is a dtype and one of `allowed` (a mask of 1u << dtype):
+ * INVALID_ARGUMENT when it is not a dtype, UNSUPPORTED when not allowed. */
+qiao_dev_error *qiao__cpu_check_dtype(const char *op, const char *arg, qiao_dev_dtype dtype,
+                                      uint32_t allowed);
+
+/* *out_bytes = rows * the bytes of `cols` elements of dtype, overflow-checked;
+ * quantized dtypes need cols % 32 == 0. */
+qiao_dev_error *qiao__cpu_extent(const char *op, const char *arg, qiao_dev_dtype dtype,
+                                 uint64_t rows, uint64_t cols, uint64_t *out_bytes);
+
+enum { QIAO__CPU_REF_OPTIONAL = 1, QIAO__CPU_REF_WRITE = 2 };
+/* A dtype for operand_get meaning raw bytes (no alignment). */
+#define QIAO__CPU_BYTES ((qiao_dev_dtype)QIAO_DEV_DTYPE_COUNT)
+
+/* A resolved operand: its place and extent, for range and overlap checks. */
+typedef struct qiao__cpu_operand {
+  const char *name;
+  const qiao_dev_buffer *buffer; /* NULL when an optional operand is absent */
+  uint64_t offset, bytes;
+  uint8_t *ptr;
+} qiao__cpu_operand;
+
+/* Resolves `ref` as operand `name` of `bytes` bytes with the alignment of
+ * `dtype`: the buffer must be a live buffer of `device`, the range inside it,
+ * and writable when flags has QIAO__CPU_REF_WRITE. */
+qiao_dev_error *qiao__cpu_operand_get(qiao_dev_device *device, const char *op, const char *name,
+                                      qiao_dev_ref ref, uint64_t bytes, qiao_dev_dtype dtype,
+                                      unsigned flags, qiao__cpu_operand *out);
+
+/* INVALID_ARGUMENT when out overlaps in (exactly equal ranges are allowed
+ * when allow_equal). */
+qiao_dev_error *qiao__cpu_no_overlap(const char *op, const qiao__cpu_operand *out,
+                                     const qiao__cpu_operand *in, int allow_equal);
+
+/* ---- Scalar conversions (exact) -------------------------------------------- */
+static inline float qiao__cpu_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13); /* inf / nan */
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else { /* subnormal: normalize */
+    exp = 113;
+    while ((man & 0x400u) == 0) {
+      man <<= 1;
+      exp--;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+/* Round to nearest, ties to even; overflow to inf; nan stays nan. */
+static inline uint16_t qiao__cpu_f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u, abs = x & 0x7fffffffu;
+  if (abs > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));
+  if (abs >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
+  if (abs >= 0x38800000u) {                                  /* normal half */
+    uint32_t r = abs - 0x38000000u;                          /* rebias 127 -> 15 */
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (uint16_t)(sign | (r >> 13));
+  }
+  if (abs < 0x33000000u) return (uint16_t)sign; /* below half the smallest subnormal */
+  uint32_t e = abs >> 23, man = (abs & 0x7fffffu) | 0x800000u;
+  uint32_t shift = 126 - e; /* 14..24 */
+  uint32_t q = man >> shift, rem = man & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+  if (rem > halfway || (rem == halfway && (q & 1u))) q++;
+  return (uint16_t)(sign | q);
+}
+
+static inline float qiao__cpu_bf16_to_f32(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static inline uint16_t qiao__cpu_load_u16(const uint8_t *p) {
+  return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+/* Dequantizes one row of n elements (n % 32 == 0 for quantized) to f32. */
+void qiao__cpu_dequantize_row(qiao_dev_dtype dtype, const uint8_t *row, uint64_t n, float *out);
+
+#endif

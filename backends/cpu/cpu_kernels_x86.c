@@ -1,0 +1,316 @@
+/* The x86-64 kernels: AVX2+FMA+F16C and AVX-512 (F, BW, VL), compiled per
+ * function with target attributes (no global -m flags: the binary runs on
+ * any x86-64) and chosen at run time with __builtin_cpu_supports.
+ *
+ * Weights are dequantized exactly to f32 in registers (d * q is exact in
+ * f32: an 11-bit scale times an 8-bit integer) and multiplied into f32
+ * accumulators with FMA. The accumulation pattern of one output (step j of
+ * 16 or 8 elements into accumulator j % 2 or j % 4) is fixed per ISA, so an
+ * output does not depend on how many rows are computed together. */
+#include "cpu_internal.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
+
+/* ---- AVX-512: steps of 16 elements; step j goes into accumulator j % 2 ---
+ * The kernel computes 1 or 2 weight rows (NW) against up to 4 rows of x
+ * (NR) at once, so each x load feeds two FMAs and each dequantized weight
+ * vector NR of them; every (weight row, x row) pair is summed in the same
+ * order whatever NW and NR are. */
+
+/* Weights of step s + a (s even; a in {0, 1}, constant, so the half of a
+ * quantized block is known at compile time). */
+INLINE T512 __m512 w16(const uint8_t *w, uint64_t s, const int a, const int dt) {
+  switch (dt) {
+  case QIAO_DEV_F32: return _mm512_loadu_ps((const float *)(const void *)w + (s + a) * 16);
+  case QIAO_DEV_F16:
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(w + (s + a) * 32)));
+  case QIAO_DEV_BF16:
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                              (const __m256i *)(const void *)(w + (s + a) * 32))),
+                          16));
+  case QIAO_DEV_Q8_0: {
+    const uint8_t *block = w + (s / 2) * 34;
+    __m512 d = _mm512_set1_ps(_cvtsh_ss(qiao__cpu_load_u16(block)));
+    __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(block + 2 + a * 16));
+    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+  }
+  default: { /* Q4_0 */
+    const uint8_t *block = w + (s / 2) * 18;
+    __m512 d = _mm512_set1_ps(_cvtsh_ss(qiao__cpu_load_u16(block)));
+    __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2)));
+    v = a ? _mm512_srli_epi32(v, 4) : _mm512_and_si512(v, _mm512_set1_epi32(15));
+    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(8))));
+  }
+  }
+}
+
+/* The last partial step of a float row (masked; never for quantized). */
+INLINE T512 __m512 w16_tail(const uint8_t *w, uint64_t s, __mmask16 m, const int dt) {
+  switch (dt) {
+  case QIAO_DEV_F32: return _mm512_maskz_loadu_ps(m, (const float *)(const void *)w + s * 16);
+  case QIAO_DEV_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + s * 32));
+  default:
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w + s * 32)), 16));
+  }
+}
+
+#define STEP512(a)                                                                                 \
+  do {                                                                                             \
+    __m512 wv0 = w16(w0, s, a, dt), wv1 = NW == 2 ? w16(w1, s, a, dt) : wv0;                       \
+    for (int r = 0; r < NR; r++) {                                                                 \
+      __m512 xv = _mm512_loadu_ps(x[r] + (s + a) * 16);                                            \
+      acc[0][r][a] = _mm512_fmadd_ps(wv0, xv, acc[0][r][a]);                                       \
+      if (NW == 2) acc[1][r][a] = _mm512_fmadd_ps(wv1, xv, acc[1][r][a]);                          \
+    }                                                                                              \
+  } while (0)
+
+INLINE T512 void dot512(const uint8_t *w0, const uint8_t *w1, const float *const *x, uint64_t k,
+                        float *out0, float *out1, const int dt, const int NW, const int NR) {
+  __m512 acc[2][4][2];
+  for (int i = 0; i < NW; i++)
+    for (int r = 0; r < NR; r++)
+      acc[i][r][0] = acc[i][r][1] = _mm512_setzero_ps();
+  uint64_t steps = k / 16, s = 0;
+  for (; s + 2 <= steps; s += 2) {
+    STEP512(0);
+    STEP512(1);
+  }
+  if (s < steps) STEP512(0);
+  if (dt != QIAO_DEV_Q8_0 && dt != QIAO_DEV_Q4_0 && k % 16 != 0) {
+    __mmask16 m = (__mmask16)((1u << (k % 16)) - 1);
+    __m512 wv0 = w16_tail(w0, steps, m, dt), wv1 = NW == 2 ? w16_tail(w1, steps, m, dt) : wv0;
+    for (int r = 0; r < NR; r++) {
+      __m512 xv = _mm512_maskz_loadu_ps(m, x[r] + steps * 16);
+      acc[0][r][0] = _mm512_fmadd_ps(wv0, xv, acc[0][r][0]);
+      if (NW == 2) acc[1][r][0] = _mm512_fmadd_ps(wv1, xv, acc[1][r][0]);
+    }
+  }
+  for (int r = 0; r < NR; r++) {
+    out0[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][r][0], acc[0][r][1]));
+    if (NW == 2) out1[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[1][r][0], acc[1][r][1]));
+  }
+}
+
+/* nr rows of x in groups of 4, for NW weight rows. */
+#define DOT512_GROUPS(NW)                                                                          \
+  do {                                                                                             \
+    int r = 0;                                                                                     \
+    for (; nr - r >= 4; r += 4)                                                                    \
+      dot512(w0, w1, x + r, k, out0 + r, out1 + r, dt, NW, 4);                                     \
+    switch (nr - r) {                                                                              \
+    case 3: dot512(w0, w1, x + r, k, out0 + r, out1 + r, dt, NW, 3); break;                        \
+    case 2: dot512(w0, w1, x + r, k, out0 + r, out1 + r, dt, NW, 2); break;                        \
+    case 1: dot512(w0, w1, x + r, k, out0 + r, out1 + r, dt, NW, 1); break;                        \
+    default: break;                                                                                \
+    }                                                                                              \
+  } while (0)
+
+#define DOT512(name, name2, dtype)                                                                 \
+  static T512 void name(const uint8_t *w0, const float *const *x, int nr, uint64_t k,              \
+                        float *out0) {                                                             \
+    const uint8_t *w1 = w0;                                                                        \
+    float *out1 = out0;                                                                            \
+    const int dt = dtype;                                                                          \
+    DOT512_GROUPS(1);                                                                              \
+  }                                                                                                \
+  static T512 void name2(const uint8_t *w0, const uint8_t *w1, const float *const *x, int nr,      \
+                         uint64_t k, float *out0, float *out1) {                                   \
+    const int dt = dtype;                                                                          \
+    DOT512_GROUPS(2);                                                                              \
+  }
+DOT512(dot512_f32, dot2_512_f32, QIAO_DEV_F32)
+DOT512(dot512_f16, dot2_512_f16, QIAO_DEV_F16)
+DOT512(dot512_bf16, dot2_512_bf16, QIAO_DEV_BF16)
+DOT512(dot512_q8_0, dot2_512_q8_0, QIAO_DEV_Q8_0)
+DOT512(dot512_q4_0, dot2_512_q4_0, QIAO_DEV_Q4_0)
+
+static T512 void axpy512_f32(float *y, float a, const uint8_t *x, uint64_t n) {
+  const float *xf = (const float *)(const void *)x;
+  __m512 av = _mm512_set1_ps(a);
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(xf + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(
+        y + i, m,
+        _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, xf + i), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+static T512 void axpy512_f16(float *y, float a, const uint8_t *x, uint64_t n) {
+  __m512 av = _mm512_set1_ps(a);
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av,
+                                            _mm512_cvtph_ps(_mm256_loadu_si256(
+                                                (const __m256i *)(const void *)(x + 2 * i))),
+                                            _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + 2 * i));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, xv, _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+static const qiao__cpu_kernels avx512_kernels = {
+    .name = "avx512",
+    .dot = {dot512_f32, dot512_f16, dot512_bf16, dot512_q8_0, dot512_q4_0, NULL},
+    .dot2 = {dot2_512_f32, dot2_512_f16, dot2_512_bf16, dot2_512_q8_0, dot2_512_q4_0, NULL},
+    .axpy = {axpy512_f32, axpy512_f16},
+};
+
+/* ---- AVX2: steps of 8 elements; a step group of 4 is 32 elements --------- */
+
+INLINE T256 __m256 w8(const uint8_t *w, uint64_t s, const int a, const int dt) {
+  switch (dt) {
+  case QIAO_DEV_F32: return _mm256_loadu_ps((const float *)(const void *)w + (s + a) * 8);
+  case QIAO_DEV_F16:
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + (s + a) * 16)));
+  case QIAO_DEV_BF16:
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(w + (s + a) * 16))),
+        16));
+  case QIAO_DEV_Q8_0: {
+    const uint8_t *block = w + (s / 4) * 34;
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(qiao__cpu_load_u16(block)));
+    __m128i q = _mm_loadl_epi64((const __m128i *)(const void *)(block + 2 + a * 8));
+    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+  }
+  default: { /* Q4_0 */
+    const uint8_t *block = w + (s / 4) * 18;
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(qiao__cpu_load_u16(block)));
+    __m256i v = _mm256_cvtepu8_epi32(
+        _mm_loadl_epi64((const __m128i *)(const void *)(block + 2 + (a & 1) * 8)));
+    v = (a >= 2) ? _mm256_srli_epi32(v, 4) : _mm256_and_si256(v, _mm256_set1_epi32(15));
+    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(v, _mm256_set1_epi32(8))));
+  }
+  }
+}
+
+INLINE float w_scalar(const uint8_t *w, uint64_t i, const int dt) {
+  switch (dt) {
+  case QIAO_DEV_F32: {
+    float f;
+    memcpy(&f, w + 4 * i, 4);
+    return f;
+  }
+  case QIAO_DEV_F16: return qiao__cpu_f16_to_f32(qiao__cpu_load_u16(w + 2 * i));
+  default: return qiao__cpu_bf16_to_f32(qiao__cpu_load_u16(w + 2 * i));
+  }
+}
+
+INLINE T256 float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+#define STEP256(a)                                                                                 \
+  do {                                                                                             \
+    __m256 wv = w8(w, s, a, dt);                                                                   \
+    for (int r = 0; r < NR; r++)                                                                   \
+      acc[r][a] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[r] + (s + a) * 8), acc[r][a]);             \
+  } while (0)
+
+INLINE T256 void dot256(const uint8_t *w, const float *const *x, uint64_t k, float *out,
+                        const int dt, const int NR) {
+  __m256 acc[2][4];
+  for (int r = 0; r < NR; r++)
+    for (int a = 0; a < 4; a++)
+      acc[r][a] = _mm256_setzero_ps();
+  uint64_t steps = k / 8, s = 0;
+  for (; s + 4 <= steps; s += 4) {
+    STEP256(0);
+    STEP256(1);
+    STEP256(2);
+    STEP256(3);
+  }
+  if (steps - s >= 1) STEP256(0);
+  if (steps - s >= 2) STEP256(1);
+  if (steps - s >= 3) STEP256(2);
+  for (int r = 0; r < NR; r++) {
+    float tail = 0.0f;
+    if (dt != QIAO_DEV_Q8_0 && dt != QIAO_DEV_Q4_0)
+      for (uint64_t i = steps * 8; i < k; i++)
+        tail += w_scalar(w, i, dt) * x[r][i];
+    out[r] = hsum256(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]),
+                                   _mm256_add_ps(acc[r][2], acc[r][3]))) +
+             tail;
+  }
+}
+
+#define DOT256(name, dt)                                                                           \
+  static T256 void name(const uint8_t *w, const float *const *x, int nr, uint64_t k, float *out) { \
+    int r = 0;                                                                                     \
+    for (; nr - r >= 2; r += 2)                                                                    \
+      dot256(w, x + r, k, out + r, dt, 2);                                                         \
+    if (r < nr) dot256(w, x + r, k, out + r, dt, 1);                                               \
+  }
+DOT256(dot256_f32, QIAO_DEV_F32)
+DOT256(dot256_f16, QIAO_DEV_F16)
+DOT256(dot256_bf16, QIAO_DEV_BF16)
+DOT256(dot256_q8_0, QIAO_DEV_Q8_0)
+DOT256(dot256_q4_0, QIAO_DEV_Q4_0)
+
+static T256 void axpy256_f32(float *y, float a, const uint8_t *x, uint64_t n) {
+  const float *xf = (const float *)(const void *)x;
+  __m256 av = _mm256_set1_ps(a);
+  uint64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(xf + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++)
+    y[i] += a * xf[i];
+}
+
+static T256 void axpy256_f16(float *y, float a, const uint8_t *x, uint64_t n) {
+  __m256 av = _mm256_set1_ps(a);
+  uint64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(
+        y + i, _mm256_fmadd_ps(
+                   av, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(x + 2 * i))),
+                   _mm256_loadu_ps(y + i)));
+  for (; i < n; i++)
+    y[i] += a * qiao__cpu_f16_to_f32(qiao__cpu_load_u16(x + 2 * i));
+}
+
+static const qiao__cpu_kernels avx2_kernels = {
+    .name = "avx2",
+    .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0, NULL},
+    .axpy = {axpy256_f32, axpy256_f16},
+};
+
+const qiao__cpu_kernels *qiao__cpu_kernels_avx512(void) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return &avx512_kernels;
+  return NULL;
+}
+
+const qiao__cpu_kernels *qiao__cpu_kernels_avx2(void) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c"))
+    return &avx2_kernels;
+  return NULL;
+}
+
+#else /* not x86-64: the portable kernels only */
+const qiao__cpu_kernels *qiao__cpu_kernels_avx512(void) {
+  return NULL;
+}
+const qiao__cpu_kernels *qiao__cpu_kernels_avx2(void) {
+  return NULL;
+}
+#endif

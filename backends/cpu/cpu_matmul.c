@@ -1,0 +1,273 @@
+/* Matrix products and table lookups: embed, matmul, matmul_experts.
+ *
+ * matmul splits the output columns (weight rows, m) across threads in
+ * contiguous ranges. Within a range, weight rows are taken in tiles of
+ * ROW_TILE that stay in cache while every block of TOKEN_BLOCK rows of x is
+ * multiplied with them, so a prefill reads each weight once per tile rather
+ * than once per token. Every output is one call of the dot kernel whose
+ * result does not depend on the grouping, so results are identical for any
+ * thread count. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cpu_ops.h"
+
+enum {
+  ROW_TILE = 16,                    /* weight rows kept hot while x streams */
+  TOKEN_BLOCK = QIAO__CPU_MAX_ROWS, /* x rows per kernel call */
+  PARALLEL_MACS = 1 << 15           /* below this, dispatching costs more than it saves */
+};
+
+#define FLOAT_DTYPES ((1u << QIAO_DEV_F32) | (1u << QIAO_DEV_F16) | (1u << QIAO_DEV_BF16))
+#define WEIGHT_DTYPES (FLOAT_DTYPES | (1u << QIAO_DEV_Q8_0) | (1u << QIAO_DEV_Q4_0))
+
+/* out rows[r][j] for j in [lo, hi) of one weight matrix times n rows of x.
+ * Row r of x is x + (x_rows ? x_rows[r] : r) * k, likewise for out. */
+typedef struct rows_job {
+  qiao__cpu_dot_fn dot;
+  qiao__cpu_dot2_fn dot2; /* NULL: one weight row at a time */
+  const uint8_t *w;       /* (m, k) */
+  uint64_t row_bytes, k, m, n;
+  const float *x;
+  const uint64_t *x_rows; /* NULL: identity */
+  float *out;
+  const uint64_t *out_rows; /* NULL: identity */
+  const float *bias;        /* (m) or NULL */
+  int accumulate;
+} rows_job;
+
+static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi) {
+  const float *xs[TOKEN_BLOCK];
+  float *os[TOKEN_BLOCK];
+  float dots[TOKEN_BLOCK], dots2[TOKEN_BLOCK];
+  for (uint64_t j0 = lo; j0 < hi; j0 += ROW_TILE) {
+    uint64_t j1 = hi - j0 < ROW_TILE ? hi : j0 + ROW_TILE;
+    for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
+      int nr = job->n - t0 < TOKEN_BLOCK ? (int)(job->n - t0) : TOKEN_BLOCK;
+      for (int r = 0; r < nr; r++) {
+        uint64_t xi = job->x_rows ? job->x_rows[t0 + r] : t0 + r;
+        uint64_t oi = job->out_rows ? job->out_rows[t0 + r] : t0 + r;
+        xs[r] = job->x + xi * job->k;
+        os[r] = job->out + oi * job->m;
+      }
+      for (uint64_t j = j0; j < j1; j++) {
+        const uint8_t *w = job->w + j * job->row_bytes;
+        int two = job->dot2 != NULL && j + 1 < j1;
+        if (two)
+          job->dot2(w, w + job->row_bytes, xs, nr, job->k, dots, dots2);
+        else
+          job->dot(w, xs, nr, job->k, dots);
+        for (int pass = 0; pass <= two; pass++) {
+          const float *d = pass ? dots2 : dots;
+          uint64_t jj = j + (uint64_t)pass;
+          for (int r = 0; r < nr; r++) {
+            float v = d[r];
+            if (job->bias) v += job->bias[jj];
+            if (job->accumulate) v += os[r][jj];
+            os[r][jj] = v;
+          }
+        }
+        j += (uint64_t)two;
+      }
+    }
+  }
+}
+
+static void matmul_task(void *ctx, uint32_t ith, uint32_t nth) {
+  const rows_job *job = ctx;
+  uint64_t lo = 0, hi = 0;
+  qiao__cpu_split(job->m, ith, nth, &lo, &hi);
+  rows_range(job, lo, hi);
+}
+
+static int worth_parallel(uint64_t n, uint64_t k, uint64_t m) {
+  /* n, k, m are bounded by buffer sizes, but their product may not be. */
+  double macs = (double)n * (double)k * (double)m;
+  return macs >= PARALLEL_MACS;
+}
+
+#define TRY(expr)                                                                                  \
+  do {                                                                                             \
+    qiao_dev_error *try_error_ = (expr);                                                           \
+    if (try_error_ != NULL) return try_error_;                                                     \
+  } while (0)
+
+qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_args *a) {
+  const char *op = "matmul";
+  qiao_dev_device *dev;
+  TRY(qiao__cpu_begin(op, queue, a, sizeof(*a), &dev));
+  TRY(qiao__cpu_check_dtype(op, "w_dtype", a->w_dtype, WEIGHT_DTYPES));
+  uint64_t x_bytes = 0, w_bytes = 0, bias_bytes = 0, out_bytes = 0;
+  TRY(qiao__cpu_extent(op, "x", QIAO_DEV_F32, a->n, a->k, &x_bytes));
+  TRY(qiao__cpu_extent(op, "w", a->w_dtype, a->m, a->k, &w_bytes));
+  TRY(qiao__cpu_extent(op, "bias", QIAO_DEV_F32, 1, a->m, &bias_bytes));
+  TRY(qiao__cpu_extent(op, "out", QIAO_DEV_F32, a->n, a->m, &out_bytes));
+  qiao__cpu_operand x, w, bias, out;
+  TRY(qiao__cpu_operand_get(dev, op, "x", a->x, x_bytes, QIAO_DEV_F32, 0, &x));
+  TRY(qiao__cpu_operand_get(dev, op, "w", a->w, w_bytes, a->w_dtype, 0, &w));
+  TRY(qiao__cpu_operand_get(dev, op, "bias", a->bias, bias_bytes, QIAO_DEV_F32,
+                            QIAO__CPU_REF_OPTIONAL, &bias));
+  TRY(qiao__cpu_operand_get(dev, op, "out", a->out, out_bytes, QIAO_DEV_F32, QIAO__CPU_REF_WRITE,
+                            &out));
+  TRY(qiao__cpu_no_overlap(op, &out, &x, 0));
+  TRY(qiao__cpu_no_overlap(op, &out, &w, 0));
+  TRY(qiao__cpu_no_overlap(op, &out, &bias, 0));
+  uint64_t row_bytes = a->m ? w_bytes / a->m : 0;
+  rows_job job = {dev->kernels->dot[a->w_dtype],
+                  dev->kernels->dot2[a->w_dtype],
+                  w.ptr,
+                  row_bytes,
+                  a->k,
+                  a->m,
+                  a->n,
+                  (const float *)(const void *)x.ptr,
+                  NULL,
+                  (float *)(void *)out.ptr,
+                  NULL,
+                  (const float *)(const void *)bias.ptr,
+                  a->accumulate != 0};
+  qiao__cpu_run(dev, matmul_task, &job, worth_parallel(a->n, a->k, a->m));
+  return NULL;
+}
+
+/* Reads an I32 id from device data and checks it is in [0, limit). */
+static qiao_dev_error *check_id(const char *op, const char *what, uint64_t index, uint64_t index2,
+                                int two_d, int32_t value, uint64_t limit, const char *limit_name) {
+  if (value >= 0 && (uint64_t)value < limit) return NULL;
+  char where[64];
+  if (two_d)
+    snprintf(where, sizeof(where), "%s[%llu,%llu]", what, (unsigned long long)index,
+             (unsigned long long)index2);
+  else
+    snprintf(where, sizeof(where), "%s[%llu]", what, (unsigned long long)index);
+  if (value < 0)
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %s = %d is negative", op, where, value);
+  return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %s = %d >= %s %llu", op, where, value,
+                         limit_name, (unsigned long long)limit);
+}
+
+qiao_dev_error *qiao__cpu_embed(qiao_dev_queue *queue, const qiao_dev_embed_args *a) {
+  const char *op = "embed";
+  qiao_dev_device *dev;
+  TRY(qiao__cpu_begin(op, queue, a, sizeof(*a), &dev));
+  TRY(qiao__cpu_check_dtype(op, "table_dtype", a->table_dtype, WEIGHT_DTYPES));
+  uint64_t table_bytes = 0, ids_bytes = 0, out_bytes = 0;
+  TRY(qiao__cpu_extent(op, "table", a->table_dtype, a->vocab, a->dim, &table_bytes));
+  TRY(qiao__cpu_extent(op, "ids", QIAO_DEV_I32, 1, a->n_tokens, &ids_bytes));
+  TRY(qiao__cpu_extent(op, "out", QIAO_DEV_F32, a->n_tokens, a->dim, &out_bytes));
+  qiao__cpu_operand table, ids, out;
+  TRY(qiao__cpu_operand_get(dev, op, "table", a->table, table_bytes, a->table_dtype, 0, &table));
+  TRY(qiao__cpu_operand_get(dev, op, "ids", a->ids, ids_bytes, QIAO_DEV_I32, 0, &ids));
+  TRY(qiao__cpu_operand_get(dev, op, "out", a->out, out_bytes, QIAO_DEV_F32, QIAO__CPU_REF_WRITE,
+                            &out));
+  TRY(qiao__cpu_no_overlap(op, &out, &table, 0));
+  TRY(qiao__cpu_no_overlap(op, &out, &ids, 0));
+  const int32_t *id = (const int32_t *)(const void *)ids.ptr;
+  for (uint64_t t = 0; t < a->n_tokens; t++)
+    TRY(check_id(op, "ids", t, 0, 0, id[t], a->vocab, "vocab"));
+  uint64_t row_bytes = a->vocab ? table_bytes / a->vocab : 0;
+  float *o = (float *)(void *)out.ptr;
+  for (uint64_t t = 0; t < a->n_tokens; t++)
+    qiao__cpu_dequantize_row(a->table_dtype, table.ptr + (uint64_t)id[t] * row_bytes, a->dim,
+                             o + t * a->dim);
+  return NULL;
+}
+
+/* ---- matmul_experts: the (token, slot) pairs grouped by expert, so each
+ * expert's weights are read once for all the tokens routed to it. */
+typedef struct experts_job {
+  rows_job *per_expert; /* the experts that have at least one pair */
+  uint64_t n_jobs, out_dim;
+} experts_job;
+
+static void experts_task(void *ctx, uint32_t ith, uint32_t nth) {
+  const experts_job *job = ctx;
+  uint64_t lo = 0, hi = 0;
+  qiao__cpu_split(job->out_dim, ith, nth, &lo, &hi);
+  for (uint64_t e = 0; e < job->n_jobs; e++)
+    rows_range(&job->per_expert[e], lo, hi);
+}
+
+static int compare_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+qiao_dev_error *qiao__cpu_matmul_experts(qiao_dev_queue *queue,
+                                         const qiao_dev_matmul_experts_args *a) {
+  const char *op = "matmul_experts";
+  qiao_dev_device *dev;
+  TRY(qiao__cpu_begin(op, queue, a, sizeof(*a), &dev));
+  TRY(qiao__cpu_check_dtype(op, "w_dtype", a->w_dtype, WEIGHT_DTYPES));
+  uint64_t x_bytes = 0, w_bytes = 0, ids_bytes = 0, out_bytes = 0, expert_bytes = 0;
+  TRY(qiao__cpu_extent(op, "ids", QIAO_DEV_I32, a->n_tokens, a->k, &ids_bytes));
+  uint64_t n_pairs = ids_bytes / 4;
+  TRY(qiao__cpu_extent(op, "x", QIAO_DEV_F32, a->x_per_slot ? n_pairs : a->n_tokens, a->in_dim,
+                       &x_bytes));
+  TRY(qiao__cpu_extent(op, "w", a->w_dtype, a->out_dim, a->in_dim, &expert_bytes));
+  if (a->n_experts != 0 && expert_bytes > UINT64_MAX / a->n_experts)
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
+                           "%s: w shape (%llu, %llu, %llu) overflows 64-bit bytes", op,
+                           (unsigned long long)a->n_experts, (unsigned long long)a->out_dim,
+                           (unsigned long long)a->in_dim);
+  w_bytes = expert_bytes * a->n_experts;
+  TRY(qiao__cpu_extent(op, "out", QIAO_DEV_F32, n_pairs, a->out_dim, &out_bytes));
+  qiao__cpu_operand x, w, ids, out;
+  TRY(qiao__cpu_operand_get(dev, op, "x", a->x, x_bytes, QIAO_DEV_F32, 0, &x));
+  TRY(qiao__cpu_operand_get(dev, op, "w", a->w, w_bytes, a->w_dtype, 0, &w));
+  TRY(qiao__cpu_operand_get(dev, op, "ids", a->ids, ids_bytes, QIAO_DEV_I32, 0, &ids));
+  TRY(qiao__cpu_operand_get(dev, op, "out", a->out, out_bytes, QIAO_DEV_F32, QIAO__CPU_REF_WRITE,
+                            &out));
+  TRY(qiao__cpu_no_overlap(op, &out, &x, 0));
+  TRY(qiao__cpu_no_overlap(op, &out, &w, 0));
+  TRY(qiao__cpu_no_overlap(op, &out, &ids, 0));
+  const int32_t *id = (const int32_t *)(const void *)ids.ptr;
+  for (uint64_t p = 0; p < n_pairs; p++)
+    TRY(check_id(op, "ids", p / a->k, p % a->k, 1, id[p], a->n_experts, "n_experts"));
+  if (n_pairs == 0 || a->out_dim == 0) return NULL;
+
+  if (n_pairs > UINT32_MAX)
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %llu routing pairs is more than 2^32",
+                           op, (unsigned long long)n_pairs);
+  /* Sort the pairs by (expert, pair): keys are unique, so pair order is kept
+   * within an expert and the grouping depends on the ids only. */
+  uint64_t *keys = malloc(3 * n_pairs * sizeof(uint64_t));
+  rows_job *jobs = malloc(n_pairs * sizeof(rows_job)); /* at most one per pair */
+  if (keys == NULL || jobs == NULL) {
+    free(keys);
+    free(jobs);
+    return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "%s: no memory for %llu routing pairs", op,
+                           (unsigned long long)n_pairs);
+  }
+  uint64_t *x_rows = keys + n_pairs, *out_rows = keys + 2 * n_pairs, n_jobs = 0;
+  for (uint64_t p = 0; p < n_pairs; p++)
+    keys[p] = ((uint64_t)id[p] << 32) | p;
+  qsort(keys, n_pairs, sizeof(uint64_t), compare_u64);
+  uint64_t row_bytes = expert_bytes / a->out_dim;
+  for (uint64_t start = 0, end; start < n_pairs; start = end) {
+    uint64_t e = keys[start] >> 32;
+    for (end = start; end < n_pairs && keys[end] >> 32 == e; end++) {
+      uint64_t q = keys[end] & 0xffffffffu;
+      x_rows[end] = a->x_per_slot ? q : q / a->k;
+      out_rows[end] = q;
+    }
+    jobs[n_jobs++] = (rows_job){dev->kernels->dot[a->w_dtype],
+                                dev->kernels->dot2[a->w_dtype],
+                                w.ptr + e * expert_bytes,
+                                row_bytes,
+                                a->in_dim,
+                                a->out_dim,
+                                end - start,
+                                (const float *)(const void *)x.ptr,
+                                x_rows + start,
+                                (float *)(void *)out.ptr,
+                                out_rows + start,
+                                NULL,
+                                0};
+  }
+  experts_job job = {jobs, n_jobs, a->out_dim};
+  qiao__cpu_run(dev, experts_task, &job, worth_parallel(n_pairs, a->in_dim, a->out_dim));
+  free(keys);
+  free(jobs);
+  return NULL;
+}

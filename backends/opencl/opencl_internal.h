@@ -1,0 +1,153 @@
+/* opencl_internal.h: the handles of the qiao OpenCL backend and the helpers
+ * its files share. Nothing here is exported from libqiao-opencl.so: the only
+ * visible symbol is qiao_device_get_api (see opencl_api.c). */
+#ifndef QIAO_OPENCL_INTERNAL_H
+#define QIAO_OPENCL_INTERNAL_H
+
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "qiao/device.h"
+
+/* Magic numbers at the start of every handle: a handle of another backend (or
+ * a freed one) is reported as QIAO_DEV_BAD_HANDLE instead of being used. */
+#define OCL_MAGIC_BACKEND 0x51434c42u /* "QCLB" */
+#define OCL_MAGIC_DEVICE 0x51434c44u
+#define OCL_MAGIC_BUFFER 0x51434c4du
+#define OCL_MAGIC_QUEUE 0x51434c51u
+#define OCL_MAGIC_DEAD 0xdeadc1u
+
+/* The kernels, in the order of kernel_names in opencl_device.c. The
+ * dtype-keyed families are laid out F32, F16, BF16, Q8_0, Q4_0 (qiao_dev_dtype order). */
+typedef enum ocl_kernel {
+  K_EMBED = 0,           /* + dtype, 5 */
+  K_MATMUL = 5,          /* + dtype, 5 */
+  K_MATMUL_EXPERTS = 10, /* + dtype, 5 */
+  K_KV_WRITE = 15,       /* + (cache is F16), 2 */
+  K_ATTENTION = 17,      /* + (cache is F16), 2 */
+  K_RMSNORM = 19,
+  K_ROPE,
+  K_SWIGLU,
+  K_ADD,
+  K_ARGMAX,
+  K_MOE_GATE,
+  K_MOE_COMBINE,
+  K_COUNT
+} ocl_kernel;
+
+/* Must match MAX_HEAD_DIM in kernels/common.cl. */
+#define OCL_MAX_HEAD_DIM 512
+
+struct qiao_dev_error {
+  qiao_dev_code code;
+  bool is_static; /* the preallocated out-of-memory error, never freed */
+  char *message;
+};
+
+typedef struct ocl_device_info {
+  cl_platform_id platform;
+  cl_device_id id;
+} ocl_device_info;
+
+struct qiao_dev_backend {
+  uint32_t magic;
+  uint32_t n_devices;
+  ocl_device_info *devices; /* (n_devices) */
+};
+
+struct qiao_dev_device {
+  uint32_t magic;
+  qiao_dev_backend *backend;
+  cl_device_id id;
+  cl_context context;
+  cl_program program; /* every kernel, built once at device_open */
+  size_t wg;          /* the work-group size the program was built for (-DWG) */
+  uint64_t max_alloc; /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
+};
+
+struct qiao_dev_buffer {
+  uint32_t magic;
+  qiao_dev_device *device;
+  cl_mem mem;
+  uint64_t size;
+};
+
+/* A qiao queue is one in-order OpenCL command queue with its own kernel
+ * objects (clSetKernelArg is not thread-safe, and a queue is used by one
+ * thread at a time) and its own error flags: one cl_int per op, set by
+ * kernels that find an out-of-range index in device data. */
+struct qiao_dev_queue {
+  uint32_t magic;
+  qiao_dev_device *device;
+  cl_command_queue queue;
+  cl_kernel kernels[K_COUNT];
+  cl_mem flags;      /* (QIAO_DEV_OP_COUNT) cl_int */
+  bool flags_dirty;  /* a kernel that may set flags ran since the last synchronize */
+};
+
+/* ---- errors (opencl_error.c) */
+qiao_dev_error *ocl__error(qiao_dev_code code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* "<call>(<what>): CL_..." with the code mapped from the CL status. */
+qiao_dev_error *ocl__cl_error(cl_int status, const char *call, const char *what);
+const char *ocl__cl_status_name(cl_int status);
+qiao_dev_code ocl__error_code(const qiao_dev_error *error);
+const char *ocl__error_message(const qiao_dev_error *error);
+void ocl__error_destroy(qiao_dev_error *error);
+
+/* ---- backend and devices (opencl_device.c) */
+qiao_dev_error *ocl__backend_open(const qiao_dev_backend_options *options,
+                                  qiao_dev_backend **out_backend);
+void ocl__backend_close(qiao_dev_backend *backend);
+qiao_dev_error *ocl__device_count(qiao_dev_backend *backend, uint32_t *out_count);
+qiao_dev_error *ocl__device_get_properties(qiao_dev_backend *backend, uint32_t index,
+                                           qiao_dev_properties *properties);
+qiao_dev_error *ocl__device_open(qiao_dev_backend *backend, uint32_t index,
+                                 const qiao_dev_device_options *options,
+                                 qiao_dev_device **out_device);
+void ocl__device_close(qiao_dev_device *device);
+qiao_dev_error *ocl__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
+                                  uint32_t *out_supported);
+const char *ocl__kernel_name(ocl_kernel kernel);
+
+/* ---- memory, queues, data movement (opencl_memory.c) */
+qiao_dev_error *ocl__buffer_create(qiao_dev_device *device, uint64_t size,
+                                   qiao_dev_buffer **out_buffer);
+void ocl__buffer_destroy(qiao_dev_buffer *buffer);
+qiao_dev_error *ocl__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue);
+void ocl__queue_destroy(qiao_dev_queue *queue);
+qiao_dev_error *ocl__queue_synchronize(qiao_dev_queue *queue);
+qiao_dev_error *ocl__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
+                            uint64_t size);
+qiao_dev_error *ocl__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size);
+qiao_dev_error *ocl__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src,
+                          uint64_t size);
+/* Checks a queue handle: BAD_HANDLE unless it is a live queue of this backend. */
+qiao_dev_error *ocl__check_queue(const qiao_dev_queue *queue);
+/* Checks that `ref` names `bytes` bytes of a buffer of the queue's device,
+ * starting at an offset that is a multiple of `align`. `what` is
+ * "<op>: <operand>" for messages. */
+qiao_dev_error *ocl__check_ref(const qiao_dev_queue *queue, const char *what, qiao_dev_ref ref,
+                               uint64_t bytes, uint64_t align);
+
+/* ---- ops (opencl_ops.c) */
+qiao_dev_error *ocl__embed(qiao_dev_queue *queue, const qiao_dev_embed_args *args);
+qiao_dev_error *ocl__matmul(qiao_dev_queue *queue, const qiao_dev_matmul_args *args);
+qiao_dev_error *ocl__rmsnorm(qiao_dev_queue *queue, const qiao_dev_rmsnorm_args *args);
+qiao_dev_error *ocl__rope(qiao_dev_queue *queue, const qiao_dev_rope_args *args);
+qiao_dev_error *ocl__kv_write(qiao_dev_queue *queue, const qiao_dev_kv_write_args *args);
+qiao_dev_error *ocl__attention(qiao_dev_queue *queue, const qiao_dev_attention_args *args);
+qiao_dev_error *ocl__swiglu(qiao_dev_queue *queue, const qiao_dev_swiglu_args *args);
+qiao_dev_error *ocl__add(qiao_dev_queue *queue, const qiao_dev_add_args *args);
+qiao_dev_error *ocl__argmax(qiao_dev_queue *queue, const qiao_dev_argmax_args *args);
+qiao_dev_error *ocl__moe_gate(qiao_dev_queue *queue, const qiao_dev_moe_gate_args *args);
+qiao_dev_error *ocl__matmul_experts(qiao_dev_queue *queue,
+                                    const qiao_dev_matmul_experts_args *args);
+qiao_dev_error *ocl__moe_combine(qiao_dev_queue *queue, const qiao_dev_moe_combine_args *args);
+
+/* The kernel source, all backends/opencl/kernels files concatenated (generated at build time). */
+extern const char ocl__kernel_source[];
+
+#endif

@@ -1,0 +1,109 @@
+/* qiao/engine.h: running a decoder model on a device backend.
+ *
+ * An engine binds one open qiao_model to one device of one backend: at
+ * creation it loads the backend (qiao_backend_load), opens device 0, checks
+ * that the device implements every op x dtype the model needs, and puts the
+ * weights on the device once (zero copy over the mapped file when the device
+ * memory is host memory). It owns a paged KV cache shared by all sequences.
+ *
+ * A sequence is a KV cache history: create one, feed it tokens with
+ * qiao_engine_forward (any number of sequences in one call), free it. Its
+ * cache blocks come from a free list on demand; when the cache is full the
+ * forward call fails with QIAO_LIMIT and changes nothing.
+ *
+ * Ownership: the engine borrows the model, which must stay open until
+ * qiao_engine_destroy. Thread-safety: an engine is used by one thread at a
+ * time (it owns one device queue). */
+#ifndef QIAO_ENGINE_H
+#define QIAO_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qiao/model.h"
+#include "qiao/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qiao_engine qiao_engine;
+
+typedef struct qiao_engine_options {
+  size_t struct_size;
+  const char *backend;       /* a backend name ("cpu") or a plugin path; NULL = "cpu" */
+  uint32_t n_threads;        /* host threads for the backend; 0 = its default */
+  uint32_t block_size;       /* tokens per KV cache block; 0 = 16 */
+  uint32_t n_blocks;         /* KV cache blocks; 0 = enough for max_seqs x max_context */
+  uint32_t max_context;      /* positions per sequence; 0 = the model's context_length */
+  uint32_t max_seqs;         /* live sequences at once; 0 = 8 */
+  uint32_t max_batch_tokens; /* tokens per device pass; 0 = 512 (longer calls are split) */
+  qiao_dtype cache_dtype;    /* QIAO_DTYPE_F32 (default, 0) or QIAO_DTYPE_F16 */
+  /* Run ops the backend lacks on the built-in CPU backend instead of failing
+   * (operands move between the devices for each such op; slow but exact).
+   * Which ops run where is printed on stderr. */
+  bool allow_fallback;
+  bool verbose; /* progress and placement on stderr */
+} qiao_engine_options;
+
+/* All defaults (struct_size set, everything else 0 / NULL). */
+qiao_engine_options qiao_engine_default_options(void);
+
+/* Creates an engine. Fails with QIAO_UNSUPPORTED "backend <name> does not
+ * support <op> for <dtype> (needed by <tensor>)" when the device lacks an op,
+ * QIAO_MALFORMED when a tensor the hyperparameters call for is missing or has
+ * the wrong shape. `options` may be NULL (all defaults). */
+qiao_status *qiao_engine_create(const qiao_model *model, const qiao_engine_options *options,
+                                qiao_engine **out_engine);
+/* Accepts NULL. */
+void qiao_engine_destroy(qiao_engine *engine);
+
+/* The hyperparameters the engine runs with. */
+const qiao_hparams *qiao_engine_hparams(const qiao_engine *engine);
+/* Positions a sequence may hold. */
+uint32_t qiao_engine_max_context(const qiao_engine *engine);
+/* The backend's name ("cpu") and the device's name. */
+const char *qiao_engine_backend_name(const qiao_engine *engine);
+const char *qiao_engine_device_name(const qiao_engine *engine);
+/* Bytes of weights one decoded token reads (every matmul weight once; for
+ * MoE layers only the experts used; the one embedding row). */
+uint64_t qiao_engine_weight_bytes_per_token(const qiao_engine *engine);
+
+/* ---- Sequences ----------------------------------------------------------- */
+
+/* A new, empty sequence. Fails with QIAO_LIMIT when max_seqs are live. */
+qiao_status *qiao_engine_seq_create(qiao_engine *engine, int32_t *out_seq);
+/* Returns its blocks to the free list. Accepts an unknown id (no-op). */
+void qiao_engine_seq_free(qiao_engine *engine, int32_t seq);
+/* Positions the sequence holds (one past the largest position written). */
+uint32_t qiao_engine_seq_length(const qiao_engine *engine, int32_t seq);
+/* Forgets positions >= n (so they can be written again), freeing blocks. */
+qiao_status *qiao_engine_seq_truncate(qiao_engine *engine, int32_t seq, uint32_t n);
+
+/* ---- Forward ------------------------------------------------------------- */
+
+/* A batch of tokens of one or more sequences, in any interleaving. Within
+ * one sequence the positions must follow each other without a gap after what
+ * the sequence already holds (a position below its length rewrites it). */
+typedef struct qiao_batch {
+  size_t n_tokens;
+  const int32_t *tokens;    /* (n_tokens) token ids */
+  const int32_t *seqs;      /* (n_tokens) sequence ids */
+  const int32_t *positions; /* (n_tokens) */
+  const uint8_t *want;      /* (n_tokens) 1 = produce output for this token; NULL = last only */
+} qiao_batch;
+
+/* Runs the batch. For the wanted tokens, in batch order (row r = r-th wanted
+ * token): when out_logits is not NULL, its rows (n_wanted, vocab) F32; when
+ * out_argmax is not NULL, the argmax id of each row, computed on the device
+ * (the logits are then not downloaded unless out_logits is given too).
+ * Logits are computed only for wanted tokens. On failure the sequences'
+ * lengths are unchanged but cache contents at the new positions are not. */
+qiao_status *qiao_engine_forward(qiao_engine *engine, const qiao_batch *batch, float *out_logits,
+                                 int32_t *out_argmax);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

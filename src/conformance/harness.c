@@ -1,0 +1,253 @@
+/* The conformance harness: devices, randomness, number formats, the error
+ * metric and the failure list. */
+#include "conformance/harness.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status_internal.h"
+
+qiao_status *qiao__cf_dev_status(const cf_device *dev, qiao_dev_error *error, const char *what) {
+  return qiao_backend_status(dev->backend, error, what);
+}
+
+qiao_status *qiao__cf_device_open(const char *backend, uint32_t index, const char *role,
+                                  cf_device *out) {
+  cf_device dev = {0};
+  dev.role = role;
+  QIAO__TRY(qiao_backend_load(backend, &dev.backend));
+  dev.api = qiao_backend_api(dev.backend);
+  uint32_t count = 0;
+  qiao_status *st = qiao__cf_dev_status(
+      &dev, dev.api->device_count(qiao_backend_handle(dev.backend), &count), "device_count");
+  if (st == NULL && index >= count)
+    st = qiao__error(QIAO_NOT_FOUND, "backend %s has %u device(s); there is no device %u",
+                     qiao_backend_name(dev.backend), count, index);
+  qiao_dev_device_options options = {sizeof(options), 0};
+  if (st == NULL)
+    st = qiao__cf_dev_status(
+        &dev, dev.api->device_open(qiao_backend_handle(dev.backend), index, &options, &dev.device),
+        "device_open");
+  if (st == NULL)
+    st = qiao__cf_dev_status(&dev, dev.api->queue_create(dev.device, &dev.queue), "queue_create");
+  if (st != NULL) {
+    qiao__cf_device_close(&dev);
+    return qiao__annotate(st, "%s backend", role);
+  }
+  *out = dev;
+  return NULL;
+}
+
+void qiao__cf_device_close(cf_device *dev) {
+  if (dev->api != NULL) {
+    if (dev->queue != NULL) dev->api->queue_destroy(dev->queue);
+    if (dev->device != NULL) dev->api->device_close(dev->device);
+  }
+  qiao_backend_unload(dev->backend);
+  memset(dev, 0, sizeof(*dev));
+}
+
+/* ---- Randomness ---------------------------------------------------------- */
+
+uint64_t qiao__cf_next(cf_rng *rng) {
+  uint64_t z = (rng->state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+float qiao__cf_uniform(cf_rng *rng, float lo, float hi) {
+  float u = (float)(qiao__cf_next(rng) >> 40) / (float)(1u << 24); /* [0, 1) */
+  return lo + (hi - lo) * u;
+}
+
+uint64_t qiao__cf_below(cf_rng *rng, uint64_t n) { return n ? qiao__cf_next(rng) % n : 0; }
+
+/* ---- Number formats ------------------------------------------------------ */
+
+uint16_t qiao__cf_f32_to_f16(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  uint32_t exp = (u >> 23) & 0xffu, man = u & 0x7fffffu;
+  if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0)); /* inf, nan */
+  int e = (int)exp - 127 + 15;
+  if (e >= 31) return (uint16_t)(sign | 0x7c00u); /* overflow -> inf */
+  if (e <= 0) {                                   /* subnormal half (or zero) */
+    if (e < -10) return sign;
+    man |= 0x800000u;
+    uint32_t shift = (uint32_t)(14 - e);
+    uint32_t half = man >> shift, rest = man & ((1u << shift) - 1u), mid = 1u << (shift - 1);
+    if (rest > mid || (rest == mid && (half & 1u))) half++;
+    return (uint16_t)(sign | half);
+  }
+  uint32_t half = ((uint32_t)e << 10) | (man >> 13), rest = man & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) half++; /* may carry into inf */
+  return (uint16_t)(sign | half);
+}
+
+float qiao__cf_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  float f;
+  if (exp == 0) {
+    f = ldexpf((float)man, -24);
+    if (sign) f = -f;
+    return f;
+  }
+  uint32_t u = exp == 31 ? (sign | 0x7f800000u | (man << 13))
+                         : (sign | ((exp - 15 + 127) << 23) | (man << 13));
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+uint64_t qiao__cf_dtype_bytes(qiao_dev_dtype dtype, uint64_t count) {
+  switch (dtype) {
+  case QIAO_DEV_F32:
+  case QIAO_DEV_I32: return count * 4;
+  case QIAO_DEV_F16:
+  case QIAO_DEV_BF16: return count * 2;
+  case QIAO_DEV_Q8_0: return count / 32 * 34;
+  case QIAO_DEV_Q4_0: return count / 32 * 18;
+  default: return 0;
+  }
+}
+
+void *qiao__cf_random_weights(cf_rng *rng, qiao_dev_dtype dtype, uint64_t count) {
+  uint64_t bytes = qiao__cf_dtype_bytes(dtype, count);
+  uint8_t *p = malloc(bytes ? bytes : 1);
+  if (p == NULL) return NULL;
+  if (dtype == QIAO_DEV_F32) {
+    for (uint64_t i = 0; i < count; i++) {
+      float v = qiao__cf_uniform(rng, -1, 1);
+      memcpy(p + 4 * i, &v, 4);
+    }
+  } else if (dtype == QIAO_DEV_F16 || dtype == QIAO_DEV_BF16) {
+    for (uint64_t i = 0; i < count; i++) {
+      float v = qiao__cf_uniform(rng, -1, 1);
+      uint32_t u;
+      memcpy(&u, &v, 4);
+      uint16_t h = dtype == QIAO_DEV_F16 ? qiao__cf_f32_to_f16(v) : (uint16_t)(u >> 16);
+      memcpy(p + 2 * i, &h, 2);
+    }
+  } else { /* Q8_0 / Q4_0: an f16 scale of either sign, then every possible quant */
+    uint64_t block = dtype == QIAO_DEV_Q8_0 ? 34 : 18;
+    for (uint64_t b = 0; b < count / 32; b++) {
+      uint8_t *blk = p + b * block;
+      float d = qiao__cf_uniform(rng, 0.002f, 0.05f) * (qiao__cf_next(rng) & 1 ? -1.0f : 1.0f);
+      uint16_t h = qiao__cf_f32_to_f16(d);
+      memcpy(blk, &h, 2);
+      for (uint64_t j = 2; j < block; j++) blk[j] = (uint8_t)qiao__cf_next(rng);
+    }
+  }
+  return p;
+}
+
+/* ---- The metric ---------------------------------------------------------- */
+
+double qiao__cf_row_error(const float *a, const float *b, uint64_t rows, uint64_t row_len,
+                          uint64_t *out_row) {
+  double total = 0;
+  for (uint64_t i = 0; i < rows * row_len; i++)
+    if (isfinite(b[i])) total += (double)b[i] * b[i];
+  double floor_norm = rows ? sqrt(total / (double)rows) : 0;
+  double worst = 0;
+  uint64_t worst_row = 0;
+  for (uint64_t r = 0; r < rows; r++) {
+    double diff = 0, norm = 0;
+    for (uint64_t j = 0; j < row_len; j++) {
+      double x = a[r * row_len + j], y = b[r * row_len + j];
+      if (isnan(x) && isnan(y)) continue;
+      if (!isfinite(x) || !isfinite(y)) {
+        if (x == y) continue; /* the same infinity */
+        diff = INFINITY;
+        break;
+      }
+      diff += (x - y) * (x - y);
+      norm += y * y;
+    }
+    double denom = fmax(sqrt(norm), floor_norm);
+    double err = diff == 0 ? 0 : (isinf(diff) || denom == 0 ? INFINITY : sqrt(diff) / denom);
+    if (err > worst || (r == 0 && err == worst)) {
+      worst = err;
+      worst_row = r;
+    }
+  }
+  if (out_row) *out_row = worst_row;
+  return worst;
+}
+
+/* ---- Capabilities and budgets (docs/spec/device-abi.md §10, §11) -------- */
+
+bool qiao__cf_defined(qiao_dev_op op, qiao_dev_dtype dtype) {
+  bool weight = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16 || dtype == QIAO_DEV_BF16 ||
+                dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
+  switch (op) {
+  case QIAO_DEV_OP_EMBED:
+  case QIAO_DEV_OP_MATMUL:
+  case QIAO_DEV_OP_MATMUL_EXPERTS: return weight;
+  case QIAO_DEV_OP_KV_WRITE:
+  case QIAO_DEV_OP_ATTENTION: return dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16;
+  case QIAO_DEV_OP_RMSNORM:
+  case QIAO_DEV_OP_ROPE:
+  case QIAO_DEV_OP_SWIGLU:
+  case QIAO_DEV_OP_ADD:
+  case QIAO_DEV_OP_ARGMAX:
+  case QIAO_DEV_OP_MOE_GATE:
+  case QIAO_DEV_OP_MOE_COMBINE: return dtype == QIAO_DEV_F32;
+  default: return false;
+  }
+}
+
+double qiao__cf_budget(qiao_dev_op op, qiao_dev_dtype dtype) {
+  switch (op) {
+  case QIAO_DEV_OP_EMBED:
+  case QIAO_DEV_OP_KV_WRITE:
+  case QIAO_DEV_OP_ADD:
+  case QIAO_DEV_OP_ARGMAX: return 0; /* exact */
+  case QIAO_DEV_OP_MATMUL:
+  case QIAO_DEV_OP_MATMUL_EXPERTS:
+  case QIAO_DEV_OP_ATTENTION: return 1e-4;
+  case QIAO_DEV_OP_RMSNORM:
+  case QIAO_DEV_OP_ROPE:
+  case QIAO_DEV_OP_SWIGLU:
+  case QIAO_DEV_OP_MOE_GATE:
+  case QIAO_DEV_OP_MOE_COMBINE: return 1e-5;
+  default: return 0;
+  }
+}
+
+/* ---- Report helpers ------------------------------------------------------ */
+
+void qiao__cf_fail(qiao_conformance_report *report, cf_area *area, const char *fmt, ...) {
+  area->failed++;
+  va_list ap;
+  va_start(ap, fmt);
+  char *line = NULL;
+  if (vasprintf(&line, fmt, ap) < 0) line = NULL;
+  va_end(ap);
+  if (report->progress && line) fprintf(report->progress, "  FAIL %s\n", line);
+  if (line == NULL) return;
+  if (report->n_failures == report->cap_failures) {
+    size_t cap = report->cap_failures ? report->cap_failures * 2 : 16;
+    char **grown = realloc(report->failures, cap * sizeof(*grown));
+    if (grown == NULL) {
+      free(line);
+      return;
+    }
+    report->failures = grown;
+    report->cap_failures = cap;
+  }
+  report->failures[report->n_failures++] = line;
+}
+
+void qiao__cf_progress(qiao_conformance_report *report, const char *fmt, ...) {
+  if (report->progress == NULL) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(report->progress, fmt, ap);
+  va_end(ap);
+  fputc('\n', report->progress);
+  fflush(report->progress);
+}

@@ -1,0 +1,614 @@
+/* The op level (docs/spec/device-abi.md §12.1): for every op x dtype the
+ * target claims, cases with random inputs and the shapes kernels get wrong:
+ * size 1, sizes that are not multiples of block or vector widths, rows of
+ * 4096+, many tokens and sequences, KV lengths that cross block boundaries,
+ * sliding windows and GQA ratios. */
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conformance/op_runner.h"
+
+#define BIND(c, member, index) qiao__cf_bind((c), offsetof(cf_args, member), (index))
+#define SHAPE(c, ...) snprintf((c)->shape, sizeof((c)->shape), __VA_ARGS__)
+
+typedef struct ctx {
+  qiao_conformance_report *report;
+  cf_device *target, *reference;
+  cf_rng rng;
+} ctx;
+
+static float *f32s(ctx *x, uint64_t n, float lo, float hi) {
+  float *p = malloc((n ? n : 1) * sizeof(float));
+  if (p)
+    for (uint64_t i = 0; i < n; i++) p[i] = qiao__cf_uniform(&x->rng, lo, hi);
+  return p;
+}
+
+/* Outputs that must be fully written start as NaN: reading them shows. */
+static float *nans(uint64_t n) {
+  float *p = malloc((n ? n : 1) * sizeof(float));
+  if (p)
+    for (uint64_t i = 0; i < n; i++) p[i] = NAN;
+  return p;
+}
+
+static int32_t *i32s(uint64_t n, int32_t fill) {
+  int32_t *p = malloc((n ? n : 1) * sizeof(int32_t));
+  if (p)
+    for (uint64_t i = 0; i < n; i++) p[i] = fill;
+  return p;
+}
+
+static void run_case(ctx *x, cf_case *c) {
+  qiao__cf_case_run(x->report, x->target, x->reference, c);
+  qiao__cf_case_free(c);
+}
+
+static void start(cf_case *c, qiao_dev_op op, qiao_dev_dtype dtype) {
+  memset(c, 0, sizeof(*c));
+  c->op = op;
+  c->dtype = dtype;
+}
+
+static bool quantized(qiao_dev_dtype d) { return d == QIAO_DEV_Q8_0 || d == QIAO_DEV_Q4_0; }
+
+/* ---- embed ---------------------------------------------------------------- */
+
+static void embed_case(ctx *x, qiao_dev_dtype dt, uint64_t n, uint64_t vocab, uint64_t dim) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_EMBED, dt);
+  SHAPE(&c, "n_tokens=%llu vocab=%llu dim=%llu", (unsigned long long)n, (unsigned long long)vocab,
+        (unsigned long long)dim);
+  int32_t *ids = i32s(n, 0);
+  for (uint64_t t = 0; ids && t < n; t++) ids[t] = (int32_t)qiao__cf_below(&x->rng, vocab);
+  if (ids && n > 1) ids[0] = (int32_t)(vocab - 1), ids[n - 1] = 0; /* both ends of the table */
+  qiao_dev_embed_args *a = &c.args.embed;
+  *a = (qiao_dev_embed_args){.struct_size = sizeof(*a), .n_tokens = n, .vocab = vocab, .dim = dim,
+                             .table_dtype = dt};
+  BIND(&c, embed.table,
+       qiao__cf_operand(&c, "table", qiao__cf_random_weights(&x->rng, dt, vocab * dim),
+                        qiao__cf_dtype_bytes(dt, vocab * dim), CF_INPUT, 0));
+  BIND(&c, embed.ids, qiao__cf_operand(&c, "ids", ids, n * 4, CF_INPUT, 0));
+  BIND(&c, embed.out, qiao__cf_operand(&c, "out", nans(n * dim), n * dim * 4, CF_OUT_F32, dim));
+  run_case(x, &c);
+}
+
+static void embed_cases(ctx *x, qiao_dev_dtype dt) {
+  bool q = quantized(dt);
+  embed_case(x, dt, 1, 1, q ? 32 : 1);
+  embed_case(x, dt, 7, 33, q ? 96 : 67);
+  embed_case(x, dt, 3, 50, q ? 4128 : 4099);
+  embed_case(x, dt, 64, 1000, q ? 64 : 48);
+}
+
+/* ---- matmul --------------------------------------------------------------- */
+
+static void matmul_case(ctx *x, qiao_dev_dtype dt, uint64_t n, uint64_t k, uint64_t m, bool bias,
+                        bool accumulate) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_MATMUL, dt);
+  SHAPE(&c, "n=%llu k=%llu m=%llu%s%s", (unsigned long long)n, (unsigned long long)k,
+        (unsigned long long)m, bias ? " bias" : "", accumulate ? " accumulate" : "");
+  qiao_dev_matmul_args *a = &c.args.matmul;
+  *a = (qiao_dev_matmul_args){.struct_size = sizeof(*a), .n = n, .k = k, .m = m, .w_dtype = dt,
+                              .accumulate = accumulate};
+  BIND(&c, matmul.x, qiao__cf_operand(&c, "x", f32s(x, n * k, -1, 1), n * k * 4, CF_INPUT, 0));
+  BIND(&c, matmul.w,
+       qiao__cf_operand(&c, "w", qiao__cf_random_weights(&x->rng, dt, m * k),
+                        qiao__cf_dtype_bytes(dt, m * k), CF_INPUT, 0));
+  if (bias) BIND(&c, matmul.bias, qiao__cf_operand(&c, "bias", f32s(x, m, -1, 1), m * 4, CF_INPUT, 0));
+  float *out = accumulate ? f32s(x, n * m, -2, 2) : nans(n * m);
+  BIND(&c, matmul.out, qiao__cf_operand(&c, "out", out, n * m * 4, CF_OUT_F32, m));
+  run_case(x, &c);
+}
+
+static void matmul_cases(ctx *x, qiao_dev_dtype dt) {
+  bool q = quantized(dt);
+  matmul_case(x, dt, 1, 32, 1, false, false);
+  if (!q) matmul_case(x, dt, 2, 1, 3, false, false);
+  matmul_case(x, dt, 3, q ? 64 : 33, 5, true, false);
+  matmul_case(x, dt, 5, q ? 96 : 67, 37, false, true);
+  matmul_case(x, dt, 2, q ? 4128 : 4103, 61, true, true);
+  matmul_case(x, dt, 17, 256, 67, false, false);
+  matmul_case(x, dt, 1, q ? 512 : 515, 300, false, false);
+}
+
+/* ---- rmsnorm -------------------------------------------------------------- */
+
+static void rmsnorm_case(ctx *x, uint64_t rows, uint64_t cols, float eps, bool in_place,
+                         float magnitude) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_RMSNORM, QIAO_DEV_F32);
+  SHAPE(&c, "rows=%llu cols=%llu eps=%g%s", (unsigned long long)rows, (unsigned long long)cols,
+        (double)eps, in_place ? " in-place" : "");
+  qiao_dev_rmsnorm_args *a = &c.args.rmsnorm;
+  *a = (qiao_dev_rmsnorm_args){.struct_size = sizeof(*a), .rows = rows, .cols = cols, .eps = eps};
+  uint64_t n = rows * cols;
+  int xi = qiao__cf_operand(&c, "x", f32s(x, n, -magnitude, magnitude), n * 4,
+                            in_place ? CF_OUT_F32 : CF_INPUT, cols);
+  BIND(&c, rmsnorm.x, xi);
+  BIND(&c, rmsnorm.weight, qiao__cf_operand(&c, "weight", f32s(x, cols, -2, 2), cols * 4, CF_INPUT, 0));
+  BIND(&c, rmsnorm.out,
+       in_place ? xi : qiao__cf_operand(&c, "out", nans(n), n * 4, CF_OUT_F32, cols));
+  run_case(x, &c);
+}
+
+static void rmsnorm_cases(ctx *x) {
+  rmsnorm_case(x, 1, 1, 1e-5f, false, 1);
+  rmsnorm_case(x, 3, 4099, 1e-6f, false, 3);
+  rmsnorm_case(x, 7, 64, 1e-5f, true, 0.01f);
+  rmsnorm_case(x, 33, 96, 1e-6f, false, 100);
+}
+
+/* ---- rope ----------------------------------------------------------------- */
+
+static void rope_case(ctx *x, uint64_t n_tokens, uint64_t n_heads, uint64_t head_dim,
+                      uint64_t rot_dim, qiao_dev_rope_style style, int32_t max_pos, double theta) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_ROPE, QIAO_DEV_F32);
+  SHAPE(&c, "n_tokens=%llu n_heads=%llu head_dim=%llu rot_dim=%llu style=%s max_pos=%d theta=%g",
+        (unsigned long long)n_tokens, (unsigned long long)n_heads, (unsigned long long)head_dim,
+        (unsigned long long)rot_dim, style == QIAO_DEV_ROPE_NEOX ? "neox" : "normal", max_pos,
+        theta);
+  qiao_dev_rope_args *a = &c.args.rope;
+  *a = (qiao_dev_rope_args){.struct_size = sizeof(*a), .n_tokens = n_tokens, .n_heads = n_heads,
+                            .head_dim = head_dim, .rot_dim = rot_dim, .style = style};
+  uint64_t n = n_tokens * n_heads * head_dim;
+  BIND(&c, rope.x, qiao__cf_operand(&c, "x", f32s(x, n, -1, 1), n * 4, CF_OUT_F32, head_dim));
+  int32_t *pos = i32s(n_tokens, 0);
+  for (uint64_t t = 0; pos && t < n_tokens; t++)
+    pos[t] = (int32_t)qiao__cf_below(&x->rng, (uint64_t)max_pos + 1);
+  if (pos && n_tokens > 1) pos[0] = max_pos, pos[1] = 0;
+  BIND(&c, rope.positions, qiao__cf_operand(&c, "positions", pos, n_tokens * 4, CF_INPUT, 0));
+  float *freqs = nans(rot_dim / 2);
+  for (uint64_t i = 0; freqs && i < rot_dim / 2; i++)
+    freqs[i] = (float)pow(theta, -2.0 * (double)i / (double)rot_dim);
+  BIND(&c, rope.freqs, qiao__cf_operand(&c, "freqs", freqs, rot_dim / 2 * 4, CF_INPUT, 0));
+  run_case(x, &c);
+}
+
+static void rope_cases(ctx *x) {
+  rope_case(x, 1, 1, 2, 2, QIAO_DEV_ROPE_NORMAL, 0, 10000);
+  rope_case(x, 5, 3, 64, 64, QIAO_DEV_ROPE_NORMAL, 511, 10000);
+  rope_case(x, 5, 3, 64, 64, QIAO_DEV_ROPE_NEOX, 511, 10000);
+  rope_case(x, 4, 2, 128, 64, QIAO_DEV_ROPE_NEOX, 4100, 1e6);
+  rope_case(x, 3, 2, 80, 32, QIAO_DEV_ROPE_NORMAL, 100, 10000);
+  rope_case(x, 37, 4, 32, 32, QIAO_DEV_ROPE_NEOX, 32767, 500000);
+  rope_case(x, 2, 1, 6, 6, QIAO_DEV_ROPE_NEOX, 9, 10000);
+}
+
+/* ---- kv_write ------------------------------------------------------------- */
+
+/* Random cache contents in the cache dtype. */
+static void *cache_values(ctx *x, qiao_dev_dtype dt, uint64_t n) {
+  return qiao__cf_random_weights(&x->rng, dt, n);
+}
+
+static void kv_write_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, uint64_t kv_dim,
+                          uint64_t n_slots) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_KV_WRITE, dt);
+  SHAPE(&c, "n_tokens=%llu kv_dim=%llu n_slots=%llu", (unsigned long long)n_tokens,
+        (unsigned long long)kv_dim, (unsigned long long)n_slots);
+  qiao_dev_kv_write_args *a = &c.args.kv_write;
+  *a = (qiao_dev_kv_write_args){.struct_size = sizeof(*a), .n_tokens = n_tokens, .kv_dim = kv_dim,
+                                .n_slots = n_slots, .cache_dtype = dt};
+  uint64_t n = n_tokens * kv_dim;
+  float *k = f32s(x, n, -1, 1), *v = f32s(x, n, -1, 1);
+  /* values where rounding to F16 is a tie, tiny ones (F16 subnormals), large ones */
+  static const float special[] = {1.00048828125f, 1.00146484375f, -2.0009765625f, 3e-6f,
+                                  -5.96046448e-8f, 1e-7f,         60000.0f,       -65504.0f};
+  for (size_t i = 0; k && v && i < sizeof(special) / sizeof(special[0]) && i < n; i++)
+    k[i] = special[i], v[n - 1 - i] = special[i];
+  BIND(&c, kv_write.k, qiao__cf_operand(&c, "k", k, n * 4, CF_INPUT, 0));
+  BIND(&c, kv_write.v, qiao__cf_operand(&c, "v", v, n * 4, CF_INPUT, 0));
+  /* distinct slots: a random permutation's prefix */
+  int32_t *perm = i32s(n_slots, 0), *slots = i32s(n_tokens, 0);
+  for (uint64_t i = 0; perm && i < n_slots; i++) perm[i] = (int32_t)i;
+  for (uint64_t i = 0; perm && i + 1 < n_slots; i++) {
+    uint64_t j = i + qiao__cf_below(&x->rng, n_slots - i);
+    int32_t t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+  for (uint64_t t = 0; perm && slots && t < n_tokens; t++) slots[t] = perm[t];
+  free(perm);
+  BIND(&c, kv_write.slots, qiao__cf_operand(&c, "slots", slots, n_tokens * 4, CF_INPUT, 0));
+  cf_role role = dt == QIAO_DEV_F16 ? CF_OUT_F16 : CF_OUT_F32;
+  uint64_t cache = n_slots * kv_dim;
+  BIND(&c, kv_write.k_cache,
+       qiao__cf_operand(&c, "k_cache", cache_values(x, dt, cache), qiao__cf_dtype_bytes(dt, cache),
+                        role, kv_dim));
+  BIND(&c, kv_write.v_cache,
+       qiao__cf_operand(&c, "v_cache", cache_values(x, dt, cache), qiao__cf_dtype_bytes(dt, cache),
+                        role, kv_dim));
+  run_case(x, &c);
+}
+
+static void kv_write_cases(ctx *x, qiao_dev_dtype dt) {
+  kv_write_case(x, dt, 1, 1, 1);
+  kv_write_case(x, dt, 4, 64, 37);
+  kv_write_case(x, dt, 9, 4100, 20);
+  kv_write_case(x, dt, 100, 24, 128);
+}
+
+/* ---- attention ------------------------------------------------------------ */
+
+typedef struct attn_shape {
+  uint64_t n_heads, n_kv_heads, head_dim, block_size, window;
+  uint64_t n_seqs;
+  uint64_t seq_len[4];   /* positions each sequence holds after this call */
+  uint64_t new_tokens[4]; /* of which the last new_tokens[s] are in the call */
+} attn_shape;
+
+static void attention_case(ctx *x, qiao_dev_dtype dt, const attn_shape *s) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_ATTENTION, dt);
+  uint64_t n_tokens = 0, max_blocks = 1, total_blocks = 0;
+  char lens[96] = "";
+  for (uint64_t i = 0; i < s->n_seqs; i++) {
+    n_tokens += s->new_tokens[i];
+    uint64_t blocks = (s->seq_len[i] + s->block_size - 1) / s->block_size;
+    if (blocks + 1 > max_blocks) max_blocks = blocks + 1; /* one unused entry at the end */
+    total_blocks += blocks;
+    size_t used = strlen(lens);
+    snprintf(lens + used, sizeof(lens) - used, "%s%llu/%llu", i ? "," : "",
+             (unsigned long long)s->new_tokens[i], (unsigned long long)s->seq_len[i]);
+  }
+  total_blocks += 3; /* blocks nobody uses */
+  uint64_t n_slots = total_blocks * s->block_size, kv_dim = s->n_kv_heads * s->head_dim;
+  SHAPE(&c,
+        "n_tokens=%llu heads=%llu kv_heads=%llu head_dim=%llu block_size=%llu window=%llu "
+        "seqs(new/len)=%s n_slots=%llu",
+        (unsigned long long)n_tokens, (unsigned long long)s->n_heads,
+        (unsigned long long)s->n_kv_heads, (unsigned long long)s->head_dim,
+        (unsigned long long)s->block_size, (unsigned long long)s->window, lens,
+        (unsigned long long)n_slots);
+  qiao_dev_attention_args *a = &c.args.attention;
+  *a = (qiao_dev_attention_args){.struct_size = sizeof(*a), .n_tokens = n_tokens,
+                                 .n_heads = s->n_heads, .n_kv_heads = s->n_kv_heads,
+                                 .head_dim = s->head_dim, .n_seqs = s->n_seqs,
+                                 .max_blocks_per_seq = max_blocks, .block_size = s->block_size,
+                                 .n_slots = n_slots, .window = s->window,
+                                 .scale = 1.0f / sqrtf((float)s->head_dim), .cache_dtype = dt};
+  /* physical blocks: a random permutation; unused table entries are -1 */
+  int32_t *perm = i32s(total_blocks, 0), *table = i32s(s->n_seqs * max_blocks, -1);
+  int32_t *seq = i32s(n_tokens, 0), *pos = i32s(n_tokens, 0);
+  bool *attended = calloc(n_slots, 1);
+  if (perm && table && seq && pos && attended) {
+    for (uint64_t i = 0; i < total_blocks; i++) perm[i] = (int32_t)i;
+    for (uint64_t i = 0; i + 1 < total_blocks; i++) {
+      uint64_t j = i + qiao__cf_below(&x->rng, total_blocks - i);
+      int32_t t = perm[i];
+      perm[i] = perm[j];
+      perm[j] = t;
+    }
+    uint64_t next = 0, t = 0;
+    for (uint64_t i = 0; i < s->n_seqs; i++) {
+      uint64_t blocks = (s->seq_len[i] + s->block_size - 1) / s->block_size;
+      for (uint64_t b = 0; b < blocks; b++) table[i * max_blocks + b] = perm[next++];
+    }
+    /* tokens of the sequences interleaved, round robin */
+    uint64_t done[4] = {0};
+    while (t < n_tokens)
+      for (uint64_t i = 0; i < s->n_seqs; i++)
+        if (done[i] < s->new_tokens[i]) {
+          uint64_t p = s->seq_len[i] - s->new_tokens[i] + done[i]++;
+          seq[t] = (int32_t)i;
+          pos[t] = (int32_t)p;
+          uint64_t lo = s->window && p + 1 > s->window ? p + 1 - s->window : 0;
+          for (uint64_t j = lo; j <= p; j++)
+            attended[(uint64_t)table[i * max_blocks + j / s->block_size] * s->block_size +
+                     j % s->block_size] = true;
+          t++;
+        }
+  }
+  free(perm);
+  uint64_t nq = n_tokens * s->n_heads * s->head_dim;
+  BIND(&c, attention.q, qiao__cf_operand(&c, "q", f32s(x, nq, -3, 3), nq * 4, CF_INPUT, 0));
+  /* the cache: random where attended, NaN everywhere else (it must not be read) */
+  uint64_t nc = n_slots * kv_dim;
+  float *kf = f32s(x, nc, -1, 1), *vf = f32s(x, nc, -1, 1);
+  for (uint64_t i = 0; kf && vf && attended && i < nc; i++)
+    if (!attended[i / kv_dim]) kf[i] = vf[i] = NAN;
+  free(attended);
+  void *kc = kf, *vc = vf;
+  if (dt == QIAO_DEV_F16 && kf && vf) {
+    uint16_t *kh = malloc(nc * 2 + 2), *vh = malloc(nc * 2 + 2);
+    for (uint64_t i = 0; kh && vh && i < nc; i++)
+      kh[i] = qiao__cf_f32_to_f16(kf[i]), vh[i] = qiao__cf_f32_to_f16(vf[i]);
+    free(kf);
+    free(vf);
+    kc = kh;
+    vc = vh;
+  }
+  BIND(&c, attention.k_cache,
+       qiao__cf_operand(&c, "k_cache", kc, qiao__cf_dtype_bytes(dt, nc), CF_INPUT, 0));
+  BIND(&c, attention.v_cache,
+       qiao__cf_operand(&c, "v_cache", vc, qiao__cf_dtype_bytes(dt, nc), CF_INPUT, 0));
+  BIND(&c, attention.block_table,
+       qiao__cf_operand(&c, "block_table", table, s->n_seqs * max_blocks * 4, CF_INPUT, 0));
+  BIND(&c, attention.token_seq, qiao__cf_operand(&c, "token_seq", seq, n_tokens * 4, CF_INPUT, 0));
+  BIND(&c, attention.token_pos, qiao__cf_operand(&c, "token_pos", pos, n_tokens * 4, CF_INPUT, 0));
+  BIND(&c, attention.out, qiao__cf_operand(&c, "out", nans(nq), nq * 4, CF_OUT_F32, s->head_dim));
+  run_case(x, &c);
+}
+
+static void attention_cases(ctx *x, qiao_dev_dtype dt) {
+  static const attn_shape shapes[] = {
+      /* heads kv dim block window seqs lens new */
+      {1, 1, 1, 1, 0, 1, {1}, {1}},                    /* everything 1 */
+      {8, 2, 64, 16, 0, 3, {6, 17, 33}, {1, 1, 1}},    /* decode, GQA 4, crossing blocks */
+      {4, 4, 32, 16, 0, 1, {40}, {40}},                /* prefill, MHA */
+      {6, 3, 48, 8, 7, 2, {30, 9}, {5, 9}},            /* sliding window, GQA 2 */
+      {2, 1, 64, 32, 0, 1, {4100}, {1}},               /* long context, MQA */
+      {4, 1, 128, 16, 0, 3, {14, 1, 71}, {4, 1, 1}},   /* chunked prefill + decode mixed */
+      {12, 4, 40, 5, 16, 4, {23, 3, 50, 16}, {3, 3, 2, 16}}, /* odd block size, window, GQA 3 */
+  };
+  for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) attention_case(x, dt, &shapes[i]);
+}
+
+/* ---- elementwise: swiglu, add --------------------------------------------- */
+
+static void swiglu_case(ctx *x, uint64_t n, int alias) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_SWIGLU, QIAO_DEV_F32);
+  SHAPE(&c, "n=%llu%s", (unsigned long long)n,
+        alias == 1 ? " out=gate" : alias == 2 ? " out=up" : "");
+  c.args.swiglu = (qiao_dev_swiglu_args){.struct_size = sizeof(qiao_dev_swiglu_args), .n = n};
+  int g = qiao__cf_operand(&c, "gate", f32s(x, n, -8, 8), n * 4, alias == 1 ? CF_OUT_F32 : CF_INPUT,
+                           n);
+  int u = qiao__cf_operand(&c, "up", f32s(x, n, -2, 2), n * 4, alias == 2 ? CF_OUT_F32 : CF_INPUT,
+                           n);
+  BIND(&c, swiglu.gate, g);
+  BIND(&c, swiglu.up, u);
+  BIND(&c, swiglu.out,
+       alias == 1 ? g : alias == 2 ? u : qiao__cf_operand(&c, "out", nans(n), n * 4, CF_OUT_F32, n));
+  run_case(x, &c);
+}
+
+static void add_case(ctx *x, uint64_t n, int alias) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_ADD, QIAO_DEV_F32);
+  SHAPE(&c, "n=%llu%s", (unsigned long long)n, alias == 1 ? " out=a" : alias == 2 ? " out=b" : "");
+  c.args.add = (qiao_dev_add_args){.struct_size = sizeof(qiao_dev_add_args), .n = n};
+  int ai = qiao__cf_operand(&c, "a", f32s(x, n, -4, 4), n * 4, alias == 1 ? CF_OUT_F32 : CF_INPUT, n);
+  int bi = qiao__cf_operand(&c, "b", f32s(x, n, -1, 1), n * 4, alias == 2 ? CF_OUT_F32 : CF_INPUT, n);
+  BIND(&c, add.a, ai);
+  BIND(&c, add.b, bi);
+  BIND(&c, add.out,
+       alias == 1 ? ai : alias == 2 ? bi : qiao__cf_operand(&c, "out", nans(n), n * 4, CF_OUT_F32, n));
+  run_case(x, &c);
+}
+
+/* ---- argmax --------------------------------------------------------------- */
+
+static void argmax_case(ctx *x, uint64_t rows, uint64_t cols) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_ARGMAX, QIAO_DEV_F32);
+  SHAPE(&c, "rows=%llu cols=%llu", (unsigned long long)rows, (unsigned long long)cols);
+  c.args.argmax =
+      (qiao_dev_argmax_args){.struct_size = sizeof(qiao_dev_argmax_args), .rows = rows, .cols = cols};
+  float *v = f32s(x, rows * cols, -10, 10);
+  if (v) {
+    /* planted cases: a tie (the smaller index wins), a constant row, the max
+     * at the last column, a row of -inf but one */
+    for (uint64_t r = 0; r < rows; r++) {
+      float *row = v + r * cols;
+      switch (r % 4) {
+      case 0:
+        if (cols > 2) row[cols / 3] = row[cols - 2] = 11.0f;
+        break;
+      case 1:
+        for (uint64_t j = 0; j < cols; j++) row[j] = -0.5f;
+        break;
+      case 2: row[cols - 1] = 12.0f; break;
+      case 3:
+        for (uint64_t j = 0; j < cols; j++) row[j] = -INFINITY;
+        row[cols / 2] = -1e30f;
+        break;
+      }
+    }
+  }
+  BIND(&c, argmax.x, qiao__cf_operand(&c, "x", v, rows * cols * 4, CF_INPUT, 0));
+  BIND(&c, argmax.out, qiao__cf_operand(&c, "out", i32s(rows, -7), rows * 4, CF_OUT_I32, 1));
+  run_case(x, &c);
+}
+
+/* ---- moe_gate, matmul_experts, moe_combine -------------------------------- */
+
+static void moe_gate_case(ctx *x, uint64_t n_tokens, uint64_t n_experts, uint64_t k,
+                          bool normalize) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_MOE_GATE, QIAO_DEV_F32);
+  SHAPE(&c, "n_tokens=%llu n_experts=%llu k=%llu%s", (unsigned long long)n_tokens,
+        (unsigned long long)n_experts, (unsigned long long)k, normalize ? " normalize" : "");
+  c.args.moe_gate = (qiao_dev_moe_gate_args){.struct_size = sizeof(qiao_dev_moe_gate_args),
+                                             .n_tokens = n_tokens, .n_experts = n_experts, .k = k,
+                                             .normalize = normalize};
+  /* distinct logits 1/16 apart (the ranking cannot depend on rounding), with
+   * exact ties planted in token 0 */
+  float *logits = nans(n_tokens * n_experts);
+  int32_t *perm = i32s(n_experts, 0);
+  for (uint64_t t = 0; logits && perm && t < n_tokens; t++) {
+    for (uint64_t i = 0; i < n_experts; i++) perm[i] = (int32_t)i;
+    for (uint64_t i = 0; i + 1 < n_experts; i++) {
+      uint64_t j = i + qiao__cf_below(&x->rng, n_experts - i);
+      int32_t tmp = perm[i];
+      perm[i] = perm[j];
+      perm[j] = tmp;
+    }
+    for (uint64_t i = 0; i < n_experts; i++)
+      logits[t * n_experts + i] = ((float)perm[i] - (float)n_experts / 2) / 16.0f;
+    if (t == 0 && n_experts >= 3) logits[1] = logits[n_experts - 1] = 5.0f;
+  }
+  free(perm);
+  BIND(&c, moe_gate.logits,
+       qiao__cf_operand(&c, "logits", logits, n_tokens * n_experts * 4, CF_INPUT, 0));
+  BIND(&c, moe_gate.ids, qiao__cf_operand(&c, "ids", i32s(n_tokens * k, -7), n_tokens * k * 4,
+                                          CF_OUT_I32, k));
+  BIND(&c, moe_gate.weights, qiao__cf_operand(&c, "weights", nans(n_tokens * k), n_tokens * k * 4,
+                                              CF_OUT_F32, k));
+  run_case(x, &c);
+}
+
+static void matmul_experts_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, uint64_t k,
+                                uint64_t n_experts, uint64_t in_dim, uint64_t out_dim,
+                                bool x_per_slot) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_MATMUL_EXPERTS, dt);
+  SHAPE(&c, "n_tokens=%llu k=%llu n_experts=%llu in_dim=%llu out_dim=%llu%s",
+        (unsigned long long)n_tokens, (unsigned long long)k, (unsigned long long)n_experts,
+        (unsigned long long)in_dim, (unsigned long long)out_dim, x_per_slot ? " x_per_slot" : "");
+  c.args.matmul_experts = (qiao_dev_matmul_experts_args){
+      .struct_size = sizeof(qiao_dev_matmul_experts_args), .n_tokens = n_tokens, .k = k,
+      .n_experts = n_experts, .in_dim = in_dim, .out_dim = out_dim, .x_per_slot = x_per_slot,
+      .w_dtype = dt};
+  uint64_t xrows = x_per_slot ? n_tokens * k : n_tokens;
+  BIND(&c, matmul_experts.x,
+       qiao__cf_operand(&c, "x", f32s(x, xrows * in_dim, -1, 1), xrows * in_dim * 4, CF_INPUT, 0));
+  uint64_t nw = n_experts * out_dim * in_dim;
+  BIND(&c, matmul_experts.w,
+       qiao__cf_operand(&c, "w", qiao__cf_random_weights(&x->rng, dt, nw),
+                        qiao__cf_dtype_bytes(dt, nw), CF_INPUT, 0));
+  int32_t *ids = i32s(n_tokens * k, 0);
+  for (uint64_t t = 0; ids && t < n_tokens; t++) /* k distinct experts per token */
+    for (uint64_t i = 0; i < k; i++) {
+      int32_t e;
+      bool again;
+      do {
+        e = (int32_t)qiao__cf_below(&x->rng, n_experts);
+        again = false;
+        for (uint64_t j = 0; j < i; j++) again |= ids[t * k + j] == e;
+      } while (again);
+      ids[t * k + i] = e;
+    }
+  if (ids && n_tokens * k >= 2) ids[0] = (int32_t)(n_experts - 1); /* the last expert too */
+  if (ids && k >= 2 && ids[1] == ids[0]) ids[1] = 0;
+  BIND(&c, matmul_experts.ids, qiao__cf_operand(&c, "ids", ids, n_tokens * k * 4, CF_INPUT, 0));
+  uint64_t no = n_tokens * k * out_dim;
+  BIND(&c, matmul_experts.out, qiao__cf_operand(&c, "out", nans(no), no * 4, CF_OUT_F32, out_dim));
+  run_case(x, &c);
+}
+
+static void matmul_experts_cases(ctx *x, qiao_dev_dtype dt) {
+  bool q = quantized(dt);
+  matmul_experts_case(x, dt, 1, 1, 1, 32, 1, false);
+  matmul_experts_case(x, dt, 3, 2, 8, 64, 48, false);
+  matmul_experts_case(x, dt, 3, 2, 8, q ? 96 : 97, 33, true);
+  matmul_experts_case(x, dt, 2, 4, 16, q ? 4128 : 4099, 9, false);
+  matmul_experts_case(x, dt, 9, 8, 64, 64, 17, true);
+}
+
+static void moe_combine_case(ctx *x, uint64_t n_tokens, uint64_t k, uint64_t dim, bool accumulate) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_MOE_COMBINE, QIAO_DEV_F32);
+  SHAPE(&c, "n_tokens=%llu k=%llu dim=%llu%s", (unsigned long long)n_tokens,
+        (unsigned long long)k, (unsigned long long)dim, accumulate ? " accumulate" : "");
+  c.args.moe_combine =
+      (qiao_dev_moe_combine_args){.struct_size = sizeof(qiao_dev_moe_combine_args),
+                                  .n_tokens = n_tokens, .k = k, .dim = dim,
+                                  .accumulate = accumulate};
+  uint64_t nx = n_tokens * k * dim, no = n_tokens * dim;
+  BIND(&c, moe_combine.x, qiao__cf_operand(&c, "x", f32s(x, nx, -2, 2), nx * 4, CF_INPUT, 0));
+  BIND(&c, moe_combine.weights,
+       qiao__cf_operand(&c, "weights", f32s(x, n_tokens * k, 0, 1), n_tokens * k * 4, CF_INPUT, 0));
+  BIND(&c, moe_combine.out,
+       qiao__cf_operand(&c, "out", accumulate ? f32s(x, no, -1, 1) : nans(no), no * 4, CF_OUT_F32,
+                        dim));
+  run_case(x, &c);
+}
+
+/* ---- The level ------------------------------------------------------------ */
+
+static void run_op(ctx *x, qiao_dev_op op, qiao_dev_dtype dt) {
+  switch (op) {
+  case QIAO_DEV_OP_EMBED: embed_cases(x, dt); break;
+  case QIAO_DEV_OP_MATMUL: matmul_cases(x, dt); break;
+  case QIAO_DEV_OP_RMSNORM: rmsnorm_cases(x); break;
+  case QIAO_DEV_OP_ROPE: rope_cases(x); break;
+  case QIAO_DEV_OP_KV_WRITE: kv_write_cases(x, dt); break;
+  case QIAO_DEV_OP_ATTENTION: attention_cases(x, dt); break;
+  case QIAO_DEV_OP_SWIGLU:
+    swiglu_case(x, 1, 0);
+    swiglu_case(x, 4099, 0);
+    swiglu_case(x, 64, 1);
+    swiglu_case(x, 33, 2);
+    break;
+  case QIAO_DEV_OP_ADD:
+    add_case(x, 1, 0);
+    add_case(x, 4103, 0);
+    add_case(x, 64, 1);
+    add_case(x, 33, 2);
+    break;
+  case QIAO_DEV_OP_ARGMAX:
+    argmax_case(x, 1, 1);
+    argmax_case(x, 4, 4099);
+    argmax_case(x, 8, 37);
+    argmax_case(x, 2, 151936);
+    break;
+  case QIAO_DEV_OP_MOE_GATE:
+    moe_gate_case(x, 1, 1, 1, true);
+    moe_gate_case(x, 5, 8, 2, true);
+    moe_gate_case(x, 3, 60, 4, false);
+    moe_gate_case(x, 4, 128, 8, true);
+    break;
+  case QIAO_DEV_OP_MATMUL_EXPERTS: matmul_experts_cases(x, dt); break;
+  case QIAO_DEV_OP_MOE_COMBINE:
+    moe_combine_case(x, 1, 1, 1, false);
+    moe_combine_case(x, 5, 2, 64, false);
+    moe_combine_case(x, 3, 8, 4099, true);
+    break;
+  default: break;
+  }
+}
+
+void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_device *reference,
+                      uint64_t seed, uint32_t op_mask) {
+  ctx x = {report, target, reference, {seed}};
+  report->area_ops.ran = true;
+  for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
+    for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
+      uint32_t supported = 0;
+      qiao_status *st = qiao__cf_dev_status(
+          target, target->api->op_supported(target->device, (qiao_dev_op)op, (qiao_dev_dtype)dt,
+                                            &supported),
+          "op_supported");
+      const char *on = qiao_dev_op_name((qiao_dev_op)op), *dn = qiao_dev_dtype_name((qiao_dev_dtype)dt);
+      if (st != NULL) {
+        report->area_ops.checks++;
+        qiao__cf_fail(report, &report->area_ops, "%s %s: op_supported failed: %s", on, dn,
+                      qiao_status_message(st));
+        qiao_status_free(st);
+        continue;
+      }
+      report->claimed[op][dt] = supported != 0;
+      if (!supported || (op_mask != 0 && !(op_mask & (1u << op)))) continue;
+      if (!qiao__cf_defined((qiao_dev_op)op, (qiao_dev_dtype)dt)) {
+        report->area_ops.checks++;
+        report->failed[op][dt] = true;
+        qiao__cf_fail(report, &report->area_ops,
+                      "%s %s: claimed, but device ABI 1.0 does not define this op for this dtype",
+                      on, dn);
+        continue;
+      }
+      /* the reference must implement it, or nothing can be compared */
+      uint32_t ref_supported = 0;
+      qiao_dev_error *e = reference->api->op_supported(reference->device, (qiao_dev_op)op,
+                                                       (qiao_dev_dtype)dt, &ref_supported);
+      if (e != NULL) reference->api->error_destroy(e);
+      if (!ref_supported) {
+        report->area_ops.checks++;
+        report->failed[op][dt] = true;
+        qiao__cf_fail(report, &report->area_ops, "%s %s: the reference CPU backend lacks it", on,
+                      dn);
+        continue;
+      }
+      uint32_t before = report->area_ops.failed;
+      qiao__cf_progress(report, "ops: %s %s", on, dn);
+      run_op(&x, (qiao_dev_op)op, (qiao_dev_dtype)dt);
+      if (report->area_ops.failed != before) report->failed[op][dt] = true;
+    }
+}

@@ -1,0 +1,686 @@
+/* The engine: a model's weights on one device, a paged KV cache, sequences,
+ * and batching of forward calls (the pass itself is in forward.c). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/checked.h"
+#include "engine/engine_internal.h"
+
+/* ---- Ownership lists ------------------------------------------------------ */
+
+static qiao_status *track_buffer(qiao_engine *e, qiao_dev_buffer *buffer, const void *host,
+                                 uint64_t size) {
+  if (e->n_buffers == e->cap_buffers) {
+    size_t cap = e->cap_buffers ? e->cap_buffers * 2 : 64;
+    qiao__buffer_rec *grown = realloc(e->buffers, cap * sizeof(*grown));
+    if (grown == NULL) {
+      e->api->buffer_destroy(buffer);
+      return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+    }
+    e->buffers = grown;
+    e->cap_buffers = cap;
+  }
+  e->buffers[e->n_buffers++] = (qiao__buffer_rec){buffer, host, size, NULL, NULL};
+  return NULL;
+}
+
+/* Host memory (64-byte aligned) that lives as long as the engine. */
+static qiao_status *host_alloc(qiao_engine *e, uint64_t size, void **out) {
+  if (e->n_host_blocks == e->cap_host_blocks) {
+    size_t cap = e->cap_host_blocks ? e->cap_host_blocks * 2 : 16;
+    void **grown = realloc(e->host_blocks, cap * sizeof(*grown));
+    if (grown == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+    e->host_blocks = grown;
+    e->cap_host_blocks = cap;
+  }
+  uint64_t rounded = (size + 63) / 64 * 64;
+  void *p = rounded ? aligned_alloc(64, rounded) : NULL;
+  if (p == NULL && rounded)
+    return qiao__error(QIAO_OUT_OF_MEMORY, "engine: cannot allocate %llu bytes",
+                       (unsigned long long)size);
+  if (p) memset(p, 0, rounded);
+  e->host_blocks[e->n_host_blocks++] = p;
+  *out = p;
+  return NULL;
+}
+
+/* A new zeroed device buffer of `size` bytes. */
+static qiao_status *device_alloc(qiao_engine *e, uint64_t size, const char *what,
+                                 qiao_dev_ref *out) {
+  if (size == 0) size = 4;
+  qiao_dev_buffer *buffer = NULL;
+  qiao_status *st = QIAO__DEV(e, e->api->buffer_create(e->device, size, &buffer), what);
+  if (st != NULL) return qiao__annotate(st, "allocating %llu bytes", (unsigned long long)size);
+  QIAO__TRY(track_buffer(e, buffer, NULL, size));
+  *out = (qiao_dev_ref){buffer, 0};
+  return NULL;
+}
+
+/* Puts `size` bytes of host memory that outlive the engine on the device:
+ * wrapped in place on host-memory devices, uploaded otherwise. */
+static qiao_status *device_put(qiao_engine *e, const void *data, uint64_t size, const char *what,
+                               qiao_dev_ref *out) {
+  if (e->host_memory) {
+    if (((uintptr_t)data % 32) != 0) { /* keep kernels on aligned rows: copy */
+      void *copy = NULL;
+      QIAO__TRY(host_alloc(e, size, &copy));
+      memcpy(copy, data, size);
+      data = copy;
+    }
+    qiao_dev_buffer *buffer = NULL;
+    QIAO__DEV_TRY(e, e->api->buffer_wrap_host(e->device, data, size, &buffer), what);
+    QIAO__TRY(track_buffer(e, buffer, data, size));
+    *out = (qiao_dev_ref){buffer, 0};
+    return NULL;
+  }
+  QIAO__TRY(device_alloc(e, size, what, out));
+  e->buffers[e->n_buffers - 1].host = data; /* the model's bytes outlive the engine */
+  return QIAO__DEV(e, e->api->upload(e->queue, *out, data, size), what);
+}
+
+/* ---- Weights -------------------------------------------------------------- */
+
+static float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, mant = h & 1023, bits;
+  if (exp == 0) {
+    float f = ldexpf((float)mant, -24);
+    return sign ? -f : f;
+  }
+  if (exp == 31)
+    bits = sign | 0x7f800000u | (mant << 13);
+  else
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static const char *shape_text(const qiao_tensor *t, char *buf, size_t size) {
+  int n = snprintf(buf, size, "(");
+  for (uint32_t i = 0; i < t->n_dims && n > 0 && (size_t)n < size; i++)
+    n += snprintf(buf + n, size - (size_t)n, "%s%llu", i ? ", " : "",
+                  (unsigned long long)t->shape[i]);
+  if (n > 0 && (size_t)n < size) snprintf(buf + n, size - (size_t)n, ")");
+  return buf;
+}
+
+/* Finds tensor `name` with the given shape (n_dims values) and puts it on
+ * the device. `vector` tensors (norms, biases) are converted to F32. When
+ * `required` is false and the tensor is absent, leaves *out zeroed. */
+static qiao_status *load_weight(qiao_engine *e, const char *name, bool required, bool vector,
+                                uint32_t n_dims, const uint64_t *shape, qiao__weight *out) {
+  memset(out, 0, sizeof(*out));
+  const qiao_tensor *t = qiao_model_tensor_find(e->model, name);
+  if (t == NULL) {
+    if (!required) return NULL;
+    return qiao__error(QIAO_MALFORMED, "model %s: tensor %s is missing", qiao_model_path(e->model),
+                       name);
+  }
+  bool same = t->n_dims == n_dims;
+  for (uint32_t i = 0; same && i < n_dims; i++)
+    same = t->shape[i] == shape[i];
+  if (!same) {
+    char found[96], want[96];
+    qiao_tensor expect = {.n_dims = n_dims};
+    for (uint32_t i = 0; i < n_dims; i++)
+      expect.shape[i] = shape[i];
+    return qiao__error(QIAO_MALFORMED, "model %s: tensor %s: shape %s, expected %s",
+                       qiao_model_path(e->model), name, shape_text(t, found, sizeof(found)),
+                       shape_text(&expect, want, sizeof(want)));
+  }
+  const void *data = t->data;
+  uint64_t n_bytes = t->n_bytes;
+  qiao_dev_dtype dtype = (qiao_dev_dtype)t->dtype;
+  if (vector && t->dtype != QIAO_DTYPE_F32) {
+    uint64_t n = shape[0];
+    float *f = NULL;
+    if (t->dtype != QIAO_DTYPE_F16 && t->dtype != QIAO_DTYPE_BF16)
+      return qiao__error(QIAO_UNSUPPORTED,
+                         "model %s: tensor %s: dtype %s for a vector (need f32, f16 or bf16)",
+                         qiao_model_path(e->model), name, qiao_dev_dtype_name(dtype));
+    QIAO__TRY(host_alloc(e, n * 4, (void **)&f));
+    const uint8_t *src = t->data;
+    for (uint64_t i = 0; i < n; i++) {
+      uint16_t h = (uint16_t)(src[2 * i] | (src[2 * i + 1] << 8));
+      if (t->dtype == QIAO_DTYPE_F16) {
+        f[i] = f16_to_f32(h);
+      } else {
+        uint32_t bits = (uint32_t)h << 16;
+        memcpy(&f[i], &bits, 4);
+      }
+    }
+    data = f;
+    n_bytes = n * 4;
+    dtype = QIAO_DEV_F32;
+  }
+  QIAO__TRY(device_put(e, data, n_bytes, name, &out->ref));
+  out->dtype = dtype;
+  out->n_bytes = n_bytes;
+  return NULL;
+}
+
+static qiao_status *load_layer(qiao_engine *e, uint32_t l, qiao__layer *L) {
+  const qiao_hparams *hp = &e->hp;
+  const uint64_t D = hp->dim, qd = (uint64_t)hp->n_heads * hp->head_dim, kvd = e->kv_dim;
+  char name[128];
+#define W(field, suffix, req, vec, nd, ...)                                                        \
+  do {                                                                                             \
+    snprintf(name, sizeof(name), "blk.%u.%s", l, suffix);                                          \
+    const uint64_t shape_[] = {__VA_ARGS__};                                                       \
+    QIAO__TRY(load_weight(e, name, req, vec, nd, shape_, &L->field));                              \
+  } while (0)
+  W(attn_norm, "attn_norm.weight", true, true, 1, D);
+  W(q, "attn_q.weight", true, false, 2, qd, D);
+  W(k, "attn_k.weight", true, false, 2, kvd, D);
+  W(v, "attn_v.weight", true, false, 2, kvd, D);
+  W(o, "attn_output.weight", true, false, 2, D, qd);
+  W(q_bias, "attn_q.bias", hp->qkv_bias, true, 1, qd);
+  W(k_bias, "attn_k.bias", hp->qkv_bias, true, 1, kvd);
+  W(v_bias, "attn_v.bias", hp->qkv_bias, true, 1, kvd);
+  W(q_norm, "attn_q_norm.weight", hp->qk_norm, true, 1, hp->head_dim);
+  W(k_norm, "attn_k_norm.weight", hp->qk_norm, true, 1, hp->head_dim);
+  W(ffn_norm, "ffn_norm.weight", true, true, 1, D);
+  snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.weight", l);
+  L->moe = hp->n_experts > 0 && qiao_model_tensor_find(e->model, name) != NULL;
+  if (L->moe) {
+    const uint64_t E = hp->n_experts, EF = hp->expert_ffn_dim;
+    W(router, "ffn_gate_inp.weight", true, false, 2, E, D);
+    W(gate_exps, "ffn_gate_exps.weight", true, false, 3, E, EF, D);
+    W(up_exps, "ffn_up_exps.weight", true, false, 3, E, EF, D);
+    W(down_exps, "ffn_down_exps.weight", true, false, 3, E, D, EF);
+  } else {
+    if (hp->ffn_dim == 0)
+      return qiao__error(QIAO_MALFORMED, "model %s: layer %u is dense but model.ffn_dim is 0",
+                         qiao_model_path(e->model), l);
+    W(gate, "ffn_gate.weight", true, false, 2, hp->ffn_dim, D);
+    W(up, "ffn_up.weight", true, false, 2, hp->ffn_dim, D);
+    W(down, "ffn_down.weight", true, false, 2, D, hp->ffn_dim);
+  }
+#undef W
+  return NULL;
+}
+
+/* RoPE frequencies, computed once: theta^(-2i/rope_dim), then the model's
+ * scaling (or the rope_freqs.weight divisors of GGUF LLaMA 3 files). */
+static qiao_status *load_rope_freqs(qiao_engine *e) {
+  const qiao_hparams *hp = &e->hp;
+  uint32_t half = hp->rope_dim / 2;
+  float *freqs = NULL;
+  QIAO__TRY(host_alloc(e, (uint64_t)half * 4, (void **)&freqs));
+  const qiao_tensor *divisors = qiao_model_tensor_find(e->model, "rope_freqs.weight");
+  if (divisors != NULL &&
+      (divisors->dtype != QIAO_DTYPE_F32 || divisors->n_dims != 1 || divisors->shape[0] != half))
+    return qiao__error(QIAO_MALFORMED, "model %s: tensor rope_freqs.weight: expected (%u) f32",
+                       qiao_model_path(e->model), half);
+  for (uint32_t i = 0; i < half; i++) {
+    double freq = pow((double)hp->rope_theta, -2.0 * i / (double)hp->rope_dim);
+    if (divisors != NULL) {
+      float d;
+      memcpy(&d, (const uint8_t *)divisors->data + 4 * i, 4);
+      freq /= d;
+    } else if (hp->rope_scaling == QIAO_ROPE_SCALING_LINEAR) {
+      freq /= hp->rope_factor;
+    } else if (hp->rope_scaling == QIAO_ROPE_SCALING_LLAMA3) {
+      double factor = hp->rope_factor, lo = hp->rope_low_freq_factor,
+             hi = hp->rope_high_freq_factor;
+      double ctx = hp->rope_original_context;
+      double wavelen = 2.0 * M_PI / freq;
+      double low_freq_wavelen = ctx / lo, high_freq_wavelen = ctx / hi;
+      if (wavelen > low_freq_wavelen) {
+        freq /= factor;
+      } else if (wavelen >= high_freq_wavelen) {
+        double smooth = (ctx / wavelen - lo) / (hi - lo);
+        freq = (1.0 - smooth) * freq / factor + smooth * freq;
+      }
+    }
+    freqs[i] = (float)freq;
+  }
+  return device_put(e, freqs, (uint64_t)half * 4, "rope freqs", &e->rope_freqs);
+}
+
+/* ---- Capabilities --------------------------------------------------------- */
+
+static qiao_status *require_op(qiao_engine *e, qiao_dev_op op, qiao_dev_dtype dtype,
+                               const char *needed_by) {
+  uint32_t supported = 0;
+  QIAO__DEV_TRY(e, e->api->op_supported(e->device, op, dtype, &supported), "op_supported");
+  if (!supported && e->allow_fallback) return qiao__fallback_add(e, op, dtype, needed_by);
+  if (!supported)
+    return qiao__error(QIAO_UNSUPPORTED, "backend %s does not support %s for %s (needed by %s)",
+                       qiao_backend_name(e->backend), qiao_dev_op_name(op),
+                       qiao_dev_dtype_name(dtype), needed_by);
+  return NULL;
+}
+
+static qiao_status *check_capabilities(qiao_engine *e) {
+  const qiao_hparams *hp = &e->hp;
+  QIAO__TRY(require_op(e, QIAO_DEV_OP_EMBED, e->token_embd.dtype, "token_embd.weight"));
+  QIAO__TRY(require_op(e, QIAO_DEV_OP_RMSNORM, QIAO_DEV_F32, "blk.0.attn_norm.weight"));
+  QIAO__TRY(require_op(e, QIAO_DEV_OP_ROPE, QIAO_DEV_F32, "rope"));
+  QIAO__TRY(require_op(e, QIAO_DEV_OP_KV_WRITE, e->cache_dtype, "the KV cache"));
+  QIAO__TRY(require_op(e, QIAO_DEV_OP_ATTENTION, e->cache_dtype, "the KV cache"));
+  QIAO__TRY(require_op(e, QIAO_DEV_OP_SWIGLU, QIAO_DEV_F32, "the FFN"));
+  QIAO__TRY(require_op(e, QIAO_DEV_OP_ARGMAX, QIAO_DEV_F32, "greedy sampling"));
+  QIAO__TRY(require_op(e, QIAO_DEV_OP_MATMUL, e->output.dtype,
+                       hp->tied_embeddings ? "token_embd.weight" : "output.weight"));
+  char name[128];
+  for (uint32_t l = 0; l < hp->n_layers; l++) {
+    const qiao__layer *L = &e->layers[l];
+    const struct {
+      const qiao__weight *w;
+      qiao_dev_op op;
+      const char *suffix;
+    } uses[] = {{&L->q, QIAO_DEV_OP_MATMUL, "attn_q.weight"},
+                {&L->k, QIAO_DEV_OP_MATMUL, "attn_k.weight"},
+                {&L->v, QIAO_DEV_OP_MATMUL, "attn_v.weight"},
+                {&L->o, QIAO_DEV_OP_MATMUL, "attn_output.weight"},
+                {&L->gate, QIAO_DEV_OP_MATMUL, "ffn_gate.weight"},
+                {&L->up, QIAO_DEV_OP_MATMUL, "ffn_up.weight"},
+                {&L->down, QIAO_DEV_OP_MATMUL, "ffn_down.weight"},
+                {&L->router, QIAO_DEV_OP_MATMUL, "ffn_gate_inp.weight"},
+                {&L->gate_exps, QIAO_DEV_OP_MATMUL_EXPERTS, "ffn_gate_exps.weight"},
+                {&L->up_exps, QIAO_DEV_OP_MATMUL_EXPERTS, "ffn_up_exps.weight"},
+                {&L->down_exps, QIAO_DEV_OP_MATMUL_EXPERTS, "ffn_down_exps.weight"}};
+    for (size_t i = 0; i < sizeof(uses) / sizeof(uses[0]); i++) {
+      if (uses[i].w->ref.buffer == NULL) continue;
+      snprintf(name, sizeof(name), "blk.%u.%s", l, uses[i].suffix);
+      QIAO__TRY(require_op(e, uses[i].op, uses[i].w->dtype, name));
+    }
+    if (L->moe) {
+      snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.weight", l);
+      QIAO__TRY(require_op(e, QIAO_DEV_OP_MOE_GATE, QIAO_DEV_F32, name));
+      QIAO__TRY(require_op(e, QIAO_DEV_OP_MOE_COMBINE, QIAO_DEV_F32, name));
+    }
+  }
+  return NULL;
+}
+
+/* ---- Creation ------------------------------------------------------------- */
+
+static uint64_t matmul_bytes(const qiao__weight *w) {
+  return w->ref.buffer ? w->n_bytes : 0;
+}
+
+static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
+  qiao_hparams *hp = &e->hp;
+  QIAO__TRY(qiao_model_get_hparams(e->model, hp));
+  if (hp->rope_dim == 0 || hp->rope_dim % 2 != 0 || hp->rope_dim > hp->head_dim)
+    return qiao__error(QIAO_MALFORMED,
+                       "model %s: model.rope.dim %u must be even and <= head_dim %u",
+                       qiao_model_path(e->model), hp->rope_dim, hp->head_dim);
+  if (hp->n_experts > 0 && (hp->n_experts_used == 0 || hp->n_experts_used > hp->n_experts))
+    return qiao__error(QIAO_MALFORMED, "model %s: model.moe.n_experts_used %u not in [1, %u]",
+                       qiao_model_path(e->model), hp->n_experts_used, hp->n_experts);
+
+  /* Options and limits. */
+  e->verbose = o->verbose;
+  e->block_size = o->block_size ? o->block_size : 16;
+  e->max_context =
+      o->max_context
+          ? o->max_context
+          : (hp->context_length && hp->context_length < 4096 ? hp->context_length : 4096);
+  e->max_seqs = o->max_seqs ? o->max_seqs : 8;
+  e->max_batch = o->max_batch_tokens ? o->max_batch_tokens : 512;
+  if (e->block_size > 4096 || e->max_context > (1u << 24) || e->max_seqs > 65536 ||
+      e->max_batch > 65536)
+    return qiao__error(
+        QIAO_INVALID_ARGUMENT,
+        "engine options: block_size, max_context, max_seqs or max_batch_tokens too large");
+  e->max_blocks_per_seq = (e->max_context + e->block_size - 1) / e->block_size;
+  e->n_blocks = o->n_blocks ? o->n_blocks : e->max_blocks_per_seq;
+  if (o->cache_dtype != QIAO_DTYPE_F32 && o->cache_dtype != QIAO_DTYPE_F16)
+    return qiao__error(QIAO_INVALID_ARGUMENT, "engine options: cache dtype must be f32 or f16");
+  e->cache_dtype = (qiao_dev_dtype)o->cache_dtype;
+  e->kv_dim = (uint64_t)hp->n_kv_heads * hp->head_dim;
+  uint64_t kv_bytes = 0;
+  if (!qiao__mul_u64((uint64_t)e->n_blocks, e->block_size, &e->n_slots) ||
+      !qiao__mul_u64(e->n_slots, e->kv_dim * (e->cache_dtype == QIAO_DEV_F16 ? 2 : 4), &kv_bytes) ||
+      e->n_slots > INT32_MAX)
+    return qiao__error(QIAO_LIMIT, "engine options: KV cache of %u blocks is too large",
+                       e->n_blocks);
+
+  /* Backend, device, queue. */
+  e->allow_fallback = o->allow_fallback;
+  QIAO__TRY(qiao_backend_load(o->backend ? o->backend : "cpu", &e->backend));
+  e->api = qiao_backend_api(e->backend);
+  uint32_t n_devices = 0;
+  QIAO__DEV_TRY(e, e->api->device_count(qiao_backend_handle(e->backend), &n_devices),
+                "device_count");
+  if (n_devices == 0)
+    return qiao__error(QIAO_NOT_FOUND, "backend %s: no devices", qiao_backend_name(e->backend));
+  qiao_dev_properties props;
+  memset(&props, 0, sizeof(props));
+  props.struct_size = sizeof(props);
+  QIAO__DEV_TRY(e, e->api->device_get_properties(qiao_backend_handle(e->backend), 0, &props),
+                "device_get_properties");
+  props.name[sizeof(props.name) - 1] = '\0';
+  snprintf(e->device_name, sizeof(e->device_name), "%s", props.name);
+  e->host_memory = (props.flags & QIAO_DEV_FLAG_HOST_MEMORY) && e->api->buffer_wrap_host != NULL;
+  qiao_dev_device_options dopt = {sizeof(dopt), o->n_threads};
+  QIAO__DEV_TRY(e, e->api->device_open(qiao_backend_handle(e->backend), 0, &dopt, &e->device),
+                "device_open");
+  QIAO__DEV_TRY(e, e->api->queue_create(e->device, &e->queue), "queue_create");
+
+  /* Weights, uploaded once. */
+  const uint64_t D = hp->dim, V = hp->vocab_size;
+  const uint64_t embd_shape[] = {V, D};
+  QIAO__TRY(load_weight(e, "token_embd.weight", true, false, 2, embd_shape, &e->token_embd));
+  const uint64_t norm_shape[] = {D};
+  QIAO__TRY(load_weight(e, "output_norm.weight", true, true, 1, norm_shape, &e->output_norm));
+  if (hp->tied_embeddings) {
+    e->output = e->token_embd;
+  } else {
+    QIAO__TRY(load_weight(e, "output.weight", true, false, 2, embd_shape, &e->output));
+  }
+  e->layers = calloc(hp->n_layers, sizeof(*e->layers));
+  if (e->layers == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  for (uint32_t l = 0; l < hp->n_layers; l++)
+    QIAO__TRY(load_layer(e, l, &e->layers[l]));
+  QIAO__TRY(load_rope_freqs(e));
+  QIAO__TRY(check_capabilities(e));
+  e->ops = e->api;
+  e->ops_queue = e->queue;
+  qiao__fallback_install(e);
+
+  /* Bytes read per decoded token: every matmul weight, the used experts. */
+  uint64_t bytes = e->output.n_bytes + e->token_embd.n_bytes / V;
+  for (uint32_t l = 0; l < hp->n_layers; l++) {
+    const qiao__layer *L = &e->layers[l];
+    bytes += matmul_bytes(&L->q) + matmul_bytes(&L->k) + matmul_bytes(&L->v) + matmul_bytes(&L->o) +
+             matmul_bytes(&L->gate) + matmul_bytes(&L->up) + matmul_bytes(&L->down) +
+             matmul_bytes(&L->router);
+    if (L->moe)
+      bytes +=
+          (matmul_bytes(&L->gate_exps) + matmul_bytes(&L->up_exps) + matmul_bytes(&L->down_exps)) /
+          hp->n_experts * hp->n_experts_used;
+  }
+  e->weight_bytes_per_token = bytes;
+
+  /* KV cache: one K and one V array per layer. */
+  for (uint32_t l = 0; l < hp->n_layers; l++) {
+    QIAO__TRY(device_alloc(e, kv_bytes, "k cache", &e->layers[l].k_cache));
+    QIAO__TRY(device_alloc(e, kv_bytes, "v cache", &e->layers[l].v_cache));
+  }
+  e->free_blocks = malloc((size_t)e->n_blocks * sizeof(int32_t));
+  e->seqs = calloc(e->max_seqs, sizeof(*e->seqs));
+  if (e->free_blocks == NULL || e->seqs == NULL)
+    return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  for (uint32_t b = 0; b < e->n_blocks; b++)
+    e->free_blocks[b] = (int32_t)(e->n_blocks - 1 - b);
+  e->n_free = e->n_blocks;
+  for (uint32_t s = 0; s < e->max_seqs; s++) {
+    e->seqs[s].blocks = calloc(e->max_blocks_per_seq, sizeof(int32_t));
+    if (e->seqs[s].blocks == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  }
+
+  /* Scratch activations for max_batch tokens; R output rows at a time
+   * (logits of at most ~64 MiB per pass). */
+  const uint64_t T = e->max_batch, qd = (uint64_t)hp->n_heads * hp->head_dim;
+  uint64_t ffn = hp->ffn_dim;
+  if (hp->n_experts > 0 && (uint64_t)hp->n_experts_used * hp->expert_ffn_dim > ffn)
+    ffn = (uint64_t)hp->n_experts_used * hp->expert_ffn_dim;
+  uint64_t rows = (64ull << 20) / (V * 4);
+  e->out_rows = (uint32_t)(rows < 1 ? 1 : rows > T ? T : rows);
+  qiao__scratch *s = &e->s;
+  const uint64_t K = hp->n_experts_used;
+  struct {
+    qiao_dev_ref *ref;
+    uint64_t bytes;
+    const char *name;
+  } scratch[] = {
+      {&s->x, T * D * 4, "x"},
+      {&s->xn, T * D * 4, "xn"},
+      {&s->q, T * qd * 4, "q"},
+      {&s->k, T * e->kv_dim * 4, "k"},
+      {&s->v, T * e->kv_dim * 4, "v"},
+      {&s->att, T * qd * 4, "att"},
+      {&s->gate, T * ffn * 4, "gate"},
+      {&s->up, T * ffn * 4, "up"},
+      {&s->moe_logits, T * hp->n_experts * 4, "moe logits"},
+      {&s->moe_ids, T * K * 4, "moe ids"},
+      {&s->moe_weights, T * K * 4, "moe weights"},
+      {&s->moe_out, T * K * D * 4, "moe out"},
+      {&s->tokens, T * 4, "tokens"},
+      {&s->positions, T * 4, "positions"},
+      {&s->slots, T * 4, "slots"},
+      {&s->token_seq, T * 4, "token_seq"},
+      {&s->block_table, (uint64_t)e->max_seqs * e->max_blocks_per_seq * 4, "block table"},
+      {&s->rows_x, (uint64_t)e->out_rows * D * 4, "output rows"},
+      {&s->logits, (uint64_t)e->out_rows * V * 4, "logits"},
+      {&s->argmax, (uint64_t)e->out_rows * 4, "argmax"}};
+  for (size_t i = 0; i < sizeof(scratch) / sizeof(scratch[0]); i++)
+    QIAO__TRY(device_alloc(e, scratch[i].bytes, scratch[i].name, scratch[i].ref));
+  e->h_tokens = malloc(T * 4);
+  e->h_positions = malloc(T * 4);
+  e->h_slots = malloc(T * 4);
+  e->h_token_seq = malloc(T * 4);
+  e->h_block_table = malloc((size_t)e->max_seqs * e->max_blocks_per_seq * 4);
+  if (!e->h_tokens || !e->h_positions || !e->h_slots || !e->h_token_seq || !e->h_block_table)
+    return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  /* Wait for the weight uploads. */
+  return QIAO__DEV(e, e->api->queue_synchronize(e->queue), "uploading weights");
+}
+
+qiao_engine_options qiao_engine_default_options(void) {
+  qiao_engine_options o;
+  memset(&o, 0, sizeof(o));
+  o.struct_size = sizeof(o);
+  return o;
+}
+
+qiao_status *qiao_engine_create(const qiao_model *model, const qiao_engine_options *options,
+                                qiao_engine **out_engine) {
+  if (model == NULL || out_engine == NULL)
+    return qiao__error(QIAO_INVALID_ARGUMENT, "qiao_engine_create: NULL model or output");
+  qiao_engine_options o;
+  memset(&o, 0, sizeof(o));
+  o.struct_size = sizeof(o);
+  if (options != NULL) {
+    size_t n = options->struct_size < sizeof(o) ? options->struct_size : sizeof(o);
+    memcpy(&o, options, n);
+  }
+  qiao_engine *e = calloc(1, sizeof(*e));
+  if (e == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  e->model = model;
+  qiao_status *st = create(e, &o);
+  if (st != NULL) {
+    qiao_engine_destroy(e);
+    return st;
+  }
+  *out_engine = e;
+  return NULL;
+}
+
+void qiao_engine_destroy(qiao_engine *e) {
+  if (e == NULL) return;
+  if (e->queue) {
+    e->api->error_destroy(e->api->queue_synchronize(e->queue));
+    e->api->queue_destroy(e->queue);
+  }
+  qiao__fallback_close(e);
+  for (size_t i = 0; i < e->n_buffers; i++)
+    e->api->buffer_destroy(e->buffers[i].buffer);
+  free(e->buffers);
+  if (e->device) e->api->device_close(e->device);
+  qiao_backend_unload(e->backend);
+  for (size_t i = 0; i < e->n_host_blocks; i++)
+    free(e->host_blocks[i]);
+  free(e->host_blocks);
+  free(e->layers);
+  free(e->free_blocks);
+  if (e->seqs)
+    for (uint32_t s = 0; s < e->max_seqs; s++)
+      free(e->seqs[s].blocks);
+  free(e->seqs);
+  free(e->h_tokens);
+  free(e->h_positions);
+  free(e->h_slots);
+  free(e->h_token_seq);
+  free(e->h_block_table);
+  free(e);
+}
+
+const qiao_hparams *qiao_engine_hparams(const qiao_engine *e) {
+  return &e->hp;
+}
+uint32_t qiao_engine_max_context(const qiao_engine *e) {
+  return e->max_context;
+}
+const char *qiao_engine_backend_name(const qiao_engine *e) {
+  return qiao_backend_name(e->backend);
+}
+const char *qiao_engine_device_name(const qiao_engine *e) {
+  return e->device_name;
+}
+uint64_t qiao_engine_weight_bytes_per_token(const qiao_engine *e) {
+  return e->weight_bytes_per_token;
+}
+
+/* ---- Sequences and the paged cache ---------------------------------------- */
+
+static qiao__seq *find_seq(const qiao_engine *e, int32_t seq) {
+  if (seq < 0 || (uint32_t)seq >= e->max_seqs || !e->seqs[seq].live) return NULL;
+  return &e->seqs[seq];
+}
+
+qiao_status *qiao_engine_seq_create(qiao_engine *e, int32_t *out_seq) {
+  for (uint32_t s = 0; s < e->max_seqs; s++) {
+    if (!e->seqs[s].live) {
+      e->seqs[s].live = true;
+      e->seqs[s].length = 0;
+      e->seqs[s].n_blocks = 0;
+      *out_seq = (int32_t)s;
+      return NULL;
+    }
+  }
+  return qiao__error(QIAO_LIMIT, "engine: all %u sequences are in use", e->max_seqs);
+}
+
+static void release_blocks(qiao_engine *e, qiao__seq *q, uint32_t keep) {
+  while (q->n_blocks > keep)
+    e->free_blocks[e->n_free++] = q->blocks[--q->n_blocks];
+}
+
+void qiao_engine_seq_free(qiao_engine *e, int32_t seq) {
+  qiao__seq *q = find_seq(e, seq);
+  if (q == NULL) return;
+  release_blocks(e, q, 0);
+  q->live = false;
+  q->length = 0;
+}
+
+uint32_t qiao_engine_seq_length(const qiao_engine *e, int32_t seq) {
+  const qiao__seq *q = find_seq(e, seq);
+  return q ? q->length : 0;
+}
+
+qiao_status *qiao_engine_seq_truncate(qiao_engine *e, int32_t seq, uint32_t n) {
+  qiao__seq *q = find_seq(e, seq);
+  if (q == NULL) return qiao__error(QIAO_INVALID_ARGUMENT, "engine: no sequence %d", seq);
+  if (n < q->length) q->length = n;
+  release_blocks(e, q, (q->length + e->block_size - 1) / e->block_size);
+  return NULL;
+}
+
+/* ---- Forward: checks, block allocation, passes of max_batch tokens -------- */
+
+qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out_logits,
+                                 int32_t *out_argmax) {
+  if (b == NULL || b->n_tokens == 0 || b->tokens == NULL || b->seqs == NULL || b->positions == NULL)
+    return qiao__error(QIAO_INVALID_ARGUMENT, "engine forward: empty or incomplete batch");
+  if (b->n_tokens > UINT32_MAX) return qiao__error(QIAO_LIMIT, "engine forward: too many tokens");
+  const uint32_t n = (uint32_t)b->n_tokens;
+
+  /* Check every token and find each sequence's new length. */
+  uint32_t *new_len = malloc(e->max_seqs * sizeof(uint32_t));
+  if (new_len == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  for (uint32_t s = 0; s < e->max_seqs; s++)
+    new_len[s] = e->seqs[s].length;
+  qiao_status *st = NULL;
+  for (uint32_t t = 0; t < n && st == NULL; t++) {
+    int32_t seq = b->seqs[t], pos = b->positions[t], tok = b->tokens[t];
+    if (find_seq(e, seq) == NULL)
+      st = qiao__error(QIAO_INVALID_ARGUMENT, "engine forward: token %u: no sequence %d", t, seq);
+    else if (tok < 0 || (uint32_t)tok >= e->hp.vocab_size)
+      st = qiao__error(QIAO_INVALID_ARGUMENT, "engine forward: token %u: id %d not in [0, %u)", t,
+                       tok, e->hp.vocab_size);
+    else if (pos < 0 || (uint32_t)pos >= e->max_context)
+      st = qiao__error(QIAO_LIMIT, "engine forward: token %u: position %d not in [0, %u) (context)",
+                       t, pos, e->max_context);
+    else if ((uint32_t)pos > new_len[seq])
+      st = qiao__error(
+          QIAO_INVALID_ARGUMENT,
+          "engine forward: token %u: position %d leaves a gap in sequence %d (length %u)", t, pos,
+          seq, new_len[seq]);
+    else if ((uint32_t)pos == new_len[seq])
+      new_len[seq]++;
+  }
+  /* Allocate blocks; on shortage give back what this call took. */
+  uint64_t needed = 0;
+  for (uint32_t s = 0; s < e->max_seqs && st == NULL; s++) {
+    if (!e->seqs[s].live) continue;
+    uint32_t want = (new_len[s] + e->block_size - 1) / e->block_size;
+    if (want > e->seqs[s].n_blocks) needed += want - e->seqs[s].n_blocks;
+  }
+  if (st == NULL && needed > e->n_free)
+    st = qiao__error(QIAO_LIMIT,
+                     "engine: the KV cache is full (%llu more blocks needed, %u free of %u)",
+                     (unsigned long long)needed, e->n_free, e->n_blocks);
+  for (uint32_t s = 0; s < e->max_seqs && st == NULL; s++) {
+    qiao__seq *q = &e->seqs[s];
+    if (!q->live) continue;
+    uint32_t want = (new_len[s] + e->block_size - 1) / e->block_size;
+    while (q->n_blocks < want)
+      q->blocks[q->n_blocks++] = e->free_blocks[--e->n_free];
+  }
+  if (st != NULL) {
+    free(new_len);
+    return st;
+  }
+
+  /* Passes of at most max_batch tokens, in batch order. */
+  int32_t *local = malloc(e->max_seqs * sizeof(int32_t)); /* seq id -> index in this pass */
+  uint32_t *rows = malloc((size_t)e->max_batch * sizeof(uint32_t));
+  if (local == NULL || rows == NULL) st = qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  uint64_t out_row = 0;
+  const uint64_t V = e->hp.vocab_size;
+  for (uint32_t t0 = 0; t0 < n && st == NULL; t0 += e->max_batch) {
+    uint32_t T = n - t0 < e->max_batch ? n - t0 : e->max_batch, n_local = 0, n_rows = 0;
+    for (uint32_t s = 0; s < e->max_seqs; s++)
+      local[s] = -1;
+    for (uint32_t i = 0; i < T; i++) {
+      uint32_t t = t0 + i;
+      int32_t seq = b->seqs[t], pos = b->positions[t];
+      const qiao__seq *q = &e->seqs[seq];
+      if (local[seq] < 0) {
+        local[seq] = (int32_t)n_local;
+        int32_t *row = e->h_block_table + (size_t)n_local * e->max_blocks_per_seq;
+        memset(row, 0, e->max_blocks_per_seq * sizeof(int32_t));
+        memcpy(row, q->blocks, q->n_blocks * sizeof(int32_t));
+        n_local++;
+      }
+      e->h_tokens[i] = b->tokens[t];
+      e->h_positions[i] = pos;
+      e->h_token_seq[i] = local[seq];
+      e->h_slots[i] = q->blocks[(uint32_t)pos / e->block_size] * (int32_t)e->block_size +
+                      (int32_t)((uint32_t)pos % e->block_size);
+      bool want = b->want ? b->want[t] != 0 : t == n - 1;
+      if (want) rows[n_rows++] = i;
+    }
+    st = qiao__forward(e, T, n_local, rows, n_rows, out_logits ? out_logits + out_row * V : NULL,
+                       out_argmax ? out_argmax + out_row : NULL);
+    out_row += n_rows;
+  }
+  if (st != NULL) { /* let queued work finish before the caller's buffers go away */
+    e->api->error_destroy(e->api->queue_synchronize(e->queue));
+  } else {
+    for (uint32_t s = 0; s < e->max_seqs; s++)
+      if (e->seqs[s].live) e->seqs[s].length = new_len[s];
+  }
+  free(local);
+  free(rows);
+  free(new_len);
+  return st;
+}

@@ -1,0 +1,149 @@
+/* Internal: the engine's state, shared by engine.c (creation, weights, the
+ * paged KV cache, sequences, batching) and forward.c (the forward pass). */
+#ifndef QIAO_ENGINE_INTERNAL_H
+#define QIAO_ENGINE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/status_internal.h"
+#include "qiao/backend.h"
+#include "qiao/engine.h"
+
+/* One weight tensor on the device. */
+typedef struct qiao__weight {
+  qiao_dev_ref ref; /* {NULL, 0} when absent */
+  qiao_dev_dtype dtype;
+  uint64_t n_bytes;
+} qiao__weight;
+
+typedef struct qiao__layer {
+  qiao__weight attn_norm, q, k, v,
+      o; /* norm (dim); q (n_heads*hd, dim); k,v (kv_dim, dim); o (dim, n_heads*hd) */
+  qiao__weight q_bias, k_bias, v_bias;        /* present when qkv_bias */
+  qiao__weight q_norm, k_norm;                /* (head_dim), present when qk_norm */
+  qiao__weight ffn_norm;                      /* (dim) */
+  bool moe;                                   /* this layer's FFN is a mixture of experts */
+  qiao__weight gate, up, down;                /* dense: (ffn, dim), (ffn, dim), (dim, ffn) */
+  qiao__weight router;                        /* MoE: (n_experts, dim) */
+  qiao__weight gate_exps, up_exps, down_exps; /* (E, eff, dim), (E, eff, dim), (E, dim, eff) */
+  qiao_dev_ref k_cache, v_cache;              /* (n_slots, kv_dim) cache dtype */
+} qiao__layer;
+
+typedef struct qiao__seq {
+  bool live;
+  uint32_t length;   /* positions held */
+  uint32_t n_blocks; /* blocks owned, in order */
+  int32_t *blocks;   /* (max_blocks_per_seq) */
+} qiao__seq;
+
+/* Device scratch: activations for max_batch tokens, allocated once. */
+typedef struct qiao__scratch {
+  qiao_dev_ref x;                                   /* (T, dim) the residual stream */
+  qiao_dev_ref xn;                                  /* (T, dim) normalized input of a sublayer */
+  qiao_dev_ref q;                                   /* (T, n_heads*hd) */
+  qiao_dev_ref k, v;                                /* (T, kv_dim) */
+  qiao_dev_ref att;                                 /* (T, n_heads*hd) attention output */
+  qiao_dev_ref gate;                                /* (T, ffn) dense or (T, k_used, eff) MoE */
+  qiao_dev_ref up;                                  /* same */
+  qiao_dev_ref moe_logits;                          /* (T, n_experts) */
+  qiao_dev_ref moe_ids;                             /* (T, k_used) I32 */
+  qiao_dev_ref moe_weights;                         /* (T, k_used) */
+  qiao_dev_ref moe_out;                             /* (T, k_used, dim) */
+  qiao_dev_ref tokens, positions, slots, token_seq; /* (T) I32 each */
+  qiao_dev_ref block_table;                         /* (max_seqs, max_blocks_per_seq) I32 */
+  qiao_dev_ref rows_x;                              /* (R, dim) the rows whose logits are wanted */
+  qiao_dev_ref logits;                              /* (R, vocab) */
+  qiao_dev_ref argmax;                              /* (R) I32 */
+} qiao__scratch;
+
+/* A device buffer the engine owns, with what the fallback device needs. */
+typedef struct qiao__buffer_rec {
+  qiao_dev_buffer *buffer;
+  const void *host; /* host bytes a weight was made from (outlive the engine), or NULL */
+  uint64_t size;
+  qiao_dev_buffer *mirror; /* on the fallback device, made on first use */
+  void *mirror_host;       /* host memory behind a non-weight mirror */
+} qiao__buffer_rec;
+
+/* The queue handed to forward.c when ops are routed (see fallback.c). */
+typedef struct qiao__route_queue {
+  qiao_engine *engine;
+} qiao__route_queue;
+
+struct qiao_engine {
+  const qiao_model *model;
+  qiao_hparams hp;
+  qiao_backend *backend;
+  const qiao_dev_api *api;
+  qiao_dev_device *device;
+  qiao_dev_queue *queue;
+  char device_name[128];
+  bool host_memory;
+  bool verbose;
+
+  /* Every device buffer and host allocation the engine owns. */
+  qiao__buffer_rec *buffers;
+  size_t n_buffers, cap_buffers;
+  void **host_blocks;
+  size_t n_host_blocks, cap_host_blocks;
+
+  /* Weights. */
+  qiao__weight token_embd, output_norm, output;
+  qiao__layer *layers;
+  qiao_dev_ref rope_freqs; /* (rope_dim/2) F32 */
+  uint64_t weight_bytes_per_token;
+
+  /* Paged KV cache. */
+  qiao_dev_dtype cache_dtype;
+  uint32_t block_size, n_blocks, max_blocks_per_seq, max_context, max_seqs, max_batch;
+  uint64_t kv_dim, n_slots;
+  int32_t *free_blocks; /* a stack of free block ids */
+  uint32_t n_free;
+  qiao__seq *seqs;
+
+  /* Per-call inputs, staged on the host and uploaded once per pass. */
+  qiao__scratch s;
+  uint32_t out_rows; /* R: rows of logits computed per output pass */
+  int32_t *h_tokens, *h_positions, *h_slots, *h_token_seq, *h_block_table;
+
+  /* What forward.c calls: the backend's own table and queue, or, with
+   * --allow-fallback and an op the backend lacks, the routing table of
+   * fallback.c that runs those ops on the built-in CPU backend. */
+  const qiao_dev_api *ops;
+  qiao_dev_queue *ops_queue;
+  bool allow_fallback;
+  qiao_backend *fb_backend; /* NULL until an op needs it */
+  const qiao_dev_api *fb_api;
+  qiao_dev_device *fb_device;
+  qiao_dev_queue *fb_queue;
+  uint8_t on_fallback[QIAO_DEV_OP_COUNT][QIAO_DEV_DTYPE_COUNT];
+  qiao_dev_api route_api;
+  qiao__route_queue route_queue;
+  qiao_dev_error *fb_error; /* the fallback backend's last error */
+  uint8_t fb_sentinel;      /* its address is the error the routing table returns */
+};
+
+/* Turns a backend error (of either backend) into a status naming `what`. */
+qiao_status *qiao__engine_status(qiao_engine *engine, qiao_dev_error *error, const char *what);
+#define QIAO__DEV(engine, call, what) qiao__engine_status((engine), (call), (what))
+#define QIAO__DEV_TRY(engine, call, what) QIAO__TRY(QIAO__DEV(engine, call, what))
+
+/* Fallback (fallback.c). Marks (op, dtype) to run on the CPU backend,
+ * loading it on first use; fails when it cannot run it either. */
+qiao_status *qiao__fallback_add(qiao_engine *engine, qiao_dev_op op, qiao_dev_dtype dtype,
+                                const char *needed_by);
+/* Installs the routing table when any op was marked. */
+void qiao__fallback_install(qiao_engine *engine);
+/* Destroys mirrors and closes the fallback backend. */
+void qiao__fallback_close(qiao_engine *engine);
+
+/* The forward pass over staged inputs: n_tokens tokens of n_seqs sequences
+ * whose ids, positions, slots, sequence indices and block table are in the
+ * h_* arrays. For the n_rows tokens listed in rows, writes logits and/or
+ * argmax ids (either may be NULL). Synchronizes before returning. */
+qiao_status *qiao__forward(qiao_engine *engine, uint32_t n_tokens, uint32_t n_seqs,
+                           const uint32_t *rows, uint32_t n_rows, float *out_logits,
+                           int32_t *out_argmax);
+
+#endif

@@ -1,0 +1,345 @@
+/* config.json of a Hugging Face model -> canonical hyperparameters.
+ *
+ * Both spellings of RoPE settings are read: published checkpoints write
+ * `rope_theta` and `rope_scaling` at the top level; transformers 5 writes a
+ * `rope_parameters` object holding `rope_theta` and `rope_type` (and the
+ * scaling fields). Fields naming code (auto_map) are ignored. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "format/import_hf_internal.h"
+
+#define CONFIG "config.json"
+
+/* A field that is absent or JSON null counts as absent. */
+static json_object *field(json_object *obj, const char *key) {
+  json_object *v = NULL;
+  if (obj == NULL || !json_object_object_get_ex(obj, key, &v)) return NULL;
+  return json_object_is_type(v, json_type_null) ? NULL : v;
+}
+
+/* `v` (the value of `key`) as a u32. */
+static qiao_status *u32_value(const char *dir, const char *key, json_object *v, uint32_t *out) {
+  if (!json_object_is_type(v, json_type_int))
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: not an integer", dir, key);
+  int64_t x = json_object_get_int64(v);
+  if (x < 0 || x > (int64_t)UINT32_MAX)
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: %lld is out of range", dir,
+                       key, (long long)x);
+  *out = (uint32_t)x;
+  return NULL;
+}
+
+static qiao_status *get_u32(const char *dir, json_object *obj, const char *key, bool required,
+                            uint32_t fallback, uint32_t *out) {
+  json_object *v = field(obj, key);
+  if (v == NULL) {
+    if (required)
+      return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: missing", dir, key);
+    *out = fallback;
+    return NULL;
+  }
+  return u32_value(dir, key, v, out);
+}
+
+static qiao_status *get_f32(const char *dir, json_object *obj, const char *key, float fallback,
+                            float *out) {
+  json_object *v = field(obj, key);
+  if (v == NULL) {
+    *out = fallback;
+    return NULL;
+  }
+  if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: not a number", dir, key);
+  double x = json_object_get_double(v);
+  if (!isfinite(x) || fabs(x) > 3.0e38)
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: %g is out of range", dir, key,
+                       x);
+  *out = (float)x;
+  return NULL;
+}
+
+static qiao_status *get_bool(const char *dir, json_object *obj, const char *key, bool fallback,
+                             bool *out, bool *out_stated) {
+  json_object *v = field(obj, key);
+  if (out_stated) *out_stated = v != NULL;
+  if (v == NULL) {
+    *out = fallback;
+    return NULL;
+  }
+  if (!json_object_is_type(v, json_type_boolean))
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: not true or false", dir, key);
+  *out = json_object_get_boolean(v);
+  return NULL;
+}
+
+/* An id or a list of ids (eos_token_id may be either). */
+static qiao_status *get_ids(const char *dir, const char *file, json_object *obj, const char *key,
+                            uint32_t *ids, uint32_t *n) {
+  json_object *v = field(obj, key);
+  if (v == NULL) return NULL;
+  size_t count = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 1;
+  for (size_t i = 0; i < count; i++) {
+    json_object *e = json_object_is_type(v, json_type_array) ? json_object_array_get_idx(v, i) : v;
+    int64_t x = json_object_is_type(e, json_type_int) ? json_object_get_int64(e) : -1;
+    if (x < 0 || x > (int64_t)UINT32_MAX)
+      return qiao__error(QIAO_MALFORMED, "file %s/%s: field %s: not a token id", dir, file, key);
+    bool seen = false;
+    for (uint32_t j = 0; j < *n; j++)
+      seen |= ids[j] == (uint32_t)x;
+    if (seen) continue;
+    if (*n >= QIAO__HF_MAX_EOS_IDS)
+      return qiao__error(QIAO_LIMIT, "file %s/%s: field %s: more than %u ids", dir, file, key,
+                         QIAO__HF_MAX_EOS_IDS);
+    ids[(*n)++] = (uint32_t)x;
+  }
+  return NULL;
+}
+
+typedef struct arch_entry {
+  const char *hf_name, *architecture;
+  bool permute_qk, qkv_bias, qk_norm, moe;
+} arch_entry;
+
+static const arch_entry architectures[] = {
+    {"LlamaForCausalLM", "llama", true, false, false, false},
+    {"MistralForCausalLM", "llama", true, false, false, false},
+    {"Qwen2ForCausalLM", "qwen2", false, true, false, false},
+    {"Qwen3ForCausalLM", "qwen3", false, false, true, false},
+    {"Qwen3MoeForCausalLM", "qwen3moe", false, false, true, true},
+};
+
+static qiao_status *parse_architecture(const char *dir, json_object *config, hf_config *cfg,
+                                       const arch_entry **out) {
+  json_object *list = field(config, "architectures");
+  if (list == NULL || !json_object_is_type(list, json_type_array) ||
+      json_object_array_length(list) != 1 ||
+      !json_object_is_type(json_object_array_get_idx(list, 0), json_type_string))
+    return qiao__error(QIAO_MALFORMED,
+                       "file %s/" CONFIG ": field architectures: expected a list of one name", dir);
+  const char *name = json_object_get_string(json_object_array_get_idx(list, 0));
+  for (size_t i = 0; i < sizeof(architectures) / sizeof(architectures[0]); i++) {
+    if (strcmp(name, architectures[i].hf_name) == 0) {
+      snprintf(cfg->source_architecture, sizeof(cfg->source_architecture), "%s", name);
+      cfg->architecture = architectures[i].architecture;
+      *out = &architectures[i];
+      return NULL;
+    }
+  }
+  return qiao__error(QIAO_UNSUPPORTED,
+                     "file %s/" CONFIG ": field architectures: '%.64s' is not supported (Llama, "
+                     "Mistral, Qwen2, Qwen3, Qwen3Moe ForCausalLM)",
+                     dir, name);
+}
+
+/* rope_theta and scaling, from either spelling. */
+static qiao_status *parse_rope(const char *dir, json_object *config, hf_config *cfg) {
+  json_object *params = field(config, "rope_parameters");
+  if (params != NULL && !json_object_is_type(params, json_type_object))
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field rope_parameters: not an object",
+                       dir);
+  json_object *scaling = field(config, "rope_scaling");
+  if (scaling != NULL && !json_object_is_type(scaling, json_type_object))
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field rope_scaling: not an object",
+                       dir);
+  if (scaling == NULL) scaling = params;
+  json_object *theta_from = field(config, "rope_theta") ? config : params;
+  QIAO__TRY(get_f32(dir, theta_from, "rope_theta", 10000.0f, &cfg->rope_theta));
+  if (!(cfg->rope_theta > 0))
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field rope_theta: not positive", dir);
+
+  float partial = 1.0f;
+  QIAO__TRY(get_f32(dir, config, "partial_rotary_factor", 1.0f, &partial));
+  if (partial != 1.0f)
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "file %s/" CONFIG ": field partial_rotary_factor: %g is not supported", dir,
+                       partial);
+
+  cfg->rope_scaling = "none";
+  cfg->rope_factor = 1.0f;
+  cfg->rope_low_freq_factor = 1.0f;
+  cfg->rope_high_freq_factor = 4.0f;
+  cfg->rope_original_context = 8192;
+  if (scaling == NULL) return NULL;
+  json_object *type = field(scaling, "rope_type");
+  if (type == NULL) type = field(scaling, "type");
+  if (type == NULL) return NULL;
+  if (!json_object_is_type(type, json_type_string))
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field rope_type: not a string", dir);
+  const char *t = json_object_get_string(type);
+  if (strcmp(t, "default") == 0) return NULL;
+  if (strcmp(t, "linear") == 0) {
+    cfg->rope_scaling = "linear";
+  } else if (strcmp(t, "llama3") == 0) {
+    cfg->rope_scaling = "llama3";
+    QIAO__TRY(get_f32(dir, scaling, "low_freq_factor", 1.0f, &cfg->rope_low_freq_factor));
+    QIAO__TRY(get_f32(dir, scaling, "high_freq_factor", 4.0f, &cfg->rope_high_freq_factor));
+    QIAO__TRY(get_u32(dir, scaling, "original_max_position_embeddings", false, 8192,
+                      &cfg->rope_original_context));
+  } else {
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "file %s/" CONFIG ": field rope_type: '%.32s' scaling is not supported "
+                       "(default, linear, llama3)",
+                       dir, t);
+  }
+  QIAO__TRY(get_f32(dir, scaling, "factor", 1.0f, &cfg->rope_factor));
+  if (!(cfg->rope_factor > 0))
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field factor: not positive", dir);
+  return NULL;
+}
+
+static qiao_status *parse_moe(const char *dir, json_object *config, hf_config *cfg) {
+  /* Published configs say num_experts; transformers 5 writes num_local_experts. */
+  const char *key = field(config, "num_experts") ? "num_experts" : "num_local_experts";
+  QIAO__TRY(get_u32(dir, config, key, true, 0, &cfg->n_experts));
+  QIAO__TRY(get_u32(dir, config, "num_experts_per_tok", true, 0, &cfg->n_experts_used));
+  QIAO__TRY(get_u32(dir, config, "moe_intermediate_size", true, 0, &cfg->moe_ffn_dim));
+  QIAO__TRY(get_bool(dir, config, "norm_topk_prob", false, &cfg->norm_topk_prob, NULL));
+  if (cfg->n_experts == 0 || cfg->n_experts > QIAO__HF_MAX_EXPERTS)
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field num_experts: %u is outside 1..%u",
+                       dir, cfg->n_experts, QIAO__HF_MAX_EXPERTS);
+  if (cfg->n_experts_used == 0 || cfg->n_experts_used > cfg->n_experts)
+    return qiao__error(QIAO_MALFORMED,
+                       "file %s/" CONFIG ": field num_experts_per_tok: %u is outside 1..%u", dir,
+                       cfg->n_experts_used, cfg->n_experts);
+  /* Qwen3-MoE can mix dense layers in (mlp_only_layers, decoder_sparse_step);
+   * the canonical form allows that per layer, but all the models this
+   * importer knows are MoE throughout, and the engine assumes it. */
+  uint32_t step = 1;
+  QIAO__TRY(get_u32(dir, config, "decoder_sparse_step", false, 1, &step));
+  json_object *dense = field(config, "mlp_only_layers");
+  if (step != 1 || (dense != NULL && (!json_object_is_type(dense, json_type_array) ||
+                                      json_object_array_length(dense) != 0)))
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "file %s/" CONFIG ": fields decoder_sparse_step / mlp_only_layers: mixed "
+                       "dense and MoE layers are not supported",
+                       dir);
+  cfg->ffn_dim = 0;
+  return NULL;
+}
+
+static qiao_status *check_unsupported(const char *dir, json_object *config) {
+  static const char *const refused[] = {"quantization_config", "mlp_bias"};
+  for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+    json_object *v = field(config, refused[i]);
+    if (v != NULL && !(json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v)))
+      return qiao__error(QIAO_UNSUPPORTED, "file %s/" CONFIG ": field %s: not supported", dir,
+                         refused[i]);
+  }
+  bool window = false;
+  QIAO__TRY(get_bool(dir, config, "use_sliding_window", false, &window, NULL));
+  if (window)
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "file %s/" CONFIG ": field use_sliding_window: per-layer sliding windows "
+                       "are not supported",
+                       dir);
+  return NULL;
+}
+
+qiao_status *qiao__hf_parse_config(const char *dir, json_object *config, hf_config *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  if (!json_object_is_type(config, json_type_object))
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": not a JSON object", dir);
+  const arch_entry *arch = NULL;
+  QIAO__TRY(parse_architecture(dir, config, cfg, &arch));
+  cfg->permute_qk = arch->permute_qk;
+  cfg->qk_norm = arch->qk_norm;
+  QIAO__TRY(check_unsupported(dir, config));
+
+  QIAO__TRY(get_u32(dir, config, "vocab_size", true, 0, &cfg->vocab_size));
+  QIAO__TRY(get_u32(dir, config, "hidden_size", true, 0, &cfg->dim));
+  QIAO__TRY(get_u32(dir, config, "num_hidden_layers", true, 0, &cfg->n_layers));
+  QIAO__TRY(get_u32(dir, config, "num_attention_heads", true, 0, &cfg->n_heads));
+  QIAO__TRY(get_u32(dir, config, "max_position_embeddings", false, 2048, &cfg->context_length));
+  if (cfg->n_layers == 0 || cfg->n_layers > QIAO__HF_MAX_LAYERS)
+    return qiao__error(QIAO_MALFORMED,
+                       "file %s/" CONFIG ": field num_hidden_layers: %u is outside 1..%u", dir,
+                       cfg->n_layers, QIAO__HF_MAX_LAYERS);
+  if (cfg->n_heads == 0)
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field num_attention_heads: zero", dir);
+  QIAO__TRY(get_u32(dir, config, "num_key_value_heads", false, cfg->n_heads, &cfg->n_kv_heads));
+  QIAO__TRY(get_u32(dir, config, "head_dim", false, cfg->dim / cfg->n_heads, &cfg->head_dim));
+  if (cfg->n_kv_heads == 0 || cfg->n_heads % cfg->n_kv_heads != 0)
+    return qiao__error(QIAO_MALFORMED,
+                       "file %s/" CONFIG ": field num_key_value_heads: %u does not divide %u heads",
+                       dir, cfg->n_kv_heads, cfg->n_heads);
+  if (cfg->head_dim == 0 || cfg->head_dim % 2 != 0)
+    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field head_dim: %u is not even", dir,
+                       cfg->head_dim);
+  QIAO__TRY(get_f32(dir, config, "rms_norm_eps", 1e-5f, &cfg->norm_eps));
+  QIAO__TRY(parse_rope(dir, config, cfg));
+  QIAO__TRY(get_u32(dir, config, "sliding_window", false, 0, &cfg->sliding_window));
+  if (strcmp(cfg->architecture, "llama") != 0) cfg->sliding_window = 0; /* see use_sliding_window */
+  QIAO__TRY(get_bool(dir, config, "tie_word_embeddings", false, &cfg->tied_embeddings,
+                     &cfg->tied_stated));
+  bool bias = arch->qkv_bias;
+  if (!bias) QIAO__TRY(get_bool(dir, config, "attention_bias", false, &bias, NULL));
+  cfg->qkv_bias = bias;
+
+  if (arch->moe) {
+    QIAO__TRY(parse_moe(dir, config, cfg));
+  } else {
+    QIAO__TRY(get_u32(dir, config, "intermediate_size", true, 0, &cfg->ffn_dim));
+  }
+
+  json_object *bos = field(config, "bos_token_id");
+  if (bos != NULL) {
+    uint32_t n = 0;
+    QIAO__TRY(get_ids(dir, CONFIG, config, "bos_token_id", &cfg->bos_id, &n));
+    cfg->has_bos = n == 1 && !json_object_is_type(bos, json_type_array);
+  }
+  QIAO__TRY(get_ids(dir, CONFIG, config, "eos_token_id", cfg->eos_ids, &cfg->n_eos));
+  return NULL;
+}
+
+static qiao_status *set_str(qiao_model *model, const char *key, const char *value) {
+  return qiao__model_set_string(model, key, value, strlen(value));
+}
+
+qiao_status *qiao__hf_set_hparams(qiao_model *model, const char *dir, const hf_config *cfg) {
+  size_t len = strlen(dir);
+  while (len > 1 && dir[len - 1] == '/')
+    len--;
+  const char *base = dir + len;
+  while (base > dir && base[-1] != '/')
+    base--;
+  QIAO__TRY(set_str(model, "general.architecture", cfg->architecture));
+  QIAO__TRY(qiao__model_set_string(model, "general.name", base, (uint64_t)(dir + len - base)));
+  QIAO__TRY(set_str(model, "general.source_format", "hf"));
+  QIAO__TRY(set_str(model, "general.source_architecture", cfg->source_architecture));
+  QIAO__TRY(qiao__model_set_u32(model, "model.vocab_size", cfg->vocab_size));
+  QIAO__TRY(qiao__model_set_u32(model, "model.context_length", cfg->context_length));
+  QIAO__TRY(qiao__model_set_u32(model, "model.dim", cfg->dim));
+  QIAO__TRY(qiao__model_set_u32(model, "model.n_layers", cfg->n_layers));
+  QIAO__TRY(qiao__model_set_u32(model, "model.n_heads", cfg->n_heads));
+  QIAO__TRY(qiao__model_set_u32(model, "model.n_kv_heads", cfg->n_kv_heads));
+  QIAO__TRY(qiao__model_set_u32(model, "model.head_dim", cfg->head_dim));
+  QIAO__TRY(qiao__model_set_u32(model, "model.ffn_dim", cfg->ffn_dim));
+  QIAO__TRY(qiao__model_set_f32(model, "model.norm_eps", cfg->norm_eps));
+  QIAO__TRY(qiao__model_set_f32(model, "model.rope.theta", cfg->rope_theta));
+  QIAO__TRY(qiao__model_set_u32(model, "model.rope.dim", cfg->head_dim));
+  QIAO__TRY(set_str(model, "model.rope.style", cfg->permute_qk ? "normal" : "neox"));
+  QIAO__TRY(set_str(model, "model.rope.scaling.type", cfg->rope_scaling));
+  if (strcmp(cfg->rope_scaling, "none") != 0)
+    QIAO__TRY(qiao__model_set_f32(model, "model.rope.scaling.factor", cfg->rope_factor));
+  if (strcmp(cfg->rope_scaling, "llama3") == 0) {
+    QIAO__TRY(qiao__model_set_f32(model, "model.rope.scaling.low_freq_factor",
+                                  cfg->rope_low_freq_factor));
+    QIAO__TRY(qiao__model_set_f32(model, "model.rope.scaling.high_freq_factor",
+                                  cfg->rope_high_freq_factor));
+    QIAO__TRY(qiao__model_set_u32(model, "model.rope.scaling.original_context_length",
+                                  cfg->rope_original_context));
+  }
+  QIAO__TRY(qiao__model_set_u32(model, "model.sliding_window", cfg->sliding_window));
+  QIAO__TRY(qiao__model_set_bool(model, "model.tied_embeddings", cfg->tied_embeddings));
+  QIAO__TRY(qiao__model_set_bool(model, "model.qkv_bias", cfg->qkv_bias));
+  QIAO__TRY(qiao__model_set_bool(model, "model.qk_norm", cfg->qk_norm));
+  QIAO__TRY(qiao__model_set_u32(model, "model.moe.n_experts", cfg->n_experts));
+  if (cfg->n_experts > 0) {
+    QIAO__TRY(qiao__model_set_u32(model, "model.moe.n_experts_used", cfg->n_experts_used));
+    QIAO__TRY(qiao__model_set_u32(model, "model.moe.ffn_dim", cfg->moe_ffn_dim));
+    QIAO__TRY(qiao__model_set_bool(model, "model.moe.norm_topk_prob", cfg->norm_topk_prob));
+  }
+  return NULL;
+}

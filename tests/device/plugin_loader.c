@@ -1,0 +1,109 @@
+/* The loader's checks of docs/spec/device-abi.md §8: each deliberately broken
+ * test plugin is refused with a message that says what is wrong, a valid one
+ * is found by name on $QIAO_BACKEND_PATH, and discovery lists them.
+ * argv[1]: the directory holding the test plugins (libqiao-test*.so). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "qiao/backend.h"
+#include "test_util.h"
+
+static char dir[4096];
+
+/* Loads libqiao-<name>.so from the plugin directory by path; expects `code`
+ * and a message containing `needle`. */
+static void expect_refused(const char *name, qiao_code code, const char *needle) {
+  char path[8192];
+  snprintf(path, sizeof(path), "%s/libqiao-%s.so", dir, name);
+  qiao_backend *backend = NULL;
+  qiao_status *st = qiao_backend_load(path, &backend);
+  if (qiao_status_code(st) != code || strstr(qiao_status_message(st), needle) == NULL ||
+      strstr(qiao_status_message(st), path) == NULL) {
+    fprintf(stderr, "%s: expected %s with '%s' and the path, got %s: '%s'\n", name,
+            qiao_code_name(code), needle, qiao_code_name(qiao_status_code(st)),
+            qiao_status_message(st));
+    test_failures++;
+  } else {
+    printf("refused as expected: %s\n", qiao_status_message(st));
+  }
+  CHECK(backend == NULL);
+  qiao_status_free(st);
+  qiao_backend_unload(backend);
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: device_plugin_loader PLUGIN_DIR\n");
+    return 2;
+  }
+  snprintf(dir, sizeof(dir), "%s", argv[1]);
+
+  expect_refused("testmajor2", QIAO_UNSUPPORTED, "built for device ABI 2.0, this runtime speaks 1.");
+  expect_refused("testnoentry", QIAO_MALFORMED, "missing entry point qiao_device_get_api");
+  expect_refused("testnullfn", QIAO_MALFORMED, "function table entry 'rope' is NULL");
+  expect_refused("testsmall", QIAO_MALFORMED, "is smaller than ABI 1.0's");
+  expect_refused("doesnotexist", QIAO_NOT_FOUND, "cannot load");
+
+  /* A valid plugin loads by path ... */
+  char path[8192];
+  snprintf(path, sizeof(path), "%s/libqiao-testvalid.so", dir);
+  qiao_backend *backend = NULL;
+  CHECK_OK(qiao_backend_load(path, &backend));
+  CHECK(backend != NULL && strcmp(qiao_backend_name(backend), "test") == 0);
+  CHECK(backend != NULL && strcmp(qiao_backend_origin(backend), path) == 0);
+  if (backend != NULL) {
+    const qiao_dev_api *api = qiao_backend_api(backend);
+    CHECK(api->struct_size == sizeof(qiao_dev_api));
+    CHECK(api->buffer_wrap_host == NULL);
+    uint32_t count = 99;
+    CHECK_OK(qiao_backend_status(backend, api->device_count(qiao_backend_handle(backend), &count),
+                                 "device_count"));
+    CHECK(count == 0);
+    /* the backend's error becomes a status naming the backend and the call */
+    qiao_dev_buffer *buffer = NULL;
+    qiao_status *st =
+        qiao_backend_status(backend, api->buffer_create(NULL, 16, &buffer), "buffer_create");
+    CHECK(qiao_status_code(st) == QIAO_UNSUPPORTED);
+    CHECK(strstr(qiao_status_message(st), "backend test: buffer_create: the test plugin") != NULL);
+    qiao_status_free(st);
+  }
+  qiao_backend_unload(backend);
+
+  /* ... and by name through $QIAO_BACKEND_PATH (the first directory that has it). */
+  char env[8300];
+  snprintf(env, sizeof(env), "/nonexistent-dir::%s", dir);
+  setenv("QIAO_BACKEND_PATH", env, 1);
+  backend = NULL;
+  CHECK_OK(qiao_backend_load("testvalid", &backend));
+  CHECK(backend != NULL && strcmp(qiao_backend_origin(backend), path) == 0);
+  qiao_backend_unload(backend);
+  CHECK_ERR(qiao_backend_load("nosuchbackend", &backend), QIAO_NOT_FOUND);
+  CHECK_ERR(qiao_backend_load("Bad Name", &backend), QIAO_INVALID_ARGUMENT);
+  CHECK_ERR(qiao_backend_load("", &backend), QIAO_INVALID_ARGUMENT);
+  /* by name, a broken plugin is refused the same way */
+  CHECK_ERR(qiao_backend_load("testmajor2", &backend), QIAO_UNSUPPORTED);
+
+  /* Discovery lists every test plugin once, with its path, without loading it. */
+  qiao_backend_entry *entries = NULL;
+  size_t n = 0;
+  CHECK_OK(qiao_backend_discover(&entries, &n));
+  const char *expected[] = {"testvalid", "testmajor2", "testnoentry", "testnullfn", "testsmall"};
+  for (size_t e = 0; e < sizeof(expected) / sizeof(expected[0]); e++) {
+    int found = 0;
+    for (size_t i = 0; i < n; i++)
+      if (strcmp(entries[i].name, expected[e]) == 0) {
+        found++;
+        CHECK(strncmp(entries[i].path, dir, strlen(dir)) == 0);
+      }
+    if (found != 1) fprintf(stderr, "discover: %s listed %d times\n", expected[e], found);
+    CHECK(found == 1);
+  }
+  free(entries);
+
+  /* The built-in CPU backend is always there. */
+  backend = NULL;
+  CHECK_OK(qiao_backend_load("cpu", &backend));
+  CHECK(backend != NULL && strcmp(qiao_backend_origin(backend), "built-in") == 0);
+  qiao_backend_unload(backend);
+  TEST_END();
+}

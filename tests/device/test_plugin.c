@@ -1,0 +1,141 @@
+/* A deliberately minimal (and, depending on TEST_PLUGIN_KIND, deliberately
+ * broken) device plugin, used to check what the runtime's loader accepts and
+ * refuses. Every function fails with UNSUPPORTED; the backend has no devices.
+ *   KIND_VALID      a well-formed ABI 1.0 table
+ *   KIND_MAJOR2     abi_major = 2
+ *   KIND_NO_ENTRY   no qiao_device_get_api symbol at all
+ *   KIND_NULL_FN    the required entry `rope` is NULL
+ *   KIND_SMALL      struct_size smaller than ABI 1.0's table */
+#include <stdlib.h>
+#include <string.h>
+
+#include "qiao/device.h"
+
+#define KIND_VALID 0
+#define KIND_MAJOR2 1
+#define KIND_NO_ENTRY 2
+#define KIND_NULL_FN 3
+#define KIND_SMALL 4
+
+struct qiao_dev_error {
+  qiao_dev_code code;
+};
+struct qiao_dev_backend {
+  int unused;
+};
+
+static qiao_dev_error *fail(void) {
+  qiao_dev_error *e = malloc(sizeof(*e));
+  if (e != NULL) e->code = QIAO_DEV_UNSUPPORTED;
+  return e;
+}
+static qiao_dev_code error_code(const qiao_dev_error *e) {
+  return e ? e->code : QIAO_DEV_INTERNAL;
+}
+static const char *error_message(const qiao_dev_error *e) { return "the test plugin does nothing"; }
+static void error_destroy(qiao_dev_error *e) { free(e); }
+static qiao_dev_error *backend_open(const qiao_dev_backend_options *o, qiao_dev_backend **out) {
+  qiao_dev_backend *b = calloc(1, sizeof(*b));
+  if (b == NULL) return fail();
+  *out = b;
+  return NULL;
+}
+static void backend_close(qiao_dev_backend *b) { free(b); }
+static qiao_dev_error *device_count(qiao_dev_backend *b, uint32_t *out) {
+  *out = 0;
+  return NULL;
+}
+static qiao_dev_error *device_get_properties(qiao_dev_backend *b, uint32_t i,
+                                             qiao_dev_properties *p) {
+  return fail();
+}
+static qiao_dev_error *device_open(qiao_dev_backend *b, uint32_t i,
+                                   const qiao_dev_device_options *o, qiao_dev_device **out) {
+  return fail();
+}
+static void device_close(qiao_dev_device *d) {}
+static qiao_dev_error *op_supported(qiao_dev_device *d, qiao_dev_op op, qiao_dev_dtype t,
+                                    uint32_t *out) {
+  *out = 0;
+  return NULL;
+}
+static qiao_dev_error *buffer_create(qiao_dev_device *d, uint64_t s, qiao_dev_buffer **out) {
+  return fail();
+}
+static void buffer_destroy(qiao_dev_buffer *b) {}
+static qiao_dev_error *queue_create(qiao_dev_device *d, qiao_dev_queue **out) { return fail(); }
+static void queue_destroy(qiao_dev_queue *q) {}
+static qiao_dev_error *queue_synchronize(qiao_dev_queue *q) { return fail(); }
+static qiao_dev_error *upload(qiao_dev_queue *q, qiao_dev_ref d, const void *s, uint64_t n) {
+  return fail();
+}
+static qiao_dev_error *download(qiao_dev_queue *q, void *d, qiao_dev_ref s, uint64_t n) {
+  return fail();
+}
+static qiao_dev_error *copy(qiao_dev_queue *q, qiao_dev_ref d, qiao_dev_ref s, uint64_t n) {
+  return fail();
+}
+#define OP(name)                                                                                   \
+  static qiao_dev_error *name(qiao_dev_queue *q, const qiao_dev_##name##_args *a) { return fail(); }
+OP(embed)
+OP(matmul)
+OP(rmsnorm)
+OP(rope)
+OP(kv_write)
+OP(attention)
+OP(swiglu)
+OP(add)
+OP(argmax)
+OP(moe_gate)
+OP(matmul_experts)
+OP(moe_combine)
+
+static const qiao_dev_api api = {
+    .struct_size = TEST_PLUGIN_KIND == KIND_SMALL ? offsetof(qiao_dev_api, embed)
+                                                  : sizeof(qiao_dev_api),
+    .abi_major = TEST_PLUGIN_KIND == KIND_MAJOR2 ? 2 : QIAO_DEVICE_ABI_MAJOR,
+    .abi_minor = QIAO_DEVICE_ABI_MINOR,
+    .name = "test",
+    .version = "0",
+    .error_code = error_code,
+    .error_message = error_message,
+    .error_destroy = error_destroy,
+    .backend_open = backend_open,
+    .backend_close = backend_close,
+    .device_count = device_count,
+    .device_get_properties = device_get_properties,
+    .device_open = device_open,
+    .device_close = device_close,
+    .op_supported = op_supported,
+    .buffer_create = buffer_create,
+    .buffer_destroy = buffer_destroy,
+    .queue_create = queue_create,
+    .queue_destroy = queue_destroy,
+    .queue_synchronize = queue_synchronize,
+    .upload = upload,
+    .download = download,
+    .copy = copy,
+    .embed = embed,
+    .matmul = matmul,
+    .rmsnorm = rmsnorm,
+    .rope = TEST_PLUGIN_KIND == KIND_NULL_FN ? NULL : rope,
+    .kv_write = kv_write,
+    .attention = attention,
+    .swiglu = swiglu,
+    .add = add,
+    .argmax = argmax,
+    .moe_gate = moe_gate,
+    .matmul_experts = matmul_experts,
+    .moe_combine = moe_combine,
+};
+
+#if TEST_PLUGIN_KIND == KIND_NO_ENTRY
+/* Exports something, but not the entry point. */
+__attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_table(void) {
+  return &api;
+}
+#else
+__attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(void) {
+  return &api;
+}
+#endif

@@ -1,0 +1,70 @@
+#!/bin/sh
+# qiao inspect / validate / convert: exit codes and the one-line error of
+# validate. Uses $QIAO_BIN and $QIAO_SHARED (set by CTest).
+set -u
+fail=0
+check() { # check DESCRIPTION EXPECTED_EXIT ACTUAL_EXIT
+  if [ "$2" != "$3" ]; then
+    echo "FAIL: $1: exit $3, expected $2" >&2
+    fail=1
+  fi
+}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/format_cli-XXXXXX")
+trap 'rm -rf "$dir"' EXIT
+gguf="$QIAO_SHARED/models/stories260K/stories260K.gguf"
+bin="$QIAO_SHARED/models/stories260K/stories260K.bin"
+tok="$QIAO_SHARED/models/stories260K/tok512.bin"
+[ -f "$gguf" ] || { echo "missing $gguf (set QIAO_SHARED)" >&2; exit 1; }
+
+"$QIAO_BIN" inspect "$gguf" > "$dir/inspect.txt"; check "inspect gguf" 0 $?
+grep -q "architecture: *llama" "$dir/inspect.txt" || { echo "FAIL: inspect: no architecture" >&2; fail=1; }
+grep -q "blk.4.ffn_down.weight *f32 *(64, 172)" "$dir/inspect.txt" || { echo "FAIL: inspect: tensor table" >&2; fail=1; }
+grep -q "tokenizer: *spm, 512 tokens, bos 1, eos 2" "$dir/inspect.txt" || { echo "FAIL: inspect: tokenizer" >&2; fail=1; }
+"$QIAO_BIN" inspect "$gguf" --metadata | grep -q "tokenizer.ggml.seperator_token_id"; check "inspect --metadata" 0 $?
+"$QIAO_BIN" inspect > /dev/null 2>&1; check "inspect without MODEL" 2 $?
+"$QIAO_BIN" inspect "$gguf" --bogus > /dev/null 2>&1; check "inspect unknown flag" 2 $?
+"$QIAO_BIN" inspect "$dir/nope.gguf" > /dev/null 2>&1; check "inspect missing file" 1 $?
+
+"$QIAO_BIN" validate "$gguf" > /dev/null; check "validate gguf" 0 $?
+"$QIAO_BIN" convert "$gguf" "$dir/s.qiao" 2> "$dir/progress.txt"; check "convert gguf -> qiao" 0 $?
+grep -q "wrote 48 tensors" "$dir/progress.txt" || { echo "FAIL: convert: no progress" >&2; fail=1; }
+"$QIAO_BIN" validate "$dir/s.qiao" > /dev/null; check "validate qiao" 0 $?
+"$QIAO_BIN" convert "$dir/s.qiao" "$dir/s.gguf" --type q8_0 --quiet 2> "$dir/quiet.txt"; check "convert qiao -> gguf q8_0" 0 $?
+[ -s "$dir/quiet.txt" ] && { echo "FAIL: --quiet printed progress" >&2; fail=1; }
+"$QIAO_BIN" validate "$dir/s.gguf" > /dev/null; check "validate q8_0 gguf" 0 $?
+"$QIAO_BIN" inspect "$dir/s.gguf" | grep -q "blk.0.attn_q.weight *q8_0"; check "q8_0 in inspect" 0 $?
+"$QIAO_BIN" convert "$bin" "$dir/l.qiao" --tokenizer "$tok" --type f16 --quiet; check "convert llama2.c" 0 $?
+"$QIAO_BIN" validate "$dir/l.qiao" > /dev/null; check "validate converted llama2.c" 0 $?
+"$QIAO_BIN" validate "$bin" --tokenizer "$tok" > /dev/null; check "validate llama2.c" 0 $?
+
+"$QIAO_BIN" convert "$gguf" "$dir/x.bin" > /dev/null 2>&1; check "convert to unknown extension" 2 $?
+"$QIAO_BIN" convert "$gguf" "$dir/x.qiao" --type q5_k > /dev/null 2>&1; check "convert bad --type" 2 $?
+"$QIAO_BIN" convert "$gguf" > /dev/null 2>&1; check "convert without OUT" 2 $?
+"$QIAO_BIN" convert "$gguf" "$dir/no/such/dir/x.qiao" --quiet 2> "$dir/err.txt"; check "convert into a missing folder" 1 $?
+ls "$dir" | grep -q tmp- && { echo "FAIL: a temporary file was left behind" >&2; fail=1; }
+
+# a flipped bit in tensor data: validate exits 1 with one line naming the tensor
+cp "$dir/s.qiao" "$dir/bad.qiao"
+data_offset=$(od -An -t u8 -j 64 -N 8 "$dir/s.qiao" | tr -d ' ')
+printf '\377' | dd of="$dir/bad.qiao" bs=1 seek=$((data_offset + 100)) conv=notrunc 2> /dev/null
+"$QIAO_BIN" validate "$dir/bad.qiao" > /dev/null 2> "$dir/err.txt"; check "validate corrupt data" 1 $?
+[ "$(wc -l < "$dir/err.txt")" -eq 1 ] || { echo "FAIL: validate printed more than one line" >&2; fail=1; }
+grep -q "^error: $dir/bad.qiao: tensor token_embd.weight: data hash .* at byte offset [0-9]*$" "$dir/err.txt" ||
+  { echo "FAIL: validate message: $(cat "$dir/err.txt")" >&2; fail=1; }
+# ... and in the header: caught at open
+cp "$dir/s.qiao" "$dir/bad2.qiao"
+printf '\001' | dd of="$dir/bad2.qiao" bs=1 seek=200 conv=notrunc 2> /dev/null
+"$QIAO_BIN" validate "$dir/bad2.qiao" > /dev/null 2> "$dir/err.txt"; check "validate corrupt header" 1 $?
+grep -q "^error: $dir/bad2.qiao: header hash: " "$dir/err.txt" || { echo "FAIL: header message: $(cat "$dir/err.txt")" >&2; fail=1; }
+# a truncated GGUF
+head -c 5000 "$gguf" > "$dir/short.gguf"
+"$QIAO_BIN" validate "$dir/short.gguf" > /dev/null 2> "$dir/err.txt"; check "validate truncated gguf" 1 $?
+[ "$(wc -l < "$dir/err.txt")" -eq 1 ] || { echo "FAIL: truncated gguf: more than one line" >&2; fail=1; }
+# a pickle checkpoint is refused
+printf '\200\002\212\012l\374\234F' > "$dir/model.pt"
+"$QIAO_BIN" validate "$dir/model.pt" > /dev/null 2> "$dir/err.txt"; check "validate pickle" 1 $?
+grep -q "arbitrary code" "$dir/err.txt" || { echo "FAIL: pickle message: $(cat "$dir/err.txt")" >&2; fail=1; }
+# a vocabulary-only GGUF is not a model
+"$QIAO_BIN" validate "$QIAO_SHARED/tokenizers/gguf-vocab/ggml-vocab-gpt-2.gguf" > /dev/null 2>&1; check "validate vocab-only" 1 $?
+"$QIAO_BIN" inspect "$QIAO_SHARED/tokenizers/gguf-vocab/ggml-vocab-gpt-2.gguf" > /dev/null; check "inspect vocab-only" 0 $?
+exit $fail

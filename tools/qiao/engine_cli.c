@@ -1,0 +1,244 @@
+#include "engine_cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "core/status_internal.h"
+
+double engine_cli_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void engine_cli_opts_init(engine_cli_opts *o) {
+  memset(o, 0, sizeof(*o));
+  o->backend = "cpu";
+  o->sampling = qiao_sampler_default_params();
+}
+
+int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i) {
+  const char *a = argv[*i];
+  qiao_status *st = NULL;
+  const char *v = NULL;
+#define VALUE()                                                                                    \
+  do {                                                                                             \
+    v = qiao_cli_flag_value(argc, argv, i);                                                        \
+    if (v == NULL) return -1;                                                                      \
+  } while (0)
+  if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
+    VALUE();
+    o->model_path = v;
+  } else if (strcmp(a, "--tokenizer") == 0) {
+    VALUE();
+    o->tokenizer_path = v;
+  } else if (strcmp(a, "--backend") == 0) {
+    VALUE();
+    o->backend = v;
+  } else if (strcmp(a, "--allow-fallback") == 0) {
+    o->allow_fallback = true;
+  } else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) {
+    VALUE();
+    st = qiao_cli_parse_u32(a, v, 1, 1024, &o->n_threads);
+  } else if (strcmp(a, "--temp") == 0) {
+    VALUE();
+    st = qiao_cli_parse_f32(a, v, 0, 100, &o->sampling.temperature);
+  } else if (strcmp(a, "--top-k") == 0) {
+    VALUE();
+    st = qiao_cli_parse_u32(a, v, 0, UINT32_MAX, &o->sampling.top_k);
+  } else if (strcmp(a, "--top-p") == 0) {
+    VALUE();
+    st = qiao_cli_parse_f32(a, v, 0, 1, &o->sampling.top_p);
+  } else if (strcmp(a, "--min-p") == 0) {
+    VALUE();
+    st = qiao_cli_parse_f32(a, v, 0, 1, &o->sampling.min_p);
+  } else if (strcmp(a, "--repeat-penalty") == 0) {
+    VALUE();
+    st = qiao_cli_parse_f32(a, v, 0.01f, 100, &o->sampling.repeat_penalty);
+  } else if (strcmp(a, "--presence-penalty") == 0) {
+    VALUE();
+    st = qiao_cli_parse_f32(a, v, -100, 100, &o->sampling.presence_penalty);
+  } else if (strcmp(a, "--frequency-penalty") == 0) {
+    VALUE();
+    st = qiao_cli_parse_f32(a, v, -100, 100, &o->sampling.frequency_penalty);
+  } else if (strcmp(a, "--repeat-last-n") == 0) {
+    VALUE();
+    st = qiao_cli_parse_u32(a, v, 0, UINT32_MAX, &o->sampling.penalty_window);
+  } else if (strcmp(a, "--seed") == 0) {
+    VALUE();
+    st = qiao_cli_parse_u64(a, v, &o->sampling.seed);
+    o->seed_given = true;
+  } else {
+    return 0;
+  }
+#undef VALUE
+  if (st != NULL) {
+    qiao_cli_fail(st);
+    return -1;
+  }
+  return 1;
+}
+
+void engine_cli_print_flags(FILE *f) {
+  fprintf(
+      f, "  -m MODEL              .qiao/.gguf file, HF directory or llama2.c .bin\n"
+         "                        (default: stories260K.gguf in $QIAO_SHARED or ../shared)\n"
+         "  --tokenizer PATH      tokenizer for a llama2.c .bin (tok.bin) or any model\n"
+         "  -t N                  threads (default: the backend's choice)\n"
+         "  --backend NAME|PATH   device backend (default cpu)\n"
+         "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n"
+         "  --temp T              temperature, 0 = greedy (default 0.8)\n"
+         "  --top-k K             keep the K most likely tokens, 0 = off (default 40)\n"
+         "  --top-p P             nucleus sampling, 1 = off (default 0.95)\n"
+         "  --min-p P             drop tokens below P x the best one's probability (default 0.05)\n"
+         "  --repeat-penalty R    penalize repeats in the last 64 tokens, 1 = off (default)\n"
+         "  --presence-penalty X, --frequency-penalty X, --repeat-last-n N\n"
+         "  --seed S              PRNG seed (default: from the clock, printed on stderr)\n");
+}
+
+qiao_status *engine_cli_open(const engine_cli_opts *o, qiao_engine_options *eo,
+                             engine_cli_session *out) {
+  memset(out, 0, sizeof(*out));
+  char default_model[4096];
+  const char *path = o->model_path;
+  if (path == NULL) {
+    qiao_cli_default_model(default_model, sizeof(default_model));
+    path = default_model;
+  }
+  qiao_model_open_options mo = {sizeof(mo), o->tokenizer_path, false};
+  qiao_status *st = qiao_model_open(path, &mo, &out->model);
+  if (st != NULL) return st;
+  /* The tokenizer: a separate file when given (unless it was attached to a
+   * llama2.c model), else the model's own; none is fine (ids only). */
+  if (o->tokenizer_path != NULL && strcmp(qiao_model_format(out->model), "llama2c") != 0)
+    st = qiao_tokenizer_open(o->tokenizer_path, &out->tokenizer);
+  else {
+    st = qiao_tokenizer_create_from_model(out->model, &out->tokenizer);
+    if (qiao_status_code(st) == QIAO_NOT_FOUND) {
+      qiao_status_free(st);
+      st = NULL;
+      out->tokenizer = NULL;
+    }
+  }
+  if (st == NULL) {
+    eo->backend = o->backend;
+    eo->n_threads = o->n_threads;
+    eo->allow_fallback = o->allow_fallback;
+    st = qiao_engine_create(out->model, eo, &out->engine);
+  }
+  if (st != NULL) engine_cli_close(out);
+  return st;
+}
+
+void engine_cli_close(engine_cli_session *s) {
+  qiao_engine_destroy(s->engine);
+  qiao_tokenizer_destroy(s->tokenizer);
+  qiao_model_close(s->model);
+  memset(s, 0, sizeof(*s));
+}
+
+/* Feeds tokens at positions [start, start + n) of seq and gets the next
+ * token sampled from the last one's logits. */
+static qiao_status *feed(engine_cli_session *s, int32_t seq, qiao_sampler *sampler,
+                         const int32_t *tokens, size_t n, float *logits, int32_t *out_next) {
+  uint32_t start = qiao_engine_seq_length(s->engine, seq);
+  int32_t *seqs = malloc(n * sizeof(int32_t)), *pos = malloc(n * sizeof(int32_t));
+  if (seqs == NULL || pos == NULL) {
+    free(seqs);
+    free(pos);
+    return qiao__error(QIAO_OUT_OF_MEMORY, "run: out of memory");
+  }
+  for (size_t i = 0; i < n; i++) {
+    seqs[i] = seq;
+    pos[i] = (int32_t)(start + i);
+  }
+  qiao_batch batch = {n, tokens, seqs, pos, NULL};
+  qiao_status *st = NULL;
+  if (qiao_sampler_is_greedy(sampler)) {
+    st = qiao_engine_forward(s->engine, &batch, NULL, out_next);
+  } else {
+    st = qiao_engine_forward(s->engine, &batch, logits, NULL);
+    if (st == NULL) st = qiao_sampler_sample(sampler, logits, out_next, NULL);
+  }
+  free(seqs);
+  free(pos);
+  return st;
+}
+
+static qiao_status *show(FILE *out, const char *text, size_t len) {
+  if (len > 0 && fwrite(text, 1, len, out) != len)
+    return qiao__error(QIAO_IO, "writing the output failed");
+  fflush(out);
+  return NULL;
+}
+
+qiao_status *engine_cli_generate(engine_cli_session *s, int32_t seq, qiao_sampler *sampler,
+                                 const int32_t *prompt, size_t n_prompt, engine_cli_gen *g) {
+  g->n_generated = 0;
+  g->prefill_s = g->decode_s = 0;
+  const uint32_t max_ctx = qiao_engine_max_context(s->engine);
+  if (n_prompt == 0) return qiao__error(QIAO_INVALID_ARGUMENT, "run: empty prompt");
+  if (qiao_engine_seq_length(s->engine, seq) + n_prompt > max_ctx)
+    return qiao__error(QIAO_LIMIT, "run: the prompt (%zu tokens) does not fit the context of %u",
+                       n_prompt, max_ctx);
+  uint32_t vocab = qiao_engine_hparams(s->engine)->vocab_size;
+  float *logits = malloc((size_t)vocab * sizeof(float));
+  qiao_detokenizer *detok = NULL;
+  qiao_stopper *stopper = NULL;
+  qiao_status *st = logits ? NULL : qiao__error(QIAO_OUT_OF_MEMORY, "run: out of memory");
+  if (st == NULL && s->tokenizer != NULL && !g->print_ids)
+    st = qiao_detokenizer_create(s->tokenizer, &detok);
+  if (st == NULL) st = qiao_stopper_create(g->stops, g->n_stops, &stopper);
+  /* The detokenizer sees the prompt too (e.g. SentencePiece drops the space
+   * of the first word after BOS), but its text is not shown. */
+  const char *text;
+  size_t len;
+  for (size_t i = 0; st == NULL && detok != NULL && i < n_prompt; i++)
+    st = qiao_detokenizer_push(detok, prompt[i], &text, &len);
+  for (size_t i = 0; i < n_prompt; i++)
+    qiao_sampler_accept(sampler, prompt[i]);
+
+  int32_t next = 0;
+  double t0 = engine_cli_now();
+  if (st == NULL) st = feed(s, seq, sampler, prompt, n_prompt, logits, &next);
+  double t1 = engine_cli_now();
+  g->prefill_s = t1 - t0;
+  bool stopped = false, first_id = true;
+  while (st == NULL && !stopped) {
+    if (s->tokenizer != NULL && qiao_tokenizer_is_eos(s->tokenizer, next)) break;
+    if (g->generated) g->generated[g->n_generated] = next;
+    g->n_generated++;
+    qiao_sampler_accept(sampler, next);
+    if (g->print_ids) {
+      fprintf(g->out, first_id ? "%d" : " %d", next);
+      fflush(g->out);
+      first_id = false;
+    } else if (detok != NULL) {
+      st = qiao_detokenizer_push(detok, next, &text, &len);
+      if (st == NULL) st = qiao_stopper_push(stopper, text, len, &text, &len, &stopped);
+      if (st == NULL) st = show(g->out, text, len);
+    }
+    if (st != NULL || stopped || g->n_generated >= g->max_new ||
+        qiao_engine_seq_length(s->engine, seq) >= max_ctx)
+      break;
+    int32_t token = next;
+    st = feed(s, seq, sampler, &token, 1, logits, &next);
+  }
+  g->decode_s = engine_cli_now() - t1;
+  if (st == NULL && detok != NULL && !stopped) {
+    st = qiao_detokenizer_flush(detok, &text, &len);
+    if (st == NULL) st = qiao_stopper_push(stopper, text, len, &text, &len, &stopped);
+    if (st == NULL) st = show(g->out, text, len);
+    if (st == NULL && !stopped) {
+      qiao_stopper_flush(stopper, &text, &len);
+      st = show(g->out, text, len);
+    }
+  }
+  if (st == NULL && g->print_ids) fputc('\n', g->out);
+  qiao_stopper_destroy(stopper);
+  qiao_detokenizer_destroy(detok);
+  free(logits);
+  return st;
+}

@@ -1,0 +1,72 @@
+/* Shared by the engine commands (run, chat, logits, bench): the common
+ * flags, opening a model + tokenizer + engine, and the generation loop. */
+#ifndef QIAO_ENGINE_CLI_H
+#define QIAO_ENGINE_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "qiao/engine.h"
+#include "qiao/model.h"
+#include "qiao/sampler.h"
+#include "qiao/tokenizer.h"
+
+typedef struct engine_cli_opts {
+  const char *model_path; /* NULL = the default model */
+  const char *tokenizer_path;
+  const char *backend;
+  uint32_t n_threads;
+  bool allow_fallback;
+  qiao_sampler_params sampling;
+  bool seed_given;
+} engine_cli_opts;
+
+void engine_cli_opts_init(engine_cli_opts *o);
+
+/* Tries argv[*i] as a common flag (-m, -t, --backend, --allow-fallback,
+ * --tokenizer, --temp, --top-k, --top-p, --min-p, --repeat-penalty,
+ * --presence-penalty, --frequency-penalty, --seed). Returns 1 when consumed
+ * (advancing *i past its value), 0 when not a common flag, -1 on a bad value
+ * (after printing the error). */
+int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i);
+
+/* The help text of the common flags. */
+void engine_cli_print_flags(FILE *f);
+
+typedef struct engine_cli_session {
+  qiao_model *model;
+  qiao_tokenizer *tokenizer; /* NULL when the model has none */
+  qiao_engine *engine;
+} engine_cli_session;
+
+/* Opens the model, its tokenizer (or --tokenizer) and an engine with
+ * `engine_options` (backend and threads are filled from the flags). */
+qiao_status *engine_cli_open(const engine_cli_opts *o, qiao_engine_options *engine_options,
+                             engine_cli_session *out);
+void engine_cli_close(engine_cli_session *s);
+
+/* Generation of one sequence. */
+typedef struct engine_cli_gen {
+  uint32_t max_new;         /* tokens to generate at most */
+  bool print_ids;           /* print ids instead of text */
+  const char *const *stops; /* stop strings */
+  size_t n_stops;
+  FILE *out; /* where text or ids go */
+  /* Filled in: */
+  uint32_t n_generated;
+  double prefill_s, decode_s;
+  int32_t *generated; /* optional (max_new) ids generated */
+} engine_cli_gen;
+
+/* Feeds `prompt` into sequence `seq` after what it holds (positions start at
+ * its length), then samples until EOS, a stop string or max_new tokens,
+ * streaming the text. The last sampled token is fed too, so the sequence
+ * holds the whole conversation afterwards (except a final EOS/stop token). */
+qiao_status *engine_cli_generate(engine_cli_session *s, int32_t seq, qiao_sampler *sampler,
+                                 const int32_t *prompt, size_t n_prompt, engine_cli_gen *g);
+
+double engine_cli_now(void);
+
+#endif
