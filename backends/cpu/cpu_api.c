@@ -24,9 +24,7 @@ static const char *error_message(const qiao_dev_error *error) {
 }
 
 static void error_destroy(qiao_dev_error *error) {
-  if (error == NULL || error->is_static || error->magic != QIAO__CPU_MAGIC_ERROR) return;
-  error->magic = QIAO__CPU_MAGIC_DEAD;
-  free(error);
+  qiao__cpu_error_free(error);
 }
 
 /* ---- Backend ---------------------------------------------------------------- */
@@ -158,10 +156,11 @@ static qiao_dev_error *device_get_properties(qiao_dev_backend *backend, uint32_t
   if (offsetof(qiao_dev_properties, field) + sizeof(full.field) <= n)                              \
     memcpy(&properties->field, &full.field, sizeof(full.field));
   PUT(name)
-  PUT(vendor) PUT(driver_version) PUT(memory_bytes) PUT(max_buffer_bytes) PUT(compute_units)
-      PUT(flags)
+  PUT(vendor)
+  PUT(driver_version)
+  PUT(memory_bytes) PUT(max_buffer_bytes) PUT(compute_units) PUT(flags)
 #undef PUT
-          return NULL;
+      return NULL;
 }
 
 /* QIAO_CPU_ISA=auto|scalar|avx2|avx512 (see cpu_backend.h). */
@@ -247,14 +246,14 @@ static qiao_dev_error *op_supported(qiao_dev_device *device, qiao_dev_op op, qia
                                     uint32_t *out_supported) {
   qiao_dev_error *error = check_device("op_supported", device);
   if (error) return error;
-  if ((unsigned)op >= QIAO_DEV_OP_COUNT)
-    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "op_supported: op %u is not an op",
-                           (unsigned)op);
-  if ((unsigned)dtype >= QIAO_DEV_DTYPE_COUNT)
-    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "op_supported: dtype %u is not a dtype",
-                           (unsigned)dtype);
   if (out_supported == NULL)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "op_supported: out_supported is NULL");
+  /* Values this backend does not know (a later minor version's) are simply
+   * not supported (device-abi.md §10.1). */
+  if ((unsigned)op >= QIAO_DEV_OP_COUNT || (unsigned)dtype >= QIAO_DEV_DTYPE_COUNT) {
+    *out_supported = 0;
+    return NULL;
+  }
   *out_supported = (qiao__cpu_op_dtypes(op) >> dtype) & 1u;
   return NULL;
 }
@@ -344,16 +343,20 @@ static qiao_dev_error *queue_create(qiao_dev_device *device, qiao_dev_queue **ou
 static void queue_destroy(qiao_dev_queue *queue) {
   if (queue == NULL || queue->magic != QIAO__CPU_MAGIC_QUEUE) return;
   queue->magic = QIAO__CPU_MAGIC_DEAD;
+  qiao__cpu_error_free(queue->pending);
   free(queue);
 }
 
-/* Work runs when enqueued, so there is never pending work or a late error. */
+/* Work runs when enqueued, so there is never pending work; what is left is
+ * the first error found in device data since the last synchronize. */
 static qiao_dev_error *queue_synchronize(qiao_dev_queue *queue) {
   if (queue == NULL)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "queue_synchronize: queue is NULL");
   if (queue->magic != QIAO__CPU_MAGIC_QUEUE)
     return qiao__cpu_error(QIAO_DEV_BAD_HANDLE, "queue_synchronize: queue is not a live cpu queue");
-  return NULL;
+  qiao_dev_error *pending = queue->pending;
+  queue->pending = NULL;
+  return pending;
 }
 
 /* ---- Data movement ------------------------------------------------------------ */
@@ -375,6 +378,7 @@ static qiao_dev_error *upload(qiao_dev_queue *queue, qiao_dev_ref dst, const voi
                               uint64_t size) {
   qiao_dev_error *error = check_queue("upload", queue);
   if (error) return error;
+  if (size == 0) return NULL; /* nothing to do (device-abi.md §13) */
   if (src == NULL && size > 0)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "upload: src is NULL");
   qiao__cpu_operand d;
@@ -387,6 +391,7 @@ static qiao_dev_error *upload(qiao_dev_queue *queue, qiao_dev_ref dst, const voi
 static qiao_dev_error *download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size) {
   qiao_dev_error *error = check_queue("download", queue);
   if (error) return error;
+  if (size == 0) return NULL; /* nothing to do (device-abi.md §13) */
   if (dst == NULL && size > 0)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "download: dst is NULL");
   qiao__cpu_operand s;
@@ -400,6 +405,7 @@ static qiao_dev_error *copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_re
                             uint64_t size) {
   qiao_dev_error *error = check_queue("copy", queue);
   if (error) return error;
+  if (size == 0) return NULL; /* nothing to do (device-abi.md §13) */
   qiao__cpu_operand d, s;
   error = byte_operand(queue->device, "copy", "dst", dst, size, QIAO__CPU_REF_WRITE, &d);
   if (error == NULL) error = byte_operand(queue->device, "copy", "src", src, size, 0, &s);

@@ -18,6 +18,10 @@
 
 enum { CHUNK = 64 }; /* positions scored before each softmax update */
 
+/* An error in device data: asynchronous (reported by queue_synchronize),
+ * the op does nothing. */
+#define DATA_ERROR(...) qiao__cpu_defer(queue, qiao__cpu_error(__VA_ARGS__))
+
 static qiao_dev_error *mul_dims(const char *op, const char *a_name, uint64_t a, const char *b_name,
                                 uint64_t b, uint64_t *out) {
   if (a != 0 && b > UINT64_MAX / a)
@@ -52,11 +56,11 @@ qiao_dev_error *qiao__cpu_kv_write(qiao_dev_queue *queue, const qiao_dev_kv_writ
   const int32_t *slot = (const int32_t *)(const void *)slots.ptr;
   for (uint64_t t = 0; t < a->n_tokens; t++) {
     if (slot[t] < 0)
-      return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: slots[%llu] = %d is negative", op,
-                             (unsigned long long)t, slot[t]);
+      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT, "%s: slots[%llu] = %d is negative", op,
+                        (unsigned long long)t, slot[t]);
     if ((uint64_t)slot[t] >= a->n_slots)
-      return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: slots[%llu] = %d >= n_slots %llu", op,
-                             (unsigned long long)t, slot[t], (unsigned long long)a->n_slots);
+      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT, "%s: slots[%llu] = %d >= n_slots %llu", op,
+                        (unsigned long long)t, slot[t], (unsigned long long)a->n_slots);
   }
   const float *src[2] = {(const float *)(const void *)k.ptr, (const float *)(const void *)v.ptr};
   uint8_t *dst[2] = {kc.ptr, vc.ptr};
@@ -180,32 +184,29 @@ qiao_dev_error *qiao__cpu_attention(qiao_dev_queue *queue, const qiao_dev_attent
   uint64_t n_blocks = a->n_slots / a->block_size;
   for (uint64_t t = 0; t < a->n_tokens; t++) {
     if (ts[t] < 0 || (uint64_t)ts[t] >= a->n_seqs)
-      return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
-                             "%s: token_seq[%llu] = %d is not in [0, n_seqs %llu)", op,
-                             (unsigned long long)t, ts[t], (unsigned long long)a->n_seqs);
+      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT,
+                        "%s: token_seq[%llu] = %d is not in [0, n_seqs %llu)", op,
+                        (unsigned long long)t, ts[t], (unsigned long long)a->n_seqs);
     if (tp[t] < 0)
-      return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: token_pos[%llu] = %d is negative", op,
-                             (unsigned long long)t, tp[t]);
+      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT, "%s: token_pos[%llu] = %d is negative", op,
+                        (unsigned long long)t, tp[t]);
     uint64_t p = (uint64_t)tp[t], last = p / a->block_size;
     if (last >= a->max_blocks_per_seq)
-      return qiao__cpu_error(
-          QIAO_DEV_INVALID_ARGUMENT,
-          "%s: token_pos[%llu] = %llu needs block %llu >= max_blocks_per_seq %llu", op,
-          (unsigned long long)t, (unsigned long long)p, (unsigned long long)last,
-          (unsigned long long)a->max_blocks_per_seq);
+      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT,
+                        "%s: token_pos[%llu] = %llu needs block %llu >= max_blocks_per_seq %llu",
+                        op, (unsigned long long)t, (unsigned long long)p, (unsigned long long)last,
+                        (unsigned long long)a->max_blocks_per_seq);
     uint64_t lo = (a->window > 0 && p + 1 > a->window) ? p + 1 - a->window : 0;
     const int32_t *row = bt + (uint64_t)ts[t] * a->max_blocks_per_seq;
     for (uint64_t b = lo / a->block_size; b <= last; b++) {
       if (row[b] < 0)
-        return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
-                               "%s: block_table[%d,%llu] = %d is negative", op, ts[t],
-                               (unsigned long long)b, row[b]);
+        return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT, "%s: block_table[%d,%llu] = %d is negative",
+                          op, ts[t], (unsigned long long)b, row[b]);
       if ((uint64_t)row[b] >= n_blocks)
-        return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
-                               "%s: block_table[%d,%llu] = %d >= n_blocks %llu (n_slots / "
-                               "block_size)",
-                               op, ts[t], (unsigned long long)b, row[b],
-                               (unsigned long long)n_blocks);
+        return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT,
+                          "%s: block_table[%d,%llu] = %d >= n_blocks %llu (n_slots / "
+                          "block_size)",
+                          op, ts[t], (unsigned long long)b, row[b], (unsigned long long)n_blocks);
     }
   }
   if (a->n_tokens == 0 || a->n_heads == 0 || a->head_dim == 0) return NULL;

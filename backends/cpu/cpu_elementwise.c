@@ -139,12 +139,10 @@ static void binary_task(void *ctx, uint32_t ith, uint32_t nth) {
       job->out[i] = job->a[i] + job->b[i];
 }
 
-static qiao_dev_error *binary(qiao_dev_queue *queue, const void *args, size_t size, const char *op,
-                              const char *a_name, const char *b_name, uint64_t n,
-                              qiao_dev_ref a_ref, qiao_dev_ref b_ref, qiao_dev_ref out_ref,
-                              int swiglu) {
-  qiao_dev_device *dev;
-  TRY(qiao__cpu_begin(op, queue, args, size, &dev));
+/* swiglu and add after qiao__cpu_begin: out may equal a or b. */
+static qiao_dev_error *binary(qiao_dev_device *dev, const char *op, const char *a_name,
+                              const char *b_name, uint64_t n, qiao_dev_ref a_ref,
+                              qiao_dev_ref b_ref, qiao_dev_ref out_ref, int swiglu) {
   uint64_t bytes = 0;
   TRY(qiao__cpu_extent(op, "out", F32, 1, n, &bytes));
   qiao__cpu_operand a, b, out;
@@ -160,13 +158,15 @@ static qiao_dev_error *binary(qiao_dev_queue *queue, const void *args, size_t si
 }
 
 qiao_dev_error *qiao__cpu_swiglu(qiao_dev_queue *queue, const qiao_dev_swiglu_args *a) {
-  if (a == NULL) return qiao__cpu_begin("swiglu", queue, a, sizeof(*a), &(qiao_dev_device *){0});
-  return binary(queue, a, sizeof(*a), "swiglu", "gate", "up", a->n, a->gate, a->up, a->out, 1);
+  qiao_dev_device *dev;
+  TRY(qiao__cpu_begin("swiglu", queue, a, sizeof(*a), &dev));
+  return binary(dev, "swiglu", "gate", "up", a->n, a->gate, a->up, a->out, 1);
 }
 
 qiao_dev_error *qiao__cpu_add(qiao_dev_queue *queue, const qiao_dev_add_args *a) {
-  if (a == NULL) return qiao__cpu_begin("add", queue, a, sizeof(*a), &(qiao_dev_device *){0});
-  return binary(queue, a, sizeof(*a), "add", "a", "b", a->n, a->a, a->b, a->out, 0);
+  qiao_dev_device *dev;
+  TRY(qiao__cpu_begin("add", queue, a, sizeof(*a), &dev));
+  return binary(dev, "add", "a", "b", a->n, a->a, a->b, a->out, 0);
 }
 
 /* ---- argmax ------------------------------------------------------------------- */
@@ -242,8 +242,12 @@ qiao_dev_error *qiao__cpu_moe_gate(qiao_dev_queue *queue, const qiao_dev_moe_gat
     double chosen = 0.0;
     for (uint64_t i = 0; i < a->k; i++) {
       uint64_t best = UINT64_MAX;
+      /* By logit (the same ranking as by p, without p's rounding ties);
+       * ties to the smaller index; NaN never beats a number. */
       for (uint64_t e = 0; e < ne; e++)
-        if (!taken[e] && (best == UINT64_MAX || p[e] > p[best])) best = e;
+        if (!taken[e] &&
+            (best == UINT64_MAX || l[e] > l[best] || (l[best] != l[best] && l[e] == l[e])))
+          best = e;
       taken[best] = 1;
       out_ids[t * a->k + i] = (int32_t)best;
       out_w[t * a->k + i] = p[best];

@@ -27,6 +27,20 @@ qiao_dev_error *qiao__cpu_error(qiao_dev_code code, const char *fmt, ...) {
   return error;
 }
 
+void qiao__cpu_error_free(qiao_dev_error *error) {
+  if (error == NULL || error->is_static || error->magic != QIAO__CPU_MAGIC_ERROR) return;
+  error->magic = QIAO__CPU_MAGIC_DEAD;
+  free(error);
+}
+
+qiao_dev_error *qiao__cpu_defer(qiao_dev_queue *queue, qiao_dev_error *error) {
+  if (queue->pending == NULL)
+    queue->pending = error;
+  else
+    qiao__cpu_error_free(error);
+  return NULL;
+}
+
 const char *qiao__cpu_dtype_name(qiao_dev_dtype dtype) {
   static const char *const names[QIAO_DEV_DTYPE_COUNT] = {"F32",  "F16",  "BF16",
                                                           "Q8_0", "Q4_0", "I32"};
@@ -104,7 +118,8 @@ qiao_dev_error *qiao__cpu_operand_get(qiao_dev_device *device, const char *op, c
   out->name = name;
   const qiao_dev_buffer *buffer = ref.buffer;
   if (buffer == NULL) {
-    if ((flags & QIAO__CPU_REF_OPTIONAL) && ref.offset == 0) return NULL;
+    /* Absent: an optional operand, or one of 0 bytes (no work, nothing read). */
+    if (((flags & QIAO__CPU_REF_OPTIONAL) || bytes == 0) && ref.offset == 0) return NULL;
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %s buffer is NULL", op, name);
   }
   if (buffer->magic != QIAO__CPU_MAGIC_BUFFER)

@@ -103,6 +103,7 @@ struct qiao_dev_buffer {
 struct qiao_dev_queue {
   uint32_t magic;
   qiao_dev_device *device;
+  qiao_dev_error *pending; /* the first asynchronous error, for queue_synchronize */
 };
 
 /* Runs fn over the device's threads; single-threaded (inline) when
@@ -116,6 +117,13 @@ void qiao__cpu_live_buffers(const qiao_dev_device *device, uint64_t *out_count,
 /* ---- Errors and argument checks ------------------------------------------- */
 qiao_dev_error *qiao__cpu_error(qiao_dev_code code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+void qiao__cpu_error_free(qiao_dev_error *error); /* accepts NULL and the static error */
+
+/* Errors found in device data (ids, slots, positions, block tables) are
+ * asynchronous (device-abi.md §6): the op skips its work, the first such
+ * error is kept and returned by the next queue_synchronize. Returns NULL. */
+qiao_dev_error *qiao__cpu_defer(qiao_dev_queue *queue, qiao_dev_error *error);
 
 const char *qiao__cpu_dtype_name(qiao_dev_dtype dtype);
 

@@ -22,6 +22,24 @@
  * vector NR of them; every (weight row, x row) pair is summed in the same
  * order whatever NW and NR are. */
 
+/* The f16 scale of a quantized block in all 16 lanes (broadcast, then one
+ * conversion). */
+INLINE T512 __m512 scale16(const uint8_t *block) {
+  short h;
+  memcpy(&h, block, 2);
+  return _mm512_cvtph_ps(_mm256_set1_epi16(h));
+}
+
+/* The 16 quants of half `a` of a block as exact f32 integers (Q4_0: minus 8). */
+INLINE T512 __m512 quants16(const uint8_t *block, const int a, const int dt) {
+  if (dt == QIAO_DEV_Q8_0)
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2 + a * 16))));
+  __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2)));
+  v = a ? _mm512_srli_epi32(v, 4) : _mm512_and_si512(v, _mm512_set1_epi32(15));
+  return _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(8)));
+}
+
 /* Weights of step s + a (s even; a in {0, 1}, constant, so the half of a
  * quantized block is known at compile time). */
 INLINE T512 __m512 w16(const uint8_t *w, uint64_t s, const int a, const int dt) {
@@ -36,16 +54,11 @@ INLINE T512 __m512 w16(const uint8_t *w, uint64_t s, const int a, const int dt) 
                           16));
   case QIAO_DEV_Q8_0: {
     const uint8_t *block = w + (s / 2) * 34;
-    __m512 d = _mm512_set1_ps(_cvtsh_ss(qiao__cpu_load_u16(block)));
-    __m128i q = _mm_loadu_si128((const __m128i *)(const void *)(block + 2 + a * 16));
-    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
+    return _mm512_mul_ps(scale16(block), quants16(block, a, dt));
   }
   default: { /* Q4_0 */
     const uint8_t *block = w + (s / 2) * 18;
-    __m512 d = _mm512_set1_ps(_cvtsh_ss(qiao__cpu_load_u16(block)));
-    __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2)));
-    v = a ? _mm512_srli_epi32(v, 4) : _mm512_and_si512(v, _mm512_set1_epi32(15));
-    return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(8))));
+    return _mm512_mul_ps(scale16(block), quants16(block, a, dt));
   }
   }
 }
@@ -71,8 +84,42 @@ INLINE T512 __m512 w16_tail(const uint8_t *w, uint64_t s, __mmask16 m, const int
     }                                                                                              \
   } while (0)
 
+/* One row of x against quantized rows (decode): the scale is applied once
+ * per block to the block's partial sum, d * sum(q * x), instead of to every
+ * weight: fewer operations where decode is compute bound. Block b goes into
+ * accumulator b % 2. */
+INLINE T512 void dot512_q1(const uint8_t *w0, const uint8_t *w1, const float *x, uint64_t k,
+                           float *out0, float *out1, const int dt, const int NW) {
+  const uint64_t bs = dt == QIAO_DEV_Q8_0 ? 34 : 18, blocks = k / 32;
+  __m512 acc[2][2] = {{_mm512_setzero_ps(), _mm512_setzero_ps()},
+                      {_mm512_setzero_ps(), _mm512_setzero_ps()}};
+#define BLOCK512(p)                                                                                \
+  do {                                                                                             \
+    __m512 x0 = _mm512_loadu_ps(x + (b + p) * 32), x1 = _mm512_loadu_ps(x + (b + p) * 32 + 16);    \
+    for (int i = 0; i < NW; i++) {                                                                 \
+      const uint8_t *block = (i ? w1 : w0) + (b + p) * bs;                                         \
+      __m512 t = _mm512_mul_ps(quants16(block, 0, dt), x0);                                        \
+      t = _mm512_fmadd_ps(quants16(block, 1, dt), x1, t);                                          \
+      acc[i][p] = _mm512_fmadd_ps(scale16(block), t, acc[i][p]);                                   \
+    }                                                                                              \
+  } while (0)
+  uint64_t b = 0;
+  for (; b + 2 <= blocks; b += 2) {
+    BLOCK512(0);
+    BLOCK512(1);
+  }
+  if (b < blocks) BLOCK512(0);
+#undef BLOCK512
+  out0[0] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][0], acc[0][1]));
+  if (NW == 2) out1[0] = _mm512_reduce_add_ps(_mm512_add_ps(acc[1][0], acc[1][1]));
+}
+
 INLINE T512 void dot512(const uint8_t *w0, const uint8_t *w1, const float *const *x, uint64_t k,
                         float *out0, float *out1, const int dt, const int NW, const int NR) {
+  if (NR == 1 && (dt == QIAO_DEV_Q8_0 || dt == QIAO_DEV_Q4_0)) {
+    dot512_q1(w0, w1, x[0], k, out0, out1, dt, NW);
+    return;
+  }
   __m512 acc[2][4][2];
   for (int i = 0; i < NW; i++)
     for (int r = 0; r < NR; r++)

@@ -131,6 +131,13 @@ qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_ar
 }
 
 /* Reads an I32 id from device data and checks it is in [0, limit). */
+/* Device data out of range: the op does nothing, synchronize reports it. */
+#define DEFER(expr)                                                                                \
+  do {                                                                                             \
+    qiao_dev_error *defer_error_ = (expr);                                                         \
+    if (defer_error_ != NULL) return qiao__cpu_defer(queue, defer_error_);                         \
+  } while (0)
+
 static qiao_dev_error *check_id(const char *op, const char *what, uint64_t index, uint64_t index2,
                                 int two_d, int32_t value, uint64_t limit, const char *limit_name) {
   if (value >= 0 && (uint64_t)value < limit) return NULL;
@@ -164,7 +171,7 @@ qiao_dev_error *qiao__cpu_embed(qiao_dev_queue *queue, const qiao_dev_embed_args
   TRY(qiao__cpu_no_overlap(op, &out, &ids, 0));
   const int32_t *id = (const int32_t *)(const void *)ids.ptr;
   for (uint64_t t = 0; t < a->n_tokens; t++)
-    TRY(check_id(op, "ids", t, 0, 0, id[t], a->vocab, "vocab"));
+    DEFER(check_id(op, "ids", t, 0, 0, id[t], a->vocab, "vocab"));
   uint64_t row_bytes = a->vocab ? table_bytes / a->vocab : 0;
   float *o = (float *)(void *)out.ptr;
   for (uint64_t t = 0; t < a->n_tokens; t++)
@@ -223,7 +230,7 @@ qiao_dev_error *qiao__cpu_matmul_experts(qiao_dev_queue *queue,
   TRY(qiao__cpu_no_overlap(op, &out, &ids, 0));
   const int32_t *id = (const int32_t *)(const void *)ids.ptr;
   for (uint64_t p = 0; p < n_pairs; p++)
-    TRY(check_id(op, "ids", p / a->k, p % a->k, 1, id[p], a->n_experts, "n_experts"));
+    DEFER(check_id(op, "ids", p / a->k, p % a->k, 1, id[p], a->n_experts, "n_experts"));
   if (n_pairs == 0 || a->out_dim == 0) return NULL;
 
   if (n_pairs > UINT32_MAX)

@@ -8,14 +8,32 @@
 
 #include "opencl_internal.h"
 
-static const char *const kernel_names[K_COUNT] = {
-    "embed_f32",          "embed_f16",          "embed_bf16",          "embed_q8_0",
-    "embed_q4_0",         "matmul_f32",         "matmul_f16",          "matmul_bf16",
-    "matmul_q8_0",        "matmul_q4_0",        "matmul_experts_f32",  "matmul_experts_f16",
-    "matmul_experts_bf16", "matmul_experts_q8_0", "matmul_experts_q4_0", "kv_write_f32",
-    "kv_write_f16",       "attention_f32",      "attention_f16",       "rmsnorm",
-    "rope",               "swiglu",             "add",                 "argmax",
-    "moe_gate",           "moe_combine"};
+static const char *const kernel_names[K_COUNT] = {"embed_f32",
+                                                  "embed_f16",
+                                                  "embed_bf16",
+                                                  "embed_q8_0",
+                                                  "embed_q4_0",
+                                                  "matmul_f32",
+                                                  "matmul_f16",
+                                                  "matmul_bf16",
+                                                  "matmul_q8_0",
+                                                  "matmul_q4_0",
+                                                  "matmul_experts_f32",
+                                                  "matmul_experts_f16",
+                                                  "matmul_experts_bf16",
+                                                  "matmul_experts_q8_0",
+                                                  "matmul_experts_q4_0",
+                                                  "kv_write_f32",
+                                                  "kv_write_f16",
+                                                  "attention_f32",
+                                                  "attention_f16",
+                                                  "rmsnorm",
+                                                  "rope",
+                                                  "swiglu",
+                                                  "add",
+                                                  "argmax",
+                                                  "moe_gate",
+                                                  "moe_combine"};
 
 const char *ocl__kernel_name(ocl_kernel kernel) {
   return (unsigned)kernel < K_COUNT ? kernel_names[kernel] : "?";
@@ -162,8 +180,7 @@ qiao_dev_error *ocl__device_get_properties(qiao_dev_backend *backend, uint32_t i
   if (FITS(qiao_dev_properties, memory_bytes, size)) properties->memory_bytes = p.memory_bytes;
   if (FITS(qiao_dev_properties, max_buffer_bytes, size))
     properties->max_buffer_bytes = p.max_buffer_bytes;
-  if (FITS(qiao_dev_properties, compute_units, size))
-    properties->compute_units = p.compute_units;
+  if (FITS(qiao_dev_properties, compute_units, size)) properties->compute_units = p.compute_units;
   if (FITS(qiao_dev_properties, flags, size)) properties->flags = p.flags;
   return NULL;
 }
@@ -210,7 +227,8 @@ static qiao_dev_error *kernel_wg_limit(qiao_dev_device *d, cl_program prog, size
 
 static size_t floor_pow2(size_t v) {
   size_t p = 1;
-  while (p * 2 <= v) p *= 2;
+  while (p * 2 <= v)
+    p *= 2;
   return p;
 }
 
@@ -237,8 +255,8 @@ qiao_dev_error *ocl__device_open(qiao_dev_backend *backend, uint32_t index,
   d->id = backend->devices[index].id;
   d->max_alloc = info_u64(d->id, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
 
-  cl_context_properties props[] = {
-      CL_CONTEXT_PLATFORM, (cl_context_properties)backend->devices[index].platform, 0};
+  cl_context_properties props[] = {CL_CONTEXT_PLATFORM,
+                                   (cl_context_properties)backend->devices[index].platform, 0};
   cl_int st;
   d->context = clCreateContext(props, 1, &d->id, NULL, NULL, &st);
   if (st != CL_SUCCESS) {

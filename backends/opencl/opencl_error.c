@@ -33,7 +33,8 @@ qiao_dev_error *ocl__error(qiao_dev_code code, const char *fmt, ...) {
 
 const char *ocl__cl_status_name(cl_int status) {
   switch (status) {
-#define NAME(x) case x: return #x;
+#define NAME(x)                                                                                    \
+  case x: return #x;
     NAME(CL_SUCCESS)
     NAME(CL_DEVICE_NOT_FOUND)
     NAME(CL_DEVICE_NOT_AVAILABLE)

@@ -83,8 +83,8 @@ struct qiao_dev_queue {
   qiao_dev_device *device;
   cl_command_queue queue;
   cl_kernel kernels[K_COUNT];
-  cl_mem flags;      /* (QIAO_DEV_OP_COUNT) cl_int */
-  bool flags_dirty;  /* a kernel that may set flags ran since the last synchronize */
+  cl_mem flags;     /* (QIAO_DEV_OP_COUNT) cl_int */
+  bool flags_dirty; /* a kernel that may set flags ran since the last synchronize */
 };
 
 /* ---- errors (opencl_error.c) */
@@ -122,8 +122,7 @@ qiao_dev_error *ocl__queue_synchronize(qiao_dev_queue *queue);
 qiao_dev_error *ocl__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
                             uint64_t size);
 qiao_dev_error *ocl__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size);
-qiao_dev_error *ocl__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src,
-                          uint64_t size);
+qiao_dev_error *ocl__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src, uint64_t size);
 /* Checks a queue handle: BAD_HANDLE unless it is a live queue of this backend. */
 qiao_dev_error *ocl__check_queue(const qiao_dev_queue *queue);
 /* Checks that `ref` names `bytes` bytes of a buffer of the queue's device,

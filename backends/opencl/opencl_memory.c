@@ -15,8 +15,7 @@ qiao_dev_error *ocl__buffer_create(qiao_dev_device *device, uint64_t size,
     return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: NULL argument");
   if (device->magic != OCL_MAGIC_DEVICE)
     return ocl__error(QIAO_DEV_BAD_HANDLE, "opencl: buffer_create: not an OpenCL device handle");
-  if (size == 0)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: size is 0");
+  if (size == 0) return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: size is 0");
   if (size > device->max_alloc || size > SIZE_MAX)
     return ocl__error(QIAO_DEV_OUT_OF_MEMORY,
                       "opencl: buffer_create: %llu bytes exceed the device's largest buffer (%llu)",
@@ -89,7 +88,8 @@ void ocl__queue_destroy(qiao_dev_queue *queue) {
   if (queue == NULL || queue->magic != OCL_MAGIC_QUEUE) return;
   queue->magic = OCL_MAGIC_DEAD;
   clFinish(queue->queue); /* the ABI: waits for queued work */
-  for (int k = 0; k < K_COUNT; k++) clReleaseKernel(queue->kernels[k]);
+  for (int k = 0; k < K_COUNT; k++)
+    clReleaseKernel(queue->kernels[k]);
   clReleaseMemObject(queue->flags);
   clReleaseCommandQueue(queue->queue);
   free(queue);
@@ -110,8 +110,7 @@ static const char *flag_message(int op) {
     return "kv_write: a slots value is outside [0, n_slots) (that token was not written)";
   case QIAO_DEV_OP_ATTENTION:
     return "attention: a token_seq, token_pos or block_table value is out of range";
-  case QIAO_DEV_OP_MATMUL_EXPERTS:
-    return "matmul_experts: an ids value is outside [0, n_experts)";
+  case QIAO_DEV_OP_MATMUL_EXPERTS: return "matmul_experts: an ids value is outside [0, n_experts)";
   default: return "an index is out of range";
   }
 }
@@ -198,8 +197,8 @@ qiao_dev_error *ocl__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref 
   if (size == 0) return NULL;
   if (dst.buffer == src.buffer && dst.offset < src.offset + size && src.offset < dst.offset + size)
     return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: copy: dst and src overlap");
-  cl_int st = clEnqueueCopyBuffer(queue->queue, src.buffer->mem, dst.buffer->mem,
-                                  (size_t)src.offset, (size_t)dst.offset, (size_t)size, 0, NULL,
-                                  NULL);
+  cl_int st =
+      clEnqueueCopyBuffer(queue->queue, src.buffer->mem, dst.buffer->mem, (size_t)src.offset,
+                          (size_t)dst.offset, (size_t)size, 0, NULL, NULL);
   return st == CL_SUCCESS ? NULL : ocl__cl_error(st, "clEnqueueCopyBuffer", "copy");
 }

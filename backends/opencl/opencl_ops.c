@@ -46,8 +46,10 @@ static qiao_dev_error *weight_row(const char *op, qiao_dev_dtype dtype, uint64_t
 
 /* A KV cache dtype's element size. */
 static qiao_dev_error *cache_elem(const char *op, qiao_dev_dtype dtype, uint64_t *out) {
-  if (dtype == QIAO_DEV_F32) *out = 4;
-  else if (dtype == QIAO_DEV_F16) *out = 2;
+  if (dtype == QIAO_DEV_F32)
+    *out = 4;
+  else if (dtype == QIAO_DEV_F16)
+    *out = 2;
   else
     return ocl__error(QIAO_DEV_UNSUPPORTED, "opencl: %s: cache dtype %d is not supported", op,
                       (int)dtype);
@@ -95,7 +97,8 @@ static qiao_dev_error *check_call(const qiao_dev_queue *q, const char *op, const
     if (try_e_ != NULL) return try_e_;                                                             \
   } while (0)
 
-#define CHECK_CALL(op, q, a) TRY(check_call(q, op, a, (a) == NULL ? 0 : (a)->struct_size, sizeof(*(a))))
+#define CHECK_CALL(op, q, a)                                                                       \
+  TRY(check_call(q, op, a, (a) == NULL ? 0 : (a)->struct_size, sizeof(*(a))))
 
 #define INVALID(...) ocl__error(QIAO_DEV_INVALID_ARGUMENT, __VA_ARGS__)
 
@@ -123,7 +126,9 @@ static void arg(launch *l, size_t size, const void *value) {
   l->n_args++;
 }
 
-static void arg_mem(launch *l, cl_mem m) { arg(l, sizeof(m), &m); }
+static void arg_mem(launch *l, cl_mem m) {
+  arg(l, sizeof(m), &m);
+}
 static void arg_u64(launch *l, uint64_t v) {
   cl_ulong x = v;
   arg(l, sizeof(x), &x);
@@ -151,10 +156,22 @@ static void arg_opt_ref(launch *l, qiao_dev_ref ref, uint64_t elem) {
   }
 }
 
-/* Enqueues the kernel; local == NULL lets the implementation choose. */
-static qiao_dev_error *launch_run(launch *l, cl_uint dims, const size_t *global,
+/* Enqueues the kernel. local == NULL (one work-item per element, no local
+ * memory): work-groups of (WG, 1, 1), the first global size rounded up to a
+ * multiple of WG (the kernels skip the extra items). A fixed work-group size
+ * also means one compiled variant per kernel where a driver specializes on it
+ * (PoCL does, and compiling is slow). */
+static qiao_dev_error *launch_run(launch *l, cl_uint dims, const size_t *global_in,
                                   const size_t *local) {
   const char *name = ocl__kernel_name(l->kernel);
+  size_t global[3] = {global_in[0], dims > 1 ? global_in[1] : 1, dims > 2 ? global_in[2] : 1};
+  size_t fixed[3] = {l->q->device->wg, 1, 1};
+  if (local == NULL) {
+    size_t wg = fixed[0];
+    if (global[0] > SIZE_MAX - wg) return too_big(name, "the launch grid");
+    global[0] = (global[0] + wg - 1) / wg * wg;
+    local = fixed;
+  }
   if (l->status != CL_SUCCESS) {
     char what[96];
     snprintf(what, sizeof(what), "%s, argument %u", name, (unsigned)l->failed_arg);
@@ -221,7 +238,8 @@ qiao_dev_error *ocl__matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
   TRY(check(q, op, "x", a->x, x_bytes, 4));
   TRY(check(q, op, "w", a->w, w_bytes, align));
   bool has_bias = a->bias.buffer != NULL;
-  if (has_bias) TRY(check(q, op, "bias", a->bias, bias_bytes, 4));
+  if (has_bias)
+    TRY(check(q, op, "bias", a->bias, bias_bytes, 4));
   else if (a->bias.offset != 0)
     return INVALID("opencl: matmul: bias has no buffer but offset %llu",
                    (unsigned long long)a->bias.offset);
@@ -504,6 +522,7 @@ qiao_dev_error *ocl__moe_gate(qiao_dev_queue *q, const qiao_dev_moe_gate_args *a
   arg_ref(&l, a->logits, 4);
   arg_ref(&l, a->ids, 4);
   arg_ref(&l, a->weights, 4);
+  arg_u64(&l, a->n_tokens);
   arg_u64(&l, a->n_experts);
   arg_u64(&l, a->k);
   arg_i32(&l, a->normalize != 0);

@@ -47,8 +47,8 @@ qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *er
 
 /* A plugin found on the search path. */
 typedef struct qiao_backend_entry {
-  char name[64];    /* "opencl" for libqiao-opencl.so */
-  char path[4096];  /* where it was found */
+  char name[64];   /* "opencl" for libqiao-opencl.so */
+  char path[4096]; /* where it was found */
 } qiao_backend_entry;
 
 /* Lists every libqiao-<name>.so on the search path (the directories of

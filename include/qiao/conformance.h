@@ -35,13 +35,13 @@ extern "C" {
 
 typedef struct qiao_conformance_options {
   size_t struct_size;
-  const char *backend;  /* a backend name or plugin path; required */
-  uint32_t levels;      /* QIAO_CONFORMANCE_* bits; 0 = all */
-  uint64_t seed;        /* of every random input; the caller picks a fresh one */
-  uint32_t device;      /* the device index to certify */
-  uint32_t op_mask;     /* ops level: bit (1 << op) set = test that op; 0 = every op */
-  const char *shared;   /* the shared folder for models; NULL = $QIAO_SHARED or ../shared */
-  FILE *progress;       /* one line per check group as it runs; NULL = quiet */
+  const char *backend; /* a backend name or plugin path; required */
+  uint32_t levels;     /* QIAO_CONFORMANCE_* bits; 0 = all */
+  uint64_t seed;       /* of every random input; the caller picks a fresh one */
+  uint32_t device;     /* the device index to certify */
+  uint32_t op_mask;    /* ops level: bit (1 << op) set = test that op; 0 = every op */
+  const char *shared;  /* the shared folder for models; NULL = $QIAO_SHARED or ../shared */
+  FILE *progress;      /* one line per check group as it runs; NULL = quiet */
 } qiao_conformance_options;
 
 typedef struct qiao_conformance_report qiao_conformance_report;

@@ -57,7 +57,10 @@ typedef struct qiao_dev_buffer qiao_dev_buffer;   /* device memory */
 typedef struct qiao_dev_queue qiao_dev_queue;     /* an in-order work queue */
 typedef struct qiao_dev_error qiao_dev_error;     /* an error object */
 
-/* ---- Codes and types ------------------------------------------------------ */
+/* ---- Codes and types ------------------------------------------------------
+ * Every enum has a FORCE_32BIT member so that it is 32 bits wide whatever the
+ * compiler's enum sizing (e.g. -fshort-enums): enums appear in structs and
+ * signatures that cross the boundary. */
 typedef enum qiao_dev_code {
   QIAO_DEV_OK = 0,
   QIAO_DEV_INVALID_ARGUMENT = 1, /* bad size, shape, offset, or NULL */
@@ -65,7 +68,8 @@ typedef enum qiao_dev_code {
   QIAO_DEV_OUT_OF_MEMORY = 3,
   QIAO_DEV_UNSUPPORTED = 4, /* op/dtype the device does not claim */
   QIAO_DEV_DEVICE_LOST = 5, /* the device failed; the handle is unusable */
-  QIAO_DEV_INTERNAL = 6
+  QIAO_DEV_INTERNAL = 6,
+  QIAO_DEV_CODE_FORCE_32BIT = 0x7fffffff
 } qiao_dev_code;
 
 /* Element types. Block layouts of Q8_0 and Q4_0 are those of GGUF:
@@ -82,7 +86,8 @@ typedef enum qiao_dev_dtype {
   QIAO_DEV_Q8_0 = 3,
   QIAO_DEV_Q4_0 = 4,
   QIAO_DEV_I32 = 5,
-  QIAO_DEV_DTYPE_COUNT = 6
+  QIAO_DEV_DTYPE_COUNT = 6,
+  QIAO_DEV_DTYPE_FORCE_32BIT = 0x7fffffff
 } qiao_dev_dtype;
 
 /* The op set. Each op's math is defined in docs/spec/device-abi.md. */
@@ -99,7 +104,8 @@ typedef enum qiao_dev_op {
   QIAO_DEV_OP_MOE_GATE = 9,       /* dtype: F32 */
   QIAO_DEV_OP_MATMUL_EXPERTS = 10, /* dtype: the expert weights' dtype */
   QIAO_DEV_OP_MOE_COMBINE = 11,   /* dtype: F32 */
-  QIAO_DEV_OP_COUNT = 12
+  QIAO_DEV_OP_COUNT = 12,
+  QIAO_DEV_OP_FORCE_32BIT = 0x7fffffff
 } qiao_dev_op;
 
 /* A place in device memory: a buffer and a byte offset into it. An optional
@@ -186,7 +192,8 @@ typedef struct qiao_dev_rmsnorm_args {
 
 typedef enum qiao_dev_rope_style {
   QIAO_DEV_ROPE_NORMAL = 0, /* rotate pairs (2i, 2i+1) */
-  QIAO_DEV_ROPE_NEOX = 1    /* rotate pairs (i, i + rot_dim/2) */
+  QIAO_DEV_ROPE_NEOX = 1, /* rotate pairs (i, i + rot_dim/2) */
+  QIAO_DEV_ROPE_STYLE_FORCE_32BIT = 0x7fffffff
 } qiao_dev_rope_style;
 
 /* In place: for each token t, head h and i < rot_dim/2, with

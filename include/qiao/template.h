@@ -46,10 +46,11 @@ void qiao_template_destroy(qiao_template *tmpl);
 
 /* Budgets of one render; a zero field means the default. */
 typedef struct qiao_template_limits {
-  uint64_t max_steps;       /* evaluation steps (default 10,000,000) */
-  uint64_t max_output;      /* bytes of output (default 16 MiB) */
-  uint64_t max_memory;      /* bytes allocated for values (default 256 MiB) */
-  uint32_t max_depth;       /* nested evaluation depth (default 256) */
+  uint64_t max_steps;  /* evaluation steps (default 10,000,000) */
+  uint64_t max_output; /* bytes of output (default 16 MiB) */
+  uint64_t max_memory; /* bytes allocated for values (default 256 MiB) */
+  uint32_t max_depth;  /* nested evaluation depth (default 256, at most 1024;
+                        * a render needs about 4 KiB of C stack per level) */
 } qiao_template_limits;
 
 /* Renders the template with the variables of the JSON object
@@ -59,8 +60,7 @@ typedef struct qiao_template_limits {
  * malloc'd, NUL-terminated string of *out_len bytes (the NUL not counted;
  * the rendering itself may contain NUL bytes) that the caller frees. */
 qiao_status *qiao_template_render(const qiao_template *tmpl, const char *vars_json, size_t len,
-                                  const qiao_template_limits *limits, char **out,
-                                  size_t *out_len);
+                                  const qiao_template_limits *limits, char **out, size_t *out_len);
 
 #ifdef __cplusplus
 }

@@ -91,8 +91,8 @@ qiao_status *qiao_detokenizer_create(const qiao_tokenizer *tokenizer, qiao_detok
 void qiao_detokenizer_destroy(qiao_detokenizer *detokenizer); /* accepts NULL */
 /* *out_text points into the detokenizer and is valid until the next call;
  * *out_len may be 0. */
-qiao_status *qiao_detokenizer_push(qiao_detokenizer *detokenizer, int32_t id,
-                                   const char **out_text, size_t *out_len);
+qiao_status *qiao_detokenizer_push(qiao_detokenizer *detokenizer, int32_t id, const char **out_text,
+                                   size_t *out_len);
 /* Returns what is still held (as U+FFFD for an unfinished character) and resets. */
 qiao_status *qiao_detokenizer_flush(qiao_detokenizer *detokenizer, const char **out_text,
                                     size_t *out_len);

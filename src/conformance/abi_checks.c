@@ -14,6 +14,7 @@ typedef struct actx {
   qiao_conformance_report *report;
   cf_device *dev;
   const qiao_dev_api *api;
+  bool host_memory; /* the device has QIAO_DEV_FLAG_HOST_MEMORY */
 } actx;
 
 /* Records one check. */
@@ -64,7 +65,6 @@ static void versions(actx *x, uint32_t device_index) {
         api->name ? api->name : "(null)");
   check(x, "version", api->version && api->version[0], "version '%s'",
         api->version ? api->version : "(null)");
-  check(x, "host_memory_flag_vs_wrap_host", true, "checked with the properties below");
 
   qiao_dev_backend *handle = qiao_backend_handle(x->dev->backend);
   uint32_t count = 0;
@@ -80,25 +80,25 @@ static void versions(actx *x, uint32_t device_index) {
   p->struct_size = sizeof(qiao_dev_properties);
   e = api->device_get_properties(handle, device_index, p);
   bool tail_ok = true;
-  for (size_t i = sizeof(qiao_dev_properties); i < sizeof(raw); i++) tail_ok &= raw[i] == 0x5A;
-  if (check(x, "device_get_properties", e == NULL, "%s",
-            e ? api->error_message(e) : "ok")) {
-    check(x, "properties_bounded_by_struct_size", tail_ok,
-          "bytes beyond struct_size %s", tail_ok ? "untouched" : "were written");
+  for (size_t i = sizeof(qiao_dev_properties); i < sizeof(raw); i++)
+    tail_ok &= raw[i] == 0x5A;
+  if (check(x, "device_get_properties", e == NULL, "%s", e ? api->error_message(e) : "ok")) {
+    check(x, "properties_bounded_by_struct_size", tail_ok, "bytes beyond struct_size %s",
+          tail_ok ? "untouched" : "were written");
     check(x, "properties_name",
           memchr(p->name, 0, sizeof(p->name)) != NULL && p->name[0] != '\0' &&
               memchr(p->vendor, 0, sizeof(p->vendor)) != NULL &&
               memchr(p->driver_version, 0, sizeof(p->driver_version)) != NULL,
           "name, vendor and driver_version are NUL-terminated, name non-empty");
     check(x, "properties_sizes",
-          p->memory_bytes > 0 && p->max_buffer_bytes > 0 && p->max_buffer_bytes <= p->memory_bytes &&
-              p->compute_units >= 1,
+          p->memory_bytes > 0 && p->max_buffer_bytes > 0 &&
+              p->max_buffer_bytes <= p->memory_bytes && p->compute_units >= 1,
           "memory %llu, max buffer %llu, compute units %u", (unsigned long long)p->memory_bytes,
           (unsigned long long)p->max_buffer_bytes, p->compute_units);
     bool host = (p->flags & QIAO_DEV_FLAG_HOST_MEMORY) != 0;
-    check(x, "host_memory_wrap",
-          !host || api->buffer_wrap_host != NULL, "flags 0x%x, buffer_wrap_host %s", p->flags,
-          api->buffer_wrap_host ? "set" : "NULL");
+    x->host_memory = host;
+    check(x, "host_memory_wrap", !host || api->buffer_wrap_host != NULL,
+          "flags 0x%x, buffer_wrap_host %s", p->flags, api->buffer_wrap_host ? "set" : "NULL");
     snprintf(x->report->device_name, sizeof(x->report->device_name), "%.127s", p->name);
   }
   if (e) api->error_destroy(e);
@@ -136,6 +136,49 @@ static void versions(actx *x, uint32_t device_index) {
   check(x, "op_supported_unknown_dtype", e == NULL && s == 0, "%s, supported=%u",
         e ? api->error_message(e) : "ok", s);
   if (e) api->error_destroy(e);
+}
+
+/* ---- Wrapped host memory (devices with QIAO_DEV_FLAG_HOST_MEMORY) ---------- */
+
+static void wrap_host(actx *x, bool host_memory) {
+  const qiao_dev_api *api = x->api;
+  if (!host_memory || api->buffer_wrap_host == NULL) return;
+  enum { N = 1024 };
+  float *host = aligned_alloc(4096, N * sizeof(float)), *back = malloc(N * sizeof(float));
+  qiao_dev_buffer *wrapped = NULL, *b = NULL;
+  qiao_dev_error *e = NULL;
+  if (host == NULL || back == NULL) goto done;
+  for (int i = 0; i < N; i++)
+    host[i] = (float)i * 0.5f;
+  e = api->buffer_wrap_host(x->dev->device, host, N * sizeof(float), &wrapped);
+  if (!e) e = api->buffer_create(x->dev->device, N * sizeof(float), &b);
+  if (!e) e = api->copy(x->dev->queue, (qiao_dev_ref){b, 0}, (qiao_dev_ref){wrapped, 0}, N * 4);
+  if (!e) e = api->download(x->dev->queue, back, (qiao_dev_ref){b, 0}, N * 4);
+  if (!e) e = api->queue_synchronize(x->dev->queue);
+  if (check(x, "buffer_wrap_host_reads_host_memory",
+            e == NULL && memcmp(host, back, N * sizeof(float)) == 0, "%s",
+            e ? api->error_message(e) : "a copy out of the wrapped buffer equals the host data")) {
+    /* wrapped buffers are read-only: writes are refused at enqueue time */
+    expect_error(x, "buffer_wrap_host_upload_refused",
+                 api->upload(x->dev->queue, (qiao_dev_ref){wrapped, 0}, back, 16),
+                 QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_INVALID_ARGUMENT);
+    expect_error(x, "buffer_wrap_host_copy_into_refused",
+                 api->copy(x->dev->queue, (qiao_dev_ref){wrapped, 0}, (qiao_dev_ref){b, 0}, 16),
+                 QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_INVALID_ARGUMENT);
+    drain(x);
+    bool same = true;
+    for (int i = 0; i < N; i++)
+      same &= host[i] == (float)i * 0.5f;
+    check(x, "buffer_wrap_host_memory_unchanged", same, "the host memory %s",
+          same ? "was not written" : "was written");
+  }
+  if (e) api->error_destroy(e);
+done:
+  drain(x);
+  api->buffer_destroy(b);
+  api->buffer_destroy(wrapped);
+  free(host);
+  free(back);
 }
 
 /* ---- Error paths ---------------------------------------------------------- */
@@ -205,35 +248,90 @@ static void error_paths(actx *x) {
   bad.b.buffer = NULL;
   expect_error(x, "op_null_required_operand", api->add(q, &bad), QIAO_DEV_INVALID_ARGUMENT,
                QIAO_DEV_BAD_HANDLE);
-  qiao_dev_matmul_args mm = {.struct_size = sizeof(mm), .n = (uint64_t)1 << 40,
-                             .k = (uint64_t)1 << 40, .m = 1, .x = {b, 0},
-                             .w_dtype = QIAO_DEV_F32, .w = {b, 0}, .out = {b, 0}};
+  qiao_dev_matmul_args mm = {.struct_size = sizeof(mm),
+                             .n = (uint64_t)1 << 40,
+                             .k = (uint64_t)1 << 40,
+                             .m = 1,
+                             .x = {b, 0},
+                             .w_dtype = QIAO_DEV_F32,
+                             .w = {b, 0},
+                             .out = {b, 0}};
   expect_error(x, "matmul_size_overflow", api->matmul(q, &mm), QIAO_DEV_INVALID_ARGUMENT,
                QIAO_DEV_UNSUPPORTED);
-  mm = (qiao_dev_matmul_args){.struct_size = sizeof(mm), .n = 1, .k = 48, .m = 1, .x = {b, 0},
-                              .w_dtype = QIAO_DEV_Q8_0, .w = {b, 0}, .out = {b, 0}};
+  mm = (qiao_dev_matmul_args){.struct_size = sizeof(mm),
+                              .n = 1,
+                              .k = 48,
+                              .m = 1,
+                              .x = {b, 0},
+                              .w_dtype = QIAO_DEV_Q8_0,
+                              .w = {b, 0},
+                              .out = {b, 0}};
   expect_error(x, "matmul_quantized_k_not_multiple_of_32", api->matmul(q, &mm),
                QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_UNSUPPORTED);
-  qiao_dev_rope_args rope = {.struct_size = sizeof(rope), .n_tokens = 1, .n_heads = 1,
-                             .head_dim = 4, .rot_dim = 3, .x = {b, 0}, .positions = {b, 16},
+  qiao_dev_rope_args rope = {.struct_size = sizeof(rope),
+                             .n_tokens = 1,
+                             .n_heads = 1,
+                             .head_dim = 4,
+                             .rot_dim = 3,
+                             .x = {b, 0},
+                             .positions = {b, 16},
                              .freqs = {b, 32}};
   expect_error(x, "rope_odd_rot_dim", api->rope(q, &rope), QIAO_DEV_INVALID_ARGUMENT,
                QIAO_DEV_INVALID_ARGUMENT);
   rope.rot_dim = 8;
   expect_error(x, "rope_rot_dim_above_head_dim", api->rope(q, &rope), QIAO_DEV_INVALID_ARGUMENT,
                QIAO_DEV_INVALID_ARGUMENT);
-  qiao_dev_attention_args at = {.struct_size = sizeof(at), .n_tokens = 1, .n_heads = 3,
-                                .n_kv_heads = 2, .head_dim = 4, .n_seqs = 1,
-                                .max_blocks_per_seq = 1, .block_size = 4, .n_slots = 4,
-                                .scale = 1, .cache_dtype = QIAO_DEV_F32, .q = {b, 0},
-                                .k_cache = {b, 0}, .v_cache = {b, 0}, .block_table = {b, 0},
-                                .token_seq = {b, 0}, .token_pos = {b, 0}, .out = {b, 0}};
+  qiao_dev_attention_args at = {.struct_size = sizeof(at),
+                                .n_tokens = 1,
+                                .n_heads = 3,
+                                .n_kv_heads = 2,
+                                .head_dim = 4,
+                                .n_seqs = 1,
+                                .max_blocks_per_seq = 1,
+                                .block_size = 4,
+                                .n_slots = 4,
+                                .scale = 1,
+                                .cache_dtype = QIAO_DEV_F32,
+                                .q = {b, 0},
+                                .k_cache = {b, 0},
+                                .v_cache = {b, 0},
+                                .block_table = {b, 0},
+                                .token_seq = {b, 0},
+                                .token_pos = {b, 0},
+                                .out = {b, 0}};
   expect_error(x, "attention_heads_not_multiple_of_kv_heads", api->attention(q, &at),
                QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_UNSUPPORTED);
-  qiao_dev_moe_gate_args gate = {.struct_size = sizeof(gate), .n_tokens = 1, .n_experts = 2,
-                                 .k = 3, .logits = {b, 0}, .ids = {b, 16}, .weights = {b, 32}};
-  expect_error(x, "moe_gate_k_above_n_experts", api->moe_gate(q, &gate),
-               QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_UNSUPPORTED);
+  qiao_dev_moe_gate_args gate = {.struct_size = sizeof(gate),
+                                 .n_tokens = 1,
+                                 .n_experts = 2,
+                                 .k = 3,
+                                 .logits = {b, 0},
+                                 .ids = {b, 16},
+                                 .weights = {b, 32}};
+  expect_error(x, "moe_gate_k_above_n_experts", api->moe_gate(q, &gate), QIAO_DEV_INVALID_ARGUMENT,
+               QIAO_DEV_UNSUPPORTED);
+
+  /* Zero-sized work succeeds and does nothing (§11.3). */
+  qiao_dev_add_args add0 = {sizeof(add0), 0, {b, 0}, {b, 0}, {b, 0}};
+  qiao_dev_error *z = api->add(q, &add0);
+  check(x, "op_zero_elements", z == NULL, "add with n=0: %s", z ? api->error_message(z) : "ok");
+  if (z) api->error_destroy(z);
+  qiao_dev_matmul_args mm0 = {.struct_size = sizeof(mm0),
+                              .n = 0,
+                              .k = 32,
+                              .m = 2,
+                              .x = {b, 0},
+                              .w_dtype = QIAO_DEV_F32,
+                              .w = {b, 0},
+                              .out = {b, 0}};
+  z = x->report->claimed[QIAO_DEV_OP_MATMUL][QIAO_DEV_F32] ? api->matmul(q, &mm0) : NULL;
+  check(x, "op_zero_rows", z == NULL, "matmul with n=0: %s", z ? api->error_message(z) : "ok");
+  if (z) api->error_destroy(z);
+  z = api->upload(q, (qiao_dev_ref){b, 256}, host, 0);
+  check(x, "transfer_zero_bytes", z == NULL, "upload of 0 bytes at the end: %s",
+        z ? api->error_message(z) : "ok");
+  if (z) api->error_destroy(z);
+  drain(x);
 
   /* The queue stays usable after refused calls. */
   drain(x);
@@ -259,8 +357,14 @@ static void error_paths(actx *x) {
         api->error_destroy(ce);
         continue;
       }
-      qiao_dev_matmul_args m = {.struct_size = sizeof(m), .n = 1, .k = 32, .m = 1, .x = {w, 0},
-                                .w_dtype = (qiao_dev_dtype)dt, .w = {w, 256}, .out = {w, 2048}};
+      qiao_dev_matmul_args m = {.struct_size = sizeof(m),
+                                .n = 1,
+                                .k = 32,
+                                .m = 1,
+                                .x = {w, 0},
+                                .w_dtype = (qiao_dev_dtype)dt,
+                                .w = {w, 256},
+                                .out = {w, 2048}};
       char name[64];
       snprintf(name, sizeof(name), "unclaimed_matmul_%s_unsupported",
                qiao_dev_dtype_name((qiao_dev_dtype)dt));
@@ -310,7 +414,8 @@ static void allocation(actx *x, uint64_t seed) {
   e = NULL;
   for (int round = 0; round < 3 && e == NULL; round++) {
     int i = 0;
-    for (; i < 64 && e == NULL; i++) e = api->buffer_create(x->dev->device, 1 << 20, &bufs[i]);
+    for (; i < 64 && e == NULL; i++)
+      e = api->buffer_create(x->dev->device, 1 << 20, &bufs[i]);
     for (int j = 0; j < 64; j++) {
       api->buffer_destroy(bufs[j]);
       bufs[j] = NULL;
@@ -327,6 +432,10 @@ static void allocation(actx *x, uint64_t seed) {
  * everything ran in submission order. */
 static void ordering(actx *x) {
   const qiao_dev_api *api = x->api;
+  if (!x->report->claimed[QIAO_DEV_OP_ADD][QIAO_DEV_F32]) {
+    check(x, "queue_in_order", true, "skipped: the device does not claim add f32");
+    return;
+  }
   qiao_dev_queue *q = x->dev->queue;
   enum { N = 1000, STEPS = 40 };
   size_t bytes = N * sizeof(float);
@@ -334,7 +443,8 @@ static void ordering(actx *x) {
   float *init = malloc(bytes), *ones = malloc(bytes), *ones2 = malloc(bytes), *out = malloc(bytes);
   qiao_dev_error *e = NULL;
   if (!init || !ones || !ones2 || !out) goto done;
-  for (int i = 0; i < N; i++) init[i] = (float)(i % 97), ones[i] = 1.0f, ones2[i] = 3.0f;
+  for (int i = 0; i < N; i++)
+    init[i] = (float)(i % 97), ones[i] = 1.0f, ones2[i] = 3.0f;
   e = api->buffer_create(x->dev->device, bytes, &bx);
   if (!e) e = api->buffer_create(x->dev->device, bytes, &by);
   if (!e) e = api->buffer_create(x->dev->device, bytes, &bz);
@@ -416,8 +526,10 @@ static void threads(actx *x) {
   int started = 0, failures = 0;
   for (int i = 0; i < T; i++) {
     w[i] = (worker){x->api, x->dev->device, 0};
-    if (pthread_create(&tid[i], NULL, work, &w[i]) == 0) started++;
-    else break;
+    if (pthread_create(&tid[i], NULL, work, &w[i]) == 0)
+      started++;
+    else
+      break;
   }
   for (int i = 0; i < started; i++) {
     pthread_join(tid[i], NULL);
@@ -429,10 +541,11 @@ static void threads(actx *x) {
 
 void qiao__cf_run_abi(qiao_conformance_report *report, cf_device *target, const char *backend,
                       uint32_t device_index, uint64_t seed) {
-  actx x = {report, target, target->api};
+  actx x = {report, target, target->api, false};
   report->area_abi.ran = true;
   qiao__cf_progress(report, "abi: versions and properties");
   versions(&x, device_index);
+  wrap_host(&x, x.host_memory);
   qiao__cf_progress(report, "abi: error paths");
   error_paths(&x);
   qiao__cf_progress(report, "abi: allocation balance");

@@ -15,8 +15,7 @@ static cf_area *area(qiao_conformance_report *r, int i) {
 static json_object *device_json(const cf_device *dev, uint32_t index) {
   json_object *j = json_object_new_object();
   qiao_dev_properties p = {.struct_size = sizeof(p)};
-  qiao_dev_error *e =
-      dev->api->device_get_properties(qiao_backend_handle(dev->backend), index, &p);
+  qiao_dev_error *e = dev->api->device_get_properties(qiao_backend_handle(dev->backend), index, &p);
   json_object_object_add(j, "index", json_object_new_int64(index));
   if (e != NULL) {
     json_object_object_add(j, "error", json_object_new_string(dev->api->error_message(e)));
@@ -74,8 +73,7 @@ qiao_status *qiao_conformance_run(const qiao_conformance_options *options,
   json_object_object_add(jb, "requested", json_object_new_string(options->backend));
   json_object_object_add(jb, "name", json_object_new_string(api->name));
   json_object_object_add(jb, "version", json_object_new_string(api->version));
-  json_object_object_add(jb, "origin",
-                         json_object_new_string(qiao_backend_origin(target.backend)));
+  json_object_object_add(jb, "origin", json_object_new_string(qiao_backend_origin(target.backend)));
   json_object_object_add(jb, "abi_major", json_object_new_int64(api->abi_major));
   json_object_object_add(jb, "abi_minor", json_object_new_int64(api->abi_minor));
   json_object_object_add(root, "backend", jb);
@@ -89,7 +87,8 @@ qiao_status *qiao_conformance_run(const qiao_conformance_options *options,
   char refname[160];
   snprintf(refname, sizeof(refname), "qiao built-in cpu backend %s (ABI %u.%u)",
            reference.api ? reference.api->version : "(not loaded)",
-           reference.api ? reference.api->abi_major : 0, reference.api ? reference.api->abi_minor : 0);
+           reference.api ? reference.api->abi_major : 0,
+           reference.api ? reference.api->abi_minor : 0);
   json_object_object_add(jref, "ops", json_object_new_string(refname));
   json_object_object_add(jref, "models",
                          json_object_new_string("transformers 5.17.0 logits (float64; qwen3_moe "
@@ -100,17 +99,18 @@ qiao_status *qiao_conformance_run(const qiao_conformance_options *options,
     json_object *per = json_object_new_object();
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++)
       if (qiao__cf_defined((qiao_dev_op)op, (qiao_dev_dtype)dt))
-        json_object_object_add(per, qiao_dev_dtype_name((qiao_dev_dtype)dt),
-                               json_object_new_double(
-                                   qiao__cf_budget((qiao_dev_op)op, (qiao_dev_dtype)dt)));
+        json_object_object_add(
+            per, qiao_dev_dtype_name((qiao_dev_dtype)dt),
+            json_object_new_double(qiao__cf_budget((qiao_dev_op)op, (qiao_dev_dtype)dt)));
     json_object_object_add(jbudget, qiao_dev_op_name((qiao_dev_op)op), per);
   }
   json_object_object_add(root, "budgets", jbudget);
 
-  qiao__cf_progress(r, "conformance: backend %s %s (%s), device %u \"%s\", seed %llu",
-                    api->name, api->version, qiao_backend_origin(target.backend), options->device,
+  qiao__cf_progress(r, "conformance: backend %s %s (%s), device %u \"%s\", seed %llu", api->name,
+                    api->version, qiao_backend_origin(target.backend), options->device,
                     r->device_name, (unsigned long long)options->seed);
-  if (levels & QIAO_CONFORMANCE_OPS) qiao__cf_run_ops(r, &target, &reference, options->seed, options->op_mask);
+  if (levels & QIAO_CONFORMANCE_OPS)
+    qiao__cf_run_ops(r, &target, &reference, options->seed, options->op_mask);
   if (levels & QIAO_CONFORMANCE_ABI) {
     if (!(levels & QIAO_CONFORMANCE_OPS)) /* the claims, for the unsupported-op checks */
       for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
@@ -134,10 +134,14 @@ qiao_status *qiao_conformance_run(const qiao_conformance_options *options,
   return NULL;
 }
 
-bool qiao_conformance_passed(const qiao_conformance_report *r) { return r->n_failures == 0 &&
-    r->area_ops.failed == 0 && r->area_abi.failed == 0 && r->area_models.failed == 0; }
+bool qiao_conformance_passed(const qiao_conformance_report *r) {
+  return r->n_failures == 0 && r->area_ops.failed == 0 && r->area_abi.failed == 0 &&
+         r->area_models.failed == 0;
+}
 
-size_t qiao_conformance_failure_count(const qiao_conformance_report *r) { return r->n_failures; }
+size_t qiao_conformance_failure_count(const qiao_conformance_report *r) {
+  return r->n_failures;
+}
 
 const char *qiao_conformance_failure(const qiao_conformance_report *r, size_t index) {
   return index < r->n_failures ? r->failures[index] : NULL;
@@ -168,8 +172,8 @@ static void statement(const qiao_conformance_report *r, char *buf, size_t size) 
   if (failed[0] || r->n_failures)
     snprintf(buf, size, "NOT qiao-conformant 1.0 (failed: %s)", failed[0] ? failed : "?");
   else
-    snprintf(buf, size, "qiao-conformant %d.%d: %s%s", QIAO_DEVICE_ABI_MAJOR,
-             QIAO_DEVICE_ABI_MINOR, ran[0] ? ran : "nothing run",
+    snprintf(buf, size, "qiao-conformant %d.%d: %s%s", QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR,
+             ran[0] ? ran : "nothing run",
              partial ? " (partial: some claimed ops were not tested)" : "");
 }
 
@@ -208,7 +212,8 @@ void qiao_conformance_print_summary(const qiao_conformance_report *r, FILE *out)
   }
   if (r->n_failures) {
     fprintf(out, "\n  failures (%zu):\n", r->n_failures);
-    for (size_t i = 0; i < r->n_failures; i++) fprintf(out, "    %s\n", r->failures[i]);
+    for (size_t i = 0; i < r->n_failures; i++)
+      fprintf(out, "    %s\n", r->failures[i]);
   }
   char st[160];
   statement(r, st, sizeof(st));
@@ -232,7 +237,9 @@ qiao_status *qiao_conformance_write_json(const qiao_conformance_report *r, const
     const cf_area *a = area((qiao_conformance_report *)r, i);
     json_object *l = json_object_new_object();
     json_object_object_add(l, "result",
-                           json_object_new_string(!a->ran ? "not run" : a->failed ? "fail" : "pass"));
+                           json_object_new_string(!a->ran     ? "not run"
+                                                  : a->failed ? "fail"
+                                                              : "pass"));
     json_object_object_add(l, "checks", json_object_new_int64(a->checks));
     json_object_object_add(l, "failed", json_object_new_int64(a->failed));
     json_object_object_add(levels, level_names[i], l);
@@ -258,7 +265,8 @@ void qiao_conformance_report_destroy(qiao_conformance_report *r) {
   json_object_put(r->abi);
   json_object_put(r->models);
   json_object_put(r->root);
-  for (size_t i = 0; i < r->n_failures; i++) free(r->failures[i]);
+  for (size_t i = 0; i < r->n_failures; i++)
+    free(r->failures[i]);
   free(r->failures);
   free(r);
 }

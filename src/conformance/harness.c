@@ -63,7 +63,9 @@ float qiao__cf_uniform(cf_rng *rng, float lo, float hi) {
   return lo + (hi - lo) * u;
 }
 
-uint64_t qiao__cf_below(cf_rng *rng, uint64_t n) { return n ? qiao__cf_next(rng) % n : 0; }
+uint64_t qiao__cf_below(cf_rng *rng, uint64_t n) {
+  return n ? qiao__cf_next(rng) % n : 0;
+}
 
 /* ---- Number formats ------------------------------------------------------ */
 
@@ -138,7 +140,8 @@ void *qiao__cf_random_weights(cf_rng *rng, qiao_dev_dtype dtype, uint64_t count)
       float d = qiao__cf_uniform(rng, 0.002f, 0.05f) * (qiao__cf_next(rng) & 1 ? -1.0f : 1.0f);
       uint16_t h = qiao__cf_f32_to_f16(d);
       memcpy(blk, &h, 2);
-      for (uint64_t j = 2; j < block; j++) blk[j] = (uint8_t)qiao__cf_next(rng);
+      for (uint64_t j = 2; j < block; j++)
+        blk[j] = (uint8_t)qiao__cf_next(rng);
     }
   }
   return p;

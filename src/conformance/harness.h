@@ -58,10 +58,10 @@ typedef struct cf_area {
 } cf_area;
 
 struct qiao_conformance_report {
-  json_object *root;     /* the JSON report */
-  json_object *ops;      /* array of op case results */
-  json_object *abi;      /* array of ABI check results */
-  json_object *models;   /* array of model results */
+  json_object *root;   /* the JSON report */
+  json_object *ops;    /* array of op case results */
+  json_object *abi;    /* array of ABI check results */
+  json_object *models; /* array of model results */
   char **failures;
   size_t n_failures, cap_failures;
   cf_area area_ops, area_abi, area_models;
@@ -90,7 +90,6 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
                       uint64_t seed, uint32_t op_mask);
 void qiao__cf_run_abi(qiao_conformance_report *report, cf_device *target, const char *backend,
                       uint32_t device_index, uint64_t seed);
-void qiao__cf_run_models(qiao_conformance_report *report, const char *backend,
-                         const char *shared);
+void qiao__cf_run_models(qiao_conformance_report *report, const char *backend, const char *shared);
 
 #endif

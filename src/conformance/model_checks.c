@@ -96,8 +96,10 @@ static qiao_status *read_ids(const char *path, const char *key, int32_t **out, s
 /* Runs the prompt (all positions wanted) then GREEDY_STEPS greedy decode steps. */
 static qiao_status *run_model(const qiao_model *model, const char *backend, const int32_t *prompt,
                               size_t n_prompt, uint32_t vocab, float *logits, int32_t *greedy) {
-  qiao_engine_options o = {.struct_size = sizeof(o), .backend = backend,
-                           .max_context = (uint32_t)(n_prompt + GREEDY_STEPS + 8), .max_seqs = 1};
+  qiao_engine_options o = {.struct_size = sizeof(o),
+                           .backend = backend,
+                           .max_context = (uint32_t)(n_prompt + GREEDY_STEPS + 8),
+                           .max_seqs = 1};
   qiao_engine *engine = NULL;
   QIAO__TRY(qiao_engine_create(model, &o, &engine));
   int32_t seq = 0;
@@ -108,7 +110,8 @@ static qiao_status *run_model(const qiao_model *model, const char *backend, cons
   if (st == NULL && (!seqs || !pos || !want || !argmax))
     st = qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
   if (st == NULL) {
-    for (size_t i = 0; i < n_prompt; i++) seqs[i] = seq, pos[i] = (int32_t)i, want[i] = 1;
+    for (size_t i = 0; i < n_prompt; i++)
+      seqs[i] = seq, pos[i] = (int32_t)i, want[i] = 1;
     qiao_batch b = {n_prompt, prompt, seqs, pos, want};
     st = qiao_engine_forward(engine, &b, logits, argmax);
   }
@@ -163,11 +166,10 @@ static void model_check(qiao_conformance_report *report, const char *backend, co
     if (!logits || !cpu_logits) st = qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
   }
   if (st == NULL)
-    st = qiao__annotate(run_model(model, "cpu", prompt, n_prompt, hp.vocab_size, cpu_logits,
-                                  cpu_greedy),
-                        "the reference (cpu) engine");
-  if (st == NULL)
-    st = run_model(model, backend, prompt, n_prompt, hp.vocab_size, logits, greedy);
+    st = qiao__annotate(
+        run_model(model, "cpu", prompt, n_prompt, hp.vocab_size, cpu_logits, cpu_greedy),
+        "the reference (cpu) engine");
+  if (st == NULL) st = run_model(model, backend, prompt, n_prompt, hp.vocab_size, logits, greedy);
   if (st != NULL) {
     json_object_object_add(j, "result", json_object_new_string("fail"));
     json_object_object_add(j, "error", json_object_new_string(qiao_status_message(st)));
@@ -196,7 +198,8 @@ static void model_check(qiao_conformance_report *report, const char *backend, co
     json_object_object_add(j, "greedy_equal_cpu", json_object_new_boolean(first_diff < 0));
     json_object_object_add(j, "greedy_equal_transformers", json_object_new_boolean(hf_diff < 0));
     json_object *ids = json_object_new_array();
-    for (int s = 0; s < GREEDY_STEPS; s++) json_object_array_add(ids, json_object_new_int(greedy[s]));
+    for (int s = 0; s < GREEDY_STEPS; s++)
+      json_object_array_add(ids, json_object_new_int(greedy[s]));
     json_object_object_add(j, "greedy", ids);
     if (err > MODEL_LOGITS_BUDGET)
       qiao__cf_fail(report, &report->area_models,
@@ -217,8 +220,7 @@ static void model_check(qiao_conformance_report *report, const char *backend, co
   free(cpu_logits);
 }
 
-void qiao__cf_run_models(qiao_conformance_report *report, const char *backend,
-                         const char *shared) {
+void qiao__cf_run_models(qiao_conformance_report *report, const char *backend, const char *shared) {
   report->area_models.ran = true;
   for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
     model_check(report, backend, shared, &models[i]);

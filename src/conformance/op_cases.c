@@ -22,7 +22,8 @@ typedef struct ctx {
 static float *f32s(ctx *x, uint64_t n, float lo, float hi) {
   float *p = malloc((n ? n : 1) * sizeof(float));
   if (p)
-    for (uint64_t i = 0; i < n; i++) p[i] = qiao__cf_uniform(&x->rng, lo, hi);
+    for (uint64_t i = 0; i < n; i++)
+      p[i] = qiao__cf_uniform(&x->rng, lo, hi);
   return p;
 }
 
@@ -30,14 +31,16 @@ static float *f32s(ctx *x, uint64_t n, float lo, float hi) {
 static float *nans(uint64_t n) {
   float *p = malloc((n ? n : 1) * sizeof(float));
   if (p)
-    for (uint64_t i = 0; i < n; i++) p[i] = NAN;
+    for (uint64_t i = 0; i < n; i++)
+      p[i] = NAN;
   return p;
 }
 
 static int32_t *i32s(uint64_t n, int32_t fill) {
   int32_t *p = malloc((n ? n : 1) * sizeof(int32_t));
   if (p)
-    for (uint64_t i = 0; i < n; i++) p[i] = fill;
+    for (uint64_t i = 0; i < n; i++)
+      p[i] = fill;
   return p;
 }
 
@@ -52,7 +55,9 @@ static void start(cf_case *c, qiao_dev_op op, qiao_dev_dtype dtype) {
   c->dtype = dtype;
 }
 
-static bool quantized(qiao_dev_dtype d) { return d == QIAO_DEV_Q8_0 || d == QIAO_DEV_Q4_0; }
+static bool quantized(qiao_dev_dtype d) {
+  return d == QIAO_DEV_Q8_0 || d == QIAO_DEV_Q4_0;
+}
 
 /* ---- embed ---------------------------------------------------------------- */
 
@@ -62,11 +67,12 @@ static void embed_case(ctx *x, qiao_dev_dtype dt, uint64_t n, uint64_t vocab, ui
   SHAPE(&c, "n_tokens=%llu vocab=%llu dim=%llu", (unsigned long long)n, (unsigned long long)vocab,
         (unsigned long long)dim);
   int32_t *ids = i32s(n, 0);
-  for (uint64_t t = 0; ids && t < n; t++) ids[t] = (int32_t)qiao__cf_below(&x->rng, vocab);
+  for (uint64_t t = 0; ids && t < n; t++)
+    ids[t] = (int32_t)qiao__cf_below(&x->rng, vocab);
   if (ids && n > 1) ids[0] = (int32_t)(vocab - 1), ids[n - 1] = 0; /* both ends of the table */
   qiao_dev_embed_args *a = &c.args.embed;
-  *a = (qiao_dev_embed_args){.struct_size = sizeof(*a), .n_tokens = n, .vocab = vocab, .dim = dim,
-                             .table_dtype = dt};
+  *a = (qiao_dev_embed_args){
+      .struct_size = sizeof(*a), .n_tokens = n, .vocab = vocab, .dim = dim, .table_dtype = dt};
   BIND(&c, embed.table,
        qiao__cf_operand(&c, "table", qiao__cf_random_weights(&x->rng, dt, vocab * dim),
                         qiao__cf_dtype_bytes(dt, vocab * dim), CF_INPUT, 0));
@@ -92,13 +98,14 @@ static void matmul_case(ctx *x, qiao_dev_dtype dt, uint64_t n, uint64_t k, uint6
   SHAPE(&c, "n=%llu k=%llu m=%llu%s%s", (unsigned long long)n, (unsigned long long)k,
         (unsigned long long)m, bias ? " bias" : "", accumulate ? " accumulate" : "");
   qiao_dev_matmul_args *a = &c.args.matmul;
-  *a = (qiao_dev_matmul_args){.struct_size = sizeof(*a), .n = n, .k = k, .m = m, .w_dtype = dt,
-                              .accumulate = accumulate};
+  *a = (qiao_dev_matmul_args){
+      .struct_size = sizeof(*a), .n = n, .k = k, .m = m, .w_dtype = dt, .accumulate = accumulate};
   BIND(&c, matmul.x, qiao__cf_operand(&c, "x", f32s(x, n * k, -1, 1), n * k * 4, CF_INPUT, 0));
   BIND(&c, matmul.w,
        qiao__cf_operand(&c, "w", qiao__cf_random_weights(&x->rng, dt, m * k),
                         qiao__cf_dtype_bytes(dt, m * k), CF_INPUT, 0));
-  if (bias) BIND(&c, matmul.bias, qiao__cf_operand(&c, "bias", f32s(x, m, -1, 1), m * 4, CF_INPUT, 0));
+  if (bias)
+    BIND(&c, matmul.bias, qiao__cf_operand(&c, "bias", f32s(x, m, -1, 1), m * 4, CF_INPUT, 0));
   float *out = accumulate ? f32s(x, n * m, -2, 2) : nans(n * m);
   BIND(&c, matmul.out, qiao__cf_operand(&c, "out", out, n * m * 4, CF_OUT_F32, m));
   run_case(x, &c);
@@ -129,7 +136,8 @@ static void rmsnorm_case(ctx *x, uint64_t rows, uint64_t cols, float eps, bool i
   int xi = qiao__cf_operand(&c, "x", f32s(x, n, -magnitude, magnitude), n * 4,
                             in_place ? CF_OUT_F32 : CF_INPUT, cols);
   BIND(&c, rmsnorm.x, xi);
-  BIND(&c, rmsnorm.weight, qiao__cf_operand(&c, "weight", f32s(x, cols, -2, 2), cols * 4, CF_INPUT, 0));
+  BIND(&c, rmsnorm.weight,
+       qiao__cf_operand(&c, "weight", f32s(x, cols, -2, 2), cols * 4, CF_INPUT, 0));
   BIND(&c, rmsnorm.out,
        in_place ? xi : qiao__cf_operand(&c, "out", nans(n), n * 4, CF_OUT_F32, cols));
   run_case(x, &c);
@@ -153,8 +161,12 @@ static void rope_case(ctx *x, uint64_t n_tokens, uint64_t n_heads, uint64_t head
         (unsigned long long)rot_dim, style == QIAO_DEV_ROPE_NEOX ? "neox" : "normal", max_pos,
         theta);
   qiao_dev_rope_args *a = &c.args.rope;
-  *a = (qiao_dev_rope_args){.struct_size = sizeof(*a), .n_tokens = n_tokens, .n_heads = n_heads,
-                            .head_dim = head_dim, .rot_dim = rot_dim, .style = style};
+  *a = (qiao_dev_rope_args){.struct_size = sizeof(*a),
+                            .n_tokens = n_tokens,
+                            .n_heads = n_heads,
+                            .head_dim = head_dim,
+                            .rot_dim = rot_dim,
+                            .style = style};
   uint64_t n = n_tokens * n_heads * head_dim;
   BIND(&c, rope.x, qiao__cf_operand(&c, "x", f32s(x, n, -1, 1), n * 4, CF_OUT_F32, head_dim));
   int32_t *pos = i32s(n_tokens, 0);
@@ -193,27 +205,32 @@ static void kv_write_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, uint64_t
   SHAPE(&c, "n_tokens=%llu kv_dim=%llu n_slots=%llu", (unsigned long long)n_tokens,
         (unsigned long long)kv_dim, (unsigned long long)n_slots);
   qiao_dev_kv_write_args *a = &c.args.kv_write;
-  *a = (qiao_dev_kv_write_args){.struct_size = sizeof(*a), .n_tokens = n_tokens, .kv_dim = kv_dim,
-                                .n_slots = n_slots, .cache_dtype = dt};
+  *a = (qiao_dev_kv_write_args){.struct_size = sizeof(*a),
+                                .n_tokens = n_tokens,
+                                .kv_dim = kv_dim,
+                                .n_slots = n_slots,
+                                .cache_dtype = dt};
   uint64_t n = n_tokens * kv_dim;
   float *k = f32s(x, n, -1, 1), *v = f32s(x, n, -1, 1);
   /* values where rounding to F16 is a tie, tiny ones (F16 subnormals), large ones */
-  static const float special[] = {1.00048828125f, 1.00146484375f, -2.0009765625f, 3e-6f,
-                                  -5.96046448e-8f, 1e-7f,         60000.0f,       -65504.0f};
+  static const float special[] = {1.00048828125f,  1.00146484375f, -2.0009765625f, 3e-6f,
+                                  -5.96046448e-8f, 1e-7f,          60000.0f,       -65504.0f};
   for (size_t i = 0; k && v && i < sizeof(special) / sizeof(special[0]) && i < n; i++)
     k[i] = special[i], v[n - 1 - i] = special[i];
   BIND(&c, kv_write.k, qiao__cf_operand(&c, "k", k, n * 4, CF_INPUT, 0));
   BIND(&c, kv_write.v, qiao__cf_operand(&c, "v", v, n * 4, CF_INPUT, 0));
   /* distinct slots: a random permutation's prefix */
   int32_t *perm = i32s(n_slots, 0), *slots = i32s(n_tokens, 0);
-  for (uint64_t i = 0; perm && i < n_slots; i++) perm[i] = (int32_t)i;
+  for (uint64_t i = 0; perm && i < n_slots; i++)
+    perm[i] = (int32_t)i;
   for (uint64_t i = 0; perm && i + 1 < n_slots; i++) {
     uint64_t j = i + qiao__cf_below(&x->rng, n_slots - i);
     int32_t t = perm[i];
     perm[i] = perm[j];
     perm[j] = t;
   }
-  for (uint64_t t = 0; perm && slots && t < n_tokens; t++) slots[t] = perm[t];
+  for (uint64_t t = 0; perm && slots && t < n_tokens; t++)
+    slots[t] = perm[t];
   free(perm);
   BIND(&c, kv_write.slots, qiao__cf_operand(&c, "slots", slots, n_tokens * 4, CF_INPUT, 0));
   cf_role role = dt == QIAO_DEV_F16 ? CF_OUT_F16 : CF_OUT_F32;
@@ -239,7 +256,7 @@ static void kv_write_cases(ctx *x, qiao_dev_dtype dt) {
 typedef struct attn_shape {
   uint64_t n_heads, n_kv_heads, head_dim, block_size, window;
   uint64_t n_seqs;
-  uint64_t seq_len[4];   /* positions each sequence holds after this call */
+  uint64_t seq_len[4];    /* positions each sequence holds after this call */
   uint64_t new_tokens[4]; /* of which the last new_tokens[s] are in the call */
 } attn_shape;
 
@@ -267,18 +284,25 @@ static void attention_case(ctx *x, qiao_dev_dtype dt, const attn_shape *s) {
         (unsigned long long)s->block_size, (unsigned long long)s->window, lens,
         (unsigned long long)n_slots);
   qiao_dev_attention_args *a = &c.args.attention;
-  *a = (qiao_dev_attention_args){.struct_size = sizeof(*a), .n_tokens = n_tokens,
-                                 .n_heads = s->n_heads, .n_kv_heads = s->n_kv_heads,
-                                 .head_dim = s->head_dim, .n_seqs = s->n_seqs,
-                                 .max_blocks_per_seq = max_blocks, .block_size = s->block_size,
-                                 .n_slots = n_slots, .window = s->window,
-                                 .scale = 1.0f / sqrtf((float)s->head_dim), .cache_dtype = dt};
+  *a = (qiao_dev_attention_args){.struct_size = sizeof(*a),
+                                 .n_tokens = n_tokens,
+                                 .n_heads = s->n_heads,
+                                 .n_kv_heads = s->n_kv_heads,
+                                 .head_dim = s->head_dim,
+                                 .n_seqs = s->n_seqs,
+                                 .max_blocks_per_seq = max_blocks,
+                                 .block_size = s->block_size,
+                                 .n_slots = n_slots,
+                                 .window = s->window,
+                                 .scale = 1.0f / sqrtf((float)s->head_dim),
+                                 .cache_dtype = dt};
   /* physical blocks: a random permutation; unused table entries are -1 */
   int32_t *perm = i32s(total_blocks, 0), *table = i32s(s->n_seqs * max_blocks, -1);
   int32_t *seq = i32s(n_tokens, 0), *pos = i32s(n_tokens, 0);
   bool *attended = calloc(n_slots, 1);
   if (perm && table && seq && pos && attended) {
-    for (uint64_t i = 0; i < total_blocks; i++) perm[i] = (int32_t)i;
+    for (uint64_t i = 0; i < total_blocks; i++)
+      perm[i] = (int32_t)i;
     for (uint64_t i = 0; i + 1 < total_blocks; i++) {
       uint64_t j = i + qiao__cf_below(&x->rng, total_blocks - i);
       int32_t t = perm[i];
@@ -288,7 +312,8 @@ static void attention_case(ctx *x, qiao_dev_dtype dt, const attn_shape *s) {
     uint64_t next = 0, t = 0;
     for (uint64_t i = 0; i < s->n_seqs; i++) {
       uint64_t blocks = (s->seq_len[i] + s->block_size - 1) / s->block_size;
-      for (uint64_t b = 0; b < blocks; b++) table[i * max_blocks + b] = perm[next++];
+      for (uint64_t b = 0; b < blocks; b++)
+        table[i * max_blocks + b] = perm[next++];
     }
     /* tokens of the sequences interleaved, round robin */
     uint64_t done[4] = {0};
@@ -339,15 +364,16 @@ static void attention_case(ctx *x, qiao_dev_dtype dt, const attn_shape *s) {
 static void attention_cases(ctx *x, qiao_dev_dtype dt) {
   static const attn_shape shapes[] = {
       /* heads kv dim block window seqs lens new */
-      {1, 1, 1, 1, 0, 1, {1}, {1}},                    /* everything 1 */
-      {8, 2, 64, 16, 0, 3, {6, 17, 33}, {1, 1, 1}},    /* decode, GQA 4, crossing blocks */
-      {4, 4, 32, 16, 0, 1, {40}, {40}},                /* prefill, MHA */
-      {6, 3, 48, 8, 7, 2, {30, 9}, {5, 9}},            /* sliding window, GQA 2 */
-      {2, 1, 64, 32, 0, 1, {4100}, {1}},               /* long context, MQA */
-      {4, 1, 128, 16, 0, 3, {14, 1, 71}, {4, 1, 1}},   /* chunked prefill + decode mixed */
+      {1, 1, 1, 1, 0, 1, {1}, {1}},                          /* everything 1 */
+      {8, 2, 64, 16, 0, 3, {6, 17, 33}, {1, 1, 1}},          /* decode, GQA 4, crossing blocks */
+      {4, 4, 32, 16, 0, 1, {40}, {40}},                      /* prefill, MHA */
+      {6, 3, 48, 8, 7, 2, {30, 9}, {5, 9}},                  /* sliding window, GQA 2 */
+      {2, 1, 64, 32, 0, 1, {4100}, {1}},                     /* long context, MQA */
+      {4, 1, 128, 16, 0, 3, {14, 1, 71}, {4, 1, 1}},         /* chunked prefill + decode mixed */
       {12, 4, 40, 5, 16, 4, {23, 3, 50, 16}, {3, 3, 2, 16}}, /* odd block size, window, GQA 3 */
   };
-  for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) attention_case(x, dt, &shapes[i]);
+  for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+    attention_case(x, dt, &shapes[i]);
 }
 
 /* ---- elementwise: swiglu, add --------------------------------------------- */
@@ -356,16 +382,20 @@ static void swiglu_case(ctx *x, uint64_t n, int alias) {
   cf_case c;
   start(&c, QIAO_DEV_OP_SWIGLU, QIAO_DEV_F32);
   SHAPE(&c, "n=%llu%s", (unsigned long long)n,
-        alias == 1 ? " out=gate" : alias == 2 ? " out=up" : "");
+        alias == 1   ? " out=gate"
+        : alias == 2 ? " out=up"
+                     : "");
   c.args.swiglu = (qiao_dev_swiglu_args){.struct_size = sizeof(qiao_dev_swiglu_args), .n = n};
-  int g = qiao__cf_operand(&c, "gate", f32s(x, n, -8, 8), n * 4, alias == 1 ? CF_OUT_F32 : CF_INPUT,
-                           n);
-  int u = qiao__cf_operand(&c, "up", f32s(x, n, -2, 2), n * 4, alias == 2 ? CF_OUT_F32 : CF_INPUT,
-                           n);
+  int g =
+      qiao__cf_operand(&c, "gate", f32s(x, n, -8, 8), n * 4, alias == 1 ? CF_OUT_F32 : CF_INPUT, n);
+  int u =
+      qiao__cf_operand(&c, "up", f32s(x, n, -2, 2), n * 4, alias == 2 ? CF_OUT_F32 : CF_INPUT, n);
   BIND(&c, swiglu.gate, g);
   BIND(&c, swiglu.up, u);
   BIND(&c, swiglu.out,
-       alias == 1 ? g : alias == 2 ? u : qiao__cf_operand(&c, "out", nans(n), n * 4, CF_OUT_F32, n));
+       alias == 1   ? g
+       : alias == 2 ? u
+                    : qiao__cf_operand(&c, "out", nans(n), n * 4, CF_OUT_F32, n));
   run_case(x, &c);
 }
 
@@ -374,12 +404,16 @@ static void add_case(ctx *x, uint64_t n, int alias) {
   start(&c, QIAO_DEV_OP_ADD, QIAO_DEV_F32);
   SHAPE(&c, "n=%llu%s", (unsigned long long)n, alias == 1 ? " out=a" : alias == 2 ? " out=b" : "");
   c.args.add = (qiao_dev_add_args){.struct_size = sizeof(qiao_dev_add_args), .n = n};
-  int ai = qiao__cf_operand(&c, "a", f32s(x, n, -4, 4), n * 4, alias == 1 ? CF_OUT_F32 : CF_INPUT, n);
-  int bi = qiao__cf_operand(&c, "b", f32s(x, n, -1, 1), n * 4, alias == 2 ? CF_OUT_F32 : CF_INPUT, n);
+  int ai =
+      qiao__cf_operand(&c, "a", f32s(x, n, -4, 4), n * 4, alias == 1 ? CF_OUT_F32 : CF_INPUT, n);
+  int bi =
+      qiao__cf_operand(&c, "b", f32s(x, n, -1, 1), n * 4, alias == 2 ? CF_OUT_F32 : CF_INPUT, n);
   BIND(&c, add.a, ai);
   BIND(&c, add.b, bi);
   BIND(&c, add.out,
-       alias == 1 ? ai : alias == 2 ? bi : qiao__cf_operand(&c, "out", nans(n), n * 4, CF_OUT_F32, n));
+       alias == 1   ? ai
+       : alias == 2 ? bi
+                    : qiao__cf_operand(&c, "out", nans(n), n * 4, CF_OUT_F32, n));
   run_case(x, &c);
 }
 
@@ -389,25 +423,31 @@ static void argmax_case(ctx *x, uint64_t rows, uint64_t cols) {
   cf_case c;
   start(&c, QIAO_DEV_OP_ARGMAX, QIAO_DEV_F32);
   SHAPE(&c, "rows=%llu cols=%llu", (unsigned long long)rows, (unsigned long long)cols);
-  c.args.argmax =
-      (qiao_dev_argmax_args){.struct_size = sizeof(qiao_dev_argmax_args), .rows = rows, .cols = cols};
+  c.args.argmax = (qiao_dev_argmax_args){
+      .struct_size = sizeof(qiao_dev_argmax_args), .rows = rows, .cols = cols};
   float *v = f32s(x, rows * cols, -10, 10);
   if (v) {
     /* planted cases: a tie (the smaller index wins), a constant row, the max
-     * at the last column, a row of -inf but one */
+     * at the last column, a row of -inf but one, NaNs */
     for (uint64_t r = 0; r < rows; r++) {
       float *row = v + r * cols;
-      switch (r % 4) {
+      switch (r % 5) {
       case 0:
         if (cols > 2) row[cols / 3] = row[cols - 2] = 11.0f;
         break;
       case 1:
-        for (uint64_t j = 0; j < cols; j++) row[j] = -0.5f;
+        for (uint64_t j = 0; j < cols; j++)
+          row[j] = -0.5f;
         break;
       case 2: row[cols - 1] = 12.0f; break;
       case 3:
-        for (uint64_t j = 0; j < cols; j++) row[j] = -INFINITY;
+        for (uint64_t j = 0; j < cols; j++)
+          row[j] = -INFINITY;
         row[cols / 2] = -1e30f;
+        break;
+      case 4: /* NaN never wins (§11.3) */
+        row[0] = NAN;
+        if (cols > 3) row[cols - 1] = NAN;
         break;
       }
     }
@@ -426,14 +466,17 @@ static void moe_gate_case(ctx *x, uint64_t n_tokens, uint64_t n_experts, uint64_
   SHAPE(&c, "n_tokens=%llu n_experts=%llu k=%llu%s", (unsigned long long)n_tokens,
         (unsigned long long)n_experts, (unsigned long long)k, normalize ? " normalize" : "");
   c.args.moe_gate = (qiao_dev_moe_gate_args){.struct_size = sizeof(qiao_dev_moe_gate_args),
-                                             .n_tokens = n_tokens, .n_experts = n_experts, .k = k,
+                                             .n_tokens = n_tokens,
+                                             .n_experts = n_experts,
+                                             .k = k,
                                              .normalize = normalize};
   /* distinct logits 1/16 apart (the ranking cannot depend on rounding), with
    * exact ties planted in token 0 */
   float *logits = nans(n_tokens * n_experts);
   int32_t *perm = i32s(n_experts, 0);
   for (uint64_t t = 0; logits && perm && t < n_tokens; t++) {
-    for (uint64_t i = 0; i < n_experts; i++) perm[i] = (int32_t)i;
+    for (uint64_t i = 0; i < n_experts; i++)
+      perm[i] = (int32_t)i;
     for (uint64_t i = 0; i + 1 < n_experts; i++) {
       uint64_t j = i + qiao__cf_below(&x->rng, n_experts - i);
       int32_t tmp = perm[i];
@@ -447,10 +490,10 @@ static void moe_gate_case(ctx *x, uint64_t n_tokens, uint64_t n_experts, uint64_
   free(perm);
   BIND(&c, moe_gate.logits,
        qiao__cf_operand(&c, "logits", logits, n_tokens * n_experts * 4, CF_INPUT, 0));
-  BIND(&c, moe_gate.ids, qiao__cf_operand(&c, "ids", i32s(n_tokens * k, -7), n_tokens * k * 4,
-                                          CF_OUT_I32, k));
-  BIND(&c, moe_gate.weights, qiao__cf_operand(&c, "weights", nans(n_tokens * k), n_tokens * k * 4,
-                                              CF_OUT_F32, k));
+  BIND(&c, moe_gate.ids,
+       qiao__cf_operand(&c, "ids", i32s(n_tokens * k, -7), n_tokens * k * 4, CF_OUT_I32, k));
+  BIND(&c, moe_gate.weights,
+       qiao__cf_operand(&c, "weights", nans(n_tokens * k), n_tokens * k * 4, CF_OUT_F32, k));
   run_case(x, &c);
 }
 
@@ -462,10 +505,15 @@ static void matmul_experts_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, ui
   SHAPE(&c, "n_tokens=%llu k=%llu n_experts=%llu in_dim=%llu out_dim=%llu%s",
         (unsigned long long)n_tokens, (unsigned long long)k, (unsigned long long)n_experts,
         (unsigned long long)in_dim, (unsigned long long)out_dim, x_per_slot ? " x_per_slot" : "");
-  c.args.matmul_experts = (qiao_dev_matmul_experts_args){
-      .struct_size = sizeof(qiao_dev_matmul_experts_args), .n_tokens = n_tokens, .k = k,
-      .n_experts = n_experts, .in_dim = in_dim, .out_dim = out_dim, .x_per_slot = x_per_slot,
-      .w_dtype = dt};
+  c.args.matmul_experts =
+      (qiao_dev_matmul_experts_args){.struct_size = sizeof(qiao_dev_matmul_experts_args),
+                                     .n_tokens = n_tokens,
+                                     .k = k,
+                                     .n_experts = n_experts,
+                                     .in_dim = in_dim,
+                                     .out_dim = out_dim,
+                                     .x_per_slot = x_per_slot,
+                                     .w_dtype = dt};
   uint64_t xrows = x_per_slot ? n_tokens * k : n_tokens;
   BIND(&c, matmul_experts.x,
        qiao__cf_operand(&c, "x", f32s(x, xrows * in_dim, -1, 1), xrows * in_dim * 4, CF_INPUT, 0));
@@ -481,7 +529,8 @@ static void matmul_experts_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, ui
       do {
         e = (int32_t)qiao__cf_below(&x->rng, n_experts);
         again = false;
-        for (uint64_t j = 0; j < i; j++) again |= ids[t * k + j] == e;
+        for (uint64_t j = 0; j < i; j++)
+          again |= ids[t * k + j] == e;
       } while (again);
       ids[t * k + i] = e;
     }
@@ -505,12 +554,13 @@ static void matmul_experts_cases(ctx *x, qiao_dev_dtype dt) {
 static void moe_combine_case(ctx *x, uint64_t n_tokens, uint64_t k, uint64_t dim, bool accumulate) {
   cf_case c;
   start(&c, QIAO_DEV_OP_MOE_COMBINE, QIAO_DEV_F32);
-  SHAPE(&c, "n_tokens=%llu k=%llu dim=%llu%s", (unsigned long long)n_tokens,
-        (unsigned long long)k, (unsigned long long)dim, accumulate ? " accumulate" : "");
-  c.args.moe_combine =
-      (qiao_dev_moe_combine_args){.struct_size = sizeof(qiao_dev_moe_combine_args),
-                                  .n_tokens = n_tokens, .k = k, .dim = dim,
-                                  .accumulate = accumulate};
+  SHAPE(&c, "n_tokens=%llu k=%llu dim=%llu%s", (unsigned long long)n_tokens, (unsigned long long)k,
+        (unsigned long long)dim, accumulate ? " accumulate" : "");
+  c.args.moe_combine = (qiao_dev_moe_combine_args){.struct_size = sizeof(qiao_dev_moe_combine_args),
+                                                   .n_tokens = n_tokens,
+                                                   .k = k,
+                                                   .dim = dim,
+                                                   .accumulate = accumulate};
   uint64_t nx = n_tokens * k * dim, no = n_tokens * dim;
   BIND(&c, moe_combine.x, qiao__cf_operand(&c, "x", f32s(x, nx, -2, 2), nx * 4, CF_INPUT, 0));
   BIND(&c, moe_combine.weights,
@@ -572,11 +622,13 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
   for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
       uint32_t supported = 0;
-      qiao_status *st = qiao__cf_dev_status(
-          target, target->api->op_supported(target->device, (qiao_dev_op)op, (qiao_dev_dtype)dt,
-                                            &supported),
-          "op_supported");
-      const char *on = qiao_dev_op_name((qiao_dev_op)op), *dn = qiao_dev_dtype_name((qiao_dev_dtype)dt);
+      qiao_status *st =
+          qiao__cf_dev_status(target,
+                              target->api->op_supported(target->device, (qiao_dev_op)op,
+                                                        (qiao_dev_dtype)dt, &supported),
+                              "op_supported");
+      const char *on = qiao_dev_op_name((qiao_dev_op)op),
+                 *dn = qiao_dev_dtype_name((qiao_dev_dtype)dt);
       if (st != NULL) {
         report->area_ops.checks++;
         qiao__cf_fail(report, &report->area_ops, "%s %s: op_supported failed: %s", on, dn,

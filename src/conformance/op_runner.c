@@ -35,7 +35,8 @@ void qiao__cf_bind(cf_case *c, size_t offset, int index) {
 }
 
 void qiao__cf_case_free(cf_case *c) {
-  for (size_t i = 0; i < c->n_operands; i++) free(c->operands[i].host);
+  for (size_t i = 0; i < c->n_operands; i++)
+    free(c->operands[i].host);
   c->n_operands = 0;
 }
 
@@ -79,9 +80,8 @@ static qiao_status *run_on(cf_device *dev, const cf_case *c, uint8_t *results[])
     st = qiao__cf_dev_status(dev, api->buffer_create(dev->device, size, &buffers[i]),
                              "buffer_create");
     if (st == NULL)
-      st = qiao__cf_dev_status(dev, api->upload(dev->queue, (qiao_dev_ref){buffers[i], 0},
-                                                staged[i], size),
-                               "upload");
+      st = qiao__cf_dev_status(
+          dev, api->upload(dev->queue, (qiao_dev_ref){buffers[i], 0}, staged[i], size), "upload");
   }
   if (st == NULL) st = qiao__cf_dev_status(dev, api->queue_synchronize(dev->queue), "synchronize");
   if (st == NULL) {
@@ -96,8 +96,9 @@ static qiao_status *run_on(cf_device *dev, const cf_case *c, uint8_t *results[])
       st = qiao__cf_dev_status(dev, api->queue_synchronize(dev->queue), "synchronize after op");
   }
   for (size_t i = 0; i < c->n_operands && st == NULL; i++)
-    st = qiao__cf_dev_status(dev, api->download(dev->queue, results[i], (qiao_dev_ref){buffers[i], 0},
-                                                c->operands[i].bytes + 2 * CF_GUARD),
+    st = qiao__cf_dev_status(dev,
+                             api->download(dev->queue, results[i], (qiao_dev_ref){buffers[i], 0},
+                                           c->operands[i].bytes + 2 * CF_GUARD),
                              "download");
   if (st == NULL) st = qiao__cf_dev_status(dev, api->queue_synchronize(dev->queue), "synchronize");
   if (st != NULL) { /* leave the queue idle before the buffers go */

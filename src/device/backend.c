@@ -4,8 +4,8 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
-#include <stdbool.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +26,13 @@ struct qiao_backend {
 
 /* The table fields every 1.0 backend must provide. */
 #define REQUIRED_FUNCTIONS(X)                                                                      \
-  X(error_code) X(error_message) X(error_destroy) X(backend_open) X(backend_close)                 \
-  X(device_count) X(device_get_properties) X(device_open) X(device_close) X(op_supported)          \
-  X(buffer_create) X(buffer_destroy) X(queue_create) X(queue_destroy) X(queue_synchronize)         \
-  X(upload) X(download) X(copy) X(embed) X(matmul) X(rmsnorm) X(rope) X(kv_write) X(attention)     \
-  X(swiglu) X(add) X(argmax) X(moe_gate) X(matmul_experts) X(moe_combine)
+  X(error_code)                                                                                    \
+  X(error_message)                                                                                 \
+  X(error_destroy) X(backend_open) X(backend_close) X(device_count) X(device_get_properties)       \
+      X(device_open) X(device_close) X(op_supported) X(buffer_create) X(buffer_destroy)            \
+          X(queue_create) X(queue_destroy) X(queue_synchronize) X(upload) X(download) X(copy)      \
+              X(embed) X(matmul) X(rmsnorm) X(rope) X(kv_write) X(attention) X(swiglu) X(add)      \
+                  X(argmax) X(moe_gate) X(matmul_experts) X(moe_combine)
 
 /* The three header fields (struct_size, abi_major, abi_minor) sit at the same
  * place in every major version, so a runtime can always read them. */
@@ -61,8 +63,7 @@ static qiao_status *check_table(const qiao_dev_api *table, const char *origin, q
   memcpy(out, table, n);
   out->struct_size = sizeof(*out);
   if (out->name == NULL || out->name[0] == '\0' || out->version == NULL)
-    return qiao__error(QIAO_MALFORMED, "backend %s: function table has no name or version",
-                       origin);
+    return qiao__error(QIAO_MALFORMED, "backend %s: function table has no name or version", origin);
 #define CHECK_FN(f)                                                                                \
   if (out->f == NULL)                                                                              \
     return qiao__error(QIAO_MALFORMED, "backend %s: function table entry '%s' is NULL", origin, #f);
@@ -71,7 +72,9 @@ static qiao_status *check_table(const qiao_dev_api *table, const char *origin, q
   return NULL;
 }
 
-static bool file_exists(const char *path) { return access(path, R_OK) == 0; }
+static bool file_exists(const char *path) {
+  return access(path, R_OK) == 0;
+}
 
 /* Finds libqiao-<name>.so: $QIAO_BACKEND_PATH, then beside the executable. */
 static bool find_plugin(const char *name, char *out, size_t size) {
@@ -238,8 +241,8 @@ qiao_status *qiao_backend_load(const char *name_or_path, qiao_backend **out_back
   if (status == NULL) {
     qiao_dev_backend_options options = {sizeof(options), QIAO_DEVICE_ABI_MAJOR,
                                         QIAO_DEVICE_ABI_MINOR};
-    status = qiao_backend_status(backend, backend->api.backend_open(&options, &backend->handle),
-                                 "open");
+    status =
+        qiao_backend_status(backend, backend->api.backend_open(&options, &backend->handle), "open");
   }
   if (status != NULL) {
     qiao_backend_unload(backend);
@@ -257,12 +260,18 @@ void qiao_backend_unload(qiao_backend *backend) {
   free(backend);
 }
 
-const qiao_dev_api *qiao_backend_api(const qiao_backend *backend) { return &backend->api; }
-qiao_dev_backend *qiao_backend_handle(const qiao_backend *backend) { return backend->handle; }
+const qiao_dev_api *qiao_backend_api(const qiao_backend *backend) {
+  return &backend->api;
+}
+qiao_dev_backend *qiao_backend_handle(const qiao_backend *backend) {
+  return backend->handle;
+}
 const char *qiao_backend_name(const qiao_backend *backend) {
   return backend->api.name ? backend->api.name : "?";
 }
-const char *qiao_backend_origin(const qiao_backend *backend) { return backend->origin; }
+const char *qiao_backend_origin(const qiao_backend *backend) {
+  return backend->origin;
+}
 
 qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *error,
                                  const char *what) {
@@ -270,8 +279,8 @@ qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *er
   const qiao_dev_api *api = &backend->api;
   const char *message = api->error_message ? api->error_message(error) : NULL;
   qiao_dev_code code = api->error_code ? api->error_code(error) : QIAO_DEV_INTERNAL;
-  qiao_code mapped = code == QIAO_DEV_OUT_OF_MEMORY ? QIAO_OUT_OF_MEMORY
-                     : code == QIAO_DEV_UNSUPPORTED ? QIAO_UNSUPPORTED
+  qiao_code mapped = code == QIAO_DEV_OUT_OF_MEMORY      ? QIAO_OUT_OF_MEMORY
+                     : code == QIAO_DEV_UNSUPPORTED      ? QIAO_UNSUPPORTED
                      : code == QIAO_DEV_INVALID_ARGUMENT ? QIAO_INVALID_ARGUMENT
                                                          : QIAO_DEVICE;
   qiao_status *status = qiao__error(mapped, "backend %s: %s: %s", qiao_backend_name(backend), what,
@@ -282,8 +291,8 @@ qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *er
 
 const char *qiao_dev_op_name(qiao_dev_op op) {
   static const char *const names[QIAO_DEV_OP_COUNT] = {
-      "embed",   "matmul", "rmsnorm", "rope",     "kv_write",       "attention",
-      "swiglu",  "add",    "argmax",  "moe_gate", "matmul_experts", "moe_combine"};
+      "embed",  "matmul", "rmsnorm", "rope",     "kv_write",       "attention",
+      "swiglu", "add",    "argmax",  "moe_gate", "matmul_experts", "moe_combine"};
   return (unsigned)op < QIAO_DEV_OP_COUNT ? names[op] : "unknown-op";
 }
 

@@ -38,7 +38,8 @@ qiao_status *qiao_dtype_row_bytes(qiao_dtype dtype, uint64_t n_elems, uint64_t *
   const qiao_dtype_info *info = qiao_dtype_get_info(dtype);
   if (info == NULL) return qiao__error(QIAO_INVALID_ARGUMENT, "dtype %d is not valid", (int)dtype);
   if (n_elems % info->block_elems != 0)
-    return qiao__error(QIAO_MALFORMED, "row of %llu elements is not a multiple of the %s block (%u)",
+    return qiao__error(QIAO_MALFORMED,
+                       "row of %llu elements is not a multiple of the %s block (%u)",
                        (unsigned long long)n_elems, info->name, info->block_elems);
   uint64_t bytes;
   if (!qiao__mul_u64(n_elems / info->block_elems, info->block_bytes, &bytes))

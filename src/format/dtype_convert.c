@@ -59,9 +59,13 @@ uint16_t qiao__f32_to_bf16(float x) {
   return (uint16_t)(u >> 16);
 }
 
-float qiao__bf16_to_f32(uint16_t h) { return bits_float((uint32_t)h << 16); }
+float qiao__bf16_to_f32(uint16_t h) {
+  return bits_float((uint32_t)h << 16);
+}
 
-static uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint16_t load_u16(const uint8_t *p) {
+  return (uint16_t)(p[0] | (p[1] << 8));
+}
 static void store_u16(uint8_t *p, uint16_t v) {
   p[0] = (uint8_t)v;
   p[1] = (uint8_t)(v >> 8);
@@ -72,10 +76,12 @@ void qiao__dtype_to_f32(qiao_dtype dtype, const void *src_v, float *dst, uint64_
   switch (dtype) {
   case QIAO_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
   case QIAO_DTYPE_F16:
-    for (uint64_t i = 0; i < n; i++) dst[i] = qiao__f16_to_f32(load_u16(src + 2 * i));
+    for (uint64_t i = 0; i < n; i++)
+      dst[i] = qiao__f16_to_f32(load_u16(src + 2 * i));
     break;
   case QIAO_DTYPE_BF16:
-    for (uint64_t i = 0; i < n; i++) dst[i] = qiao__bf16_to_f32(load_u16(src + 2 * i));
+    for (uint64_t i = 0; i < n; i++)
+      dst[i] = qiao__bf16_to_f32(load_u16(src + 2 * i));
     break;
   case QIAO_DTYPE_I32:
     for (uint64_t i = 0; i < n; i++) {
@@ -88,7 +94,8 @@ void qiao__dtype_to_f32(qiao_dtype dtype, const void *src_v, float *dst, uint64_
     for (uint64_t b = 0; b < n / 32; b++) {
       const uint8_t *block = src + 34 * b;
       float d = qiao__f16_to_f32(load_u16(block));
-      for (int j = 0; j < 32; j++) dst[32 * b + j] = d * (float)(int8_t)block[2 + j];
+      for (int j = 0; j < 32; j++)
+        dst[32 * b + j] = d * (float)(int8_t)block[2 + j];
     }
     break;
   case QIAO_DTYPE_Q4_0:
@@ -116,10 +123,12 @@ static int to_int_clamped(float v, int lo, int hi) {
 
 static void quantize_q8_0(const float *x, uint8_t *block) {
   float amax = 0;
-  for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+  for (int j = 0; j < 32; j++)
+    amax = fmaxf(amax, fabsf(x[j]));
   float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
   store_u16(block, qiao__f32_to_f16(d));
-  for (int j = 0; j < 32; j++) block[2 + j] = (uint8_t)(int8_t)to_int_clamped(roundf(x[j] * id), -127, 127);
+  for (int j = 0; j < 32; j++)
+    block[2 + j] = (uint8_t)(int8_t)to_int_clamped(roundf(x[j] * id), -127, 127);
 }
 
 static void quantize_q4_0(const float *x, uint8_t *block) {
@@ -143,10 +152,12 @@ void qiao__dtype_from_f32(qiao_dtype dtype, const float *src, void *dst_v, uint6
   switch (dtype) {
   case QIAO_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
   case QIAO_DTYPE_F16:
-    for (uint64_t i = 0; i < n; i++) store_u16(dst + 2 * i, qiao__f32_to_f16(src[i]));
+    for (uint64_t i = 0; i < n; i++)
+      store_u16(dst + 2 * i, qiao__f32_to_f16(src[i]));
     break;
   case QIAO_DTYPE_BF16:
-    for (uint64_t i = 0; i < n; i++) store_u16(dst + 2 * i, qiao__f32_to_bf16(src[i]));
+    for (uint64_t i = 0; i < n; i++)
+      store_u16(dst + 2 * i, qiao__f32_to_bf16(src[i]));
     break;
   case QIAO_DTYPE_I32:
     for (uint64_t i = 0; i < n; i++) {
@@ -155,10 +166,12 @@ void qiao__dtype_from_f32(qiao_dtype dtype, const float *src, void *dst_v, uint6
     }
     break;
   case QIAO_DTYPE_Q8_0:
-    for (uint64_t b = 0; b < n / 32; b++) quantize_q8_0(src + 32 * b, dst + 34 * b);
+    for (uint64_t b = 0; b < n / 32; b++)
+      quantize_q8_0(src + 32 * b, dst + 34 * b);
     break;
   case QIAO_DTYPE_Q4_0:
-    for (uint64_t b = 0; b < n / 32; b++) quantize_q4_0(src + 32 * b, dst + 18 * b);
+    for (uint64_t b = 0; b < n / 32; b++)
+      quantize_q4_0(src + 32 * b, dst + 18 * b);
     break;
   default: break;
   }

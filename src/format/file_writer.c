@@ -7,8 +7,10 @@
 #include "format/model_write.h"
 
 static void fail(qiao__writer *w, qiao_status *st) {
-  if (w->error == NULL) w->error = st;
-  else qiao_status_free(st);
+  if (w->error == NULL)
+    w->error = st;
+  else
+    qiao_status_free(st);
 }
 
 void qiao__w_bytes(qiao__writer *w, const void *data, uint64_t n) {
@@ -27,7 +29,8 @@ void qiao__w_bytes(qiao__writer *w, const void *data, uint64_t n) {
     }
     if (need > w->cap) {
       uint64_t cap = w->cap ? w->cap : 4096;
-      while (cap < need) cap *= 2;
+      while (cap < need)
+        cap *= 2;
       uint8_t *grown = realloc(w->buf, (size_t)cap);
       if (grown == NULL) {
         fail(w, qiao__error(QIAO_OUT_OF_MEMORY, "out of memory"));
@@ -52,13 +55,20 @@ void qiao__w_zeros(qiao__writer *w, uint64_t n) {
 
 static void put_le(qiao__writer *w, uint64_t v, int n) {
   uint8_t b[8];
-  for (int i = 0; i < n; i++) b[i] = (uint8_t)(v >> (8 * i));
+  for (int i = 0; i < n; i++)
+    b[i] = (uint8_t)(v >> (8 * i));
   qiao__w_bytes(w, b, (uint64_t)n);
 }
 
-void qiao__w_u16(qiao__writer *w, uint16_t v) { put_le(w, v, 2); }
-void qiao__w_u32(qiao__writer *w, uint32_t v) { put_le(w, v, 4); }
-void qiao__w_u64(qiao__writer *w, uint64_t v) { put_le(w, v, 8); }
+void qiao__w_u16(qiao__writer *w, uint16_t v) {
+  put_le(w, v, 2);
+}
+void qiao__w_u32(qiao__writer *w, uint32_t v) {
+  put_le(w, v, 4);
+}
+void qiao__w_u64(qiao__writer *w, uint64_t v) {
+  put_le(w, v, 8);
+}
 
 void qiao__w_string(qiao__writer *w, const char *data, uint64_t len) {
   qiao__w_u64(w, len);
@@ -125,7 +135,8 @@ static void put_elem(qiao__writer *w, qiao_value_type t, const void *array, uint
     /* integers and bools: load the native value, store it little-endian */
     size_t n = qiao__value_size(t);
     uint64_t v;
-    if (n == 1) v = *p;
+    if (n == 1)
+      v = *p;
     else if (n == 2) {
       uint16_t x;
       memcpy(&x, p, 2);
@@ -150,14 +161,17 @@ void qiao__w_kv_value(qiao__writer *w, const qiao_kv *kv) {
   case QIAO_VALUE_ARRAY:
     qiao__w_u32(w, (uint32_t)kv->elem_type);
     qiao__w_u64(w, kv->array_len);
-    for (uint64_t i = 0; i < kv->array_len; i++) put_elem(w, kv->elem_type, kv->v.array, i);
+    for (uint64_t i = 0; i < kv->array_len; i++)
+      put_elem(w, kv->elem_type, kv->v.array, i);
     break;
   case QIAO_VALUE_BOOL: put_scalar(w, kv->type, 0, 0, 0, kv->v.b); break;
   case QIAO_VALUE_F32:
   case QIAO_VALUE_F64: put_scalar(w, kv->type, 0, 0, kv->v.f, false); break;
   default:
-    if (qiao__kv_is_signed(kv->type)) put_scalar(w, kv->type, 0, kv->v.i, 0, false);
-    else put_scalar(w, kv->type, kv->v.u, 0, 0, false);
+    if (qiao__kv_is_signed(kv->type))
+      put_scalar(w, kv->type, 0, kv->v.i, 0, false);
+    else
+      put_scalar(w, kv->type, kv->v.u, 0, 0, false);
     break;
   }
 }

@@ -7,21 +7,21 @@
 
 /* How a value is converted between the two. */
 typedef enum qiao__gguf_conv {
-  QIAO__CONV_U32,        /* any integer in range <-> u32 */
-  QIAO__CONV_F32,        /* any number <-> f32 */
+  QIAO__CONV_U32, /* any integer in range <-> u32 */
+  QIAO__CONV_F32, /* any number <-> f32 */
   QIAO__CONV_BOOL,
   QIAO__CONV_STRING,
-  QIAO__CONV_TOKEN_ID,   /* integer; -1 / 0xffffffff mean "none" and are dropped */
-  QIAO__CONV_EOS_ID,     /* eos/eot/eom ids, gathered into tokenizer.eos_ids */
-  QIAO__CONV_TOK_MODEL,  /* "llama" <-> "spm", "gpt2" <-> "bpe" */
-  QIAO__CONV_TOK_PRE,    /* "gpt-2" <-> "gpt2", "llama-bpe" <-> "llama3", others as is */
+  QIAO__CONV_TOKEN_ID,  /* integer; -1 / 0xffffffff mean "none" and are dropped */
+  QIAO__CONV_EOS_ID,    /* eos/eot/eom ids, gathered into tokenizer.eos_ids */
+  QIAO__CONV_TOK_MODEL, /* "llama" <-> "spm", "gpt2" <-> "bpe" */
+  QIAO__CONV_TOK_PRE,   /* "gpt-2" <-> "gpt2", "llama-bpe" <-> "llama3", others as is */
   QIAO__CONV_STR_ARRAY,
-  QIAO__CONV_F32_ARRAY,  /* must be an array of f32 */
-  QIAO__CONV_I32_ARRAY   /* any integer array, stored as i32 */
+  QIAO__CONV_F32_ARRAY, /* must be an array of f32 */
+  QIAO__CONV_I32_ARRAY  /* any integer array, stored as i32 */
 } qiao__gguf_conv;
 
 typedef struct qiao__gguf_key {
-  const char *gguf;      /* full key, or the part after "{arch}." when per_arch */
+  const char *gguf; /* full key, or the part after "{arch}." when per_arch */
   const char *canonical;
   qiao__gguf_conv conv;
   int per_arch;

@@ -45,13 +45,14 @@ static qiao_status *convert_kv(qiao_model *m, const char *name, const char *arch
   case QIAO__CONV_TOKEN_ID:
   case QIAO__CONV_EOS_ID: {
     if (!qiao__kv_is_int(v->type)) return qiao__raw_wrong_type(name, kv, "an integer");
-    int64_t x = qiao__kv_is_unsigned(v->type) ? (int64_t)(v->v.u > INT64_MAX ? INT64_MAX : v->v.u)
-                                              : v->v.i;
+    int64_t x =
+        qiao__kv_is_unsigned(v->type) ? (int64_t)(v->v.u > INT64_MAX ? INT64_MAX : v->v.u) : v->v.i;
     bool none = x == -1 || (v->type == QIAO_VALUE_U32 && x == 0xffffffff);
     if (map->conv != QIAO__CONV_U32 && none) return NULL; /* "no such token" */
     if (x < 0 || x > (int64_t)UINT32_MAX)
-      return qiao__error(QIAO_MALFORMED, "%s: metadata key %s: value out of range at byte offset %llu",
-                         name, kv->key, (unsigned long long)kv->offset);
+      return qiao__error(QIAO_MALFORMED,
+                         "%s: metadata key %s: value out of range at byte offset %llu", name,
+                         kv->key, (unsigned long long)kv->offset);
     if (map->conv == QIAO__CONV_EOS_ID) {
       eos->ids[eos->n] = (uint32_t)x;
       eos->rank[eos->n++] = eos_rank(kv->key);
@@ -74,8 +75,10 @@ static qiao_status *convert_kv(qiao_model *m, const char *name, const char *arch
   case QIAO__CONV_TOK_MODEL: {
     if (v->type != QIAO_VALUE_STRING) return qiao__raw_wrong_type(name, kv, "a string");
     const char *model = NULL;
-    if (v->v.str.len == 5 && memcmp(v->v.str.data, "llama", 5) == 0) model = "spm";
-    else if (v->v.str.len == 4 && memcmp(v->v.str.data, "gpt2", 4) == 0) model = "bpe";
+    if (v->v.str.len == 5 && memcmp(v->v.str.data, "llama", 5) == 0)
+      model = "spm";
+    else if (v->v.str.len == 4 && memcmp(v->v.str.data, "gpt2", 4) == 0)
+      model = "bpe";
     if (model) return qiao__model_set_string(m, map->canonical, model, strlen(model));
     /* "none", or a tokenizer qiao does not implement (the tokenizer says so) */
     return qiao__model_set_string(m, map->canonical, v->v.str.data, v->v.str.len);
@@ -126,7 +129,8 @@ static qiao_status *store_eos(qiao_model *m, eos_list *eos) {
     for (int i = 0; i < eos->n; i++) {
       if (eos->rank[i] != rank) continue;
       bool dup = false;
-      for (int j = 0; j < n; j++) dup |= ids[j] == eos->ids[i];
+      for (int j = 0; j < n; j++)
+        dup |= ids[j] == eos->ids[i];
       if (!dup) ids[n++] = eos->ids[i];
     }
   return qiao__model_set_array(m, "tokenizer.eos_ids", QIAO_VALUE_U32, (uint64_t)n, ids);
@@ -180,9 +184,9 @@ static qiao_status *read_tensor_info(reader *r, gguf_tensor *t) {
   c_name(t, tname);
   QIAO__TRY(read_u32(r, tname, &t->n_dims));
   if (t->n_dims < 1 || t->n_dims > QIAO_MAX_DIMS)
-    return qiao__error(QIAO_MALFORMED, "%s: tensor %s: %u dimensions (expected 1 to %d) at byte offset %llu",
-                       r->name, tname, t->n_dims, QIAO_MAX_DIMS,
-                       (unsigned long long)(r->pos - 4));
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: tensor %s: %u dimensions (expected 1 to %d) at byte offset %llu",
+                       r->name, tname, t->n_dims, QIAO_MAX_DIMS, (unsigned long long)(r->pos - 4));
   for (uint32_t d = 0; d < t->n_dims; d++) /* GGUF lists the innermost first */
     QIAO__TRY(read_u64(r, tname, &t->shape[t->n_dims - 1 - d]));
   uint32_t type;
@@ -209,27 +213,30 @@ static qiao_status *check_placement(const reader *r, gguf_tensor *ts, uint64_t n
     char tname[QIAO__MAX_TENSOR_NAME_LEN + 1];
     c_name(t, tname);
     if (t->offset % alignment != 0)
-      return qiao__error(QIAO_MALFORMED, "%s: tensor %s: data offset %llu is not a multiple of the alignment %llu",
-                         r->name, tname, (unsigned long long)t->offset,
-                         (unsigned long long)alignment);
+      return qiao__error(
+          QIAO_MALFORMED, "%s: tensor %s: data offset %llu is not a multiple of the alignment %llu",
+          r->name, tname, (unsigned long long)t->offset, (unsigned long long)alignment);
     uint64_t abs;
     if (!qiao__add_u64(data_start, t->offset, &abs) || !qiao__range_ok(abs, t->n_bytes, r->size))
-      return qiao__error(QIAO_MALFORMED, "%s: tensor %s: data (%llu bytes at offset %llu) runs past the end of the file (%llu bytes)",
+      return qiao__error(QIAO_MALFORMED,
+                         "%s: tensor %s: data (%llu bytes at offset %llu) runs past the end of the "
+                         "file (%llu bytes)",
                          r->name, tname, (unsigned long long)t->n_bytes,
                          (unsigned long long)t->offset, (unsigned long long)r->size);
   }
   if (n < 2) return NULL;
   gguf_tensor **order = malloc((size_t)n * sizeof(*order));
   if (order == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
-  for (uint64_t i = 0; i < n; i++) order[i] = &ts[i];
+  for (uint64_t i = 0; i < n; i++)
+    order[i] = &ts[i];
   qsort(order, (size_t)n, sizeof(*order), by_offset);
   qiao_status *st = NULL;
   for (uint64_t i = 1; i < n && st == NULL; i++)
     if (order[i - 1]->offset + order[i - 1]->n_bytes > order[i]->offset)
-      st = qiao__error(QIAO_MALFORMED, "%s: tensor %.*s: data overlaps tensor %.*s at byte offset %llu",
-                       r->name, (int)order[i]->name.len, order[i]->name.data,
-                       (int)order[i - 1]->name.len, order[i - 1]->name.data,
-                       (unsigned long long)(data_start + order[i]->offset));
+      st = qiao__error(
+          QIAO_MALFORMED, "%s: tensor %.*s: data overlaps tensor %.*s at byte offset %llu", r->name,
+          (int)order[i]->name.len, order[i]->name.data, (int)order[i - 1]->name.len,
+          order[i - 1]->name.data, (unsigned long long)(data_start + order[i]->offset));
   free(order);
   return st;
 }
@@ -246,7 +253,8 @@ static qiao_status *find_alignment(const reader *r, const qiao__raw_kv *kvs, uin
     uint64_t a = qiao__kv_is_unsigned(v->type) ? v->v.u : (uint64_t)v->v.i;
     if (!qiao__is_pow2(a) || a < 8 || a > GGUF_MAX_ALIGNMENT)
       return qiao__error(QIAO_MALFORMED,
-                         "%s: metadata key general.alignment: %llu is not a power of two in [8, %u] at byte offset %llu",
+                         "%s: metadata key general.alignment: %llu is not a power of two in [8, "
+                         "%u] at byte offset %llu",
                          r->name, (unsigned long long)a, GGUF_MAX_ALIGNMENT,
                          (unsigned long long)kvs[i].offset);
     *out = a;
@@ -326,11 +334,13 @@ static qiao_status *import(qiao_model *m, reader *r, qiao__raw_kv **kvs_out, ggu
   /* Every entry takes at least 12 bytes, so a count larger than the file
    * cannot be right; this also bounds the allocations below. */
   if (n_kv > QIAO__MAX_KVS || n_kv > r->size / 12)
-    return qiao__error(QIAO_MALFORMED, "%s: metadata count: %llu entries cannot fit (at byte offset 16)",
-                       r->name, (unsigned long long)n_kv);
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: metadata count: %llu entries cannot fit (at byte offset 16)", r->name,
+                       (unsigned long long)n_kv);
   if (n_tensors > QIAO__MAX_TENSORS || n_tensors > r->size / 24)
-    return qiao__error(QIAO_MALFORMED, "%s: tensor count: %llu tensors cannot fit (at byte offset 8)",
-                       r->name, (unsigned long long)n_tensors);
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: tensor count: %llu tensors cannot fit (at byte offset 8)", r->name,
+                       (unsigned long long)n_tensors);
   /* The arrays grow as entries are actually read, so a lying count cannot
    * make us allocate much more than the file holds. */
   qiao__raw_kv *kvs = NULL;
@@ -350,8 +360,10 @@ static qiao_status *import(qiao_model *m, reader *r, qiao__raw_kv **kvs_out, ggu
   QIAO__TRY(find_alignment(r, kvs, n_kv, &alignment));
   uint64_t data_start = (r->pos + alignment - 1) / alignment * alignment;
   if (n_tensors > 0 && data_start > r->size)
-    return qiao__error(QIAO_MALFORMED, "%s: tensor data: the data section (at byte offset %llu) starts past the end of the file",
-                       r->name, (unsigned long long)data_start);
+    return qiao__error(
+        QIAO_MALFORMED,
+        "%s: tensor data: the data section (at byte offset %llu) starts past the end of the file",
+        r->name, (unsigned long long)data_start);
   QIAO__TRY(check_placement(r, ts, n_tensors, data_start, alignment));
 
   char arch_buf[64];
@@ -373,8 +385,8 @@ static qiao_status *import(qiao_model *m, reader *r, qiao__raw_kv **kvs_out, ggu
     uint64_t abs = data_start + t->offset;
     char tname[QIAO__MAX_TENSOR_NAME_LEN + 1];
     c_name(t, tname);
-    qiao_status *st = qiao__model_add_tensor(m, tname, t->dtype, t->n_dims, t->shape,
-                                             r->data + abs, t->n_bytes);
+    qiao_status *st =
+        qiao__model_add_tensor(m, tname, t->dtype, t->n_dims, t->shape, r->data + abs, t->n_bytes);
     if (st)
       return qiao__annotate(st, "%s (tensor info at byte offset %llu)", r->name,
                             (unsigned long long)t->info_offset);

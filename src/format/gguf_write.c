@@ -2,6 +2,7 @@
  * reads (gguf_keys.c); keys without a GGUF name keep their canonical name
  * (llama.cpp ignores them, qiao reads them back). Shapes are written
  * innermost first, data aligned to 32 bytes. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,7 @@ static uint32_t ggml_type(qiao_dtype dtype) {
 typedef struct meta_writer {
   qiao__writer *w;
   uint64_t n_kv;
+  bool llama3_rope; /* model.rope.scaling.type is "llama3" */
 } meta_writer;
 
 static void put_kv(meta_writer *m, const char *key, const qiao_kv *value) {
@@ -58,26 +60,35 @@ static void put_eos(meta_writer *m, const qiao_kv *kv) {
   static const char *const names[] = {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                                       "tokenizer.ggml.eom_token_id"};
   const uint32_t *ids = kv->v.array;
-  for (uint64_t i = 0; i < kv->array_len && i < 3; i++) put_u32(m, names[i], ids[i]);
+  for (uint64_t i = 0; i < kv->array_len && i < 3; i++)
+    put_u32(m, names[i], ids[i]);
   if (kv->array_len > 3) put_kv(m, kv->key, kv);
 }
 
 static void put_translated(meta_writer *m, const char *arch, const qiao_kv *kv) {
   const qiao__gguf_key *map = from_canonical(kv->key);
+  /* llama.cpp knows no "llama3" scaling type (it refuses the file) and would
+   * take the factor as linear scaling: keep these under qiao's names; the
+   * scaling reaches llama.cpp through the rope_freqs.weight tensor. */
+  if (m->llama3_rope && strncmp(kv->key, "model.rope.scaling.", 19) == 0) map = NULL;
   if (map == NULL || (map->per_arch && arch == NULL)) {
     put_kv(m, kv->key, kv);
     return;
   }
   char key[512];
-  if (map->per_arch) snprintf(key, sizeof(key), "%s.%s", arch, map->gguf);
-  else snprintf(key, sizeof(key), "%s", map->gguf);
+  if (map->per_arch)
+    snprintf(key, sizeof(key), "%s.%s", arch, map->gguf);
+  else
+    snprintf(key, sizeof(key), "%s", map->gguf);
   qiao_kv v = *kv;
   switch (map->conv) {
   case QIAO__CONV_EOS_ID: put_eos(m, kv); return;
   case QIAO__CONV_TOK_MODEL:
     if (kv->type == QIAO_VALUE_STRING) {
-      if (kv->v.str.len == 3 && memcmp(kv->v.str.data, "spm", 3) == 0) v.v.str = (qiao_string){"llama", 5};
-      if (kv->v.str.len == 3 && memcmp(kv->v.str.data, "bpe", 3) == 0) v.v.str = (qiao_string){"gpt2", 4};
+      if (kv->v.str.len == 3 && memcmp(kv->v.str.data, "spm", 3) == 0)
+        v.v.str = (qiao_string){"llama", 5};
+      if (kv->v.str.len == 3 && memcmp(kv->v.str.data, "bpe", 3) == 0)
+        v.v.str = (qiao_string){"gpt2", 4};
     }
     break;
   case QIAO__CONV_TOK_PRE:
@@ -102,11 +113,26 @@ static void put_translated(meta_writer *m, const char *arch, const qiao_kv *kv) 
   default: break;
   }
   put_kv(m, key, &v);
+  /* llama.cpp takes the value width as dim / n_heads unless told */
+  if (strcmp(kv->key, "model.head_dim") == 0) {
+    snprintf(key, sizeof(key), "%s.attention.value_length", arch);
+    put_kv(m, key, &v);
+  }
+}
+
+/* A value_length kept from an earlier GGUF is rewritten from model.head_dim. */
+static bool written_from_head_dim(const qiao_model *model, const char *arch, const char *key) {
+  if (arch == NULL || qiao_model_kv_find(model, "model.head_dim") == NULL) return false;
+  size_t n = strlen(arch);
+  return strncmp(key, arch, n) == 0 && strcmp(key + n, ".attention.value_length") == 0;
 }
 
 static void build_meta(const qiao_model *model, qiao__tensor_plan *plans, uint64_t n,
                        qiao__writer *w) {
-  meta_writer m = {w, 0};
+  const qiao_kv *scaling = qiao_model_kv_find(model, "model.rope.scaling.type");
+  meta_writer m = {w, 0,
+                   scaling && scaling->type == QIAO_VALUE_STRING && scaling->v.str.len == 6 &&
+                       memcmp(scaling->v.str.data, "llama3", 6) == 0};
   qiao__w_bytes(w, "GGUF", 4);
   qiao__w_u32(w, 3);
   qiao__w_u64(w, n);
@@ -124,7 +150,8 @@ static void build_meta(const qiao_model *model, qiao__tensor_plan *plans, uint64
   put_u32(&m, "general.alignment", GGUF_ALIGNMENT);
   for (uint64_t i = 0; i < qiao_model_kv_count(model); i++) {
     const qiao_kv *kv = qiao_model_kv_at(model, i);
-    if (strcmp(kv->key, "general.architecture") == 0 || strcmp(kv->key, "general.alignment") == 0)
+    if (strcmp(kv->key, "general.architecture") == 0 || strcmp(kv->key, "general.alignment") == 0 ||
+        written_from_head_dim(model, arch, kv->key))
       continue;
     put_translated(&m, arch, kv);
   }
@@ -139,16 +166,72 @@ static void build_meta(const qiao_model *model, qiao__tensor_plan *plans, uint64
     offset = plans[i].offset + plans[i].n_bytes;
     qiao__w_string(w, t->name, strlen(t->name));
     qiao__w_u32(w, t->n_dims);
-    for (uint32_t d = t->n_dims; d-- > 0;) qiao__w_u64(w, t->shape[d]); /* innermost first */
+    for (uint32_t d = t->n_dims; d-- > 0;)
+      qiao__w_u64(w, t->shape[d]); /* innermost first */
     qiao__w_u32(w, ggml_type(plans[i].dtype));
     qiao__w_u64(w, plans[i].offset);
   }
   if (w->error == NULL)
-    for (int i = 0; i < 8; i++) w->buf[16 + i] = (uint8_t)(m.n_kv >> (8 * i));
+    for (int i = 0; i < 8; i++)
+      w->buf[16 + i] = (uint8_t)(m.n_kv >> (8 * i));
 }
 
-qiao_status *qiao__write_gguf(const qiao_model *model, qiao__tensor_plan *plans, uint64_t n,
+/* LLaMA-3 RoPE scaling as llama.cpp expects it: a rope_freqs.weight tensor
+ * of per-frequency divisors (rope_dim / 2 f32), computed from the scaling
+ * keys as Meta's reference does. NULL when the model needs none. */
+static qiao_status *llama3_rope_freqs(const qiao_model *model, qiao_tensor *t, float **out) {
+  *out = NULL;
+  qiao_hparams h;
+  qiao_status *st = qiao_model_get_hparams(model, &h);
+  if (st != NULL || h.rope_scaling != QIAO_ROPE_SCALING_LLAMA3 ||
+      qiao_model_tensor_find(model, "rope_freqs.weight") != NULL || h.rope_dim < 2) {
+    qiao_status_free(st);
+    return NULL;
+  }
+  uint32_t n = h.rope_dim / 2;
+  float *f = malloc(n * sizeof(float));
+  if (f == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
+  double low_wavelen = h.rope_original_context / (double)h.rope_low_freq_factor;
+  double high_wavelen = h.rope_original_context / (double)h.rope_high_freq_factor;
+  for (uint32_t i = 0; i < n; i++) {
+    double freq = pow((double)h.rope_theta, -(2.0 * i) / h.rope_dim);
+    double wavelen = 2 * M_PI / freq;
+    if (wavelen < high_wavelen)
+      f[i] = 1.0f;
+    else if (wavelen > low_wavelen)
+      f[i] = h.rope_factor;
+    else {
+      double smooth = (h.rope_original_context / wavelen - h.rope_low_freq_factor) /
+                      (h.rope_high_freq_factor - h.rope_low_freq_factor);
+      f[i] = (float)(1.0 / ((1 - smooth) / h.rope_factor + smooth));
+    }
+  }
+  *t = (qiao_tensor){.name = "rope_freqs.weight",
+                     .dtype = QIAO_DTYPE_F32,
+                     .n_dims = 1,
+                     .shape = {n},
+                     .n_bytes = (uint64_t)n * 4,
+                     .data = f};
+  *out = f;
+  return NULL;
+}
+
+qiao_status *qiao__write_gguf(const qiao_model *model, qiao__tensor_plan *given, uint64_t n,
                               qiao__writer *file, bool progress) {
+  qiao_tensor freqs_tensor;
+  float *freqs;
+  QIAO__TRY(llama3_rope_freqs(model, &freqs_tensor, &freqs));
+  qiao__tensor_plan *plans = given;
+  if (freqs) { /* the given plans plus rope_freqs.weight at the end */
+    plans = malloc((size_t)(n + 1) * sizeof(*plans));
+    if (plans == NULL) {
+      free(freqs);
+      return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
+    }
+    memcpy(plans, given, (size_t)n * sizeof(*plans));
+    plans[n++] = (qiao__tensor_plan){
+        .src = &freqs_tensor, .dtype = QIAO_DTYPE_F32, .n_bytes = freqs_tensor.n_bytes};
+  }
   qiao__writer meta = {.path = file->path};
   build_meta(model, plans, n, &meta);
   qiao_status *st = meta.error;
@@ -156,8 +239,10 @@ qiao_status *qiao__write_gguf(const qiao_model *model, qiao__tensor_plan *plans,
   if (st == NULL) {
     uint64_t data_start = (meta.pos + GGUF_ALIGNMENT - 1) / GGUF_ALIGNMENT * GGUF_ALIGNMENT;
     qiao__w_bytes(file, meta.buf, meta.pos);
-    st = qiao__write_tensors(file, plans, n, data_start, progress);
+    st = qiao__write_tensors(model, file, plans, n, data_start, progress);
   }
   qiao__w_release(&meta);
+  if (plans != given) free(plans);
+  free(freqs);
   return st;
 }

@@ -129,8 +129,8 @@ static qiao_status *read_hparams(const qiao_model *m, qiao_hparams *h) {
   if (!(h->rope_factor > 0)) return bad("model.rope.scaling.factor", "must be positive");
   QIAO__TRY(opt_f32(m, "model.rope.scaling.low_freq_factor", 1.0f, &h->rope_low_freq_factor));
   QIAO__TRY(opt_f32(m, "model.rope.scaling.high_freq_factor", 4.0f, &h->rope_high_freq_factor));
-  QIAO__TRY(opt_u32(m, "model.rope.scaling.original_context_length", 8192,
-                    &h->rope_original_context));
+  QIAO__TRY(
+      opt_u32(m, "model.rope.scaling.original_context_length", 8192, &h->rope_original_context));
   if (h->rope_scaling == QIAO_ROPE_SCALING_LLAMA3) {
     if (!(h->rope_low_freq_factor > 0) || !(h->rope_high_freq_factor > h->rope_low_freq_factor))
       return bad("model.rope.scaling.high_freq_factor",

@@ -93,38 +93,17 @@ qiao_status *qiao__hf_read_generation(qiao_model *model, const char *dir, json_o
                          dir);
     QIAO__TRY(qiao__model_set_u32(model, "generation.top_k", (uint32_t)k));
   }
-  /* generation_config's eos ids come first: they are what generate() uses. */
+  /* generation_config's eos ids come before config.json's: they are what
+   * generate() uses. */
   uint32_t ids[QIAO__HF_MAX_EOS_IDS];
   uint32_t n = 0;
+  char what[4200];
+  snprintf(what, sizeof(what), "file %s/generation_config.json: field eos_token_id", dir);
   json_object *eos = NULL;
-  if (json_object_object_get_ex(gen, "eos_token_id", &eos) &&
-      !json_object_is_type(eos, json_type_null)) {
-    size_t count = json_object_is_type(eos, json_type_array) ? json_object_array_length(eos) : 1;
-    for (size_t i = 0; i < count; i++) {
-      json_object *e =
-          json_object_is_type(eos, json_type_array) ? json_object_array_get_idx(eos, i) : eos;
-      int64_t x = json_object_is_type(e, json_type_int) ? json_object_get_int64(e) : -1;
-      if (x < 0 || x > (int64_t)UINT32_MAX)
-        return qiao__error(QIAO_MALFORMED,
-                           "file %s/generation_config.json: field eos_token_id: not a token id",
-                           dir);
-      bool seen = false;
-      for (uint32_t j = 0; j < n; j++)
-        seen |= ids[j] == (uint32_t)x;
-      if (seen) continue;
-      if (n >= QIAO__HF_MAX_EOS_IDS)
-        return qiao__error(QIAO_LIMIT,
-                           "file %s/generation_config.json: field eos_token_id: more than %u ids",
-                           dir, QIAO__HF_MAX_EOS_IDS);
-      ids[n++] = (uint32_t)x;
-    }
-  }
-  for (uint32_t i = 0; i < cfg->n_eos && n < QIAO__HF_MAX_EOS_IDS; i++) {
-    bool seen = false;
-    for (uint32_t j = 0; j < n; j++)
-      seen |= ids[j] == cfg->eos_ids[i];
-    if (!seen) ids[n++] = cfg->eos_ids[i];
-  }
+  json_object_object_get_ex(gen, "eos_token_id", &eos);
+  QIAO__TRY(qiao__hf_append_ids(what, eos, ids, &n));
+  for (uint32_t i = 0; i < cfg->n_eos; i++)
+    qiao__hf_add_id(ids, &n, cfg->eos_ids[i]);
   memcpy(cfg->eos_ids, ids, n * sizeof(ids[0]));
   cfg->n_eos = n;
   return NULL;
@@ -134,12 +113,8 @@ qiao_status *qiao__hf_read_generation(qiao_model *model, const char *dir, json_o
 static void merge_ids(const qiao_kv *kv, uint32_t *ids, uint32_t *n) {
   if (kv == NULL || kv->type != QIAO_VALUE_ARRAY || kv->elem_type != QIAO_VALUE_U32) return;
   const uint32_t *src = kv->v.array;
-  for (uint64_t i = 0; i < kv->array_len && *n < QIAO__HF_MAX_EOS_IDS; i++) {
-    bool seen = false;
-    for (uint32_t j = 0; j < *n; j++)
-      seen |= ids[j] == src[i];
-    if (!seen) ids[(*n)++] = src[i];
-  }
+  for (uint64_t i = 0; i < kv->array_len; i++)
+    qiao__hf_add_id(ids, n, src[i]);
 }
 
 /* tokenizer.json (with tokenizer_config.json) or, failing that, a
@@ -163,12 +138,8 @@ static qiao_status *import_tokenizer(qiao_model *model, const char *dir, const h
   uint32_t eos[QIAO__HF_MAX_EOS_IDS];
   uint32_t n_eos = 0;
   merge_ids(qiao_model_kv_find(tok, "tokenizer.eos_ids"), eos, &n_eos);
-  for (uint32_t i = 0; i < cfg->n_eos && n_eos < QIAO__HF_MAX_EOS_IDS; i++) {
-    bool seen = false;
-    for (uint32_t j = 0; j < n_eos; j++)
-      seen |= eos[j] == cfg->eos_ids[i];
-    if (!seen) eos[n_eos++] = cfg->eos_ids[i];
-  }
+  for (uint32_t i = 0; i < cfg->n_eos; i++)
+    qiao__hf_add_id(eos, &n_eos, cfg->eos_ids[i]);
   for (uint64_t i = 0; st == NULL && i < qiao_model_kv_count(tok); i++) {
     const qiao_kv *kv = qiao_model_kv_at(tok, i);
     if (strcmp(kv->key, "tokenizer.eos_ids") != 0) st = qiao__model_set_kv(model, kv);

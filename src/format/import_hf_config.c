@@ -74,25 +74,25 @@ static qiao_status *get_bool(const char *dir, json_object *obj, const char *key,
   return NULL;
 }
 
-/* An id or a list of ids (eos_token_id may be either). */
-static qiao_status *get_ids(const char *dir, const char *file, json_object *obj, const char *key,
-                            uint32_t *ids, uint32_t *n) {
-  json_object *v = field(obj, key);
-  if (v == NULL) return NULL;
-  size_t count = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 1;
+bool qiao__hf_add_id(uint32_t *ids, uint32_t *n, uint32_t id) {
+  for (uint32_t j = 0; j < *n; j++)
+    if (ids[j] == id) return true;
+  if (*n >= QIAO__HF_MAX_EOS_IDS) return false;
+  ids[(*n)++] = id;
+  return true;
+}
+
+qiao_status *qiao__hf_append_ids(const char *what, json_object *value, uint32_t *ids, uint32_t *n) {
+  if (value == NULL || json_object_is_type(value, json_type_null)) return NULL;
+  bool list = json_object_is_type(value, json_type_array);
+  size_t count = list ? json_object_array_length(value) : 1;
   for (size_t i = 0; i < count; i++) {
-    json_object *e = json_object_is_type(v, json_type_array) ? json_object_array_get_idx(v, i) : v;
+    json_object *e = list ? json_object_array_get_idx(value, i) : value;
     int64_t x = json_object_is_type(e, json_type_int) ? json_object_get_int64(e) : -1;
     if (x < 0 || x > (int64_t)UINT32_MAX)
-      return qiao__error(QIAO_MALFORMED, "file %s/%s: field %s: not a token id", dir, file, key);
-    bool seen = false;
-    for (uint32_t j = 0; j < *n; j++)
-      seen |= ids[j] == (uint32_t)x;
-    if (seen) continue;
-    if (*n >= QIAO__HF_MAX_EOS_IDS)
-      return qiao__error(QIAO_LIMIT, "file %s/%s: field %s: more than %u ids", dir, file, key,
-                         QIAO__HF_MAX_EOS_IDS);
-    ids[(*n)++] = (uint32_t)x;
+      return qiao__error(QIAO_MALFORMED, "%s: not a token id", what);
+    if (!qiao__hf_add_id(ids, n, (uint32_t)x))
+      return qiao__error(QIAO_LIMIT, "%s: more than %u ids", what, QIAO__HF_MAX_EOS_IDS);
   }
   return NULL;
 }
@@ -259,6 +259,11 @@ qiao_status *qiao__hf_parse_config(const char *dir, json_object *config, hf_conf
   if (cfg->n_heads == 0)
     return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field num_attention_heads: zero", dir);
   QIAO__TRY(get_u32(dir, config, "num_key_value_heads", false, cfg->n_heads, &cfg->n_kv_heads));
+  if (field(config, "head_dim") == NULL && cfg->dim % cfg->n_heads != 0)
+    return qiao__error(QIAO_MALFORMED,
+                       "file %s/" CONFIG ": field num_attention_heads: %u does not divide "
+                       "hidden_size %u (and head_dim is not given)",
+                       dir, cfg->n_heads, cfg->dim);
   QIAO__TRY(get_u32(dir, config, "head_dim", false, cfg->dim / cfg->n_heads, &cfg->head_dim));
   if (cfg->n_kv_heads == 0 || cfg->n_heads % cfg->n_kv_heads != 0)
     return qiao__error(QIAO_MALFORMED,
@@ -283,13 +288,19 @@ qiao_status *qiao__hf_parse_config(const char *dir, json_object *config, hf_conf
     QIAO__TRY(get_u32(dir, config, "intermediate_size", true, 0, &cfg->ffn_dim));
   }
 
+  char what[4200];
   json_object *bos = field(config, "bos_token_id");
   if (bos != NULL) {
-    uint32_t n = 0;
-    QIAO__TRY(get_ids(dir, CONFIG, config, "bos_token_id", &cfg->bos_id, &n));
-    cfg->has_bos = n == 1 && !json_object_is_type(bos, json_type_array);
+    snprintf(what, sizeof(what), "file %s/" CONFIG ": field bos_token_id", dir);
+    if (!json_object_is_type(bos, json_type_int))
+      return qiao__error(QIAO_MALFORMED, "%s: not a token id", what);
+    uint32_t ids[QIAO__HF_MAX_EOS_IDS] = {0}, n = 0;
+    QIAO__TRY(qiao__hf_append_ids(what, bos, ids, &n));
+    cfg->bos_id = ids[0];
+    cfg->has_bos = true;
   }
-  QIAO__TRY(get_ids(dir, CONFIG, config, "eos_token_id", cfg->eos_ids, &cfg->n_eos));
+  snprintf(what, sizeof(what), "file %s/" CONFIG ": field eos_token_id", dir);
+  QIAO__TRY(qiao__hf_append_ids(what, field(config, "eos_token_id"), cfg->eos_ids, &cfg->n_eos));
   return NULL;
 }
 

@@ -56,6 +56,13 @@ qiao_status *qiao__hf_read_json(qiao_model *model, const char *dir, const char *
 /* Joins `dir` and `file` into `buf` (of `cap` bytes), failing when too long. */
 qiao_status *qiao__hf_join(const char *dir, const char *file, char *buf, size_t cap);
 
+/* Adds `id` to ids[*n] unless present; false when the list is full
+ * (QIAO__HF_MAX_EOS_IDS). */
+bool qiao__hf_add_id(uint32_t *ids, uint32_t *n, uint32_t id);
+/* Appends the token id or list of ids `value` (NULL or JSON null: none) to
+ * ids[*n], skipping repeats; `what` names the file and field in messages. */
+qiao_status *qiao__hf_append_ids(const char *what, json_object *value, uint32_t *ids, uint32_t *n);
+
 /* config.json -> `cfg`, then the canonical general.* and model.* keys. */
 qiao_status *qiao__hf_parse_config(const char *dir, json_object *config, hf_config *cfg);
 qiao_status *qiao__hf_set_hparams(qiao_model *model, const char *dir, const hf_config *cfg);

@@ -68,6 +68,9 @@ static qiao_status *list_shards(const char *dir, json_object *weight_map, const 
     }
     const char *shard = json_object_get_string(value);
     qiao_status *st = check_shard_name(dir, tensor, shard);
+    if (st == NULL && strlen(shard) != (size_t)json_object_get_string_len(value))
+      st = qiao__error(QIAO_MALFORMED, "file %s/" INDEX ": field weight_map.%s: NUL in the name",
+                       dir, tensor);
     if (st) {
       free(shards);
       return st;

@@ -192,6 +192,16 @@ static qiao_status *add_f32(qiao_model *model, const uint8_t *data, const char *
   return NULL;
 }
 
+/* Adds layer `l`'s slice of the per-layer array at `base`, whose layers are
+ * (rows, cols) each, or (cols) when rows is 0, as blk.{l}.`suffix`. */
+static qiao_status *add_layer(qiao_model *model, const uint8_t *data, uint64_t l,
+                              const char *suffix, uint64_t base, uint64_t rows, uint64_t cols) {
+  char name[64];
+  snprintf(name, sizeof(name), "blk.%llu.%s", (unsigned long long)l, suffix);
+  uint64_t slice_bytes = (rows == 0 ? 1 : rows) * cols * 4; /* bounded by plan_layout */
+  return add_f32(model, data, name, base + l * slice_bytes, rows, cols);
+}
+
 static qiao_status *add_tensors(qiao_model *model, const uint8_t *data, const llama2c_config *cfg,
                                 const llama2c_layout *lay) {
   uint64_t dim = (uint64_t)cfg->dim, hidden = (uint64_t)cfg->hidden_dim;
@@ -202,23 +212,15 @@ static qiao_status *add_tensors(qiao_model *model, const uint8_t *data, const ll
   if (!cfg->shared_classifier)
     QIAO__TRY(add_f32(model, data, "output.weight", lay->wcls, vocab, dim));
   for (uint64_t l = 0; l < (uint64_t)cfg->n_layers; l++) {
-    char name[64];
-#define LAYER_TENSOR(suffix, base, rows, cols)                                                     \
-  do {                                                                                             \
-    snprintf(name, sizeof(name), "blk.%llu." suffix, (unsigned long long)l);                       \
-    uint64_t per_layer = ((rows) == 0 ? 1 : (rows)) * (cols)*4;                                    \
-    QIAO__TRY(add_f32(model, data, name, (base) + l * per_layer, rows, cols));                     \
-  } while (0)
-    LAYER_TENSOR("attn_norm.weight", lay->rms_att, 0, dim); /* (dim) */
-    LAYER_TENSOR("attn_q.weight", lay->wq, dim, dim);       /* (dim, dim) */
-    LAYER_TENSOR("attn_k.weight", lay->wk, kv_dim, dim);    /* (kv_dim, dim) */
-    LAYER_TENSOR("attn_v.weight", lay->wv, kv_dim, dim);    /* (kv_dim, dim) */
-    LAYER_TENSOR("attn_output.weight", lay->wo, dim, dim);  /* (dim, dim) */
-    LAYER_TENSOR("ffn_norm.weight", lay->rms_ffn, 0, dim);  /* (dim) */
-    LAYER_TENSOR("ffn_gate.weight", lay->w1, hidden, dim);  /* (hidden, dim) */
-    LAYER_TENSOR("ffn_down.weight", lay->w2, dim, hidden);  /* (dim, hidden) */
-    LAYER_TENSOR("ffn_up.weight", lay->w3, hidden, dim);    /* (hidden, dim) */
-#undef LAYER_TENSOR
+    QIAO__TRY(add_layer(model, data, l, "attn_norm.weight", lay->rms_att, 0, dim)); /* (dim) */
+    QIAO__TRY(add_layer(model, data, l, "attn_q.weight", lay->wq, dim, dim));       /* (dim, dim) */
+    QIAO__TRY(add_layer(model, data, l, "attn_k.weight", lay->wk, kv_dim, dim)); /* (kv_dim, dim) */
+    QIAO__TRY(add_layer(model, data, l, "attn_v.weight", lay->wv, kv_dim, dim)); /* (kv_dim, dim) */
+    QIAO__TRY(add_layer(model, data, l, "attn_output.weight", lay->wo, dim, dim)); /* (dim, dim) */
+    QIAO__TRY(add_layer(model, data, l, "ffn_norm.weight", lay->rms_ffn, 0, dim)); /* (dim) */
+    QIAO__TRY(add_layer(model, data, l, "ffn_gate.weight", lay->w1, hidden, dim)); /* w1 */
+    QIAO__TRY(add_layer(model, data, l, "ffn_down.weight", lay->w2, dim, hidden)); /* w2 */
+    QIAO__TRY(add_layer(model, data, l, "ffn_up.weight", lay->w3, hidden, dim));   /* w3 */
   }
   return NULL;
 }

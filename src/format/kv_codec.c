@@ -39,8 +39,9 @@ static qiao_status *read_value(reader *r, qiao__raw_kv *kv) {
   uint32_t type;
   QIAO__TRY(read_u32(r, kv->key, &type));
   if (type > QIAO_VALUE_F64)
-    return qiao__error(QIAO_MALFORMED, "%s: metadata key %s: unknown value type %u at byte offset %llu",
-                       r->name, kv->key, type, (unsigned long long)(r->pos - 4));
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: metadata key %s: unknown value type %u at byte offset %llu", r->name,
+                       kv->key, type, (unsigned long long)(r->pos - 4));
   kv->v.type = (qiao_value_type)type;
   if (type == QIAO_VALUE_STRING) return read_string(r, kv->key, &kv->v.v.str);
   if (type != QIAO_VALUE_ARRAY) {
@@ -55,9 +56,10 @@ static qiao_status *read_value(reader *r, qiao__raw_kv *kv) {
   uint32_t elem;
   QIAO__TRY(read_u32(r, kv->key, &elem));
   if (elem == QIAO_VALUE_ARRAY)
-    return qiao__error(QIAO_UNSUPPORTED,
-                       "%s: metadata key %s: arrays of arrays are not supported at byte offset %llu",
-                       r->name, kv->key, (unsigned long long)(r->pos - 4));
+    return qiao__error(
+        QIAO_UNSUPPORTED,
+        "%s: metadata key %s: arrays of arrays are not supported at byte offset %llu", r->name,
+        kv->key, (unsigned long long)(r->pos - 4));
   if (elem > QIAO_VALUE_F64)
     return qiao__error(QIAO_MALFORMED,
                        "%s: metadata key %s: unknown array element type %u at byte offset %llu",
@@ -65,8 +67,9 @@ static qiao_status *read_value(reader *r, qiao__raw_kv *kv) {
   uint64_t n;
   QIAO__TRY(read_u64(r, kv->key, &n));
   if (n > QIAO__MAX_ARRAY_LEN)
-    return qiao__error(QIAO_LIMIT, "%s: metadata key %s: array of %llu elements is too long at byte offset %llu",
-                       r->name, kv->key, (unsigned long long)n, (unsigned long long)(r->pos - 8));
+    return qiao__error(
+        QIAO_LIMIT, "%s: metadata key %s: array of %llu elements is too long at byte offset %llu",
+        r->name, kv->key, (unsigned long long)n, (unsigned long long)(r->pos - 8));
   kv->v.elem_type = (qiao_value_type)elem;
   kv->v.array_len = n;
   kv->v.v.array = r->data + r->pos;
@@ -102,7 +105,9 @@ qiao_status *qiao__read_raw_kv(reader *r, qiao__raw_kv *kv) {
   return read_value(r, kv);
 }
 
-bool qiao__kv_is_int(qiao_value_type t) { return qiao__kv_is_unsigned(t) || qiao__kv_is_signed(t); }
+bool qiao__kv_is_int(qiao_value_type t) {
+  return qiao__kv_is_unsigned(t) || qiao__kv_is_signed(t);
+}
 
 /* Integer array element i of `kv` as int64. */
 int64_t qiao__raw_int_elem(const qiao_kv *kv, uint64_t i) {
@@ -119,8 +124,9 @@ qiao_status *qiao__raw_wrong_type(const char *name, const qiao__raw_kv *kv, cons
     snprintf(buf, sizeof(buf), "array of %s", qiao__value_type_name(kv->v.elem_type));
     found = buf;
   }
-  return qiao__error(QIAO_MALFORMED, "%s: metadata key %s: expected %s, found %s at byte offset %llu",
-                     name, kv->key, expected, found, (unsigned long long)kv->offset);
+  return qiao__error(QIAO_MALFORMED,
+                     "%s: metadata key %s: expected %s, found %s at byte offset %llu", name,
+                     kv->key, expected, found, (unsigned long long)kv->offset);
 }
 
 qiao_status *qiao__raw_strings(const qiao__raw_kv *kv, const char *name, qiao_string **out) {

@@ -61,10 +61,12 @@ static mem_block *new_block(uint64_t size) {
 }
 
 qiao_status *qiao__model_alloc(qiao_model *model, uint64_t size, void **out) {
+  *out = NULL;
   if (size == 0) size = 1;
   uint64_t rounded = (size + 15u) & ~(uint64_t)15u;
-  if (rounded < size) return qiao__error(QIAO_OUT_OF_MEMORY, "allocation of %llu bytes overflows",
-                                         (unsigned long long)size);
+  if (rounded < size)
+    return qiao__error(QIAO_OUT_OF_MEMORY, "allocation of %llu bytes overflows",
+                       (unsigned long long)size);
   if (rounded <= ARENA_SMALL_LIMIT) {
     if (model->arena == NULL || model->arena->size - model->arena->used < rounded) {
       mem_block *b = new_block(ARENA_BLOCK_SIZE);
@@ -138,8 +140,12 @@ void qiao_model_close(qiao_model *model) {
   free(model);
 }
 
-const char *qiao_model_format(const qiao_model *model) { return model->format; }
-const char *qiao_model_path(const qiao_model *model) { return model->path; }
+const char *qiao_model_format(const qiao_model *model) {
+  return model->format;
+}
+const char *qiao_model_path(const qiao_model *model) {
+  return model->path;
+}
 
 void qiao__model_set_format(qiao_model *model, const char *format) {
   snprintf(model->format, sizeof(model->format), "%s", format);
@@ -149,8 +155,8 @@ qiao_status *qiao__model_map_file(qiao_model *model, const char *path, const uin
                                   uint64_t *out_size) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "%s: cannot open: %s",
-                       path, strerror(errno));
+    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "%s: cannot open: %s", path,
+                       strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0) {
     int e = errno;
@@ -188,11 +194,28 @@ qiao_status *qiao__model_map_file(qiao_model *model, const char *path, const uin
   return NULL;
 }
 
+void qiao__model_release_pages(const qiao_model *model, const void *data, uint64_t size) {
+  static long page = 0;
+  if (page == 0) page = sysconf(_SC_PAGESIZE);
+  if (page <= 0) return;
+  uintptr_t start = (uintptr_t)data, end = start + (uintptr_t)size;
+  for (size_t i = 0; i < model->n_mappings; i++) {
+    uintptr_t m0 = (uintptr_t)model->mappings[i].addr, m1 = m0 + model->mappings[i].size;
+    if (start < m0 || end > m1) continue;
+    /* only whole pages inside the range: neighbours may still be in use */
+    uintptr_t a = (start + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t b = end & ~((uintptr_t)page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+    return;
+  }
+}
+
 /* ---- Name indexes ---------------------------------------------------------- */
 
 static uint64_t hash_name(const char *s) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ull;
   return h;
 }
 
@@ -211,7 +234,8 @@ static qiao_status *index_grow(name_index *ix, uint64_t n_entries,
                                const char *(*name_at)(const void *, uint32_t), const void *owner) {
   if (ix->capacity >= 2 * (n_entries + 1)) return NULL;
   uint64_t cap = ix->capacity ? ix->capacity * 2 : 64;
-  while (cap < 2 * (n_entries + 1)) cap *= 2;
+  while (cap < 2 * (n_entries + 1))
+    cap *= 2;
   name_index next = {calloc((size_t)cap, sizeof(uint32_t)), cap};
   if (next.slots == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
   for (uint64_t i = 0; i < n_entries; i++) {
@@ -232,7 +256,9 @@ static const char *tensor_name_at(const void *owner, uint32_t i) {
 
 /* ---- Metadata ---------------------------------------------------------------- */
 
-uint64_t qiao_model_kv_count(const qiao_model *model) { return model->n_kvs; }
+uint64_t qiao_model_kv_count(const qiao_model *model) {
+  return model->n_kvs;
+}
 
 const qiao_kv *qiao_model_kv_at(const qiao_model *model, uint64_t index) {
   return index < model->n_kvs ? model->kvs[index] : NULL;
@@ -263,16 +289,19 @@ static size_t value_size(qiao_value_type t) {
   return 0;
 }
 
-size_t qiao__value_size(qiao_value_type type) { return value_size(type); }
+size_t qiao__value_size(qiao_value_type type) {
+  return value_size(type);
+}
 
 const char *qiao__value_type_name(qiao_value_type type) {
-  static const char *names[] = {"u8",  "i8",     "u16",   "i16", "u32", "i32", "f32",
+  static const char *names[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
                                 "bool", "string", "array", "u64", "i64", "f64"};
   return (unsigned)type <= QIAO_VALUE_F64 ? names[type] : "invalid";
 }
 
 /* Appends a new entry with a copied key; the caller fills in the value. */
 static qiao_status *new_kv(qiao_model *model, const char *key, qiao_kv **out) {
+  *out = NULL;
   size_t len = key ? strlen(key) : 0;
   if (len == 0) return qiao__error(QIAO_MALFORMED, "metadata key is empty");
   if (len > QIAO__MAX_KEY_LEN)
@@ -390,7 +419,8 @@ qiao_status *qiao__model_set_array(qiao_model *model, const char *key, qiao_valu
 
 qiao_status *qiao__model_set_kv(qiao_model *model, const qiao_kv *kv) {
   switch (kv->type) {
-  case QIAO_VALUE_STRING: return qiao__model_set_string(model, kv->key, kv->v.str.data, kv->v.str.len);
+  case QIAO_VALUE_STRING:
+    return qiao__model_set_string(model, kv->key, kv->v.str.data, kv->v.str.len);
   case QIAO_VALUE_ARRAY:
     return qiao__model_set_array(model, kv->key, kv->elem_type, kv->array_len, kv->v.array);
   default:
@@ -405,6 +435,7 @@ qiao_status *qiao__model_set_kv(qiao_model *model, const qiao_kv *kv) {
 
 static qiao_status *find_kv(const qiao_model *model, const char *key, const qiao_kv **out) {
   const qiao_kv *kv = qiao_model_kv_find(model, key);
+  *out = kv;
   if (kv == NULL) return qiao__error(QIAO_NOT_FOUND, "metadata key %s: missing", key);
   *out = kv;
   return NULL;
@@ -437,9 +468,12 @@ qiao_status *qiao_model_get_u32(const qiao_model *model, const char *key, uint32
 qiao_status *qiao_model_get_f32(const qiao_model *model, const char *key, float *out) {
   const qiao_kv *kv;
   QIAO__TRY(find_kv(model, key, &kv));
-  if (kv->type == QIAO_VALUE_F32 || kv->type == QIAO_VALUE_F64) *out = (float)kv->v.f;
-  else if (qiao__kv_is_unsigned(kv->type)) *out = (float)kv->v.u;
-  else if (qiao__kv_is_signed(kv->type)) *out = (float)kv->v.i;
+  if (kv->type == QIAO_VALUE_F32 || kv->type == QIAO_VALUE_F64)
+    *out = (float)kv->v.f;
+  else if (qiao__kv_is_unsigned(kv->type))
+    *out = (float)kv->v.u;
+  else if (qiao__kv_is_signed(kv->type))
+    *out = (float)kv->v.i;
   else
     return qiao__error(QIAO_MALFORMED, "metadata key %s: expected a number, found %s", key,
                        qiao__value_type_name(kv->type));
@@ -468,7 +502,9 @@ qiao_status *qiao_model_get_string(const qiao_model *model, const char *key, qia
 
 /* ---- Tensors -------------------------------------------------------------- */
 
-uint64_t qiao_model_tensor_count(const qiao_model *model) { return model->n_tensors; }
+uint64_t qiao_model_tensor_count(const qiao_model *model) {
+  return model->n_tensors;
+}
 
 const qiao_tensor *qiao_model_tensor_at(const qiao_model *model, uint64_t index) {
   return index < model->n_tensors ? model->tensors[index] : NULL;
@@ -540,7 +576,8 @@ qiao_status *qiao__model_add_tensor(qiao_model *model, const char *name, qiao_dt
   t->name = name_copy;
   t->dtype = dtype;
   t->n_dims = n_dims;
-  for (uint32_t d = 0; d < n_dims; d++) t->shape[d] = shape[d];
+  for (uint32_t d = 0; d < n_dims; d++)
+    t->shape[d] = shape[d];
   t->n_bytes = n_bytes;
   t->data = data;
   model->tensors[model->n_tensors] = t;

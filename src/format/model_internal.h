@@ -71,14 +71,20 @@ qiao_status *qiao__import_llama2c(qiao_model *model, const uint8_t *data, uint64
 
 /* Where a tensor came from in its file, for messages and integrity checks. */
 typedef struct qiao__tensor_origin {
-  uint64_t offset;  /* byte offset of the data in the source file */
-  uint64_t hash;    /* XXH3-64 of the data (when has_hash) */
+  uint64_t offset; /* byte offset of the data in the source file */
+  uint64_t hash;   /* XXH3-64 of the data (when has_hash) */
   bool has_hash;
 } qiao__tensor_origin;
 
 /* The origin record of tensor `index` (zeroed when added); NULL when out of
  * range. Importers fill it in. */
 qiao__tensor_origin *qiao__model_tensor_origin(const qiao_model *model, uint64_t index);
+
+/* Drops the pages of [data, data+size) from memory when they lie in a
+ * read-only file mapping of the model (they are read again from the file if
+ * touched later); does nothing for owned memory. Keeps the memory of a
+ * streaming conversion bounded. */
+void qiao__model_release_pages(const qiao_model *model, const void *data, uint64_t size);
 
 /* Changes the format name ("qiao", "gguf", "hf", "llama2c"). */
 void qiao__model_set_format(qiao_model *model, const char *format);

@@ -9,12 +9,7 @@
 
 #include "format/model_internal.h"
 
-typedef enum source_kind {
-  SOURCE_QIAO,
-  SOURCE_GGUF,
-  SOURCE_PICKLE,
-  SOURCE_LLAMA2C
-} source_kind;
+typedef enum source_kind { SOURCE_QIAO, SOURCE_GGUF, SOURCE_PICKLE, SOURCE_LLAMA2C } source_kind;
 
 /* Decides from the first bytes. A PyTorch checkpoint is a zip archive (since
  * torch 1.6) or a bare pickle stream (PROTO opcode 0x80 then the protocol
@@ -76,8 +71,8 @@ qiao_status *qiao__model_open_buffer(const uint8_t *data, uint64_t size, const c
 static qiao_status *read_head(const char *path, uint8_t *head, uint64_t *n) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "%s: cannot open: %s",
-                       path, strerror(errno));
+    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "%s: cannot open: %s", path,
+                       strerror(errno));
   ssize_t got = pread(fd, head, 8, 0);
   int e = errno;
   close(fd);
@@ -91,7 +86,8 @@ qiao_status *qiao_model_open(const char *path, const qiao_model_open_options *op
   if (path == NULL || out_model == NULL)
     return qiao__error(QIAO_INVALID_ARGUMENT, "qiao_model_open: path and out_model are required");
   const char *tokenizer_path = NULL;
-  if (options != NULL && options->struct_size >= offsetof(qiao_model_open_options, tokenizer_path) + sizeof(const char *))
+  if (options != NULL && options->struct_size >= offsetof(qiao_model_open_options, tokenizer_path) +
+                                                     sizeof(const char *))
     tokenizer_path = options->tokenizer_path;
 
   struct stat st_buf;
@@ -105,7 +101,7 @@ qiao_status *qiao_model_open(const char *path, const qiao_model_open_options *op
     st = qiao__import_hf(model, path);
   } else {
     uint8_t head[8];
-    uint64_t n_head;
+    uint64_t n_head = 0;
     QIAO__TRY(read_head(path, head, &n_head));
     source_kind kind = detect(head, n_head);
     if (kind == SOURCE_PICKLE) return pickle_refused(path);

@@ -21,7 +21,8 @@
 
 static uint64_t n_elements(const qiao_tensor *t) {
   uint64_t n = 1;
-  for (uint32_t d = 0; d < t->n_dims; d++) n *= t->shape[d]; /* checked when added */
+  for (uint32_t d = 0; d < t->n_dims; d++)
+    n *= t->shape[d]; /* checked when added */
   return n;
 }
 
@@ -47,17 +48,18 @@ static double seconds_now(void) {
 
 /* Streams one tensor: a plain copy when the dtype is unchanged, otherwise
  * through f32 a chunk at a time. */
-static qiao_status *write_one(qiao__writer *w, qiao__tensor_plan *p, XXH3_state_t *hash,
-                              float *floats, uint8_t *out) {
+static qiao_status *write_one(const qiao_model *model, qiao__writer *w, qiao__tensor_plan *p,
+                              XXH3_state_t *hash, float *floats, uint8_t *out) {
   const qiao_tensor *t = p->src;
   XXH3_64bits_reset(hash);
   if (p->dtype == t->dtype) {
     const uint8_t *src = t->data;
     for (uint64_t done = 0; done < t->n_bytes && w->error == NULL;) {
       uint64_t k = t->n_bytes - done < 4 * (uint64_t)CHUNK_ELEMS ? t->n_bytes - done
-                                                                : 4 * (uint64_t)CHUNK_ELEMS;
+                                                                 : 4 * (uint64_t)CHUNK_ELEMS;
       qiao__w_bytes(w, src + done, k);
       XXH3_64bits_update(hash, src + done, (size_t)k);
+      qiao__model_release_pages(model, src + done, k);
       done += k;
     }
   } else {
@@ -67,6 +69,7 @@ static qiao_status *write_one(qiao__writer *w, qiao__tensor_plan *p, XXH3_state_
       uint64_t k = total - done < CHUNK_ELEMS ? total - done : CHUNK_ELEMS;
       const uint8_t *src = (const uint8_t *)t->data + done / in->block_elems * in->block_bytes;
       qiao__dtype_to_f32(t->dtype, src, floats, k);
+      qiao__model_release_pages(model, src, k / in->block_elems * in->block_bytes);
       qiao__dtype_from_f32(p->dtype, floats, out, k);
       uint64_t out_bytes = k / to->block_elems * to->block_bytes;
       qiao__w_bytes(w, out, out_bytes);
@@ -78,8 +81,8 @@ static qiao_status *write_one(qiao__writer *w, qiao__tensor_plan *p, XXH3_state_
   return NULL;
 }
 
-qiao_status *qiao__write_tensors(qiao__writer *w, qiao__tensor_plan *plans, uint64_t n,
-                                 uint64_t data_start, bool progress) {
+qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao__tensor_plan *plans,
+                                 uint64_t n, uint64_t data_start, bool progress) {
   float *floats = malloc(CHUNK_ELEMS * sizeof(float));
   uint8_t *out = malloc(CHUNK_ELEMS * sizeof(float));
   XXH3_state_t *hash = XXH3_createState();
@@ -101,7 +104,7 @@ qiao_status *qiao__write_tensors(qiao__writer *w, qiao__tensor_plan *plans, uint
       fprintf(stderr, "\r[%llu/%llu] %-40s %s -> %s ", (unsigned long long)(i + 1),
               (unsigned long long)n, p->src->name, qiao_dtype_get_info(p->src->dtype)->name,
               qiao_dtype_get_info(p->dtype)->name);
-    st = write_one(w, p, hash, floats, out);
+    st = write_one(model, w, p, hash, floats, out);
     if (st == NULL && w->error != NULL) {
       st = w->error;
       w->error = NULL;
@@ -171,14 +174,16 @@ static qiao_status *finish_temp(FILE *f, const char *tmp, const char *path) {
 qiao_status *qiao_model_write(const qiao_model *model, const char *path,
                               const qiao_convert_options *options) {
   if (model == NULL || path == NULL || options == NULL)
-    return qiao__error(QIAO_INVALID_ARGUMENT, "qiao_model_write: model, path and options are required");
+    return qiao__error(QIAO_INVALID_ARGUMENT,
+                       "qiao_model_write: model, path and options are required");
   if (options->format != QIAO_FILE_QIAO && options->format != QIAO_FILE_GGUF)
     return qiao__error(QIAO_INVALID_ARGUMENT, "qiao_model_write: unknown file format %d",
                        (int)options->format);
   qiao_dtype want = options->weight_dtype;
   if (want != QIAO_DTYPE_COUNT && (qiao_dtype_get_info(want) == NULL || want == QIAO_DTYPE_I32))
-    return qiao__error(QIAO_INVALID_ARGUMENT,
-                       "qiao_model_write: weights can be converted to f32, f16, bf16, q8_0 or q4_0");
+    return qiao__error(
+        QIAO_INVALID_ARGUMENT,
+        "qiao_model_write: weights can be converted to f32, f16, bf16, q8_0 or q4_0");
 
   uint64_t n = qiao_model_tensor_count(model);
   qiao__tensor_plan *plans = calloc(n ? (size_t)n : 1, sizeof(*plans));
@@ -199,8 +204,9 @@ qiao_status *qiao_model_write(const qiao_model *model, const char *path,
   if (st == NULL) st = open_temp(path, &tmp, &f);
   if (st == NULL) {
     qiao__writer w = {.file = f, .path = tmp};
-    st = options->format == QIAO_FILE_QIAO ? qiao__write_qiao(model, plans, n, &w, options->progress)
-                                           : qiao__write_gguf(model, plans, n, &w, options->progress);
+    st = options->format == QIAO_FILE_QIAO
+             ? qiao__write_qiao(model, plans, n, &w, options->progress)
+             : qiao__write_gguf(model, plans, n, &w, options->progress);
     if (st == NULL && w.error != NULL) {
       st = w.error;
       w.error = NULL;
@@ -210,8 +216,10 @@ qiao_status *qiao_model_write(const qiao_model *model, const char *path,
       st = qiao__error(QIAO_IO, "%s: write failed: %s", tmp, strerror(errno));
     if (st == NULL && rename(tmp, path) != 0)
       st = qiao__error(QIAO_IO, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-    if (st != NULL) unlink(tmp);
-    else sync_parent_dir(path);
+    if (st != NULL)
+      unlink(tmp);
+    else
+      sync_parent_dir(path);
     qiao__w_release(&w);
   }
   free(tmp);

@@ -48,10 +48,10 @@ typedef struct qiao__tensor_plan {
 
 /* Writes each tensor (converted to its planned dtype) at data_start +
  * plan.offset, padding with zeros between them, and fills in plan.hash.
- * `w->pos` must be <= data_start. Memory stays bounded (a chunk of rows at
- * a time). */
-qiao_status *qiao__write_tensors(qiao__writer *w, qiao__tensor_plan *plans, uint64_t n,
-                                 uint64_t data_start, bool progress);
+ * `w->pos` must be <= data_start. Memory stays bounded: a chunk at a time,
+ * and source pages of `model`'s file mappings are released once read. */
+qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao__tensor_plan *plans,
+                                 uint64_t n, uint64_t data_start, bool progress);
 
 /* The format writers, called by qiao_model_write with `file` open on the
  * temporary file. */

@@ -35,8 +35,9 @@ static qiao_status *read_header(const uint8_t *d, uint64_t size, const char *nam
                        name, h->major, h->minor, QIAO__FILE_MAJOR, QIAO__H_MAJOR);
   h->flags = (uint32_t)le(d + QIAO__H_FLAGS, 4);
   if (h->flags & QIAO__FILE_REQUIRED_FLAGS)
-    return qiao__error(QIAO_UNSUPPORTED, "%s: header flags: unknown required flags 0x%x at byte offset %u",
-                       name, h->flags & QIAO__FILE_REQUIRED_FLAGS, QIAO__H_FLAGS);
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "%s: header flags: unknown required flags 0x%x at byte offset %u", name,
+                       h->flags & QIAO__FILE_REQUIRED_FLAGS, QIAO__H_FLAGS);
   h->header_size = (uint32_t)le(d + QIAO__H_HEADER_SIZE, 4);
   h->alignment = (uint32_t)le(d + QIAO__H_ALIGNMENT, 4);
   h->n_kv = le(d + QIAO__H_N_KV, 8);
@@ -99,9 +100,9 @@ static qiao_status *read_metadata(qiao_model *m, reader *r, const header *h) {
   }
   free(kv);
   if (st == NULL && r->pos != h->table_offset)
-    st = qiao__error(QIAO_MALFORMED, "%s: metadata: %llu bytes left before the tensor table at byte offset %llu",
-                     r->name, (unsigned long long)(h->table_offset - r->pos),
-                     (unsigned long long)r->pos);
+    st = qiao__error(
+        QIAO_MALFORMED, "%s: metadata: %llu bytes left before the tensor table at byte offset %llu",
+        r->name, (unsigned long long)(h->table_offset - r->pos), (unsigned long long)r->pos);
   return st;
 }
 
@@ -144,7 +145,8 @@ static qiao_status *read_tensor(qiao_model *m, reader *r, const header *h, place
   qiao_string name;
   QIAO__TRY(read_string(r, "tensor name", &name));
   if (name.len == 0 || name.len > QIAO__MAX_TENSOR_NAME_LEN || memchr(name.data, 0, name.len))
-    return qiao__error(QIAO_MALFORMED, "%s: tensor name: empty, too long or with a NUL byte at byte offset %llu",
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: tensor name: empty, too long or with a NUL byte at byte offset %llu",
                        r->name, (unsigned long long)entry);
   char tname[QIAO__MAX_TENSOR_NAME_LEN + 1];
   memcpy(tname, name.data, (size_t)name.len);
@@ -154,9 +156,11 @@ static qiao_status *read_tensor(qiao_model *m, reader *r, const header *h, place
   QIAO__TRY(read_u32(r, tname, &dtype));
   QIAO__TRY(read_u32(r, tname, &n_dims));
   if (n_dims < 1 || n_dims > QIAO_MAX_DIMS)
-    return qiao__error(QIAO_MALFORMED, "%s: tensor %s: %u dimensions (expected 1 to 4) at byte offset %llu",
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: tensor %s: %u dimensions (expected 1 to 4) at byte offset %llu",
                        r->name, tname, n_dims, (unsigned long long)(r->pos - 4));
-  for (uint32_t d = 0; d < n_dims; d++) QIAO__TRY(read_u64(r, tname, &shape[d]));
+  for (uint32_t d = 0; d < n_dims; d++)
+    QIAO__TRY(read_u64(r, tname, &shape[d]));
   QIAO__TRY(read_u32(r, tname, &block_elems));
   QIAO__TRY(read_u32(r, tname, &block_bytes));
   QIAO__TRY(read_u32(r, tname, &bits));
@@ -212,15 +216,17 @@ static qiao_status *read_table(qiao_model *m, reader *r, const header *h) {
     st = read_tensor(m, r, h, &ps[i]);
   }
   if (st == NULL && r->pos != h->table_end)
-    st = qiao__error(QIAO_MALFORMED, "%s: tensor table: %llu bytes left after the last entry at byte offset %llu",
+    st = qiao__error(QIAO_MALFORMED,
+                     "%s: tensor table: %llu bytes left after the last entry at byte offset %llu",
                      r->name, (unsigned long long)(h->table_end - r->pos),
                      (unsigned long long)r->pos);
   if (st == NULL && h->n_tensors > 1) {
     qsort(ps, (size_t)h->n_tensors, sizeof(*ps), by_offset);
     for (uint64_t i = 1; i < h->n_tensors && st == NULL; i++)
       if (ps[i - 1].offset + ps[i - 1].n_bytes > ps[i].offset)
-        st = qiao__error(QIAO_MALFORMED, "%s: tensor %s: data overlaps tensor %s at byte offset %llu",
-                         r->name, qiao_model_tensor_at(m, ps[i].index)->name,
+        st = qiao__error(QIAO_MALFORMED,
+                         "%s: tensor %s: data overlaps tensor %s at byte offset %llu", r->name,
+                         qiao_model_tensor_at(m, ps[i].index)->name,
                          qiao_model_tensor_at(m, ps[i - 1].index)->name,
                          (unsigned long long)(h->data_offset + ps[i].offset));
   }
@@ -230,7 +236,7 @@ static qiao_status *read_table(qiao_model *m, reader *r, const header *h) {
 
 qiao_status *qiao__import_qiao(qiao_model *model, const uint8_t *data, uint64_t size,
                                const char *name) {
-  header h;
+  header h = {0};
   QIAO__TRY(read_header(data, size, name, &h));
   reader r = {data, size, 0, name};
   QIAO__TRY(read_metadata(model, &r, &h));

@@ -10,10 +10,13 @@
 #include "format/qiao_file.h"
 
 static void put_at(uint8_t *buf, uint64_t at, uint64_t v, int n) {
-  for (int i = 0; i < n; i++) buf[at + (uint64_t)i] = (uint8_t)(v >> (8 * i));
+  for (int i = 0; i < n; i++)
+    buf[at + (uint64_t)i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+static uint64_t align_up(uint64_t x, uint64_t a) {
+  return (x + a - 1) / a * a;
+}
 
 static void write_table_entry(qiao__writer *m, const qiao__tensor_plan *p) {
   const qiao_tensor *t = p->src;
@@ -21,7 +24,8 @@ static void write_table_entry(qiao__writer *m, const qiao__tensor_plan *p) {
   qiao__w_string(m, t->name, strlen(t->name));
   qiao__w_u32(m, (uint32_t)p->dtype);
   qiao__w_u32(m, t->n_dims);
-  for (uint32_t d = 0; d < t->n_dims; d++) qiao__w_u64(m, t->shape[d]);
+  for (uint32_t d = 0; d < t->n_dims; d++)
+    qiao__w_u64(m, t->shape[d]);
   qiao__w_u32(m, info->block_elems);
   qiao__w_u32(m, info->block_bytes);
   qiao__w_u32(m, info->bits);
@@ -45,8 +49,8 @@ static qiao_status *build_meta(const qiao_model *model, qiao__tensor_plan *plans
   }
   if (add_source) {
     const char *fmt = qiao_model_format(model);
-    qiao_kv kv = {.key = "general.source_format", .type = QIAO_VALUE_STRING,
-                  .v.str = {fmt, strlen(fmt)}};
+    qiao_kv kv = {
+        .key = "general.source_format", .type = QIAO_VALUE_STRING, .v.str = {fmt, strlen(fmt)}};
     qiao__w_string(m, kv.key, strlen(kv.key));
     qiao__w_kv_value(m, &kv);
   }
@@ -92,10 +96,11 @@ qiao_status *qiao__write_qiao(const qiao_model *model, qiao__tensor_plan *plans,
     uint64_t data_offset = (table_end + QIAO__FILE_DATA_ALIGNMENT - 1) / QIAO__FILE_DATA_ALIGNMENT *
                            QIAO__FILE_DATA_ALIGNMENT;
     qiao__w_bytes(file, meta.buf, meta.pos);
-    st = qiao__write_tensors(file, plans, n, data_offset, progress);
+    st = qiao__write_tensors(model, file, plans, n, data_offset, progress);
     if (st == NULL && n == 0) qiao__w_zeros(file, data_offset - file->pos);
     if (st == NULL && file->error == NULL) {
-      for (uint64_t i = 0; i < n; i++) put_at(meta.buf, hash_pos[i], plans[i].hash, 8);
+      for (uint64_t i = 0; i < n; i++)
+        put_at(meta.buf, hash_pos[i], plans[i].hash, 8);
       put_at(meta.buf, QIAO__H_HASH, qiao__qiao_header_hash(meta.buf, table_end), 8);
       if (fflush(file->file) != 0 || fseeko(file->file, 0, SEEK_SET) != 0 ||
           fwrite(meta.buf, 1, (size_t)table_end, file->file) != table_end)

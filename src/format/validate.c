@@ -38,7 +38,8 @@ static qiao_status *expect(checker *c, const char *name, bool required, uint32_t
     if (qiao_model_tensor_at(c->m, i) == t) c->seen[i] = true;
   uint64_t want[3] = {d0, d1, d2};
   bool ok = t->n_dims == n_dims;
-  for (uint32_t d = 0; ok && d < n_dims; d++) ok = t->shape[d] == want[d];
+  for (uint32_t d = 0; ok && d < n_dims; d++)
+    ok = t->shape[d] == want[d];
   if (!ok) {
     char got[128], exp[128];
     shape_text(got, sizeof(got), t->n_dims, t->shape);
@@ -56,7 +57,8 @@ static qiao_status *expect(checker *c, const char *name, bool required, uint32_t
 }
 
 static qiao_status *check_tensors(checker *c, const qiao_hparams *h) {
-  uint64_t q_dim = (uint64_t)h->n_heads * h->head_dim, kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
+  uint64_t q_dim = (uint64_t)h->n_heads * h->head_dim,
+           kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
   QIAO__TRY(expect(c, "token_embd.weight", true, 2, h->vocab_size, h->dim, 0));
   QIAO__TRY(expect(c, "output_norm.weight", true, 1, h->dim, 0, 0));
   QIAO__TRY(expect(c, "output.weight", !h->tied_embeddings, 2, h->vocab_size, h->dim, 0));
@@ -88,7 +90,8 @@ static qiao_status *check_tensors(checker *c, const qiao_hparams *h) {
       QIAO__TRY(expect(c, LAYER("ffn_down_exps.weight"), true, 3, e, h->dim, f));
     } else {
       if (h->ffn_dim == 0)
-        return qiao__error(QIAO_MALFORMED, "%s: tensor %s: missing (layer %u is not dense: model.ffn_dim is 0)",
+        return qiao__error(QIAO_MALFORMED,
+                           "%s: tensor %s: missing (layer %u is not dense: model.ffn_dim is 0)",
                            c->file, LAYER("ffn_gate_inp.weight"), i);
       QIAO__TRY(expect(c, LAYER("ffn_gate.weight"), true, 2, h->ffn_dim, h->dim, 0));
       QIAO__TRY(expect(c, LAYER("ffn_up.weight"), true, 2, h->ffn_dim, h->dim, 0));
@@ -119,7 +122,8 @@ static qiao_status *array_of(const checker *c, const char *key, qiao_value_type 
 
 static qiao_status *check_id(const checker *c, const char *key, uint64_t id, uint64_t n_tokens) {
   if (id >= n_tokens)
-    return qiao__error(QIAO_MALFORMED, "%s: metadata key %s: id %" PRIu64 " is not below the %" PRIu64 " tokens",
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: metadata key %s: id %" PRIu64 " is not below the %" PRIu64 " tokens",
                        c->file, key, id, n_tokens);
   return NULL;
 }
@@ -145,21 +149,25 @@ static qiao_status *check_tokenizer(const checker *c, uint32_t vocab_size) {
     return qiao__error(QIAO_MALFORMED, "%s: metadata key tokenizer.tokens: empty", c->file);
   if (vocab_size && n > vocab_size)
     return qiao__error(QIAO_MALFORMED,
-                       "%s: metadata key tokenizer.tokens: %" PRIu64 " tokens, more than model.vocab_size %u",
+                       "%s: metadata key tokenizer.tokens: %" PRIu64
+                       " tokens, more than model.vocab_size %u",
                        c->file, n, vocab_size);
   if (scores && scores->array_len != n)
-    return qiao__error(QIAO_MALFORMED, "%s: metadata key tokenizer.scores: %" PRIu64 " scores for %" PRIu64 " tokens",
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: metadata key tokenizer.scores: %" PRIu64 " scores for %" PRIu64
+                       " tokens",
                        c->file, scores->array_len, n);
   if (types && types->array_len != n)
     return qiao__error(QIAO_MALFORMED,
-                       "%s: metadata key tokenizer.token_types: %" PRIu64 " types for %" PRIu64 " tokens", c->file,
-                       types->array_len, n);
+                       "%s: metadata key tokenizer.token_types: %" PRIu64 " types for %" PRIu64
+                       " tokens",
+                       c->file, types->array_len, n);
   if (model.len == 3 && memcmp(model.data, "spm", 3) == 0 && scores == NULL)
-    return qiao__error(QIAO_MALFORMED, "%s: metadata key tokenizer.scores: missing for an spm tokenizer",
-                       c->file);
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: metadata key tokenizer.scores: missing for an spm tokenizer", c->file);
   if (model.len == 3 && memcmp(model.data, "bpe", 3) == 0 && merges == NULL)
-    return qiao__error(QIAO_MALFORMED, "%s: metadata key tokenizer.merges: missing for a bpe tokenizer",
-                       c->file);
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: metadata key tokenizer.merges: missing for a bpe tokenizer", c->file);
   static const char *const id_keys[] = {"tokenizer.bos_id", "tokenizer.unk_id", "tokenizer.pad_id"};
   for (size_t k = 0; k < 3; k++) {
     if (qiao_model_kv_find(c->m, id_keys[k]) == NULL) continue;
@@ -175,15 +183,35 @@ static qiao_status *check_tokenizer(const checker *c, uint32_t vocab_size) {
 
 /* ---- Hashes ----------------------------------------------------------------- */
 
+/* XXH3-64 of the tensor's bytes, releasing the file pages as it goes so
+ * that validating a model larger than memory works. */
+static uint64_t hash_tensor(const qiao_model *m, const qiao_tensor *t) {
+  enum { CHUNK = 64 << 20 };
+  XXH3_state_t *s = XXH3_createState();
+  if (s == NULL) return XXH3_64bits(t->data, (size_t)t->n_bytes);
+  XXH3_64bits_reset(s);
+  const uint8_t *p = t->data;
+  for (uint64_t done = 0; done < t->n_bytes;) {
+    uint64_t k = t->n_bytes - done < CHUNK ? t->n_bytes - done : CHUNK;
+    XXH3_64bits_update(s, p + done, (size_t)k);
+    qiao__model_release_pages(m, p + done, k);
+    done += k;
+  }
+  uint64_t h = XXH3_64bits_digest(s);
+  XXH3_freeState(s);
+  return h;
+}
+
 static qiao_status *check_hashes(const checker *c) {
   for (uint64_t i = 0; i < qiao_model_tensor_count(c->m); i++) {
     const qiao__tensor_origin *o = qiao__model_tensor_origin(c->m, i);
     if (!o->has_hash) continue;
     const qiao_tensor *t = qiao_model_tensor_at(c->m, i);
-    uint64_t h = XXH3_64bits(t->data, (size_t)t->n_bytes);
+    uint64_t h = hash_tensor(c->m, t);
     if (h != o->hash)
       return qiao__error(QIAO_MALFORMED,
-                         "%s: tensor %s: data hash %016" PRIx64 " does not match the stored %016" PRIx64
+                         "%s: tensor %s: data hash %016" PRIx64
+                         " does not match the stored %016" PRIx64
                          " (corrupt data) at byte offset %" PRIu64,
                          c->file, t->name, h, o->hash, o->offset);
   }

@@ -73,7 +73,8 @@ void tpl_buf_append(tpl_ctx *ctx, tpl_buf *b, const char *s, size_t n) {
              (unsigned long long)ctx->max_output);
   if (b->len + n + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + n + 1) cap *= 2;
+    while (cap < b->len + n + 1)
+      cap *= 2;
     /* arena-backed so that an error jump leaks nothing; doubling keeps the
      * waste under the final size */
     char *p = tpl_alloc(&ctx->arena, cap);
@@ -87,4 +88,6 @@ void tpl_buf_append(tpl_ctx *ctx, tpl_buf *b, const char *s, size_t n) {
   tpl_charge(ctx, n / 256);
 }
 
-void tpl_buf_putc(tpl_ctx *ctx, tpl_buf *b, char c) { tpl_buf_append(ctx, b, &c, 1); }
+void tpl_buf_putc(tpl_ctx *ctx, tpl_buf *b, char c) {
+  tpl_buf_append(ctx, b, &c, 1);
+}

@@ -16,7 +16,9 @@
 
 enum { MAX_RANGE = 100000 };
 
-static bool streq(const char *a, const char *b) { return strcmp(a, b) == 0; }
+static bool streq(const char *a, const char *b) {
+  return strcmp(a, b) == 0;
+}
 static bool in_set(const char *name, const char *const *set) {
   for (; *set; set++)
     if (streq(name, *set)) return true;
@@ -24,26 +26,29 @@ static bool in_set(const char *name, const char *const *set) {
 }
 
 static const char *const implemented_filters[] = {
-    "abs",    "attr",   "capitalize", "format", "center", "count",  "d",      "default", "dictsort",
-    "e",      "escape", "first",      "float",  "forceescape", "indent", "int", "items",
-    "join",   "last",   "length",     "list",   "lower",  "map",    "max",     "min",
-    "reject", "rejectattr", "replace", "reverse", "round", "safe",  "select",  "selectattr",
-    "sort",   "string", "sum",        "title",  "tojson", "trim",   "unique",  "upper",
-    "wordcount", NULL};
+    "abs",     "attr",     "capitalize", "format", "center",     "count",      "d",
+    "default", "dictsort", "e",          "escape", "first",      "float",      "forceescape",
+    "indent",  "int",      "items",      "join",   "last",       "length",     "list",
+    "lower",   "map",      "max",        "min",    "reject",     "rejectattr", "replace",
+    "reverse", "round",    "safe",       "select", "selectattr", "sort",       "string",
+    "sum",     "title",    "tojson",     "trim",   "unique",     "upper",      "wordcount",
+    NULL};
 static const char *const other_jinja_filters[] = {
-    "batch", "filesizeformat", "groupby", "pprint", "random", "slice", "striptags",
-    "truncate", "urlencode", "urlize", "wordwrap", "xmlattr", NULL};
+    "batch",    "filesizeformat", "groupby", "pprint",   "random",  "slice", "striptags",
+    "truncate", "urlencode",      "urlize",  "wordwrap", "xmlattr", NULL};
 static const char *const tests[] = {
-    "boolean", "callable", "defined",  "divisibleby", "eq",     "equalto", "escaped", "even",
-    "false",   "filter",   "float",    "ge",          "gt",     "greaterthan", "in", "integer",
-    "iterable", "le",      "lessthan", "lower",       "lt",     "mapping", "ne",      "none",
-    "number",  "odd",      "sameas",   "sequence",    "string", "test",    "true",    "undefined",
-    "upper",   NULL};
+    "boolean", "callable", "defined",  "divisibleby", "eq",       "equalto", "escaped",
+    "even",    "false",    "filter",   "float",       "ge",       "gt",      "greaterthan",
+    "in",      "integer",  "iterable", "le",          "lessthan", "lower",   "lt",
+    "mapping", "ne",       "none",     "number",      "odd",      "sameas",  "sequence",
+    "string",  "test",     "true",     "undefined",   "upper",    NULL};
 
 bool tpl_known_filter(const char *name) {
   return in_set(name, implemented_filters) || in_set(name, other_jinja_filters);
 }
-bool tpl_known_test(const char *name) { return in_set(name, tests); }
+bool tpl_known_test(const char *name) {
+  return in_set(name, tests);
+}
 
 int tpl_global_func(const char *name) {
   if (streq(name, "range")) return F_RANGE;
@@ -80,9 +85,13 @@ static int64_t need_int(tpl_ctx *ctx, tpl_value *v, const char *what) {
   tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%s must be an integer, not %s", what, tpl_type_name(v));
 }
 
-static bool opt_bool(tpl_value *v, bool dflt) { return v ? tpl_truthy(v) : dflt; }
+static bool opt_bool(tpl_value *v, bool dflt) {
+  return v ? tpl_truthy(v) : dflt;
+}
 
-static tpl_value buf_value(tpl_buf *b) { return tpl_str(b->data ? b->data : "", b->len); }
+static tpl_value buf_value(tpl_buf *b) {
+  return tpl_str(b->data ? b->data : "", b->len);
+}
 
 /* ---- strings ----------------------------------------------------------------- */
 
@@ -134,8 +143,7 @@ static tpl_value str_capitalize(tpl_ctx *ctx, tpl_value *s) {
 static bool is_cased_word_char(uint32_t c) {
   if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
   utf8proc_category_t cat = utf8proc_category((utf8proc_int32_t)c);
-  return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL ||
-         cat == UTF8PROC_CATEGORY_LT;
+  return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT;
 }
 
 /* title: jinja's filter starts words after whitespace - ( { [ <; Python's
@@ -148,8 +156,9 @@ static tpl_value str_title(tpl_ctx *ctx, tpl_value *s, bool filter) {
   while (i < s->u.s.len) {
     size_t adv;
     uint32_t c = tpl_utf8_decode(p + i, s->u.s.len - i, &adv);
-    bool sep = filter ? (tpl_is_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<')
-                      : !is_cased_word_char(c);
+    bool sep = filter
+                   ? (tpl_is_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<')
+                   : !is_cased_word_char(c);
     if (sep) {
       tpl_buf_append(ctx, &b, p + i, adv);
       start = true;
@@ -170,8 +179,7 @@ static tpl_value str_strip(tpl_ctx *ctx, tpl_value *s, tpl_value *chars, bool le
   size_t set_len = 0;
   if (chars && chars->kind != V_NONE) set = need_str(ctx, chars, "strip chars", &set_len);
   tpl_charge(ctx, s->u.s.len / 64);
-#define IN_SET(cp, adv, at)                                                                        \
-  (set ? (memmem(set, set_len, p + (at), adv) != NULL) : tpl_is_space(cp))
+#define IN_SET(cp, adv, at) (set ? (memmem(set, set_len, p + (at), adv) != NULL) : tpl_is_space(cp))
   while (left && start < end) {
     size_t adv;
     uint32_t c = tpl_utf8_decode(p + start, end - start, &adv);
@@ -180,7 +188,8 @@ static tpl_value str_strip(tpl_ctx *ctx, tpl_value *s, tpl_value *chars, bool le
   }
   while (right && end > start) {
     size_t k = end - 1;
-    while (k > start && ((unsigned char)p[k] & 0xC0) == 0x80) k--;
+    while (k > start && ((unsigned char)p[k] & 0xC0) == 0x80)
+      k--;
     size_t adv;
     uint32_t c = tpl_utf8_decode(p + k, end - k, &adv);
     if (adv != end - k || !IN_SET(c, adv, k)) break;
@@ -220,24 +229,28 @@ static tpl_value str_split(tpl_ctx *ctx, tpl_value *s, tpl_value *sepv, tpl_valu
       ranges[2 * n_words + 1] = i;
       n_words++;
     }
-    if (maxsplit < 0 || (uint64_t)maxsplit + 1 >= n_words) {
+    if (maxsplit < 0 || (uint64_t)maxsplit >= n_words) {
       for (size_t w = 0; w < n_words; w++)
-        tpl_list_push(ctx, out.u.list, tpl_str(p + ranges[2 * w], ranges[2 * w + 1] - ranges[2 * w]));
+        tpl_list_push(ctx, out.u.list,
+                      tpl_str(p + ranges[2 * w], ranges[2 * w + 1] - ranges[2 * w]));
       return out;
     }
-    /* limited: the remainder keeps its inner whitespace (trailing one stripped) */
+    /* limited: the remainder runs to the end (split) or from the start
+     * (rsplit) of the string, whitespace included */
     size_t k = (size_t)maxsplit;
     if (!from_right) {
       for (size_t w = 0; w < k; w++)
-        tpl_list_push(ctx, out.u.list, tpl_str(p + ranges[2 * w], ranges[2 * w + 1] - ranges[2 * w]));
-      size_t r0 = ranges[2 * k], r1 = ranges[2 * (n_words - 1) + 1];
+        tpl_list_push(ctx, out.u.list,
+                      tpl_str(p + ranges[2 * w], ranges[2 * w + 1] - ranges[2 * w]));
+      size_t r0 = ranges[2 * k], r1 = len;
       tpl_list_push(ctx, out.u.list, tpl_str(p + r0, r1 - r0));
     } else {
       size_t first_kept = n_words - k;
-      size_t r0 = ranges[0], r1 = ranges[2 * (first_kept - 1) + 1];
+      size_t r0 = 0, r1 = ranges[2 * (first_kept - 1) + 1];
       tpl_list_push(ctx, out.u.list, tpl_str(p + r0, r1 - r0));
       for (size_t w = first_kept; w < n_words; w++)
-        tpl_list_push(ctx, out.u.list, tpl_str(p + ranges[2 * w], ranges[2 * w + 1] - ranges[2 * w]));
+        tpl_list_push(ctx, out.u.list,
+                      tpl_str(p + ranges[2 * w], ranges[2 * w + 1] - ranges[2 * w]));
     }
     return out;
   }
@@ -279,7 +292,8 @@ static tpl_value str_split(tpl_ctx *ctx, tpl_value *s, tpl_value *sepv, tpl_valu
     end = h;
     done++;
   }
-  for (size_t k = rev.u.list->n; k-- > 0;) tpl_list_push(ctx, out.u.list, rev.u.list->items[k]);
+  for (size_t k = rev.u.list->n; k-- > 0;)
+    tpl_list_push(ctx, out.u.list, rev.u.list->items[k]);
   return out;
 }
 
@@ -400,7 +414,10 @@ static bool str_all(tpl_value *s, int kind) { /* 0 digit, 1 alpha, 2 alnum, 3 sp
     utf8proc_category_t cat = utf8proc_category((utf8proc_int32_t)c);
     bool digit = cat == UTF8PROC_CATEGORY_ND;
     bool alpha = cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO;
-    bool ok = kind == 0 ? digit : kind == 1 ? alpha : kind == 2 ? (digit || alpha) : tpl_is_space(c);
+    bool ok = kind == 0   ? digit
+              : kind == 1 ? alpha
+              : kind == 2 ? (digit || alpha)
+                          : tpl_is_space(c);
     if (!ok) return false;
   }
   return true;
@@ -413,7 +430,8 @@ tpl_list *tpl_iterate(tpl_ctx *ctx, tpl_value *v) {
   case V_LIST: return v->u.list;
   case V_DICT: {
     tpl_list *l = tpl_new_list(ctx, v->u.dict->n).u.list;
-    for (size_t i = 0; i < v->u.dict->n; i++) tpl_list_push(ctx, l, v->u.dict->keys[i]);
+    for (size_t i = 0; i < v->u.dict->n; i++)
+      tpl_list_push(ctx, l, v->u.dict->keys[i]);
     return l;
   }
   case V_STR: {
@@ -429,24 +447,24 @@ tpl_list *tpl_iterate(tpl_ctx *ctx, tpl_value *v) {
   }
   case V_UNDEF: return tpl_new_list(ctx, 0).u.list;
   case V_LOOP: return v->u.loop->items;
-  default:
-    tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "'%s' object is not iterable", tpl_type_name(v));
+  default: tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "'%s' object is not iterable", tpl_type_name(v));
   }
 }
 
 static const char *const str_methods[] = {
-    "startswith", "endswith", "strip",   "lstrip",  "rstrip",  "split",   "rsplit",
-    "splitlines", "upper",    "lower",   "title",   "capitalize", "replace", "find",
-    "rfind",      "index",    "rindex",  "count",   "join",    "isdigit", "isalpha",
-    "isalnum",    "isspace",  "islower", "isupper", "format",  "center",  "swapcase",
-    "zfill",      "casefold", "ljust",   "rjust",   "partition", "rpartition",
-    "removeprefix", "removesuffix", "expandtabs", "isnumeric", "isdecimal", "istitle",
-    "encode",     NULL};
+    "startswith", "endswith",   "strip",     "lstrip",     "rstrip",       "split",
+    "rsplit",     "splitlines", "upper",     "lower",      "title",        "capitalize",
+    "replace",    "find",       "rfind",     "index",      "rindex",       "count",
+    "join",       "isdigit",    "isalpha",   "isalnum",    "isspace",      "islower",
+    "isupper",    "format",     "center",    "swapcase",   "zfill",        "casefold",
+    "ljust",      "rjust",      "partition", "rpartition", "removeprefix", "removesuffix",
+    "expandtabs", "isnumeric",  "isdecimal", "istitle",    "encode",       NULL};
 static const char *const dict_methods[] = {"items", "keys", "values", "get", "copy", NULL};
-static const char *const dict_mutators[] = {"pop", "popitem", "setdefault", "update", "clear", NULL};
+static const char *const dict_mutators[] = {"pop",    "popitem", "setdefault",
+                                            "update", "clear",   NULL};
 static const char *const list_methods[] = {"count", "index", "copy", NULL};
-static const char *const list_mutators[] = {"append", "extend", "insert", "pop",
-                                            "remove", "reverse", "sort",  "clear", NULL};
+static const char *const list_mutators[] = {"append",  "extend", "insert", "pop", "remove",
+                                            "reverse", "sort",   "clear",  NULL};
 
 bool tpl_has_method(const tpl_value *obj, const char *name) {
   switch (obj->kind) {
@@ -514,6 +532,7 @@ tpl_value tpl_getattr(tpl_ctx *ctx, tpl_value *obj, const char *name) {
     if (in_set(name, str_methods)) return bound(ctx, obj, name);
     break;
   case V_LIST:
+    if (obj->u.list->iterator) break;
     if (in_set(name, list_methods)) return bound(ctx, obj, name);
     if (in_set(name, list_mutators))
       return missing(ctx, obj, "access to attribute '%2$s' of '%1$s' object is unsafe", name);
@@ -538,6 +557,9 @@ tpl_value tpl_getitem(tpl_ctx *ctx, tpl_value *obj, tpl_value *key) {
     break;
   }
   case V_LIST:
+    if (obj->u.list->iterator)
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "'%s' object is not subscriptable",
+               obj->u.list->iterator);
     if (key->kind == V_INT || key->kind == V_BOOL) {
       int64_t i = key->kind == V_INT ? key->u.i : key->u.b, n = (int64_t)obj->u.list->n;
       if (i < 0) i += n;
@@ -582,9 +604,11 @@ static tpl_value get_path(tpl_ctx *ctx, tpl_value *obj, tpl_value *path) {
   size_t i = 0;
   while (i <= len) {
     size_t j = i;
-    while (j < len && p[j] != '.') j++;
+    while (j < len && p[j] != '.')
+      j++;
     bool digits = j > i;
-    for (size_t k = i; k < j; k++) digits &= p[k] >= '0' && p[k] <= '9';
+    for (size_t k = i; k < j; k++)
+      digits &= p[k] >= '0' && p[k] <= '9';
     if (digits && j - i < 18) {
       tpl_value key = tpl_int(strtoll(tpl_strdup(&ctx->arena, p + i, j - i), NULL, 10));
       cur = tpl_getitem(ctx, &cur, &key);
@@ -624,8 +648,10 @@ static void merge_sort(tpl_ctx *ctx, sort_key *a, sort_key *tmp, size_t n, bool 
     bool take_right = reverse ? c > 0 : c < 0;
     tmp[k++] = take_right ? a[j++] : a[i++];
   }
-  while (i < h) tmp[k++] = a[i++];
-  while (j < n) tmp[k++] = a[j++];
+  while (i < h)
+    tmp[k++] = a[i++];
+  while (j < n)
+    tmp[k++] = a[j++];
   memcpy(a, tmp, n * sizeof(*a));
 }
 
@@ -633,7 +659,8 @@ static tpl_value sorted(tpl_ctx *ctx, sort_key *keys, size_t n, bool reverse) {
   sort_key *tmp = tpl_alloc(&ctx->arena, (n ? n : 1) * sizeof(sort_key));
   merge_sort(ctx, keys, tmp, n, reverse);
   tpl_value out = tpl_new_list(ctx, n);
-  for (size_t i = 0; i < n; i++) tpl_list_push(ctx, out.u.list, keys[i].item);
+  for (size_t i = 0; i < n; i++)
+    tpl_list_push(ctx, out.u.list, keys[i].item);
   return out;
 }
 
@@ -651,8 +678,10 @@ static bool parse_int_text(const char *p, size_t len, int base, int64_t *out) {
   char buf[80];
   size_t n = 0;
   size_t i = 0;
-  while (i < len && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r'))) i++;
-  while (len > i && (p[len - 1] == ' ' || (p[len - 1] >= '\t' && p[len - 1] <= '\r'))) len--;
+  while (i < len && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r')))
+    i++;
+  while (len > i && (p[len - 1] == ' ' || (p[len - 1] >= '\t' && p[len - 1] <= '\r')))
+    len--;
   if (i == len) return false;
   for (; i < len; i++) {
     if (p[i] == '_') continue;
@@ -670,8 +699,10 @@ static bool parse_int_text(const char *p, size_t len, int base, int64_t *out) {
 
 static bool parse_float_text(const char *p, size_t len, double *out) {
   char buf[80];
-  while (len && (*p == ' ' || (*p >= '\t' && *p <= '\r'))) p++, len--;
-  while (len && (p[len - 1] == ' ' || (p[len - 1] >= '\t' && p[len - 1] <= '\r'))) len--;
+  while (len && (*p == ' ' || (*p >= '\t' && *p <= '\r')))
+    p++, len--;
+  while (len && (p[len - 1] == ' ' || (p[len - 1] >= '\t' && p[len - 1] <= '\r')))
+    len--;
   if (len == 0 || len >= sizeof(buf)) return false;
   memcpy(buf, p, len);
   buf[len] = '\0';
@@ -751,25 +782,32 @@ tpl_value tpl_printf(tpl_ctx *ctx, tpl_value *fmtv, tpl_value *args, tpl_args *k
     tpl_value *v = NULL;
     if (f[i] == '(') {
       size_t e = i + 1;
-      while (e < len && f[e] != ')') e++;
+      while (e < len && f[e] != ')')
+        e++;
       if (e >= len || mapping == NULL || mapping->kind != V_DICT)
         tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "format requires a mapping");
       v = tpl_dict_get_str(mapping->u.dict, f + i + 1, e - i - 1);
-      if (v == NULL) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "format: missing key '%.*s'", (int)(e - i - 1), f + i + 1);
+      if (v == NULL)
+        tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "format: missing key '%.*s'", (int)(e - i - 1),
+                 f + i + 1);
       i = e + 1;
     }
     char spec[32];
     size_t sn = 0;
     spec[sn++] = '%';
-    while (i < len && strchr("-+ #0", f[i]) && sn < 8) spec[sn++] = f[i++];
+    while (i < len && strchr("-+ #0", f[i]) && sn < 8)
+      spec[sn++] = f[i++];
     int width = 0, prec = -1;
-    while (i < len && f[i] >= '0' && f[i] <= '9' && width < 10000) width = width * 10 + (f[i++] - '0');
+    while (i < len && f[i] >= '0' && f[i] <= '9' && width < 10000)
+      width = width * 10 + (f[i++] - '0');
     if (i < len && f[i] == '.') {
       prec = 0;
       i++;
-      while (i < len && f[i] >= '0' && f[i] <= '9' && prec < 1000) prec = prec * 10 + (f[i++] - '0');
+      while (i < len && f[i] >= '0' && f[i] <= '9' && prec < 1000)
+        prec = prec * 10 + (f[i++] - '0');
     }
-    while (i < len && (f[i] == 'h' || f[i] == 'l' || f[i] == 'L')) i++;
+    while (i < len && (f[i] == 'h' || f[i] == 'l' || f[i] == 'L'))
+      i++;
     if (i >= len) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "incomplete format");
     char conv = f[i];
     if (conv == '%') {
@@ -777,7 +815,8 @@ tpl_value tpl_printf(tpl_ctx *ctx, tpl_value *fmtv, tpl_value *args, tpl_args *k
       continue;
     }
     if (v == NULL) {
-      if (next >= n_items) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "not enough arguments for format string");
+      if (next >= n_items)
+        tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "not enough arguments for format string");
       v = &items[next++];
     }
     bool left = memchr(spec, '-', sn) != NULL;
@@ -787,15 +826,20 @@ tpl_value tpl_printf(tpl_ctx *ctx, tpl_value *fmtv, tpl_value *args, tpl_args *k
       size_t tl = tmp.len;
       if (prec >= 0) tl = tpl_utf8_offset(tmp.data ? tmp.data : "", tmp.len, (size_t)prec);
       size_t chars = tpl_utf8_count(tmp.data ? tmp.data : "", tl);
-      if (!left) for (size_t k = chars; k < (size_t)width; k++) tpl_buf_putc(ctx, &b, ' ');
+      if (!left)
+        for (size_t k = chars; k < (size_t)width; k++)
+          tpl_buf_putc(ctx, &b, ' ');
       tpl_buf_append(ctx, &b, tmp.data ? tmp.data : "", tl);
-      if (left) for (size_t k = chars; k < (size_t)width; k++) tpl_buf_putc(ctx, &b, ' ');
+      if (left)
+        for (size_t k = chars; k < (size_t)width; k++)
+          tpl_buf_putc(ctx, &b, ' ');
       continue;
     }
     char out[1200];
     if (strchr("diuxXoc", conv)) {
       if (v->kind != V_INT && v->kind != V_BOOL && v->kind != V_FLOAT)
-        tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%%%c format: a number is required, not %s", conv, tpl_type_name(v));
+        tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%%%c format: a number is required, not %s", conv,
+                 tpl_type_name(v));
       long long x = v->kind == V_FLOAT ? (long long)v->u.f : v->kind == V_INT ? v->u.i : v->u.b;
       if (conv == 'c') {
         tpl_utf8_encode(ctx, &b, (uint32_t)x);
@@ -805,7 +849,8 @@ tpl_value tpl_printf(tpl_ctx *ctx, tpl_value *fmtv, tpl_value *args, tpl_args *k
       snprintf(out, sizeof(out), spec, width, prec < 0 ? 1 : prec, x);
     } else if (strchr("eEfFgG", conv)) {
       if (v->kind != V_INT && v->kind != V_BOOL && v->kind != V_FLOAT)
-        tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%%%c format: a number is required, not %s", conv, tpl_type_name(v));
+        tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%%%c format: a number is required, not %s", conv,
+                 tpl_type_name(v));
       double x = v->kind == V_FLOAT ? v->u.f : v->kind == V_INT ? (double)v->u.i : v->u.b;
       snprintf(spec + sn, sizeof(spec) - sn, "*.*%c", conv);
       snprintf(out, sizeof(out), spec, width, prec < 0 ? 6 : prec, x);
@@ -838,12 +883,15 @@ static bool run_test(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_args *a) 
     return v->kind == V_STR || v->kind == V_LIST || v->kind == V_DICT || v->kind == V_UNDEF ||
            v->kind == V_LOOP;
   if (streq(name, "sequence"))
-    return v->kind == V_STR || v->kind == V_LIST || v->kind == V_DICT || v->kind == V_UNDEF;
+    return v->kind == V_STR || (v->kind == V_LIST && !v->u.list->iterator) || v->kind == V_DICT ||
+           v->kind == V_UNDEF;
   if (streq(name, "callable"))
     return v->kind == V_MACRO || v->kind == V_FUNC || v->kind == V_METHOD;
   if (streq(name, "escaped")) return false;
-  if (streq(name, "filter")) return v->kind == V_STR && tpl_known_filter(tpl_strdup(&ctx->arena, v->u.s.p, v->u.s.len));
-  if (streq(name, "test")) return v->kind == V_STR && tpl_known_test(tpl_strdup(&ctx->arena, v->u.s.p, v->u.s.len));
+  if (streq(name, "filter"))
+    return v->kind == V_STR && tpl_known_filter(tpl_strdup(&ctx->arena, v->u.s.p, v->u.s.len));
+  if (streq(name, "test"))
+    return v->kind == V_STR && tpl_known_test(tpl_strdup(&ctx->arena, v->u.s.p, v->u.s.len));
   if (streq(name, "lower") || streq(name, "upper")) {
     tpl_value s = tpl_to_str(ctx, v);
     return str_is_case(&s, streq(name, "lower"));
@@ -889,12 +937,18 @@ static bool select_test(tpl_ctx *ctx, tpl_value *item, tpl_args *a, size_t first
   const char *tn = need_str(ctx, &a->pos[first], "test name", &tl);
   char *name = tpl_strdup(&ctx->arena, tn, tl);
   /* the operator spellings jinja2 accepts as test names */
-  if (streq(name, "==")) name = "eq";
-  else if (streq(name, "!=")) name = "ne";
-  else if (streq(name, "<")) name = "lt";
-  else if (streq(name, "<=")) name = "le";
-  else if (streq(name, ">")) name = "gt";
-  else if (streq(name, ">=")) name = "ge";
+  if (streq(name, "=="))
+    name = "eq";
+  else if (streq(name, "!="))
+    name = "ne";
+  else if (streq(name, "<"))
+    name = "lt";
+  else if (streq(name, "<="))
+    name = "le";
+  else if (streq(name, ">"))
+    name = "gt";
+  else if (streq(name, ">="))
+    name = "ge";
   if (!tpl_known_test(name)) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "no test named '%s'", name);
   tpl_args rest = {a->pos + first + 1, a->n_pos - first - 1, a->kw_names, a->kw, a->n_kw};
   return tpl_apply_test(ctx, name, item, &rest);
@@ -915,7 +969,8 @@ static void write_indented(tpl_ctx *ctx, tpl_buf *b, tpl_value *s, const char *i
   size_t len = tmp.len, i = 0, line_no = 0;
   while (i < len) {
     size_t e = i;
-    while (e < len && p[e] != '\n' && p[e] != '\r') e++;
+    while (e < len && p[e] != '\n' && p[e] != '\r')
+      e++;
     if (line_no > 0) {
       tpl_buf_putc(ctx, b, '\n');
       if (blank || e > i) tpl_buf_append(ctx, b, ind, il);
@@ -994,14 +1049,16 @@ static tpl_value filter_round(tpl_ctx *ctx, tpl_value *v, tpl_args *a) {
   if (v->kind != V_INT && v->kind != V_FLOAT && v->kind != V_BOOL)
     tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "round needs a number, not %s", tpl_type_name(v));
   double x = v->kind == V_FLOAT ? v->u.f : v->kind == V_INT ? (double)v->u.i : v->u.b;
-  if (prec < -300 || prec > 300) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "round precision out of range");
+  if (prec < -300 || prec > 300)
+    tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "round precision out of range");
   if (ml == 6 && memcmp(method, "common", 6) == 0) {
     if (v->kind != V_FLOAT) { /* round(int, n) stays an int */
       int64_t i = v->kind == V_INT ? v->u.i : v->u.b;
       if (prec >= 0) return tpl_int(i);
       if (prec < -18) return tpl_int(0);
       int64_t m = 1;
-      for (int64_t k = 0; k < -prec; k++) m *= 10;
+      for (int64_t k = 0; k < -prec; k++)
+        m *= 10;
       int64_t q = i / m, r = i % m;
       if (r < 0) {
         r += m;
@@ -1009,7 +1066,8 @@ static tpl_value filter_round(tpl_ctx *ctx, tpl_value *v, tpl_args *a) {
       }
       if (2 * r > m || (2 * r == m && (q & 1))) q++; /* half to even */
       int64_t out;
-      if (__builtin_mul_overflow(q, m, &out)) tpl_fail(ctx, QIAO_UNSUPPORTED, "integer overflow in round");
+      if (__builtin_mul_overflow(q, m, &out))
+        tpl_fail(ctx, QIAO_UNSUPPORTED, "integer overflow in round");
       return tpl_int(out);
     }
     if (!isfinite(x)) return tpl_float(x);
@@ -1047,7 +1105,10 @@ static tpl_value filter_escape(tpl_ctx *ctx, tpl_value *v) {
 static int64_t length_of(tpl_ctx *ctx, tpl_value *v) {
   switch (v->kind) {
   case V_STR: return (int64_t)tpl_utf8_count(v->u.s.p, v->u.s.len);
-  case V_LIST: return (int64_t)v->u.list->n;
+  case V_LIST:
+    if (v->u.list->iterator)
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "object of type '%s' has no len()", v->u.list->iterator);
+    return (int64_t)v->u.list->n;
   case V_DICT: return (int64_t)v->u.dict->n;
   case V_UNDEF: return 0;
   case V_LOOP: return (int64_t)v->u.loop->items->n;
@@ -1062,9 +1123,11 @@ static tpl_value center(tpl_ctx *ctx, tpl_value *s, int64_t width) {
   if (width > (int64_t)ctx->max_output) tpl_fail(ctx, QIAO_LIMIT, "center width is too large");
   int64_t pad = width - n, left = pad / 2 + (pad & width & 1);
   tpl_buf b = {0};
-  for (int64_t i = 0; i < left; i++) tpl_buf_putc(ctx, &b, ' ');
+  for (int64_t i = 0; i < left; i++)
+    tpl_buf_putc(ctx, &b, ' ');
   tpl_buf_append(ctx, &b, s->u.s.p, s->u.s.len);
-  for (int64_t i = 0; i < pad - left; i++) tpl_buf_putc(ctx, &b, ' ');
+  for (int64_t i = 0; i < pad - left; i++)
+    tpl_buf_putc(ctx, &b, ' ');
   return buf_value(&b);
 }
 
@@ -1093,7 +1156,7 @@ static tpl_value min_max(tpl_ctx *ctx, tpl_value *v, tpl_args *a, bool want_max)
 static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_args *a) {
   tpl_charge(ctx, 1);
   if (streq(name, "length") || streq(name, "count")) return tpl_int(length_of(ctx, v));
-  if (streq(name, "safe")) return *v;
+  if (streq(name, "safe")) return tpl_to_str(ctx, v); /* Markup(value) is a string */
   if (streq(name, "string")) return tpl_to_str(ctx, v);
   if (streq(name, "default") || streq(name, "d")) {
     tpl_value *dv = arg(a, 0, "default_value");
@@ -1136,6 +1199,8 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
       tpl_value idx = tpl_int(first ? 0 : -1);
       return tpl_getitem(ctx, v, &idx);
     }
+    if (!first && v->kind == V_LIST && v->u.list->iterator)
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "'%s' object is not reversible", v->u.list->iterator);
     tpl_list *items = tpl_iterate(ctx, v);
     if (items->n == 0)
       return tpl_undef(first ? "No first item, sequence was empty."
@@ -1145,7 +1210,8 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
   if (streq(name, "list")) {
     tpl_list *items = tpl_iterate(ctx, v);
     tpl_value out = tpl_new_list(ctx, items->n);
-    for (size_t i = 0; i < items->n; i++) tpl_list_push(ctx, out.u.list, items->items[i]);
+    for (size_t i = 0; i < items->n; i++)
+      tpl_list_push(ctx, out.u.list, items->items[i]);
     return out;
   }
   if (streq(name, "items")) {
@@ -1171,11 +1237,13 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
       }
       return out;
     }
-    if (a->n_pos == 0) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "map needs a filter name or attribute=");
+    if (a->n_pos == 0)
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "map needs a filter name or attribute=");
     size_t fl;
     const char *fn = need_str(ctx, &a->pos[0], "filter name", &fl);
     char *fname = tpl_strdup(&ctx->arena, fn, fl);
-    if (!tpl_known_filter(fname)) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "no filter named '%s'", fname);
+    if (!tpl_known_filter(fname))
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "no filter named '%s'", fname);
     tpl_args rest = {a->pos + 1, a->n_pos - 1, a->kw_names, a->kw, a->n_kw};
     for (size_t i = 0; i < items->n; i++)
       tpl_list_push(ctx, out.u.list, tpl_apply_filter(ctx, fname, &items->items[i], &rest));
@@ -1185,7 +1253,8 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
       streq(name, "rejectattr")) {
     bool keep_if = name[0] == 's';
     bool by_attr = strstr(name, "attr") != NULL;
-    if (by_attr && a->n_pos == 0) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%s needs an attribute", name);
+    if (by_attr && a->n_pos == 0)
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%s needs an attribute", name);
     tpl_list *items = tpl_iterate(ctx, v);
     tpl_value out = tpl_new_list(ctx, 0);
     for (size_t i = 0; i < items->n; i++) {
@@ -1240,7 +1309,8 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
     if (by) {
       size_t bl;
       const char *bs = need_str(ctx, by, "dictsort by", &bl);
-      if (bl == 5 && memcmp(bs, "value", 5) == 0) by_value = true;
+      if (bl == 5 && memcmp(bs, "value", 5) == 0)
+        by_value = true;
       else if (!(bl == 3 && memcmp(bs, "key", 3) == 0))
         tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "You can only sort by either \"key\" or \"value\"");
     }
@@ -1276,7 +1346,11 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
     }
     tpl_list *items = tpl_iterate(ctx, v);
     tpl_value out = tpl_new_list(ctx, items->n);
-    for (size_t i = items->n; i-- > 0;) tpl_list_push(ctx, out.u.list, items->items[i]);
+    for (size_t i = items->n; i-- > 0;)
+      tpl_list_push(ctx, out.u.list, items->items[i]);
+    /* reversed() of a list or dict is an iterator; of an iterator, a list */
+    if (v->kind == V_LIST && !v->u.list->iterator) out.u.list->iterator = "list_reverseiterator";
+    if (v->kind == V_DICT) out.u.list->iterator = "dict_reversekeyiterator";
     return out;
   }
   if (streq(name, "indent")) {
@@ -1296,7 +1370,10 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
       ind = spaces;
       il = (size_t)w;
     }
-    tpl_value s = tpl_to_str(ctx, v);
+    if (v->kind != V_STR) /* jinja2 appends "\n" to the value itself */
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "indent: can only indent a string, not %s",
+               tpl_type_name(v));
+    tpl_value s = *v;
     tpl_buf b = {0};
     write_indented(ctx, &b, &s, ind, il, first, blank);
     return buf_value(&b);
@@ -1338,7 +1415,8 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
   }
   if (streq(name, "format")) {
     if (a->n_pos && a->n_kw)
-      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "can't handle positional and keyword arguments at the same time");
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT,
+               "can't handle positional and keyword arguments at the same time");
     tpl_value s = tpl_to_str(ctx, v);
     return tpl_printf(ctx, &s, NULL, a);
   }
@@ -1359,7 +1437,12 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
 }
 
 tpl_value tpl_apply_filter(tpl_ctx *ctx, const char *name, tpl_value *operand, tpl_args *args) {
-  return do_filter(ctx, name, operand, args);
+  static const char *const lazy[] = {"map",        "select", "reject", "selectattr",
+                                     "rejectattr", "items",  "unique", NULL};
+  tpl_value r = do_filter(ctx, name, operand, args);
+  /* these return generators in jinja2: truthy even when empty, no len() */
+  if (r.kind == V_LIST && in_set(name, lazy)) r.u.list->iterator = "generator";
+  return r;
 }
 
 /* ---- methods -------------------------------------------------------------------- */
@@ -1386,7 +1469,8 @@ static tpl_value str_method(tpl_ctx *ctx, tpl_value *s, const char *name, tpl_ar
     size_t len = s->u.s.len, i = 0;
     while (i < len) {
       size_t e = i;
-      while (e < len && p[e] != '\n' && p[e] != '\r') e++;
+      while (e < len && p[e] != '\n' && p[e] != '\r')
+        e++;
       size_t next = e < len ? e + 1 : e;
       if (e < len && p[e] == '\r' && e + 1 < len && p[e + 1] == '\n') next++;
       tpl_list_push(ctx, out.u.list, tpl_str(p + i, (keep ? next : e) - i));
@@ -1471,7 +1555,8 @@ tpl_value tpl_call_method(tpl_ctx *ctx, tpl_value *self, const char *name, tpl_a
     }
     if (streq(name, "copy")) {
       tpl_value out = tpl_new_dict(ctx, d->n);
-      for (size_t i = 0; i < d->n; i++) tpl_dict_set(ctx, out.u.dict, d->keys[i], d->vals[i]);
+      for (size_t i = 0; i < d->n; i++)
+        tpl_dict_set(ctx, out.u.dict, d->keys[i], d->vals[i]);
       return out;
     }
   }
@@ -1492,7 +1577,8 @@ tpl_value tpl_call_method(tpl_ctx *ctx, tpl_value *self, const char *name, tpl_a
     }
     if (streq(name, "copy")) {
       tpl_value out = tpl_new_list(ctx, l->n);
-      for (size_t i = 0; i < l->n; i++) tpl_list_push(ctx, out.u.list, l->items[i]);
+      for (size_t i = 0; i < l->n; i++)
+        tpl_list_push(ctx, out.u.list, l->items[i]);
       return out;
     }
   }
@@ -1536,7 +1622,8 @@ tpl_value tpl_call_func(tpl_ctx *ctx, int func, tpl_args *a) {
   case F_NAMESPACE:
   case F_DICT: {
     tpl_value out = tpl_new_dict(ctx, 0);
-    if (a->n_pos > 1) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "expected at most 1 positional argument");
+    if (a->n_pos > 1)
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "expected at most 1 positional argument");
     if (a->n_pos == 1) {
       tpl_value *src = &a->pos[0];
       if (src->kind == V_DICT || src->kind == V_NS) {
@@ -1546,14 +1633,16 @@ tpl_value tpl_call_func(tpl_ctx *ctx, int func, tpl_args *a) {
         for (size_t i = 0; i < src->u.list->n; i++) {
           tpl_value *p = &src->u.list->items[i];
           if (p->kind != V_LIST || p->u.list->n != 2)
-            tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "dictionary update sequence element has wrong length");
+            tpl_fail(ctx, QIAO_INVALID_ARGUMENT,
+                     "dictionary update sequence element has wrong length");
           tpl_dict_set(ctx, out.u.dict, p->u.list->items[0], p->u.list->items[1]);
         }
       } else {
         tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "cannot build a mapping from %s", tpl_type_name(src));
       }
     }
-    for (size_t i = 0; i < a->n_kw; i++) tpl_dict_set(ctx, out.u.dict, tpl_cstr(a->kw_names[i]), a->kw[i]);
+    for (size_t i = 0; i < a->n_kw; i++)
+      tpl_dict_set(ctx, out.u.dict, tpl_cstr(a->kw_names[i]), a->kw[i]);
     if (func == F_NAMESPACE) out.kind = V_NS;
     return out;
   }
@@ -1576,7 +1665,6 @@ tpl_value tpl_call_func(tpl_ctx *ctx, int func, tpl_args *a) {
     size_t n = strftime(out, sizeof(out), fmt, &tm);
     return tpl_str_copy(ctx, out, n);
   }
-  default:
-    tpl_fail(ctx, QIAO_UNSUPPORTED, "joiner, cycler and lipsum are not supported");
+  default: tpl_fail(ctx, QIAO_UNSUPPORTED, "joiner, cycler and lipsum are not supported");
   }
 }

@@ -38,7 +38,9 @@ static void enter(tpl_ctx *ctx) {
     tpl_fail(ctx, QIAO_LIMIT, "depth budget exceeded (more than %u nested evaluations)",
              ctx->max_depth);
 }
-static void leave(tpl_ctx *ctx) { ctx->depth--; }
+static void leave(tpl_ctx *ctx) {
+  ctx->depth--;
+}
 
 _Noreturn void tpl_undefined_error(tpl_ctx *ctx, const tpl_value *v) {
   if (v->undef_name) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%s", v->undef_name);
@@ -53,8 +55,10 @@ static tpl_frame *new_frame(tpl_ctx *ctx, tpl_frame *parent) {
 
 static void frame_set(tpl_ctx *ctx, tpl_frame *f, const char *name, tpl_value v) {
   tpl_value *slot = tpl_dict_get_str(&f->vars, name, strlen(name));
-  if (slot) *slot = v;
-  else tpl_dict_set(ctx, &f->vars, tpl_cstr(name), v);
+  if (slot)
+    *slot = v;
+  else
+    tpl_dict_set(ctx, &f->vars, tpl_cstr(name), v);
 }
 
 static tpl_value lookup(tpl_ctx *ctx, tpl_frame *f, const char *name) {
@@ -75,11 +79,13 @@ static tpl_value lookup(tpl_ctx *ctx, tpl_frame *f, const char *name) {
 static void eval_args(tpl_ctx *ctx, tpl_frame *f, const tpl_node *n, tpl_args *args) {
   args->n_pos = n->list.n;
   args->pos = n->list.n ? tpl_alloc(&ctx->arena, n->list.n * sizeof(tpl_value)) : NULL;
-  for (size_t i = 0; i < n->list.n; i++) args->pos[i] = eval(ctx, f, n->list.items[i]);
+  for (size_t i = 0; i < n->list.n; i++)
+    args->pos[i] = eval(ctx, f, n->list.items[i]);
   args->n_kw = n->list2.n;
   args->kw = n->list2.n ? tpl_alloc(&ctx->arena, n->list2.n * sizeof(tpl_value)) : NULL;
   args->kw_names = n->names.items;
-  for (size_t i = 0; i < n->list2.n; i++) args->kw[i] = eval(ctx, f, n->list2.items[i]);
+  for (size_t i = 0; i < n->list2.n; i++)
+    args->kw[i] = eval(ctx, f, n->list2.items[i]);
 }
 
 tpl_value tpl_call_macro(tpl_ctx *ctx, const tpl_node *m, tpl_args *args) {
@@ -90,8 +96,10 @@ tpl_value tpl_call_macro(tpl_ctx *ctx, const tpl_node *m, tpl_args *args) {
   tpl_value varargs = tpl_new_list(ctx, 0), kwargs = tpl_new_dict(ctx, 0);
   varargs.u.list->tuple = true;
   for (size_t i = 0; i < args->n_pos; i++) {
-    if (i < np) frame_set(ctx, mf, m->names.items[i], args->pos[i]);
-    else tpl_list_push(ctx, varargs.u.list, args->pos[i]);
+    if (i < np)
+      frame_set(ctx, mf, m->names.items[i], args->pos[i]);
+    else
+      tpl_list_push(ctx, varargs.u.list, args->pos[i]);
   }
   for (size_t k = 0; k < args->n_kw; k++) {
     size_t i;
@@ -148,7 +156,9 @@ static bool is_num(const tpl_value *v) {
 static double num_f(const tpl_value *v) {
   return v->kind == V_FLOAT ? v->u.f : v->kind == V_INT ? (double)v->u.i : (double)v->u.b;
 }
-static int64_t num_i(const tpl_value *v) { return v->kind == V_INT ? v->u.i : (int64_t)v->u.b; }
+static int64_t num_i(const tpl_value *v) {
+  return v->kind == V_INT ? v->u.i : (int64_t)v->u.b;
+}
 
 static tpl_value repeat(tpl_ctx *ctx, tpl_value *seq, int64_t times) {
   if (times < 0) times = 0;
@@ -157,7 +167,8 @@ static tpl_value repeat(tpl_ctx *ctx, tpl_value *seq, int64_t times) {
     if (!qiao__mul_u64(seq->u.s.len, (uint64_t)times, &total) || total > ctx->max_output)
       tpl_fail(ctx, QIAO_LIMIT, "output budget exceeded by a repeated string");
     char *p = tpl_alloc(&ctx->arena, (size_t)total + 1);
-    for (int64_t i = 0; i < times; i++) memcpy(p + (size_t)i * seq->u.s.len, seq->u.s.p, seq->u.s.len);
+    for (int64_t i = 0; i < times; i++)
+      memcpy(p + (size_t)i * seq->u.s.len, seq->u.s.p, seq->u.s.len);
     tpl_charge(ctx, total / 64);
     return tpl_str(p, (size_t)total);
   }
@@ -166,7 +177,8 @@ static tpl_value repeat(tpl_ctx *ctx, tpl_value *seq, int64_t times) {
     tpl_fail(ctx, QIAO_LIMIT, "memory budget exceeded by a repeated list");
   tpl_value out = tpl_new_list(ctx, (size_t)total);
   for (int64_t i = 0; i < times; i++)
-    for (size_t k = 0; k < seq->u.list->n; k++) tpl_list_push(ctx, out.u.list, seq->u.list->items[k]);
+    for (size_t k = 0; k < seq->u.list->n; k++)
+      tpl_list_push(ctx, out.u.list, seq->u.list->items[k]);
   out.u.list->tuple = seq->u.list->tuple;
   return out;
 }
@@ -190,19 +202,21 @@ tpl_value tpl_binop(tpl_ctx *ctx, int op, tpl_value *a, tpl_value *b) {
       tpl_charge(ctx, n / 64);
       return tpl_str(p, n);
     }
-    if (a->kind == V_LIST && b->kind == V_LIST) {
+    if (a->kind == V_LIST && b->kind == V_LIST && !a->u.list->iterator && !b->u.list->iterator) {
       tpl_value out = tpl_new_list(ctx, a->u.list->n + b->u.list->n);
-      for (size_t i = 0; i < a->u.list->n; i++) tpl_list_push(ctx, out.u.list, a->u.list->items[i]);
-      for (size_t i = 0; i < b->u.list->n; i++) tpl_list_push(ctx, out.u.list, b->u.list->items[i]);
+      for (size_t i = 0; i < a->u.list->n; i++)
+        tpl_list_push(ctx, out.u.list, a->u.list->items[i]);
+      for (size_t i = 0; i < b->u.list->n; i++)
+        tpl_list_push(ctx, out.u.list, b->u.list->items[i]);
       tpl_charge(ctx, out.u.list->n / 16);
       return out;
     }
   }
   if (op == OP_MUL) {
-    if ((a->kind == V_STR || a->kind == V_LIST) && (b->kind == V_INT || b->kind == V_BOOL))
-      return repeat(ctx, a, num_i(b));
-    if ((b->kind == V_STR || b->kind == V_LIST) && (a->kind == V_INT || a->kind == V_BOOL))
-      return repeat(ctx, b, num_i(a));
+    bool a_seq = a->kind == V_STR || (a->kind == V_LIST && !a->u.list->iterator);
+    bool b_seq = b->kind == V_STR || (b->kind == V_LIST && !b->u.list->iterator);
+    if (a_seq && (b->kind == V_INT || b->kind == V_BOOL)) return repeat(ctx, a, num_i(b));
+    if (b_seq && (a->kind == V_INT || a->kind == V_BOOL)) return repeat(ctx, b, num_i(a));
   }
   if (op == OP_MOD && a->kind == V_STR) return tpl_printf(ctx, a, b, NULL);
   if (!is_num(a) || !is_num(b)) {
@@ -250,8 +264,10 @@ tpl_value tpl_binop(tpl_ctx *ctx, int op, tpl_value *a, tpl_value *b) {
       break;
     }
     }
-    tpl_fail(ctx, QIAO_UNSUPPORTED, "integer overflow in '%s' (Python integers are unbounded; "
-                                    "qiao's are 64-bit)", names[op]);
+    tpl_fail(ctx, QIAO_UNSUPPORTED,
+             "integer overflow in '%s' (Python integers are unbounded; "
+             "qiao's are 64-bit)",
+             names[op]);
   }
   double x = num_f(a), y = num_f(b);
   switch (op) {
@@ -306,8 +322,7 @@ bool tpl_contains(tpl_ctx *ctx, tpl_value *c, tpl_value *item) {
   case V_DICT: tpl_charge(ctx, c->u.dict->n / 8); return tpl_dict_get(c->u.dict, *item) != NULL;
   case V_UNDEF: return false; /* iterating an undefined value yields nothing */
   default:
-    tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "argument of type '%s' is not iterable",
-             tpl_type_name(c));
+    tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "argument of type '%s' is not iterable", tpl_type_name(c));
   }
 }
 
@@ -352,8 +367,10 @@ static size_t slice_indices(tpl_ctx *ctx, int64_t n, tpl_value *start, tpl_value
     } else if (x >= n) {
       x = st > 0 ? n : n - 1;
     }
-    if (k == 0) lo = x;
-    else hi = x;
+    if (k == 0)
+      lo = x;
+    else
+      hi = x;
   }
   size_t count = 0;
   if (st > 0 && hi > lo) count = (size_t)((hi - lo + st - 1) / st);
@@ -369,7 +386,7 @@ static tpl_value eval_slice(tpl_ctx *ctx, tpl_frame *f, const tpl_node *n) {
   tpl_value stop = n->c ? eval(ctx, f, n->c) : tpl_none();
   tpl_value step = n->d ? eval(ctx, f, n->d) : tpl_none();
   int64_t lo, st;
-  if (obj.kind == V_LIST) {
+  if (obj.kind == V_LIST && !obj.u.list->iterator) {
     size_t count = slice_indices(ctx, (int64_t)obj.u.list->n, &start, &stop, &step, &lo, &st);
     tpl_value out = tpl_new_list(ctx, count);
     for (size_t i = 0; i < count; i++)
@@ -407,6 +424,7 @@ static tpl_value eval_slice(tpl_ctx *ctx, tpl_frame *f, const tpl_node *n) {
 
 static tpl_value apply_filter_node(tpl_ctx *ctx, tpl_frame *f, const tpl_node *n,
                                    tpl_value operand) {
+  if (n->op == 1) tpl_fail(ctx, QIAO_MALFORMED, "no filter named '%s'", n->s);
   tpl_args args;
   eval_args(ctx, f, n, &args);
   return tpl_apply_filter(ctx, n->s, &operand, &args);
@@ -439,6 +457,7 @@ static tpl_value eval_inner(tpl_ctx *ctx, tpl_frame *f, const tpl_node *n) {
     return apply_filter_node(ctx, f, n, operand);
   }
   case N_TEST: {
+    if (n->op == 1) tpl_fail(ctx, QIAO_MALFORMED, "no test named '%s'", n->s);
     tpl_value operand = eval(ctx, f, n->a);
     tpl_args args;
     eval_args(ctx, f, n, &args);
@@ -502,7 +521,8 @@ static tpl_value eval_inner(tpl_ctx *ctx, tpl_frame *f, const tpl_node *n) {
   }
   case N_LIST: {
     tpl_value l = tpl_new_list(ctx, n->list.n);
-    for (size_t i = 0; i < n->list.n; i++) tpl_list_push(ctx, l.u.list, eval(ctx, f, n->list.items[i]));
+    for (size_t i = 0; i < n->list.n; i++)
+      tpl_list_push(ctx, l.u.list, eval(ctx, f, n->list.items[i]));
     l.u.list->tuple = n->op == 1;
     return l;
   }
@@ -540,15 +560,18 @@ static void assign_targets(tpl_ctx *ctx, tpl_frame *f, const tpl_names *names, t
     return;
   }
   tpl_list *items = NULL;
-  if (v.kind == V_LIST) items = v.u.list;
-  else if (v.kind == V_STR || v.kind == V_DICT) items = tpl_iterate(ctx, &v);
+  if (v.kind == V_LIST)
+    items = v.u.list;
+  else if (v.kind == V_STR || v.kind == V_DICT)
+    items = tpl_iterate(ctx, &v);
   else
     tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "cannot unpack a non-iterable '%s' object",
              tpl_type_name(&v));
   if (items->n != names->n)
     tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "cannot unpack %zu values into %zu names", items->n,
              names->n);
-  for (size_t i = 0; i < names->n; i++) frame_set(ctx, f, names->items[i], items->items[i]);
+  for (size_t i = 0; i < names->n; i++)
+    frame_set(ctx, f, names->items[i], items->items[i]);
 }
 
 static void exec_for(tpl_ctx *ctx, tpl_frame *f, const tpl_node *n) {
@@ -613,9 +636,12 @@ static flow exec_stmt(tpl_ctx *ctx, tpl_frame *f, const tpl_node *n) {
     exec_body(ctx, f, n->b);
     ctx->out = saved;
     tpl_value v = tpl_str(buf.data ? buf.data : "", buf.len);
-    for (size_t i = 0; i < n->list.n; i++) v = apply_filter_node(ctx, f, n->list.items[i], v);
-    if (n->kind == N_SET_BLOCK) frame_set(ctx, f, n->names.items[0], v);
-    else tpl_write_str(ctx, ctx->out, &v, false);
+    for (size_t i = 0; i < n->list.n; i++)
+      v = apply_filter_node(ctx, f, n->list.items[i], v);
+    if (n->kind == N_SET_BLOCK)
+      frame_set(ctx, f, n->names.items[0], v);
+    else
+      tpl_write_str(ctx, ctx->out, &v, false);
     return FLOW_NORMAL;
   }
   case N_MACRO:

@@ -24,11 +24,15 @@ typedef struct lexer {
   qiao_status *err;
 } lexer;
 
-static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+static bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 static bool is_name_start(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 /* Byte length of the Unicode whitespace code point at s[pos] (Python's
  * str.isspace / re \s), or 0. */
@@ -42,7 +46,8 @@ static size_t space_at(const char *s, size_t pos, size_t len) {
 static size_t space_before(const char *s, size_t start, size_t end) {
   if (end <= start) return 0;
   size_t k = end - 1;
-  while (k > start && end - k < 4 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
+  while (k > start && end - k < 4 && ((unsigned char)s[k] & 0xC0) == 0x80)
+    k--;
   size_t n = space_at(s, k, end);
   return n == end - k ? n : 0;
 }
@@ -66,7 +71,8 @@ static void push(lexer *lx, tpl_tok_kind kind, const char *text, size_t len, int
 
 static int count_lines(const char *p, size_t n) {
   int lines = 0;
-  for (size_t i = 0; i < n; i++) lines += p[i] == '\n';
+  for (size_t i = 0; i < n; i++)
+    lines += p[i] == '\n';
   return lines;
 }
 
@@ -76,14 +82,17 @@ static int count_lines(const char *p, size_t n) {
 static void emit_data(lexer *lx, size_t start, size_t end, bool strip, bool lstrip) {
   if (strip) {
     size_t n;
-    while ((n = space_before(lx->src, start, end)) > 0) end -= n;
+    while ((n = space_before(lx->src, start, end)) > 0)
+      end -= n;
   } else if (lstrip) {
     size_t l = end;
-    while (l > start && lx->src[l - 1] != '\n') l--;
+    while (l > start && lx->src[l - 1] != '\n')
+      l--;
     bool line_start = l > start || start == 0 || lx->src[start - 1] == '\n';
     if (line_start) {
       size_t k = l, n;
-      while ((n = space_at(lx->src, k, end)) > 0) k += n;
+      while ((n = space_at(lx->src, k, end)) > 0)
+        k += n;
       if (k == end) end = l;
     }
   }
@@ -115,7 +124,8 @@ static qiao_status *lex_string(lexer *lx) {
   size_t i = lx->pos + 1;
   /* the unescaped text is never longer than the source */
   size_t end = i;
-  while (end < lx->len && lx->src[end] != quote) end += (lx->src[end] == '\\') ? 2 : 1;
+  while (end < lx->len && lx->src[end] != quote)
+    end += (lx->src[end] == '\\') ? 2 : 1;
   if (end >= lx->len) return lex_error(lx, line, "unterminated string literal");
   char *out = tpl_alloc(lx->a, end - i + 1);
   size_t n = 0;
@@ -262,8 +272,9 @@ static qiao_status *lex_tag(lexer *lx, bool block, int open_line, char *modifier
       lx->pos++;
     }
     if (lx->pos >= lx->len)
-      return lex_error(lx, open_line, block ? "unclosed '{%' tag: missing '%}'"
-                                            : "unclosed '{{' tag: missing '}}'");
+      return lex_error(lx, open_line,
+                       block ? "unclosed '{%' tag: missing '%}'"
+                             : "unclosed '{{' tag: missing '}}'");
     const char *p = lx->src + lx->pos;
     size_t rest = lx->len - lx->pos;
     if (depth == 0) {
@@ -286,7 +297,8 @@ static qiao_status *lex_tag(lexer *lx, bool block, int open_line, char *modifier
     char c = p[0];
     if (is_name_start(c)) {
       size_t n = 1;
-      while (n < rest && (is_name_start(p[n]) || is_digit(p[n]))) n++;
+      while (n < rest && (is_name_start(p[n]) || is_digit(p[n])))
+        n++;
       push(lx, T_NAME, p, n, lx->line);
       lx->pos += n;
     } else if (is_digit(c)) {
@@ -321,12 +333,14 @@ static bool match_word_tag(const char *src, size_t len, size_t pos, const char *
   size_t i = pos + 2;
   *open_mod = 0;
   if (i < len && (src[i] == '-' || src[i] == '+')) *open_mod = src[i++];
-  while (i < len && is_ws(src[i])) i++;
+  while (i < len && is_ws(src[i]))
+    i++;
   size_t wl = strlen(word);
   if (i + wl > len || memcmp(src + i, word, wl) != 0) return false;
   i += wl;
   if (i < len && (is_name_start(src[i]) || is_digit(src[i]))) return false;
-  while (i < len && is_ws(src[i])) i++;
+  while (i < len && is_ws(src[i]))
+    i++;
   *close_mod = 0;
   if (i < len && (src[i] == '-' || src[i] == '+')) *close_mod = src[i++];
   if (i + 2 > len || src[i] != '%' || src[i + 1] != '}') return false;
@@ -338,8 +352,8 @@ qiao_status *tpl_lex(tpl_arena *a, const char *src, size_t len, tpl_tokens *toks
   lexer lx = {a, src, len, 0, 1, toks, NULL};
   while (lx.pos < len) {
     size_t start = lx.pos, t = start;
-    while (t + 1 < len && !(src[t] == '{' && (src[t + 1] == '{' || src[t + 1] == '%' ||
-                                               src[t + 1] == '#')))
+    while (t + 1 < len &&
+           !(src[t] == '{' && (src[t + 1] == '{' || src[t + 1] == '%' || src[t + 1] == '#')))
       t++;
     if (t + 1 >= len) { /* only text is left */
       emit_data(&lx, start, len, false, false);
@@ -354,7 +368,8 @@ qiao_status *tpl_lex(tpl_arena *a, const char *src, size_t len, tpl_tokens *toks
     char close_mod = 0;
     if (kind == '#') {
       size_t i = t + 2 + (mod ? 1 : 0);
-      while (i + 1 < len && !(src[i] == '#' && src[i + 1] == '}')) i++;
+      while (i + 1 < len && !(src[i] == '#' && src[i + 1] == '}'))
+        i++;
       if (i + 1 >= len) return lex_error(&lx, open_line, "unclosed comment: missing '#}'");
       if (i > t + 2 + (mod ? 1 : 0) && (src[i - 1] == '-' || src[i - 1] == '+'))
         close_mod = src[i - 1];

@@ -18,6 +18,13 @@ typedef struct parser {
   int depth;
   jmp_buf jump;
   qiao_status *err;
+  /* jinja2 reports an unknown filter or test when compiling, except inside
+   * {% if %} statements and `a if b else c` expressions ("soft" frames),
+   * where it fails only if evaluated. Unknown names outside them are
+   * counted here and fail the compile at the end. */
+  bool soft;
+  int n_unknown, unknown_line;
+  const char *unknown_name, *unknown_what;
 } parser;
 
 static _Noreturn void perr(parser *p, qiao_code code, const char *fmt, ...) QIAO__PRINTF(3, 4);
@@ -33,7 +40,9 @@ static _Noreturn void perr(parser *p, qiao_code code, const char *fmt, ...) {
   longjmp(p->jump, 1);
 }
 
-static const tpl_token *cur(parser *p) { return &p->toks[p->pos]; }
+static const tpl_token *cur(parser *p) {
+  return &p->toks[p->pos];
+}
 static const tpl_token *peek(parser *p, size_t k) {
   return &p->toks[p->pos + k < p->n ? p->pos + k : p->n - 1];
 }
@@ -45,8 +54,12 @@ static bool tok_is(const tpl_token *t, tpl_tok_kind kind, const char *text) {
   if (text == NULL) return true;
   return t->len == strlen(text) && memcmp(t->text, text, t->len) == 0;
 }
-static bool is_op(parser *p, const char *op) { return tok_is(cur(p), T_OP, op); }
-static bool is_name(parser *p, const char *name) { return tok_is(cur(p), T_NAME, name); }
+static bool is_op(parser *p, const char *op) {
+  return tok_is(cur(p), T_OP, op);
+}
+static bool is_name(parser *p, const char *name) {
+  return tok_is(cur(p), T_NAME, name);
+}
 static bool skip_op(parser *p, const char *op) {
   if (!is_op(p, op)) return false;
   advance(p);
@@ -79,8 +92,7 @@ static const char *expect_name(parser *p) {
   return s;
 }
 static void expect_block_end(parser *p) {
-  if (cur(p)->kind != T_BLOCK_END)
-    perr(p, QIAO_MALFORMED, "expected '%%}', found %s", describe(p));
+  if (cur(p)->kind != T_BLOCK_END) perr(p, QIAO_MALFORMED, "expected '%%}', found %s", describe(p));
   advance(p);
 }
 
@@ -115,9 +127,24 @@ static void enter(parser *p) {
   if (++p->depth > MAX_PARSE_DEPTH)
     perr(p, QIAO_LIMIT, "nesting depth budget exceeded (more than %d levels)", MAX_PARSE_DEPTH);
 }
-static void leave(parser *p) { p->depth--; }
+static void leave(parser *p) {
+  p->depth--;
+}
 
 static tpl_node *parse_expression(parser *p, bool with_cond);
+
+/* An unknown filter or test: evaluating it fails (op = 1); outside soft
+ * frames the compile fails too. */
+static void note_unknown(parser *p, tpl_node *n, const char *what) {
+  n->op = 1;
+  n->s2 = what;
+  if (p->soft) return;
+  if (p->n_unknown++ == 0) {
+    p->unknown_name = n->s;
+    p->unknown_what = what;
+    p->unknown_line = n->line;
+  }
+}
 static tpl_node *parse_unary(parser *p, bool with_filter);
 static tpl_node *parse_primary(parser *p);
 static tpl_node *parse_postfix(parser *p, tpl_node *node);
@@ -158,7 +185,7 @@ static tpl_node *parse_filter(parser *p, tpl_node *operand) {
     memcpy(joined + l1 + 1, more, l2);
     n->s = joined;
   }
-  if (!tpl_known_filter(n->s)) perr(p, QIAO_MALFORMED, "no filter named '%s'", n->s);
+  if (!tpl_known_filter(n->s)) note_unknown(p, n, "filter");
   if (is_op(p, "(")) parse_call_args(p, n);
   return n;
 }
@@ -168,12 +195,12 @@ static tpl_node *parse_test(parser *p, tpl_node *operand) {
   tpl_node *n = new_node(p, N_TEST);
   n->a = operand;
   n->s = expect_name(p);
-  if (!tpl_known_test(n->s)) perr(p, QIAO_MALFORMED, "no test named '%s'", n->s);
+  if (!tpl_known_test(n->s)) note_unknown(p, n, "test");
   const tpl_token *t = cur(p);
   if (is_op(p, "(")) {
     parse_call_args(p, n);
-  } else if ((t->kind == T_NAME || t->kind == T_STRING || t->kind == T_INT ||
-              t->kind == T_FLOAT || is_op(p, "[") || is_op(p, "{")) &&
+  } else if ((t->kind == T_NAME || t->kind == T_STRING || t->kind == T_INT || t->kind == T_FLOAT ||
+              is_op(p, "[") || is_op(p, "{")) &&
              !is_name(p, "else") && !is_name(p, "or") && !is_name(p, "and")) {
     /* `x is divisibleby 3`: one argument without parentheses */
     tpl_node *arg = parse_postfix(p, parse_primary(p));
@@ -288,7 +315,8 @@ static tpl_node *parse_primary(parser *p) {
   } else if (t->kind == T_STRING) {
     /* adjacent string literals are joined */
     size_t total = 0, k = p->pos;
-    while (p->toks[k].kind == T_STRING) total += p->toks[k++].len;
+    while (p->toks[k].kind == T_STRING)
+      total += p->toks[k++].len;
     char *s = tpl_alloc(p->a, total + 1);
     size_t off = 0;
     n = new_node(p, N_CONST);
@@ -381,7 +409,8 @@ static tpl_node *binop(parser *p, int op, tpl_node *a, tpl_node *b) {
 
 static tpl_node *parse_pow(parser *p) {
   tpl_node *n = parse_unary(p, true);
-  while (skip_op(p, "**")) n = binop(p, OP_POW, n, parse_unary(p, true));
+  while (skip_op(p, "**"))
+    n = binop(p, OP_POW, n, parse_unary(p, true));
   return n;
 }
 static tpl_node *parse_math2(parser *p) {
@@ -402,7 +431,8 @@ static tpl_node *parse_concat(parser *p) {
   if (!is_op(p, "~")) return first;
   tpl_node *n = new_node(p, N_CONCAT);
   nodes_push(p, &n->list, first);
-  while (skip_op(p, "~")) nodes_push(p, &n->list, parse_math2(p));
+  while (skip_op(p, "~"))
+    nodes_push(p, &n->list, parse_math2(p));
   return n;
 }
 static tpl_node *parse_math1(parser *p) {
@@ -419,12 +449,12 @@ static tpl_node *parse_compare(parser *p) {
   tpl_node *n = NULL;
   size_t cap = 0;
   for (;;) {
-    int op = is_op(p, "==")   ? CMP_EQ
-             : is_op(p, "!=") ? CMP_NE
-             : is_op(p, "<")  ? CMP_LT
-             : is_op(p, "<=") ? CMP_LE
-             : is_op(p, ">")  ? CMP_GT
-             : is_op(p, ">=") ? CMP_GE
+    int op = is_op(p, "==")     ? CMP_EQ
+             : is_op(p, "!=")   ? CMP_NE
+             : is_op(p, "<")    ? CMP_LT
+             : is_op(p, "<=")   ? CMP_LE
+             : is_op(p, ">")    ? CMP_GT
+             : is_op(p, ">=")   ? CMP_GE
              : is_name(p, "in") ? CMP_IN
                                 : 0;
     if (!op && is_name(p, "not") && tok_is(peek(p, 1), T_NAME, "in")) {
@@ -482,13 +512,18 @@ static tpl_node *parse_or(parser *p) {
 
 static tpl_node *parse_expression(parser *p, bool with_cond) {
   enter(p);
+  int mark = p->n_unknown;
   tpl_node *n = parse_or(p);
   while (with_cond && is_name(p, "if")) {
     advance(p);
+    p->n_unknown = mark; /* the whole conditional expression is a soft frame */
+    bool soft = p->soft;
+    p->soft = true;
     tpl_node *c = new_node(p, N_COND);
     c->b = n;
     c->a = parse_or(p);
     if (skip_name(p, "else")) c->c = parse_expression(p, true);
+    p->soft = soft;
     n = c;
   }
   leave(p);
@@ -513,6 +548,16 @@ static tpl_node *parse_tuple(parser *p, bool with_cond) {
 
 static tpl_node *parse_body(parser *p, const char *const *ends, const char **which, int open_line);
 
+/* for, macro, with and block bodies are not soft frames */
+static tpl_node *parse_hard_body(parser *p, const char *const *ends, const char **which,
+                                 int open_line) {
+  bool soft = p->soft;
+  p->soft = false;
+  tpl_node *n = parse_body(p, ends, which, open_line);
+  p->soft = soft;
+  return n;
+}
+
 static bool name_in(const tpl_token *t, const char *const *names) {
   for (; names && *names; names++)
     if (tok_is(t, T_NAME, *names)) return true;
@@ -529,7 +574,16 @@ static void parse_targets(parser *p, tpl_names *out) {
   if (paren) expect_op(p, ")");
 }
 
+static tpl_node *parse_if_soft(parser *p);
 static tpl_node *parse_if(parser *p) {
+  bool soft = p->soft;
+  p->soft = true;
+  tpl_node *n = parse_if_soft(p);
+  p->soft = soft;
+  return n;
+}
+
+static tpl_node *parse_if_soft(parser *p) {
   tpl_node *n = new_node(p, N_IF);
   n->a = parse_tuple(p, true);
   expect_block_end(p);
@@ -539,7 +593,7 @@ static tpl_node *parse_if(parser *p) {
   if (strcmp(which, "elif") == 0) {
     advance(p);
     tpl_node *body = new_node(p, N_BODY);
-    nodes_push(p, &body->list, parse_if(p));
+    nodes_push(p, &body->list, parse_if_soft(p));
     n->c = body;
     return n; /* the nested if consumed endif */
   }
@@ -560,17 +614,16 @@ static tpl_node *parse_for(parser *p) {
   if (!skip_name(p, "in")) perr(p, QIAO_MALFORMED, "expected 'in', found %s", describe(p));
   n->a = parse_tuple(p, false);
   if (skip_name(p, "if")) n->d = parse_expression(p, true);
-  if (skip_name(p, "recursive"))
-    perr(p, QIAO_UNSUPPORTED, "recursive for loops are not supported");
+  if (skip_name(p, "recursive")) perr(p, QIAO_UNSUPPORTED, "recursive for loops are not supported");
   expect_block_end(p);
   static const char *const ends[] = {"else", "endfor", NULL};
   const char *which;
-  n->b = parse_body(p, ends, &which, n->line);
+  n->b = parse_hard_body(p, ends, &which, n->line);
   if (strcmp(which, "else") == 0) {
     advance(p);
     expect_block_end(p);
     static const char *const ends2[] = {"endfor", NULL};
-    n->c = parse_body(p, ends2, &which, n->line);
+    n->c = parse_hard_body(p, ends2, &which, n->line);
   }
   advance(p);
   expect_block_end(p);
@@ -609,7 +662,7 @@ static tpl_node *parse_set(parser *p) {
   expect_block_end(p);
   static const char *const ends[] = {"endset", NULL};
   const char *which;
-  n->b = parse_body(p, ends, &which, n->line);
+  n->b = parse_hard_body(p, ends, &which, n->line);
   advance(p);
   expect_block_end(p);
   return n;
@@ -631,7 +684,7 @@ static tpl_node *parse_macro(parser *p) {
   expect_block_end(p);
   static const char *const ends[] = {"endmacro", NULL};
   const char *which;
-  n->b = parse_body(p, ends, &which, n->line);
+  n->b = parse_hard_body(p, ends, &which, n->line);
   advance(p);
   if (cur(p)->kind == T_NAME) advance(p); /* {% endmacro name %} */
   expect_block_end(p);
@@ -668,7 +721,7 @@ static tpl_node *parse_statement(parser *p) {
     parse_filter_chain(p, &n->list);
     expect_block_end(p);
     static const char *const ends[] = {"endfilter", NULL};
-    n->b = parse_body(p, ends, &which, n->line);
+    n->b = parse_hard_body(p, ends, &which, n->line);
     advance(p);
     expect_block_end(p);
   } else if (skip_name(p, "with")) {
@@ -681,12 +734,12 @@ static tpl_node *parse_statement(parser *p) {
     }
     expect_block_end(p);
     static const char *const ends[] = {"endwith", NULL};
-    n->b = parse_body(p, ends, &which, n->line);
+    n->b = parse_hard_body(p, ends, &which, n->line);
     advance(p);
     expect_block_end(p);
   } else {
-    static const char *const unsupported[] = {"call",   "include", "import",   "from", "extends",
-                                              "block",  "do",      "autoescape", "trans", NULL};
+    static const char *const unsupported[] = {"call",  "include", "import",     "from",  "extends",
+                                              "block", "do",      "autoescape", "trans", NULL};
     if (name_in(t, unsupported))
       perr(p, QIAO_UNSUPPORTED, "the '%.*s' tag is not supported", (int)t->len, t->text);
     perr(p, QIAO_MALFORMED, "unknown tag '%.*s'", (int)(t->len > 40 ? 40 : t->len), t->text);
@@ -704,7 +757,8 @@ static tpl_node *parse_body(parser *p, const char *const *ends, const char **whi
     if (t->kind == T_EOF) {
       if (ends == NULL) return body;
       const char *const *e = ends;
-      while (e[1]) e++; /* the last one is the end tag */
+      while (e[1])
+        e++; /* the last one is the end tag */
       p->err = qiao__error(QIAO_MALFORMED,
                            "template line %d: unexpected end of template: missing {%% %s %%}",
                            open_line, *e);
@@ -742,6 +796,10 @@ static tpl_node *parse_body(parser *p, const char *const *ends, const char **whi
 qiao_status *tpl_parse(tpl_arena *a, const tpl_tokens *toks, tpl_node **root) {
   parser p = {.a = a, .toks = toks->items, .n = toks->n};
   if (setjmp(p.jump)) return p.err;
-  *root = parse_body(&p, NULL, NULL, 1);
+  tpl_node *r = parse_body(&p, NULL, NULL, 1);
+  if (p.n_unknown)
+    return qiao__error(QIAO_MALFORMED, "template line %d: no %s named '%s'", p.unknown_line,
+                       p.unknown_what, p.unknown_name);
+  *root = r;
   return NULL;
 }

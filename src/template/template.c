@@ -10,6 +10,7 @@
 enum {
   MAX_SOURCE = 16 * 1024 * 1024,
   MAX_JSON_DEPTH = 64,
+  MAX_DEPTH = 1024,
 };
 
 struct qiao_template {
@@ -108,8 +109,7 @@ static qiao_status *parse_vars(const char *json, size_t len, json_object **out) 
 }
 
 qiao_status *qiao_template_render(const qiao_template *tmpl, const char *vars_json, size_t len,
-                                  const qiao_template_limits *limits, char **out,
-                                  size_t *out_len) {
+                                  const qiao_template_limits *limits, char **out, size_t *out_len) {
   if (tmpl == NULL || out == NULL || out_len == NULL || (vars_json == NULL && len != 0))
     return qiao__error(QIAO_INVALID_ARGUMENT, "qiao_template_render: NULL argument");
   json_object *vars;
@@ -122,6 +122,7 @@ qiao_status *qiao_template_render(const qiao_template *tmpl, const char *vars_js
   ctx->max_steps = limits && limits->max_steps ? limits->max_steps : 10000000;
   ctx->max_output = limits && limits->max_output ? limits->max_output : 16u << 20;
   ctx->max_depth = limits && limits->max_depth ? limits->max_depth : 256;
+  if (ctx->max_depth > MAX_DEPTH) ctx->max_depth = MAX_DEPTH; /* the C stack is the real bound */
   ctx->arena.limit = limits && limits->max_memory ? limits->max_memory : 256u << 20;
   ctx->arena.oom = &ctx->fail;
   ctx->arena.oom_code = &ctx->oom_code;

@@ -89,6 +89,10 @@ struct tpl_list {
   size_t n, cap;
   tpl_value *items;
   bool tuple; /* prints as (a, b) */
+  /* non-NULL for the lazy iterators jinja2 filters return ("generator" for
+   * map/select/..., "list_reverseiterator" for reverse): always true, no
+   * len(), not subscriptable, not JSON serializable */
+  const char *iterator;
 };
 struct tpl_dict {
   size_t n, cap;
@@ -138,15 +142,15 @@ qiao_status *tpl_lex(tpl_arena *a, const char *src, size_t len, tpl_tokens *toks
 
 typedef enum {
   /* statements */
-  N_BODY,     /* list: statements */
-  N_TEXT,     /* s */
-  N_OUTPUT,   /* a: expression */
-  N_IF,       /* a: cond, b: then body, c: else body (or NULL) */
-  N_FOR,      /* names: targets, a: iter, b: body, c: else body, d: filter */
-  N_SET,      /* names: targets, a: value */
-  N_SET_ATTR, /* s: namespace name, s2: attribute, a: value */
-  N_SET_BLOCK,/* names[0]: target, b: body, list: filters (N_FILTER on NULL) */
-  N_MACRO,    /* s: name, names: params, list: defaults (NULL = none), b: body */
+  N_BODY,      /* list: statements */
+  N_TEXT,      /* s */
+  N_OUTPUT,    /* a: expression */
+  N_IF,        /* a: cond, b: then body, c: else body (or NULL) */
+  N_FOR,       /* names: targets, a: iter, b: body, c: else body, d: filter */
+  N_SET,       /* names: targets, a: value */
+  N_SET_ATTR,  /* s: namespace name, s2: attribute, a: value */
+  N_SET_BLOCK, /* names[0]: target, b: body, list: filters (N_FILTER on NULL) */
+  N_MACRO,     /* s: name, names: params, list: defaults (NULL = none), b: body */
   N_BREAK,
   N_CONTINUE,
   N_FILTER_BLOCK, /* b: body, list: filters */
@@ -261,7 +265,8 @@ typedef struct tpl_json_opts {
   size_t item_sep_len, key_sep_len;
   bool sort_keys;
 } tpl_json_opts;
-void tpl_write_json(tpl_ctx *ctx, tpl_buf *b, const tpl_value *v, const tpl_json_opts *o, int level);
+void tpl_write_json(tpl_ctx *ctx, tpl_buf *b, const tpl_value *v, const tpl_json_opts *o,
+                    int level);
 void tpl_format_float(double f, char *buf, size_t size); /* Python repr(float) */
 /* Converts a json-c object into a value. */
 struct json_object;

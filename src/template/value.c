@@ -14,17 +14,27 @@ tpl_value tpl_undef(const char *name) {
   v.undef_name = name;
   return v;
 }
-tpl_value tpl_none(void) { return (tpl_value){.kind = V_NONE}; }
-tpl_value tpl_bool(bool b) { return (tpl_value){.kind = V_BOOL, .u.b = b}; }
-tpl_value tpl_int(int64_t i) { return (tpl_value){.kind = V_INT, .u.i = i}; }
-tpl_value tpl_float(double f) { return (tpl_value){.kind = V_FLOAT, .u.f = f}; }
+tpl_value tpl_none(void) {
+  return (tpl_value){.kind = V_NONE};
+}
+tpl_value tpl_bool(bool b) {
+  return (tpl_value){.kind = V_BOOL, .u.b = b};
+}
+tpl_value tpl_int(int64_t i) {
+  return (tpl_value){.kind = V_INT, .u.i = i};
+}
+tpl_value tpl_float(double f) {
+  return (tpl_value){.kind = V_FLOAT, .u.f = f};
+}
 tpl_value tpl_str(const char *p, size_t len) {
   tpl_value v = {.kind = V_STR};
   v.u.s.p = p;
   v.u.s.len = len;
   return v;
 }
-tpl_value tpl_cstr(const char *p) { return tpl_str(p, strlen(p)); }
+tpl_value tpl_cstr(const char *p) {
+  return tpl_str(p, strlen(p));
+}
 tpl_value tpl_str_copy(tpl_ctx *ctx, const char *p, size_t len) {
   return tpl_str(tpl_strdup(&ctx->arena, p, len), len);
 }
@@ -105,7 +115,7 @@ bool tpl_truthy(const tpl_value *v) {
   case V_INT: return v->u.i != 0;
   case V_FLOAT: return v->u.f != 0.0;
   case V_STR: return v->u.s.len != 0;
-  case V_LIST: return v->u.list->n != 0;
+  case V_LIST: return v->u.list->iterator != NULL || v->u.list->n != 0;
   case V_DICT: return v->u.dict->n != 0;
   default: return true;
   }
@@ -136,6 +146,7 @@ static bool equal(tpl_ctx *ctx, const tpl_value *a, const tpl_value *b, int dept
     return a->u.s.len == b->u.s.len && memcmp(a->u.s.p, b->u.s.p, a->u.s.len) == 0;
   case V_LIST: {
     const tpl_list *x = a->u.list, *y = b->u.list;
+    if (x->iterator || y->iterator) return x == y;
     if (x->n != y->n || x->tuple != y->tuple) return false;
     for (size_t i = 0; i < x->n; i++)
       if (!equal(ctx, &x->items[i], &y->items[i], depth + 1)) return false;
@@ -172,7 +183,8 @@ const char *tpl_type_name(const tpl_value *v) {
   case V_INT: return "int";
   case V_FLOAT: return "float";
   case V_STR: return "str";
-  case V_LIST: return v->u.list->tuple ? "tuple" : "list";
+  case V_LIST:
+    return v->u.list->iterator ? v->u.list->iterator : v->u.list->tuple ? "tuple" : "list";
   case V_DICT: return "dict";
   case V_NS: return "Namespace";
   case V_MACRO: return "Macro";
@@ -184,7 +196,8 @@ const char *tpl_type_name(const tpl_value *v) {
 }
 
 int tpl_compare(tpl_ctx *ctx, const tpl_value *a, const tpl_value *b) {
-  if (a->kind == V_UNDEF || b->kind == V_UNDEF) tpl_undefined_error(ctx, a->kind == V_UNDEF ? a : b);
+  if (a->kind == V_UNDEF || b->kind == V_UNDEF)
+    tpl_undefined_error(ctx, a->kind == V_UNDEF ? a : b);
   if (is_number(a) && is_number(b)) {
     if (a->kind != V_FLOAT && b->kind != V_FLOAT) {
       int64_t x = a->kind == V_INT ? a->u.i : a->u.b, y = b->kind == V_INT ? b->u.i : b->u.b;
@@ -200,7 +213,7 @@ int tpl_compare(tpl_ctx *ctx, const tpl_value *a, const tpl_value *b) {
     if (c) return c < 0 ? -1 : 1;
     return a->u.s.len < b->u.s.len ? -1 : a->u.s.len > b->u.s.len;
   }
-  if (a->kind == V_LIST && b->kind == V_LIST) {
+  if (a->kind == V_LIST && b->kind == V_LIST && !a->u.list->iterator && !b->u.list->iterator) {
     const tpl_list *x = a->u.list, *y = b->u.list;
     for (size_t i = 0; i < x->n && i < y->n; i++) {
       if (equal(ctx, &x->items[i], &y->items[i], 0)) continue;
@@ -216,7 +229,8 @@ int tpl_compare(tpl_ctx *ctx, const tpl_value *a, const tpl_value *b) {
 
 size_t tpl_utf8_count(const char *p, size_t len) {
   size_t n = 0;
-  for (size_t i = 0; i < len; i++) n += ((unsigned char)p[i] & 0xC0) != 0x80;
+  for (size_t i = 0; i < len; i++)
+    n += ((unsigned char)p[i] & 0xC0) != 0x80;
   return n;
 }
 
@@ -224,7 +238,8 @@ size_t tpl_utf8_offset(const char *p, size_t len, size_t nchars) {
   size_t i = 0;
   while (i < len && nchars > 0) {
     i++;
-    while (i < len && ((unsigned char)p[i] & 0xC0) == 0x80) i++;
+    while (i < len && ((unsigned char)p[i] & 0xC0) == 0x80)
+      i++;
     nchars--;
   }
   return i;
@@ -282,8 +297,8 @@ void tpl_utf8_encode(tpl_ctx *ctx, tpl_buf *b, uint32_t cp) {
 /* Python's str.isspace() code points. */
 bool tpl_is_space(uint32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202F || c == 0x205F || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 /* ---- str() and repr() ---------------------------------------------------- */
@@ -315,7 +330,8 @@ void tpl_format_float(double f, char *buf, size_t size) {
   for (; *p && *p != 'e'; p++)
     if (*p >= '0' && *p <= '9') digits[nd++] = *p;
   int exp10 = atoi(p + 1);
-  while (nd > 1 && digits[nd - 1] == '0') nd--;
+  while (nd > 1 && digits[nd - 1] == '0')
+    nd--;
   int decpt = exp10 + 1; /* value = 0.DIGITS * 10^decpt */
   char out[64];
   size_t o = 0;
@@ -324,20 +340,25 @@ void tpl_format_float(double f, char *buf, size_t size) {
     out[o++] = digits[0];
     if (nd > 1) {
       out[o++] = '.';
-      for (size_t i = 1; i < nd; i++) out[o++] = digits[i];
+      for (size_t i = 1; i < nd; i++)
+        out[o++] = digits[i];
     }
     o += (size_t)snprintf(out + o, sizeof(out) - o, "e%c%02d", exp10 < 0 ? '-' : '+',
                           exp10 < 0 ? -exp10 : exp10);
   } else if (decpt <= 0) {
     out[o++] = '0';
     out[o++] = '.';
-    for (int i = 0; i < -decpt; i++) out[o++] = '0';
-    for (size_t i = 0; i < nd; i++) out[o++] = digits[i];
+    for (int i = 0; i < -decpt; i++)
+      out[o++] = '0';
+    for (size_t i = 0; i < nd; i++)
+      out[o++] = digits[i];
   } else {
-    for (int i = 0; i < decpt; i++) out[o++] = (size_t)i < nd ? digits[i] : '0';
+    for (int i = 0; i < decpt; i++)
+      out[o++] = (size_t)i < nd ? digits[i] : '0';
     out[o++] = '.';
     if ((size_t)decpt < nd) {
-      for (size_t i = (size_t)decpt; i < nd; i++) out[o++] = digits[i];
+      for (size_t i = (size_t)decpt; i < nd; i++)
+        out[o++] = digits[i];
     } else {
       out[o++] = '0';
     }
@@ -397,11 +418,18 @@ static void write_value(tpl_ctx *ctx, tpl_buf *b, const tpl_value *v, bool repr,
     tpl_buf_append(ctx, b, num, strlen(num));
     return;
   case V_STR:
-    if (repr) write_repr_str(ctx, b, v->u.s.p, v->u.s.len);
-    else tpl_buf_append(ctx, b, v->u.s.p, v->u.s.len);
+    if (repr)
+      write_repr_str(ctx, b, v->u.s.p, v->u.s.len);
+    else
+      tpl_buf_append(ctx, b, v->u.s.p, v->u.s.len);
     return;
   case V_LIST: {
     const tpl_list *l = v->u.list;
+    if (l->iterator) {
+      snprintf(num, sizeof(num), "<%s object>", l->iterator);
+      tpl_buf_append(ctx, b, num, strlen(num));
+      return;
+    }
     tpl_buf_putc(ctx, b, l->tuple ? '(' : '[');
     for (size_t i = 0; i < l->n; i++) {
       if (i) tpl_buf_append(ctx, b, ", ", 2);
@@ -434,8 +462,7 @@ static void write_value(tpl_ctx *ctx, tpl_buf *b, const tpl_value *v, bool repr,
     tpl_buf_append(ctx, b, num, strlen(num));
     return;
   case V_LOOP:
-    snprintf(num, sizeof(num), "<LoopContext %zu/%zu>", v->u.loop->index0 + 1,
-             v->u.loop->items->n);
+    snprintf(num, sizeof(num), "<LoopContext %zu/%zu>", v->u.loop->index0 + 1, v->u.loop->items->n);
     tpl_buf_append(ctx, b, num, strlen(num));
     return;
   }
@@ -463,13 +490,20 @@ static void json_string(tpl_ctx *ctx, tpl_buf *b, const char *s, size_t len, boo
     const char *esc = NULL;
     char tmp[16];
     size_t adv = 1;
-    if (c == '"') esc = "\\\"";
-    else if (c == '\\') esc = "\\\\";
-    else if (c == '\n') esc = "\\n";
-    else if (c == '\r') esc = "\\r";
-    else if (c == '\t') esc = "\\t";
-    else if (c == '\b') esc = "\\b";
-    else if (c == '\f') esc = "\\f";
+    if (c == '"')
+      esc = "\\\"";
+    else if (c == '\\')
+      esc = "\\\\";
+    else if (c == '\n')
+      esc = "\\n";
+    else if (c == '\r')
+      esc = "\\r";
+    else if (c == '\t')
+      esc = "\\t";
+    else if (c == '\b')
+      esc = "\\b";
+    else if (c == '\f')
+      esc = "\\f";
     else if (c < 0x20 || (ascii && c == 0x7F)) {
       snprintf(tmp, sizeof(tmp), "\\u%04x", c);
       esc = tmp;
@@ -498,7 +532,8 @@ static void json_string(tpl_ctx *ctx, tpl_buf *b, const char *s, size_t len, boo
 
 static void json_newline(tpl_ctx *ctx, tpl_buf *b, const tpl_json_opts *o, int level) {
   tpl_buf_putc(ctx, b, '\n');
-  for (int i = 0; i < level; i++) tpl_buf_append(ctx, b, o->indent, o->indent_len);
+  for (int i = 0; i < level; i++)
+    tpl_buf_append(ctx, b, o->indent, o->indent_len);
 }
 
 static int key_order(const void *x, const void *y) {
@@ -522,14 +557,20 @@ void tpl_write_json(tpl_ctx *ctx, tpl_buf *b, const tpl_value *v, const tpl_json
     tpl_buf_append(ctx, b, num, strlen(num));
     return;
   case V_FLOAT:
-    if (isnan(v->u.f)) snprintf(num, sizeof(num), "NaN");
-    else if (isinf(v->u.f)) snprintf(num, sizeof(num), v->u.f < 0 ? "-Infinity" : "Infinity");
-    else tpl_format_float(v->u.f, num, sizeof(num));
+    if (isnan(v->u.f))
+      snprintf(num, sizeof(num), "NaN");
+    else if (isinf(v->u.f))
+      snprintf(num, sizeof(num), v->u.f < 0 ? "-Infinity" : "Infinity");
+    else
+      tpl_format_float(v->u.f, num, sizeof(num));
     tpl_buf_append(ctx, b, num, strlen(num));
     return;
   case V_STR: json_string(ctx, b, v->u.s.p, v->u.s.len, o->ensure_ascii); return;
   case V_LIST: {
     const tpl_list *l = v->u.list;
+    if (l->iterator)
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "tojson: Object of type %s is not JSON serializable",
+               l->iterator);
     if (l->n == 0) {
       tpl_buf_append(ctx, b, "[]", 2);
       return;
@@ -555,17 +596,22 @@ void tpl_write_json(tpl_ctx *ctx, tpl_buf *b, const tpl_value *v, const tpl_json
     tpl_value *skeys = tpl_alloc(&ctx->arena, d->n * sizeof(tpl_value));
     for (size_t i = 0; i < d->n; i++) {
       const tpl_value *k = &d->keys[i];
-      if (k->kind == V_STR) skeys[i] = *k;
-      else if (k->kind == V_NONE) skeys[i] = tpl_cstr("null");
-      else if (k->kind == V_BOOL) skeys[i] = tpl_cstr(k->u.b ? "true" : "false");
-      else if (k->kind == V_INT || k->kind == V_FLOAT) skeys[i] = tpl_to_str(ctx, k);
+      if (k->kind == V_STR)
+        skeys[i] = *k;
+      else if (k->kind == V_NONE)
+        skeys[i] = tpl_cstr("null");
+      else if (k->kind == V_BOOL)
+        skeys[i] = tpl_cstr(k->u.b ? "true" : "false");
+      else if (k->kind == V_INT || k->kind == V_FLOAT)
+        skeys[i] = tpl_to_str(ctx, k);
       else
         tpl_fail(ctx, QIAO_INVALID_ARGUMENT,
                  "tojson: keys must be str, int, float, bool or None, not %s", tpl_type_name(k));
       keys[i] = &skeys[i];
     }
     size_t *order = tpl_alloc(&ctx->arena, d->n * sizeof(size_t));
-    for (size_t i = 0; i < d->n; i++) order[i] = i;
+    for (size_t i = 0; i < d->n; i++)
+      order[i] = i;
     if (o->sort_keys) {
       /* stable insertion sort over indices keeps it simple and bounded */
       tpl_charge(ctx, (uint64_t)d->n * d->n / 16);

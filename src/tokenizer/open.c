@@ -1,8 +1,9 @@
 /* qiao_tokenizer_open: a standalone tokenizer file becomes canonical
  * metadata on a temporary model (by the importers in src/format), from which
  * the tokenizer is built; the model is closed again. The kind of file is
- * told by its content: '{' is a tokenizer.json, a protobuf field 1 record a
- * SentencePiece tokenizer.model, anything else a llama2.c tok.bin. */
+ * told by its content: '{' is a tokenizer.json, a run of llama2.c records up
+ * to the end of the file a tok.bin, a protobuf starting with field 1 a
+ * SentencePiece tokenizer.model. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,10 +72,16 @@ static qiao_status *import_file(qiao_model *m, const char *path) {
     free(dir);
     return st;
   }
-  if (size > 0 && data[0] == 0x0A) /* ModelProto field 1 (pieces), length-delimited */
-    return qiao__import_spm_model_buffer(m, data, size, path);
+  /* A tok.bin's records end exactly at the end of the file; a protobuf
+   * starting with field 1 (pieces, length-delimited: byte 0x0A) is taken as
+   * a tokenizer.model otherwise (a tok.bin may start with 0x0A too). */
   uint32_t n;
-  QIAO__TRY(count_tok_bin(data, size, path, &n));
+  qiao_status *st = count_tok_bin(data, size, path, &n);
+  if (st != NULL && size > 0 && data[0] == 0x0A) {
+    qiao_status_free(st);
+    return qiao__import_spm_model_buffer(m, data, size, path);
+  }
+  QIAO__TRY(st);
   return qiao__llama2c_add_tokenizer(m, data, size, path, n);
 }
 

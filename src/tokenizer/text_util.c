@@ -175,12 +175,12 @@ static bool byte_is_printable(unsigned b) {
   return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
+/* The other 68 bytes, in order: 0x00-0x20 (33), 0x7F-0xA0 (34) and 0xAD. */
 static uint32_t byte_code_point(unsigned b) {
   if (byte_is_printable(b)) return b;
-  uint32_t n = 0;
-  for (unsigned i = 0; i < b; i++)
-    if (!byte_is_printable(i)) n++;
-  return 256 + n;
+  if (b <= 0x20) return 256 + b;
+  if (b >= 0x7F && b <= 0xA0) return 256 + 33 + (b - 0x7F);
+  return 256 + 67; /* 0xAD */
 }
 
 size_t qiao__byte_to_unicode(uint8_t b, char out[2]) {
@@ -197,8 +197,8 @@ size_t qiao__byte_to_unicode(uint8_t b, char out[2]) {
 int qiao__unicode_to_byte(uint32_t cp) {
   if (cp < 256) return byte_is_printable(cp) ? (int)cp : -1;
   if (cp >= 256 + 68) return -1;
-  uint32_t n = 0;
-  for (unsigned b = 0; b < 256; b++)
-    if (!byte_is_printable(b) && n++ == cp - 256) return (int)b;
-  return -1;
+  uint32_t k = cp - 256;
+  if (k < 33) return (int)k;
+  if (k < 67) return (int)(0x7F + (k - 33));
+  return 0xAD;
 }

@@ -346,7 +346,7 @@ static qiao_status *build(qiao_tokenizer *t, const qiao_model *m) {
       t->byte_token[b] = qiao__token_map_find(t, c, n);
     }
     QIAO__TRY(build_merges(t, m));
-    qiao_string pre = {"gpt2", 4}, regex = {NULL, 0}, norm = {"none", 4};
+    qiao_string pre = {"gpt2", 4}, regex = {NULL, 0}, norm = {NULL, 0};
     st = qiao_model_get_string(m, "tokenizer.pre", &pre);
     if (qiao_status_code(st) == QIAO_NOT_FOUND) qiao_status_free(st), st = NULL;
     QIAO__TRY(st);
@@ -360,6 +360,8 @@ static qiao_status *build(qiao_tokenizer *t, const qiao_model *m) {
     st = qiao_model_get_string(m, "tokenizer.normalizer", &norm);
     if (qiao_status_code(st) == QIAO_NOT_FOUND) qiao_status_free(st), st = NULL;
     QIAO__TRY(st);
+    if (norm.data == NULL) /* Qwen2/2.5/3 normalize to NFC; GGUF files do not say so */
+      norm = str_eq(pre, "qwen2") ? (qiao_string){"nfc", 3} : (qiao_string){"none", 4};
     if (str_eq(norm, "nfc"))
       t->nfc = true;
     else if (!str_eq(norm, "none"))

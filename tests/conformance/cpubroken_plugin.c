@@ -79,8 +79,10 @@ static qiao_dev_error *broken_matmul(qiao_dev_queue *q, const qiao_dev_matmul_ar
   b.w = (qiao_dev_ref){copy, 0};
   if (e == NULL) e = cpu->matmul(q, &b);
   qiao_dev_error *s = cpu->queue_synchronize(q);
-  if (e == NULL) e = s;
-  else if (s != NULL) cpu->error_destroy(s);
+  if (e == NULL)
+    e = s;
+  else if (s != NULL)
+    cpu->error_destroy(s);
   cpu->buffer_destroy(copy);
   free(w);
   return e;

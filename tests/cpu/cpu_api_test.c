@@ -108,11 +108,15 @@ static void test_backend_and_device(void) {
         want = dt == QIAO_DEV_F32;
       EXPECT(s == want);
     }
-  uint32_t s;
-  EXPECT_ERR(api->op_supported(d, QIAO_DEV_OP_COUNT, QIAO_DEV_F32, &s), QIAO_DEV_INVALID_ARGUMENT,
-             "op 12");
-  EXPECT_ERR(api->op_supported(d, QIAO_DEV_OP_ADD, QIAO_DEV_DTYPE_COUNT, &s),
-             QIAO_DEV_INVALID_ARGUMENT, "dtype 6");
+  /* Values of a later minor version: not supported, no error. */
+  uint32_t s = 7;
+  EXPECT_OK(api->op_supported(d, QIAO_DEV_OP_COUNT, QIAO_DEV_F32, &s));
+  EXPECT(s == 0);
+  s = 7;
+  EXPECT_OK(api->op_supported(d, QIAO_DEV_OP_ADD, (qiao_dev_dtype)77, &s));
+  EXPECT(s == 0);
+  EXPECT_ERR(api->op_supported(d, QIAO_DEV_OP_ADD, QIAO_DEV_F32, NULL), QIAO_DEV_INVALID_ARGUMENT,
+             NULL);
 
   /* Foreign handles. */
   uint64_t fake[16] = {0};
@@ -209,6 +213,14 @@ static void test_buffers_and_movement(env *t) {
   EXPECT(n1 == n0 && bytes1 == bytes0);
 }
 
+/* An error in device data: the op call succeeds, synchronize reports it. */
+#define EXPECT_ASYNC_ERR(expr, code, part)                                                         \
+  do {                                                                                             \
+    EXPECT_OK(expr);                                                                               \
+    EXPECT_ERR(api->queue_synchronize(q), code, part);                                             \
+    EXPECT_OK(api->queue_synchronize(q)); /* cleared */                                            \
+  } while (0)
+
 static void test_op_errors(env *t) {
   qiao_dev_buffer *big = buf(t, NULL, 1 << 16), *small = buf(t, NULL, 64);
   qiao_dev_buffer *other = buf(t, NULL, 1 << 16);
@@ -257,9 +269,9 @@ static void test_op_errors(env *t) {
   qiao_dev_embed_args em = {sizeof(em), 1, 12, 32, QIAO_DEV_Q4_0, {big, 0}, {small, 0}, {other, 0}};
   EXPECT_OK(api->embed(q, &em));
   em.n_tokens = 2;
-  EXPECT_ERR(api->embed(q, &em), QIAO_DEV_INVALID_ARGUMENT, "embed: ids[1] = 12 >= vocab 12");
+  EXPECT_ASYNC_ERR(api->embed(q, &em), QIAO_DEV_INVALID_ARGUMENT, "embed: ids[1] = 12 >= vocab 12");
   em.ids.offset = 8, em.n_tokens = 1;
-  EXPECT_ERR(api->embed(q, &em), QIAO_DEV_INVALID_ARGUMENT, "ids[0] = -1 is negative");
+  EXPECT_ASYNC_ERR(api->embed(q, &em), QIAO_DEV_INVALID_ARGUMENT, "ids[0] = -1 is negative");
 
   /* kv_write */
   int32_t slots[2] = {3, 16};
@@ -268,8 +280,8 @@ static void test_op_errors(env *t) {
                                {big, 0},   {big, 64}, {small, 16}, {other, 0}, {other, 1024}};
   EXPECT_OK(api->kv_write(q, &kv));
   kv.n_tokens = 2;
-  EXPECT_ERR(api->kv_write(q, &kv), QIAO_DEV_INVALID_ARGUMENT,
-             "kv_write: slots[1] = 16 >= n_slots 16");
+  EXPECT_ASYNC_ERR(api->kv_write(q, &kv), QIAO_DEV_INVALID_ARGUMENT,
+                   "kv_write: slots[1] = 16 >= n_slots 16");
   kv.n_tokens = 1, kv.cache_dtype = QIAO_DEV_BF16;
   EXPECT_ERR(api->kv_write(q, &kv), QIAO_DEV_UNSUPPORTED, "cache_dtype BF16");
   kv.cache_dtype = QIAO_DEV_F16, kv.v_cache = (qiao_dev_ref){other, 128};
@@ -286,8 +298,8 @@ static void test_op_errors(env *t) {
                                 {big, 0},   {other, 0}, {other, 8192},
                                 {tb, 0},    {sb, 0},    {pb, 0},
                                 {big, 1024}};
-  EXPECT_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT,
-             "attention: block_table[1,3] = 99 >= n_blocks 12");
+  EXPECT_ASYNC_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT,
+                   "attention: block_table[1,3] = 99 >= n_blocks 12");
   table[7] = 7;
   EXPECT_OK(api->upload(q, (qiao_dev_ref){tb, 0}, table, sizeof(table)));
   EXPECT_OK(api->attention(q, &at));
@@ -296,22 +308,22 @@ static void test_op_errors(env *t) {
   EXPECT_OK(api->upload(q, (qiao_dev_ref){tb, 0}, table, sizeof(table)));
   EXPECT_OK(api->attention(q, &at));
   at.window = 0;
-  EXPECT_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT,
-             "block_table[1,0] = -5 is negative");
+  EXPECT_ASYNC_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT,
+                   "block_table[1,0] = -5 is negative");
   at.n_kv_heads = 3;
   EXPECT_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT, "n_kv_heads 3");
   at.n_kv_heads = 0;
   EXPECT_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT, "n_kv_heads 0");
   at.n_kv_heads = 2, at.n_seqs = 1;
-  EXPECT_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT, "token_seq[0] = 1");
+  EXPECT_ASYNC_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT, "token_seq[0] = 1");
   at.n_seqs = 2, at.max_blocks_per_seq = 3;
-  EXPECT_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT, "max_blocks_per_seq 3");
+  EXPECT_ASYNC_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT, "max_blocks_per_seq 3");
   at.max_blocks_per_seq = 4, at.block_size = 0;
   EXPECT_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT, "block_size");
   at.block_size = 4;
   tpos[0] = -1;
   EXPECT_OK(api->upload(q, (qiao_dev_ref){pb, 0}, tpos, 4));
-  EXPECT_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT, "token_pos[0] = -1");
+  EXPECT_ASYNC_ERR(api->attention(q, &at), QIAO_DEV_INVALID_ARGUMENT, "token_pos[0] = -1");
   at.cache_dtype = QIAO_DEV_Q8_0;
   EXPECT_ERR(api->attention(q, &at), QIAO_DEV_UNSUPPORTED, "cache_dtype Q8_0");
 
@@ -331,8 +343,8 @@ static void test_op_errors(env *t) {
   EXPECT_OK(api->upload(q, (qiao_dev_ref){small, 32}, eids, sizeof(eids)));
   qiao_dev_matmul_experts_args me = {
       sizeof(me), 1, 2, 8, 32, 4, 0, {big, 0}, QIAO_DEV_Q8_0, {big, 1024}, {small, 32}, {other, 0}};
-  EXPECT_ERR(api->matmul_experts(q, &me), QIAO_DEV_INVALID_ARGUMENT,
-             "matmul_experts: ids[0,1] = 8 >= n_experts 8");
+  EXPECT_ASYNC_ERR(api->matmul_experts(q, &me), QIAO_DEV_INVALID_ARGUMENT,
+                   "matmul_experts: ids[0,1] = 8 >= n_experts 8");
   me.k = 1;
   EXPECT_OK(api->matmul_experts(q, &me));
   me.n_experts = (uint64_t)1 << 62;
@@ -359,6 +371,24 @@ static void test_op_errors(env *t) {
   EXPECT_ERR(api->swiglu(q, &sw), QIAO_DEV_INVALID_ARGUMENT, "overlaps");
   EXPECT_ERR(api->swiglu(q, NULL), QIAO_DEV_INVALID_ARGUMENT, "swiglu: args is NULL");
 
+  /* Two device-data errors before a synchronize: the first is reported. */
+  em.ids.offset = 0, em.n_tokens = 2;
+  EXPECT_OK(api->embed(q, &em));
+  em.ids.offset = 8, em.n_tokens = 1;
+  EXPECT_OK(api->embed(q, &em));
+  EXPECT_ERR(api->queue_synchronize(q), QIAO_DEV_INVALID_ARGUMENT, "ids[1] = 12");
+  EXPECT_OK(api->queue_synchronize(q));
+
+  /* A dimension of 0 is no work; its zero-byte operands may be absent. */
+  qiao_dev_matmul_args none = {sizeof(none),  0,        64,        8,         {NULL, 0},
+                               QIAO_DEV_Q8_0, {big, 0}, {NULL, 0}, {NULL, 0}, 0};
+  EXPECT_OK(api->matmul(q, &none));
+  none.w_dtype = QIAO_DEV_F32, none.m = 0, none.w = (qiao_dev_ref){NULL, 0};
+  EXPECT_OK(api->matmul(q, &none));
+  EXPECT_OK(api->upload(q, (qiao_dev_ref){NULL, 0}, NULL, 0));
+  qiao_dev_add_args add0 = {sizeof(add0), 0, {NULL, 0}, {NULL, 0}, {NULL, 0}};
+  EXPECT_OK(api->add(q, &add0));
+
   qiao_dev_buffer *all[] = {big, small, other, tb, sb, pb};
   for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
     api->buffer_destroy(all[i]);
@@ -382,8 +412,8 @@ static void *stress_main(void *arg) {
   }
   float got[512];
   for (int i = 0; i < 300 && !s->bad; i++) {
-    qiao_dev_matmul_args m = {sizeof(m), 1, 64, 512, ref(s->x), QIAO_DEV_F16, ref(s->w),
-                              {NULL, 0}, ref(s->out), 0};
+    qiao_dev_matmul_args m = {sizeof(m),    1,         64,        512,         ref(s->x),
+                              QIAO_DEV_F16, ref(s->w), {NULL, 0}, ref(s->out), 0};
     qiao_dev_error *e = api->matmul(q, &m);
     if (e == NULL) e = api->download(q, got, ref(s->out), sizeof(got));
     if (e != NULL || memcmp(got, s->want, sizeof(got)) != 0) s->bad = 1;
@@ -402,12 +432,13 @@ static void test_pool_stress(void) {
   for (int i = 0; i < 2; i++) {
     s[i] = (stress){&t, buf(&t, x, 64 * 4), buf(&t, w, 512 * 128), buf(&t, NULL, 512 * 4), want, 0};
   }
-  qiao_dev_matmul_args m = {sizeof(m), 1, 64, 512, ref(s[0].x), QIAO_DEV_F16, ref(s[0].w),
-                            {NULL, 0}, ref(s[0].out), 0};
+  qiao_dev_matmul_args m = {sizeof(m),    1,           64,        512,           ref(s[0].x),
+                            QIAO_DEV_F16, ref(s[0].w), {NULL, 0}, ref(s[0].out), 0};
   EXPECT_OK(api->matmul(t.queue, &m));
   get(&t, want, s[0].out, sizeof(want));
   pthread_t th[2];
-  for (int i = 0; i < 2; i++) EXPECT(pthread_create(&th[i], NULL, stress_main, &s[i]) == 0);
+  for (int i = 0; i < 2; i++)
+    EXPECT(pthread_create(&th[i], NULL, stress_main, &s[i]) == 0);
   for (int i = 0; i < 2; i++) {
     pthread_join(th[i], NULL);
     EXPECT(!s[i].bad);

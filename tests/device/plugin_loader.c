@@ -38,7 +38,8 @@ int main(int argc, char **argv) {
   }
   snprintf(dir, sizeof(dir), "%s", argv[1]);
 
-  expect_refused("testmajor2", QIAO_UNSUPPORTED, "built for device ABI 2.0, this runtime speaks 1.");
+  expect_refused("testmajor2", QIAO_UNSUPPORTED,
+                 "built for device ABI 2.0, this runtime speaks 1.");
   expect_refused("testnoentry", QIAO_MALFORMED, "missing entry point qiao_device_get_api");
   expect_refused("testnullfn", QIAO_MALFORMED, "function table entry 'rope' is NULL");
   expect_refused("testsmall", QIAO_MALFORMED, "is smaller than ABI 1.0's");

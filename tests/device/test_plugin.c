@@ -32,15 +32,21 @@ static qiao_dev_error *fail(void) {
 static qiao_dev_code error_code(const qiao_dev_error *e) {
   return e ? e->code : QIAO_DEV_INTERNAL;
 }
-static const char *error_message(const qiao_dev_error *e) { return "the test plugin does nothing"; }
-static void error_destroy(qiao_dev_error *e) { free(e); }
+static const char *error_message(const qiao_dev_error *e) {
+  return "the test plugin does nothing";
+}
+static void error_destroy(qiao_dev_error *e) {
+  free(e);
+}
 static qiao_dev_error *backend_open(const qiao_dev_backend_options *o, qiao_dev_backend **out) {
   qiao_dev_backend *b = calloc(1, sizeof(*b));
   if (b == NULL) return fail();
   *out = b;
   return NULL;
 }
-static void backend_close(qiao_dev_backend *b) { free(b); }
+static void backend_close(qiao_dev_backend *b) {
+  free(b);
+}
 static qiao_dev_error *device_count(qiao_dev_backend *b, uint32_t *out) {
   *out = 0;
   return NULL;
@@ -63,9 +69,13 @@ static qiao_dev_error *buffer_create(qiao_dev_device *d, uint64_t s, qiao_dev_bu
   return fail();
 }
 static void buffer_destroy(qiao_dev_buffer *b) {}
-static qiao_dev_error *queue_create(qiao_dev_device *d, qiao_dev_queue **out) { return fail(); }
+static qiao_dev_error *queue_create(qiao_dev_device *d, qiao_dev_queue **out) {
+  return fail();
+}
 static void queue_destroy(qiao_dev_queue *q) {}
-static qiao_dev_error *queue_synchronize(qiao_dev_queue *q) { return fail(); }
+static qiao_dev_error *queue_synchronize(qiao_dev_queue *q) {
+  return fail();
+}
 static qiao_dev_error *upload(qiao_dev_queue *q, qiao_dev_ref d, const void *s, uint64_t n) {
   return fail();
 }
@@ -76,7 +86,9 @@ static qiao_dev_error *copy(qiao_dev_queue *q, qiao_dev_ref d, qiao_dev_ref s, u
   return fail();
 }
 #define OP(name)                                                                                   \
-  static qiao_dev_error *name(qiao_dev_queue *q, const qiao_dev_##name##_args *a) { return fail(); }
+  static qiao_dev_error *name(qiao_dev_queue *q, const qiao_dev_##name##_args *a) {                \
+    return fail();                                                                                 \
+  }
 OP(embed)
 OP(matmul)
 OP(rmsnorm)
@@ -91,8 +103,8 @@ OP(matmul_experts)
 OP(moe_combine)
 
 static const qiao_dev_api api = {
-    .struct_size = TEST_PLUGIN_KIND == KIND_SMALL ? offsetof(qiao_dev_api, embed)
-                                                  : sizeof(qiao_dev_api),
+    .struct_size =
+        TEST_PLUGIN_KIND == KIND_SMALL ? offsetof(qiao_dev_api, embed) : sizeof(qiao_dev_api),
     .abi_major = TEST_PLUGIN_KIND == KIND_MAJOR2 ? 2 : QIAO_DEVICE_ABI_MAJOR,
     .abi_minor = QIAO_DEVICE_ABI_MINOR,
     .name = "test",

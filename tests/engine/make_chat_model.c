@@ -21,12 +21,13 @@ int main(int argc, char **argv) {
     const qiao_kv *kv = qiao_model_kv_at(src, i);
     if (strcmp(kv->key, "tokenizer.chat_template") != 0) CHECK_OK(qiao__model_set_kv(m, kv));
   }
-  if (m) CHECK_OK(qiao__model_set_string(m, "tokenizer.chat_template", chat_template,
-                                         strlen(chat_template)));
+  if (m)
+    CHECK_OK(
+        qiao__model_set_string(m, "tokenizer.chat_template", chat_template, strlen(chat_template)));
   for (uint64_t i = 0; m && i < qiao_model_tensor_count(src); i++) {
     const qiao_tensor *t = qiao_model_tensor_at(src, i);
-    CHECK_OK(qiao__model_add_tensor(m, t->name, t->dtype, t->n_dims, t->shape, t->data,
-                                    t->n_bytes));
+    CHECK_OK(
+        qiao__model_add_tensor(m, t->name, t->dtype, t->n_dims, t->shape, t->data, t->n_bytes));
   }
   qiao_convert_options co = {sizeof(co), QIAO_FILE_GGUF, QIAO_DTYPE_COUNT, false};
   if (m) CHECK_OK(qiao_model_write(m, argv[1], &co));

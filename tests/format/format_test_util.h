@@ -49,9 +49,9 @@ static inline bool kv_equal(const qiao_kv *a, const qiao_kv *b) {
       return true;
     }
     size_t es = a->elem_type == QIAO_VALUE_BOOL || a->elem_type <= QIAO_VALUE_I8 ? 1
-                : a->elem_type <= QIAO_VALUE_I16                                ? 2
-                : a->elem_type <= QIAO_VALUE_F32                                ? 4
-                                                                                : 8;
+                : a->elem_type <= QIAO_VALUE_I16                                 ? 2
+                : a->elem_type <= QIAO_VALUE_F32                                 ? 4
+                                                                                 : 8;
     return a->array_len == 0 || memcmp(a->v.array, b->v.array, (size_t)(a->array_len * es)) == 0;
   }
   case QIAO_VALUE_BOOL: return a->v.b == b->v.b;
@@ -61,10 +61,14 @@ static inline bool kv_equal(const qiao_kv *a, const qiao_kv *b) {
   }
 }
 
-/* Every tensor of `a` is in `b` with the same dtype, shape and bytes. */
+/* Every tensor of `a` is in `b` with the same dtype, shape and bytes, and
+ * `b` has no other tensor (but for a rope_freqs.weight that the GGUF writer
+ * adds for LLaMA-3 RoPE scaling). */
 static inline int tensors_identical(const qiao_model *a, const qiao_model *b) {
   int bad = 0;
-  if (qiao_model_tensor_count(a) != qiao_model_tensor_count(b)) {
+  uint64_t extra = qiao_model_tensor_find(a, "rope_freqs.weight") == NULL &&
+                   qiao_model_tensor_find(b, "rope_freqs.weight") != NULL;
+  if (qiao_model_tensor_count(a) + extra != qiao_model_tensor_count(b)) {
     fprintf(stderr, "tensor counts differ: %llu vs %llu\n",
             (unsigned long long)qiao_model_tensor_count(a),
             (unsigned long long)qiao_model_tensor_count(b));

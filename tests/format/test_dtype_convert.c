@@ -20,16 +20,17 @@ static void test_half(void) {
   for (uint32_t h = 0; h < 65536; h++) {
     if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; /* NaN */
     if (qiao__f32_to_f16(qiao__f16_to_f32((uint16_t)h)) != h) bad++;
-    if (qiao__f32_to_bf16(qiao__bf16_to_f32((uint16_t)h)) != h && !((h & 0x7f80) == 0x7f80 && (h & 0x7f)))
+    if (qiao__f32_to_bf16(qiao__bf16_to_f32((uint16_t)h)) != h &&
+        !((h & 0x7f80) == 0x7f80 && (h & 0x7f)))
       bad++;
   }
   CHECK(bad == 0);
   CHECK(qiao__f32_to_f16(1.0f) == 0x3c00);
   CHECK(qiao__f32_to_f16(-2.0f) == 0xc000);
   CHECK(qiao__f32_to_f16(65504.0f) == 0x7bff);
-  CHECK(qiao__f32_to_f16(65520.0f) == 0x7c00);          /* rounds up to infinity */
-  CHECK(qiao__f32_to_f16(ldexpf(1, -24)) == 0x0001);    /* smallest subnormal */
-  CHECK(qiao__f32_to_f16(ldexpf(1, -25)) == 0x0000);    /* tie to even: 0 */
+  CHECK(qiao__f32_to_f16(65520.0f) == 0x7c00);              /* rounds up to infinity */
+  CHECK(qiao__f32_to_f16(ldexpf(1, -24)) == 0x0001);        /* smallest subnormal */
+  CHECK(qiao__f32_to_f16(ldexpf(1, -25)) == 0x0000);        /* tie to even: 0 */
   CHECK(qiao__f32_to_f16(1.0f + ldexpf(1, -11)) == 0x3c00); /* tie to even */
   CHECK(qiao__f32_to_f16(1.0f + 3 * ldexpf(1, -11)) == 0x3c02);
   CHECK(qiao__f16_to_f32(0x3555) == 0.333251953125f);
@@ -74,22 +75,25 @@ static void check_quant(qiao_dtype dtype, const float *x, int n) {
 
 static void test_quant(void) {
   float x[32 * 64];
-  for (int i = 0; i < 32 * 64; i++) x[i] = rnd() * (i < 1024 ? 0.02f : 3.0f);
-  for (int j = 0; j < 32; j++) x[j] = 0; /* an all-zero block */
-  x[100] = 50.0f;                       /* an outlier */
+  for (int i = 0; i < 32 * 64; i++)
+    x[i] = rnd() * (i < 1024 ? 0.02f : 3.0f);
+  for (int j = 0; j < 32; j++)
+    x[j] = 0;     /* an all-zero block */
+  x[100] = 50.0f; /* an outlier */
   x[200] = -50.0f;
   check_quant(QIAO_DTYPE_Q8_0, x, 32 * 64);
   check_quant(QIAO_DTYPE_Q4_0, x, 32 * 64);
 
   /* exact layout of one q4_0 block: d = max / -8, q = x/d + 8.5 truncated */
   float b[32];
-  for (int j = 0; j < 32; j++) b[j] = (float)(j - 16) / 2; /* -8 .. 7.5 */
+  for (int j = 0; j < 32; j++)
+    b[j] = (float)(j - 16) / 2; /* -8 .. 7.5 */
   uint8_t q[18];
   qiao__dtype_from_f32(QIAO_DTYPE_Q4_0, b, q, 32);
   CHECK(qiao__f16_to_f32((uint16_t)(q[0] | q[1] << 8)) == 1.0f); /* max -8 -> d = 1 */
-  CHECK((q[2] & 0x0f) == 0);  /* x[0] = -8 -> -8 + 8.5 -> 0 */
-  CHECK((q[2] >> 4) == 8);    /* x[16] = 0 -> 8 */
-  CHECK((q[17] >> 4) == 15);  /* x[31] = 7.5 -> 16 -> clamped 15 */
+  CHECK((q[2] & 0x0f) == 0);                                     /* x[0] = -8 -> -8 + 8.5 -> 0 */
+  CHECK((q[2] >> 4) == 8);                                       /* x[16] = 0 -> 8 */
+  CHECK((q[17] >> 4) == 15); /* x[31] = 7.5 -> 16 -> clamped 15 */
   /* q8_0: d = amax / 127 and round-half-away */
   float c[32] = {127.0f, -63.5f};
   uint8_t q8[34];

@@ -16,8 +16,12 @@ static void put(buf *b, const void *p, size_t n) {
   memcpy(b->data + b->n, p, n);
   b->n += n;
 }
-static void u32(buf *b, uint32_t v) { put(b, &v, 4); } /* the test host is little-endian */
-static void u64(buf *b, uint64_t v) { put(b, &v, 8); }
+static void u32(buf *b, uint32_t v) {
+  put(b, &v, 4);
+} /* the test host is little-endian */
+static void u64(buf *b, uint64_t v) {
+  put(b, &v, 8);
+}
 static void str(buf *b, const char *s) {
   u64(b, strlen(s));
   put(b, s, strlen(s));
@@ -39,12 +43,14 @@ static void info(buf *b, const char *name, uint32_t n_dims, const uint64_t *dims
                  uint64_t offset) {
   str(b, name);
   u32(b, n_dims);
-  for (uint32_t d = 0; d < n_dims; d++) u64(b, dims[d]);
+  for (uint32_t d = 0; d < n_dims; d++)
+    u64(b, dims[d]);
   u32(b, type);
   u64(b, offset);
 }
 static void pad_data(buf *b, size_t data_bytes) {
-  while (b->n % 32) b->data[b->n++] = 0;
+  while (b->n % 32)
+    b->data[b->n++] = 0;
   memset(b->data + b->n, 0, data_bytes);
   b->n += data_bytes;
 }

@@ -34,7 +34,7 @@ static void test_stories(void) {
   const qiao_kv *eos = qiao_model_kv_find(m, "tokenizer.eos_ids");
   CHECK(eos && eos->type == QIAO_VALUE_ARRAY && eos->elem_type == QIAO_VALUE_U32 &&
         eos->array_len == 1 && ((const uint32_t *)eos->v.array)[0] == 2);
-  CHECK(qiao_model_kv_find(m, "tokenizer.pad_id") == NULL); /* 0xffffffff = none */
+  CHECK(qiao_model_kv_find(m, "tokenizer.pad_id") == NULL);                  /* 0xffffffff = none */
   CHECK(qiao_model_kv_find(m, "tokenizer.ggml.seperator_token_id") != NULL); /* kept */
   const qiao_kv *tokens = qiao_model_kv_find(m, "tokenizer.tokens");
   CHECK(tokens && tokens->array_len == 512);

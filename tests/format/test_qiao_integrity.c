@@ -12,11 +12,13 @@ static uint8_t *file_bytes;
 static size_t file_size;
 
 static void put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+  for (int i = 0; i < 8; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
 }
 static uint64_t get64(const uint8_t *p) {
   uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  for (int i = 7; i >= 0; i--)
+    v = (v << 8) | p[i];
   return v;
 }
 
@@ -43,19 +45,39 @@ static void expect_open_error(const uint8_t *b, size_t n, qiao_code code, const 
   qiao_status_free(s);
 }
 
-static void flip_metadata_bit(uint8_t *b) { b[QIAO__FILE_HEADER_SIZE + 3] ^= 0x10; }
-static void flip_table_bit(uint8_t *b) { b[get64(b + QIAO__H_TABLE_END) - 20] ^= 0x01; }
-static void bad_major(uint8_t *b) { b[QIAO__H_MAJOR] = 2; }
-static void newer_minor(uint8_t *b) { b[QIAO__H_MINOR] = 7; }
-static void required_flag(uint8_t *b) { b[QIAO__H_FLAGS] = 1; }
-static void optional_flag(uint8_t *b) { b[QIAO__H_FLAGS + 2] = 1; }
-static void bad_alignment(uint8_t *b) { b[QIAO__H_ALIGNMENT] = 48; }
+static void flip_metadata_bit(uint8_t *b) {
+  b[QIAO__FILE_HEADER_SIZE + 3] ^= 0x10;
+}
+static void flip_table_bit(uint8_t *b) {
+  b[get64(b + QIAO__H_TABLE_END) - 20] ^= 0x01;
+}
+static void bad_major(uint8_t *b) {
+  b[QIAO__H_MAJOR] = 2;
+}
+static void newer_minor(uint8_t *b) {
+  b[QIAO__H_MINOR] = 7;
+}
+static void required_flag(uint8_t *b) {
+  b[QIAO__H_FLAGS] = 1;
+}
+static void optional_flag(uint8_t *b) {
+  b[QIAO__H_FLAGS + 2] = 1;
+}
+static void bad_alignment(uint8_t *b) {
+  b[QIAO__H_ALIGNMENT] = 48;
+}
 static void bad_data_offset(uint8_t *b) {
   put64(b + QIAO__H_DATA_OFFSET, get64(b + QIAO__H_DATA_OFFSET) + 64);
 }
-static void bad_table_end(uint8_t *b) { put64(b + QIAO__H_TABLE_END, 1ull << 40); }
-static void bad_kv_count(uint8_t *b) { put64(b + QIAO__H_N_KV, get64(b + QIAO__H_N_KV) + 1); }
-static void huge_kv_count(uint8_t *b) { put64(b + QIAO__H_N_KV, ~0ull); }
+static void bad_table_end(uint8_t *b) {
+  put64(b + QIAO__H_TABLE_END, 1ull << 40);
+}
+static void bad_kv_count(uint8_t *b) {
+  put64(b + QIAO__H_N_KV, get64(b + QIAO__H_N_KV) + 1);
+}
+static void huge_kv_count(uint8_t *b) {
+  put64(b + QIAO__H_N_KV, ~0ull);
+}
 /* The first tensor's offset field: 40 bytes before the end of the first
  * table entry is hard to find generically, so shift the table start. */
 static void bad_table_offset(uint8_t *b) {

@@ -6,8 +6,10 @@
 #include "format_test_util.h"
 
 static qiao_convert_options opts_for(qiao_file_format format, qiao_dtype dtype) {
-  return (qiao_convert_options){.struct_size = sizeof(qiao_convert_options), .format = format,
-                                .weight_dtype = dtype, .progress = false};
+  return (qiao_convert_options){.struct_size = sizeof(qiao_convert_options),
+                                .format = format,
+                                .weight_dtype = dtype,
+                                .progress = false};
 }
 
 int main(void) {

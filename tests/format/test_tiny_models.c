@@ -35,6 +35,14 @@ static void convert_and_check(const char *dir, const char *label, const char *sr
       CHECK_OK(qiao_model_get_hparams(src, &a));
       CHECK_OK(qiao_model_get_hparams(m, &b));
       CHECK(memcmp(&a, &b, sizeof(a)) == 0);
+      if (f == 1 && a.rope_scaling == QIAO_ROPE_SCALING_LLAMA3) {
+        /* llama.cpp gets LLaMA-3 scaling as rope_freqs.weight, never as a
+         * scaling type it does not know */
+        const qiao_tensor *t = qiao_model_tensor_find(m, "rope_freqs.weight");
+        CHECK(t != NULL && t->n_dims == 1 && t->shape[0] == a.rope_dim / 2);
+        CHECK(qiao_model_kv_find(m, "llama.rope.scaling.type") == NULL);
+        CHECK(qiao_model_kv_find(m, "llama.rope.scaling.factor") == NULL);
+      }
     }
     qiao_model_close(m);
   }

@@ -350,6 +350,102 @@ static void test_tokenizer_files(void) {
   remove_dir(dir);
 }
 
+/* The stories weights as a directory with `st` as model.safetensors and
+ * `config`; returns the opened model (validated) or NULL. */
+static qiao_model *open_variant(const uint8_t *st, size_t len, const char *config) {
+  char *dir = make_dir();
+  write_bytes(dir, "model.safetensors", st, len);
+  write_text(dir, "config.json", config);
+  qiao_model *m = NULL;
+  CHECK_OK(open_dir(dir, &m));
+  if (m != NULL) CHECK_OK(qiao_model_validate(m));
+  remove_dir(dir);
+  return m;
+}
+
+/* Every canonical tensor of `m` equals that of `ref` with each f32 value
+ * cut to its upper 16 bits (bf16), or is identical when `bf16` is false. */
+static void compare_variant(const qiao_model *m, const qiao_model *ref, bool bf16) {
+  CHECK(qiao_model_tensor_count(m) == qiao_model_tensor_count(ref));
+  for (uint64_t i = 0; i < qiao_model_tensor_count(ref); i++) {
+    const qiao_tensor *r = qiao_model_tensor_at(ref, i);
+    const qiao_tensor *t = qiao_model_tensor_find(m, r->name);
+    if (t == NULL) {
+      fprintf(stderr, "variant lacks %s\n", r->name);
+      test_failures++;
+      continue;
+    }
+    CHECK(((uintptr_t)t->data % (bf16 ? 2 : 4)) == 0); /* loadable in place */
+    bool same = t->n_bytes == (bf16 ? r->n_bytes / 2 : r->n_bytes);
+    for (uint64_t k = 0; same && k < r->n_bytes / 4; k++) {
+      if (bf16)
+        same =
+            memcmp((const uint8_t *)t->data + 2 * k, (const uint8_t *)r->data + 4 * k + 2, 2) == 0;
+      else
+        same = memcmp((const uint8_t *)t->data + 4 * k, (const uint8_t *)r->data + 4 * k, 4) == 0;
+    }
+    if (!same) {
+      fprintf(stderr, "variant tensor %s differs\n", r->name);
+      test_failures++;
+    }
+  }
+}
+
+/* BF16 weights (q/k permuted as 2-byte rows), data at an offset that is not
+ * a multiple of 4 (copied so it can be loaded), and Mistral's config. */
+static void test_variants(void) {
+  qiao_model *ref = NULL;
+  CHECK_OK(open_dir(test_shared_path("models/stories260K/hf"), &ref));
+  if (ref == NULL) return;
+
+  st_entry entries[64];
+  uint16_t *halves[64];
+  for (uint64_t i = 0; i < stories_table.count; i++) {
+    const qiao_st_tensor *t = &stories_table.tensors[i];
+    halves[i] = malloc(t->n_bytes / 2);
+    for (uint64_t k = 0; k < t->n_bytes / 4; k++)
+      memcpy(&halves[i][k], t->data + 4 * k + 2, 2);
+    entries[i] = (st_entry){t->name, "BF16", (int)t->n_dims, {0}, halves[i], t->n_bytes / 2};
+    memcpy(entries[i].shape, t->shape, sizeof(t->shape));
+  }
+  size_t len;
+  uint8_t *bf16 = st_write(entries, stories_table.count, &len);
+  qiao_model *m = open_variant(bf16, len, stories_config);
+  if (m) compare_variant(m, ref, true);
+  qiao_model_close(m);
+  free(bf16);
+  for (uint64_t i = 0; i < stories_table.count; i++)
+    free(halves[i]);
+
+  /* The original header plus two spaces: every tensor starts 2 bytes off. */
+  uint64_t header_len;
+  memcpy(&header_len, stories_st, 8);
+  char *header = malloc(header_len + 3);
+  memcpy(header, stories_st + 8, header_len);
+  memcpy(header + header_len, "  ", 3);
+  uint8_t *shifted = st_assemble(header, header_len + 2, stories_st + 8 + header_len,
+                                 stories_st_len - 8 - header_len, &len);
+  m = open_variant(shifted, len, stories_config);
+  if (m) compare_variant(m, ref, false);
+  qiao_model_close(m);
+  free(shifted);
+  free(header);
+
+  char mistral[16384];
+  snprintf(mistral, sizeof(mistral), "%s",
+           replace(stories_config, "LlamaForCausalLM", "MistralForCausalLM"));
+  m = open_variant((const uint8_t *)stories_st, stories_st_len,
+                   replace(mistral, "\"rope_theta\"", "\"sliding_window\": 256, \"rope_theta\""));
+  if (m) {
+    qiao_hparams hp;
+    CHECK_OK(qiao_model_get_hparams(m, &hp));
+    CHECK(strcmp(hp.architecture, "llama") == 0 && hp.sliding_window == 256 && hp.rope_neox == 0);
+    compare_variant(m, ref, false);
+  }
+  qiao_model_close(m);
+  qiao_model_close(ref);
+}
+
 int main(void) {
   char *config = test_read_file(test_shared_path("models/stories260K/hf/config.json"), NULL);
   snprintf(stories_config, sizeof(stories_config), "%s", config);
@@ -362,6 +458,7 @@ int main(void) {
   test_missing_files();
   test_tensor_cases();
   test_tokenizer_files();
+  test_variants();
   qiao__st_table_free(&stories_table);
   free(stories_st);
   TEST_END();

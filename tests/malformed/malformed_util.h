@@ -102,6 +102,15 @@ static inline qiao_status *with_prefix(uint8_t *data, size_t full_len, size_t le
   return st;
 }
 
+/* safetensors bytes as they are (no copy), imported into an empty model. */
+static inline qiao_status *try_safetensors_exact(const uint8_t *data, size_t len) {
+  qiao_model *m = NULL;
+  qiao_status *st = qiao__model_create("mutated.safetensors", "hf", &m);
+  if (st == NULL) st = qiao__import_safetensors(m, data, len, "mutated.safetensors");
+  qiao_model_close(m);
+  return st;
+}
+
 /* Is `len` within `window` bytes of one of the `n` boundaries? */
 static inline bool near_boundary(uint64_t len, const uint64_t *boundaries, size_t n,
                                  uint64_t window) {

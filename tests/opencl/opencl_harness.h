@@ -37,8 +37,7 @@ typedef struct dev {
 /* Reports a device error (if any) and destroys it; returns 1 on success. */
 static inline int dev_ok_at(dev *d, qiao_dev_error *e, const char *expr, int line) {
   if (e == NULL) return 1;
-  fprintf(stderr, "line %d: [%s] %s failed: %s\n", line, d->label, expr,
-          d->api->error_message(e));
+  fprintf(stderr, "line %d: [%s] %s failed: %s\n", line, d->label, expr, d->api->error_message(e));
   d->api->error_destroy(e);
   test_failures++;
   return 0;
@@ -47,7 +46,7 @@ static inline int dev_ok_at(dev *d, qiao_dev_error *e, const char *expr, int lin
 
 /* Expects `expr` to fail with `code`, and its message to contain `needle` (if non-NULL). */
 static inline void dev_err_at(dev *d, qiao_dev_error *e, qiao_dev_code code, const char *needle,
-                       const char *expr, int line) {
+                              const char *expr, int line) {
   if (e == NULL) {
     fprintf(stderr, "line %d: [%s] %s: expected error %d, got success\n", line, d->label, expr,
             (int)code);
@@ -137,8 +136,10 @@ static inline qiao_dev_ref up(dev *d, const void *host, uint64_t bytes) {
   d->buf_bytes[d->n_bufs++] = bytes;
   unsigned char *tmp = calloc(1, bytes + PAD + GUARD);
   memset(tmp, 0xa5, bytes + PAD + GUARD); /* garbage around the operand */
-  if (host) memcpy(tmp + PAD, host, bytes);
-  else memset(tmp + PAD, 0, bytes);
+  if (host)
+    memcpy(tmp + PAD, host, bytes);
+  else
+    memset(tmp + PAD, 0, bytes);
   DEV_OK(d, d->api->upload(d->queue, (qiao_dev_ref){r.buffer, 0}, tmp, bytes + PAD + GUARD));
   DEV_OK(d, d->api->queue_synchronize(d->queue));
   free(tmp);
@@ -160,11 +161,14 @@ static inline uint32_t rnd(void) {
   rng_state ^= rng_state << 17;
   return (uint32_t)(rng_state >> 16);
 }
-static inline float rndf(void) { return (float)(rnd() % 2000001) / 1000000.0f - 1.0f; } /* [-1, 1] */
+static inline float rndf(void) {
+  return (float)(rnd() % 2000001) / 1000000.0f - 1.0f;
+} /* [-1, 1] */
 
 static inline float *rand_f32(size_t n, float scale) {
   float *v = malloc((n ? n : 1) * sizeof(float));
-  for (size_t i = 0; i < n; i++) v[i] = rndf() * scale;
+  for (size_t i = 0; i < n; i++)
+    v[i] = rndf() * scale;
   return v;
 }
 
@@ -206,7 +210,8 @@ static inline unsigned char *rand_weights(qiao_dev_dtype t, size_t rows, size_t 
   unsigned char *w = malloc(bytes ? bytes : 1);
   size_t n = rows * cols;
   if (t == QIAO_DEV_F32) {
-    for (size_t i = 0; i < n; i++) ((float *)w)[i] = rndf();
+    for (size_t i = 0; i < n; i++)
+      ((float *)w)[i] = rndf();
   } else if (t == QIAO_DEV_F16) {
     for (size_t i = 0; i < n; i++) {
       uint16_t h = f2h(rndf());
@@ -225,7 +230,8 @@ static inline unsigned char *rand_weights(qiao_dev_dtype t, size_t rows, size_t 
     for (size_t b = 0; b < nb; b++) {
       uint16_t d = f2h(0.002f + (float)(rnd() % 1000) * 0.000048f);
       memcpy(w + b * bs, &d, 2);
-      for (size_t j = 2; j < bs; j++) w[b * bs + j] = (unsigned char)rnd();
+      for (size_t j = 2; j < bs; j++)
+        w[b * bs + j] = (unsigned char)rnd();
     }
   }
   return w;
@@ -234,7 +240,7 @@ static inline unsigned char *rand_weights(qiao_dev_dtype t, size_t rows, size_t 
 /* Relative L2 error of each row of `got` against `want`; reports the worst
  * row over `tol`. A row whose reference is all zero must match within tol. */
 static inline void compare_rows(const char *what, const float *got, const float *want, size_t rows,
-                         size_t cols, double tol) {
+                                size_t cols, double tol) {
   for (size_t r = 0; r < rows; r++) {
     double num = 0, den = 0;
     for (size_t c = 0; c < cols; c++) {
@@ -252,11 +258,13 @@ static inline void compare_rows(const char *what, const float *got, const float 
   }
 }
 
-static inline void compare_exact(const char *what, const void *got, const void *want, size_t bytes) {
+static inline void compare_exact(const char *what, const void *got, const void *want,
+                                 size_t bytes) {
   if (memcmp(got, want, bytes) != 0) {
     const unsigned char *a = got, *b = want;
     size_t i = 0;
-    while (a[i] == b[i]) i++;
+    while (a[i] == b[i])
+      i++;
     fprintf(stderr, "%s: differs at byte %zu of %zu\n", what, i, bytes);
     test_failures++;
   }

@@ -84,7 +84,8 @@ static void test_memory(void) {
     char rest[60];
   } fake = {0, {0}};
   unsigned char host[64] = {0}, back[64];
-  for (int i = 0; i < 64; i++) host[i] = (unsigned char)i;
+  for (int i = 0; i < 64; i++)
+    host[i] = (unsigned char)i;
   DEV_ERR(&D, D.api->upload(D.queue, (qiao_dev_ref){(qiao_dev_buffer *)&fake, 0}, host, 4),
           QIAO_DEV_BAD_HANDLE, "not an OpenCL buffer");
   DEV_ERR(&D, D.api->queue_synchronize((qiao_dev_queue *)&fake), QIAO_DEV_BAD_HANDLE, NULL);
@@ -119,8 +120,14 @@ static void test_memory(void) {
 static void test_arguments(void) {
   float x[64] = {0};
   qiao_dev_ref rx = up(&D, x, sizeof(x)), rw = up(&D, x, sizeof(x)), ro = up(&D, NULL, sizeof(x));
-  qiao_dev_matmul_args m = {.struct_size = sizeof(m), .n = 1, .k = 32, .m = 2, .x = rx,
-                            .w_dtype = QIAO_DEV_F32, .w = rw, .out = ro};
+  qiao_dev_matmul_args m = {.struct_size = sizeof(m),
+                            .n = 1,
+                            .k = 32,
+                            .m = 2,
+                            .x = rx,
+                            .w_dtype = QIAO_DEV_F32,
+                            .w = rw,
+                            .out = ro};
   DEV_OK(&D, D.api->matmul(D.queue, &m));
   qiao_dev_matmul_args bad = m;
   bad.x.offset += 2;
@@ -141,72 +148,212 @@ static void test_arguments(void) {
   DEV_ERR(&D, D.api->matmul(D.queue, &bad), QIAO_DEV_INVALID_ARGUMENT, "bias");
   DEV_ERR(&D, D.api->matmul(D.queue, NULL), QIAO_DEV_INVALID_ARGUMENT, NULL);
 
-  qiao_dev_attention_args at = {.struct_size = sizeof(at), .n_tokens = 1, .n_heads = 2,
-                                .n_kv_heads = 1, .head_dim = 8, .n_seqs = 1,
-                                .max_blocks_per_seq = 1, .block_size = 4, .n_slots = 4,
-                                .scale = 1, .cache_dtype = QIAO_DEV_BF16, .q = rx, .k_cache = rw,
-                                .v_cache = rw, .block_table = rw, .token_seq = rw,
-                                .token_pos = rw, .out = ro};
+  qiao_dev_attention_args at = {.struct_size = sizeof(at),
+                                .n_tokens = 1,
+                                .n_heads = 2,
+                                .n_kv_heads = 1,
+                                .head_dim = 8,
+                                .n_seqs = 1,
+                                .max_blocks_per_seq = 1,
+                                .block_size = 4,
+                                .n_slots = 4,
+                                .scale = 1,
+                                .cache_dtype = QIAO_DEV_BF16,
+                                .q = rx,
+                                .k_cache = rw,
+                                .v_cache = rw,
+                                .block_table = rw,
+                                .token_seq = rw,
+                                .token_pos = rw,
+                                .out = ro};
   DEV_ERR(&D, D.api->attention(D.queue, &at), QIAO_DEV_UNSUPPORTED, NULL);
   at.cache_dtype = QIAO_DEV_F32, at.n_kv_heads = 3;
   DEV_ERR(&D, D.api->attention(D.queue, &at), QIAO_DEV_INVALID_ARGUMENT, "n_kv_heads");
   at.n_kv_heads = 1, at.head_dim = 1024;
   DEV_ERR(&D, D.api->attention(D.queue, &at), QIAO_DEV_UNSUPPORTED, "head_dim");
 
-  qiao_dev_moe_gate_args g = {.struct_size = sizeof(g), .n_tokens = 1, .n_experts = 4, .k = 5,
-                              .logits = rx, .ids = ro, .weights = rw};
+  qiao_dev_moe_gate_args g = {.struct_size = sizeof(g),
+                              .n_tokens = 1,
+                              .n_experts = 4,
+                              .k = 5,
+                              .logits = rx,
+                              .ids = ro,
+                              .weights = rw};
   DEV_ERR(&D, D.api->moe_gate(D.queue, &g), QIAO_DEV_INVALID_ARGUMENT, "k 5");
-  qiao_dev_rmsnorm_args rn = {.struct_size = sizeof(rn), .rows = 1, .cols = 8, .eps = 1e-5f,
-                              .x = rx, .weight = rw, .out = {rx.buffer, rx.offset + 4}};
+  qiao_dev_rmsnorm_args rn = {.struct_size = sizeof(rn),
+                              .rows = 1,
+                              .cols = 8,
+                              .eps = 1e-5f,
+                              .x = rx,
+                              .weight = rw,
+                              .out = {rx.buffer, rx.offset + 4}};
   DEV_ERR(&D, D.api->rmsnorm(D.queue, &rn), QIAO_DEV_INVALID_ARGUMENT, "overlaps");
-  qiao_dev_rope_args rp = {.struct_size = sizeof(rp), .n_tokens = 1, .n_heads = 1, .head_dim = 4,
-                           .rot_dim = 6, .x = rx, .positions = rw, .freqs = ro};
+  qiao_dev_rope_args rp = {.struct_size = sizeof(rp),
+                           .n_tokens = 1,
+                           .n_heads = 1,
+                           .head_dim = 4,
+                           .rot_dim = 6,
+                           .x = rx,
+                           .positions = rw,
+                           .freqs = ro};
   DEV_ERR(&D, D.api->rope(D.queue, &rp), QIAO_DEV_INVALID_ARGUMENT, "rot_dim");
+  dev_reset(&D);
+}
+
+/* A dimension of 0 is no work: the call succeeds (refs are still checked) and
+ * writes nothing (the harness's guard check covers the operands). */
+static void test_zero_dims(void) {
+  float x[64];
+  for (int i = 0; i < 64; i++)
+    x[i] = 1.0f;
+  qiao_dev_ref r = up(&D, x, sizeof(x)), o = up(&D, x, sizeof(x));
+  qiao_dev_embed_args e = {.struct_size = sizeof(e),
+                           .n_tokens = 0,
+                           .vocab = 0,
+                           .dim = 32,
+                           .table_dtype = QIAO_DEV_Q8_0,
+                           .table = r,
+                           .ids = r,
+                           .out = o};
+  DEV_OK(&D, D.api->embed(D.queue, &e));
+  qiao_dev_matmul_args m = {.struct_size = sizeof(m),
+                            .n = 0,
+                            .k = 32,
+                            .m = 2,
+                            .x = r,
+                            .w_dtype = QIAO_DEV_Q4_0,
+                            .w = r,
+                            .out = o};
+  DEV_OK(&D, D.api->matmul(D.queue, &m));
+  m.n = 1, m.m = 0;
+  DEV_OK(&D, D.api->matmul(D.queue, &m));
+  qiao_dev_rmsnorm_args rn = {
+      .struct_size = sizeof(rn), .rows = 3, .cols = 0, .x = r, .weight = r, .out = o};
+  DEV_OK(&D, D.api->rmsnorm(D.queue, &rn));
+  qiao_dev_attention_args at = {.struct_size = sizeof(at),
+                                .n_tokens = 0,
+                                .n_heads = 4,
+                                .n_kv_heads = 2,
+                                .head_dim = 8,
+                                .block_size = 16,
+                                .cache_dtype = QIAO_DEV_F16,
+                                .q = r,
+                                .k_cache = r,
+                                .v_cache = r,
+                                .block_table = r,
+                                .token_seq = r,
+                                .token_pos = r,
+                                .out = o};
+  DEV_OK(&D, D.api->attention(D.queue, &at));
+  qiao_dev_kv_write_args kw = {.struct_size = sizeof(kw),
+                               .n_tokens = 0,
+                               .kv_dim = 8,
+                               .cache_dtype = QIAO_DEV_F32,
+                               .k = r,
+                               .v = r,
+                               .slots = r,
+                               .k_cache = o,
+                               .v_cache = {o.buffer, o.offset + 128}};
+  DEV_OK(&D, D.api->kv_write(D.queue, &kw));
+  qiao_dev_add_args ad = {sizeof(ad), 0, r, r, o};
+  DEV_OK(&D, D.api->add(D.queue, &ad));
+  qiao_dev_argmax_args am = {sizeof(am), 0, 5, r, o};
+  DEV_OK(&D, D.api->argmax(D.queue, &am));
+  qiao_dev_matmul_experts_args me = {.struct_size = sizeof(me),
+                                     .n_tokens = 0,
+                                     .k = 2,
+                                     .n_experts = 0,
+                                     .in_dim = 32,
+                                     .out_dim = 4,
+                                     .x = r,
+                                     .w_dtype = QIAO_DEV_F32,
+                                     .w = r,
+                                     .ids = r,
+                                     .out = o};
+  DEV_OK(&D, D.api->matmul_experts(D.queue, &me));
+  qiao_dev_moe_combine_args mc = {
+      .struct_size = sizeof(mc), .n_tokens = 2, .k = 3, .dim = 0, .x = r, .weights = r, .out = o};
+  DEV_OK(&D, D.api->moe_combine(D.queue, &mc));
+  float back[64];
+  get(&D, o, back, sizeof(back));
+  CHECK(memcmp(back, x, sizeof(x)) == 0);
   dev_reset(&D);
 }
 
 /* Indices inside device buffers: the op is accepted, synchronize reports it. */
 static void test_device_checks(void) {
   float table[4 * 32], x[64];
-  for (int i = 0; i < 4 * 32; i++) table[i] = (float)i;
-  for (int i = 0; i < 64; i++) x[i] = 1.0f;
+  for (int i = 0; i < 4 * 32; i++)
+    table[i] = (float)i;
+  for (int i = 0; i < 64; i++)
+    x[i] = 1.0f;
   int32_t bad_ids[2] = {1, 4}, good_ids[2] = {3, 0};
   qiao_dev_ref rt = up(&D, table, sizeof(table)), rbad = up(&D, bad_ids, 8),
                rgood = up(&D, good_ids, 8), ro = up(&D, NULL, 2 * 32 * 4);
-  qiao_dev_embed_args e = {.struct_size = sizeof(e), .n_tokens = 2, .vocab = 4, .dim = 32,
-                           .table_dtype = QIAO_DEV_F32, .table = rt, .ids = rbad, .out = ro};
+  qiao_dev_embed_args e = {.struct_size = sizeof(e),
+                           .n_tokens = 2,
+                           .vocab = 4,
+                           .dim = 32,
+                           .table_dtype = QIAO_DEV_F32,
+                           .table = rt,
+                           .ids = rbad,
+                           .out = ro};
   DEV_OK(&D, D.api->embed(D.queue, &e));
   DEV_ERR(&D, D.api->queue_synchronize(D.queue), QIAO_DEV_INVALID_ARGUMENT, "embed");
   DEV_OK(&D, D.api->queue_synchronize(D.queue)); /* reported once */
-  e.ids = rgood; /* the queue still works */
+  e.ids = rgood;                                 /* the queue still works */
   DEV_OK(&D, D.api->embed(D.queue, &e));
   float out[64];
   get(&D, ro, out, sizeof(out));
   CHECK(out[0] == 96.0f && out[31] == 127.0f && out[32] == 0.0f);
 
-  qiao_dev_matmul_experts_args me = {.struct_size = sizeof(me), .n_tokens = 1, .k = 2,
-                                     .n_experts = 4, .in_dim = 32, .out_dim = 1,
-                                     .x = up(&D, x, 32 * 4), .w_dtype = QIAO_DEV_F32, .w = rt,
-                                     .ids = rbad, .out = up(&D, NULL, 8)};
+  qiao_dev_matmul_experts_args me = {.struct_size = sizeof(me),
+                                     .n_tokens = 1,
+                                     .k = 2,
+                                     .n_experts = 4,
+                                     .in_dim = 32,
+                                     .out_dim = 1,
+                                     .x = up(&D, x, 32 * 4),
+                                     .w_dtype = QIAO_DEV_F32,
+                                     .w = rt,
+                                     .ids = rbad,
+                                     .out = up(&D, NULL, 8)};
   DEV_OK(&D, D.api->matmul_experts(D.queue, &me));
   DEV_ERR(&D, D.api->queue_synchronize(D.queue), QIAO_DEV_INVALID_ARGUMENT, "matmul_experts");
 
   int32_t slots[2] = {0, -1};
-  qiao_dev_kv_write_args kw = {.struct_size = sizeof(kw), .n_tokens = 2, .kv_dim = 8,
-                               .n_slots = 4, .cache_dtype = QIAO_DEV_F16, .k = up(&D, x, 64),
-                               .v = up(&D, x, 64), .slots = up(&D, slots, 8),
-                               .k_cache = up(&D, NULL, 64), .v_cache = up(&D, NULL, 64)};
+  qiao_dev_kv_write_args kw = {.struct_size = sizeof(kw),
+                               .n_tokens = 2,
+                               .kv_dim = 8,
+                               .n_slots = 4,
+                               .cache_dtype = QIAO_DEV_F16,
+                               .k = up(&D, x, 64),
+                               .v = up(&D, x, 64),
+                               .slots = up(&D, slots, 8),
+                               .k_cache = up(&D, NULL, 64),
+                               .v_cache = up(&D, NULL, 64)};
   DEV_OK(&D, D.api->kv_write(D.queue, &kw));
   DEV_ERR(&D, D.api->queue_synchronize(D.queue), QIAO_DEV_INVALID_ARGUMENT, "kv_write");
 
   int32_t bt[1] = {5}, seq[1] = {0}, pos[1] = {2}, bad_seq[1] = {1};
   qiao_dev_ref rq = up(&D, x, 2 * 8 * 4), rk = up(&D, x, 4 * 8 * 4);
-  qiao_dev_attention_args at = {.struct_size = sizeof(at), .n_tokens = 1, .n_heads = 2,
-                                .n_kv_heads = 2, .head_dim = 4, .n_seqs = 1,
-                                .max_blocks_per_seq = 1, .block_size = 4, .n_slots = 4,
-                                .scale = 0.5f, .cache_dtype = QIAO_DEV_F32, .q = rq, .k_cache = rk,
-                                .v_cache = rk, .block_table = up(&D, bt, 4),
-                                .token_seq = up(&D, seq, 4), .token_pos = up(&D, pos, 4),
+  qiao_dev_attention_args at = {.struct_size = sizeof(at),
+                                .n_tokens = 1,
+                                .n_heads = 2,
+                                .n_kv_heads = 2,
+                                .head_dim = 4,
+                                .n_seqs = 1,
+                                .max_blocks_per_seq = 1,
+                                .block_size = 4,
+                                .n_slots = 4,
+                                .scale = 0.5f,
+                                .cache_dtype = QIAO_DEV_F32,
+                                .q = rq,
+                                .k_cache = rk,
+                                .v_cache = rk,
+                                .block_table = up(&D, bt, 4),
+                                .token_seq = up(&D, seq, 4),
+                                .token_pos = up(&D, pos, 4),
                                 .out = up(&D, NULL, 2 * 4 * 4)};
   DEV_OK(&D, D.api->attention(D.queue, &at)); /* block 5 of a 4-slot cache */
   DEV_ERR(&D, D.api->queue_synchronize(D.queue), QIAO_DEV_INVALID_ARGUMENT, "attention");
@@ -215,7 +362,8 @@ static void test_device_checks(void) {
   DEV_ERR(&D, D.api->queue_synchronize(D.queue), QIAO_DEV_INVALID_ARGUMENT, "attention");
   float zero[8];
   get(&D, at.out, zero, sizeof(zero));
-  for (int i = 0; i < 8; i++) CHECK(zero[i] == 0.0f);
+  for (int i = 0; i < 8; i++)
+    CHECK(zero[i] == 0.0f);
   dev_reset(&D);
 }
 
@@ -227,6 +375,7 @@ int main(void) {
   test_capabilities();
   test_memory();
   test_arguments();
+  test_zero_dims();
   test_device_checks();
   dev_close(&D);
   TEST_END();

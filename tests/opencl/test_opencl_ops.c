@@ -12,7 +12,8 @@
 
 static dev devs[2]; /* [0] OpenCL, [1] CPU */
 
-static void label(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void label(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void label(char *buf, size_t cap, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -25,14 +26,20 @@ static void test_embed(qiao_dev_dtype t, size_t n_tokens, size_t vocab, size_t d
   size_t wb = weight_bytes(t, vocab, dim), ob = n_tokens * dim * 4;
   unsigned char *table = rand_weights(t, vocab, dim);
   int32_t *ids = malloc(n_tokens * 4);
-  for (size_t i = 0; i < n_tokens; i++) ids[i] = (int32_t)(rnd() % vocab);
+  for (size_t i = 0; i < n_tokens; i++)
+    ids[i] = (int32_t)(rnd() % vocab);
   ids[0] = (int32_t)(vocab - 1);
   float *out[2];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_embed_args a = {.struct_size = sizeof(a), .n_tokens = n_tokens, .vocab = vocab,
-                             .dim = dim, .table_dtype = t, .table = up(D, table, wb),
-                             .ids = up(D, ids, n_tokens * 4), .out = up(D, NULL, ob)};
+    qiao_dev_embed_args a = {.struct_size = sizeof(a),
+                             .n_tokens = n_tokens,
+                             .vocab = vocab,
+                             .dim = dim,
+                             .table_dtype = t,
+                             .table = up(D, table, wb),
+                             .ids = up(D, ids, n_tokens * 4),
+                             .out = up(D, NULL, ob)};
     DEV_OK(D, D->api->embed(D->queue, &a));
     out[d] = malloc(ob);
     get(D, a.out, out[d], ob);
@@ -53,9 +60,15 @@ static void test_matmul(qiao_dev_dtype t, size_t n, size_t k, size_t m, int bias
   float *out[2];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_matmul_args a = {.struct_size = sizeof(a), .n = n, .k = k, .m = m,
-                              .x = up(D, x, n * k * 4), .w_dtype = t, .w = up(D, w, wb),
-                              .out = up(D, o0, ob), .accumulate = (uint32_t)acc};
+    qiao_dev_matmul_args a = {.struct_size = sizeof(a),
+                              .n = n,
+                              .k = k,
+                              .m = m,
+                              .x = up(D, x, n * k * 4),
+                              .w_dtype = t,
+                              .w = up(D, w, wb),
+                              .out = up(D, o0, ob),
+                              .accumulate = (uint32_t)acc};
     if (bias) a.bias = up(D, b, m * 4);
     DEV_OK(D, D->api->matmul(D->queue, &a));
     out[d] = malloc(ob);
@@ -77,24 +90,33 @@ static void test_experts(qiao_dev_dtype t, size_t n_tokens, size_t k, size_t n_e
   unsigned char *w = rand_weights(t, n_experts * out_dim, in_dim);
   float *x = rand_f32(xb / 4, 1.0f);
   int32_t *ids = malloc(slots * 4);
-  for (size_t i = 0; i < slots; i++) ids[i] = (int32_t)(rnd() % n_experts);
+  for (size_t i = 0; i < slots; i++)
+    ids[i] = (int32_t)(rnd() % n_experts);
   ids[slots - 1] = (int32_t)(n_experts - 1);
   float *out[2];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_matmul_experts_args a = {
-        .struct_size = sizeof(a), .n_tokens = n_tokens, .k = k, .n_experts = n_experts,
-        .in_dim = in_dim, .out_dim = out_dim, .x_per_slot = (uint32_t)x_per_slot,
-        .x = up(D, x, xb), .w_dtype = t, .w = up(D, w, wb), .ids = up(D, ids, slots * 4),
-        .out = up(D, NULL, ob)};
+    qiao_dev_matmul_experts_args a = {.struct_size = sizeof(a),
+                                      .n_tokens = n_tokens,
+                                      .k = k,
+                                      .n_experts = n_experts,
+                                      .in_dim = in_dim,
+                                      .out_dim = out_dim,
+                                      .x_per_slot = (uint32_t)x_per_slot,
+                                      .x = up(D, x, xb),
+                                      .w_dtype = t,
+                                      .w = up(D, w, wb),
+                                      .ids = up(D, ids, slots * 4),
+                                      .out = up(D, NULL, ob)};
     DEV_OK(D, D->api->matmul_experts(D->queue, &a));
     out[d] = malloc(ob);
     get(D, a.out, out[d], ob);
     dev_reset(D);
   }
   char what[160];
-  label(what, sizeof(what), "matmul_experts %s tokens=%zu k=%zu experts=%zu in=%zu out=%zu per_slot=%d",
-        dtype_name(t), n_tokens, k, n_experts, in_dim, out_dim, x_per_slot);
+  label(what, sizeof(what),
+        "matmul_experts %s tokens=%zu k=%zu experts=%zu in=%zu out=%zu per_slot=%d", dtype_name(t),
+        n_tokens, k, n_experts, in_dim, out_dim, x_per_slot);
   compare_rows(what, out[0], out[1], slots, out_dim, TOL);
   free(w), free(x), free(ids), free(out[0]), free(out[1]);
 }
@@ -106,8 +128,12 @@ static void test_rmsnorm(size_t rows, size_t cols, int in_place) {
   float *out[2];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_rmsnorm_args a = {.struct_size = sizeof(a), .rows = rows, .cols = cols,
-                               .eps = 1e-5f, .x = up(D, x, xb), .weight = up(D, w, cols * 4)};
+    qiao_dev_rmsnorm_args a = {.struct_size = sizeof(a),
+                               .rows = rows,
+                               .cols = cols,
+                               .eps = 1e-5f,
+                               .x = up(D, x, xb),
+                               .weight = up(D, w, cols * 4)};
     a.out = in_place ? a.x : up(D, NULL, xb);
     DEV_OK(D, D->api->rmsnorm(D->queue, &a));
     out[d] = malloc(xb);
@@ -126,14 +152,21 @@ static void test_rope(size_t n_tokens, size_t n_heads, size_t head_dim, size_t r
   size_t xb = n_tokens * n_heads * head_dim * 4;
   float *x = rand_f32(xb / 4, 1.0f), *freqs = malloc(rot_dim / 2 * 4 + 4);
   int32_t *pos = malloc(n_tokens * 4);
-  for (size_t i = 0; i < rot_dim / 2; i++) freqs[i] = powf(10000.0f, -2.0f * (float)i / (float)rot_dim);
-  for (size_t t = 0; t < n_tokens; t++) pos[t] = t == 0 ? 0 : (int32_t)(rnd() % 3000);
+  for (size_t i = 0; i < rot_dim / 2; i++)
+    freqs[i] = powf(10000.0f, -2.0f * (float)i / (float)rot_dim);
+  for (size_t t = 0; t < n_tokens; t++)
+    pos[t] = t == 0 ? 0 : (int32_t)(rnd() % 3000);
   float *out[2];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_rope_args a = {.struct_size = sizeof(a), .n_tokens = n_tokens, .n_heads = n_heads,
-                            .head_dim = head_dim, .rot_dim = rot_dim, .style = style,
-                            .x = up(D, x, xb), .positions = up(D, pos, n_tokens * 4),
+    qiao_dev_rope_args a = {.struct_size = sizeof(a),
+                            .n_tokens = n_tokens,
+                            .n_heads = n_heads,
+                            .head_dim = head_dim,
+                            .rot_dim = rot_dim,
+                            .style = style,
+                            .x = up(D, x, xb),
+                            .positions = up(D, pos, n_tokens * 4),
                             .freqs = up(D, freqs, rot_dim / 2 * 4)};
     DEV_OK(D, D->api->rope(D->queue, &a));
     out[d] = malloc(xb);
@@ -151,7 +184,8 @@ static void test_rope(size_t n_tokens, size_t n_heads, size_t head_dim, size_t r
 static void *rand_cache(qiao_dev_dtype t, size_t n) {
   if (t == QIAO_DEV_F32) return rand_f32(n, 1.0f);
   uint16_t *h = malloc(n * 2 + 2);
-  for (size_t i = 0; i < n; i++) h[i] = f2h(rndf());
+  for (size_t i = 0; i < n; i++)
+    h[i] = f2h(rndf());
   return h;
 }
 
@@ -161,14 +195,21 @@ static void test_kv_write(qiao_dev_dtype t, size_t n_tokens, size_t kv_dim, size
   float *k = rand_f32(n_tokens * kv_dim, 2.0f), *v = rand_f32(n_tokens * kv_dim, 2.0f);
   void *kc0 = rand_cache(t, n_slots * kv_dim), *vc0 = rand_cache(t, n_slots * kv_dim);
   int32_t *slots = malloc(n_tokens * 4);
-  for (size_t i = 0; i < n_tokens; i++) slots[i] = (int32_t)((i * 7 + 3) % n_slots); /* distinct */
+  for (size_t i = 0; i < n_tokens; i++)
+    slots[i] = (int32_t)((i * 7 + 3) % n_slots); /* distinct */
   unsigned char *kc[2], *vc[2];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_kv_write_args a = {.struct_size = sizeof(a), .n_tokens = n_tokens, .kv_dim = kv_dim,
-                                .n_slots = n_slots, .cache_dtype = t, .k = up(D, k, ib),
-                                .v = up(D, v, ib), .slots = up(D, slots, n_tokens * 4),
-                                .k_cache = up(D, kc0, cb), .v_cache = up(D, vc0, cb)};
+    qiao_dev_kv_write_args a = {.struct_size = sizeof(a),
+                                .n_tokens = n_tokens,
+                                .kv_dim = kv_dim,
+                                .n_slots = n_slots,
+                                .cache_dtype = t,
+                                .k = up(D, k, ib),
+                                .v = up(D, v, ib),
+                                .slots = up(D, slots, n_tokens * 4),
+                                .k_cache = up(D, kc0, cb),
+                                .v_cache = up(D, vc0, cb)};
     DEV_OK(D, D->api->kv_write(D->queue, &a));
     kc[d] = malloc(cb), vc[d] = malloc(cb);
     get(D, a.k_cache, kc[d], cb);
@@ -180,7 +221,8 @@ static void test_kv_write(qiao_dev_dtype t, size_t n_tokens, size_t kv_dim, size
   compare_exact(what, kc[0], kc[1], cb);
   compare_exact(what, vc[0], vc[1], cb);
   free(k), free(v), free(kc0), free(vc0), free(slots);
-  for (int d = 0; d < 2; d++) free(kc[d]), free(vc[d]);
+  for (int d = 0; d < 2; d++)
+    free(kc[d]), free(vc[d]);
 }
 
 /* ---- attention: n_seqs sequences of lengths lens[], each with its last
@@ -197,7 +239,8 @@ static void test_attention(qiao_dev_dtype t, size_t n_heads, size_t n_kv, size_t
   size_t n_slots = n_blocks * bs, kv_elems = n_slots * n_kv * hd;
   size_t es = t == QIAO_DEV_F32 ? 4 : 2, cb = kv_elems * es;
   int32_t *bt = malloc(n_blocks * 4);
-  for (size_t i = 0; i < n_blocks; i++) bt[i] = (int32_t)i;
+  for (size_t i = 0; i < n_blocks; i++)
+    bt[i] = (int32_t)i;
   for (size_t i = n_blocks - 1; i > 0; i--) { /* shuffle */
     size_t j = rnd() % (i + 1);
     int32_t tmp = bt[i];
@@ -231,20 +274,33 @@ static void test_attention(qiao_dev_dtype t, size_t n_heads, size_t n_kv, size_t
         }
       }
     }
-    for (size_t b = ((size_t)lens[s] + bs - 1) / bs; b < max_blocks; b++) bt[s * max_blocks + b] = -1;
+    for (size_t b = ((size_t)lens[s] + bs - 1) / bs; b < max_blocks; b++)
+      bt[s * max_blocks + b] = -1;
   }
   size_t qb = n_tokens * n_heads * hd * 4;
   float *q = rand_f32(qb / 4, 2.0f);
   float *out[2];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_attention_args a = {
-        .struct_size = sizeof(a), .n_tokens = n_tokens, .n_heads = n_heads, .n_kv_heads = n_kv,
-        .head_dim = hd, .n_seqs = n_seqs, .max_blocks_per_seq = max_blocks, .block_size = bs,
-        .n_slots = n_slots, .window = window, .scale = 1.0f / sqrtf((float)hd),
-        .cache_dtype = t, .q = up(D, q, qb), .k_cache = up(D, kc, cb), .v_cache = up(D, vc, cb),
-        .block_table = up(D, bt, n_blocks * 4), .token_seq = up(D, seq, n_tokens * 4),
-        .token_pos = up(D, pos, n_tokens * 4), .out = up(D, NULL, qb)};
+    qiao_dev_attention_args a = {.struct_size = sizeof(a),
+                                 .n_tokens = n_tokens,
+                                 .n_heads = n_heads,
+                                 .n_kv_heads = n_kv,
+                                 .head_dim = hd,
+                                 .n_seqs = n_seqs,
+                                 .max_blocks_per_seq = max_blocks,
+                                 .block_size = bs,
+                                 .n_slots = n_slots,
+                                 .window = window,
+                                 .scale = 1.0f / sqrtf((float)hd),
+                                 .cache_dtype = t,
+                                 .q = up(D, q, qb),
+                                 .k_cache = up(D, kc, cb),
+                                 .v_cache = up(D, vc, cb),
+                                 .block_table = up(D, bt, n_blocks * 4),
+                                 .token_seq = up(D, seq, n_tokens * 4),
+                                 .token_pos = up(D, pos, n_tokens * 4),
+                                 .out = up(D, NULL, qb)};
     DEV_OK(D, D->api->attention(D->queue, &a));
     out[d] = malloc(qb);
     get(D, a.out, out[d], qb);
@@ -293,12 +349,14 @@ static void test_argmax(size_t rows, size_t cols, int ties) {
   for (size_t r = 0; r < rows && ties == 2; r++) {
     x[r * cols] = NAN;
     x[r * cols + rnd() % cols] = NAN;
-    for (size_t c = 0; c < cols && r == rows - 1; c++) x[r * cols + c] = NAN;
+    for (size_t c = 0; c < cols && r == rows - 1; c++)
+      x[r * cols + c] = NAN;
   }
   int32_t out[2][64];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_argmax_args a = {sizeof(a), rows, cols, up(D, x, rows * cols * 4), up(D, NULL, rows * 4)};
+    qiao_dev_argmax_args a = {sizeof(a), rows, cols, up(D, x, rows * cols * 4),
+                              up(D, NULL, rows * 4)};
     DEV_OK(D, D->api->argmax(D->queue, &a));
     get(D, a.out, out[d], rows * 4);
     dev_reset(D);
@@ -313,13 +371,17 @@ static void test_argmax(size_t rows, size_t cols, int ties) {
 static void test_moe_gate(size_t n_tokens, size_t n_experts, size_t k, int normalize, int ties) {
   float *logits = rand_f32(n_tokens * n_experts, 4.0f);
   for (size_t t = 0; t < n_tokens && ties; t++)
-    for (size_t e = 0; e < n_experts; e += 2) logits[t * n_experts + e] = (float)((e / 2) % 3);
+    for (size_t e = 0; e < n_experts; e += 2)
+      logits[t * n_experts + e] = (float)((e / 2) % 3);
   int32_t *ids[2];
   float *w[2];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_moe_gate_args a = {.struct_size = sizeof(a), .n_tokens = n_tokens,
-                                .n_experts = n_experts, .k = k, .normalize = (uint32_t)normalize,
+    qiao_dev_moe_gate_args a = {.struct_size = sizeof(a),
+                                .n_tokens = n_tokens,
+                                .n_experts = n_experts,
+                                .k = k,
+                                .normalize = (uint32_t)normalize,
                                 .logits = up(D, logits, n_tokens * n_experts * 4),
                                 .ids = up(D, NULL, n_tokens * k * 4),
                                 .weights = up(D, NULL, n_tokens * k * 4)};
@@ -335,7 +397,8 @@ static void test_moe_gate(size_t n_tokens, size_t n_experts, size_t k, int norma
   compare_exact(what, ids[0], ids[1], n_tokens * k * 4);
   compare_rows(what, w[0], w[1], n_tokens, k, TOL);
   free(logits);
-  for (int d = 0; d < 2; d++) free(ids[d]), free(w[d]);
+  for (int d = 0; d < 2; d++)
+    free(ids[d]), free(w[d]);
 }
 
 /* ---- moe_combine */
@@ -345,8 +408,11 @@ static void test_moe_combine(size_t n_tokens, size_t k, size_t dim, int acc) {
   float *out[2];
   for (int d = 0; d < 2; d++) {
     dev *D = &devs[d];
-    qiao_dev_moe_combine_args a = {.struct_size = sizeof(a), .n_tokens = n_tokens, .k = k,
-                                   .dim = dim, .accumulate = (uint32_t)acc,
+    qiao_dev_moe_combine_args a = {.struct_size = sizeof(a),
+                                   .n_tokens = n_tokens,
+                                   .k = k,
+                                   .dim = dim,
+                                   .accumulate = (uint32_t)acc,
                                    .x = up(D, x, n_tokens * k * dim * 4),
                                    .weights = up(D, w, n_tokens * k * 4),
                                    .out = up(D, o0, n_tokens * dim * 4)};
@@ -371,8 +437,8 @@ int main(void) {
   if (!dev_open_api(&devs[0], "opencl", load_plugin(QIAO_OPENCL_PLUGIN))) return 1;
   if (!dev_open_api(&devs[1], "cpu", qiao_cpu_get_api())) return 1;
 
-  static const qiao_dev_dtype wtypes[] = {QIAO_DEV_F32, QIAO_DEV_F16, QIAO_DEV_BF16,
-                                          QIAO_DEV_Q8_0, QIAO_DEV_Q4_0};
+  static const qiao_dev_dtype wtypes[] = {QIAO_DEV_F32, QIAO_DEV_F16, QIAO_DEV_BF16, QIAO_DEV_Q8_0,
+                                          QIAO_DEV_Q4_0};
   for (int i = 0; i < 5; i++) {
     qiao_dev_dtype t = wtypes[i];
     int quant = t == QIAO_DEV_Q8_0 || t == QIAO_DEV_Q4_0;
@@ -382,7 +448,7 @@ int main(void) {
     if (want("matmul")) test_matmul(t, 1, 64, 37, 1, 0);
     if (want("matmul")) test_matmul(t, 5, 96, 33, 0, 1);
     if (want("matmul")) test_matmul(t, 9, 128, 17, 1, 1);
-    if (want("matmul")) test_matmul(t, 3, 4096, 5, 0, 0); /* long rows */
+    if (want("matmul")) test_matmul(t, 3, 4096, 5, 0, 0);          /* long rows */
     if (!quant && want("matmul")) test_matmul(t, 6, 45, 11, 1, 0); /* k not a multiple of 8 */
     if (want("matmul_experts")) test_experts(t, 1, 1, 1, 32, 3, 0);
     if (want("matmul_experts")) test_experts(t, 3, 2, 4, 64, 9, 0);
@@ -403,13 +469,14 @@ int main(void) {
     qiao_dev_dtype t = ctypes[i];
     if (want("kv_write")) test_kv_write(t, 1, 8, 4);
     if (want("kv_write")) test_kv_write(t, 5, 24, 16);
-    static const int one[] = {1}, lens3[] = {5, 17, 9}, lens2[] = {150, 70}, lens4[] = {3, 33, 1, 12},
-                     lens5[] = {70, 9};
-    if (want("attention")) test_attention(t, 1, 1, 16, 4, 1, one, 1, 0);           /* the first token */
-    if (want("attention")) test_attention(t, 8, 2, 16, 4, 3, lens3, 4, 0);         /* GQA, prefill chunks */
-    if (want("attention")) test_attention(t, 4, 4, 80, 16, 2, lens2, 2, 0);        /* > one work-group of keys */
-    if (want("attention")) test_attention(t, 6, 3, 32, 8, 4, lens4, 3, 5);         /* sliding window */
-    if (want("attention")) test_attention(t, 2, 1, 64, 1, 2, lens5, 1, 100);   /* block_size 1 */
+    static const int one[] = {1}, lens3[] = {5, 17, 9}, lens2[] = {150, 70},
+                     lens4[] = {3, 33, 1, 12}, lens5[] = {70, 9};
+    if (want("attention")) test_attention(t, 1, 1, 16, 4, 1, one, 1, 0);   /* the first token */
+    if (want("attention")) test_attention(t, 8, 2, 16, 4, 3, lens3, 4, 0); /* GQA, prefill chunks */
+    if (want("attention"))
+      test_attention(t, 4, 4, 80, 16, 2, lens2, 2, 0); /* > one work-group of keys */
+    if (want("attention")) test_attention(t, 6, 3, 32, 8, 4, lens4, 3, 5);   /* sliding window */
+    if (want("attention")) test_attention(t, 2, 1, 64, 1, 2, lens5, 1, 100); /* block_size 1 */
   }
   for (int alias = 0; alias < 3; alias++) {
     if (want("swiglu")) test_binary(0, 1, alias);

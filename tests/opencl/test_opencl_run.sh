@@ -33,9 +33,10 @@ got=$("$QIAO_BIN" run --backend opencl -m "$S/stories260K.gguf" --temp 0 -n 256 
 [ "$got" = "$expect_bos" ] || fail "opencl BOS greedy differs from llama2.c: $got"
 
 if [ -n "$COMPARE" ]; then
+  [ -x "$COMPARE" ] || fail "the comparison tool $COMPARE is not built"
   "$QIAO_BIN" logits --backend opencl -m "$S/stories260K.gguf" --ids "1 403 407 261 378" \
     -o "$T/logits.f32" 2> "$T/err" || fail "qiao logits --backend opencl failed"
-  "$COMPARE" "$T/logits.f32" "$R/hf_logits.f32" 512 1e-4 > /dev/null 2>&1 ||
+  "$COMPARE" "$T/logits.f32" "$R/hf_logits.f32" 512 1e-4 > "$T/err" 2>&1 ||
     fail "opencl logits differ from transformers"
 fi
 echo "ok"

@@ -44,6 +44,18 @@ printf '[{"type": "function", "function": {"name": "get_weather", "description":
 printf '<s><|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\nCutting Knowledge Date: December 2023\nToday Date: 23 Nov 2026\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please respond with a JSON for a function call with its proper arguments that best answers the given prompt.\n\nRespond in the format {"name": function name, "parameters": dictionary of argument name and its value}.Do not use variables.\n\n{\n    "type": "function",\n    "function": {\n        "name": "get_weather",\n        "description": "Weather for a city",\n        "parameters": {\n            "type": "object",\n            "properties": {\n                "city": {\n                    "type": "string"\n                }\n            },\n            "required": [\n                "city"\n            ]\n        }\n    }\n}\n\nWhat'"'"'s the weather in Shanghai?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n' >"$dir/want3"
 check llama31-tools "$dir/want3" "$dir/got3"
 
+# -m: the chat template and bos_token come from a model's metadata and vocab
+# (phi-3's vocab GGUF carries both; jinja2 renders this as below)
+phi3="$QIAO_SHARED/tokenizers/gguf-vocab/ggml-vocab-phi-3.gguf"
+[ -f "$phi3" ] || { echo "missing shared file $phi3" >&2; exit 1; }
+"$QIAO_BIN" template -m "$phi3" --messages "$dir/hello.json" --add-generation-prompt >"$dir/got4"
+printf '<s><|user|>\nHello<|end|>\n<|assistant|>\n' >"$dir/want4"
+check phi3-model "$dir/want4" "$dir/got4"
+# --var overrides the model's bos_token
+"$QIAO_BIN" template -m "$phi3" --messages "$dir/hello.json" --var bos_token= >"$dir/got5"
+printf '<|user|>\nHello<|end|>\n<|assistant|>\n' >"$dir/want5"
+check phi3-var "$dir/want5" "$dir/got5"
+
 # errors: raise_exception reaches the user once, as "error: ..."; usage errors exit 2
 printf '{{ raise_exception("nope") }}' >"$dir/raise.jinja"
 if "$QIAO_BIN" template -t "$dir/raise.jinja" --messages "$dir/hello.json" >"$dir/out" 2>"$dir/err"; then

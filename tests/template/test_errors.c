@@ -29,17 +29,20 @@ static void expect_error(const char *src, const char *vars, const qiao_template_
 static char *repeat(const char *a, int n, const char *mid, const char *b) {
   size_t la = strlen(a), lb = strlen(b), lm = strlen(mid);
   char *s = malloc(la * (size_t)n + lm + lb * (size_t)n + 1), *p = s;
-  for (int i = 0; i < n; i++, p += la) memcpy(p, a, la);
+  for (int i = 0; i < n; i++, p += la)
+    memcpy(p, a, la);
   memcpy(p, mid, lm);
   p += lm;
-  for (int i = 0; i < n; i++, p += lb) memcpy(p, b, lb);
+  for (int i = 0; i < n; i++, p += lb)
+    memcpy(p, b, lb);
   *p = '\0';
   return s;
 }
 
 int main(void) {
   /* malformed templates: compile errors with the line */
-  expect_error("a\n{% if x %}\nb", "{}", NULL, QIAO_MALFORMED, "line 2: unexpected end of template: missing {% endif %}");
+  expect_error("a\n{% if x %}\nb", "{}", NULL, QIAO_MALFORMED,
+               "line 2: unexpected end of template: missing {% endif %}");
   expect_error("{% for x in y %}", "{}", NULL, QIAO_MALFORMED, "missing {% endfor %}");
   expect_error("a\nb\n{{ x ", "{}", NULL, QIAO_MALFORMED, "line 3: unclosed '{{' tag");
   expect_error("{% if x", "{}", NULL, QIAO_MALFORMED, "unclosed '{%' tag");
@@ -49,7 +52,8 @@ int main(void) {
   expect_error("{% endif %}", "{}", NULL, QIAO_MALFORMED, "unknown tag 'endif'");
   expect_error("{{ 1 + }}", "{}", NULL, QIAO_MALFORMED, "unexpected '}}'");
   expect_error("\n\n{{ a @ b }}", "{}", NULL, QIAO_MALFORMED, "line 3: unexpected character '@'");
-  expect_error("{{ x|no_such_filter }}", "{}", NULL, QIAO_MALFORMED, "no filter named 'no_such_filter'");
+  expect_error("{{ x|no_such_filter }}", "{}", NULL, QIAO_MALFORMED,
+               "no filter named 'no_such_filter'");
   expect_error("{{ x is no_such_test }}", "{}", NULL, QIAO_MALFORMED, "no test named");
   expect_error("{% include 'x.jinja' %}", "{}", NULL, QIAO_UNSUPPORTED, "'include' tag");
   expect_error("{{ 99999999999999999999 }}", "{}", NULL, QIAO_MALFORMED, "64 bits");
@@ -58,7 +62,8 @@ int main(void) {
   expect_error("{{ raise_exception('Conversation roles must alternate!') }}", "{}", NULL,
                QIAO_INVALID_ARGUMENT, "raise_exception: Conversation roles must alternate!");
   expect_error("ok\n{% if messages|length == 0 %}{{ raise_exception('no messages') }}{% endif %}",
-               "{\"messages\": []}", NULL, QIAO_INVALID_ARGUMENT, "line 2: raise_exception: no messages");
+               "{\"messages\": []}", NULL, QIAO_INVALID_ARGUMENT,
+               "line 2: raise_exception: no messages");
   expect_error("{{ foo.bar }}", "{}", NULL, QIAO_INVALID_ARGUMENT, "'foo' is undefined");
   expect_error("{{ foo() }}", "{}", NULL, QIAO_INVALID_ARGUMENT, "'foo' is undefined");
   expect_error("{{ 'a' + 1 }}", "{}", NULL, QIAO_INVALID_ARGUMENT, "unsupported operand");
@@ -79,16 +84,18 @@ int main(void) {
   qiao_template_limits small = {.max_steps = 100000};
   expect_error("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
                "{}", &small, QIAO_LIMIT, "step budget exceeded");
-  expect_error("{% set r = range(100000) %}{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}",
-               "{}", NULL, QIAO_LIMIT, "step budget exceeded (more than 10000000");
+  expect_error(
+      "{% set r = range(100000) %}{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}", "{}",
+      NULL, QIAO_LIMIT, "step budget exceeded (more than 10000000");
   qiao_template_limits out_cap = {.max_output = 1000};
   expect_error("{% for i in range(1000) %}{{ 'xx' }}{% endfor %}", "{}", &out_cap, QIAO_LIMIT,
                "output budget exceeded");
   expect_error("{{ 'x' * 100000000 }}", "{}", NULL, QIAO_LIMIT, "output budget");
   qiao_template_limits mem_cap = {.max_memory = 1 << 20};
-  expect_error("{% set ns = namespace(l=[]) %}{% for i in range(50000) %}{% set ns.l = ns.l + [i] %}"
-               "{% endfor %}",
-               "{}", &mem_cap, QIAO_LIMIT, "memory budget exceeded");
+  expect_error(
+      "{% set ns = namespace(l=[]) %}{% for i in range(50000) %}{% set ns.l = ns.l + [i] %}"
+      "{% endfor %}",
+      "{}", &mem_cap, QIAO_LIMIT, "memory budget exceeded");
   expect_error("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
                "{% endfor %}",
                "{}", NULL, QIAO_LIMIT, "budget exceeded");
@@ -116,7 +123,8 @@ int main(void) {
     size_t n = 20000;
     char *chain = malloc(n * 4 + 16), *p = chain;
     p += sprintf(p, "{{ 1");
-    for (size_t i = 0; i < n; i++) p += sprintf(p, " + 1");
+    for (size_t i = 0; i < n; i++)
+      p += sprintf(p, " + 1");
     sprintf(p, " }}");
     expect_error(chain, "{}", NULL, QIAO_LIMIT, "depth budget exceeded");
     free(chain);

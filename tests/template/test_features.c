@@ -10,9 +10,12 @@
 static void show(const char *s, size_t n) {
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c == '\n') fputs("\\n", stderr);
-    else if (c < 0x20) fprintf(stderr, "\\x%02x", c);
-    else fputc(c, stderr);
+    if (c == '\n')
+      fputs("\\n", stderr);
+    else if (c < 0x20)
+      fprintf(stderr, "\\x%02x", c);
+    else
+      fputc(c, stderr);
   }
 }
 
@@ -28,7 +31,8 @@ static void check_render(const char *src, const char *vars, const char *want) {
     test_failures++;
   } else if (got_len != strlen(want) || memcmp(got, want, got_len) != 0) {
     size_t i = 0;
-    while (i < got_len && want[i] && got[i] == want[i]) i++;
+    while (i < got_len && want[i] && got[i] == want[i])
+      i++;
     fprintf(stderr, "template: %s\n  first difference at byte %zu\n  got:  ", src, i);
     show(got, got_len);
     fputs("\n  want: ", stderr);

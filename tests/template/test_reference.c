@@ -12,10 +12,11 @@
 static void show_diff(const char *name, const char *got, size_t got_len, const char *want,
                       size_t want_len) {
   size_t i = 0;
-  while (i < got_len && i < want_len && got[i] == want[i]) i++;
+  while (i < got_len && i < want_len && got[i] == want[i])
+    i++;
   size_t from = i > 40 ? i - 40 : 0;
-  fprintf(stderr, "%s: first difference at byte %zu (got %zu bytes, want %zu)\n", name, i,
-          got_len, want_len);
+  fprintf(stderr, "%s: first difference at byte %zu (got %zu bytes, want %zu)\n", name, i, got_len,
+          want_len);
   fprintf(stderr, "  got:  \"%.*s\"\n", (int)((got_len > i + 40 ? i + 40 : got_len) - from),
           got + from);
   fprintf(stderr, "  want: \"%.*s\"\n", (int)((want_len > i + 40 ? i + 40 : want_len) - from),
@@ -37,7 +38,8 @@ int main(void) {
     char *src = test_read_file(test_shared_path(rel), &src_len);
     /* the variables as transformers passes them to render() */
     json_object *vars = json_object_new_object();
-    json_object_object_add(vars, "messages", json_object_get(json_object_object_get(c, "messages")));
+    json_object_object_add(vars, "messages",
+                           json_object_get(json_object_object_get(c, "messages")));
     json_object_object_add(vars, "tools", json_object_get(json_object_object_get(c, "tools")));
     json_object_object_add(vars, "add_generation_prompt",
                            json_object_get(json_object_object_get(c, "add_generation_prompt")));
@@ -57,7 +59,8 @@ int main(void) {
     char *got = NULL;
     size_t got_len = 0;
     qiao_status *st = qiao_template_compile(src, src_len, &t);
-    if (st == NULL) st = qiao_template_render(t, vars_text, strlen(vars_text), NULL, &got, &got_len);
+    if (st == NULL)
+      st = qiao_template_render(t, vars_text, strlen(vars_text), NULL, &got, &got_len);
     if (st != NULL) {
       fprintf(stderr, "%s: %s\n", name, qiao_status_message(st));
       qiao_status_free(st);

@@ -79,7 +79,8 @@ static void json_cases(void) {
   qiao_tokenizer *spt = NULL;
   CHECK_OK(load("{\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"unk_token\":\"<unk>\","
                 "\"vocab\":{\"<unk>\":0,\"<s>\":1,\"</s>\":2,\"<0x0A>\":3,\"\xE2\x96\x81\":4,"
-                "\"a\":5,\"b\":6,\"ab\":7,\"\xE2\x96\x81" "ab\":8},"
+                "\"a\":5,\"b\":6,\"ab\":7,\"\xE2\x96\x81"
+                "ab\":8},"
                 "\"merges\":[\"a b\",\"\xE2\x96\x81 ab\"]},"
                 "\"added_tokens\":[{\"id\":1,\"content\":\"<s>\",\"special\":true}],"
                 "\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\xE2\x96\x81\","

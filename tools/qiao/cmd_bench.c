@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 #include "commands.h"
@@ -251,12 +252,20 @@ static double median(double *v, int n) {
 
 typedef struct bench_result {
   double prefill_tps, decode_tps;
+  double decode_cpu_share; /* CPU seconds used / (wall seconds x threads) while decoding */
 } bench_result;
+
+static double cpu_seconds(void) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return (double)u.ru_utime.tv_sec + (double)u.ru_stime.tv_sec +
+         ((double)u.ru_utime.tv_usec + (double)u.ru_stime.tv_usec) * 1e-6;
+}
 
 /* Prefill of p tokens (one sequence), then n decode steps of `batch`
  * sequences, one token each per call, greedy on the device. */
 static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t batch, uint32_t reps,
-                              bench_result *out) {
+                              uint32_t threads, bench_result *out) {
   uint32_t vocab = qiao_engine_hparams(e)->vocab_size;
   uint32_t total = p > batch ? p : batch;
   int32_t *tokens = malloc(total * 4), *seqs = malloc(total * 4), *pos = malloc(total * 4);
@@ -269,7 +278,7 @@ static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t b
     tokens[i] = (int32_t)(rng_next(&rng) % vocab);
   for (uint32_t b = 0; st == NULL && b < batch; b++)
     st = qiao_engine_seq_create(e, &ids[b]);
-  double prefill[16], decode[16];
+  double prefill[16], decode[16], share[16];
   /* Run 0 is the warm-up. */
   for (uint32_t r = 0; st == NULL && r <= reps; r++) {
     fprintf(stderr, "bench: run %u/%u%s\n", r, reps, r == 0 ? " (warm-up)" : "");
@@ -289,7 +298,7 @@ static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t b
         seqs[i] = ids[b];
       st = qiao_engine_forward(e, &pb, NULL, next);
     }
-    double t2 = engine_cli_now();
+    double t2 = engine_cli_now(), c2 = cpu_seconds();
     for (uint32_t step = 0; st == NULL && step < n; step++) {
       for (uint32_t b = 0; b < batch; b++) {
         tokens[b] = next[b] >= 0 ? next[b] : 0;
@@ -301,10 +310,11 @@ static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t b
       qiao_batch db = {batch, tokens, seqs, pos, batch <= 256 ? want_all : NULL};
       st = qiao_engine_forward(e, &db, NULL, next);
     }
-    double t3 = engine_cli_now();
+    double t3 = engine_cli_now(), c3 = cpu_seconds();
     if (r > 0 && st == NULL) {
       prefill[r - 1] = p / (t1 - t0);
       decode[r - 1] = (double)n * batch / (t3 - t2);
+      share[r - 1] = (c3 - c2) / ((t3 - t2) * threads);
     }
     rng = 42;
     for (uint32_t i = 0; i < total; i++)
@@ -313,6 +323,7 @@ static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t b
   if (st == NULL) {
     out->prefill_tps = median(prefill, (int)reps);
     out->decode_tps = median(decode, (int)reps);
+    out->decode_cpu_share = median(share, (int)reps);
   }
   free(tokens);
   free(seqs);
@@ -414,11 +425,11 @@ int qiao_cmd_bench(int argc, char **argv) {
     const qiao_tensor *t = qiao_model_tensor_find(model, "blk.0.attn_q.weight");
     dtype = t ? t->dtype : QIAO_DTYPE_F32;
   }
-  bench_result r = {0, 0};
+  bench_result r = {0, 0, 0};
   if (st == NULL) {
     fprintf(stderr, "bench: %s on %s (%s), %u threads: prefill %u, decode %u x %u\n", what,
             qiao_engine_backend_name(e), qiao_engine_device_name(e), threads, p, n, batch);
-    st = run_bench(e, p, n, batch, reps, &r);
+    st = run_bench(e, p, n, batch, reps, threads, &r);
   }
   if (st == NULL) {
     fprintf(stderr, "bench: measuring memory read bandwidth\n");
@@ -431,10 +442,11 @@ int qiao_cmd_bench(int argc, char **argv) {
              "\"weight_bytes_per_token\": %llu, \"memory_bandwidth_gb_s\": %.2f, "
              "\"bandwidth_bound_tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, "
              "\"backend\": \"%s\", \"device\": \"%s\", \"threads\": %u, \"batch\": %u, "
-             "\"prompt_tokens\": %u, \"decode_tokens\": %u, \"%s\": \"%s\", \"type\": \"%s\"}\n",
+             "\"prompt_tokens\": %u, \"decode_tokens\": %u, \"decode_cpu_share\": %.2f, "
+             "\"%s\": \"%s\", \"type\": \"%s\"}\n",
              r.prefill_tps, r.decode_tps, (unsigned long long)bpt, bw, bound,
              r.decode_tps / batch / bound, qiao_engine_backend_name(e), qiao_engine_device_name(e),
-             threads, batch, p, n, shape_name ? "shape" : "model", what, type);
+             threads, batch, p, n, r.decode_cpu_share, shape_name ? "shape" : "model", what, type);
     } else {
       printf("%s (%s) on %s, %u threads\n", what, type, qiao_engine_device_name(e), threads);
       printf("  prefill %u tokens:   %8.1f tokens/s\n", p, r.prefill_tps);
@@ -442,6 +454,8 @@ int qiao_cmd_bench(int argc, char **argv) {
       printf("  weights per token:  %8.1f MB\n", (double)bpt / 1e6);
       printf("  memory bandwidth:   %8.1f GB/s -> bound %.1f tokens/s per sequence\n", bw, bound);
       printf("  fraction of bound:  %8.3f\n", r.decode_tps / batch / bound);
+      printf("  CPU share decoding: %8.2f (below 1: the machine is busy or threads wait)\n",
+             r.decode_cpu_share);
     }
   }
   qiao_engine_destroy(e);

@@ -17,9 +17,10 @@
 #include "qiao/template.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: qiao chat [-m MODEL] [--system TEXT] [-n MAX_REPLY_TOKENS] [--verbose] [flags]\n"
-             "Reads user turns, one per line, from stdin until EOF; '/reset' starts over.\n"
-             "--verbose says on stderr how much of each prompt the KV cache already held.\n");
+  fprintf(f,
+          "usage: qiao chat [-m MODEL] [--system TEXT] [-n MAX_REPLY_TOKENS] [--verbose] [flags]\n"
+          "Reads user turns, one per line, from stdin until EOF; '/reset' starts over.\n"
+          "--verbose says on stderr how much of each prompt the KV cache already held.\n");
   engine_cli_print_flags(f);
 }
 

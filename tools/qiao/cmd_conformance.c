@@ -13,19 +13,18 @@
 #include "qiao/conformance.h"
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: qiao conformance [--backend NAME|PATH] [-o REPORT.json] [--level LEVELS]\n"
-          "                        [--seed S] [--device N] [--op OP[,OP...]] [--quiet]\n\n"
-          "Certifies a device backend against device ABI 1.0 (docs/spec/device-abi.md):\n"
-          "  ops     every op x dtype the backend claims, random inputs and edge shapes,\n"
-          "          against the built-in CPU backend within the spec's error budgets\n"
-          "  abi     versions, error paths, allocation balance, queue ordering, threads\n"
-          "  models  the tiny reference models and stories260K through the engine\n"
-          "LEVELS is ops, abi, models or all (default), or a comma list (ops,abi).\n"
-          "--op limits the ops level to the ops named (embed, matmul, rope, ...).\n"
-          "Inputs are random with a fresh seed each run unless --seed is given; the seed\n"
-          "is printed so a failure can be reproduced. Exit status 0 only when every\n"
-          "claimed capability passes.\n");
+  fprintf(f, "usage: qiao conformance [--backend NAME|PATH] [-o REPORT.json] [--level LEVELS]\n"
+             "                        [--seed S] [--device N] [--op OP[,OP...]] [--quiet]\n\n"
+             "Certifies a device backend against device ABI 1.0 (docs/spec/device-abi.md):\n"
+             "  ops     every op x dtype the backend claims, random inputs and edge shapes,\n"
+             "          against the built-in CPU backend within the spec's error budgets\n"
+             "  abi     versions, error paths, allocation balance, queue ordering, threads\n"
+             "  models  the tiny reference models and stories260K through the engine\n"
+             "LEVELS is ops, abi, models or all (default), or a comma list (ops,abi).\n"
+             "--op limits the ops level to the ops named (embed, matmul, rope, ...).\n"
+             "Inputs are random with a fresh seed each run unless --seed is given; the seed\n"
+             "is printed so a failure can be reproduced. Exit status 0 only when every\n"
+             "claimed capability passes.\n");
 }
 
 static qiao_status *parse_levels(const char *text, uint32_t *out) {
@@ -34,10 +33,14 @@ static qiao_status *parse_levels(const char *text, uint32_t *out) {
   while (*p) {
     const char *end = strchr(p, ',');
     size_t len = end ? (size_t)(end - p) : strlen(p);
-    if (len == 3 && strncmp(p, "ops", 3) == 0) levels |= QIAO_CONFORMANCE_OPS;
-    else if (len == 3 && strncmp(p, "abi", 3) == 0) levels |= QIAO_CONFORMANCE_ABI;
-    else if (len == 6 && strncmp(p, "models", 6) == 0) levels |= QIAO_CONFORMANCE_MODELS;
-    else if (len == 3 && strncmp(p, "all", 3) == 0) levels |= QIAO_CONFORMANCE_ALL;
+    if (len == 3 && strncmp(p, "ops", 3) == 0)
+      levels |= QIAO_CONFORMANCE_OPS;
+    else if (len == 3 && strncmp(p, "abi", 3) == 0)
+      levels |= QIAO_CONFORMANCE_ABI;
+    else if (len == 6 && strncmp(p, "models", 6) == 0)
+      levels |= QIAO_CONFORMANCE_MODELS;
+    else if (len == 3 && strncmp(p, "all", 3) == 0)
+      levels |= QIAO_CONFORMANCE_ALL;
     else
       return qiao__error(QIAO_INVALID_ARGUMENT,
                          "--level: '%.*s' is not one of ops, abi, models, all", (int)len, p);
@@ -89,12 +92,18 @@ int qiao_cmd_conformance(int argc, char **argv) {
                strcmp(a, "--level") == 0 || strcmp(a, "--seed") == 0 ||
                strcmp(a, "--device") == 0 || strcmp(a, "--op") == 0) {
       if ((v = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
-      if (strcmp(a, "--backend") == 0) backend = v;
-      else if (strcmp(a, "--level") == 0) st = parse_levels(v, &levels);
-      else if (strcmp(a, "--seed") == 0) st = qiao_cli_parse_u64("--seed", v, &seed), have_seed = 1;
-      else if (strcmp(a, "--op") == 0) st = parse_ops(v, &op_mask);
-      else if (strcmp(a, "--device") == 0) st = qiao_cli_parse_u32("--device", v, 0, 1024, &device);
-      else output = v;
+      if (strcmp(a, "--backend") == 0)
+        backend = v;
+      else if (strcmp(a, "--level") == 0)
+        st = parse_levels(v, &levels);
+      else if (strcmp(a, "--seed") == 0)
+        st = qiao_cli_parse_u64("--seed", v, &seed), have_seed = 1;
+      else if (strcmp(a, "--op") == 0)
+        st = parse_ops(v, &op_mask);
+      else if (strcmp(a, "--device") == 0)
+        st = qiao_cli_parse_u32("--device", v, 0, 1024, &device);
+      else
+        output = v;
     } else {
       usage(stderr);
       return qiao_cli_usage_error("conformance: unexpected argument '%s'", a);
@@ -107,15 +116,19 @@ int qiao_cmd_conformance(int argc, char **argv) {
   if (!have_seed) { /* a fresh seed per run: the suite explores, the seed reproduces */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    seed = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^
-           ((uint64_t)getpid() << 32);
+    seed =
+        ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
     seed %= 1000000000000ull;
   }
   printf("qiao conformance: backend %s, seed %llu (rerun with --seed %llu)\n", backend,
          (unsigned long long)seed, (unsigned long long)seed);
   fflush(stdout);
-  qiao_conformance_options o = {.struct_size = sizeof(o), .backend = backend, .levels = levels,
-                                .seed = seed, .device = device, .op_mask = op_mask,
+  qiao_conformance_options o = {.struct_size = sizeof(o),
+                                .backend = backend,
+                                .levels = levels,
+                                .seed = seed,
+                                .device = device,
+                                .op_mask = op_mask,
                                 .shared = qiao_cli_shared_dir(),
                                 .progress = quiet ? NULL : stdout};
   qiao_conformance_report *report = NULL;
@@ -125,8 +138,10 @@ int qiao_cmd_conformance(int argc, char **argv) {
   int rc = qiao_conformance_passed(report) ? 0 : 1;
   if (output != NULL) {
     st = qiao_conformance_write_json(report, output);
-    if (st != NULL) rc = qiao_cli_fail(st);
-    else printf("report: %s\n", output);
+    if (st != NULL)
+      rc = qiao_cli_fail(st);
+    else
+      printf("report: %s\n", output);
   }
   qiao_conformance_report_destroy(report);
   return rc;

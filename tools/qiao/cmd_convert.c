@@ -11,13 +11,15 @@
 #include "qiao/model.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: qiao convert IN OUT [--type f32|f16|bf16|q8_0|q4_0] [--tokenizer tok.bin] [--quiet]\n"
-             "  IN            a .qiao or .gguf file, a Hugging Face directory or a llama2.c .bin\n"
-             "  OUT           ends in .qiao or .gguf\n"
-             "  --type        convert weight matrices (2-D, and 3-D expert stacks) to this type;\n"
-             "                1-D tensors (norms, biases) become f32; default: keep every type\n"
-             "  --tokenizer   the tok.bin of a llama2.c model\n"
-             "  --quiet       no progress on stderr\n");
+  fprintf(
+      f,
+      "usage: qiao convert IN OUT [--type f32|f16|bf16|q8_0|q4_0] [--tokenizer tok.bin] [--quiet]\n"
+      "  IN            a .qiao or .gguf file, a Hugging Face directory or a llama2.c .bin\n"
+      "  OUT           ends in .qiao or .gguf\n"
+      "  --type        convert weight matrices (2-D, and 3-D expert stacks) to this type;\n"
+      "                1-D tensors (norms, biases) become f32; default: keep every type\n"
+      "  --tokenizer   the tok.bin of a llama2.c model\n"
+      "  --quiet       no progress on stderr\n");
 }
 
 static bool ends_with(const char *s, const char *suffix) {
@@ -53,17 +55,20 @@ int qiao_cmd_convert(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  qiao_convert_options copts = {.struct_size = sizeof(copts), .weight_dtype = QIAO_DTYPE_COUNT,
-                                .progress = !quiet};
-  if (ends_with(out, ".qiao")) copts.format = QIAO_FILE_QIAO;
-  else if (ends_with(out, ".gguf")) copts.format = QIAO_FILE_GGUF;
-  else return qiao_cli_usage_error("convert: OUT must end in .qiao or .gguf: '%s'", out);
+  qiao_convert_options copts = {
+      .struct_size = sizeof(copts), .weight_dtype = QIAO_DTYPE_COUNT, .progress = !quiet};
+  if (ends_with(out, ".qiao"))
+    copts.format = QIAO_FILE_QIAO;
+  else if (ends_with(out, ".gguf"))
+    copts.format = QIAO_FILE_GGUF;
+  else
+    return qiao_cli_usage_error("convert: OUT must end in .qiao or .gguf: '%s'", out);
   if (type != NULL) {
     qiao_status *st = qiao_dtype_from_name(type, &copts.weight_dtype);
     if (st != NULL || copts.weight_dtype == QIAO_DTYPE_I32) {
       qiao_status_free(st);
-      return qiao_cli_usage_error("convert: --type: expected f32, f16, bf16, q8_0 or q4_0, got '%s'",
-                                  type);
+      return qiao_cli_usage_error(
+          "convert: --type: expected f32, f16, bf16, q8_0 or q4_0, got '%s'", type);
     }
   }
   opts.progress = !quiet;

@@ -9,8 +9,10 @@
 #include "qiao/backend.h"
 
 static void print_bytes(uint64_t b) {
-  if (b >= (1ull << 30)) printf("%.1f GiB", (double)b / (double)(1ull << 30));
-  else printf("%.1f MiB", (double)b / (double)(1ull << 20));
+  if (b >= (1ull << 30))
+    printf("%.1f GiB", (double)b / (double)(1ull << 30));
+  else
+    printf("%.1f MiB", (double)b / (double)(1ull << 20));
 }
 
 /* Prints one backend; returns 0, or 1 when it could not be loaded. */
@@ -106,7 +108,8 @@ int qiao_cmd_devices(int argc, char **argv) {
   size_t n = 0;
   qiao_status *st = qiao_backend_discover(&entries, &n);
   if (st != NULL) return qiao_cli_fail(st);
-  for (size_t i = 0; i < n; i++) show_backend(entries[i].path);
+  for (size_t i = 0; i < n; i++)
+    show_backend(entries[i].path);
   free(entries);
   return 0;
 }

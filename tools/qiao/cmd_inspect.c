@@ -88,15 +88,15 @@ static void print_value(const qiao_kv *kv) {
     printf("\"");
     for (int i = 0; i < len; i++) {
       unsigned char c = (unsigned char)kv->v.str.data[i];
-      if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
-      else putchar(c);
+      if (c < 0x20 || c == 0x7f)
+        printf("\\x%02x", c);
+      else
+        putchar(c);
     }
     printf("\"%s", kv->v.str.len > 60 ? "..." : "");
     break;
   }
-  case QIAO_VALUE_ARRAY:
-    printf("array of %" PRIu64 " elements", kv->array_len);
-    break;
+  case QIAO_VALUE_ARRAY: printf("array of %" PRIu64 " elements", kv->array_len); break;
   case QIAO_VALUE_BOOL: printf("%s", kv->v.b ? "true" : "false"); break;
   case QIAO_VALUE_F32:
   case QIAO_VALUE_F64: printf("%g", kv->v.f); break;
@@ -110,7 +110,8 @@ static void print_value(const qiao_kv *kv) {
 
 static void print_tensors(const qiao_model *m) {
   uint64_t n = qiao_model_tensor_count(m), total = 0;
-  for (uint64_t i = 0; i < n; i++) total += qiao_model_tensor_at(m, i)->n_bytes;
+  for (uint64_t i = 0; i < n; i++)
+    total += qiao_model_tensor_at(m, i)->n_bytes;
   printf("tensors:               %" PRIu64 " (%.2f MiB)\n", n, (double)total / (1 << 20));
   for (uint64_t i = 0; i < n; i++) {
     const qiao_tensor *t = qiao_model_tensor_at(m, i);

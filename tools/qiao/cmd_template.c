@@ -121,8 +121,7 @@ static bool first_eos_id(const qiao_model *m, uint64_t *id) {
 }
 
 /* Reads the chat template and special tokens of a model into vars. */
-static qiao_status *from_model(const char *path, char **tmpl, size_t *tmpl_len,
-                               json_object *vars) {
+static qiao_status *from_model(const char *path, char **tmpl, size_t *tmpl_len, json_object *vars) {
   qiao_model *m = NULL;
   QIAO__TRY(qiao_model_open(path, NULL, &m));
   qiao_string s;
@@ -160,8 +159,10 @@ static int render(const char *tmpl_path, const char *model_path, const char *mes
   qiao_status *st = NULL;
   json_object *msgs = NULL, *tools = NULL;
   if (vars == NULL) return qiao_cli_fail(qiao__error(QIAO_OUT_OF_MEMORY, "template variables"));
-  if (tmpl_path) st = read_file(tmpl_path, &src, &src_len);
-  else st = from_model(model_path, &src, &src_len, vars);
+  if (tmpl_path)
+    st = read_file(tmpl_path, &src, &src_len);
+  else
+    st = from_model(model_path, &src, &src_len, vars);
   if (st == NULL) st = read_json_file(messages_path, json_type_array, &msgs);
   if (st == NULL && tools_path) st = read_json_file(tools_path, json_type_array, &tools);
   if (st == NULL) {

@@ -1,4 +1,6 @@
-/* elementwise.cl: swiglu, add and moe_combine; one work-item per output element. */
+/* elementwise.cl: swiglu, add and moe_combine; one work-item per output element.
+ * Element-wise kernels run in work-groups of (WG, 1, 1) with the first global
+ * size rounded up to a multiple of WG: each checks its index first. */
 
 /* out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)); out may equal gate or up. */
 __kernel void swiglu(__global const float *gate, ulong gate_off, __global const float *up,

@@ -46,9 +46,10 @@ __kernel void argmax(__global const float *x, ulong x_off, __global int *out, ul
  * best expert that comes strictly after the (i-1)-th in the order (logit
  * descending, index ascending), so no scratch memory is needed. */
 __kernel void moe_gate(__global const float *logits, ulong logits_off, __global int *ids,
-                       ulong ids_off, __global float *weights, ulong w_off, ulong n_experts,
-                       ulong k, int normalize) {
+                       ulong ids_off, __global float *weights, ulong w_off, ulong n_tokens,
+                       ulong n_experts, ulong k, int normalize) {
   ulong t = get_global_id(0);
+  if (t >= n_tokens) return;
   __global const float *row = logits + logits_off + t * n_experts;
   float mx = -INFINITY;
   for (ulong e = 0; e < n_experts; e++) mx = fmax(mx, row[e]);
