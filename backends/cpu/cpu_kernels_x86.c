@@ -35,9 +35,11 @@ INLINE T512 __m512 quants16(const uint8_t *block, const int a, const int dt) {
   if (dt == QIAO_DEV_Q8_0)
     return _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2 + a * 16))));
+  /* Q4_0: a 16-entry table lookup (vpermps reads only the low 4 bits of each
+   * index, so the low nibble needs no mask) gives nibble - 8 as f32. */
+  const __m512 table = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
   __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2)));
-  v = a ? _mm512_srli_epi32(v, 4) : _mm512_and_si512(v, _mm512_set1_epi32(15));
-  return _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(8)));
+  return _mm512_permutexvar_ps(a ? _mm512_srli_epi32(v, 4) : v, table);
 }
 
 /* Weights of step s + a (s even; a in {0, 1}, constant, so the half of a

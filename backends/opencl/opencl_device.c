@@ -280,7 +280,7 @@ qiao_dev_error *ocl__device_open(qiao_dev_backend *backend, uint32_t index,
     cl_program prog;
     e = build_program(d, wg, &prog);
     if (e != NULL) break;
-    size_t limit;
+    size_t limit = 0;
     e = kernel_wg_limit(d, prog, &limit);
     if (e == NULL && limit >= wg) {
       d->program = prog;

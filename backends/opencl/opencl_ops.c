@@ -334,7 +334,7 @@ qiao_dev_error *ocl__rope(qiao_dev_queue *q, const qiao_dev_rope_args *a) {
 qiao_dev_error *ocl__kv_write(qiao_dev_queue *q, const qiao_dev_kv_write_args *a) {
   const char *op = "kv_write";
   CHECK_CALL(op, q, a);
-  uint64_t es, in_bytes, slots_bytes, cache_bytes;
+  uint64_t es = 0, in_bytes, slots_bytes, cache_bytes;
   TRY(cache_elem(op, a->cache_dtype, &es));
   if (!prod(&in_bytes, a->n_tokens, a->kv_dim, 4)) return too_big(op, "k");
   if (!prod(&slots_bytes, a->n_tokens, 4, 1)) return too_big(op, "slots");
@@ -375,7 +375,7 @@ qiao_dev_error *ocl__kv_write(qiao_dev_queue *q, const qiao_dev_kv_write_args *a
 qiao_dev_error *ocl__attention(qiao_dev_queue *q, const qiao_dev_attention_args *a) {
   const char *op = "attention";
   CHECK_CALL(op, q, a);
-  uint64_t es;
+  uint64_t es = 0;
   TRY(cache_elem(op, a->cache_dtype, &es));
   if (a->n_kv_heads == 0 || a->n_heads % a->n_kv_heads != 0)
     return INVALID("opencl: attention: n_heads %llu is not a multiple of n_kv_heads %llu",

@@ -333,6 +333,28 @@ static void error_paths(actx *x) {
   if (z) api->error_destroy(z);
   drain(x);
 
+  /* An args struct of a newer minor version (larger struct_size, zero in the
+   * fields this backend does not know) is accepted and read as 1.0 (§3). */
+  if (x->report->claimed[QIAO_DEV_OP_ADD][QIAO_DEV_F32]) {
+    struct {
+      qiao_dev_add_args a;
+      unsigned char future[40];
+    } newer;
+    memset(&newer, 0, sizeof(newer));
+    newer.a = (qiao_dev_add_args){sizeof(newer), 4, {b, 0}, {b, 16}, {b, 32}};
+    const float in[8] = {1, 2, 3, 4, 10, 20, 30, 40};
+    float sum[4] = {0};
+    qiao_dev_error *ne = api->upload(q, (qiao_dev_ref){b, 0}, in, sizeof(in));
+    if (!ne) ne = api->add(q, &newer.a);
+    if (!ne) ne = api->download(q, sum, (qiao_dev_ref){b, 32}, sizeof(sum));
+    if (!ne) ne = api->queue_synchronize(q);
+    check(x, "args_of_a_newer_minor_accepted",
+          ne == NULL && sum[0] == 11 && sum[1] == 22 && sum[2] == 33 && sum[3] == 44,
+          "add with struct_size %zu: %s", sizeof(newer), ne ? api->error_message(ne) : "ok");
+    if (ne) api->error_destroy(ne);
+    drain(x);
+  }
+
   /* The queue stays usable after refused calls. */
   drain(x);
   float one = 1.0f, back = 0;

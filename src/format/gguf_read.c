@@ -54,8 +54,13 @@ static qiao_status *convert_kv(qiao_model *m, const char *name, const char *arch
                          "%s: metadata key %s: value out of range at byte offset %llu", name,
                          kv->key, (unsigned long long)kv->offset);
     if (map->conv == QIAO__CONV_EOS_ID) {
+      int rank = eos_rank(kv->key);
+      for (int i = 0; i < eos->n; i++)
+        if (eos->rank[i] == rank)
+          return qiao__error(QIAO_MALFORMED, "%s: metadata key %s: duplicate at byte offset %llu",
+                             name, kv->key, (unsigned long long)kv->offset);
       eos->ids[eos->n] = (uint32_t)x;
-      eos->rank[eos->n++] = eos_rank(kv->key);
+      eos->rank[eos->n++] = rank;
       return NULL;
     }
     return qiao__model_set_u32(m, map->canonical, (uint32_t)x);

@@ -51,7 +51,7 @@ static qiao_status *varint(reader *r, const char *file, uint64_t *out) {
 static qiao_status *next_field(reader *r, const char *file, field *f, bool *more) {
   *more = r->pos < r->end;
   if (!*more) return NULL;
-  uint64_t at = r->pos, key;
+  uint64_t at = r->pos, key = 0;
   QIAO__TRY(varint(r, file, &key));
   f->number = (uint32_t)(key >> 3);
   f->wire = (uint32_t)(key & 7);

@@ -640,7 +640,7 @@ static qiao_status *import(ctx *c) {
     st = read_spm_style(c, &add_prefix);
     if (st == NULL) st = write_spm(c, &m, add_prefix);
   } else if (st == NULL) {
-    const char *pre, *regex, *norm;
+    const char *pre = NULL, *regex = NULL, *norm = NULL;
     st = read_pre_tokenizer(c, &pre, &regex);
     if (st == NULL) st = read_normalizer(c, &norm);
     if (st == NULL) st = qiao__model_set_string(c->model, "tokenizer.model", "bpe", 3);

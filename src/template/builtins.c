@@ -427,7 +427,10 @@ static bool str_all(tpl_value *s, int kind) { /* 0 digit, 1 alpha, 2 alnum, 3 sp
 
 tpl_list *tpl_iterate(tpl_ctx *ctx, tpl_value *v) {
   switch (v->kind) {
-  case V_LIST: return v->u.list;
+  case V_LIST:
+    if (v->u.list->deferred_error)
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%s", v->u.list->deferred_error);
+    return v->u.list;
   case V_DICT: {
     tpl_list *l = tpl_new_list(ctx, v->u.dict->n).u.list;
     for (size_t i = 0; i < v->u.dict->n; i++)
@@ -1439,6 +1442,22 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
 tpl_value tpl_apply_filter(tpl_ctx *ctx, const char *name, tpl_value *operand, tpl_args *args) {
   static const char *const lazy[] = {"map",        "select", "reject", "selectattr",
                                      "rejectattr", "items",  "unique", NULL};
+  if (in_set(name, lazy)) {
+    tpl_kind k = operand->kind;
+    bool ok = streq(name, "items")
+                  ? (k == V_DICT || k == V_UNDEF)
+                  : (k == V_LIST || k == V_DICT || k == V_STR || k == V_UNDEF || k == V_LOOP);
+    if (!ok) {
+      tpl_value g = tpl_new_list(ctx, 0);
+      g.u.list->iterator = "generator";
+      size_t len = 80;
+      char *msg = tpl_alloc(&ctx->arena, len);
+      snprintf(msg, len, "'%s' object is not iterable (in the %s filter)", tpl_type_name(operand),
+               name);
+      g.u.list->deferred_error = msg;
+      return g;
+    }
+  }
   tpl_value r = do_filter(ctx, name, operand, args);
   /* these return generators in jinja2: truthy even when empty, no len() */
   if (r.kind == V_LIST && in_set(name, lazy)) r.u.list->iterator = "generator";

@@ -314,12 +314,17 @@ bool tpl_contains(tpl_ctx *ctx, tpl_value *c, tpl_value *item) {
     tpl_charge(ctx, c->u.s.len / 64);
     return memmem(c->u.s.p, c->u.s.len, item->u.s.p, item->u.s.len) != NULL;
   case V_LIST:
+    tpl_iterate(ctx, c); /* a failed generator reports here */
     for (size_t i = 0; i < c->u.list->n; i++) {
       tpl_charge(ctx, 1);
       if (tpl_equal(ctx, &c->u.list->items[i], item)) return true;
     }
     return false;
-  case V_DICT: tpl_charge(ctx, c->u.dict->n / 8); return tpl_dict_get(c->u.dict, *item) != NULL;
+  case V_DICT:
+    if ((item->kind == V_LIST && !item->u.list->tuple) || item->kind == V_DICT)
+      tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "unhashable type: '%s'", tpl_type_name(item));
+    tpl_charge(ctx, c->u.dict->n / 8);
+    return tpl_dict_get(c->u.dict, *item) != NULL;
   case V_UNDEF: return false; /* iterating an undefined value yields nothing */
   default:
     tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "argument of type '%s' is not iterable", tpl_type_name(c));
@@ -560,9 +565,7 @@ static void assign_targets(tpl_ctx *ctx, tpl_frame *f, const tpl_names *names, t
     return;
   }
   tpl_list *items = NULL;
-  if (v.kind == V_LIST)
-    items = v.u.list;
-  else if (v.kind == V_STR || v.kind == V_DICT)
+  if (v.kind == V_LIST || v.kind == V_STR || v.kind == V_DICT)
     items = tpl_iterate(ctx, &v);
   else
     tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "cannot unpack a non-iterable '%s' object",

@@ -93,6 +93,9 @@ struct tpl_list {
    * map/select/..., "list_reverseiterator" for reverse): always true, no
    * len(), not subscriptable, not JSON serializable */
   const char *iterator;
+  /* a generator whose first step fails (jinja2 reports it only when the
+   * generator is consumed): the message, else NULL */
+  const char *deferred_error;
 };
 struct tpl_dict {
   size_t n, cap;

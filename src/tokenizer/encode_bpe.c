@@ -61,7 +61,7 @@ static qiao_status *bpe_word(const qiao_tokenizer *t, const char *s, size_t len,
   if (len == 0) return NULL;
   if (len > INT32_MAX / 2) return qiao__error(QIAO_LIMIT, "tokenizer: pre-token of %zu bytes", len);
   if (t->ignore_merges) {
-    int32_t id;
+    int32_t id = -1;
     QIAO__TRY(mapped_lookup(t, s, len, &id));
     if (id >= 0) return qiao__ids_push(out, id);
   }

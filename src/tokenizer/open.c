@@ -75,7 +75,7 @@ static qiao_status *import_file(qiao_model *m, const char *path) {
   /* A tok.bin's records end exactly at the end of the file; a protobuf
    * starting with field 1 (pieces, length-delimited: byte 0x0A) is taken as
    * a tokenizer.model otherwise (a tok.bin may start with 0x0A too). */
-  uint32_t n;
+  uint32_t n = 0;
   qiao_status *st = count_tok_bin(data, size, path, &n);
   if (st != NULL && size > 0 && data[0] == 0x0A) {
     qiao_status_free(st);

@@ -70,6 +70,19 @@ int main(int argc, char **argv) {
   }
   qiao_backend_unload(backend);
 
+  /* A plugin of a later minor version loads; the runtime keeps only the part
+   * of its (larger) table that it knows. */
+  snprintf(path, sizeof(path), "%s/libqiao-testnewer.so", dir);
+  backend = NULL;
+  CHECK_OK(qiao_backend_load(path, &backend));
+  if (backend != NULL) {
+    const qiao_dev_api *api = qiao_backend_api(backend);
+    CHECK(api->struct_size == sizeof(qiao_dev_api));
+    CHECK(api->abi_major == 1 && api->abi_minor == 7);
+    CHECK(api->moe_combine != NULL);
+  }
+  qiao_backend_unload(backend);
+
   /* ... and by name through $QIAO_BACKEND_PATH (the first directory that has it). */
   char env[8300];
   snprintf(env, sizeof(env), "/nonexistent-dir::%s", dir);
@@ -88,7 +101,8 @@ int main(int argc, char **argv) {
   qiao_backend_entry *entries = NULL;
   size_t n = 0;
   CHECK_OK(qiao_backend_discover(&entries, &n));
-  const char *expected[] = {"testvalid", "testmajor2", "testnoentry", "testnullfn", "testsmall"};
+  const char *expected[] = {"testvalid",  "testmajor2", "testnoentry",
+                            "testnullfn", "testsmall",  "testnewer"};
   for (size_t e = 0; e < sizeof(expected) / sizeof(expected[0]); e++) {
     int found = 0;
     for (size_t i = 0; i < n; i++)

@@ -5,7 +5,9 @@
  *   KIND_MAJOR2     abi_major = 2
  *   KIND_NO_ENTRY   no qiao_device_get_api symbol at all
  *   KIND_NULL_FN    the required entry `rope` is NULL
- *   KIND_SMALL      struct_size smaller than ABI 1.0's table */
+ *   KIND_SMALL      struct_size smaller than ABI 1.0's table
+ *   KIND_NEWER      a plugin of a later minor version (1.7): a larger table
+ *                   with functions this runtime does not know */
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +18,7 @@
 #define KIND_NO_ENTRY 2
 #define KIND_NULL_FN 3
 #define KIND_SMALL 4
+#define KIND_NEWER 5
 
 struct qiao_dev_error {
   qiao_dev_code code;
@@ -102,52 +105,59 @@ OP(moe_gate)
 OP(matmul_experts)
 OP(moe_combine)
 
-static const qiao_dev_api api = {
-    .struct_size =
-        TEST_PLUGIN_KIND == KIND_SMALL ? offsetof(qiao_dev_api, embed) : sizeof(qiao_dev_api),
-    .abi_major = TEST_PLUGIN_KIND == KIND_MAJOR2 ? 2 : QIAO_DEVICE_ABI_MAJOR,
-    .abi_minor = QIAO_DEVICE_ABI_MINOR,
-    .name = "test",
-    .version = "0",
-    .error_code = error_code,
-    .error_message = error_message,
-    .error_destroy = error_destroy,
-    .backend_open = backend_open,
-    .backend_close = backend_close,
-    .device_count = device_count,
-    .device_get_properties = device_get_properties,
-    .device_open = device_open,
-    .device_close = device_close,
-    .op_supported = op_supported,
-    .buffer_create = buffer_create,
-    .buffer_destroy = buffer_destroy,
-    .queue_create = queue_create,
-    .queue_destroy = queue_destroy,
-    .queue_synchronize = queue_synchronize,
-    .upload = upload,
-    .download = download,
-    .copy = copy,
-    .embed = embed,
-    .matmul = matmul,
-    .rmsnorm = rmsnorm,
-    .rope = TEST_PLUGIN_KIND == KIND_NULL_FN ? NULL : rope,
-    .kv_write = kv_write,
-    .attention = attention,
-    .swiglu = swiglu,
-    .add = add,
-    .argmax = argmax,
-    .moe_gate = moe_gate,
-    .matmul_experts = matmul_experts,
-    .moe_combine = moe_combine,
-};
+static const qiao_dev_api api =
+                              {
+                                  .struct_size = TEST_PLUGIN_KIND == KIND_SMALL
+                                                     ? offsetof(qiao_dev_api, embed)
+                                                     : sizeof(qiao_dev_api),
+                                  .abi_major =
+                                      TEST_PLUGIN_KIND == KIND_MAJOR2 ? 2 : QIAO_DEVICE_ABI_MAJOR,
+                                  .abi_minor = QIAO_DEVICE_ABI_MINOR,
+                                  .name = "test",
+                                  .version = "0",
+                                  .error_code = error_code,
+                                  .error_message = error_message,
+                                  .error_destroy = error_destroy,
+                                  .backend_open = backend_open,
+                                  .backend_close = backend_close,
+                                  .device_count = device_count,
+                                  .device_get_properties = device_get_properties,
+                                  .device_open = device_open,
+                                  .device_close = device_close,
+                                  .op_supported = op_supported,
+                                  .buffer_create = buffer_create,
+                                  .buffer_destroy = buffer_destroy,
+                                  .queue_create = queue_create,
+                                  .queue_destroy = queue_destroy,
+                                  .queue_synchronize = queue_synchronize,
+                                  .upload = upload,
+                                  .download = download,
+                                  .copy = copy,
+                                  .embed = embed,
+                                  .matmul = matmul,
+                                  .rmsnorm = rmsnorm,
+                                  .rope = TEST_PLUGIN_KIND == KIND_NULL_FN ? NULL : rope,
+                                  .kv_write = kv_write,
+                                  .attention = attention,
+                                  .swiglu = swiglu,
+                                  .add = add,
+                                  .argmax = argmax,
+                                  .moe_gate = moe_gate,
+                                  .matmul_experts = matmul_experts,
+                                  .moe_combine = moe_combine,
+},
+                          .appended = {future_function, future_function, future_function},
+}
+;
+static const qiao_dev_api *const api_ptr = &table.v1;
 
 #if TEST_PLUGIN_KIND == KIND_NO_ENTRY
 /* Exports something, but not the entry point. */
 __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_table(void) {
-  return &api;
+  return api_ptr;
 }
 #else
 __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(void) {
-  return &api;
+  return api_ptr;
 }
 #endif

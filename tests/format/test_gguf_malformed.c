@@ -131,6 +131,12 @@ int main(void) {
   kv_u32(&b, "x.a", 1);
   kv_u32(&b, "x.a", 2);
   expect(&b, QIAO_MALFORMED, "x.a: duplicate");
+  header(&b, 3, 0, 4); /* the eos ids are gathered, not stored one by one */
+  kv_u32(&b, "tokenizer.ggml.eos_token_id", 1);
+  kv_u32(&b, "tokenizer.ggml.eot_token_id", 2);
+  kv_u32(&b, "tokenizer.ggml.eos_token_id", 3);
+  kv_u32(&b, "tokenizer.ggml.eos_token_id", 4);
+  expect(&b, QIAO_MALFORMED, "tokenizer.ggml.eos_token_id: duplicate");
   header(&b, 3, 2, 0);
   info(&b, "w", 1, d64, 0, 0);
   info(&b, "w", 1, d64, 0, 256);

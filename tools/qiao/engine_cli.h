@@ -62,8 +62,10 @@ typedef struct engine_cli_gen {
 
 /* Feeds `prompt` into sequence `seq` after what it holds (positions start at
  * its length), then samples until EOS, a stop string or max_new tokens,
- * streaming the text. The last sampled token is fed too, so the sequence
- * holds the whole conversation afterwards (except a final EOS/stop token). */
+ * streaming the text (or ids). Every generated token except the last one is
+ * fed back, so afterwards the sequence holds the prompt and the reply but
+ * not its final token (unless generation ended at EOS, which is never fed);
+ * callers that continue use qiao_engine_seq_length to see what it holds. */
 qiao_status *engine_cli_generate(engine_cli_session *s, int32_t seq, qiao_sampler *sampler,
                                  const int32_t *prompt, size_t n_prompt, engine_cli_gen *g);
 

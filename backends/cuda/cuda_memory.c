@@ -1,0 +1,256 @@
+/* cuda_memory.c: buffers (cudaMalloc, never managed memory), queues (one
+ * stream each, with error flags, scratch and a cuBLAS handle),
+ * synchronization and data movement. Transfers are cudaMemcpyAsync on the
+ * queue's stream: the ABI keeps host memory valid until queue_synchronize. */
+#include <cublas_v2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.h"
+
+/* ---- buffers */
+
+qiao_dev_error *cuq__buffer_create(qiao_dev_device *device, uint64_t size,
+                                   qiao_dev_buffer **out_buffer) {
+  if (device == NULL || out_buffer == NULL)
+    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: NULL argument");
+  if (device->magic != CUQ_MAGIC_DEVICE)
+    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: buffer_create: not a CUDA device handle");
+  if (size == 0) return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: size is 0");
+  if (size > device->info.memory_bytes || size > SIZE_MAX)
+    return cuq__error(QIAO_DEV_OUT_OF_MEMORY,
+                      "cuda: buffer_create: %llu bytes exceed the device's memory (%llu)",
+                      (unsigned long long)size, (unsigned long long)device->info.memory_bytes);
+  qiao_dev_error *e = cuq__select(device, "buffer_create");
+  if (e != NULL) return e;
+  qiao_dev_buffer *b = calloc(1, sizeof(*b));
+  if (b == NULL) return cuq__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: buffer_create: out of memory");
+  cudaError_t err = cudaMalloc(&b->ptr, (size_t)size);
+  if (err != cudaSuccess) {
+    free(b);
+    char what[64];
+    snprintf(what, sizeof(what), "%llu bytes", (unsigned long long)size);
+    return cuq__cuda_error(err, "cudaMalloc", what);
+  }
+  b->magic = CUQ_MAGIC_BUFFER;
+  b->device = device;
+  b->size = size;
+  *out_buffer = b;
+  return NULL;
+}
+
+void cuq__buffer_destroy(qiao_dev_buffer *buffer) {
+  if (buffer == NULL || buffer->magic != CUQ_MAGIC_BUFFER) return;
+  buffer->magic = CUQ_MAGIC_DEAD;
+  if (cuq__select(buffer->device, "buffer_destroy") == NULL) cudaFree(buffer->ptr);
+  free(buffer);
+}
+
+void *cuq__ptr(qiao_dev_ref ref) {
+  return (char *)ref.buffer->ptr + ref.offset;
+}
+
+/* ---- queues */
+
+qiao_dev_error *cuq__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue) {
+  if (device == NULL || out_queue == NULL)
+    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: queue_create: NULL argument");
+  if (device->magic != CUQ_MAGIC_DEVICE)
+    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: queue_create: not a CUDA device handle");
+  qiao_dev_error *e = cuq__select(device, "queue_create");
+  if (e != NULL) return e;
+  qiao_dev_queue *q = calloc(1, sizeof(*q));
+  if (q == NULL) return cuq__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: queue_create: out of memory");
+  q->device = device;
+  /* Non-blocking: no implicit ordering with the legacy default stream. */
+  cudaError_t err = cudaStreamCreateWithFlags(&q->stream, cudaStreamNonBlocking);
+  if (err != cudaSuccess) {
+    free(q);
+    return cuq__cuda_error(err, "cudaStreamCreateWithFlags", "queue_create");
+  }
+  err = cudaMalloc((void **)&q->flags, QIAO_DEV_OP_COUNT * sizeof(int));
+  if (err == cudaSuccess) err = cudaMemsetAsync(q->flags, 0, QIAO_DEV_OP_COUNT * sizeof(int), q->stream);
+  if (err != cudaSuccess) {
+    e = cuq__cuda_error(err, "cudaMalloc", "queue_create: error flags");
+    cudaFree(q->flags);
+    cudaStreamDestroy(q->stream);
+    free(q);
+    return e;
+  }
+  q->magic = CUQ_MAGIC_QUEUE;
+  *out_queue = q;
+  return NULL;
+}
+
+void cuq__queue_destroy(qiao_dev_queue *queue) {
+  if (queue == NULL || queue->magic != CUQ_MAGIC_QUEUE) return;
+  queue->magic = CUQ_MAGIC_DEAD;
+  if (cuq__select(queue->device, "queue_destroy") == NULL) {
+    cudaStreamSynchronize(queue->stream); /* the ABI: waits for queued work */
+    if (queue->cublas != NULL) cublasDestroy((cublasHandle_t)queue->cublas);
+    cudaFree(queue->scratch);
+    cudaFree(queue->flags);
+    cudaStreamDestroy(queue->stream);
+    (void)cudaGetLastError();
+  }
+  free(queue);
+}
+
+qiao_dev_error *cuq__check_queue(const qiao_dev_queue *queue) {
+  if (queue == NULL) return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: queue is NULL");
+  if (queue->magic != CUQ_MAGIC_QUEUE)
+    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: not a CUDA queue handle");
+  return NULL;
+}
+
+/* What each op's device-side check found, for the synchronize error. */
+static const char *flag_message(int op) {
+  switch (op) {
+  case QIAO_DEV_OP_EMBED: return "embed: an ids value is outside [0, vocab)";
+  case QIAO_DEV_OP_KV_WRITE:
+    return "kv_write: a slots value is outside [0, n_slots) (that token was not written)";
+  case QIAO_DEV_OP_ATTENTION:
+    return "attention: a token_seq, token_pos or block_table value is out of range";
+  case QIAO_DEV_OP_MATMUL_EXPERTS: return "matmul_experts: an ids value is outside [0, n_experts)";
+  default: return "an index is out of range";
+  }
+}
+
+qiao_dev_error *cuq__queue_synchronize(qiao_dev_queue *queue) {
+  qiao_dev_error *e = cuq__check_queue(queue);
+  if (e == NULL) e = cuq__select(queue->device, "queue_synchronize");
+  if (e != NULL) return e;
+  cudaError_t err = cudaStreamSynchronize(queue->stream);
+  if (err != cudaSuccess) return cuq__cuda_error(err, "cudaStreamSynchronize", "queue_synchronize");
+  if (!queue->flags_dirty) return NULL;
+  int flags[QIAO_DEV_OP_COUNT];
+  err = cudaMemcpyAsync(flags, queue->flags, sizeof(flags), cudaMemcpyDeviceToHost, queue->stream);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(queue->stream);
+  if (err != cudaSuccess) return cuq__cuda_error(err, "cudaMemcpyAsync", "error flags");
+  queue->flags_dirty = false;
+  char msg[512] = "";
+  size_t len = 0;
+  for (int op = 0; op < QIAO_DEV_OP_COUNT; op++) {
+    if (flags[op] == 0) continue;
+    int n = snprintf(msg + len, sizeof(msg) - len, "%s%s", len ? "; " : "", flag_message(op));
+    if (n > 0) len += (size_t)n < sizeof(msg) - len ? (size_t)n : sizeof(msg) - len - 1;
+  }
+  if (len == 0) return NULL;
+  err = cudaMemsetAsync(queue->flags, 0, sizeof(flags), queue->stream);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(queue->stream);
+  if (err != cudaSuccess) return cuq__cuda_error(err, "cudaMemsetAsync", "error flags");
+  return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s", msg);
+}
+
+qiao_dev_error *cuq__scratch(qiao_dev_queue *queue, uint64_t bytes, void **out) {
+  if (bytes <= queue->scratch_bytes) {
+    *out = queue->scratch;
+    return NULL;
+  }
+  /* Grow to a multiple of 1 MiB; the old area may still be in use by queued work. */
+  uint64_t want = (bytes + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+  if (want < bytes || want > SIZE_MAX)
+    return cuq__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: scratch of %llu bytes",
+                      (unsigned long long)bytes);
+  cudaError_t err = cudaStreamSynchronize(queue->stream);
+  if (err != cudaSuccess) return cuq__cuda_error(err, "cudaStreamSynchronize", "scratch");
+  cudaFree(queue->scratch);
+  queue->scratch = NULL;
+  queue->scratch_bytes = 0;
+  void *p = NULL;
+  err = cudaMalloc(&p, (size_t)want);
+  if (err != cudaSuccess) {
+    char what[64];
+    snprintf(what, sizeof(what), "scratch, %llu bytes", (unsigned long long)want);
+    return cuq__cuda_error(err, "cudaMalloc", what);
+  }
+  queue->scratch = p;
+  queue->scratch_bytes = want;
+  *out = p;
+  return NULL;
+}
+
+qiao_dev_error *cuq__cublas(qiao_dev_queue *queue, void **out_handle) {
+  if (queue->cublas == NULL) {
+    cublasHandle_t h = NULL;
+    cublasStatus_t st = cublasCreate(&h);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(h, queue->stream);
+    /* Tensor-core math only where a compute type asks for it: F32 GEMMs stay
+     * exact F32 (no TF32), see kernels_matmul.cu. */
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      if (h != NULL) cublasDestroy(h);
+      (void)cudaGetLastError();
+      cuq_status s = {"cublasCreate", 0, (int)st};
+      return cuq__launch_error(s, "matmul");
+    }
+    queue->cublas = h;
+  }
+  *out_handle = queue->cublas;
+  return NULL;
+}
+
+/* ---- references and data movement */
+
+qiao_dev_error *cuq__check_ref(const qiao_dev_queue *queue, const char *what, qiao_dev_ref ref,
+                               uint64_t bytes, uint64_t align) {
+  if (ref.buffer == NULL)
+    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s: buffer is NULL", what);
+  const qiao_dev_buffer *b = ref.buffer;
+  if (b->magic != CUQ_MAGIC_BUFFER)
+    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: %s: not a CUDA buffer handle", what);
+  if (b->device != queue->device)
+    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
+                      "cuda: %s: the buffer belongs to another device than the queue", what);
+  if (align > 1 && ref.offset % align != 0)
+    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
+                      "cuda: %s: offset %llu is not a multiple of %llu bytes", what,
+                      (unsigned long long)ref.offset, (unsigned long long)align);
+  if (ref.offset > b->size || bytes > b->size - ref.offset)
+    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
+                      "cuda: %s: %llu bytes at offset %llu exceed the buffer's %llu bytes", what,
+                      (unsigned long long)bytes, (unsigned long long)ref.offset,
+                      (unsigned long long)b->size);
+  return NULL;
+}
+
+qiao_dev_error *cuq__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
+                            uint64_t size) {
+  qiao_dev_error *e = cuq__check_queue(queue);
+  if (e == NULL) e = cuq__check_ref(queue, "upload: dst", dst, size, 1);
+  if (e != NULL) return e;
+  if (size == 0) return NULL;
+  if (src == NULL) return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: upload: src is NULL");
+  if ((e = cuq__select(queue->device, "upload")) != NULL) return e;
+  cudaError_t err =
+      cudaMemcpyAsync(cuq__ptr(dst), src, (size_t)size, cudaMemcpyHostToDevice, queue->stream);
+  return err == cudaSuccess ? NULL : cuq__cuda_error(err, "cudaMemcpyAsync", "upload");
+}
+
+qiao_dev_error *cuq__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size) {
+  qiao_dev_error *e = cuq__check_queue(queue);
+  if (e == NULL) e = cuq__check_ref(queue, "download: src", src, size, 1);
+  if (e != NULL) return e;
+  if (size == 0) return NULL;
+  if (dst == NULL) return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: download: dst is NULL");
+  if ((e = cuq__select(queue->device, "download")) != NULL) return e;
+  cudaError_t err =
+      cudaMemcpyAsync(dst, cuq__ptr(src), (size_t)size, cudaMemcpyDeviceToHost, queue->stream);
+  return err == cudaSuccess ? NULL : cuq__cuda_error(err, "cudaMemcpyAsync", "download");
+}
+
+qiao_dev_error *cuq__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src,
+                          uint64_t size) {
+  qiao_dev_error *e = cuq__check_queue(queue);
+  if (e == NULL) e = cuq__check_ref(queue, "copy: dst", dst, size, 1);
+  if (e == NULL) e = cuq__check_ref(queue, "copy: src", src, size, 1);
+  if (e != NULL) return e;
+  if (size == 0) return NULL;
+  if (dst.buffer == src.buffer && dst.offset < src.offset + size && src.offset < dst.offset + size)
+    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: copy: dst and src overlap");
+  if ((e = cuq__select(queue->device, "copy")) != NULL) return e;
+  cudaError_t err = cudaMemcpyAsync(cuq__ptr(dst), cuq__ptr(src), (size_t)size,
+                                    cudaMemcpyDeviceToDevice, queue->stream);
+  return err == cudaSuccess ? NULL : cuq__cuda_error(err, "cudaMemcpyAsync", "copy");
+}
