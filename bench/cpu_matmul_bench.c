@@ -2,7 +2,12 @@
  * the Qwen2.5-0.5B MLP shape (m = 4864, k = 896), per weight dtype, for one
  * token (decode, memory bound) and 128 tokens (prefill, compute bound).
  *
- *   bench_cpu_matmul [n_threads] [seconds per case]
+ *   bench_cpu_matmul [n_threads] [seconds per case] [model]
+ *
+ * With "model" it instead times every matmul of one Qwen2.5-0.5B forward pass
+ * (24 layers of q, k, v, o, gate, up, down; decode also the 151936-row
+ * lm_head) with all weights distinct, i.e. streamed from DRAM as in real
+ * decoding, and prints the tokens/s that the matmuls alone would allow.
  *
  * GB/s counts each weight byte once per matmul call (what decode is bound
  * by); GFLOP/s is 2 * n * m * k per call. "cold" cycles through copies of
@@ -79,6 +84,67 @@ static uint8_t *make_weights(qiao_dev_dtype dtype, uint64_t m, uint64_t k, uint6
   return w;
 }
 
+/* Matmul-only tokens/s of a Qwen2.5-0.5B-shaped model. */
+static void model_bench(const qiao_dev_api *api, qiao_dev_device *device, qiao_dev_queue *queue,
+                        double seconds) {
+  const uint64_t dim = 896, kv = 128, ffn = 4864, vocab = 151936, layers = 24, prefill = 128;
+  const uint64_t shapes[7][2] = {{dim, dim}, {dim, kv},  {dim, kv}, {dim, dim},
+                                 {dim, ffn}, {dim, ffn}, {ffn, dim}}; /* (k, m) */
+  const qiao_dev_dtype dtypes[] = {QIAO_DEV_F16, QIAO_DEV_Q8_0, QIAO_DEV_Q4_0};
+  float *x = malloc(prefill * ffn * sizeof(float));
+  for (uint64_t i = 0; i < prefill * ffn; i++)
+    x[i] = frand();
+  qiao_dev_buffer *xb, *ob;
+  die(api, api->buffer_create(device, prefill * ffn * 4, &xb));
+  die(api, api->buffer_create(device, prefill * vocab * 4, &ob));
+  die(api, api->upload(queue, (qiao_dev_ref){xb, 0}, x, prefill * ffn * 4));
+  printf("%-6s %10s %12s %12s\n", "dtype", "weights", "decode t/s", "prefill128 t/s");
+  for (size_t d = 0; d < sizeof(dtypes) / sizeof(dtypes[0]); d++) {
+    uint64_t per_elem_num = dtypes[d] == QIAO_DEV_F16 ? 64 : dtypes[d] == QIAO_DEV_Q8_0 ? 34 : 18;
+    uint64_t total = 0; /* bytes: layers, then the lm_head */
+    for (int i = 0; i < 7; i++)
+      total += layers * shapes[i][0] * shapes[i][1] * per_elem_num / 32;
+    uint64_t head_off = total;
+    total += vocab * dim * per_elem_num / 32;
+    uint8_t *w = malloc(total);
+    for (uint64_t i = 0; i < total; i++)
+      w[i] = (uint8_t)(i * 2654435761u >> 13) & 0x3f;
+    qiao_dev_buffer *wb;
+    die(api, api->buffer_wrap_host(device, w, total, &wb));
+    double rate[2];
+    for (int mode = 0; mode < 2; mode++) { /* decode (n = 1), prefill (n = 128, no lm_head) */
+      uint64_t n = mode ? prefill : 1, passes = 0;
+      double t0 = now(), t1;
+      do {
+        uint64_t off = 0;
+        for (uint64_t l = 0; l < layers; l++)
+          for (int i = 0; i < 7; i++) {
+            qiao_dev_matmul_args a = {sizeof(a), n,         shapes[i][0], shapes[i][1], {xb, 0},
+                                      dtypes[d], {wb, off}, {NULL, 0},    {ob, 0},      0};
+            die(api, api->matmul(queue, &a));
+            off += shapes[i][0] * shapes[i][1] * per_elem_num / 32;
+          }
+        if (!mode) {
+          qiao_dev_matmul_args a = {sizeof(a),      1,         dim,     vocab, {xb, 0}, dtypes[d],
+                                    {wb, head_off}, {NULL, 0}, {ob, 0}, 0};
+          die(api, api->matmul(queue, &a));
+        }
+        passes++;
+        t1 = now();
+      } while (t1 - t0 < seconds);
+      rate[mode] = (double)(passes * n) / (t1 - t0);
+    }
+    printf("%-6s %8.0fMB %12.1f %12.1f\n", qiao__cpu_dtype_name(dtypes[d]), (double)total / 1e6,
+           rate[0], rate[1]);
+    fflush(stdout);
+    api->buffer_destroy(wb);
+    free(w);
+  }
+  api->buffer_destroy(xb);
+  api->buffer_destroy(ob);
+  free(x);
+}
+
 int main(int argc, char **argv) {
   uint32_t n_threads = argc > 1 ? (uint32_t)atoi(argv[1]) : 0;
   double seconds = argc > 2 ? atof(argv[2]) : 1.0;
@@ -92,6 +158,15 @@ int main(int argc, char **argv) {
   die(api, api->device_open(backend, 0, &dopt, &device));
   qiao_dev_queue *queue;
   die(api, api->queue_create(device, &queue));
+  if (argc > 3 && strcmp(argv[3], "model") == 0) {
+    printf("kernels %s, %u threads, Qwen2.5-0.5B matmuls\n", device->kernels->name,
+           device->n_threads);
+    model_bench(api, device, queue, seconds);
+    api->queue_destroy(queue);
+    api->device_close(device);
+    api->backend_close(backend);
+    return 0;
+  }
   printf("kernels %s, %u threads, m=%llu k=%llu\n", device->kernels->name, device->n_threads,
          (unsigned long long)m, (unsigned long long)k);
 

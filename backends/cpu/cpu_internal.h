@@ -40,10 +40,11 @@ struct qiao_dev_backend {
 /* ---- Kernels --------------------------------------------------------------
  * dot: out[r] = sum_i w[i] * x[r][i] for r < nr (nr <= QIAO__CPU_MAX_ROWS),
  * with w one row of k elements in the kernel's dtype (k % 32 == 0 for
- * Q8_0/Q4_0). Every row's sum is computed in the same order whatever nr is,
- * so a result never depends on how rows were grouped (or on threads).
+ * Q8_0/Q4_0). A result is a function of (w, x[r], k, nr) only: callers form
+ * the groups of rows from the shapes, never from the thread count, so
+ * results are bit-identical for any number of threads.
  * dot2 (optional, NULL when a kernel set lacks it): the same for two weight
- * rows w0, w1 at once, each result bit-identical to dot's.
+ * rows w0, w1 at once, each result bit-identical to dot's for the same nr.
  * axpy: y[i] += a * x[i] for x F32 or F16 (index 0 / 1). */
 #define QIAO__CPU_MAX_ROWS 8
 typedef void (*qiao__cpu_dot_fn)(const uint8_t *w, const float *const *x, int nr, uint64_t k,

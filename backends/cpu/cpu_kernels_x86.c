@@ -4,9 +4,11 @@
  *
  * Weights are dequantized exactly to f32 in registers (d * q is exact in
  * f32: an 11-bit scale times an 8-bit integer) and multiplied into f32
- * accumulators with FMA. The accumulation pattern of one output (step j of
- * 16 or 8 elements into accumulator j % 2 or j % 4) is fixed per ISA, so an
- * output does not depend on how many rows are computed together. */
+ * accumulators with FMA: step j of 16 (8) elements into accumulator j % 2
+ * (j % 4). One AVX-512 exception: a single row of x against quantized
+ * weights (decode) applies the scale once per block, d * sum(q * x), as it
+ * is compute bound there. Either way an output depends on the shapes only,
+ * never on threads. */
 #include "cpu_internal.h"
 
 #if defined(__x86_64__)

@@ -4,9 +4,9 @@
  * contiguous ranges. Within a range, weight rows are taken in tiles of
  * ROW_TILE that stay in cache while every block of TOKEN_BLOCK rows of x is
  * multiplied with them, so a prefill reads each weight once per tile rather
- * than once per token. Every output is one call of the dot kernel whose
- * result does not depend on the grouping, so results are identical for any
- * thread count. */
+ * than once per token. The blocks of x rows follow from n alone and a dot
+ * kernel's result from its block (cpu_internal.h), so results are
+ * bit-identical for any thread count. */
 #include <stdio.h>
 #include <stdlib.h>
 

@@ -51,7 +51,8 @@ qiao_dev_error *cuq__backend_open(const qiao_dev_backend_options *options,
     }
     cuq_device_info *d = &b->devices[b->n_devices++];
     d->ordinal = i;
-    snprintf(d->name, sizeof(d->name), "%s", prop.name);
+    memcpy(d->name, prop.name, sizeof(d->name) - 1); /* prop.name is 256 bytes */
+    d->name[sizeof(d->name) - 1] = '\0';
     d->memory_bytes = prop.totalGlobalMem;
     d->sm_count = prop.multiProcessorCount > 0 ? (uint32_t)prop.multiProcessorCount : 1;
     d->cc_major = prop.major;
@@ -69,7 +70,8 @@ void cuq__backend_close(qiao_dev_backend *backend) {
 }
 
 static qiao_dev_error *check_backend(const qiao_dev_backend *backend, const char *fn) {
-  if (backend == NULL) return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s: backend is NULL", fn);
+  if (backend == NULL)
+    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s: backend is NULL", fn);
   if (backend->magic != CUQ_MAGIC_BACKEND)
     return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: %s: not a CUDA backend handle", fn);
   return NULL;
@@ -83,8 +85,9 @@ static qiao_dev_error *check_index(const qiao_dev_backend *backend, uint32_t ind
                       "cuda: %s: device index %u out of range: no CUDA device is available "
                       "(no GPU, or no NVIDIA driver; driver version %d)",
                       fn, (unsigned)index, backend->driver_version);
-  return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s: device index %u out of range (%u devices)",
-                    fn, (unsigned)index, (unsigned)backend->n_devices);
+  return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
+                    "cuda: %s: device index %u out of range (%u devices)", fn, (unsigned)index,
+                    (unsigned)backend->n_devices);
 }
 
 qiao_dev_error *cuq__device_count(qiao_dev_backend *backend, uint32_t *out_count) {
@@ -113,7 +116,7 @@ qiao_dev_error *cuq__device_get_properties(qiao_dev_backend *backend, uint32_t i
   size_t size = properties->struct_size;
   qiao_dev_properties p;
   memset(&p, 0, sizeof(p));
-  snprintf(p.name, sizeof(p.name), "%s", d->name);
+  memcpy(p.name, d->name, sizeof(p.name));
   snprintf(p.vendor, sizeof(p.vendor), "NVIDIA");
   snprintf(p.driver_version, sizeof(p.driver_version), "driver %d.%d, runtime %d.%d, sm_%d%d",
            backend->driver_version / 1000, backend->driver_version % 1000 / 10,

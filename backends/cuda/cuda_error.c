@@ -71,7 +71,7 @@ qiao_dev_error *cuq__launch_error(cuq_status st, const char *op) {
   if (st.call == NULL) return NULL;
   if (st.cuda_error != 0) return cuq__cuda_error((cudaError_t)st.cuda_error, st.call, op);
   cublasStatus_t cs = (cublasStatus_t)st.cublas_error;
-  qiao_dev_code code = cs == CUBLAS_STATUS_ALLOC_FAILED ? QIAO_DEV_OUT_OF_MEMORY
+  qiao_dev_code code = cs == CUBLAS_STATUS_ALLOC_FAILED       ? QIAO_DEV_OUT_OF_MEMORY
                        : cs == CUBLAS_STATUS_EXECUTION_FAILED ? QIAO_DEV_DEVICE_LOST
                                                               : QIAO_DEV_INTERNAL;
   return cuq__error(code, "cuda: %s(%s): %s: %s", st.call, op, cublasGetStatusName(cs),

@@ -32,7 +32,7 @@ struct qiao_dev_error {
 /* What backend_open learned about one GPU. */
 typedef struct cuq_device_info {
   int ordinal;
-  char name[256];
+  char name[128]; /* as qiao_dev_properties.name */
   uint64_t memory_bytes;
   uint32_t sm_count;
   int cc_major, cc_minor;
@@ -114,16 +114,15 @@ qiao_dev_error *cuq__queue_synchronize(qiao_dev_queue *queue);
 qiao_dev_error *cuq__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
                             uint64_t size);
 qiao_dev_error *cuq__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size);
-qiao_dev_error *cuq__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src,
-                          uint64_t size);
+qiao_dev_error *cuq__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src, uint64_t size);
 /* Checks a queue handle: BAD_HANDLE unless it is a live queue of this backend. */
 qiao_dev_error *cuq__check_queue(const qiao_dev_queue *queue);
 /* Checks that `ref` names `bytes` bytes of a buffer of the queue's device,
- * starting at an offset that is a multiple of `align`. `what` is
- * "<op>: <operand>" for messages. */
+ * starting at an offset that is a multiple of `align`; {NULL, 0} is accepted
+ * when `bytes` is 0. `what` is "<op>: <operand>" for messages. */
 qiao_dev_error *cuq__check_ref(const qiao_dev_queue *queue, const char *what, qiao_dev_ref ref,
                                uint64_t bytes, uint64_t align);
-/* The device address of a validated ref. */
+/* The device address of a validated ref (NULL for a {NULL, 0} operand). */
 void *cuq__ptr(qiao_dev_ref ref);
 /* At least `bytes` of queue scratch (grown after synchronizing the stream). */
 qiao_dev_error *cuq__scratch(qiao_dev_queue *queue, uint64_t bytes, void **out);

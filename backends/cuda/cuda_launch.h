@@ -83,17 +83,17 @@ cuq_status cuq_matmul_experts(cudaStream_t s, qiao_dev_dtype dtype, const float 
 typedef struct cuq_attention_dims {
   uint64_t n_tokens, n_heads, n_kv_heads, head_dim;
   uint64_t n_seqs, max_blocks_per_seq, block_size, n_blocks; /* n_blocks = n_slots / block_size */
-  uint64_t window; /* 0 = unlimited, else <= 2^31 */
+  uint64_t window;                                           /* 0 = unlimited, else <= 2^31 */
   float scale;
   uint32_t n_split; /* >= 1: the KV positions of a token are split in n_split chunks */
   uint64_t chunk;   /* positions per chunk (split s covers [s*chunk, (s+1)*chunk)) */
 } cuq_attention_dims;
 /* Scratch bytes for n_split > 1 (the partial results), 0 when n_split == 1. */
 uint64_t cuq_attention_scratch(const cuq_attention_dims *d);
-cuq_status cuq_attention(cudaStream_t s, int cache_f16, const cuq_attention_dims *d,
-                         const float *q, const void *k_cache, const void *v_cache,
-                         const int32_t *block_table, const int32_t *token_seq,
-                         const int32_t *token_pos, float *out, void *scratch, int *flags);
+cuq_status cuq_attention(cudaStream_t s, int cache_f16, const cuq_attention_dims *d, const float *q,
+                         const void *k_cache, const void *v_cache, const int32_t *block_table,
+                         const int32_t *token_seq, const int32_t *token_pos, float *out,
+                         void *scratch, int *flags);
 
 #ifdef __cplusplus
 }

@@ -48,7 +48,7 @@ void cuq__buffer_destroy(qiao_dev_buffer *buffer) {
 }
 
 void *cuq__ptr(qiao_dev_ref ref) {
-  return (char *)ref.buffer->ptr + ref.offset;
+  return ref.buffer == NULL ? NULL : (char *)ref.buffer->ptr + ref.offset;
 }
 
 /* ---- queues */
@@ -70,7 +70,8 @@ qiao_dev_error *cuq__queue_create(qiao_dev_device *device, qiao_dev_queue **out_
     return cuq__cuda_error(err, "cudaStreamCreateWithFlags", "queue_create");
   }
   err = cudaMalloc((void **)&q->flags, QIAO_DEV_OP_COUNT * sizeof(int));
-  if (err == cudaSuccess) err = cudaMemsetAsync(q->flags, 0, QIAO_DEV_OP_COUNT * sizeof(int), q->stream);
+  if (err == cudaSuccess)
+    err = cudaMemsetAsync(q->flags, 0, QIAO_DEV_OP_COUNT * sizeof(int), q->stream);
   if (err != cudaSuccess) {
     e = cuq__cuda_error(err, "cudaMalloc", "queue_create: error flags");
     cudaFree(q->flags);
@@ -195,6 +196,8 @@ qiao_dev_error *cuq__cublas(qiao_dev_queue *queue, void **out_handle) {
 
 qiao_dev_error *cuq__check_ref(const qiao_dev_queue *queue, const char *what, qiao_dev_ref ref,
                                uint64_t bytes, uint64_t align) {
+  /* An operand of zero bytes (a dimension of 0) may be given as {NULL, 0}. */
+  if (ref.buffer == NULL && bytes == 0 && ref.offset == 0) return NULL;
   if (ref.buffer == NULL)
     return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s: buffer is NULL", what);
   const qiao_dev_buffer *b = ref.buffer;

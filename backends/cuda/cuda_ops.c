@@ -93,8 +93,8 @@ static qiao_dev_error *check_call(const qiao_dev_queue *q, const char *op, const
   if (e != NULL) return e;
   if (args == NULL) return INVALID("cuda: %s: args is NULL", op);
   if (struct_size < ours)
-    return INVALID("cuda: %s: args struct_size %zu is smaller than ABI 1.0's %zu", op,
-                   struct_size, ours);
+    return INVALID("cuda: %s: args struct_size %zu is smaller than ABI 1.0's %zu", op, struct_size,
+                   ours);
   return NULL;
 }
 
@@ -113,7 +113,7 @@ static qiao_dev_error *check_call(const qiao_dev_queue *q, const char *op, const
 qiao_dev_error *cuq__embed(qiao_dev_queue *q, const qiao_dev_embed_args *a) {
   const char *op = "embed";
   CHECK_CALL(op, q, a);
-  uint64_t row, align, table_bytes, ids_bytes, out_bytes;
+  uint64_t row = 0, align = 1, table_bytes, ids_bytes, out_bytes;
   TRY(weight_row(op, a->table_dtype, a->dim, &row, &align));
   if (!prod(&table_bytes, a->vocab, row, 1)) return too_big(op, "table");
   if (!prod(&ids_bytes, a->n_tokens, 4, 1)) return too_big(op, "ids");
@@ -137,7 +137,7 @@ qiao_dev_error *cuq__embed(qiao_dev_queue *q, const qiao_dev_embed_args *a) {
 qiao_dev_error *cuq__matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
   const char *op = "matmul";
   CHECK_CALL(op, q, a);
-  uint64_t row, align, x_bytes, w_bytes, bias_bytes, out_bytes;
+  uint64_t row = 0, align = 1, x_bytes, w_bytes, bias_bytes, out_bytes;
   TRY(weight_row(op, a->w_dtype, a->k, &row, &align));
   if (!prod(&x_bytes, a->n, a->k, 4)) return too_big(op, "x");
   if (!prod(&w_bytes, a->m, row, 1)) return too_big(op, "w");
@@ -169,8 +169,8 @@ qiao_dev_error *cuq__matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
         cuq_matmul_small(q->stream, a->w_dtype, x, w, row, bias, out, a->n, a->k, a->m, acc), op);
   /* Prefill with unquantized weights: cuBLAS (see kernels_matmul.cu for how F16/BF16
    * keep F32 activations exact). k == 0 is left to the tiled kernel (bias only). */
-  bool dense = a->w_dtype == QIAO_DEV_F32 || a->w_dtype == QIAO_DEV_F16 ||
-               a->w_dtype == QIAO_DEV_BF16;
+  bool dense =
+      a->w_dtype == QIAO_DEV_F32 || a->w_dtype == QIAO_DEV_F16 || a->w_dtype == QIAO_DEV_BF16;
   if (dense && q->device->use_cublas && a->k > 0 && a->k <= INT32_MAX && a->m <= INT32_MAX) {
     uint64_t rows_per_chunk = 0;
     uint64_t need = cuq_matmul_cublas_scratch(a->w_dtype, a->n, a->k, a->m, &rows_per_chunk);
@@ -237,7 +237,7 @@ qiao_dev_error *cuq__rope(qiao_dev_queue *q, const qiao_dev_rope_args *a) {
 qiao_dev_error *cuq__kv_write(qiao_dev_queue *q, const qiao_dev_kv_write_args *a) {
   const char *op = "kv_write";
   CHECK_CALL(op, q, a);
-  uint64_t es, in_bytes, slots_bytes, cache_bytes;
+  uint64_t es = 0, in_bytes, slots_bytes, cache_bytes;
   TRY(cache_elem(op, a->cache_dtype, &es));
   if (!prod(&in_bytes, a->n_tokens, a->kv_dim, 4)) return too_big(op, "k");
   if (!prod(&slots_bytes, a->n_tokens, 4, 1)) return too_big(op, "slots");
@@ -270,7 +270,7 @@ qiao_dev_error *cuq__kv_write(qiao_dev_queue *q, const qiao_dev_kv_write_args *a
 qiao_dev_error *cuq__attention(qiao_dev_queue *q, const qiao_dev_attention_args *a) {
   const char *op = "attention";
   CHECK_CALL(op, q, a);
-  uint64_t es;
+  uint64_t es = 0;
   TRY(cache_elem(op, a->cache_dtype, &es));
   if (a->n_kv_heads == 0 || a->n_heads % a->n_kv_heads != 0)
     return INVALID("cuda: attention: n_heads %llu is not a multiple of n_kv_heads %llu",
@@ -354,9 +354,9 @@ qiao_dev_error *cuq__attention(qiao_dev_queue *q, const qiao_dev_attention_args 
 
 /* ---- swiglu and add: out may equal an input exactly, and may not otherwise overlap one */
 
-static qiao_dev_error *binary_check(qiao_dev_queue *q, const char *op, uint64_t n,
-                                    qiao_dev_ref in0, const char *name0, qiao_dev_ref in1,
-                                    const char *name1, qiao_dev_ref out) {
+static qiao_dev_error *binary_check(qiao_dev_queue *q, const char *op, uint64_t n, qiao_dev_ref in0,
+                                    const char *name0, qiao_dev_ref in1, const char *name1,
+                                    qiao_dev_ref out) {
   uint64_t bytes;
   if (!prod(&bytes, n, 4, 1)) return too_big(op, "out");
   TRY(check(q, op, name0, in0, bytes, 4));
@@ -429,7 +429,7 @@ qiao_dev_error *cuq__moe_gate(qiao_dev_queue *q, const qiao_dev_moe_gate_args *a
 qiao_dev_error *cuq__matmul_experts(qiao_dev_queue *q, const qiao_dev_matmul_experts_args *a) {
   const char *op = "matmul_experts";
   CHECK_CALL(op, q, a);
-  uint64_t row, align, expert_bytes, w_bytes, slots, x_rows, x_bytes, ids_bytes, out_bytes;
+  uint64_t row = 0, align = 1, expert_bytes, w_bytes, slots, x_rows, x_bytes, ids_bytes, out_bytes;
   TRY(weight_row(op, a->w_dtype, a->in_dim, &row, &align));
   if (!prod(&expert_bytes, a->out_dim, row, 1) || !prod(&w_bytes, a->n_experts, expert_bytes, 1))
     return too_big(op, "w");

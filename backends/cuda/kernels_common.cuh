@@ -66,8 +66,7 @@ __device__ __forceinline__ void cuq_flag(int *flags, int op) {
 
 /* Element i of a weight row in its stored dtype, dequantized exactly
  * (row: the row's first byte; quantized rows are whole 32-element blocks). */
-template <int DT>
-__device__ __forceinline__ float load_elem(const unsigned char *row, uint64_t i) {
+template <int DT> __device__ __forceinline__ float load_elem(const unsigned char *row, uint64_t i) {
   if (DT == QIAO_DEV_F32) return __ldg((const float *)row + i);
   if (DT == QIAO_DEV_F16) return cuq_h2f(cuq_ld16(row + 2 * i));
   if (DT == QIAO_DEV_BF16) return cuq_bf2f(cuq_ld16(row + 2 * i));

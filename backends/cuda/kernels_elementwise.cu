@@ -35,19 +35,24 @@ extern "C" cuq_status cuq_embed(cudaStream_t s, qiao_dev_dtype dtype, const void
   const unsigned char *t = (const unsigned char *)table;
   switch (dtype) {
   case QIAO_DEV_F32:
-    embed_kernel<QIAO_DEV_F32><<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
+    embed_kernel<QIAO_DEV_F32>
+        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
     break;
   case QIAO_DEV_F16:
-    embed_kernel<QIAO_DEV_F16><<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
+    embed_kernel<QIAO_DEV_F16>
+        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
     break;
   case QIAO_DEV_BF16:
-    embed_kernel<QIAO_DEV_BF16><<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
+    embed_kernel<QIAO_DEV_BF16>
+        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
     break;
   case QIAO_DEV_Q8_0:
-    embed_kernel<QIAO_DEV_Q8_0><<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
+    embed_kernel<QIAO_DEV_Q8_0>
+        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
     break;
   default:
-    embed_kernel<QIAO_DEV_Q4_0><<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
+    embed_kernel<QIAO_DEV_Q4_0>
+        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
     break;
   }
   return cuq_launched("cudaLaunchKernel(embed)");
@@ -123,9 +128,9 @@ extern "C" cuq_status cuq_rope(cudaStream_t s, float *x, const int32_t *position
  * subnormals and overflow to infinity included). */
 
 template <bool F16>
-__global__ void kv_write_kernel(const float *k, const float *v, const int32_t *slots,
-                                void *k_cache, void *v_cache, uint64_t n_tokens, uint64_t kv_dim,
-                                uint64_t n_slots, int *flags) {
+__global__ void kv_write_kernel(const float *k, const float *v, const int32_t *slots, void *k_cache,
+                                void *v_cache, uint64_t n_tokens, uint64_t kv_dim, uint64_t n_slots,
+                                int *flags) {
   const uint64_t total = n_tokens * kv_dim;
   for (uint64_t e = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; e < total;
        e += (uint64_t)gridDim.x * blockDim.x) {
@@ -152,15 +157,16 @@ extern "C" cuq_status cuq_kv_write(cudaStream_t s, int cache_f16, const float *k
                                    int *flags) {
   const unsigned g = cuq_grid(n_tokens * kv_dim, THREADS);
   if (cache_f16)
-    kv_write_kernel<true><<<g, THREADS, 0, s>>>(k, v, slots, k_cache, v_cache, n_tokens, kv_dim,
-                                                n_slots, flags);
+    kv_write_kernel<true>
+        <<<g, THREADS, 0, s>>>(k, v, slots, k_cache, v_cache, n_tokens, kv_dim, n_slots, flags);
   else
-    kv_write_kernel<false><<<g, THREADS, 0, s>>>(k, v, slots, k_cache, v_cache, n_tokens, kv_dim,
-                                                 n_slots, flags);
+    kv_write_kernel<false>
+        <<<g, THREADS, 0, s>>>(k, v, slots, k_cache, v_cache, n_tokens, kv_dim, n_slots, flags);
   return cuq_launched("cudaLaunchKernel(kv_write)");
 }
 
-/* ---- swiglu and add: out may equal an input (each element is read, then written, by one thread) */
+/* ---- swiglu and add: out may equal an input (each element is read, then written, by one thread)
+ */
 
 __global__ void swiglu_kernel(const float *gate, const float *up, float *out, uint64_t n) {
   for (uint64_t i = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; i < n;
@@ -337,8 +343,7 @@ __global__ void moe_combine_kernel(const float *x, const float *weights, float *
 extern "C" cuq_status cuq_moe_combine(cudaStream_t s, const float *x, const float *weights,
                                       float *out, uint64_t n_tokens, uint64_t k, uint64_t dim,
                                       int accumulate) {
-  moe_combine_kernel<<<cuq_grid(n_tokens * dim, THREADS), THREADS, 0, s>>>(x, weights, out,
-                                                                          n_tokens, k, dim,
-                                                                          accumulate);
+  moe_combine_kernel<<<cuq_grid(n_tokens * dim, THREADS), THREADS, 0, s>>>(
+      x, weights, out, n_tokens, k, dim, accumulate);
   return cuq_launched("cudaLaunchKernel(moe_combine)");
 }

@@ -35,8 +35,8 @@ typedef struct qiao_engine_options {
   const char *backend;       /* a backend name ("cpu") or a plugin path; NULL = "cpu" */
   uint32_t n_threads;        /* host threads for the backend; 0 = its default */
   uint32_t block_size;       /* tokens per KV cache block; 0 = 16 */
-  uint32_t n_blocks;         /* KV cache blocks; 0 = enough for max_seqs x max_context */
-  uint32_t max_context;      /* positions per sequence; 0 = the model's context_length */
+  uint32_t n_blocks;         /* KV cache blocks, shared by all sequences; 0 = one max_context */
+  uint32_t max_context;      /* positions per sequence; 0 = min(context_length, 4096) */
   uint32_t max_seqs;         /* live sequences at once; 0 = 8 */
   uint32_t max_batch_tokens; /* tokens per device pass; 0 = 512 (longer calls are split) */
   qiao_dtype cache_dtype;    /* QIAO_DTYPE_F32 (default, 0) or QIAO_DTYPE_F16 */

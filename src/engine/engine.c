@@ -459,6 +459,11 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
   e->h_block_table = malloc((size_t)e->max_seqs * e->max_blocks_per_seq * 4);
   if (!e->h_tokens || !e->h_positions || !e->h_slots || !e->h_token_seq || !e->h_block_table)
     return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  if (e->verbose)
+    fprintf(stderr, "engine: %s on %s (%s), weights %s, KV cache %u blocks of %u (%s)\n",
+            hp->architecture, qiao_backend_name(e->backend), e->device_name,
+            e->host_memory ? "used in place" : "uploaded", e->n_blocks, e->block_size,
+            qiao_dev_dtype_name(e->cache_dtype));
   /* Wait for the weight uploads. */
   return QIAO__DEV(e, e->api->queue_synchronize(e->queue), "uploading weights");
 }

@@ -517,6 +517,10 @@ static uint64_t tensor_lookup(const qiao_model *model, const char *name) {
   return s ? s - 1 : UINT64_MAX;
 }
 
+uint64_t qiao__model_tensor_index(const qiao_model *model, const char *name) {
+  return tensor_lookup(model, name);
+}
+
 const qiao_tensor *qiao_model_tensor_find(const qiao_model *model, const char *name) {
   uint64_t i = tensor_lookup(model, name);
   return i == UINT64_MAX ? NULL : model->tensors[i];

@@ -86,6 +86,10 @@ qiao__tensor_origin *qiao__model_tensor_origin(const qiao_model *model, uint64_t
  * streaming conversion bounded. */
 void qiao__model_release_pages(const qiao_model *model, const void *data, uint64_t size);
 
+/* The index of tensor `name` (for qiao_model_tensor_at), UINT64_MAX when
+ * absent. */
+uint64_t qiao__model_tensor_index(const qiao_model *model, const char *name);
+
 /* Changes the format name ("qiao", "gguf", "hf", "llama2c"). */
 void qiao__model_set_format(qiao_model *model, const char *format);
 

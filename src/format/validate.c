@@ -22,20 +22,14 @@ static void shape_text(char *buf, size_t size, uint32_t n, const uint64_t *shape
   if (len > 0 && (size_t)len < size) snprintf(buf + len, size - (size_t)len, ")");
 }
 
-static uint64_t tensor_offset(const checker *c, const qiao_tensor *t) {
-  for (uint64_t i = 0; i < qiao_model_tensor_count(c->m); i++)
-    if (qiao_model_tensor_at(c->m, i) == t) return qiao__model_tensor_origin(c->m, i)->offset;
-  return 0;
-}
-
 /* Requires tensor `name` (when `required`) with exactly `shape`. */
 static qiao_status *expect(checker *c, const char *name, bool required, uint32_t n_dims,
                            uint64_t d0, uint64_t d1, uint64_t d2) {
-  const qiao_tensor *t = qiao_model_tensor_find(c->m, name);
-  if (t == NULL)
+  uint64_t index = qiao__model_tensor_index(c->m, name);
+  if (index == UINT64_MAX)
     return required ? qiao__error(QIAO_MALFORMED, "%s: tensor %s: missing", c->file, name) : NULL;
-  for (uint64_t i = 0; i < qiao_model_tensor_count(c->m); i++)
-    if (qiao_model_tensor_at(c->m, i) == t) c->seen[i] = true;
+  const qiao_tensor *t = qiao_model_tensor_at(c->m, index);
+  c->seen[index] = true;
   uint64_t want[3] = {d0, d1, d2};
   bool ok = t->n_dims == n_dims;
   for (uint32_t d = 0; ok && d < n_dims; d++)
@@ -45,7 +39,7 @@ static qiao_status *expect(checker *c, const char *name, bool required, uint32_t
     shape_text(got, sizeof(got), t->n_dims, t->shape);
     shape_text(exp, sizeof(exp), n_dims, want);
     char at[48] = "";
-    uint64_t off = tensor_offset(c, t);
+    uint64_t off = qiao__model_tensor_origin(c->m, index)->offset;
     if (off) snprintf(at, sizeof(at), " at byte offset %" PRIu64, off);
     return qiao__error(QIAO_MALFORMED, "%s: tensor %s: shape %s, but the hyperparameters need %s%s",
                        c->file, name, got, exp, at);

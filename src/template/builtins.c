@@ -514,7 +514,7 @@ static tpl_value loop_attr(tpl_ctx *ctx, tpl_value *obj, const char *name) {
 }
 
 tpl_value tpl_getattr(tpl_ctx *ctx, tpl_value *obj, const char *name) {
-  tpl_charge(ctx, 1);
+  tpl_charge(ctx, 1 + ((obj->kind == V_DICT || obj->kind == V_NS) ? obj->u.dict->n / 16 : 0));
   switch (obj->kind) {
   case V_UNDEF: tpl_undefined_error(ctx, obj);
   case V_DICT:
@@ -897,6 +897,7 @@ static bool run_test(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_args *a) 
     return v->kind == V_STR && tpl_known_test(tpl_strdup(&ctx->arena, v->u.s.p, v->u.s.len));
   if (streq(name, "lower") || streq(name, "upper")) {
     tpl_value s = tpl_to_str(ctx, v);
+    tpl_charge(ctx, s.u.s.len / 16);
     return str_is_case(&s, streq(name, "lower"));
   }
   if (x == NULL) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "test '%s' needs an argument", name);
@@ -1107,7 +1108,9 @@ static tpl_value filter_escape(tpl_ctx *ctx, tpl_value *v) {
 
 static int64_t length_of(tpl_ctx *ctx, tpl_value *v) {
   switch (v->kind) {
-  case V_STR: return (int64_t)tpl_utf8_count(v->u.s.p, v->u.s.len);
+  case V_STR:
+    tpl_charge(ctx, v->u.s.len / 64);
+    return (int64_t)tpl_utf8_count(v->u.s.p, v->u.s.len);
   case V_LIST:
     if (v->u.list->iterator)
       tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "object of type '%s' has no len()", v->u.list->iterator);
@@ -1121,6 +1124,7 @@ static int64_t length_of(tpl_ctx *ctx, tpl_value *v) {
 }
 
 static tpl_value center(tpl_ctx *ctx, tpl_value *s, int64_t width) {
+  tpl_charge(ctx, s->u.s.len / 64);
   int64_t n = (int64_t)tpl_utf8_count(s->u.s.p, s->u.s.len);
   if (width <= n) return *s;
   if (width > (int64_t)ctx->max_output) tpl_fail(ctx, QIAO_LIMIT, "center width is too large");
@@ -1383,6 +1387,7 @@ static tpl_value do_filter(tpl_ctx *ctx, const char *name, tpl_value *v, tpl_arg
   }
   if (streq(name, "wordcount")) {
     tpl_value s = tpl_to_str(ctx, v);
+    tpl_charge(ctx, s.u.s.len / 16);
     int64_t n = 0;
     bool in_word = false;
     size_t i = 0;
@@ -1467,6 +1472,7 @@ tpl_value tpl_apply_filter(tpl_ctx *ctx, const char *name, tpl_value *operand, t
 /* ---- methods -------------------------------------------------------------------- */
 
 static tpl_value str_method(tpl_ctx *ctx, tpl_value *s, const char *name, tpl_args *a) {
+  tpl_charge(ctx, s->u.s.len / 64); /* every method may scan the string once */
   tpl_value *x = arg(a, 0, NULL), *y = arg(a, 1, NULL);
   if (streq(name, "startswith") || streq(name, "endswith")) {
     if (!x) tpl_fail(ctx, QIAO_INVALID_ARGUMENT, "%s needs an argument", name);

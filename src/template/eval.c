@@ -161,7 +161,15 @@ static int64_t num_i(const tpl_value *v) {
 }
 
 static tpl_value repeat(tpl_ctx *ctx, tpl_value *seq, int64_t times) {
-  if (times < 0) times = 0;
+  /* an empty sequence stays empty however often it repeats (and must not
+   * loop `times` times) */
+  size_t n = seq->kind == V_STR ? seq->u.s.len : seq->u.list->n;
+  if (times <= 0 || n == 0) {
+    if (seq->kind == V_STR) return tpl_str("", 0);
+    tpl_value out = tpl_new_list(ctx, 0);
+    out.u.list->tuple = seq->u.list->tuple;
+    return out;
+  }
   if (seq->kind == V_STR) {
     uint64_t total;
     if (!qiao__mul_u64(seq->u.s.len, (uint64_t)times, &total) || total > ctx->max_output)

@@ -85,6 +85,7 @@ tpl_value *tpl_dict_get_str(tpl_dict *d, const char *key, size_t len) {
   return NULL;
 }
 void tpl_dict_set(tpl_ctx *ctx, tpl_dict *d, tpl_value key, tpl_value val) {
+  tpl_charge(ctx, d->n / 16); /* the lookup below is linear */
   tpl_value *slot = tpl_dict_get(d, key);
   if (slot) {
     *slot = val;
@@ -148,14 +149,17 @@ static bool equal(tpl_ctx *ctx, const tpl_value *a, const tpl_value *b, int dept
     const tpl_list *x = a->u.list, *y = b->u.list;
     if (x->iterator || y->iterator) return x == y;
     if (x->n != y->n || x->tuple != y->tuple) return false;
-    for (size_t i = 0; i < x->n; i++)
+    for (size_t i = 0; i < x->n; i++) {
+      if (ctx) tpl_charge(ctx, 1);
       if (!equal(ctx, &x->items[i], &y->items[i], depth + 1)) return false;
+    }
     return true;
   }
   case V_DICT: {
     tpl_dict *x = a->u.dict, *y = b->u.dict;
     if (x->n != y->n) return false;
     for (size_t i = 0; i < x->n; i++) {
+      if (ctx) tpl_charge(ctx, 1 + y->n / 16);
       tpl_value *other = tpl_dict_get(y, x->keys[i]);
       if (!other || !equal(ctx, &x->vals[i], other, depth + 1)) return false;
     }

@@ -88,6 +88,7 @@ int main(int argc, char **argv) {
   snprintf(env, sizeof(env), "/nonexistent-dir::%s", dir);
   setenv("QIAO_BACKEND_PATH", env, 1);
   backend = NULL;
+  snprintf(path, sizeof(path), "%s/libqiao-testvalid.so", dir);
   CHECK_OK(qiao_backend_load("testvalid", &backend));
   CHECK(backend != NULL && strcmp(qiao_backend_origin(backend), path) == 0);
   qiao_backend_unload(backend);

@@ -105,50 +105,55 @@ OP(moe_gate)
 OP(matmul_experts)
 OP(moe_combine)
 
-static const qiao_dev_api api =
-                              {
-                                  .struct_size = TEST_PLUGIN_KIND == KIND_SMALL
-                                                     ? offsetof(qiao_dev_api, embed)
-                                                     : sizeof(qiao_dev_api),
-                                  .abi_major =
-                                      TEST_PLUGIN_KIND == KIND_MAJOR2 ? 2 : QIAO_DEVICE_ABI_MAJOR,
-                                  .abi_minor = QIAO_DEVICE_ABI_MINOR,
-                                  .name = "test",
-                                  .version = "0",
-                                  .error_code = error_code,
-                                  .error_message = error_message,
-                                  .error_destroy = error_destroy,
-                                  .backend_open = backend_open,
-                                  .backend_close = backend_close,
-                                  .device_count = device_count,
-                                  .device_get_properties = device_get_properties,
-                                  .device_open = device_open,
-                                  .device_close = device_close,
-                                  .op_supported = op_supported,
-                                  .buffer_create = buffer_create,
-                                  .buffer_destroy = buffer_destroy,
-                                  .queue_create = queue_create,
-                                  .queue_destroy = queue_destroy,
-                                  .queue_synchronize = queue_synchronize,
-                                  .upload = upload,
-                                  .download = download,
-                                  .copy = copy,
-                                  .embed = embed,
-                                  .matmul = matmul,
-                                  .rmsnorm = rmsnorm,
-                                  .rope = TEST_PLUGIN_KIND == KIND_NULL_FN ? NULL : rope,
-                                  .kv_write = kv_write,
-                                  .attention = attention,
-                                  .swiglu = swiglu,
-                                  .add = add,
-                                  .argmax = argmax,
-                                  .moe_gate = moe_gate,
-                                  .matmul_experts = matmul_experts,
-                                  .moe_combine = moe_combine,
-},
-                          .appended = {future_function, future_function, future_function},
-}
-;
+/* The 1.0 table, then (for KIND_NEWER) what a later minor version appended. */
+static void future_function(void) {}
+static const struct {
+  qiao_dev_api v1;
+  void (*appended[3])(void);
+} table = {
+    .v1 =
+        {
+            .struct_size = TEST_PLUGIN_KIND == KIND_SMALL ? offsetof(qiao_dev_api, embed)
+                           : TEST_PLUGIN_KIND == KIND_NEWER
+                               ? sizeof(qiao_dev_api) + 3 * sizeof(void (*)(void))
+                               : sizeof(qiao_dev_api),
+            .abi_major = TEST_PLUGIN_KIND == KIND_MAJOR2 ? 2 : QIAO_DEVICE_ABI_MAJOR,
+            .abi_minor = TEST_PLUGIN_KIND == KIND_NEWER ? 7 : QIAO_DEVICE_ABI_MINOR,
+            .name = "test",
+            .version = "0",
+            .error_code = error_code,
+            .error_message = error_message,
+            .error_destroy = error_destroy,
+            .backend_open = backend_open,
+            .backend_close = backend_close,
+            .device_count = device_count,
+            .device_get_properties = device_get_properties,
+            .device_open = device_open,
+            .device_close = device_close,
+            .op_supported = op_supported,
+            .buffer_create = buffer_create,
+            .buffer_destroy = buffer_destroy,
+            .queue_create = queue_create,
+            .queue_destroy = queue_destroy,
+            .queue_synchronize = queue_synchronize,
+            .upload = upload,
+            .download = download,
+            .copy = copy,
+            .embed = embed,
+            .matmul = matmul,
+            .rmsnorm = rmsnorm,
+            .rope = TEST_PLUGIN_KIND == KIND_NULL_FN ? NULL : rope,
+            .kv_write = kv_write,
+            .attention = attention,
+            .swiglu = swiglu,
+            .add = add,
+            .argmax = argmax,
+            .moe_gate = moe_gate,
+            .matmul_experts = matmul_experts,
+            .moe_combine = moe_combine,
+        },
+    .appended = {future_function, future_function, future_function},
+};
 static const qiao_dev_api *const api_ptr = &table.v1;
 
 #if TEST_PLUGIN_KIND == KIND_NO_ENTRY

@@ -41,6 +41,7 @@ static inline double rel_l2(const float *a, const float *b, size_t n) {
 
 /* Logits of every position of `ids` in one sequence (one forward call). */
 static inline qiao_status *all_logits(qiao_engine *e, const int32_t *ids, size_t n, float *out) {
+  if (n > 512) return qiao_engine_forward(e, NULL, NULL, NULL); /* an error: too long here */
   int32_t seq = -1;
   qiao_status *st = qiao_engine_seq_create(e, &seq);
   if (st) return st;
@@ -61,6 +62,7 @@ static inline qiao_status *all_logits(qiao_engine *e, const int32_t *ids, size_t
  * the argmax is computed on the device. */
 static inline qiao_status *greedy(qiao_engine *e, const int32_t *prompt, size_t n_prompt,
                                   int32_t *out, size_t n_out) {
+  if (n_prompt > 512) return qiao_engine_forward(e, NULL, NULL, NULL); /* too long here */
   int32_t seq = -1;
   qiao_status *st = qiao_engine_seq_create(e, &seq);
   if (st) return st;

@@ -64,6 +64,14 @@ printf 'Hello there.\nTell me a story.\n' | "$QIAO_BIN" chat -m "$T/chat.gguf" -
 [ "$(wc -l < "$T/chat")" -eq 2 ] || fail "template chat: $(cat "$T/chat")"
 grep -q "^chat: turn 2: reused [1-9][0-9]* of" "$T/err" || fail "template chat: no cache reuse: $(cat "$T/err")"
 
+# bench on a file (no tokenizer needed), one JSON line with the promised keys.
+"$QIAO_BIN" bench -m "$S/stories260K.gguf" -p 8 -n 4 --reps 1 -t 1 --json > "$T/bench" 2>/dev/null
+[ "$(wc -l < "$T/bench")" -eq 1 ] || fail "bench: not one line"
+for key in prefill_tokens_per_s decode_tokens_per_s weight_bytes_per_token memory_bandwidth_gb_s \
+  bandwidth_bound_tokens_per_s fraction_of_bound backend device threads model type; do
+  grep -q "\"$key\": " "$T/bench" || fail "bench: no $key in $(cat "$T/bench")"
+done
+
 # Errors: one line, exit 1 (bad token id) or 2 (usage).
 set +e
 "$QIAO_BIN" logits --ids "1 9999" -o "$T/x.f32" 2> "$T/err"; rc=$?

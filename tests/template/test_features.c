@@ -52,6 +52,10 @@ int main(void) {
 
   /* transformers' {% generation %} marks assistant text and renders it as is */
   check_render("a{% generation %}b{{ 1 }}{% endgeneration %}\nc", "{}", "ab1c");
+  /* an empty string or list repeated a huge number of times is empty (found by fuzzing: it
+   * used to loop that many times) */
+  check_render("[{{ 'y' * 0 * 52 ** 8 }}{{ [] * 9000000000000 }}{{ '' * 9000000000000 }}]", "{}",
+               "[[]]");
   /* no variables at all */
   check_render("x{{ y }}z", "", "xz");
   /* a NUL byte in a value passes through */
