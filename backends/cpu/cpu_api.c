@@ -159,7 +159,8 @@ static qiao_dev_error *device_get_properties(qiao_dev_backend *backend, uint32_t
   PUT(vendor)
   PUT(driver_version)
   PUT(memory_bytes)
-  PUT(max_buffer_bytes) PUT(compute_units) PUT(flags)
+  PUT(max_buffer_bytes)
+  PUT(compute_units) PUT(flags)
 #undef PUT
       return NULL;
 }

@@ -228,14 +228,14 @@ qiao_dev_error *qiao__cpu_matmul_experts(qiao_dev_queue *queue,
   TRY(qiao__cpu_no_overlap(op, &out, &x, 0));
   TRY(qiao__cpu_no_overlap(op, &out, &w, 0));
   TRY(qiao__cpu_no_overlap(op, &out, &ids, 0));
+  if (n_pairs > UINT32_MAX)
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %llu routing pairs is more than 2^32",
+                           op, (unsigned long long)n_pairs);
   const int32_t *id = (const int32_t *)(const void *)ids.ptr;
   for (uint64_t p = 0; p < n_pairs; p++)
     DEFER(check_id(op, "ids", p / a->k, p % a->k, 1, id[p], a->n_experts, "n_experts"));
   if (n_pairs == 0 || a->out_dim == 0) return NULL;
 
-  if (n_pairs > UINT32_MAX)
-    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %llu routing pairs is more than 2^32",
-                           op, (unsigned long long)n_pairs);
   /* Sort the pairs by (expert, pair): keys are unique, so pair order is kept
    * within an expert and the grouping depends on the ids only. */
   uint64_t *keys = malloc(3 * n_pairs * sizeof(uint64_t));
