@@ -3,7 +3,7 @@
 # scratch copy of its seed corpus: the smoke test CI runs. Longer campaigns:
 # see fuzz/README.md. Usage: fuzz/run-smoke.sh BUILD_DIR SECONDS_PER_TARGET
 set -euo pipefail
-build=${1:?build dir}
+build=$(cd "${1:?build dir}" && pwd)
 seconds=${2:-15}
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)

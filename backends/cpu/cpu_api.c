@@ -160,9 +160,10 @@ static qiao_dev_error *device_get_properties(qiao_dev_backend *backend, uint32_t
   PUT(driver_version)
   PUT(memory_bytes)
   PUT(max_buffer_bytes)
-  PUT(compute_units) PUT(flags)
+  PUT(compute_units)
+  PUT(flags)
 #undef PUT
-      return NULL;
+  return NULL;
 }
 
 /* QIAO_CPU_ISA=auto|scalar|avx2|avx512 (see cpu_backend.h). */

@@ -61,9 +61,17 @@ static void axpy_f16(float *y, float a, const uint8_t *x, uint64_t n) {
     y[i] += a * qiao__cpu_f16_to_f32(qiao__cpu_load_u16(x + 2 * i));
 }
 
+static void dequant_q8_0(const uint8_t *w, uint64_t k, float *out) {
+  qiao__cpu_dequantize_row(QIAO_DEV_Q8_0, w, k, out);
+}
+static void dequant_q4_0(const uint8_t *w, uint64_t k, float *out) {
+  qiao__cpu_dequantize_row(QIAO_DEV_Q4_0, w, k, out);
+}
+
 static const qiao__cpu_kernels scalar_kernels = {
     .name = "scalar",
     .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, NULL},
+    .dequant = {dequant_q8_0, dequant_q4_0},
     .axpy = {axpy_f32, axpy_f16},
 };
 

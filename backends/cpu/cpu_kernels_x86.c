@@ -182,6 +182,16 @@ DOT512(dot512_bf16, dot2_512_bf16, QIAO_DEV_BF16)
 DOT512(dot512_q8_0, dot2_512_q8_0, QIAO_DEV_Q8_0)
 DOT512(dot512_q4_0, dot2_512_q4_0, QIAO_DEV_Q4_0)
 
+#define DEQUANT512(name, dtype)                                                                    \
+  static T512 void name(const uint8_t *w, uint64_t k, float *out) {                                \
+    for (uint64_t s = 0; s < k / 16; s += 2) {                                                     \
+      _mm512_storeu_ps(out + s * 16, w16(w, s, 0, dtype));                                         \
+      _mm512_storeu_ps(out + s * 16 + 16, w16(w, s, 1, dtype));                                    \
+    }                                                                                              \
+  }
+DEQUANT512(dequant512_q8_0, QIAO_DEV_Q8_0)
+DEQUANT512(dequant512_q4_0, QIAO_DEV_Q4_0)
+
 static T512 void axpy512_f32(float *y, float a, const uint8_t *x, uint64_t n) {
   const float *xf = (const float *)(const void *)x;
   __m512 av = _mm512_set1_ps(a);
@@ -215,6 +225,7 @@ static const qiao__cpu_kernels avx512_kernels = {
     .name = "avx512",
     .dot = {dot512_f32, dot512_f16, dot512_bf16, dot512_q8_0, dot512_q4_0, NULL},
     .dot2 = {dot2_512_f32, dot2_512_f16, dot2_512_bf16, dot2_512_q8_0, dot2_512_q4_0, NULL},
+    .dequant = {dequant512_q8_0, dequant512_q4_0},
     .axpy = {axpy512_f32, axpy512_f16},
 };
 
@@ -312,6 +323,13 @@ DOT256(dot256_bf16, QIAO_DEV_BF16)
 DOT256(dot256_q8_0, QIAO_DEV_Q8_0)
 DOT256(dot256_q4_0, QIAO_DEV_Q4_0)
 
+static void dequant_row_q8_0(const uint8_t *w, uint64_t k, float *out) {
+  qiao__cpu_dequantize_row(QIAO_DEV_Q8_0, w, k, out);
+}
+static void dequant_row_q4_0(const uint8_t *w, uint64_t k, float *out) {
+  qiao__cpu_dequantize_row(QIAO_DEV_Q4_0, w, k, out);
+}
+
 static T256 void axpy256_f32(float *y, float a, const uint8_t *x, uint64_t n) {
   const float *xf = (const float *)(const void *)x;
   __m256 av = _mm256_set1_ps(a);
@@ -337,6 +355,7 @@ static T256 void axpy256_f16(float *y, float a, const uint8_t *x, uint64_t n) {
 static const qiao__cpu_kernels avx2_kernels = {
     .name = "avx2",
     .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0, NULL},
+    .dequant = {dequant_row_q8_0, dequant_row_q4_0},
     .axpy = {axpy256_f32, axpy256_f16},
 };
 

@@ -34,14 +34,32 @@ typedef struct rows_job {
   const uint64_t *out_rows; /* NULL: identity */
   const float *bias;        /* (m) or NULL */
   int accumulate;
+  /* Quantized weights and n > 4: each thread dequantizes a tile of ROW_TILE
+   * rows into its part of scratch (ROW_TILE * k floats) once and runs the
+   * F32 kernels on it, instead of dequantizing every row once per block of
+   * x rows (the same values and sums: cpu_internal.h). NULL otherwise. */
+  float *scratch;
+  qiao__cpu_dequant_fn dequant;
+  qiao__cpu_dot_fn dot_f32;
+  qiao__cpu_dot2_fn dot2_f32;
 } rows_job;
 
-static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi) {
+static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t ith) {
   const float *xs[TOKEN_BLOCK];
   float *os[TOKEN_BLOCK];
   float dots[TOKEN_BLOCK], dots2[TOKEN_BLOCK];
+  float *tile = job->scratch ? job->scratch + (uint64_t)ith * ROW_TILE * job->k : NULL;
+  qiao__cpu_dot_fn dot = tile ? job->dot_f32 : job->dot;
+  qiao__cpu_dot2_fn dot2 = tile ? job->dot2_f32 : job->dot2;
+  uint64_t stride = tile ? job->k * 4 : job->row_bytes;
   for (uint64_t j0 = lo; j0 < hi; j0 += ROW_TILE) {
     uint64_t j1 = hi - j0 < ROW_TILE ? hi : j0 + ROW_TILE;
+    const uint8_t *w = job->w + j0 * job->row_bytes;
+    if (tile) {
+      for (uint64_t j = j0; j < j1; j++)
+        job->dequant(job->w + j * job->row_bytes, job->k, tile + (j - j0) * job->k);
+      w = (const uint8_t *)tile;
+    }
     for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
       int nr = job->n - t0 < TOKEN_BLOCK ? (int)(job->n - t0) : TOKEN_BLOCK;
       for (int r = 0; r < nr; r++) {
@@ -51,12 +69,12 @@ static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi) {
         os[r] = job->out + oi * job->m;
       }
       for (uint64_t j = j0; j < j1; j++) {
-        const uint8_t *w = job->w + j * job->row_bytes;
-        int two = job->dot2 != NULL && j + 1 < j1;
+        const uint8_t *wj = w + (j - j0) * stride;
+        int two = dot2 != NULL && j + 1 < j1;
         if (two)
-          job->dot2(w, w + job->row_bytes, xs, nr, job->k, dots, dots2);
+          dot2(wj, wj + stride, xs, nr, job->k, dots, dots2);
         else
-          job->dot(w, xs, nr, job->k, dots);
+          dot(wj, xs, nr, job->k, dots);
         for (int pass = 0; pass <= two; pass++) {
           const float *d = pass ? dots2 : dots;
           uint64_t jj = j + (uint64_t)pass;
@@ -73,11 +91,36 @@ static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   }
 }
 
+/* Sets up the tile path of rows_job (see there) for `jobs` sharing one
+ * scratch; *out_scratch is NULL when the path is not worth it. */
+static qiao_dev_error *tile_scratch(qiao_dev_device *dev, const char *op, qiao_dev_dtype dtype,
+                                    uint64_t n, uint64_t k, float **out_scratch) {
+  *out_scratch = NULL;
+  if ((dtype != QIAO_DEV_Q8_0 && dtype != QIAO_DEV_Q4_0) || n <= 4) return NULL;
+  if (k > SIZE_MAX / sizeof(float) / ROW_TILE / dev->n_threads)
+    return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "%s: k %llu is too large for scratch", op,
+                           (unsigned long long)k);
+  *out_scratch = malloc((size_t)k * sizeof(float) * ROW_TILE * dev->n_threads);
+  if (*out_scratch == NULL)
+    return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "%s: no memory for a %u x %llu tile", op,
+                           (unsigned)ROW_TILE, (unsigned long long)k);
+  return NULL;
+}
+
+static void use_tiles(rows_job *job, const qiao__cpu_kernels *kernels, qiao_dev_dtype dtype,
+                      float *scratch) {
+  if (scratch == NULL || job->n <= 4) return;
+  job->scratch = scratch;
+  job->dequant = kernels->dequant[dtype == QIAO_DEV_Q4_0];
+  job->dot_f32 = kernels->dot[QIAO_DEV_F32];
+  job->dot2_f32 = kernels->dot2[QIAO_DEV_F32];
+}
+
 static void matmul_task(void *ctx, uint32_t ith, uint32_t nth) {
   const rows_job *job = ctx;
   uint64_t lo = 0, hi = 0;
   qiao__cpu_split(job->m, ith, nth, &lo, &hi);
-  rows_range(job, lo, hi);
+  rows_range(job, lo, hi, ith);
 }
 
 static int worth_parallel(uint64_t n, uint64_t k, uint64_t m) {
@@ -125,8 +168,16 @@ qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_ar
                   (float *)(void *)out.ptr,
                   NULL,
                   (const float *)(const void *)bias.ptr,
-                  a->accumulate != 0};
+                  a->accumulate != 0,
+                  NULL,
+                  NULL,
+                  NULL,
+                  NULL};
+  float *scratch = NULL;
+  TRY(tile_scratch(dev, op, a->w_dtype, a->n, a->k, &scratch));
+  use_tiles(&job, dev->kernels, a->w_dtype, scratch);
   qiao__cpu_run(dev, matmul_task, &job, worth_parallel(a->n, a->k, a->m));
+  free(scratch);
   return NULL;
 }
 
@@ -192,7 +243,7 @@ static void experts_task(void *ctx, uint32_t ith, uint32_t nth) {
   uint64_t lo = 0, hi = 0;
   qiao__cpu_split(job->out_dim, ith, nth, &lo, &hi);
   for (uint64_t e = 0; e < job->n_jobs; e++)
-    rows_range(&job->per_expert[e], lo, hi);
+    rows_range(&job->per_expert[e], lo, hi, ith);
 }
 
 static int compare_u64(const void *a, const void *b) {
@@ -270,11 +321,22 @@ qiao_dev_error *qiao__cpu_matmul_experts(qiao_dev_queue *queue,
                                 (float *)(void *)out.ptr,
                                 out_rows + start,
                                 NULL,
-                                0};
+                                0,
+                                NULL,
+                                NULL,
+                                NULL,
+                                NULL};
   }
-  experts_job job = {jobs, n_jobs, a->out_dim};
-  qiao__cpu_run(dev, experts_task, &job, worth_parallel(n_pairs, a->in_dim, a->out_dim));
+  float *scratch = NULL;
+  qiao_dev_error *error = tile_scratch(dev, op, a->w_dtype, n_pairs, a->in_dim, &scratch);
+  if (error == NULL) {
+    for (uint64_t i = 0; i < n_jobs; i++)
+      use_tiles(&jobs[i], dev->kernels, a->w_dtype, scratch);
+    experts_job job = {jobs, n_jobs, a->out_dim};
+    qiao__cpu_run(dev, experts_task, &job, worth_parallel(n_pairs, a->in_dim, a->out_dim));
+  }
+  free(scratch);
   free(keys);
   free(jobs);
-  return NULL;
+  return error;
 }

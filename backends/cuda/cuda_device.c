@@ -13,19 +13,10 @@
 
 qiao_dev_error *cuq__backend_open(const qiao_dev_backend_options *options,
                                   qiao_dev_backend **out_backend) {
-  if (options == NULL || out_backend == NULL)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: backend_open: NULL argument");
-  if (options->struct_size < sizeof(qiao_dev_backend_options))
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "cuda: backend_open: options struct_size %zu is smaller than ABI 1.0's %zu",
-                      options->struct_size, sizeof(qiao_dev_backend_options));
-  if (options->runtime_abi_major != QIAO_DEVICE_ABI_MAJOR)
-    return cuq__error(QIAO_DEV_UNSUPPORTED,
-                      "cuda: backend_open: runtime ABI major %u, this backend implements %u",
-                      (unsigned)options->runtime_abi_major, (unsigned)QIAO_DEVICE_ABI_MAJOR);
+  PLUGIN_TRY(plugin__check_backend_options(&cuq__rules, options, out_backend));
 
   qiao_dev_backend *b = calloc(1, sizeof(*b));
-  if (b == NULL) return cuq__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: backend_open: out of memory");
+  if (b == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: backend_open: out of memory");
   b->magic = CUQ_MAGIC_BACKEND;
   cudaDriverGetVersion(&b->driver_version); /* 0 when no driver is installed */
   cudaRuntimeGetVersion(&b->runtime_version);
@@ -41,7 +32,7 @@ qiao_dev_error *cuq__backend_open(const qiao_dev_backend_options *options,
   b->devices = calloc((size_t)count, sizeof(*b->devices));
   if (b->devices == NULL) {
     free(b);
-    return cuq__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: backend_open: out of memory");
+    return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: backend_open: out of memory");
   }
   for (int i = 0; i < count; i++) {
     struct cudaDeviceProp prop;
@@ -71,9 +62,9 @@ void cuq__backend_close(qiao_dev_backend *backend) {
 
 static qiao_dev_error *check_backend(const qiao_dev_backend *backend, const char *fn) {
   if (backend == NULL)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s: backend is NULL", fn);
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s: backend is NULL", fn);
   if (backend->magic != CUQ_MAGIC_BACKEND)
-    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: %s: not a CUDA backend handle", fn);
+    return plugin__error(QIAO_DEV_BAD_HANDLE, "cuda: %s: not a CUDA backend handle", fn);
   return NULL;
 }
 
@@ -81,11 +72,11 @@ static qiao_dev_error *check_index(const qiao_dev_backend *backend, uint32_t ind
                                    const char *fn) {
   if (index < backend->n_devices) return NULL;
   if (backend->n_devices == 0)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
                       "cuda: %s: device index %u out of range: no CUDA device is available "
                       "(no GPU, or no NVIDIA driver; driver version %d)",
                       fn, (unsigned)index, backend->driver_version);
-  return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
+  return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
                     "cuda: %s: device index %u out of range (%u devices)", fn, (unsigned)index,
                     (unsigned)backend->n_devices);
 }
@@ -94,15 +85,12 @@ qiao_dev_error *cuq__device_count(qiao_dev_backend *backend, uint32_t *out_count
   qiao_dev_error *e = check_backend(backend, "device_count");
   if (e != NULL) return e;
   if (out_count == NULL)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: device_count: out_count is NULL");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: device_count: out_count is NULL");
   *out_count = backend->n_devices;
   return NULL;
 }
 
 /* ---- properties */
-
-/* Whether field f of a struct of type T fits in the caller's struct_size. */
-#define FITS(T, f, size) (offsetof(T, f) + sizeof(((T *)0)->f) <= (size))
 
 qiao_dev_error *cuq__device_get_properties(qiao_dev_backend *backend, uint32_t index,
                                            qiao_dev_properties *properties) {
@@ -110,10 +98,9 @@ qiao_dev_error *cuq__device_get_properties(qiao_dev_backend *backend, uint32_t i
   if (e == NULL) e = check_index(backend, index, "device_get_properties");
   if (e != NULL) return e;
   if (properties == NULL || properties->struct_size < sizeof(size_t))
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
                       "cuda: device_get_properties: properties is NULL or too small");
   const cuq_device_info *d = &backend->devices[index];
-  size_t size = properties->struct_size;
   qiao_dev_properties p;
   memset(&p, 0, sizeof(p));
   memcpy(p.name, d->name, sizeof(p.name));
@@ -126,16 +113,7 @@ qiao_dev_error *cuq__device_get_properties(qiao_dev_backend *backend, uint32_t i
   p.max_buffer_bytes = d->memory_bytes; /* cudaMalloc has no per-allocation limit below it */
   p.compute_units = d->sm_count;
   p.flags = 0;
-  if (FITS(qiao_dev_properties, name, size)) memcpy(properties->name, p.name, sizeof(p.name));
-  if (FITS(qiao_dev_properties, vendor, size))
-    memcpy(properties->vendor, p.vendor, sizeof(p.vendor));
-  if (FITS(qiao_dev_properties, driver_version, size))
-    memcpy(properties->driver_version, p.driver_version, sizeof(p.driver_version));
-  if (FITS(qiao_dev_properties, memory_bytes, size)) properties->memory_bytes = p.memory_bytes;
-  if (FITS(qiao_dev_properties, max_buffer_bytes, size))
-    properties->max_buffer_bytes = p.max_buffer_bytes;
-  if (FITS(qiao_dev_properties, compute_units, size)) properties->compute_units = p.compute_units;
-  if (FITS(qiao_dev_properties, flags, size)) properties->flags = p.flags;
+  plugin__copy_properties(&p, properties);
   return NULL;
 }
 
@@ -152,15 +130,11 @@ qiao_dev_error *cuq__device_open(qiao_dev_backend *backend, uint32_t index,
   qiao_dev_error *e = check_backend(backend, "device_open");
   if (e != NULL) return e;
   if (out_device == NULL)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: device_open: out_device is NULL");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: device_open: out_device is NULL");
   if ((e = check_index(backend, index, "device_open")) != NULL) return e;
-  if (options != NULL && options->struct_size < sizeof(qiao_dev_device_options))
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "cuda: device_open: options struct_size %zu is smaller than ABI 1.0's %zu",
-                      options->struct_size, sizeof(qiao_dev_device_options));
-  /* options->n_threads is for host-thread backends; a GPU schedules itself. */
+  PLUGIN_TRY(plugin__check_device_options(&cuq__rules, options));
   qiao_dev_device *d = calloc(1, sizeof(*d));
-  if (d == NULL) return cuq__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: device_open: out of memory");
+  if (d == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: device_open: out of memory");
   d->backend = backend;
   d->info = backend->devices[index];
   const char *no_cublas = getenv("QIAO_CUDA_NO_CUBLAS");
@@ -185,36 +159,16 @@ void cuq__device_close(qiao_dev_device *device) {
   free(device); /* the primary context stays for the life of the process */
 }
 
-/* ---- capabilities: exactly what the kernels implement */
-
-bool cuq__claims(qiao_dev_op op, qiao_dev_dtype dtype) {
-  switch (op) {
-  case QIAO_DEV_OP_EMBED:
-  case QIAO_DEV_OP_MATMUL:
-  case QIAO_DEV_OP_MATMUL_EXPERTS:
-    return dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16 || dtype == QIAO_DEV_BF16 ||
-           dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
-  case QIAO_DEV_OP_KV_WRITE:
-  case QIAO_DEV_OP_ATTENTION: return dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16;
-  case QIAO_DEV_OP_RMSNORM:
-  case QIAO_DEV_OP_ROPE:
-  case QIAO_DEV_OP_SWIGLU:
-  case QIAO_DEV_OP_ADD:
-  case QIAO_DEV_OP_ARGMAX:
-  case QIAO_DEV_OP_MOE_GATE:
-  case QIAO_DEV_OP_MOE_COMBINE: return dtype == QIAO_DEV_F32;
-  default: return false; /* an op of a newer ABI minor */
-  }
-}
+/* ---- capabilities: exactly what the kernels implement (the shared GPU table) */
 
 qiao_dev_error *cuq__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
                                   uint32_t *out_supported) {
   if (device == NULL)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: op_supported: device is NULL");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: op_supported: device is NULL");
   if (device->magic != CUQ_MAGIC_DEVICE)
-    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: op_supported: not a CUDA device handle");
+    return plugin__error(QIAO_DEV_BAD_HANDLE, "cuda: op_supported: not a CUDA device handle");
   if (out_supported == NULL)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: op_supported: out_supported is NULL");
-  *out_supported = cuq__claims(op, dtype) ? 1 : 0;
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: op_supported: out_supported is NULL");
+  *out_supported = plugin__claims(op, dtype) ? 1 : 0;
   return NULL;
 }

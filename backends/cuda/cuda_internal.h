@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "cuda_launch.h"
+#include "plugin_validate.h"
 #include "qiao/device.h"
 
 /* Magic numbers at the start of every handle: a handle of another backend (or
@@ -22,12 +23,6 @@
 #define CUQ_MAGIC_BUFFER 0x5143554du
 #define CUQ_MAGIC_QUEUE 0x51435551u
 #define CUQ_MAGIC_DEAD 0xdeadc0dau
-
-struct qiao_dev_error {
-  qiao_dev_code code;
-  bool is_static; /* the preallocated out-of-memory error, never freed */
-  char *message;
-};
 
 /* What backend_open learned about one GPU. */
 typedef struct cuq_device_info {
@@ -75,16 +70,11 @@ struct qiao_dev_queue {
   uint64_t scratch_bytes;
 };
 
-/* ---- errors (cuda_error.c) */
-qiao_dev_error *cuq__error(qiao_dev_code code, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* ---- errors (cuda_error.c; the error object is backends/common/plugin_error.h) */
 /* "cuda: <call>(<what>): cudaErrorX: <description>" with the code mapped from the error. */
 qiao_dev_error *cuq__cuda_error(cudaError_t err, const char *call, const char *what);
 /* A launcher's failure, for op `op`. */
 qiao_dev_error *cuq__launch_error(cuq_status st, const char *op);
-qiao_dev_code cuq__error_code(const qiao_dev_error *error);
-const char *cuq__error_message(const qiao_dev_error *error);
-void cuq__error_destroy(qiao_dev_error *error);
 
 /* ---- backend and devices (cuda_device.c) */
 qiao_dev_error *cuq__backend_open(const qiao_dev_backend_options *options,
@@ -99,8 +89,6 @@ qiao_dev_error *cuq__device_open(qiao_dev_backend *backend, uint32_t index,
 void cuq__device_close(qiao_dev_device *device);
 qiao_dev_error *cuq__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
                                   uint32_t *out_supported);
-/* Whether the device implements (op, dtype): the capability table. */
-bool cuq__claims(qiao_dev_op op, qiao_dev_dtype dtype);
 /* Makes the device current on the calling thread. */
 qiao_dev_error *cuq__select(const qiao_dev_device *device, const char *what);
 
@@ -115,13 +103,9 @@ qiao_dev_error *cuq__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void 
                             uint64_t size);
 qiao_dev_error *cuq__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size);
 qiao_dev_error *cuq__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src, uint64_t size);
-/* Checks a queue handle: BAD_HANDLE unless it is a live queue of this backend. */
-qiao_dev_error *cuq__check_queue(const qiao_dev_queue *queue);
-/* Checks that `ref` names `bytes` bytes of a buffer of the queue's device,
- * starting at an offset that is a multiple of `align`; {NULL, 0} is accepted
- * when `bytes` is 0. `what` is "<op>: <operand>" for messages. */
-qiao_dev_error *cuq__check_ref(const qiao_dev_queue *queue, const char *what, qiao_dev_ref ref,
-                               uint64_t bytes, uint64_t align);
+/* This backend's handles and limits for the shared argument checks
+ * (backends/common/plugin_validate.h). */
+extern const plugin_rules cuq__rules;
 /* The device address of a validated ref (NULL for a {NULL, 0} operand). */
 void *cuq__ptr(qiao_dev_ref ref);
 /* At least `bytes` of queue scratch (grown after synchronizing the stream). */

@@ -14,18 +14,18 @@
 qiao_dev_error *cuq__buffer_create(qiao_dev_device *device, uint64_t size,
                                    qiao_dev_buffer **out_buffer) {
   if (device == NULL || out_buffer == NULL)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: NULL argument");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: NULL argument");
   if (device->magic != CUQ_MAGIC_DEVICE)
-    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: buffer_create: not a CUDA device handle");
-  if (size == 0) return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: size is 0");
+    return plugin__error(QIAO_DEV_BAD_HANDLE, "cuda: buffer_create: not a CUDA device handle");
+  if (size == 0) return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: size is 0");
   if (size > device->info.memory_bytes || size > SIZE_MAX)
-    return cuq__error(QIAO_DEV_OUT_OF_MEMORY,
+    return plugin__error(QIAO_DEV_OUT_OF_MEMORY,
                       "cuda: buffer_create: %llu bytes exceed the device's memory (%llu)",
                       (unsigned long long)size, (unsigned long long)device->info.memory_bytes);
   qiao_dev_error *e = cuq__select(device, "buffer_create");
   if (e != NULL) return e;
   qiao_dev_buffer *b = calloc(1, sizeof(*b));
-  if (b == NULL) return cuq__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: buffer_create: out of memory");
+  if (b == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: buffer_create: out of memory");
   cudaError_t err = cudaMalloc(&b->ptr, (size_t)size);
   if (err != cudaSuccess) {
     free(b);
@@ -55,13 +55,13 @@ void *cuq__ptr(qiao_dev_ref ref) {
 
 qiao_dev_error *cuq__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue) {
   if (device == NULL || out_queue == NULL)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: queue_create: NULL argument");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: queue_create: NULL argument");
   if (device->magic != CUQ_MAGIC_DEVICE)
-    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: queue_create: not a CUDA device handle");
+    return plugin__error(QIAO_DEV_BAD_HANDLE, "cuda: queue_create: not a CUDA device handle");
   qiao_dev_error *e = cuq__select(device, "queue_create");
   if (e != NULL) return e;
   qiao_dev_queue *q = calloc(1, sizeof(*q));
-  if (q == NULL) return cuq__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: queue_create: out of memory");
+  if (q == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: queue_create: out of memory");
   q->device = device;
   /* Non-blocking: no implicit ordering with the legacy default stream. */
   cudaError_t err = cudaStreamCreateWithFlags(&q->stream, cudaStreamNonBlocking);
@@ -98,28 +98,30 @@ void cuq__queue_destroy(qiao_dev_queue *queue) {
   free(queue);
 }
 
-qiao_dev_error *cuq__check_queue(const qiao_dev_queue *queue) {
-  if (queue == NULL) return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: queue is NULL");
-  if (queue->magic != CUQ_MAGIC_QUEUE)
-    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: not a CUDA queue handle");
-  return NULL;
+/* ---- the handles, as the shared argument checks see them */
+
+static bool is_queue(const qiao_dev_queue *queue) {
+  return queue->magic == CUQ_MAGIC_QUEUE;
 }
 
-/* What each op's device-side check found, for the synchronize error. */
-static const char *flag_message(int op) {
-  switch (op) {
-  case QIAO_DEV_OP_EMBED: return "embed: an ids value is outside [0, vocab)";
-  case QIAO_DEV_OP_KV_WRITE:
-    return "kv_write: a slots value is outside [0, n_slots) (that token was not written)";
-  case QIAO_DEV_OP_ATTENTION:
-    return "attention: a token_seq, token_pos or block_table value is out of range";
-  case QIAO_DEV_OP_MATMUL_EXPERTS: return "matmul_experts: an ids value is outside [0, n_experts)";
-  default: return "an index is out of range";
-  }
+static bool buffer_info(const qiao_dev_queue *queue, const qiao_dev_buffer *buffer,
+                        uint64_t *out_size, bool *out_same_device) {
+  if (buffer->magic != CUQ_MAGIC_BUFFER) return false;
+  *out_size = buffer->size;
+  *out_same_device = buffer->device == queue->device;
+  return true;
 }
+
+const plugin_rules cuq__rules = {
+    .name = "cuda",
+    .handle_kind = "a CUDA",
+    .max_head_dim = CUQ_MAX_HEAD_DIM,
+    .is_queue = is_queue,
+    .buffer_info = buffer_info,
+};
 
 qiao_dev_error *cuq__queue_synchronize(qiao_dev_queue *queue) {
-  qiao_dev_error *e = cuq__check_queue(queue);
+  qiao_dev_error *e = plugin__check_queue(&cuq__rules, queue);
   if (e == NULL) e = cuq__select(queue->device, "queue_synchronize");
   if (e != NULL) return e;
   cudaError_t err = cudaStreamSynchronize(queue->stream);
@@ -130,18 +132,12 @@ qiao_dev_error *cuq__queue_synchronize(qiao_dev_queue *queue) {
   if (err == cudaSuccess) err = cudaStreamSynchronize(queue->stream);
   if (err != cudaSuccess) return cuq__cuda_error(err, "cudaMemcpyAsync", "error flags");
   queue->flags_dirty = false;
-  char msg[512] = "";
-  size_t len = 0;
-  for (int op = 0; op < QIAO_DEV_OP_COUNT; op++) {
-    if (flags[op] == 0) continue;
-    int n = snprintf(msg + len, sizeof(msg) - len, "%s%s", len ? "; " : "", flag_message(op));
-    if (n > 0) len += (size_t)n < sizeof(msg) - len ? (size_t)n : sizeof(msg) - len - 1;
-  }
-  if (len == 0) return NULL;
+  char msg[512];
+  if (!plugin__flags_message(flags, msg, sizeof(msg))) return NULL;
   err = cudaMemsetAsync(queue->flags, 0, sizeof(flags), queue->stream);
   if (err == cudaSuccess) err = cudaStreamSynchronize(queue->stream);
   if (err != cudaSuccess) return cuq__cuda_error(err, "cudaMemsetAsync", "error flags");
-  return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s", msg);
+  return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s", msg);
 }
 
 qiao_dev_error *cuq__scratch(qiao_dev_queue *queue, uint64_t bytes, void **out) {
@@ -152,7 +148,7 @@ qiao_dev_error *cuq__scratch(qiao_dev_queue *queue, uint64_t bytes, void **out) 
   /* Grow to a multiple of 1 MiB; the old area may still be in use by queued work. */
   uint64_t want = (bytes + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
   if (want < bytes || want > SIZE_MAX)
-    return cuq__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: scratch of %llu bytes",
+    return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: scratch of %llu bytes",
                       (unsigned long long)bytes);
   cudaError_t err = cudaStreamSynchronize(queue->stream);
   if (err != cudaSuccess) return cuq__cuda_error(err, "cudaStreamSynchronize", "scratch");
@@ -194,50 +190,20 @@ qiao_dev_error *cuq__cublas(qiao_dev_queue *queue, void **out_handle) {
 
 /* ---- references and data movement */
 
-qiao_dev_error *cuq__check_ref(const qiao_dev_queue *queue, const char *what, qiao_dev_ref ref,
-                               uint64_t bytes, uint64_t align) {
-  /* An operand of zero bytes (a dimension of 0) may be given as {NULL, 0}. */
-  if (ref.buffer == NULL && bytes == 0 && ref.offset == 0) return NULL;
-  if (ref.buffer == NULL)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s: buffer is NULL", what);
-  const qiao_dev_buffer *b = ref.buffer;
-  if (b->magic != CUQ_MAGIC_BUFFER)
-    return cuq__error(QIAO_DEV_BAD_HANDLE, "cuda: %s: not a CUDA buffer handle", what);
-  if (b->device != queue->device)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "cuda: %s: the buffer belongs to another device than the queue", what);
-  if (align > 1 && ref.offset % align != 0)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "cuda: %s: offset %llu is not a multiple of %llu bytes", what,
-                      (unsigned long long)ref.offset, (unsigned long long)align);
-  if (ref.offset > b->size || bytes > b->size - ref.offset)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "cuda: %s: %llu bytes at offset %llu exceed the buffer's %llu bytes", what,
-                      (unsigned long long)bytes, (unsigned long long)ref.offset,
-                      (unsigned long long)b->size);
-  return NULL;
-}
-
 qiao_dev_error *cuq__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
                             uint64_t size) {
-  qiao_dev_error *e = cuq__check_queue(queue);
-  if (e == NULL) e = cuq__check_ref(queue, "upload: dst", dst, size, 1);
-  if (e != NULL) return e;
+  PLUGIN_TRY(plugin__check_upload(&cuq__rules, queue, dst, src, size));
   if (size == 0) return NULL;
-  if (src == NULL) return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: upload: src is NULL");
-  if ((e = cuq__select(queue->device, "upload")) != NULL) return e;
+  PLUGIN_TRY(cuq__select(queue->device, "upload"));
   cudaError_t err =
       cudaMemcpyAsync(cuq__ptr(dst), src, (size_t)size, cudaMemcpyHostToDevice, queue->stream);
   return err == cudaSuccess ? NULL : cuq__cuda_error(err, "cudaMemcpyAsync", "upload");
 }
 
 qiao_dev_error *cuq__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size) {
-  qiao_dev_error *e = cuq__check_queue(queue);
-  if (e == NULL) e = cuq__check_ref(queue, "download: src", src, size, 1);
-  if (e != NULL) return e;
+  PLUGIN_TRY(plugin__check_download(&cuq__rules, queue, dst, src, size));
   if (size == 0) return NULL;
-  if (dst == NULL) return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: download: dst is NULL");
-  if ((e = cuq__select(queue->device, "download")) != NULL) return e;
+  PLUGIN_TRY(cuq__select(queue->device, "download"));
   cudaError_t err =
       cudaMemcpyAsync(dst, cuq__ptr(src), (size_t)size, cudaMemcpyDeviceToHost, queue->stream);
   return err == cudaSuccess ? NULL : cuq__cuda_error(err, "cudaMemcpyAsync", "download");
@@ -245,14 +211,9 @@ qiao_dev_error *cuq__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src
 
 qiao_dev_error *cuq__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src,
                           uint64_t size) {
-  qiao_dev_error *e = cuq__check_queue(queue);
-  if (e == NULL) e = cuq__check_ref(queue, "copy: dst", dst, size, 1);
-  if (e == NULL) e = cuq__check_ref(queue, "copy: src", src, size, 1);
-  if (e != NULL) return e;
+  PLUGIN_TRY(plugin__check_copy(&cuq__rules, queue, dst, src, size));
   if (size == 0) return NULL;
-  if (dst.buffer == src.buffer && dst.offset < src.offset + size && src.offset < dst.offset + size)
-    return cuq__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: copy: dst and src overlap");
-  if ((e = cuq__select(queue->device, "copy")) != NULL) return e;
+  PLUGIN_TRY(cuq__select(queue->device, "copy"));
   cudaError_t err = cudaMemcpyAsync(cuq__ptr(dst), cuq__ptr(src), (size_t)size,
                                     cudaMemcpyDeviceToDevice, queue->stream);
   return err == cudaSuccess ? NULL : cuq__cuda_error(err, "cudaMemcpyAsync", "copy");

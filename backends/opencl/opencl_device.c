@@ -43,19 +43,10 @@ const char *ocl__kernel_name(ocl_kernel kernel) {
 
 qiao_dev_error *ocl__backend_open(const qiao_dev_backend_options *options,
                                   qiao_dev_backend **out_backend) {
-  if (options == NULL || out_backend == NULL)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: backend_open: NULL argument");
-  if (options->struct_size < offsetof(qiao_dev_backend_options, runtime_abi_major) + 4)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "opencl: backend_open: options struct_size %zu is too small",
-                      options->struct_size);
-  if (options->runtime_abi_major != QIAO_DEVICE_ABI_MAJOR)
-    return ocl__error(QIAO_DEV_UNSUPPORTED,
-                      "opencl: backend_open: runtime ABI major %u, this backend implements %u",
-                      (unsigned)options->runtime_abi_major, (unsigned)QIAO_DEVICE_ABI_MAJOR);
+  PLUGIN_TRY(plugin__check_backend_options(&ocl__rules, options, out_backend));
 
   qiao_dev_backend *b = calloc(1, sizeof(*b));
-  if (b == NULL) return ocl__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: backend_open: out of memory");
+  if (b == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: backend_open: out of memory");
   b->magic = OCL_MAGIC_BACKEND;
 
   /* No platform (no ICD installed) is an empty backend, not an error. */
@@ -68,7 +59,7 @@ qiao_dev_error *ocl__backend_open(const qiao_dev_backend_options *options,
   cl_platform_id *platforms = calloc(n_platforms, sizeof(*platforms));
   if (platforms == NULL) {
     free(b);
-    return ocl__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: backend_open: out of memory");
+    return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: backend_open: out of memory");
   }
   st = clGetPlatformIDs(n_platforms, platforms, NULL);
   if (st != CL_SUCCESS) {
@@ -87,7 +78,7 @@ qiao_dev_error *ocl__backend_open(const qiao_dev_backend_options *options,
       free(grown != NULL ? grown : b->devices);
       free(platforms);
       free(b);
-      return ocl__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: backend_open: out of memory");
+      return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: backend_open: out of memory");
     }
     b->devices = grown;
     if (clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, n, ids, NULL) == CL_SUCCESS) {
@@ -113,9 +104,9 @@ void ocl__backend_close(qiao_dev_backend *backend) {
 
 static qiao_dev_error *check_backend(const qiao_dev_backend *backend, const char *fn) {
   if (backend == NULL)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: %s: backend is NULL", fn);
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: %s: backend is NULL", fn);
   if (backend->magic != OCL_MAGIC_BACKEND)
-    return ocl__error(QIAO_DEV_BAD_HANDLE, "opencl: %s: not an OpenCL backend handle", fn);
+    return plugin__error(QIAO_DEV_BAD_HANDLE, "opencl: %s: not an OpenCL backend handle", fn);
   return NULL;
 }
 
@@ -123,7 +114,7 @@ qiao_dev_error *ocl__device_count(qiao_dev_backend *backend, uint32_t *out_count
   qiao_dev_error *e = check_backend(backend, "device_count");
   if (e != NULL) return e;
   if (out_count == NULL)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: device_count: out_count is NULL");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: device_count: out_count is NULL");
   *out_count = backend->n_devices;
   return NULL;
 }
@@ -148,22 +139,18 @@ static uint32_t info_u32(cl_device_id id, cl_device_info what) {
   return v;
 }
 
-/* Whether field f of a struct of type T fits in the caller's struct_size. */
-#define FITS(T, f, size) (offsetof(T, f) + sizeof(((T *)0)->f) <= (size))
-
 qiao_dev_error *ocl__device_get_properties(qiao_dev_backend *backend, uint32_t index,
                                            qiao_dev_properties *properties) {
   qiao_dev_error *e = check_backend(backend, "device_get_properties");
   if (e != NULL) return e;
   if (index >= backend->n_devices)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT,
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
                       "opencl: device_get_properties: device index %u out of range (%u devices)",
                       (unsigned)index, (unsigned)backend->n_devices);
   if (properties == NULL || properties->struct_size < sizeof(size_t))
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT,
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
                       "opencl: device_get_properties: properties is NULL or too small");
   cl_device_id id = backend->devices[index].id;
-  size_t size = properties->struct_size;
   qiao_dev_properties p = {0};
   info_string(id, CL_DEVICE_NAME, p.name, sizeof(p.name));
   info_string(id, CL_DEVICE_VENDOR, p.vendor, sizeof(p.vendor));
@@ -172,16 +159,7 @@ qiao_dev_error *ocl__device_get_properties(qiao_dev_backend *backend, uint32_t i
   p.max_buffer_bytes = info_u64(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
   p.compute_units = info_u32(id, CL_DEVICE_MAX_COMPUTE_UNITS);
   p.flags = 0; /* no buffer_wrap_host: the runtime uploads weights once */
-  if (FITS(qiao_dev_properties, name, size)) memcpy(properties->name, p.name, sizeof(p.name));
-  if (FITS(qiao_dev_properties, vendor, size))
-    memcpy(properties->vendor, p.vendor, sizeof(p.vendor));
-  if (FITS(qiao_dev_properties, driver_version, size))
-    memcpy(properties->driver_version, p.driver_version, sizeof(p.driver_version));
-  if (FITS(qiao_dev_properties, memory_bytes, size)) properties->memory_bytes = p.memory_bytes;
-  if (FITS(qiao_dev_properties, max_buffer_bytes, size))
-    properties->max_buffer_bytes = p.max_buffer_bytes;
-  if (FITS(qiao_dev_properties, compute_units, size)) properties->compute_units = p.compute_units;
-  if (FITS(qiao_dev_properties, flags, size)) properties->flags = p.flags;
+  plugin__copy_properties(&p, properties);
   return NULL;
 }
 
@@ -200,7 +178,7 @@ static qiao_dev_error *build_program(qiao_dev_device *d, size_t wg, cl_program *
     char log[4096] = {0};
     clGetProgramBuildInfo(prog, d->id, CL_PROGRAM_BUILD_LOG, sizeof(log) - 1, log, NULL);
     clReleaseProgram(prog);
-    return ocl__error(st == CL_OUT_OF_HOST_MEMORY ? QIAO_DEV_OUT_OF_MEMORY : QIAO_DEV_INTERNAL,
+    return plugin__error(st == CL_OUT_OF_HOST_MEMORY ? QIAO_DEV_OUT_OF_MEMORY : QIAO_DEV_INTERNAL,
                       "opencl: clBuildProgram(qiao kernels, %s): %s; build log:\n%s", options,
                       ocl__cl_status_name(st), log);
   }
@@ -238,19 +216,15 @@ qiao_dev_error *ocl__device_open(qiao_dev_backend *backend, uint32_t index,
   qiao_dev_error *e = check_backend(backend, "device_open");
   if (e != NULL) return e;
   if (out_device == NULL)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: device_open: out_device is NULL");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: device_open: out_device is NULL");
   if (index >= backend->n_devices)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT,
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
                       "opencl: device_open: device index %u out of range (%u devices)",
                       (unsigned)index, (unsigned)backend->n_devices);
-  if (options != NULL && options->struct_size < sizeof(size_t))
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "opencl: device_open: options struct_size %zu is too small",
-                      options->struct_size);
-  /* options->n_threads is for host-thread backends; an OpenCL device schedules itself. */
+  PLUGIN_TRY(plugin__check_device_options(&ocl__rules, options));
 
   qiao_dev_device *d = calloc(1, sizeof(*d));
-  if (d == NULL) return ocl__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: device_open: out of memory");
+  if (d == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: device_open: out of memory");
   d->backend = backend;
   d->id = backend->devices[index].id;
   d->max_alloc = info_u64(d->id, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
@@ -273,7 +247,7 @@ qiao_dev_error *ocl__device_open(qiao_dev_backend *backend, uint32_t index,
   size_t wg = floor_pow2(dev_max < 64 ? dev_max : 64);
   for (;;) {
     if (wg < 8) {
-      e = ocl__error(QIAO_DEV_UNSUPPORTED,
+      e = plugin__error(QIAO_DEV_UNSUPPORTED,
                      "opencl: device_open: the device runs work-groups of fewer than 8 items");
       break;
     }
@@ -314,30 +288,11 @@ void ocl__device_close(qiao_dev_device *device) {
 qiao_dev_error *ocl__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
                                   uint32_t *out_supported) {
   if (device == NULL)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: op_supported: device is NULL");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: op_supported: device is NULL");
   if (device->magic != OCL_MAGIC_DEVICE)
-    return ocl__error(QIAO_DEV_BAD_HANDLE, "opencl: op_supported: not an OpenCL device handle");
+    return plugin__error(QIAO_DEV_BAD_HANDLE, "opencl: op_supported: not an OpenCL device handle");
   if (out_supported == NULL)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: op_supported: out_supported is NULL");
-  uint32_t yes = 0;
-  switch (op) {
-  case QIAO_DEV_OP_EMBED:
-  case QIAO_DEV_OP_MATMUL:
-  case QIAO_DEV_OP_MATMUL_EXPERTS:
-    yes = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16 || dtype == QIAO_DEV_BF16 ||
-          dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
-    break;
-  case QIAO_DEV_OP_KV_WRITE:
-  case QIAO_DEV_OP_ATTENTION: yes = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16; break;
-  case QIAO_DEV_OP_RMSNORM:
-  case QIAO_DEV_OP_ROPE:
-  case QIAO_DEV_OP_SWIGLU:
-  case QIAO_DEV_OP_ADD:
-  case QIAO_DEV_OP_ARGMAX:
-  case QIAO_DEV_OP_MOE_GATE:
-  case QIAO_DEV_OP_MOE_COMBINE: yes = dtype == QIAO_DEV_F32; break;
-  default: yes = 0; /* an op of a newer ABI minor */
-  }
-  *out_supported = yes;
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: op_supported: out_supported is NULL");
+  *out_supported = plugin__claims(op, dtype) ? 1 : 0;
   return NULL;
 }

@@ -1,35 +1,5 @@
-/* opencl_error.c: the backend's error objects and the names of OpenCL status codes. */
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
+/* opencl_error.c: OpenCL status codes turned into errors (their names and qiao codes). */
 #include "opencl_internal.h"
-
-/* Returned when even an error object cannot be allocated; never freed. */
-static qiao_dev_error out_of_memory_error = {QIAO_DEV_OUT_OF_MEMORY, true,
-                                             "opencl: out of host memory"};
-
-qiao_dev_error *ocl__error(qiao_dev_code code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
-  va_end(ap);
-  qiao_dev_error *e = malloc(sizeof(*e));
-  char *msg = n >= 0 ? malloc((size_t)n + 1) : NULL;
-  if (e == NULL || msg == NULL) {
-    free(e);
-    free(msg);
-    return &out_of_memory_error;
-  }
-  va_start(ap, fmt);
-  vsnprintf(msg, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  e->code = code;
-  e->is_static = false;
-  e->message = msg;
-  return e;
-}
 
 const char *ocl__cl_status_name(cl_int status) {
   switch (status) {
@@ -117,22 +87,8 @@ static qiao_dev_code code_of(cl_int status) {
 
 qiao_dev_error *ocl__cl_error(cl_int status, const char *call, const char *what) {
   if (what != NULL && *what != '\0')
-    return ocl__error(code_of(status), "opencl: %s(%s): %s (%d)", call, what,
+    return plugin__error(code_of(status), "opencl: %s(%s): %s (%d)", call, what,
                       ocl__cl_status_name(status), (int)status);
-  return ocl__error(code_of(status), "opencl: %s: %s (%d)", call, ocl__cl_status_name(status),
+  return plugin__error(code_of(status), "opencl: %s: %s (%d)", call, ocl__cl_status_name(status),
                     (int)status);
-}
-
-qiao_dev_code ocl__error_code(const qiao_dev_error *error) {
-  return error == NULL ? QIAO_DEV_OK : error->code;
-}
-
-const char *ocl__error_message(const qiao_dev_error *error) {
-  return error == NULL ? "" : error->message;
-}
-
-void ocl__error_destroy(qiao_dev_error *error) {
-  if (error == NULL || error->is_static) return;
-  free(error->message);
-  free(error);
 }

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "plugin_validate.h"
 #include "qiao/device.h"
 
 /* Magic numbers at the start of every handle: a handle of another backend (or
@@ -39,12 +40,6 @@ typedef enum ocl_kernel {
 
 /* Must match MAX_HEAD_DIM in kernels/common.cl. */
 #define OCL_MAX_HEAD_DIM 512
-
-struct qiao_dev_error {
-  qiao_dev_code code;
-  bool is_static; /* the preallocated out-of-memory error, never freed */
-  char *message;
-};
 
 typedef struct ocl_device_info {
   cl_platform_id platform;
@@ -87,15 +82,10 @@ struct qiao_dev_queue {
   bool flags_dirty; /* a kernel that may set flags ran since the last synchronize */
 };
 
-/* ---- errors (opencl_error.c) */
-qiao_dev_error *ocl__error(qiao_dev_code code, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* ---- errors (opencl_error.c; the error object is backends/common/plugin_error.h) */
 /* "<call>(<what>): CL_..." with the code mapped from the CL status. */
 qiao_dev_error *ocl__cl_error(cl_int status, const char *call, const char *what);
 const char *ocl__cl_status_name(cl_int status);
-qiao_dev_code ocl__error_code(const qiao_dev_error *error);
-const char *ocl__error_message(const qiao_dev_error *error);
-void ocl__error_destroy(qiao_dev_error *error);
 
 /* ---- backend and devices (opencl_device.c) */
 qiao_dev_error *ocl__backend_open(const qiao_dev_backend_options *options,
@@ -123,13 +113,9 @@ qiao_dev_error *ocl__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void 
                             uint64_t size);
 qiao_dev_error *ocl__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size);
 qiao_dev_error *ocl__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src, uint64_t size);
-/* Checks a queue handle: BAD_HANDLE unless it is a live queue of this backend. */
-qiao_dev_error *ocl__check_queue(const qiao_dev_queue *queue);
-/* Checks that `ref` names `bytes` bytes of a buffer of the queue's device,
- * starting at an offset that is a multiple of `align`. `what` is
- * "<op>: <operand>" for messages. */
-qiao_dev_error *ocl__check_ref(const qiao_dev_queue *queue, const char *what, qiao_dev_ref ref,
-                               uint64_t bytes, uint64_t align);
+/* This backend's handles and limits for the shared argument checks
+ * (backends/common/plugin_validate.h). */
+extern const plugin_rules ocl__rules;
 
 /* ---- ops (opencl_ops.c) */
 qiao_dev_error *ocl__embed(qiao_dev_queue *queue, const qiao_dev_embed_args *args);

@@ -12,16 +12,16 @@
 qiao_dev_error *ocl__buffer_create(qiao_dev_device *device, uint64_t size,
                                    qiao_dev_buffer **out_buffer) {
   if (device == NULL || out_buffer == NULL)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: NULL argument");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: NULL argument");
   if (device->magic != OCL_MAGIC_DEVICE)
-    return ocl__error(QIAO_DEV_BAD_HANDLE, "opencl: buffer_create: not an OpenCL device handle");
-  if (size == 0) return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: size is 0");
+    return plugin__error(QIAO_DEV_BAD_HANDLE, "opencl: buffer_create: not an OpenCL device handle");
+  if (size == 0) return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: size is 0");
   if (size > device->max_alloc || size > SIZE_MAX)
-    return ocl__error(QIAO_DEV_OUT_OF_MEMORY,
+    return plugin__error(QIAO_DEV_OUT_OF_MEMORY,
                       "opencl: buffer_create: %llu bytes exceed the device's largest buffer (%llu)",
                       (unsigned long long)size, (unsigned long long)device->max_alloc);
   qiao_dev_buffer *b = calloc(1, sizeof(*b));
-  if (b == NULL) return ocl__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: buffer_create: out of memory");
+  if (b == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: buffer_create: out of memory");
   cl_int st;
   b->mem = clCreateBuffer(device->context, CL_MEM_READ_WRITE, (size_t)size, NULL, &st);
   if (st != CL_SUCCESS) {
@@ -48,11 +48,11 @@ void ocl__buffer_destroy(qiao_dev_buffer *buffer) {
 
 qiao_dev_error *ocl__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue) {
   if (device == NULL || out_queue == NULL)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: queue_create: NULL argument");
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: queue_create: NULL argument");
   if (device->magic != OCL_MAGIC_DEVICE)
-    return ocl__error(QIAO_DEV_BAD_HANDLE, "opencl: queue_create: not an OpenCL device handle");
+    return plugin__error(QIAO_DEV_BAD_HANDLE, "opencl: queue_create: not an OpenCL device handle");
   qiao_dev_queue *q = calloc(1, sizeof(*q));
-  if (q == NULL) return ocl__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: queue_create: out of memory");
+  if (q == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: queue_create: out of memory");
   q->device = device;
   qiao_dev_error *e = NULL;
   cl_int st;
@@ -95,28 +95,30 @@ void ocl__queue_destroy(qiao_dev_queue *queue) {
   free(queue);
 }
 
-qiao_dev_error *ocl__check_queue(const qiao_dev_queue *queue) {
-  if (queue == NULL) return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: queue is NULL");
-  if (queue->magic != OCL_MAGIC_QUEUE)
-    return ocl__error(QIAO_DEV_BAD_HANDLE, "opencl: not an OpenCL queue handle");
-  return NULL;
+/* ---- the handles, as the shared argument checks see them */
+
+static bool is_queue(const qiao_dev_queue *queue) {
+  return queue->magic == OCL_MAGIC_QUEUE;
 }
 
-/* What each op's device-side check found, for the synchronize error. */
-static const char *flag_message(int op) {
-  switch (op) {
-  case QIAO_DEV_OP_EMBED: return "embed: an ids value is outside [0, vocab)";
-  case QIAO_DEV_OP_KV_WRITE:
-    return "kv_write: a slots value is outside [0, n_slots) (that token was not written)";
-  case QIAO_DEV_OP_ATTENTION:
-    return "attention: a token_seq, token_pos or block_table value is out of range";
-  case QIAO_DEV_OP_MATMUL_EXPERTS: return "matmul_experts: an ids value is outside [0, n_experts)";
-  default: return "an index is out of range";
-  }
+static bool buffer_info(const qiao_dev_queue *queue, const qiao_dev_buffer *buffer,
+                        uint64_t *out_size, bool *out_same_device) {
+  if (buffer->magic != OCL_MAGIC_BUFFER) return false;
+  *out_size = buffer->size;
+  *out_same_device = buffer->device == queue->device;
+  return true;
 }
+
+const plugin_rules ocl__rules = {
+    .name = "opencl",
+    .handle_kind = "an OpenCL",
+    .max_head_dim = OCL_MAX_HEAD_DIM,
+    .is_queue = is_queue,
+    .buffer_info = buffer_info,
+};
 
 qiao_dev_error *ocl__queue_synchronize(qiao_dev_queue *queue) {
-  qiao_dev_error *e = ocl__check_queue(queue);
+  qiao_dev_error *e = plugin__check_queue(&ocl__rules, queue);
   if (e != NULL) return e;
   cl_int st = clFinish(queue->queue);
   if (st != CL_SUCCESS) return ocl__cl_error(st, "clFinish", "queue_synchronize");
@@ -126,63 +128,29 @@ qiao_dev_error *ocl__queue_synchronize(qiao_dev_queue *queue) {
                            NULL);
   if (st != CL_SUCCESS) return ocl__cl_error(st, "clEnqueueReadBuffer", "error flags");
   queue->flags_dirty = false;
-  char msg[512] = "";
-  size_t len = 0;
-  for (int op = 0; op < QIAO_DEV_OP_COUNT; op++) {
-    if (flags[op] == 0) continue;
-    int n = snprintf(msg + len, sizeof(msg) - len, "%s%s", len ? "; " : "", flag_message(op));
-    if (n > 0) len += (size_t)n < sizeof(msg) - len ? (size_t)n : sizeof(msg) - len - 1;
-  }
-  if (len == 0) return NULL;
+  char msg[512];
+  if (!plugin__flags_message(flags, msg, sizeof(msg))) return NULL;
   cl_int zeros[QIAO_DEV_OP_COUNT] = {0};
   st = clEnqueueWriteBuffer(queue->queue, queue->flags, CL_TRUE, 0, sizeof(zeros), zeros, 0, NULL,
                             NULL);
   if (st != CL_SUCCESS) return ocl__cl_error(st, "clEnqueueWriteBuffer", "error flags");
-  return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: %s", msg);
+  return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: %s", msg);
 }
 
 /* ---- references and data movement */
 
-qiao_dev_error *ocl__check_ref(const qiao_dev_queue *queue, const char *what, qiao_dev_ref ref,
-                               uint64_t bytes, uint64_t align) {
-  if (ref.buffer == NULL)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: %s: buffer is NULL", what);
-  const qiao_dev_buffer *b = ref.buffer;
-  if (b->magic != OCL_MAGIC_BUFFER)
-    return ocl__error(QIAO_DEV_BAD_HANDLE, "opencl: %s: not an OpenCL buffer handle", what);
-  if (b->device != queue->device)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "opencl: %s: the buffer belongs to another device than the queue", what);
-  if (align > 1 && ref.offset % align != 0)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "opencl: %s: offset %llu is not a multiple of %llu bytes", what,
-                      (unsigned long long)ref.offset, (unsigned long long)align);
-  if (ref.offset > b->size || bytes > b->size - ref.offset)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "opencl: %s: %llu bytes at offset %llu exceed the buffer's %llu bytes", what,
-                      (unsigned long long)bytes, (unsigned long long)ref.offset,
-                      (unsigned long long)b->size);
-  return NULL;
-}
-
 qiao_dev_error *ocl__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
                             uint64_t size) {
-  qiao_dev_error *e = ocl__check_queue(queue);
-  if (e == NULL) e = ocl__check_ref(queue, "upload: dst", dst, size, 1);
-  if (e != NULL) return e;
+  PLUGIN_TRY(plugin__check_upload(&ocl__rules, queue, dst, src, size));
   if (size == 0) return NULL;
-  if (src == NULL) return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: upload: src is NULL");
   cl_int st = clEnqueueWriteBuffer(queue->queue, dst.buffer->mem, CL_FALSE, (size_t)dst.offset,
                                    (size_t)size, src, 0, NULL, NULL);
   return st == CL_SUCCESS ? NULL : ocl__cl_error(st, "clEnqueueWriteBuffer", "upload");
 }
 
 qiao_dev_error *ocl__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size) {
-  qiao_dev_error *e = ocl__check_queue(queue);
-  if (e == NULL) e = ocl__check_ref(queue, "download: src", src, size, 1);
-  if (e != NULL) return e;
+  PLUGIN_TRY(plugin__check_download(&ocl__rules, queue, dst, src, size));
   if (size == 0) return NULL;
-  if (dst == NULL) return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: download: dst is NULL");
   cl_int st = clEnqueueReadBuffer(queue->queue, src.buffer->mem, CL_FALSE, (size_t)src.offset,
                                   (size_t)size, dst, 0, NULL, NULL);
   return st == CL_SUCCESS ? NULL : ocl__cl_error(st, "clEnqueueReadBuffer", "download");
@@ -190,13 +158,8 @@ qiao_dev_error *ocl__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src
 
 qiao_dev_error *ocl__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src,
                           uint64_t size) {
-  qiao_dev_error *e = ocl__check_queue(queue);
-  if (e == NULL) e = ocl__check_ref(queue, "copy: dst", dst, size, 1);
-  if (e == NULL) e = ocl__check_ref(queue, "copy: src", src, size, 1);
-  if (e != NULL) return e;
+  PLUGIN_TRY(plugin__check_copy(&ocl__rules, queue, dst, src, size));
   if (size == 0) return NULL;
-  if (dst.buffer == src.buffer && dst.offset < src.offset + size && src.offset < dst.offset + size)
-    return ocl__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: copy: dst and src overlap");
   cl_int st =
       clEnqueueCopyBuffer(queue->queue, src.buffer->mem, dst.buffer->mem, (size_t)src.offset,
                           (size_t)dst.offset, (size_t)size, 0, NULL, NULL);

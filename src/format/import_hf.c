@@ -15,7 +15,7 @@
 qiao_status *qiao__hf_join(const char *dir, const char *file, char *buf, size_t cap) {
   int n = snprintf(buf, cap, "%s/%s", dir, file);
   if (n < 0 || (size_t)n >= cap)
-    return qiao__error(QIAO_LIMIT, "directory %s: path of %s is too long", dir, file);
+    return qiao__error(QIAO_LIMIT, "%s: path of %s is too long", dir, file);
   return NULL;
 }
 
@@ -27,17 +27,17 @@ qiao_status *qiao__hf_read_json(qiao_model *model, const char *dir, const char *
   struct stat sb;
   if (stat(path, &sb) != 0) {
     if (errno == ENOENT && !required) return NULL;
-    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "file %s: cannot open: %s", path,
+    return qiao__error(errno == ENOENT ? QIAO_NOT_FOUND : QIAO_IO, "%s: cannot open: %s", path,
                        strerror(errno));
   }
   if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > QIAO__HF_MAX_JSON_BYTES)
-    return qiao__error(QIAO_LIMIT, "file %s: %llu bytes (limit %u)", path,
+    return qiao__error(QIAO_LIMIT, "%s: %llu bytes (limit %u)", path,
                        (unsigned long long)sb.st_size, QIAO__HF_MAX_JSON_BYTES);
   const uint8_t *data;
   uint64_t size;
   QIAO__TRY(qiao__model_map_file(model, path, &data, &size));
   if (size > QIAO__HF_MAX_JSON_BYTES)
-    return qiao__error(QIAO_LIMIT, "file %s: %llu bytes (limit %u)", path, (unsigned long long)size,
+    return qiao__error(QIAO_LIMIT, "%s: %llu bytes (limit %u)", path, (unsigned long long)size,
                        QIAO__HF_MAX_JSON_BYTES);
   json_tokener *tok = json_tokener_new_ex(MAX_JSON_DEPTH);
   if (tok == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
@@ -51,14 +51,15 @@ qiao_status *qiao__hf_read_json(qiao_model *model, const char *dir, const char *
     trailing |= data[i] != ' ' && data[i] != '\n' && data[i] != '\r' && data[i] != '\t';
   if (root == NULL || err != json_tokener_success || trailing) {
     json_object_put(root);
-    return qiao__error(QIAO_MALFORMED, "file %s: not valid JSON near byte %zu: %s", path, end,
+    return qiao__error(QIAO_MALFORMED, "%s: not valid JSON (%s) at byte offset %zu", path,
                        trailing                       ? "unexpected bytes after the value"
                        : err == json_tokener_continue ? "unexpected end"
-                                                      : json_tokener_error_desc(err));
+                                                      : json_tokener_error_desc(err),
+                       end);
   }
   if (!json_object_is_type(root, json_type_object)) {
     json_object_put(root);
-    return qiao__error(QIAO_MALFORMED, "file %s: not a JSON object", path);
+    return qiao__error(QIAO_MALFORMED, "%s: not a JSON object", path);
   }
   *out = root;
   return NULL;
@@ -74,12 +75,11 @@ qiao_status *qiao__hf_read_generation(qiao_model *model, const char *dir, json_o
     if (!json_object_object_get_ex(gen, floats[i], &v) || json_object_is_type(v, json_type_null))
       continue;
     if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
-      return qiao__error(QIAO_MALFORMED, "file %s/generation_config.json: field %s: not a number",
-                         dir, floats[i]);
+      return qiao__error(QIAO_MALFORMED, "%s/generation_config.json: %s: not a number", dir,
+                         floats[i]);
     double x = json_object_get_double(v);
     if (!isfinite(x) || x < 0 || x > 1e6)
-      return qiao__error(QIAO_MALFORMED,
-                         "file %s/generation_config.json: field %s: %g is out of range", dir,
+      return qiao__error(QIAO_MALFORMED, "%s/generation_config.json: %s: %g is out of range", dir,
                          floats[i], x);
     snprintf(key, sizeof(key), "generation.%s", floats[i]);
     QIAO__TRY(qiao__model_set_f32(model, key, (float)x));
@@ -89,8 +89,7 @@ qiao_status *qiao__hf_read_generation(qiao_model *model, const char *dir, json_o
       !json_object_is_type(top_k, json_type_null)) {
     int64_t k = json_object_is_type(top_k, json_type_int) ? json_object_get_int64(top_k) : -1;
     if (k < 0 || k > (int64_t)UINT32_MAX)
-      return qiao__error(QIAO_MALFORMED, "file %s/generation_config.json: field top_k: not a count",
-                         dir);
+      return qiao__error(QIAO_MALFORMED, "%s/generation_config.json: top_k: not a count", dir);
     QIAO__TRY(qiao__model_set_u32(model, "generation.top_k", (uint32_t)k));
   }
   /* generation_config's eos ids come before config.json's: they are what
@@ -98,7 +97,7 @@ qiao_status *qiao__hf_read_generation(qiao_model *model, const char *dir, json_o
   uint32_t ids[QIAO__HF_MAX_EOS_IDS];
   uint32_t n = 0;
   char what[4200];
-  snprintf(what, sizeof(what), "file %s/generation_config.json: field eos_token_id", dir);
+  snprintf(what, sizeof(what), "%s/generation_config.json: eos_token_id", dir);
   json_object *eos = NULL;
   json_object_object_get_ex(gen, "eos_token_id", &eos);
   QIAO__TRY(qiao__hf_append_ids(what, eos, ids, &n));

@@ -22,11 +22,11 @@ static json_object *field(json_object *obj, const char *key) {
 /* `v` (the value of `key`) as a u32. */
 static qiao_status *u32_value(const char *dir, const char *key, json_object *v, uint32_t *out) {
   if (!json_object_is_type(v, json_type_int))
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: not an integer", dir, key);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": %s: not an integer", dir, key);
   int64_t x = json_object_get_int64(v);
   if (x < 0 || x > (int64_t)UINT32_MAX)
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: %lld is out of range", dir,
-                       key, (long long)x);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": %s: %lld is out of range", dir, key,
+                       (long long)x);
   *out = (uint32_t)x;
   return NULL;
 }
@@ -35,8 +35,7 @@ static qiao_status *get_u32(const char *dir, json_object *obj, const char *key, 
                             uint32_t fallback, uint32_t *out) {
   json_object *v = field(obj, key);
   if (v == NULL) {
-    if (required)
-      return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: missing", dir, key);
+    if (required) return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": %s: missing", dir, key);
     *out = fallback;
     return NULL;
   }
@@ -51,11 +50,10 @@ static qiao_status *get_f32(const char *dir, json_object *obj, const char *key, 
     return NULL;
   }
   if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_double))
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: not a number", dir, key);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": %s: not a number", dir, key);
   double x = json_object_get_double(v);
   if (!isfinite(x) || fabs(x) > 3.0e38)
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: %g is out of range", dir, key,
-                       x);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": %s: %g is out of range", dir, key, x);
   *out = (float)x;
   return NULL;
 }
@@ -69,7 +67,7 @@ static qiao_status *get_bool(const char *dir, json_object *obj, const char *key,
     return NULL;
   }
   if (!json_object_is_type(v, json_type_boolean))
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field %s: not true or false", dir, key);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": %s: not true or false", dir, key);
   *out = json_object_get_boolean(v);
   return NULL;
 }
@@ -116,8 +114,8 @@ static qiao_status *parse_architecture(const char *dir, json_object *config, hf_
   if (list == NULL || !json_object_is_type(list, json_type_array) ||
       json_object_array_length(list) != 1 ||
       !json_object_is_type(json_object_array_get_idx(list, 0), json_type_string))
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s/" CONFIG ": field architectures: expected a list of one name", dir);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": architectures: expected a list of one name",
+                       dir);
   const char *name = json_object_get_string(json_object_array_get_idx(list, 0));
   for (size_t i = 0; i < sizeof(architectures) / sizeof(architectures[0]); i++) {
     if (strcmp(name, architectures[i].hf_name) == 0) {
@@ -128,7 +126,7 @@ static qiao_status *parse_architecture(const char *dir, json_object *config, hf_
     }
   }
   return qiao__error(QIAO_UNSUPPORTED,
-                     "file %s/" CONFIG ": field architectures: '%.64s' is not supported (Llama, "
+                     "%s/" CONFIG ": architectures: '%.64s' is not supported (Llama, "
                      "Mistral, Qwen2, Qwen3, Qwen3Moe ForCausalLM)",
                      dir, name);
 }
@@ -137,24 +135,21 @@ static qiao_status *parse_architecture(const char *dir, json_object *config, hf_
 static qiao_status *parse_rope(const char *dir, json_object *config, hf_config *cfg) {
   json_object *params = field(config, "rope_parameters");
   if (params != NULL && !json_object_is_type(params, json_type_object))
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field rope_parameters: not an object",
-                       dir);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": rope_parameters: not an object", dir);
   json_object *scaling = field(config, "rope_scaling");
   if (scaling != NULL && !json_object_is_type(scaling, json_type_object))
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field rope_scaling: not an object",
-                       dir);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": rope_scaling: not an object", dir);
   if (scaling == NULL) scaling = params;
   json_object *theta_from = field(config, "rope_theta") ? config : params;
   QIAO__TRY(get_f32(dir, theta_from, "rope_theta", 10000.0f, &cfg->rope_theta));
   if (!(cfg->rope_theta > 0))
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field rope_theta: not positive", dir);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": rope_theta: not positive", dir);
 
   float partial = 1.0f;
   QIAO__TRY(get_f32(dir, config, "partial_rotary_factor", 1.0f, &partial));
   if (partial != 1.0f)
     return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s/" CONFIG ": field partial_rotary_factor: %g is not supported", dir,
-                       partial);
+                       "%s/" CONFIG ": partial_rotary_factor: %g is not supported", dir, partial);
 
   cfg->rope_scaling = "none";
   cfg->rope_factor = 1.0f;
@@ -166,7 +161,7 @@ static qiao_status *parse_rope(const char *dir, json_object *config, hf_config *
   if (type == NULL) type = field(scaling, "type");
   if (type == NULL) return NULL;
   if (!json_object_is_type(type, json_type_string))
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field rope_type: not a string", dir);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": rope_type: not a string", dir);
   const char *t = json_object_get_string(type);
   if (strcmp(t, "default") == 0) return NULL;
   if (strcmp(t, "linear") == 0) {
@@ -179,13 +174,13 @@ static qiao_status *parse_rope(const char *dir, json_object *config, hf_config *
                       &cfg->rope_original_context));
   } else {
     return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s/" CONFIG ": field rope_type: '%.32s' scaling is not supported "
+                       "%s/" CONFIG ": rope_type: '%.32s' scaling is not supported "
                        "(default, linear, llama3)",
                        dir, t);
   }
   QIAO__TRY(get_f32(dir, scaling, "factor", 1.0f, &cfg->rope_factor));
   if (!(cfg->rope_factor > 0))
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field factor: not positive", dir);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": factor: not positive", dir);
   return NULL;
 }
 
@@ -197,12 +192,11 @@ static qiao_status *parse_moe(const char *dir, json_object *config, hf_config *c
   QIAO__TRY(get_u32(dir, config, "moe_intermediate_size", true, 0, &cfg->moe_ffn_dim));
   QIAO__TRY(get_bool(dir, config, "norm_topk_prob", false, &cfg->norm_topk_prob, NULL));
   if (cfg->n_experts == 0 || cfg->n_experts > QIAO__HF_MAX_EXPERTS)
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field num_experts: %u is outside 1..%u",
-                       dir, cfg->n_experts, QIAO__HF_MAX_EXPERTS);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": num_experts: %u is outside 1..%u", dir,
+                       cfg->n_experts, QIAO__HF_MAX_EXPERTS);
   if (cfg->n_experts_used == 0 || cfg->n_experts_used > cfg->n_experts)
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s/" CONFIG ": field num_experts_per_tok: %u is outside 1..%u", dir,
-                       cfg->n_experts_used, cfg->n_experts);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": num_experts_per_tok: %u is outside 1..%u",
+                       dir, cfg->n_experts_used, cfg->n_experts);
   /* Qwen3-MoE can mix dense layers in (mlp_only_layers, decoder_sparse_step);
    * the canonical form allows that per layer, but all the models this
    * importer knows are MoE throughout, and the engine assumes it. */
@@ -212,7 +206,7 @@ static qiao_status *parse_moe(const char *dir, json_object *config, hf_config *c
   if (step != 1 || (dense != NULL && (!json_object_is_type(dense, json_type_array) ||
                                       json_object_array_length(dense) != 0)))
     return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s/" CONFIG ": fields decoder_sparse_step / mlp_only_layers: mixed "
+                       "%s/" CONFIG ": decoder_sparse_step / mlp_only_layers: mixed "
                        "dense and MoE layers are not supported",
                        dir);
   cfg->ffn_dim = 0;
@@ -224,14 +218,13 @@ static qiao_status *check_unsupported(const char *dir, json_object *config) {
   for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
     json_object *v = field(config, refused[i]);
     if (v != NULL && !(json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v)))
-      return qiao__error(QIAO_UNSUPPORTED, "file %s/" CONFIG ": field %s: not supported", dir,
-                         refused[i]);
+      return qiao__error(QIAO_UNSUPPORTED, "%s/" CONFIG ": %s: not supported", dir, refused[i]);
   }
   bool window = false;
   QIAO__TRY(get_bool(dir, config, "use_sliding_window", false, &window, NULL));
   if (window)
     return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s/" CONFIG ": field use_sliding_window: per-layer sliding windows "
+                       "%s/" CONFIG ": use_sliding_window: per-layer sliding windows "
                        "are not supported",
                        dir);
   return NULL;
@@ -240,7 +233,7 @@ static qiao_status *check_unsupported(const char *dir, json_object *config) {
 qiao_status *qiao__hf_parse_config(const char *dir, json_object *config, hf_config *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   if (!json_object_is_type(config, json_type_object))
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": not a JSON object", dir);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": not a JSON object", dir);
   const arch_entry *arch = NULL;
   QIAO__TRY(parse_architecture(dir, config, cfg, &arch));
   cfg->permute_qk = arch->permute_qk;
@@ -253,24 +246,23 @@ qiao_status *qiao__hf_parse_config(const char *dir, json_object *config, hf_conf
   QIAO__TRY(get_u32(dir, config, "num_attention_heads", true, 0, &cfg->n_heads));
   QIAO__TRY(get_u32(dir, config, "max_position_embeddings", false, 2048, &cfg->context_length));
   if (cfg->n_layers == 0 || cfg->n_layers > QIAO__HF_MAX_LAYERS)
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s/" CONFIG ": field num_hidden_layers: %u is outside 1..%u", dir,
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": num_hidden_layers: %u is outside 1..%u", dir,
                        cfg->n_layers, QIAO__HF_MAX_LAYERS);
   if (cfg->n_heads == 0)
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field num_attention_heads: zero", dir);
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": num_attention_heads: zero", dir);
   QIAO__TRY(get_u32(dir, config, "num_key_value_heads", false, cfg->n_heads, &cfg->n_kv_heads));
   if (field(config, "head_dim") == NULL && cfg->dim % cfg->n_heads != 0)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s/" CONFIG ": field num_attention_heads: %u does not divide "
+                       "%s/" CONFIG ": num_attention_heads: %u does not divide "
                        "hidden_size %u (and head_dim is not given)",
                        dir, cfg->n_heads, cfg->dim);
   QIAO__TRY(get_u32(dir, config, "head_dim", false, cfg->dim / cfg->n_heads, &cfg->head_dim));
   if (cfg->n_kv_heads == 0 || cfg->n_heads % cfg->n_kv_heads != 0)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s/" CONFIG ": field num_key_value_heads: %u does not divide %u heads",
-                       dir, cfg->n_kv_heads, cfg->n_heads);
+                       "%s/" CONFIG ": num_key_value_heads: %u does not divide %u heads", dir,
+                       cfg->n_kv_heads, cfg->n_heads);
   if (cfg->head_dim == 0 || cfg->head_dim % 2 != 0)
-    return qiao__error(QIAO_MALFORMED, "file %s/" CONFIG ": field head_dim: %u is not even", dir,
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": head_dim: %u is not even", dir,
                        cfg->head_dim);
   QIAO__TRY(get_f32(dir, config, "rms_norm_eps", 1e-5f, &cfg->norm_eps));
   QIAO__TRY(parse_rope(dir, config, cfg));
@@ -291,7 +283,7 @@ qiao_status *qiao__hf_parse_config(const char *dir, json_object *config, hf_conf
   char what[4200];
   json_object *bos = field(config, "bos_token_id");
   if (bos != NULL) {
-    snprintf(what, sizeof(what), "file %s/" CONFIG ": field bos_token_id", dir);
+    snprintf(what, sizeof(what), "%s/" CONFIG ": bos_token_id", dir);
     if (!json_object_is_type(bos, json_type_int))
       return qiao__error(QIAO_MALFORMED, "%s: not a token id", what);
     uint32_t ids[QIAO__HF_MAX_EOS_IDS] = {0}, n = 0;
@@ -299,7 +291,7 @@ qiao_status *qiao__hf_parse_config(const char *dir, json_object *config, hf_conf
     cfg->bos_id = ids[0];
     cfg->has_bos = true;
   }
-  snprintf(what, sizeof(what), "file %s/" CONFIG ": field eos_token_id", dir);
+  snprintf(what, sizeof(what), "%s/" CONFIG ": eos_token_id", dir);
   QIAO__TRY(qiao__hf_append_ids(what, field(config, "eos_token_id"), cfg->eos_ids, &cfg->n_eos));
   return NULL;
 }

@@ -84,8 +84,7 @@ static bool parse_index(const char **s, uint32_t limit, uint32_t *out) {
 }
 
 static qiao_status *unknown(const char *dir, const char *hf_name) {
-  return qiao__error(QIAO_UNSUPPORTED, "directory %s: tensor '%s' is not one qiao knows", dir,
-                     hf_name);
+  return qiao__error(QIAO_UNSUPPORTED, "%s: tensor '%s' is not one qiao knows", dir, hf_name);
 }
 
 static qiao_status *map_layer_name(const char *dir, const hf_config *cfg, const char *hf_name,
@@ -108,9 +107,8 @@ static qiao_status *map_layer_name(const char *dir, const hf_config *cfg, const 
     const char *p = rest + sizeof(experts) - 1;
     uint32_t e;
     if (!parse_index(&p, cfg->n_experts, &e) || *p != '.')
-      return qiao__error(QIAO_MALFORMED,
-                         "directory %s: tensor '%s': expert index beyond num_experts (%u)", dir,
-                         hf_name, cfg->n_experts);
+      return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': expert index beyond num_experts (%u)",
+                         dir, hf_name, cfg->n_experts);
     p++;
     for (uint32_t k = 0; k < EXPERT_KINDS; k++) {
       size_t n = strlen(expert_hf[k]);
@@ -141,8 +139,8 @@ static qiao_status *map_name(const char *dir, const hf_config *cfg, const char *
     uint32_t layer;
     if (!parse_index(&p, cfg->n_layers, &layer) || *p != '.')
       return qiao__error(QIAO_MALFORMED,
-                         "directory %s: tensor '%s': layer index beyond num_hidden_layers (%u)",
-                         dir, hf_name, cfg->n_layers);
+                         "%s: tensor '%s': layer index beyond num_hidden_layers (%u)", dir, hf_name,
+                         cfg->n_layers);
     return map_layer_name(dir, cfg, hf_name, p + 1, layer, out);
   } else {
     return unknown(dir, hf_name);
@@ -157,9 +155,8 @@ static qiao_status *add_permuted(qiao_model *model, const char *dir, const qiao_
   uint64_t rows = t->shape[0];
   uint64_t want_rows = (uint64_t)m->permute_heads * cfg->head_dim;
   if (t->n_dims > 2 || rows != want_rows)
-    return qiao__error(QIAO_MALFORMED,
-                       "directory %s: tensor '%s': %llu rows, but %u heads of %u need %llu", dir,
-                       t->name, (unsigned long long)rows, m->permute_heads, cfg->head_dim,
+    return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': %llu rows, but %u heads of %u need %llu",
+                       dir, t->name, (unsigned long long)rows, m->permute_heads, cfg->head_dim,
                        (unsigned long long)want_rows);
   uint64_t row_bytes = t->n_bytes / rows; /* whole rows of any dtype */
   uint8_t *dst;
@@ -203,13 +200,12 @@ static qiao_status *check_experts(tensor_pass *p, const qiao_st_tensor *t, const
   } else if (s->first->dtype != t->dtype || s->first->n_dims != t->n_dims ||
              memcmp(s->first->shape, t->shape, sizeof(t->shape)) != 0) {
     return qiao__error(QIAO_MALFORMED,
-                       "directory %s: tensor '%s': shape or dtype differs from '%s' of the same "
+                       "%s: tensor '%s': shape or dtype differs from '%s' of the same "
                        "layer",
                        p->dir, t->name, s->first->name);
   }
   if (t->n_dims != 2)
-    return qiao__error(QIAO_MALFORMED, "directory %s: tensor '%s': an expert must be 2-D", p->dir,
-                       t->name);
+    return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': an expert must be 2-D", p->dir, t->name);
   s->n_found++;
   return NULL;
 }
@@ -228,8 +224,8 @@ static qiao_status *first_pass(tensor_pass *p, const hf_weights *w) {
     expert_stack *s = &p->stacks[i];
     if (s->n_found != 0 && s->n_found != p->cfg->n_experts)
       return qiao__error(
-          QIAO_MALFORMED, "directory %s: layer %u: %u of %u experts have mlp.experts.*.%s.weight",
-          p->dir, i / EXPERT_KINDS, s->n_found, p->cfg->n_experts, expert_hf[i % EXPERT_KINDS]);
+          QIAO_MALFORMED, "%s: layer %u: %u of %u experts have mlp.experts.*.%s.weight", p->dir,
+          i / EXPERT_KINDS, s->n_found, p->cfg->n_experts, expert_hf[i % EXPERT_KINDS]);
   }
   return NULL;
 }
@@ -240,8 +236,7 @@ static qiao_status *add_expert(tensor_pass *p, const qiao_st_tensor *t, const ma
   if (s->data == NULL) {
     uint64_t total;
     if (!qiao__mul_u64(t->n_bytes, n_experts, &total))
-      return qiao__error(QIAO_LIMIT, "directory %s: tensor '%s': stacked size overflows", p->dir,
-                         m->name);
+      return qiao__error(QIAO_LIMIT, "%s: tensor '%s': stacked size overflows", p->dir, m->name);
     QIAO__TRY(qiao__model_alloc(p->model, total, (void **)&s->data));
     s->n_found = 0;
   }
@@ -271,7 +266,7 @@ static qiao_status *second_pass(tensor_pass *p, const hf_weights *w) {
       if (m.kind == KIND_RENAME) st = qiao__st_add_tensor(p->model, t, m.name);
       if (m.kind == KIND_PERMUTE) st = add_permuted(p->model, p->dir, t, &m, p->cfg);
       if (m.kind == KIND_EXPERT) st = add_expert(p, t, &m);
-      if (st) return qiao__annotate(st, "directory %s: tensor '%s'", p->dir, t->name);
+      if (st) return qiao__annotate(st, "%s: tensor '%s'", p->dir, t->name);
     }
   }
   return NULL;

@@ -44,7 +44,7 @@ static qiao_status *check_shard_name(const char *dir, const char *tensor, const 
   if (len == 0 || len > 255 || strchr(shard, '/') != NULL || strchr(shard, '\\') != NULL ||
       strcmp(shard, ".") == 0 || strcmp(shard, "..") == 0)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s/" INDEX ": field weight_map.%s: '%.64s' is not a plain file name "
+                       "%s/" INDEX ": weight_map.%s: '%.64s' is not a plain file name "
                        "in the directory",
                        dir, tensor, shard);
   return NULL;
@@ -55,22 +55,20 @@ static qiao_status *list_shards(const char *dir, json_object *weight_map, const 
                                 uint64_t *out_n) {
   size_t n_entries = (size_t)json_object_object_length(weight_map);
   if (n_entries > QIAO__MAX_TENSORS)
-    return qiao__error(QIAO_LIMIT, "file %s/" INDEX ": field weight_map: %zu entries (limit %u)",
-                       dir, n_entries, QIAO__MAX_TENSORS);
+    return qiao__error(QIAO_LIMIT, "%s/" INDEX ": weight_map: %zu entries (limit %u)", dir,
+                       n_entries, QIAO__MAX_TENSORS);
   const char **shards = calloc(n_entries ? n_entries : 1, sizeof(*shards));
   if (shards == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
   uint64_t n = 0;
   json_object_object_foreach(weight_map, tensor, value) {
     if (!json_object_is_type(value, json_type_string)) {
       free(shards);
-      return qiao__error(QIAO_MALFORMED, "file %s/" INDEX ": field weight_map.%s: not a string",
-                         dir, tensor);
+      return qiao__error(QIAO_MALFORMED, "%s/" INDEX ": weight_map.%s: not a string", dir, tensor);
     }
     const char *shard = json_object_get_string(value);
     qiao_status *st = check_shard_name(dir, tensor, shard);
     if (st == NULL && strlen(shard) != (size_t)json_object_get_string_len(value))
-      st = qiao__error(QIAO_MALFORMED, "file %s/" INDEX ": field weight_map.%s: NUL in the name",
-                       dir, tensor);
+      st = qiao__error(QIAO_MALFORMED, "%s/" INDEX ": weight_map.%s: NUL in the name", dir, tensor);
     if (st) {
       free(shards);
       return st;
@@ -92,11 +90,10 @@ static qiao_status *check_shard_tensors(const char *dir, json_object *weight_map
     json_object *where = NULL;
     const char *name = table->tensors[i].name;
     if (!json_object_object_get_ex(weight_map, name, &where))
-      return qiao__error(QIAO_MALFORMED, "file %s/%s: tensor '%s' is not in " INDEX, dir, shard,
-                         name);
+      return qiao__error(QIAO_MALFORMED, "%s/%s: tensor '%s' is not in " INDEX, dir, shard, name);
     if (strcmp(json_object_get_string(where), shard) != 0)
-      return qiao__error(QIAO_MALFORMED, "file %s/%s: tensor '%s' is indexed in shard '%s'", dir,
-                         shard, name, json_object_get_string(where));
+      return qiao__error(QIAO_MALFORMED, "%s/%s: tensor '%s' is indexed in shard '%s'", dir, shard,
+                         name, json_object_get_string(where));
   }
   return NULL;
 }
@@ -109,8 +106,7 @@ static qiao_status *load_sharded(qiao_model *model, const char *dir, hf_weights 
       !json_object_object_get_ex(index, "weight_map", &weight_map) ||
       !json_object_is_type(weight_map, json_type_object)) {
     json_object_put(index);
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s/" INDEX ": field weight_map: missing or not an object", dir);
+    return qiao__error(QIAO_MALFORMED, "%s/" INDEX ": weight_map: missing or not an object", dir);
   }
   const char **shards = NULL;
   uint64_t n_shards = 0;
@@ -137,13 +133,13 @@ static qiao_status *load_sharded(qiao_model *model, const char *dir, hf_weights 
         json_object_object_add(held, w->tables[s].tensors[i].name, NULL);
     json_object_object_foreach(weight_map, tensor, value) {
       if (held != NULL && !json_object_object_get_ex(held, tensor, NULL)) {
-        st = qiao__error(QIAO_MALFORMED, "file %s/" INDEX ": tensor '%s' is not in shard '%s'", dir,
+        st = qiao__error(QIAO_MALFORMED, "%s/" INDEX ": tensor '%s' is not in shard '%s'", dir,
                          tensor, json_object_get_string(value));
         break;
       }
     }
     if (st == NULL)
-      st = qiao__error(QIAO_MALFORMED, "file %s/" INDEX ": some indexed tensors are missing", dir);
+      st = qiao__error(QIAO_MALFORMED, "%s/" INDEX ": some indexed tensors are missing", dir);
     json_object_put(held);
   }
   free(shards);
@@ -163,13 +159,12 @@ qiao_status *qiao__hf_load_weights(qiao_model *model, const char *dir, hf_weight
     if (st == NULL) w.n_tables = 1;
   } else if (file_exists(dir, "pytorch_model.bin") ||
              file_exists(dir, "pytorch_model.bin.index.json")) {
-    return qiao__error(
-        QIAO_UNSUPPORTED,
-        "directory %s: only PyTorch pickle weights (pytorch_model.bin); pickle files "
-        "can execute code when loaded, so qiao refuses them: convert to safetensors",
-        dir);
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "%s: only PyTorch pickle weights (pytorch_model.bin); pickle files "
+                       "can execute code when loaded, so qiao refuses them: convert to safetensors",
+                       dir);
   } else {
-    return qiao__error(QIAO_NOT_FOUND, "directory %s: no " SINGLE " or " INDEX, dir);
+    return qiao__error(QIAO_NOT_FOUND, "%s: no " SINGLE " or " INDEX, dir);
   }
   if (st) {
     qiao__hf_weights_free(&w);

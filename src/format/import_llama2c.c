@@ -53,10 +53,10 @@ static qiao_status *take(weight_cursor *c, const char *field, uint64_t a, uint64
   uint64_t count, bytes;
   if (!qiao__mul_u64(a, b, &count) || !qiao__mul_u64(count, d, &count) ||
       !qiao__mul_u64(count, 4, &bytes))
-    return qiao__error(QIAO_MALFORMED, "file %s: field %s: size overflows", c->file, field);
+    return qiao__error(QIAO_MALFORMED, "%s: %s: size overflows", c->file, field);
   if (!qiao__range_ok(c->offset, bytes, c->size))
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: field %s: %llu bytes at byte offset %llu run past the end of the "
+                       "%s: %s: %llu bytes at byte offset %llu run past the end of the "
                        "%llu byte file",
                        c->file, field, (unsigned long long)bytes, (unsigned long long)c->offset,
                        (unsigned long long)c->size);
@@ -72,23 +72,23 @@ static qiao_status *parse_header(const uint8_t *data, uint64_t size, const char 
   memset(cfg, 0, sizeof(*cfg));
   if (size >= 4 && (uint32_t)read_i32(data) == AK42_MAGIC) {
     if (size < AK42_HEADER_BYTES)
-      return qiao__error(QIAO_MALFORMED, "file %s: %llu bytes, shorter than the %u byte header",
-                         file, (unsigned long long)size, AK42_HEADER_BYTES);
+      return qiao__error(QIAO_MALFORMED, "%s: %llu bytes, shorter than the %u byte header", file,
+                         (unsigned long long)size, AK42_HEADER_BYTES);
     cfg->version = read_i32(data + 4);
     if (cfg->version != 1)
       return qiao__error(QIAO_UNSUPPORTED,
-                         "file %s: field version (byte 4): llama2.c export version %d is not "
-                         "supported (only 1, fp32)",
+                         "%s: version: llama2.c export version %d is not supported (only 1, fp32) "
+                         "at byte offset 4",
                          file, cfg->version);
     fields = data + 8;
     if (data[36] > 1)
       return qiao__error(QIAO_MALFORMED,
-                         "file %s: field shared_classifier (byte 36): %u is not 0 or 1", file,
+                         "%s: shared_classifier: %u is not 0 or 1 at byte offset 36", file,
                          data[36]);
     cfg->shared_classifier = data[36] == 1;
     header_bytes = AK42_HEADER_BYTES;
   } else if (size < 28) {
-    return qiao__error(QIAO_MALFORMED, "file %s: %llu bytes, shorter than the 28 byte header", file,
+    return qiao__error(QIAO_MALFORMED, "%s: %llu bytes, shorter than the 28 byte header", file,
                        (unsigned long long)size);
   }
   uint64_t base = (uint64_t)(fields - data);
@@ -112,22 +112,21 @@ static qiao_status *parse_header(const uint8_t *data, uint64_t size, const char 
       {"seq_len", cfg->seq_len}};
   for (size_t i = 0; i < sizeof(positive) / sizeof(positive[0]); i++) {
     if (positive[i].value <= 0)
-      return qiao__error(QIAO_MALFORMED, "file %s: field %s (byte %llu): %d is not positive", file,
-                         positive[i].name, (unsigned long long)(base + 4 * i), positive[i].value);
+      return qiao__error(QIAO_MALFORMED, "%s: %s: %d is not positive at byte offset %llu", file,
+                         positive[i].name, positive[i].value, (unsigned long long)(base + 4 * i));
   }
   if (cfg->dim % cfg->n_heads != 0)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: field n_heads (byte %llu): dim %d is not a multiple of %d heads",
-                       file, (unsigned long long)(base + 12), cfg->dim, cfg->n_heads);
+                       "%s: n_heads: dim %d is not a multiple of %d heads at byte offset %llu",
+                       file, cfg->dim, cfg->n_heads, (unsigned long long)(base + 12));
   if (cfg->n_heads % cfg->n_kv_heads != 0 || cfg->n_kv_heads > cfg->n_heads)
     return qiao__error(
         QIAO_MALFORMED,
-        "file %s: field n_kv_heads (byte %llu): %d heads are not a multiple of %d KV "
-        "heads",
-        file, (unsigned long long)(base + 16), cfg->n_heads, cfg->n_kv_heads);
+        "%s: n_kv_heads: %d heads are not a multiple of %d KV heads at byte offset %llu", file,
+        cfg->n_heads, cfg->n_kv_heads, (unsigned long long)(base + 16));
   if ((cfg->dim / cfg->n_heads) % 2 != 0)
-    return qiao__error(QIAO_MALFORMED, "file %s: field n_heads (byte %llu): head size %d is odd",
-                       file, (unsigned long long)(base + 12), cfg->dim / cfg->n_heads);
+    return qiao__error(QIAO_MALFORMED, "%s: n_heads: head size %d is odd at byte offset %llu", file,
+                       cfg->dim / cfg->n_heads, (unsigned long long)(base + 12));
   *out_weights_offset = header_bytes;
   return NULL;
 }
@@ -171,9 +170,9 @@ static qiao_status *plan_layout(const llama2c_config *cfg, weight_cursor *c, lla
   }
   if (!cfg->shared_classifier) QIAO__TRY(take(c, "wcls", vocab, dim, 1, &lay->wcls));
   if (c->offset != c->size)
-    return qiao__error(
-        QIAO_MALFORMED, "file %s: %llu unexpected bytes after the weights at byte offset %llu",
-        c->file, (unsigned long long)(c->size - c->offset), (unsigned long long)c->offset);
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: %llu unexpected bytes after the weights at byte offset %llu", c->file,
+                       (unsigned long long)(c->size - c->offset), (unsigned long long)c->offset);
   return NULL;
 }
 

@@ -75,33 +75,33 @@ typedef struct tok_arrays {
 static qiao_status *parse_tokens(const uint8_t *data, uint64_t size, const char *file,
                                  uint32_t vocab_size, tok_arrays *a) {
   if (size < 4)
-    return qiao__error(QIAO_MALFORMED, "file %s: %llu bytes, too short for max_token_length", file,
+    return qiao__error(QIAO_MALFORMED, "%s: %llu bytes, too short for max_token_length", file,
                        (unsigned long long)size);
   int32_t max_len = read_i32(data);
   if (max_len <= 0 || (uint32_t)max_len > QIAO__MAX_STRING_LEN)
-    return qiao__error(QIAO_MALFORMED, "file %s: field max_token_length (byte 0): %d out of range",
+    return qiao__error(QIAO_MALFORMED, "%s: max_token_length: %d out of range at byte offset 0",
                        file, max_len);
   uint64_t offset = 4;
   for (uint32_t id = 0; id < vocab_size; id++) {
     if (!qiao__range_ok(offset, 8, size))
       return qiao__error(QIAO_MALFORMED,
-                         "file %s: token %u: truncated at byte offset %llu (the model has %u "
+                         "%s: token %u: truncated at byte offset %llu (the model has %u "
                          "tokens)",
                          file, id, (unsigned long long)offset, vocab_size);
     float score;
     memcpy(&score, data + offset, 4);
     int32_t len = read_i32(data + offset + 4);
     if (isnan(score))
-      return qiao__error(QIAO_MALFORMED, "file %s: token %u: field score (byte %llu) is NaN", file,
-                         id, (unsigned long long)offset);
+      return qiao__error(QIAO_MALFORMED, "%s: token %u: score: NaN at byte offset %llu", file, id,
+                         (unsigned long long)offset);
     if (len < 0 || len > max_len)
       return qiao__error(QIAO_MALFORMED,
-                         "file %s: token %u: field length (byte %llu): %d is outside 0..%d", file,
-                         id, (unsigned long long)(offset + 4), len, max_len);
+                         "%s: token %u: length: %d is outside 0..%d at byte offset %llu", file, id,
+                         len, max_len, (unsigned long long)(offset + 4));
     offset += 8;
     if (!qiao__range_ok(offset, (uint64_t)len, size))
       return qiao__error(QIAO_MALFORMED,
-                         "file %s: token %u: %d bytes of text at byte offset %llu run past the end "
+                         "%s: token %u: %d bytes of text at byte offset %llu run past the end "
                          "of the %llu byte file",
                          file, id, len, (unsigned long long)offset, (unsigned long long)size);
     /* Each piece grows at most 3x; the pool was sized for that. */
@@ -114,7 +114,7 @@ static qiao_status *parse_tokens(const uint8_t *data, uint64_t size, const char 
   }
   if (offset != size)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: %llu unexpected bytes after token %u at byte offset %llu (the "
+                       "%s: %llu unexpected bytes after token %u at byte offset %llu (the "
                        "model has %u tokens)",
                        file, (unsigned long long)(size - offset), vocab_size - 1,
                        (unsigned long long)offset, vocab_size);
@@ -142,15 +142,15 @@ qiao_status *qiao__llama2c_add_tokenizer(qiao_model *model, const uint8_t *data,
                                          const char *name, uint32_t vocab_size) {
   const char *file = name ? name : "(buffer)";
   if (size > QIAO__LLAMA2C_MAX_TOKENIZER_BYTES)
-    return qiao__error(QIAO_LIMIT, "file %s: %llu bytes (limit %u)", file, (unsigned long long)size,
+    return qiao__error(QIAO_LIMIT, "%s: %llu bytes (limit %u)", file, (unsigned long long)size,
                        QIAO__LLAMA2C_MAX_TOKENIZER_BYTES);
   /* The file is checked before anything is allocated for it. */
   if (vocab_size < 3 || vocab_size > QIAO__MAX_ARRAY_LEN)
-    return qiao__error(QIAO_MALFORMED, "file %s: a vocab of %u tokens cannot hold <unk> <s> </s>",
-                       file, vocab_size);
+    return qiao__error(QIAO_MALFORMED, "%s: a vocab of %u tokens cannot hold <unk> <s> </s>", file,
+                       vocab_size);
   if ((uint64_t)vocab_size * 8 > size)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: %llu bytes cannot hold the model's %u tokens (8 bytes each at "
+                       "%s: %llu bytes cannot hold the model's %u tokens (8 bytes each at "
                        "least)",
                        file, (unsigned long long)size, vocab_size);
   /* Token text is at most the file size, and grows at most 3x. */
@@ -158,7 +158,7 @@ qiao_status *qiao__llama2c_add_tokenizer(qiao_model *model, const uint8_t *data,
                   calloc(vocab_size, sizeof(float)), calloc(vocab_size, sizeof(int32_t))};
   qiao_status *st = NULL;
   if (a.pool == NULL || a.tokens == NULL || a.scores == NULL || a.types == NULL)
-    st = qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory for %u tokens", file, vocab_size);
+    st = qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory for %u tokens", file, vocab_size);
   if (st == NULL) st = parse_tokens(data, size, file, vocab_size, &a);
   if (st == NULL) st = set_keys(model, vocab_size, &a);
   free(a.pool);

@@ -36,8 +36,8 @@ void qiao__st_table_free(qiao_st_table *table) {
 static qiao_status *parse_dtype(const char *file, const char *tensor, json_object *value,
                                 qiao_dtype *out) {
   if (value == NULL || !json_object_is_type(value, json_type_string))
-    return qiao__error(QIAO_MALFORMED, "file %s: tensor '%s': field dtype: missing or not a string",
-                       file, tensor);
+    return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': dtype: missing or not a string", file,
+                       tensor);
   const char *s = json_object_get_string(value);
   if (strcmp(s, "F32") == 0) {
     *out = QIAO_DTYPE_F32;
@@ -47,8 +47,8 @@ static qiao_status *parse_dtype(const char *file, const char *tensor, json_objec
     *out = QIAO_DTYPE_BF16;
   } else {
     return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s: tensor '%s': dtype '%.32s' is not supported (F32, F16, BF16)",
-                       file, tensor, s);
+                       "%s: tensor '%s': dtype '%.32s' is not supported (F32, F16, BF16)", file,
+                       tensor, s);
   }
   return NULL;
 }
@@ -66,27 +66,25 @@ static bool get_u64(json_object *value, uint64_t *out) {
 static qiao_status *parse_shape(const char *file, const char *tensor, json_object *value,
                                 qiao_st_tensor *t, uint64_t *out_elems) {
   if (value == NULL || !json_object_is_type(value, json_type_array))
-    return qiao__error(QIAO_MALFORMED, "file %s: tensor '%s': field shape: missing or not an array",
-                       file, tensor);
+    return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': shape: missing or not an array", file,
+                       tensor);
   size_t n = json_object_array_length(value);
   if (n == 0 || n > QIAO_MAX_DIMS)
     return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s: tensor '%s': field shape: %zu dimensions (qiao stores 1 to %d)",
-                       file, tensor, n, QIAO_MAX_DIMS);
+                       "%s: tensor '%s': shape: %zu dimensions (qiao stores 1 to %d)", file, tensor,
+                       n, QIAO_MAX_DIMS);
   uint64_t elems = 1;
   for (size_t d = 0; d < n; d++) {
     uint64_t dim = 0;
     if (!get_u64(json_object_array_get_idx(value, d), &dim))
-      return qiao__error(QIAO_MALFORMED,
-                         "file %s: tensor '%s': field shape[%zu]: not a non-negative integer", file,
-                         tensor, d);
+      return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': shape[%zu]: not a non-negative integer",
+                         file, tensor, d);
     if (dim == 0)
       return qiao__error(QIAO_UNSUPPORTED,
-                         "file %s: tensor '%s': field shape[%zu]: empty tensors are not supported",
-                         file, tensor, d);
+                         "%s: tensor '%s': shape[%zu]: empty tensors are not supported", file,
+                         tensor, d);
     if (!qiao__mul_u64(elems, dim, &elems))
-      return qiao__error(QIAO_MALFORMED,
-                         "file %s: tensor '%s': field shape: element count overflows", file,
+      return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': shape: element count overflows", file,
                          tensor);
     t->shape[d] = dim;
   }
@@ -100,7 +98,7 @@ static qiao_status *parse_shape(const char *file, const char *tensor, json_objec
 static qiao_status *parse_entry(const char *file, const char *tensor, json_object *desc,
                                 uint64_t data_size, qiao_st_tensor *t, range_entry *range) {
   if (!json_object_is_type(desc, json_type_object))
-    return qiao__error(QIAO_MALFORMED, "file %s: tensor '%s': description is not an object", file,
+    return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': description is not an object", file,
                        tensor);
   json_object *dtype = NULL, *shape = NULL, *offsets = NULL;
   json_object_object_get_ex(desc, "dtype", &dtype);
@@ -112,34 +110,31 @@ static qiao_status *parse_entry(const char *file, const char *tensor, json_objec
 
   if (offsets == NULL || !json_object_is_type(offsets, json_type_array) ||
       json_object_array_length(offsets) != 2)
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s: tensor '%s': field data_offsets: missing or not [begin, end]",
+    return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': data_offsets: missing or not [begin, end]",
                        file, tensor);
   uint64_t begin = 0, end = 0;
   if (!get_u64(json_object_array_get_idx(offsets, 0), &begin) ||
       !get_u64(json_object_array_get_idx(offsets, 1), &end))
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s: tensor '%s': field data_offsets: not non-negative integers", file,
-                       tensor);
+    return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': data_offsets: not non-negative integers",
+                       file, tensor);
   if (begin > end)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: tensor '%s': field data_offsets: begin %llu is after end %llu",
-                       file, tensor, (unsigned long long)begin, (unsigned long long)end);
+                       "%s: tensor '%s': data_offsets: begin %llu is after end %llu", file, tensor,
+                       (unsigned long long)begin, (unsigned long long)end);
   if (end > data_size)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: tensor '%s': field data_offsets: end %llu is past the end of the "
+                       "%s: tensor '%s': data_offsets: end %llu is past the end of the "
                        "data section (%llu bytes)",
                        file, tensor, (unsigned long long)end, (unsigned long long)data_size);
   const qiao_dtype_info *info = qiao_dtype_get_info(t->dtype);
   uint64_t want;
   if (!qiao__mul_u64(elems, info->block_bytes, &want) || want != end - begin)
-    return qiao__error(
-        QIAO_MALFORMED,
-        "file %s: tensor '%s': field data_offsets: [%llu, %llu) holds %llu bytes but "
-        "the shape and dtype %s need %llu elements x %u bytes",
-        file, tensor, (unsigned long long)begin, (unsigned long long)end,
-        (unsigned long long)(end - begin), info->name, (unsigned long long)elems,
-        info->block_bytes);
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: tensor '%s': data_offsets: [%llu, %llu) holds %llu bytes but "
+                       "the shape and dtype %s need %llu elements x %u bytes",
+                       file, tensor, (unsigned long long)begin, (unsigned long long)end,
+                       (unsigned long long)(end - begin), info->name, (unsigned long long)elems,
+                       info->block_bytes);
   t->n_bytes = end - begin;
   range->begin = begin;
   range->end = end;
@@ -161,22 +156,22 @@ static qiao_status *check_coverage(const char *file, const qiao_st_table *table,
     const char *tensor = table->tensors[ranges[i].index].name;
     if (ranges[i].begin < covered)
       return qiao__error(QIAO_MALFORMED,
-                         "file %s: tensor '%s': field data_offsets: bytes [%llu, %llu) overlap "
+                         "%s: tensor '%s': data_offsets: bytes [%llu, %llu) overlap "
                          "tensor '%s' (file offset %llu)",
                          file, tensor, (unsigned long long)ranges[i].begin,
                          (unsigned long long)covered, table->tensors[ranges[i - 1].index].name,
                          (unsigned long long)(data_start + ranges[i].begin));
     if (ranges[i].begin > covered)
       return qiao__error(QIAO_MALFORMED,
-                         "file %s: data bytes [%llu, %llu) (file offset %llu) belong to no tensor",
-                         file, (unsigned long long)covered, (unsigned long long)ranges[i].begin,
+                         "%s: data bytes [%llu, %llu) (file offset %llu) belong to no tensor", file,
+                         (unsigned long long)covered, (unsigned long long)ranges[i].begin,
                          (unsigned long long)(data_start + covered));
     covered = ranges[i].end;
   }
   if (covered != data_size)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: data bytes [%llu, %llu) (file offset %llu) belong to no tensor",
-                       file, (unsigned long long)covered, (unsigned long long)data_size,
+                       "%s: data bytes [%llu, %llu) (file offset %llu) belong to no tensor", file,
+                       (unsigned long long)covered, (unsigned long long)data_size,
                        (unsigned long long)(data_start + covered));
   return NULL;
 }
@@ -186,7 +181,7 @@ static qiao_status *check_coverage(const char *file, const qiao_st_table *table,
 static qiao_status *parse_json(const char *file, const char *text, uint64_t len,
                                json_object **out) {
   json_tokener *tok = json_tokener_new_ex(MAX_JSON_DEPTH);
-  if (tok == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", file);
+  if (tok == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", file);
   json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
   json_object *root = json_tokener_parse_ex(tok, text, (int)len);
   enum json_tokener_error err = json_tokener_get_error(tok);
@@ -195,21 +190,21 @@ static qiao_status *parse_json(const char *file, const char *text, uint64_t len,
   if (root == NULL || err != json_tokener_success) {
     json_object_put(root);
     return qiao__error(
-        QIAO_MALFORMED, "file %s: header: not valid JSON near byte %zu: %s", file, 8 + end,
-        err == json_tokener_continue ? "unexpected end" : json_tokener_error_desc(err));
+        QIAO_MALFORMED, "%s: header: not valid JSON (%s) at byte offset %zu", file,
+        err == json_tokener_continue ? "unexpected end" : json_tokener_error_desc(err), 8 + end);
   }
   for (uint64_t i = end; i < len; i++) {
     char c = text[i];
     if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
       json_object_put(root);
       return qiao__error(QIAO_MALFORMED,
-                         "file %s: header: unexpected bytes after the JSON object at byte %llu",
+                         "%s: header: unexpected bytes after the JSON object at byte offset %llu",
                          file, (unsigned long long)(8 + i));
     }
   }
   if (!json_object_is_type(root, json_type_object)) {
     json_object_put(root);
-    return qiao__error(QIAO_MALFORMED, "file %s: header: the JSON is not an object", file);
+    return qiao__error(QIAO_MALFORMED, "%s: header: the JSON is not an object", file);
   }
   *out = root;
   return NULL;
@@ -219,29 +214,28 @@ static qiao_status *parse_tensors(const char *file, json_object *root, const uin
                                   uint64_t data_start, uint64_t data_size, qiao_st_table *table) {
   uint64_t n = (uint64_t)json_object_object_length(root);
   if (n > QIAO__MAX_TENSORS)
-    return qiao__error(QIAO_LIMIT, "file %s: header: %llu entries (limit %u)", file,
+    return qiao__error(QIAO_LIMIT, "%s: header: %llu entries (limit %u)", file,
                        (unsigned long long)n, QIAO__MAX_TENSORS);
   table->tensors = calloc(n ? n : 1, sizeof(*table->tensors));
   range_entry *ranges = calloc(n ? n : 1, sizeof(*ranges));
   if (table->tensors == NULL || ranges == NULL) {
     free(ranges);
-    return qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory for %llu tensors", file,
+    return qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory for %llu tensors", file,
                        (unsigned long long)n);
   }
   qiao_status *st = NULL;
   json_object_object_foreach(root, key, desc) {
     if (strcmp(key, "__metadata__") == 0) {
       if (!json_object_is_type(desc, json_type_object)) {
-        st = qiao__error(QIAO_MALFORMED, "file %s: field __metadata__: not an object", file);
+        st = qiao__error(QIAO_MALFORMED, "%s: __metadata__: not an object", file);
         break;
       }
       continue;
     }
     size_t key_len = strlen(key);
     if (key_len == 0 || key_len > QIAO__MAX_TENSOR_NAME_LEN) {
-      st =
-          qiao__error(QIAO_MALFORMED, "file %s: header: tensor name of %zu bytes (1 to %u allowed)",
-                      file, key_len, QIAO__MAX_TENSOR_NAME_LEN);
+      st = qiao__error(QIAO_MALFORMED, "%s: header: tensor name of %zu bytes (1 to %u allowed)",
+                       file, key_len, QIAO__MAX_TENSOR_NAME_LEN);
       break;
     }
     qiao_st_tensor *t = &table->tensors[table->count];
@@ -250,7 +244,7 @@ static qiao_status *parse_tensors(const char *file, json_object *root, const uin
     if (st != NULL) break;
     t->name = strdup(key);
     if (t->name == NULL) {
-      st = qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", file);
+      st = qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", file);
       break;
     }
     t->data = data_section + range->begin;
@@ -267,19 +261,18 @@ qiao_status *qiao__st_parse(const uint8_t *data, uint64_t size, const char *name
                             qiao_st_table *out) {
   const char *file = name ? name : "(buffer)";
   if (size < 8)
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s: %llu bytes, too short for the 8-byte header length", file,
-                       (unsigned long long)size);
+    return qiao__error(QIAO_MALFORMED, "%s: %llu bytes, too short for the 8-byte header length",
+                       file, (unsigned long long)size);
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; i--)
     header_len = (header_len << 8) | data[i];
   if (header_len > QIAO__SAFETENSORS_MAX_HEADER)
-    return qiao__error(QIAO_LIMIT, "file %s: field header length (byte 0): %llu bytes (limit %u)",
+    return qiao__error(QIAO_LIMIT, "%s: header length: %llu bytes (limit %u) at byte offset 0",
                        file, (unsigned long long)header_len, QIAO__SAFETENSORS_MAX_HEADER);
   if (header_len < 2 || header_len > size - 8)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: field header length (byte 0): %llu bytes does not fit the %llu "
-                       "byte file",
+                       "%s: header length: %llu bytes does not fit the %llu byte file "
+                       "at byte offset 0",
                        file, (unsigned long long)header_len, (unsigned long long)size);
   uint64_t data_start = 8 + header_len;
   json_object *root = NULL;

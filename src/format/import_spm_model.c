@@ -34,7 +34,7 @@ static qiao_status *varint(reader *r, const char *file, uint64_t *out) {
   uint64_t v = 0;
   for (int shift = 0; shift < 64; shift += 7) {
     if (r->pos >= r->end)
-      return qiao__error(QIAO_MALFORMED, "file %s: truncated varint at byte offset %llu", file,
+      return qiao__error(QIAO_MALFORMED, "%s: truncated varint at byte offset %llu", file,
                          (unsigned long long)r->pos);
     uint8_t b = r->p[r->pos++];
     v |= (uint64_t)(b & 0x7F) << shift;
@@ -43,8 +43,8 @@ static qiao_status *varint(reader *r, const char *file, uint64_t *out) {
       return NULL;
     }
   }
-  return qiao__error(QIAO_MALFORMED, "file %s: varint longer than 10 bytes at byte offset %llu",
-                     file, (unsigned long long)r->pos);
+  return qiao__error(QIAO_MALFORMED, "%s: varint longer than 10 bytes at byte offset %llu", file,
+                     (unsigned long long)r->pos);
 }
 
 /* Reads the next field; false at the end of the message. */
@@ -76,11 +76,12 @@ static qiao_status *next_field(reader *r, const char *file, field *f, bool *more
     return NULL;
   default:
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: field %u: unsupported wire type %u at byte offset %llu", file,
+                       "%s: protobuf field %u: unsupported wire type %u at byte offset %llu", file,
                        f->number, f->wire, (unsigned long long)at);
   }
-  return qiao__error(QIAO_MALFORMED, "file %s: field %u at byte offset %llu runs past its message",
-                     file, f->number, (unsigned long long)at);
+  return qiao__error(QIAO_MALFORMED,
+                     "%s: protobuf field %u: runs past its message at byte offset %llu", file,
+                     f->number, (unsigned long long)at);
 }
 
 static reader sub(const reader *r, const field *f) {
@@ -145,15 +146,14 @@ static qiao_status *read_piece(const reader *r0, const char *file, uint64_t inde
     uint64_t cap = ps->cap ? ps->cap * 2 : 1024;
     if (cap > QIAO__MAX_ARRAY_LEN) cap = QIAO__MAX_ARRAY_LEN;
     if (ps->n >= cap)
-      return qiao__error(QIAO_LIMIT, "file %s: field pieces: more than %u pieces", file,
-                         QIAO__MAX_ARRAY_LEN);
+      return qiao__error(QIAO_LIMIT, "%s: pieces: more than %u pieces", file, QIAO__MAX_ARRAY_LEN);
     qiao_string *t = realloc(ps->text, cap * sizeof(*t));
     if (t) ps->text = t;
     float *sc = realloc(ps->scores, cap * sizeof(*sc));
     if (sc) ps->scores = sc;
     int32_t *ty = realloc(ps->types, cap * sizeof(*ty));
     if (ty) ps->types = ty;
-    if (!t || !sc || !ty) return qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", file);
+    if (!t || !sc || !ty) return qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", file);
     ps->cap = cap;
   }
   reader r = *r0;
@@ -172,17 +172,17 @@ static qiao_status *read_piece(const reader *r0, const char *file, uint64_t inde
       uint32_t bits = (uint32_t)f.value;
       memcpy(&score, &bits, sizeof(score));
       if (score != score)
-        return qiao__error(QIAO_MALFORMED, "file %s: field pieces[%llu].score is NaN", file,
+        return qiao__error(QIAO_MALFORMED, "%s: pieces[%llu].score is NaN", file,
                            (unsigned long long)index);
     } else if (f.number == 3 && f.wire == 0) {
       if (f.value < 1 || f.value > 6)
-        return qiao__error(QIAO_MALFORMED, "file %s: field pieces[%llu].type: %llu outside 1..6",
-                           file, (unsigned long long)index, (unsigned long long)f.value);
+        return qiao__error(QIAO_MALFORMED, "%s: pieces[%llu].type: %llu outside 1..6", file,
+                           (unsigned long long)index, (unsigned long long)f.value);
       type = (int32_t)f.value;
     }
   }
   if (!have_piece)
-    return qiao__error(QIAO_MALFORMED, "file %s: field pieces[%llu]: no piece text", file,
+    return qiao__error(QIAO_MALFORMED, "%s: pieces[%llu]: no piece text", file,
                        (unsigned long long)index);
   ps->text[ps->n] = text;
   ps->scores[ps->n] = score;
@@ -195,8 +195,7 @@ static qiao_status *set_optional_id(qiao_model *m, const char *file, const char 
                                     const char *field_name, int64_t id, uint64_t n) {
   if (id < 0) return NULL; /* -1: the model has none */
   if ((uint64_t)id >= n)
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s: field trainer_spec.%s: id %lld beyond the %llu pieces", file,
+    return qiao__error(QIAO_MALFORMED, "%s: trainer_spec.%s: id %lld beyond the %llu pieces", file,
                        field_name, (long long)id, (unsigned long long)n);
   return qiao__model_set_u32(m, key, (uint32_t)id);
 }
@@ -225,23 +224,23 @@ static qiao_status *import(qiao_model *model, const uint8_t *data, uint64_t size
     else if (f.number == 3)
       QIAO__TRY(read_normalizer(&m, file, &s));
   }
-  if (ps->n == 0) return qiao__error(QIAO_MALFORMED, "file %s: field pieces: no pieces", file);
+  if (ps->n == 0) return qiao__error(QIAO_MALFORMED, "%s: pieces: no pieces", file);
   if (s.model_type != 2)
     return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s: field trainer_spec.model_type: %lld (only BPE = 2 is supported; "
+                       "%s: trainer_spec.model_type: %lld (only BPE = 2 is supported; "
                        "unigram models are not)",
                        file, (long long)s.model_type);
   bool identity =
       s.norm_name == NULL || (s.norm_name_len == 8 && memcmp(s.norm_name, "identity", 8) == 0);
   if (!identity || s.charsmap_len > 0)
     return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s: field normalizer_spec.name: \"%.*s\" (only the identity "
+                       "%s: normalizer_spec.name: \"%.*s\" (only the identity "
                        "normalizer is supported)",
                        file, (int)(s.norm_name_len > 32 ? 32 : s.norm_name_len),
                        s.norm_name ? (const char *)s.norm_name : "");
   if (s.remove_extra_ws)
     return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s: field normalizer_spec.remove_extra_whitespaces: true is not "
+                       "%s: normalizer_spec.remove_extra_whitespaces: true is not "
                        "supported",
                        file);
   QIAO__TRY(qiao__model_set_string(model, "tokenizer.model", "spm", 3));
@@ -255,7 +254,7 @@ static qiao_status *import(qiao_model *model, const uint8_t *data, uint64_t size
   if (s.eos_id >= 0) {
     if ((uint64_t)s.eos_id >= ps->n)
       return qiao__error(QIAO_MALFORMED,
-                         "file %s: field trainer_spec.eos_id: id %lld beyond the "
+                         "%s: trainer_spec.eos_id: id %lld beyond the "
                          "%llu pieces",
                          file, (long long)s.eos_id, (unsigned long long)ps->n);
     uint32_t eos = (uint32_t)s.eos_id;

@@ -65,9 +65,9 @@ static const char *get_str(json_object *o, const char *key) {
 
 static qiao_status *parse(const char *text, size_t len, const char *file, json_object **out) {
   if (len > MAX_TOKENIZER_JSON_BYTES || len > INT32_MAX)
-    return qiao__error(QIAO_LIMIT, "file %s: %zu bytes is too large for a tokenizer", file, len);
+    return qiao__error(QIAO_LIMIT, "%s: %zu bytes is too large for a tokenizer", file, len);
   json_tokener *tok = json_tokener_new_ex(MAX_JSON_DEPTH);
-  if (tok == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", file);
+  if (tok == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", file);
   json_object *root = json_tokener_parse_ex(tok, text, (int)len);
   enum json_tokener_error err = json_tokener_get_error(tok);
   size_t off = json_tokener_get_parse_end(tok);
@@ -75,12 +75,12 @@ static qiao_status *parse(const char *text, size_t len, const char *file, json_o
   if (root == NULL || err != json_tokener_success) {
     json_object_put(root);
     if (err == json_tokener_continue) err = json_tokener_error_parse_eof;
-    return qiao__error(QIAO_MALFORMED, "file %s: invalid JSON at byte offset %zu: %s", file, off,
-                       json_tokener_error_desc(err));
+    return qiao__error(QIAO_MALFORMED, "%s: invalid JSON (%s) at byte offset %zu", file,
+                       json_tokener_error_desc(err), off);
   }
   if (!json_object_is_type(root, json_type_object)) {
     json_object_put(root);
-    return qiao__error(QIAO_MALFORMED, "file %s: the top level is not a JSON object", file);
+    return qiao__error(QIAO_MALFORMED, "%s: the top level is not a JSON object", file);
   }
   *out = root;
   return NULL;
@@ -92,11 +92,11 @@ static qiao_status *put_token(ctx *c, int64_t id, const char *s, uint32_t len, i
                               const char *field) {
   if (id < 0 || id >= (int64_t)c->cap)
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: %s: id %lld of \"%.*s\" is beyond the vocabulary of %u tokens",
-                       c->file, field, (long long)id, (int)(len > 64 ? 64 : len), s, c->cap);
+                       "%s: %s: id %lld of \"%.*s\" is beyond the vocabulary of %u tokens", c->file,
+                       field, (long long)id, (int)(len > 64 ? 64 : len), s, c->cap);
   if (c->text[id] != NULL) {
     if (c->len[id] != len || memcmp(c->text[id], s, len) != 0)
-      return qiao__error(QIAO_MALFORMED, "file %s: %s: duplicate id %lld (\"%.*s\" and \"%.*s\")",
+      return qiao__error(QIAO_MALFORMED, "%s: %s: duplicate id %lld (\"%.*s\" and \"%.*s\")",
                          c->file, field, (long long)id, (int)(c->len[id] > 64 ? 64 : c->len[id]),
                          c->text[id], (int)(len > 64 ? 64 : len), s);
     if (type != TYPE_NORMAL) c->types[id] = type; /* an added token re-declaring a vocab entry */
@@ -111,35 +111,33 @@ static qiao_status *put_token(ctx *c, int64_t id, const char *s, uint32_t len, i
 
 static qiao_status *read_vocab(ctx *c) {
   json_object *model = get(c->root, "model");
-  if (model == NULL) return qiao__error(QIAO_MALFORMED, "file %s: field model: missing", c->file);
+  if (model == NULL) return qiao__error(QIAO_MALFORMED, "%s: model: missing", c->file);
   const char *type = get_str(model, "type");
   if (type != NULL && strcmp(type, "BPE") != 0)
-    return qiao__error(QIAO_UNSUPPORTED,
-                       "file %s: field model.type: \"%s\" is not supported (only BPE)", c->file,
-                       type);
+    return qiao__error(QIAO_UNSUPPORTED, "%s: model.type: \"%s\" is not supported (only BPE)",
+                       c->file, type);
   c->vocab = get(model, "vocab");
   if (c->vocab == NULL || !json_object_is_type(c->vocab, json_type_object))
-    return qiao__error(QIAO_MALFORMED, "file %s: field model.vocab: missing or not an object",
-                       c->file);
+    return qiao__error(QIAO_MALFORMED, "%s: model.vocab: missing or not an object", c->file);
   json_object *added = get(c->root, "added_tokens");
   json_object *decl = get(c->config, "added_tokens_decoder");
   uint64_t cap = (uint64_t)json_object_object_length(c->vocab);
   if (added && json_object_is_type(added, json_type_array)) cap += json_object_array_length(added);
   if (decl && json_object_is_type(decl, json_type_object)) cap += json_object_object_length(decl);
   if (cap == 0 || cap > QIAO__MAX_ARRAY_LEN)
-    return qiao__error(QIAO_MALFORMED, "file %s: field model.vocab: %llu tokens (expected 1..%u)",
-                       c->file, (unsigned long long)cap, QIAO__MAX_ARRAY_LEN);
+    return qiao__error(QIAO_MALFORMED, "%s: model.vocab: %llu tokens (expected 1..%u)", c->file,
+                       (unsigned long long)cap, QIAO__MAX_ARRAY_LEN);
   c->cap = (uint32_t)cap;
   c->text = calloc(cap, sizeof(*c->text));
   c->len = calloc(cap, sizeof(*c->len));
   c->types = calloc(cap, sizeof(*c->types));
   if (c->text == NULL || c->len == NULL || c->types == NULL)
-    return qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", c->file);
+    return qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", c->file);
 
   json_object_object_foreach(c->vocab, key, val) {
     if (!json_object_is_type(val, json_type_int))
-      return qiao__error(QIAO_MALFORMED, "file %s: field model.vocab[\"%.64s\"]: not an integer id",
-                         c->file, key);
+      return qiao__error(QIAO_MALFORMED, "%s: model.vocab[\"%.64s\"]: not an integer id", c->file,
+                         key);
     QIAO__TRY(put_token(c, json_object_get_int64(val), key, (uint32_t)strlen(key), TYPE_NORMAL,
                         "model.vocab"));
   }
@@ -149,8 +147,8 @@ static qiao_status *read_vocab(ctx *c) {
       json_object *id = get(a, "id"), *content = get(a, "content"), *special = get(a, "special");
       if (id == NULL || !json_object_is_type(id, json_type_int) || content == NULL ||
           !json_object_is_type(content, json_type_string))
-        return qiao__error(QIAO_MALFORMED, "file %s: field added_tokens[%zu]: needs id and content",
-                           c->file, i);
+        return qiao__error(QIAO_MALFORMED, "%s: added_tokens[%zu]: needs id and content", c->file,
+                           i);
       char field[64];
       snprintf(field, sizeof(field), "added_tokens[%zu]", i);
       QIAO__TRY(put_token(c, json_object_get_int64(id), json_object_get_string(content),
@@ -167,7 +165,7 @@ static qiao_status *read_vocab(ctx *c) {
       if (*key == '\0' || *end != '\0' || content == NULL ||
           !json_object_is_type(content, json_type_string))
         return qiao__error(QIAO_MALFORMED,
-                           "file tokenizer_config.json: field added_tokens_decoder[\"%.32s\"]: "
+                           "tokenizer_config.json: added_tokens_decoder[\"%.32s\"]: "
                            "needs a numeric id and content",
                            key);
       QIAO__TRY(put_token(c, id, json_object_get_string(content),
@@ -178,9 +176,8 @@ static qiao_status *read_vocab(ctx *c) {
   }
   for (uint32_t i = 0; i < c->n; i++)
     if (c->text[i] == NULL)
-      return qiao__error(QIAO_MALFORMED,
-                         "file %s: field model.vocab: id %u has no token (ids run to %u)", c->file,
-                         i, c->n - 1);
+      return qiao__error(QIAO_MALFORMED, "%s: model.vocab: id %u has no token (ids run to %u)",
+                         c->file, i, c->n - 1);
   return NULL;
 }
 
@@ -224,12 +221,12 @@ static qiao_status *check_merge(ctx *c, size_t i, const char *s, size_t len, cha
     tmp[len - 1] = '\0';
     if (get(c->vocab, tmp) != NULL) return NULL;
     return qiao__error(QIAO_MALFORMED,
-                       "file %s: field model.merges[%zu]: \"%.*s\": the merged token is not in "
+                       "%s: model.merges[%zu]: \"%.*s\": the merged token is not in "
                        "the vocabulary",
                        c->file, i, (int)(len > 80 ? 80 : len), s);
   }
   return qiao__error(QIAO_MALFORMED,
-                     "file %s: field model.merges[%zu]: \"%.*s\" names a token missing from the "
+                     "%s: model.merges[%zu]: \"%.*s\" names a token missing from the "
                      "vocabulary",
                      c->file, i, (int)(len > 80 ? 80 : len), s);
 }
@@ -238,14 +235,14 @@ static qiao_status *read_merges(ctx *c, merges *m) {
   json_object *arr = get(get(c->root, "model"), "merges");
   if (arr == NULL) return NULL;
   if (!json_object_is_type(arr, json_type_array))
-    return qiao__error(QIAO_MALFORMED, "file %s: field model.merges: not an array", c->file);
+    return qiao__error(QIAO_MALFORMED, "%s: model.merges: not an array", c->file);
   size_t n = json_object_array_length(arr);
   if (n > QIAO__MAX_ARRAY_LEN)
-    return qiao__error(QIAO_LIMIT, "file %s: field model.merges: %zu merges", c->file, n);
+    return qiao__error(QIAO_LIMIT, "%s: model.merges: %zu merges", c->file, n);
   m->items = calloc(n ? n : 1, sizeof(qiao_string));
   m->owned = calloc(n ? n : 1, sizeof(char *));
   if (m->items == NULL || m->owned == NULL)
-    return qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", c->file);
+    return qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", c->file);
   char *tmp = NULL;
   size_t tmp_cap = 0;
   qiao_status *st = NULL;
@@ -263,7 +260,7 @@ static qiao_status *read_merges(ctx *c, merges *m) {
       size_t ll = (size_t)json_object_get_string_len(l), rl = (size_t)json_object_get_string_len(r);
       char *b = malloc(ll + rl + 2);
       if (b == NULL) {
-        st = qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", c->file);
+        st = qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", c->file);
         break;
       }
       memcpy(b, json_object_get_string(l), ll);
@@ -274,8 +271,7 @@ static qiao_status *read_merges(ctx *c, merges *m) {
       s = b;
       len = ll + rl + 1;
     } else {
-      st = qiao__error(QIAO_MALFORMED,
-                       "file %s: field model.merges[%zu]: neither \"a b\" nor [\"a\", \"b\"]",
+      st = qiao__error(QIAO_MALFORMED, "%s: model.merges[%zu]: neither \"a b\" nor [\"a\", \"b\"]",
                        c->file, i);
       break;
     }
@@ -286,7 +282,7 @@ static qiao_status *read_merges(ctx *c, merges *m) {
       tmp_cap = 2 * len + 16;
       tmp = malloc(tmp_cap);
       if (tmp == NULL) {
-        st = qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", c->file);
+        st = qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", c->file);
         break;
       }
     }
@@ -368,7 +364,7 @@ static qiao_status *read_pre_tokenizer(ctx *c, const char **pre, const char **re
     }
   }
   return qiao__error(QIAO_UNSUPPORTED,
-                     "file %s: field pre_tokenizer: this pre-tokenizer is not supported (known: "
+                     "%s: pre_tokenizer: this pre-tokenizer is not supported (known: "
                      "ByteLevel, or Split regex + ByteLevel of GPT-2, LLaMA 3, Qwen2, DeepSeek, or "
                      "one custom Split regex)",
                      c->file);
@@ -394,8 +390,8 @@ static qiao_status *read_normalizer(ctx *c, const char **norm) {
       return NULL;
     }
   }
-  return qiao__error(QIAO_UNSUPPORTED,
-                     "file %s: field normalizer: only NFC (or none) is supported for BPE", c->file);
+  return qiao__error(QIAO_UNSUPPORTED, "%s: normalizer: only NFC (or none) is supported for BPE",
+                     c->file);
 }
 
 /* SentencePiece-style: Metaspace pre-tokenizer, or Prepend("▁") + Replace(" ", "▁"). */
@@ -439,7 +435,7 @@ static qiao_status *read_spm_style(ctx *c, bool *add_prefix) {
     }
   }
   return qiao__error(QIAO_UNSUPPORTED,
-                     "file %s: a SentencePiece-style tokenizer.json with this normalizer / "
+                     "%s: a SentencePiece-style tokenizer.json with this normalizer / "
                      "pre_tokenizer is not supported (use its tokenizer.model)",
                      c->file);
 }
@@ -456,8 +452,7 @@ static qiao_status *set_id(ctx *c, const char *key, const char *content, const c
   if (content == NULL) return NULL;
   int64_t id = token_id(c, content);
   if (id < 0)
-    return qiao__error(QIAO_MALFORMED,
-                       "file %s: field %s: token \"%.64s\" is not in the vocabulary", c->file,
+    return qiao__error(QIAO_MALFORMED, "%s: %s: token \"%.64s\" is not in the vocabulary", c->file,
                        field, content);
   return qiao__model_set_u32(c->model, key, (uint32_t)id);
 }
@@ -484,7 +479,7 @@ static qiao_status *write_specials(ctx *c) {
     int64_t id = token_id(c, eos);
     if (id < 0)
       return qiao__error(QIAO_MALFORMED,
-                         "file %s: field tokenizer_config.json: eos_token: \"%.64s\" is not in the "
+                         "%s: tokenizer_config.json: eos_token: \"%.64s\" is not in the "
                          "vocabulary",
                          c->file, eos);
     eos_ids[n_eos++] = (uint32_t)id;
@@ -543,7 +538,7 @@ static qiao_status *write_specials(ctx *c) {
 
 static qiao_status *write_tokens(ctx *c, const float *scores) {
   qiao_string *toks = malloc((size_t)c->n * sizeof(qiao_string));
-  if (toks == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", c->file);
+  if (toks == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", c->file);
   for (uint32_t i = 0; i < c->n; i++)
     toks[i] = (qiao_string){c->text[i], c->len[i]};
   qiao_status *st =
@@ -572,11 +567,11 @@ static size_t utf8_chars(const char *s, uint32_t len) {
  * r gets -r; longer tokens no merge makes can never be formed (unused). */
 static qiao_status *write_spm(ctx *c, const merges *m, bool add_prefix) {
   float *scores = malloc((size_t)c->n * sizeof(float));
-  if (scores == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", c->file);
+  if (scores == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", c->file);
   bool *made = calloc(c->n, 1);
   if (made == NULL) {
     free(scores);
-    return qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", c->file);
+    return qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", c->file);
   }
   for (uint32_t i = 0; i < c->n; i++)
     scores[i] = 0.0f;
@@ -590,7 +585,7 @@ static qiao_status *write_spm(ctx *c, const merges *m, bool add_prefix) {
       cap = 2 * s.len + 16;
       tmp = malloc(cap);
       if (tmp == NULL) {
-        st = qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", c->file);
+        st = qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", c->file);
         break;
       }
     }
@@ -684,20 +679,19 @@ static qiao_status *read_file(const char *path, bool optional, char **out, size_
   FILE *f = fopen(path, "rb");
   if (f == NULL) {
     if (optional) return NULL;
-    return qiao__error(QIAO_NOT_FOUND, "file %s: cannot open", path);
+    return qiao__error(QIAO_NOT_FOUND, "%s: cannot open", path);
   }
   qiao_status *st = NULL;
   long n = -1;
   if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
   if (n < 0 || fseek(f, 0, SEEK_SET) != 0)
-    st = qiao__error(QIAO_IO, "file %s: cannot seek", path);
+    st = qiao__error(QIAO_IO, "%s: cannot seek", path);
   else if ((unsigned long long)n > MAX_TOKENIZER_JSON_BYTES)
-    st = qiao__error(QIAO_LIMIT, "file %s: %ld bytes is too large", path, n);
+    st = qiao__error(QIAO_LIMIT, "%s: %ld bytes is too large", path, n);
   char *buf = st ? NULL : malloc((size_t)n + 1);
-  if (st == NULL && buf == NULL)
-    st = qiao__error(QIAO_OUT_OF_MEMORY, "file %s: out of memory", path);
+  if (st == NULL && buf == NULL) st = qiao__error(QIAO_OUT_OF_MEMORY, "%s: out of memory", path);
   if (st == NULL && fread(buf, 1, (size_t)n, f) != (size_t)n)
-    st = qiao__error(QIAO_IO, "file %s: read failed", path);
+    st = qiao__error(QIAO_IO, "%s: read failed", path);
   fclose(f);
   if (st != NULL) {
     free(buf);

@@ -97,14 +97,14 @@ static void expect(qiao_dev_error *e, qiao_dev_code code, const char *needle, in
     test_failures++;
     return;
   }
-  const char *msg = cuq__error_message(e);
-  if (cuq__error_code(e) != code || msg[0] == '\0' ||
+  const char *msg = plugin__error_message(e);
+  if (plugin__error_code(e) != code || msg[0] == '\0' ||
       (needle != NULL && strstr(msg, needle) == NULL)) {
     fprintf(stderr, "line %d: expected code %d with '%s', got %d: %s\n", line, (int)code,
-            needle ? needle : "", (int)cuq__error_code(e), msg);
+            needle ? needle : "", (int)plugin__error_code(e), msg);
     test_failures++;
   }
-  cuq__error_destroy(e);
+  plugin__error_destroy(e);
 }
 #define EXPECT(e, code, needle) expect((e), (code), (needle), __LINE__)
 
@@ -112,12 +112,12 @@ static void expect(qiao_dev_error *e, qiao_dev_code code, const char *needle, in
  * CUDA call failing for want of a device. */
 static void passes(qiao_dev_error *e, int line) {
   if (e == NULL) return;
-  const char *msg = cuq__error_message(e);
+  const char *msg = plugin__error_message(e);
   if (strstr(msg, "cudaSetDevice") == NULL) {
     fprintf(stderr, "line %d: expected to pass validation, got: %s\n", line, msg);
     test_failures++;
   }
-  cuq__error_destroy(e);
+  plugin__error_destroy(e);
 }
 #define PASSES(e) passes((e), __LINE__)
 
@@ -169,9 +169,12 @@ int main(void) {
   EXPECT(cuq__matmul(&q, &a), QIAO_DEV_INVALID_ARGUMENT, "overflows");
   a = mm, a.bias = (qiao_dev_ref){NULL, 8};
   EXPECT(cuq__matmul(&q, &a), QIAO_DEV_INVALID_ARGUMENT, "bias");
-  a = mm, a.n = 0, a.x = (qiao_dev_ref){NULL, 0}, a.out = (qiao_dev_ref){NULL, 0};
+  a = mm, a.n = 0;
   launches = 0;
   CHECK(cuq__matmul(&q, &a) == NULL && launches == 0); /* no work, no CUDA call */
+  /* A required operand needs a buffer even when it has 0 bytes (device-abi.md §7). */
+  a = mm, a.n = 0, a.x = (qiao_dev_ref){NULL, 0};
+  EXPECT(cuq__matmul(&q, &a), QIAO_DEV_INVALID_ARGUMENT, "x: buffer is NULL");
   qiao_dev_queue bad = q;
   bad.magic = 0;
   EXPECT(cuq__matmul(&bad, &mm), QIAO_DEV_BAD_HANDLE, NULL);
@@ -277,12 +280,12 @@ int main(void) {
   CHECK(cuq__upload(&q, B, NULL, 0) == NULL);
 
   /* Capabilities: claimed pairs only, unknown values answer 0. */
-  CHECK(cuq__claims(QIAO_DEV_OP_MATMUL, QIAO_DEV_Q4_0));
-  CHECK(cuq__claims(QIAO_DEV_OP_ATTENTION, QIAO_DEV_F16));
-  CHECK(!cuq__claims(QIAO_DEV_OP_ATTENTION, QIAO_DEV_BF16));
-  CHECK(!cuq__claims(QIAO_DEV_OP_ADD, QIAO_DEV_F16));
-  CHECK(!cuq__claims(QIAO_DEV_OP_MATMUL, QIAO_DEV_I32));
-  CHECK(!cuq__claims((qiao_dev_op)12, QIAO_DEV_F32));
+  CHECK(plugin__claims(QIAO_DEV_OP_MATMUL, QIAO_DEV_Q4_0));
+  CHECK(plugin__claims(QIAO_DEV_OP_ATTENTION, QIAO_DEV_F16));
+  CHECK(!plugin__claims(QIAO_DEV_OP_ATTENTION, QIAO_DEV_BF16));
+  CHECK(!plugin__claims(QIAO_DEV_OP_ADD, QIAO_DEV_F16));
+  CHECK(!plugin__claims(QIAO_DEV_OP_MATMUL, QIAO_DEV_I32));
+  CHECK(!plugin__claims((qiao_dev_op)12, QIAO_DEV_F32));
   uint32_t yes = 5;
   CHECK(cuq__op_supported(&dev, (qiao_dev_op)12, (qiao_dev_dtype)77, &yes) == NULL && yes == 0);
   qiao_dev_buffer *nb = NULL;

@@ -16,6 +16,19 @@ bin="$QIAO_SHARED/models/stories260K/stories260K.bin"
 tok="$QIAO_SHARED/models/stories260K/tok512.bin"
 [ -f "$gguf" ] || { echo "missing $gguf (set QIAO_SHARED)" >&2; exit 1; }
 
+# every command: --help prints its usage on stdout (exit 0); an unknown flag is
+# one "error: ..." line on stderr (exit 2)
+for cmd in run chat logits bench inspect validate convert tokenize detokenize template devices conformance; do
+  "$QIAO_BIN" $cmd --help > "$dir/help.txt" 2> "$dir/err.txt"; check "$cmd --help" 0 $?
+  grep -q "^usage: qiao $cmd" "$dir/help.txt" && [ ! -s "$dir/err.txt" ] ||
+    { echo "FAIL: $cmd --help: usage not on stdout" >&2; fail=1; }
+  "$QIAO_BIN" $cmd --no-such-flag > /dev/null 2> "$dir/err.txt" < /dev/null; check "$cmd unknown flag" 2 $?
+  [ "$(wc -l < "$dir/err.txt")" -eq 1 ] && grep -q "^error: $cmd: unknown flag '--no-such-flag'" "$dir/err.txt" ||
+    { echo "FAIL: $cmd unknown flag: $(cat "$dir/err.txt")" >&2; fail=1; }
+done
+"$QIAO_BIN" --help | grep -q "^usage: qiao COMMAND"; check "qiao --help" 0 $?
+"$QIAO_BIN" no-such-command > /dev/null 2>&1; check "unknown command" 2 $?
+
 "$QIAO_BIN" inspect "$gguf" > "$dir/inspect.txt"; check "inspect gguf" 0 $?
 grep -q "architecture: *llama" "$dir/inspect.txt" || { echo "FAIL: inspect: no architecture" >&2; fail=1; }
 grep -q "blk.4.ffn_down.weight *f32 *(64, 172)" "$dir/inspect.txt" || { echo "FAIL: inspect: tensor table" >&2; fail=1; }
@@ -24,6 +37,8 @@ grep -q "tokenizer: *spm, 512 tokens, bos 1, eos 2" "$dir/inspect.txt" || { echo
 "$QIAO_BIN" inspect > /dev/null 2>&1; check "inspect without MODEL" 2 $?
 "$QIAO_BIN" inspect "$gguf" --bogus > /dev/null 2>&1; check "inspect unknown flag" 2 $?
 "$QIAO_BIN" inspect "$dir/nope.gguf" > /dev/null 2>&1; check "inspect missing file" 1 $?
+"$QIAO_BIN" inspect "$gguf" "$gguf" > /dev/null 2>&1; check "inspect two MODELs" 2 $?
+"$QIAO_BIN" inspect -m "$gguf" > /dev/null; check "inspect -m MODEL" 0 $?
 
 "$QIAO_BIN" validate "$gguf" > /dev/null; check "validate gguf" 0 $?
 "$QIAO_BIN" convert "$gguf" "$dir/s.qiao" 2> "$dir/progress.txt"; check "convert gguf -> qiao" 0 $?
@@ -64,6 +79,19 @@ head -c 5000 "$gguf" > "$dir/short.gguf"
 printf '\200\002\212\012l\374\234F' > "$dir/model.pt"
 "$QIAO_BIN" validate "$dir/model.pt" > /dev/null 2> "$dir/err.txt"; check "validate pickle" 1 $?
 grep -q "arbitrary code" "$dir/err.txt" || { echo "FAIL: pickle message: $(cat "$dir/err.txt")" >&2; fail=1; }
+# the importers use the same one-line form: file, field, byte offset
+cp "$bin" "$dir/bad.bin"
+printf '\003\000\000\000' | dd of="$dir/bad.bin" bs=1 seek=12 conv=notrunc 2> /dev/null # n_heads = 3
+"$QIAO_BIN" validate "$dir/bad.bin" --tokenizer "$tok" > /dev/null 2> "$dir/err.txt"; check "validate bad llama2.c header" 1 $?
+[ "$(wc -l < "$dir/err.txt")" -eq 1 ] || { echo "FAIL: llama2.c header: more than one line" >&2; fail=1; }
+grep -q "^error: $dir/bad.bin: n_heads: .* at byte offset 12$" "$dir/err.txt" ||
+  { echo "FAIL: llama2.c header message: $(cat "$dir/err.txt")" >&2; fail=1; }
+mkdir "$dir/hf"
+printf '{"architectures": ["LlamaForCausalLM"], ' > "$dir/hf/config.json"
+"$QIAO_BIN" validate "$dir/hf" > /dev/null 2> "$dir/err.txt"; check "validate truncated config.json" 1 $?
+[ "$(wc -l < "$dir/err.txt")" -eq 1 ] || { echo "FAIL: config.json: more than one line" >&2; fail=1; }
+grep -q "^error: $dir/hf/config.json: .* at byte offset [0-9]*$" "$dir/err.txt" ||
+  { echo "FAIL: config.json message: $(cat "$dir/err.txt")" >&2; fail=1; }
 # a vocabulary-only GGUF is not a model
 "$QIAO_BIN" validate "$QIAO_SHARED/tokenizers/gguf-vocab/ggml-vocab-gpt-2.gguf" > /dev/null 2>&1; check "validate vocab-only" 1 $?
 "$QIAO_BIN" inspect "$QIAO_SHARED/tokenizers/gguf-vocab/ggml-vocab-gpt-2.gguf" > /dev/null; check "inspect vocab-only" 0 $?

@@ -342,7 +342,10 @@ static void usage(FILE *f) {
       "of R runs after a warm-up) against the memory bandwidth bound.\n"
       "  --shape   qwen2.5-0.5b, qwen2.5-7b, llama3-8b, llama3.2-1b, qwen3-0.6b (random weights)\n"
       "  --type    q8_0, q4_0, f16, bf16, f32 (with --shape)\n"
-      "  --batch N decode N sequences in one batch (throughput of all of them)\n");
+      "  --batch N decode N sequences in one batch (throughput of all of them)\n"
+      "  --reps R  decode runs to take the median of (default 3)\n"
+      "  --json    one JSON object on stdout instead of the table\n");
+  engine_cli_print_device_flags(f);
 }
 
 int qiao_cmd_bench(int argc, char **argv) {
@@ -358,12 +361,15 @@ int qiao_cmd_bench(int argc, char **argv) {
     if (r > 0) continue;
     qiao_status *st = NULL;
     const char *v = NULL;
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+    if (qiao_cli_is_help(a)) {
       usage(stdout);
       return 0;
     } else if (strcmp(a, "--json") == 0) {
       json = true;
       continue;
+    } else if (strcmp(a, "--shape") != 0 && strcmp(a, "--type") != 0 && strcmp(a, "-p") != 0 &&
+               strcmp(a, "-n") != 0 && strcmp(a, "--batch") != 0 && strcmp(a, "--reps") != 0) {
+      return qiao_cli_unknown_arg("bench", a);
     }
     if ((v = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
     if (strcmp(a, "--shape") == 0)
@@ -376,20 +382,16 @@ int qiao_cmd_bench(int argc, char **argv) {
       st = qiao_cli_parse_u32(a, v, 1, 65536, &n);
     else if (strcmp(a, "--batch") == 0)
       st = qiao_cli_parse_u32(a, v, 1, 256, &batch);
-    else if (strcmp(a, "--reps") == 0)
-      st = qiao_cli_parse_u32(a, v, 1, 16, &reps);
     else
-      return qiao_cli_usage_error("bench: unknown flag '%s' (see 'qiao bench --help')", a);
+      st = qiao_cli_parse_u32(a, v, 1, 16, &reps);
     if (st != NULL) return qiao_cli_fail(st) + 1;
   }
-  if (shape_name != NULL && o.model_path != NULL)
+  if (shape_name != NULL && o.model.path != NULL)
     return qiao_cli_usage_error("bench: give -m or --shape, not both");
   uint32_t threads = o.n_threads ? o.n_threads : 2;
 
   qiao_engine_options eo = qiao_engine_default_options();
-  eo.backend = o.backend;
-  eo.n_threads = o.n_threads;
-  eo.allow_fallback = o.allow_fallback;
+  engine_cli_apply(&o, &eo);
   eo.max_seqs = batch;
   eo.max_context = p + n + 1;
   eo.n_blocks = batch * ((p + n + 16) / 16 + 1);
@@ -411,13 +413,8 @@ int qiao_cmd_bench(int argc, char **argv) {
     st = build_shape(sh, dtype, threads, &model);
     snprintf(what, sizeof(what), "%s", sh->name);
   } else {
-    char path[4096];
-    if (o.model_path == NULL)
-      qiao_cli_default_model(path, sizeof(path));
-    else
-      snprintf(path, sizeof(path), "%s", o.model_path);
-    st = qiao_model_open(path, NULL, &model);
-    snprintf(what, sizeof(what), "%s", path);
+    st = qiao_cli_open_model(&o.model, false, &model);
+    if (st == NULL) snprintf(what, sizeof(what), "%s", qiao_model_path(model));
   }
   qiao_engine *e = NULL;
   if (st == NULL) st = qiao_engine_create(model, &eo, &e);

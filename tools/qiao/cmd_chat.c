@@ -21,7 +21,8 @@ static void usage(FILE *f) {
           "usage: qiao chat [-m MODEL] [--system TEXT] [-n MAX_REPLY_TOKENS] [--verbose] [flags]\n"
           "Reads user turns, one per line, from stdin until EOF; '/reset' starts over.\n"
           "--verbose says on stderr how much of each prompt the KV cache already held.\n");
-  engine_cli_print_flags(f);
+  engine_cli_print_device_flags(f);
+  engine_cli_print_sampling_flags(f);
 }
 
 typedef struct chat {
@@ -161,7 +162,7 @@ int qiao_cmd_chat(int argc, char **argv) {
     int r = engine_cli_parse_flag(&o, argc, argv, &i);
     if (r < 0) return 2;
     if (r > 0) continue;
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+    if (qiao_cli_is_help(a)) {
       usage(stdout);
       return 0;
     } else if (strcmp(a, "--verbose") == 0) {
@@ -174,7 +175,7 @@ int qiao_cmd_chat(int argc, char **argv) {
       qiao_status *st = qiao_cli_parse_u32("-n", v, 1, 1u << 20, &max_reply);
       if (st != NULL) return qiao_cli_fail(st) + 1;
     } else {
-      return qiao_cli_usage_error("chat: unknown flag '%s' (see 'qiao chat --help')", a);
+      return qiao_cli_unknown_arg("chat", a);
     }
   }
   if (!o.seed_given) o.sampling.seed = (uint64_t)time(NULL);

@@ -83,18 +83,18 @@ int qiao_cmd_conformance(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = NULL;
     qiao_status *st = NULL;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    int r = qiao_cli_parse_backend(argc, argv, &i, &backend);
+    if (r < 0) return 2;
+    if (r > 0) continue;
+    if (qiao_cli_is_help(a)) {
       usage(stdout);
       return 0;
     } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
       quiet = 1;
-    } else if (strcmp(a, "--backend") == 0 || strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0 ||
-               strcmp(a, "--level") == 0 || strcmp(a, "--seed") == 0 ||
-               strcmp(a, "--device") == 0 || strcmp(a, "--op") == 0) {
+    } else if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0 || strcmp(a, "--level") == 0 ||
+               strcmp(a, "--seed") == 0 || strcmp(a, "--device") == 0 || strcmp(a, "--op") == 0) {
       if ((v = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
-      if (strcmp(a, "--backend") == 0)
-        backend = v;
-      else if (strcmp(a, "--level") == 0)
+      if (strcmp(a, "--level") == 0)
         st = parse_levels(v, &levels);
       else if (strcmp(a, "--seed") == 0)
         st = qiao_cli_parse_u64("--seed", v, &seed), have_seed = 1;
@@ -105,8 +105,7 @@ int qiao_cmd_conformance(int argc, char **argv) {
       else
         output = v;
     } else {
-      usage(stderr);
-      return qiao_cli_usage_error("conformance: unexpected argument '%s'", a);
+      return qiao_cli_unknown_arg("conformance", a);
     }
     if (st != NULL) {
       qiao_cli_fail(st);

@@ -15,6 +15,7 @@ static void usage(FILE *f) {
       f,
       "usage: qiao convert IN OUT [--type f32|f16|bf16|q8_0|q4_0] [--tokenizer tok.bin] [--quiet]\n"
       "  IN            a .qiao or .gguf file, a Hugging Face directory or a llama2.c .bin\n"
+      "                (or -m IN)\n"
       "  OUT           ends in .qiao or .gguf\n"
       "  --type        convert weight matrices (2-D, and 3-D expert stacks) to this type;\n"
       "                1-D tensors (norms, biases) become f32; default: keep every type\n"
@@ -28,30 +29,31 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 int qiao_cmd_convert(int argc, char **argv) {
-  const char *in = NULL, *out = NULL, *type = NULL;
+  qiao_cli_model_args in = {0}; /* IN: the model to convert */
+  const char *out = NULL, *type = NULL;
   bool quiet = false;
-  qiao_model_open_options opts = {.struct_size = sizeof(opts)};
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    const char *a = argv[i];
+    if (a[0] != '-' && in.path != NULL) { /* the word after IN */
+      if (out != NULL) return qiao_cli_usage_error("convert: too many arguments");
+      out = a;
+      continue;
+    }
+    int r = qiao_cli_parse_model_arg(&in, true, argc, argv, &i);
+    if (r == 2) return 2;
+    if (r == 1) continue;
+    if (qiao_cli_is_help(a)) {
       usage(stdout);
       return 0;
-    } else if (strcmp(argv[i], "--tokenizer") == 0) {
-      if ((opts.tokenizer_path = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
-    } else if (strcmp(argv[i], "--type") == 0) {
+    } else if (strcmp(a, "--type") == 0) {
       if ((type = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
-    } else if (strcmp(argv[i], "--quiet") == 0) {
+    } else if (strcmp(a, "--quiet") == 0) {
       quiet = true;
-    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      return qiao_cli_usage_error("convert: unknown flag '%s'", argv[i]);
-    } else if (in == NULL) {
-      in = argv[i];
-    } else if (out == NULL) {
-      out = argv[i];
     } else {
-      return qiao_cli_usage_error("convert: too many arguments");
+      return qiao_cli_unknown_arg("convert", a);
     }
   }
-  if (in == NULL || out == NULL) {
+  if (in.path == NULL || out == NULL) {
     usage(stderr);
     return 2;
   }
@@ -71,11 +73,10 @@ int qiao_cmd_convert(int argc, char **argv) {
           "convert: --type: expected f32, f16, bf16, q8_0 or q4_0, got '%s'", type);
     }
   }
-  opts.progress = !quiet;
   qiao_model *m;
-  qiao_status *st = qiao_model_open(in, &opts, &m);
+  qiao_status *st = qiao_cli_open_model(&in, !quiet, &m);
   if (st) return qiao_cli_fail(st);
-  if (!quiet) fprintf(stderr, "converting %s (%s) -> %s\n", in, qiao_model_format(m), out);
+  if (!quiet) fprintf(stderr, "converting %s (%s) -> %s\n", in.path, qiao_model_format(m), out);
   st = qiao_model_write(m, out, &copts);
   qiao_model_close(m);
   if (st) return qiao_cli_fail(st);

@@ -5,7 +5,6 @@
 
 #include "cli.h"
 #include "commands.h"
-#include "tokenizer_cli.h"
 
 static const char usage_text[] =
     "usage: qiao detokenize [-m MODEL|tokenizer.json|tokenizer.model] [--tokenizer tok.bin]\n"
@@ -14,20 +13,20 @@ static const char usage_text[] =
     "between them) exactly, without adding a newline.\n";
 
 int qiao_cmd_detokenize(int argc, char **argv) {
-  const char *model = NULL, *tok = NULL, *ids_text = NULL;
+  qiao_cli_model_args model = {0};
+  const char *ids_text = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    int r = qiao_cli_parse_model_arg(&model, false, argc, argv, &i);
+    if (r == 2) return 2;
+    if (r == 1) continue;
+    if (qiao_cli_is_help(a)) {
       fputs(usage_text, stdout);
       return 0;
-    } else if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
-      if ((model = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
-    } else if (strcmp(a, "--tokenizer") == 0) {
-      if ((tok = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
     } else if (strcmp(a, "--ids") == 0) {
       if ((ids_text = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
     } else {
-      return qiao_cli_usage_error("detokenize: unknown argument '%s' (see --help)", a);
+      return qiao_cli_unknown_arg("detokenize", a);
     }
   }
   char *buf = NULL;
@@ -44,7 +43,7 @@ int qiao_cmd_detokenize(int argc, char **argv) {
   free(buf);
   if (st != NULL) return qiao_cli_fail(st);
   qiao_tokenizer *t = NULL;
-  st = qiao_cli_open_tokenizer(model, tok, &t);
+  st = qiao_cli_open_tokenizer(&model, &t);
   char *text = NULL;
   size_t text_len = 0;
   if (st == NULL) st = qiao_tokenizer_decode(t, ids, n, &text, &text_len);

@@ -89,17 +89,18 @@ static int show_backend(const char *what) {
 int qiao_cmd_devices(int argc, char **argv) {
   const char *only = NULL;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    int r = qiao_cli_parse_backend(argc, argv, &i, &only);
+    if (r < 0) return 2;
+    if (r > 0) continue;
+    if (qiao_cli_is_help(argv[i])) {
       printf("usage: qiao devices [--backend NAME|PATH]\n\n"
              "Lists the built-in cpu backend and every libqiao-<name>.so found in\n"
              "$QIAO_BACKEND_PATH, beside the qiao executable and in its backends/*/\n"
              "folders, with their devices and op x dtype capabilities. With --backend,\n"
              "only that one (and the exit status says whether it loads).\n");
       return 0;
-    } else if (strcmp(argv[i], "--backend") == 0) {
-      if ((only = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
     } else {
-      return qiao_cli_usage_error("devices: unexpected argument '%s'", argv[i]);
+      return qiao_cli_unknown_arg("devices", argv[i]);
     }
   }
   if (only != NULL) return show_backend(only);

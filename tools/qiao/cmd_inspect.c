@@ -12,6 +12,7 @@
 static void usage(FILE *f) {
   fprintf(f, "usage: qiao inspect MODEL [--tokenizer tok.bin] [--metadata]\n"
              "  MODEL         a .qiao or .gguf file, a Hugging Face directory or a llama2.c .bin\n"
+             "                (or -m MODEL)\n"
              "  --tokenizer   the tok.bin of a llama2.c model\n"
              "  --metadata    also list every metadata entry\n");
 }
@@ -127,31 +128,28 @@ static void print_tensors(const qiao_model *m) {
 }
 
 int qiao_cmd_inspect(int argc, char **argv) {
-  const char *path = NULL;
-  qiao_model_open_options opts = {.struct_size = sizeof(opts)};
+  qiao_cli_model_args model = {0};
   bool metadata = false;
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    const char *a = argv[i];
+    int r = qiao_cli_parse_model_arg(&model, true, argc, argv, &i);
+    if (r == 2) return 2;
+    if (r == 1) continue;
+    if (qiao_cli_is_help(a)) {
       usage(stdout);
       return 0;
-    } else if (strcmp(argv[i], "--tokenizer") == 0) {
-      if ((opts.tokenizer_path = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
-    } else if (strcmp(argv[i], "--metadata") == 0) {
+    } else if (strcmp(a, "--metadata") == 0) {
       metadata = true;
-    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      return qiao_cli_usage_error("inspect: unknown flag '%s'", argv[i]);
-    } else if (path == NULL) {
-      path = argv[i];
     } else {
-      return qiao_cli_usage_error("inspect: more than one MODEL given");
+      return qiao_cli_unknown_arg("inspect", a);
     }
   }
-  if (path == NULL) {
+  if (model.path == NULL) {
     usage(stderr);
     return 2;
   }
   qiao_model *m;
-  qiao_status *st = qiao_model_open(path, &opts, &m);
+  qiao_status *st = qiao_cli_open_model(&model, false, &m);
   if (st) return qiao_cli_fail(st);
   printf("%-22s %s\n", "file:", qiao_model_path(m));
   printf("%-22s %s\n", "format:", qiao_model_format(m));

@@ -11,7 +11,10 @@
 
 static void usage(FILE *f) {
   fprintf(f, "usage: qiao logits [-m MODEL] --ids \"1 2 3\" -o OUT.f32 [-t N] [--backend B]\n"
-             "Writes float32 little-endian logits, row-major [positions x vocab].\n");
+             "Writes float32 little-endian logits, row-major [positions x vocab].\n"
+             "  --ids IDS             the prompt as token ids (spaces or commas between them)\n"
+             "  -o FILE               where the logits go\n");
+  engine_cli_print_device_flags(f);
 }
 
 int qiao_cmd_logits(int argc, char **argv) {
@@ -23,7 +26,7 @@ int qiao_cmd_logits(int argc, char **argv) {
     int r = engine_cli_parse_flag(&o, argc, argv, &i);
     if (r < 0) return 2;
     if (r > 0) continue;
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+    if (qiao_cli_is_help(a)) {
       usage(stdout);
       return 0;
     } else if (strcmp(a, "--ids") == 0) {
@@ -31,7 +34,7 @@ int qiao_cmd_logits(int argc, char **argv) {
     } else if (strcmp(a, "-o") == 0) {
       if ((out_path = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
     } else {
-      return qiao_cli_usage_error("logits: unknown flag '%s' (see 'qiao logits --help')", a);
+      return qiao_cli_unknown_arg("logits", a);
     }
   }
   if (ids_text == NULL || out_path == NULL)

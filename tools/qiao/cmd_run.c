@@ -21,7 +21,8 @@ static void usage(FILE *f) {
       "  -n N                  tokens to generate at most (default 256, bounded by the context)\n"
       "  --ids                 print the generated ids (space-separated, one line), not text\n"
       "  --stop STR            stop when STR appears in the text (repeatable)\n");
-  engine_cli_print_flags(f);
+  engine_cli_print_device_flags(f);
+  engine_cli_print_sampling_flags(f);
 }
 
 int qiao_cmd_run(int argc, char **argv) {
@@ -39,7 +40,7 @@ int qiao_cmd_run(int argc, char **argv) {
     int r = engine_cli_parse_flag(&o, argc, argv, &i);
     if (r < 0) rc = 2;
     if (r != 0) continue;
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+    if (qiao_cli_is_help(a)) {
       usage(stdout);
       free(stops);
       return 0;
@@ -56,7 +57,7 @@ int qiao_cmd_run(int argc, char **argv) {
     } else if (strcmp(a, "--ids") == 0) {
       print_ids = true;
     } else {
-      rc = qiao_cli_usage_error("run: unknown flag '%s' (see 'qiao run --help')", a);
+      rc = qiao_cli_unknown_arg("run", a);
     }
   }
   if (rc == 0 && prompt != NULL && prompt_ids != NULL)

@@ -17,6 +17,9 @@
 static const char usage_text[] =
     "usage: qiao template (-t TEMPLATE.jinja | -m MODEL) --messages MSGS.json\n"
     "                     [--tools TOOLS.json] [--add-generation-prompt] [--var NAME=VALUE ...]\n"
+    "  -t FILE                  a Jinja chat template file\n"
+    "  -m MODEL                 a model whose tokenizer.chat_template is used (with\n"
+    "                           --tokenizer tok.bin for a llama2.c .bin)\n"
     "Renders the chat template and prints the result exactly (no newline added).\n"
     "  --messages FILE          an OpenAI-style JSON list of messages\n"
     "  --tools FILE             a JSON list of tool schemas\n"
@@ -121,14 +124,15 @@ static bool first_eos_id(const qiao_model *m, uint64_t *id) {
 }
 
 /* Reads the chat template and special tokens of a model into vars. */
-static qiao_status *from_model(const char *path, char **tmpl, size_t *tmpl_len, json_object *vars) {
+static qiao_status *from_model(const qiao_cli_model_args *model, char **tmpl, size_t *tmpl_len,
+                               json_object *vars) {
   qiao_model *m = NULL;
-  QIAO__TRY(qiao_model_open(path, NULL, &m));
+  QIAO__TRY(qiao_cli_open_model(model, false, &m));
   qiao_string s;
   qiao_status *st = qiao_model_get_string(m, "tokenizer.chat_template", &s);
   if (st != NULL) {
     qiao_model_close(m);
-    return qiao__annotate(st, "model %s has no chat template", path);
+    return qiao__annotate(st, "model %s has no chat template", model->path);
   }
   *tmpl = malloc(s.len + 1);
   if (*tmpl == NULL) {
@@ -150,8 +154,9 @@ static qiao_status *from_model(const char *path, char **tmpl, size_t *tmpl_len, 
   return NULL;
 }
 
-static int render(const char *tmpl_path, const char *model_path, const char *messages_path,
-                  const char *tools_path, bool add_gen, char **var_specs, int n_vars) {
+static int render(const char *tmpl_path, const qiao_cli_model_args *model,
+                  const char *messages_path, const char *tools_path, bool add_gen, char **var_specs,
+                  int n_vars) {
   json_object *vars = json_object_new_object();
   char *src = NULL, *out = NULL;
   size_t src_len = 0, out_len = 0;
@@ -162,7 +167,7 @@ static int render(const char *tmpl_path, const char *model_path, const char *mes
   if (tmpl_path)
     st = read_file(tmpl_path, &src, &src_len);
   else
-    st = from_model(model_path, &src, &src_len, vars);
+    st = from_model(model, &src, &src_len, vars);
   if (st == NULL) st = read_json_file(messages_path, json_type_array, &msgs);
   if (st == NULL && tools_path) st = read_json_file(tools_path, json_type_array, &tools);
   if (st == NULL) {
@@ -200,19 +205,21 @@ static int render(const char *tmpl_path, const char *model_path, const char *mes
 }
 
 int qiao_cmd_template(int argc, char **argv) {
-  const char *tmpl_path = NULL, *model_path = NULL, *messages_path = NULL, *tools_path = NULL;
+  qiao_cli_model_args model = {0};
+  const char *tmpl_path = NULL, *messages_path = NULL, *tools_path = NULL;
   bool add_gen = false;
   char *vars[MAX_VARS];
   int n_vars = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+    int r = qiao_cli_parse_model_arg(&model, false, argc, argv, &i);
+    if (r == 2) return 2;
+    if (r == 1) continue;
+    if (qiao_cli_is_help(a)) {
       fputs(usage_text, stdout);
       return 0;
     } else if (strcmp(a, "-t") == 0 || strcmp(a, "--template") == 0) {
       if ((tmpl_path = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
-    } else if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
-      if ((model_path = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
     } else if (strcmp(a, "--messages") == 0) {
       if ((messages_path = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
     } else if (strcmp(a, "--tools") == 0) {
@@ -227,11 +234,10 @@ int qiao_cmd_template(int argc, char **argv) {
       if (n_vars == MAX_VARS) return qiao_cli_usage_error("--var: at most %d variables", MAX_VARS);
       vars[n_vars++] = spec;
     } else {
-      fputs(usage_text, stderr);
-      return qiao_cli_usage_error("unknown argument '%s'", a);
+      return qiao_cli_unknown_arg("template", a);
     }
   }
-  if ((tmpl_path == NULL) == (model_path == NULL)) {
+  if ((tmpl_path == NULL) == (model.path == NULL)) {
     fputs(usage_text, stderr);
     return qiao_cli_usage_error("give exactly one of -t TEMPLATE and -m MODEL");
   }
@@ -239,5 +245,5 @@ int qiao_cmd_template(int argc, char **argv) {
     fputs(usage_text, stderr);
     return qiao_cli_usage_error("--messages is required");
   }
-  return render(tmpl_path, model_path, messages_path, tools_path, add_gen, vars, n_vars);
+  return render(tmpl_path, &model, messages_path, tools_path, add_gen, vars, n_vars);
 }

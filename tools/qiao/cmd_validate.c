@@ -11,37 +11,39 @@
 
 static void usage(FILE *f) {
   fprintf(f, "usage: qiao validate MODEL [--tokenizer tok.bin]\n"
-             "  checks every structure, the hyperparameters against the tensor shapes, the\n"
-             "  tokenizer ids and, for .qiao files, every hash; exit 0 when valid, else 1\n");
+             "  MODEL         a .qiao or .gguf file, a Hugging Face directory or a llama2.c .bin\n"
+             "                (or -m MODEL)\n"
+             "  --tokenizer   the tok.bin of a llama2.c model\n"
+             "Checks every structure, the hyperparameters against the tensor shapes, the\n"
+             "tokenizer ids and, for .qiao files, every hash. Exit 0 when valid; else 1 with\n"
+             "one line on stderr naming the file, the field and, where it applies, the byte\n"
+             "offset.\n");
 }
 
 int qiao_cmd_validate(int argc, char **argv) {
-  const char *path = NULL;
-  qiao_model_open_options opts = {.struct_size = sizeof(opts)};
+  qiao_cli_model_args model = {0};
   for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    const char *a = argv[i];
+    int r = qiao_cli_parse_model_arg(&model, true, argc, argv, &i);
+    if (r == 2) return 2;
+    if (r == 1) continue;
+    if (qiao_cli_is_help(a)) {
       usage(stdout);
       return 0;
-    } else if (strcmp(argv[i], "--tokenizer") == 0) {
-      if ((opts.tokenizer_path = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
-    } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-      return qiao_cli_usage_error("validate: unknown flag '%s'", argv[i]);
-    } else if (path == NULL) {
-      path = argv[i];
     } else {
-      return qiao_cli_usage_error("validate: more than one MODEL given");
+      return qiao_cli_unknown_arg("validate", a);
     }
   }
-  if (path == NULL) {
+  if (model.path == NULL) {
     usage(stderr);
     return 2;
   }
   qiao_model *m;
-  qiao_status *st = qiao_model_open(path, &opts, &m);
+  qiao_status *st = qiao_cli_open_model(&model, false, &m);
   if (st) return qiao_cli_fail(st);
   st = qiao_model_validate(m);
   qiao_model_close(m);
   if (st) return qiao_cli_fail(st);
-  printf("%s: valid\n", path);
+  printf("%s: valid\n", model.path);
   return 0;
 }

@@ -28,16 +28,10 @@ int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i) {
     v = qiao_cli_flag_value(argc, argv, i);                                                        \
     if (v == NULL) return -1;                                                                      \
   } while (0)
-  if (strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) {
-    VALUE();
-    o->model_path = v;
-  } else if (strcmp(a, "--tokenizer") == 0) {
-    VALUE();
-    o->tokenizer_path = v;
-  } else if (strcmp(a, "--backend") == 0) {
-    VALUE();
-    o->backend = v;
-  } else if (strcmp(a, "--allow-fallback") == 0) {
+  int r = qiao_cli_parse_model_arg(&o->model, false, argc, argv, i);
+  if (r == 0) r = qiao_cli_parse_backend(argc, argv, i, &o->backend);
+  if (r != 0) return r == 1 ? 1 : -1;
+  if (strcmp(a, "--allow-fallback") == 0) {
     o->allow_fallback = true;
   } else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) {
     VALUE();
@@ -81,15 +75,18 @@ int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i) {
   return 1;
 }
 
-void engine_cli_print_flags(FILE *f) {
+void engine_cli_print_device_flags(FILE *f) {
+  fprintf(f, "  -m MODEL              .qiao/.gguf file, HF directory or llama2.c .bin\n"
+             "                        (default: stories260K.gguf in $QIAO_SHARED or ../shared)\n"
+             "  --tokenizer PATH      the tok.bin of a llama2.c .bin (or a tokenizer for an HF folder)\n"
+             "  -t N                  threads (default: the backend's choice)\n"
+             "  --backend NAME|PATH   device backend (default cpu)\n"
+             "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n");
+}
+
+void engine_cli_print_sampling_flags(FILE *f) {
   fprintf(
-      f, "  -m MODEL              .qiao/.gguf file, HF directory or llama2.c .bin\n"
-         "                        (default: stories260K.gguf in $QIAO_SHARED or ../shared)\n"
-         "  --tokenizer PATH      tokenizer for a llama2.c .bin (tok.bin) or any model\n"
-         "  -t N                  threads (default: the backend's choice)\n"
-         "  --backend NAME|PATH   device backend (default cpu)\n"
-         "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n"
-         "  --temp T              temperature, 0 = greedy (default 0.8)\n"
+      f, "  --temp T              temperature, 0 = greedy (default 0.8)\n"
          "  --top-k K             keep the K most likely tokens, 0 = off (default 40)\n"
          "  --top-p P             nucleus sampling, 1 = off (default 0.95)\n"
          "  --min-p P             drop tokens below P x the best one's probability (default 0.05)\n"
@@ -98,23 +95,22 @@ void engine_cli_print_flags(FILE *f) {
          "  --seed S              PRNG seed (default: from the clock, printed on stderr)\n");
 }
 
+void engine_cli_apply(const engine_cli_opts *o, qiao_engine_options *eo) {
+  eo->backend = o->backend;
+  eo->n_threads = o->n_threads;
+  eo->allow_fallback = o->allow_fallback;
+}
+
 qiao_status *engine_cli_open(const engine_cli_opts *o, qiao_engine_options *eo,
                              engine_cli_session *out) {
   memset(out, 0, sizeof(*out));
-  char default_model[4096];
-  const char *path = o->model_path;
-  if (path == NULL) {
-    qiao_cli_default_model(default_model, sizeof(default_model));
-    path = default_model;
-  }
-  qiao_model_open_options mo = {sizeof(mo), o->tokenizer_path, false};
-  qiao_status *st = qiao_model_open(path, &mo, &out->model);
-  if (st != NULL) return st;
-  /* The tokenizer: a separate file when given (unless it was attached to a
-   * llama2.c model), else the model's own; none is fine (ids only). */
-  if (o->tokenizer_path != NULL && strcmp(qiao_model_format(out->model), "llama2c") != 0)
-    st = qiao_tokenizer_open(o->tokenizer_path, &out->tokenizer);
-  else {
+  QIAO__TRY(qiao_cli_open_model(&o->model, false, &out->model));
+  /* The tokenizer: the --tokenizer file when given (unless it was attached
+   * to a llama2.c model), else the model's own; none is fine (ids only). */
+  qiao_status *st = NULL;
+  if (o->model.tokenizer_path != NULL && strcmp(qiao_model_format(out->model), "llama2c") != 0) {
+    st = qiao_tokenizer_open(o->model.tokenizer_path, &out->tokenizer);
+  } else {
     st = qiao_tokenizer_create_from_model(out->model, &out->tokenizer);
     if (qiao_status_code(st) == QIAO_NOT_FOUND) {
       qiao_status_free(st);
@@ -123,9 +119,7 @@ qiao_status *engine_cli_open(const engine_cli_opts *o, qiao_engine_options *eo,
     }
   }
   if (st == NULL) {
-    eo->backend = o->backend;
-    eo->n_threads = o->n_threads;
-    eo->allow_fallback = o->allow_fallback;
+    engine_cli_apply(o, eo);
     st = qiao_engine_create(out->model, eo, &out->engine);
   }
   if (st != NULL) engine_cli_close(out);

@@ -8,15 +8,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cli.h"
 #include "qiao/engine.h"
 #include "qiao/model.h"
 #include "qiao/sampler.h"
 #include "qiao/tokenizer.h"
 
 typedef struct engine_cli_opts {
-  const char *model_path; /* NULL = the default model */
-  const char *tokenizer_path;
-  const char *backend;
+  qiao_cli_model_args model; /* -m, --tokenizer; no -m: the default model */
+  const char *backend;       /* --backend, default "cpu" */
   uint32_t n_threads;
   bool allow_fallback;
   qiao_sampler_params sampling;
@@ -25,15 +25,20 @@ typedef struct engine_cli_opts {
 
 void engine_cli_opts_init(engine_cli_opts *o);
 
-/* Tries argv[*i] as a common flag (-m, -t, --backend, --allow-fallback,
- * --tokenizer, --temp, --top-k, --top-p, --min-p, --repeat-penalty,
- * --presence-penalty, --frequency-penalty, --seed). Returns 1 when consumed
- * (advancing *i past its value), 0 when not a common flag, -1 on a bad value
- * (after printing the error). */
+/* Tries argv[*i] as a common flag (-m, --tokenizer, -t, --backend,
+ * --allow-fallback, --temp, --top-k, --top-p, --min-p, --repeat-penalty,
+ * --presence-penalty, --frequency-penalty, --repeat-last-n, --seed).
+ * Returns 1 when consumed (advancing *i past its value), 0 when not a common
+ * flag, -1 on a usage error (after printing it). */
 int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i);
 
-/* The help text of the common flags. */
-void engine_cli_print_flags(FILE *f);
+/* The help text of the common flags: the model and device ones, then the
+ * sampling ones (commands that do not sample leave those out). */
+void engine_cli_print_device_flags(FILE *f);
+void engine_cli_print_sampling_flags(FILE *f);
+
+/* Copies the backend, thread and fallback flags into engine options. */
+void engine_cli_apply(const engine_cli_opts *o, qiao_engine_options *engine_options);
 
 typedef struct engine_cli_session {
   qiao_model *model;

@@ -29,7 +29,8 @@ static void usage(FILE *f) {
   fprintf(f, "usage: qiao COMMAND [ARGS...]\n\ncommands:\n");
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
-  fprintf(f, "\nMODEL is a .qiao or .gguf file, a Hugging Face directory, or a llama2.c .bin.\n"
+  fprintf(f, "\nMODEL is a .qiao or .gguf file, a Hugging Face directory, or a llama2.c .bin\n"
+             "(with --tokenizer tok.bin).\n"
              "'qiao COMMAND --help' describes each command.\n");
 }
 
