@@ -98,11 +98,19 @@ static qiao_dev_error *check_call(const plugin_rules *r, const qiao_dev_queue *q
 
 /* ---- handles, refs and transfers */
 
-qiao_dev_error *plugin__check_queue(const plugin_rules *r, const qiao_dev_queue *q) {
-  if (q == NULL) return INVALID("%s: queue is NULL", r->name);
-  if (!r->is_queue(q))
-    return plugin__error(QIAO_DEV_BAD_HANDLE, "%s: not %s queue handle", r->name, r->handle_kind);
+qiao_dev_error *plugin__check_handle(const plugin_rules *r, const void *handle, uint32_t magic,
+                                     const char *where, const char *noun) {
+  if (handle == NULL) return INVALID("%s: %s%s is NULL", r->name, where, noun);
+  uint32_t first;
+  memcpy(&first, handle, sizeof(first)); /* every handle struct begins with its magic */
+  if (first != magic)
+    return plugin__error(QIAO_DEV_BAD_HANDLE, "%s: %snot %s %s handle", r->name, where,
+                         r->handle_kind, noun);
   return NULL;
+}
+
+qiao_dev_error *plugin__check_queue(const plugin_rules *r, const qiao_dev_queue *q) {
+  return plugin__check_handle(r, q, r->queue_magic, "", "queue");
 }
 
 qiao_dev_error *plugin__check_ref(const plugin_rules *r, const qiao_dev_queue *q, const char *what,
@@ -141,8 +149,8 @@ qiao_dev_error *plugin__check_download(const plugin_rules *r, const qiao_dev_que
   return NULL;
 }
 
-qiao_dev_error *plugin__check_copy(const plugin_rules *r, const qiao_dev_queue *q,
-                                   qiao_dev_ref dst, qiao_dev_ref src, uint64_t size) {
+qiao_dev_error *plugin__check_copy(const plugin_rules *r, const qiao_dev_queue *q, qiao_dev_ref dst,
+                                   qiao_dev_ref src, uint64_t size) {
   TRY(plugin__check_queue(r, q));
   TRY(plugin__check_ref(r, q, "copy: dst", dst, size, 1));
   TRY(plugin__check_ref(r, q, "copy: src", src, size, 1));
@@ -290,9 +298,8 @@ qiao_dev_error *plugin__validate_attention(const plugin_rules *r, const qiao_dev
     return INVALID("%s: attention: n_heads %llu is not a multiple of n_kv_heads %llu", r->name,
                    (unsigned long long)a->n_heads, (unsigned long long)a->n_kv_heads);
   if (a->head_dim > r->max_head_dim)
-    return plugin__error(QIAO_DEV_UNSUPPORTED, "%s: attention: head_dim %llu exceeds %llu",
-                         r->name, (unsigned long long)a->head_dim,
-                         (unsigned long long)r->max_head_dim);
+    return plugin__error(QIAO_DEV_UNSUPPORTED, "%s: attention: head_dim %llu exceeds %llu", r->name,
+                         (unsigned long long)a->head_dim, (unsigned long long)r->max_head_dim);
   if (a->block_size == 0 || a->block_size > UINT32_MAX)
     return INVALID("%s: attention: block_size %llu is not in [1, 2^32)", r->name,
                    (unsigned long long)a->block_size);
@@ -342,10 +349,8 @@ static qiao_dev_error *binary(const plugin_rules *r, const qiao_dev_queue *q, co
   TRY(check(r, q, op, name0, in0, bytes, 4));
   TRY(check(r, q, op, name1, in1, bytes, 4));
   TRY(check(r, q, op, "out", out, bytes, 4));
-  if (!same(out, in0) && overlap(out, bytes, in0, bytes))
-    return overlap_error(r, op, "out", name0);
-  if (!same(out, in1) && overlap(out, bytes, in1, bytes))
-    return overlap_error(r, op, "out", name1);
+  if (!same(out, in0) && overlap(out, bytes, in0, bytes)) return overlap_error(r, op, "out", name0);
+  if (!same(out, in1) && overlap(out, bytes, in1, bytes)) return overlap_error(r, op, "out", name1);
   *plan = (plugin_plan){.empty = n == 0};
   return NULL;
 }
@@ -473,10 +478,9 @@ qiao_dev_error *plugin__check_backend_options(const plugin_rules *r,
     return INVALID("%s: backend_open: options struct_size %zu is too small", r->name,
                    options->struct_size);
   if (options->runtime_abi_major != QIAO_DEVICE_ABI_MAJOR)
-    return plugin__error(QIAO_DEV_UNSUPPORTED,
-                         "%s: backend_open: runtime ABI major %u, this backend implements %u",
-                         r->name, (unsigned)options->runtime_abi_major,
-                         (unsigned)QIAO_DEVICE_ABI_MAJOR);
+    return plugin__error(
+        QIAO_DEV_UNSUPPORTED, "%s: backend_open: runtime ABI major %u, this backend implements %u",
+        r->name, (unsigned)options->runtime_abi_major, (unsigned)QIAO_DEVICE_ABI_MAJOR);
   return NULL;
 }
 

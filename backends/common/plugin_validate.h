@@ -5,8 +5,9 @@
  * inside its buffer with overflow-safe byte counts, alignment, forbidden
  * overlaps, and the transfers' ranges.
  *
- * Handles are each plugin's own structs, so a plugin describes them with a
- * plugin_rules (two small callbacks and its limits). Values inside device
+ * Handles are each plugin's own structs; each begins with a uint32_t magic
+ * number, and a plugin describes the rest with a plugin_rules (its magic
+ * numbers, a callback for buffers, its limits). Values inside device
  * buffers (ids, slots, block tables) are not checked here: the kernels do.
  *
  * Compiled into each plugin (backends/common/QiaoPlugin.cmake); includes
@@ -25,8 +26,8 @@ typedef struct plugin_rules {
   const char *name;        /* "opencl": the first word of every message */
   const char *handle_kind; /* "an OpenCL": "not an OpenCL buffer handle" */
   uint64_t max_head_dim;   /* attention: a larger head_dim is UNSUPPORTED */
-  /* Whether `queue` (not NULL) is a live queue of this plugin. */
-  bool (*is_queue)(const qiao_dev_queue *queue);
+  /* The first field of a live backend, device and queue handle. */
+  uint32_t backend_magic, device_magic, queue_magic;
   /* Whether `buffer` (not NULL) is a live buffer of this plugin; if so, its
    * size and whether it belongs to the device of `queue` (a live queue). */
   bool (*buffer_info)(const qiao_dev_queue *queue, const qiao_dev_buffer *buffer,
@@ -45,7 +46,12 @@ typedef struct plugin_plan {
 
 /* ---- handles, refs and transfers */
 
-/* INVALID_ARGUMENT for NULL, BAD_HANDLE unless a live queue of this plugin. */
+/* INVALID_ARGUMENT "<name>: <where><noun> is NULL" for a NULL handle,
+ * BAD_HANDLE "<name>: <where>not <kind> <noun> handle" unless it begins with
+ * `magic`. `where` is "<entry>: " or "". */
+qiao_dev_error *plugin__check_handle(const plugin_rules *rules, const void *handle, uint32_t magic,
+                                     const char *where, const char *noun);
+/* The same for a queue (messages without an entry name). */
 qiao_dev_error *plugin__check_queue(const plugin_rules *rules, const qiao_dev_queue *queue);
 /* Checks that `ref` names `bytes` bytes of a buffer of the queue's device,
  * starting at an offset that is a multiple of `align`. A NULL buffer is
@@ -78,8 +84,7 @@ qiao_dev_error *plugin__validate_rope(const plugin_rules *rules, const qiao_dev_
 qiao_dev_error *plugin__validate_kv_write(const plugin_rules *rules, const qiao_dev_queue *queue,
                                           const qiao_dev_kv_write_args *args, plugin_plan *plan);
 qiao_dev_error *plugin__validate_attention(const plugin_rules *rules, const qiao_dev_queue *queue,
-                                           const qiao_dev_attention_args *args,
-                                           plugin_plan *plan);
+                                           const qiao_dev_attention_args *args, plugin_plan *plan);
 qiao_dev_error *plugin__validate_swiglu(const plugin_rules *rules, const qiao_dev_queue *queue,
                                         const qiao_dev_swiglu_args *args, plugin_plan *plan);
 qiao_dev_error *plugin__validate_add(const plugin_rules *rules, const qiao_dev_queue *queue,
@@ -92,8 +97,7 @@ qiao_dev_error *plugin__validate_matmul_experts(const plugin_rules *rules,
                                                 const qiao_dev_queue *queue,
                                                 const qiao_dev_matmul_experts_args *args,
                                                 plugin_plan *plan);
-qiao_dev_error *plugin__validate_moe_combine(const plugin_rules *rules,
-                                             const qiao_dev_queue *queue,
+qiao_dev_error *plugin__validate_moe_combine(const plugin_rules *rules, const qiao_dev_queue *queue,
                                              const qiao_dev_moe_combine_args *args,
                                              plugin_plan *plan);
 

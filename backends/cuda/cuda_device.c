@@ -60,12 +60,8 @@ void cuq__backend_close(qiao_dev_backend *backend) {
   free(backend);
 }
 
-static qiao_dev_error *check_backend(const qiao_dev_backend *backend, const char *fn) {
-  if (backend == NULL)
-    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: %s: backend is NULL", fn);
-  if (backend->magic != CUQ_MAGIC_BACKEND)
-    return plugin__error(QIAO_DEV_BAD_HANDLE, "cuda: %s: not a CUDA backend handle", fn);
-  return NULL;
+static qiao_dev_error *check_backend(const qiao_dev_backend *backend, const char *where) {
+  return plugin__check_handle(&cuq__rules, backend, CUQ_MAGIC_BACKEND, where, "backend");
 }
 
 static qiao_dev_error *check_index(const qiao_dev_backend *backend, uint32_t index,
@@ -73,16 +69,16 @@ static qiao_dev_error *check_index(const qiao_dev_backend *backend, uint32_t ind
   if (index < backend->n_devices) return NULL;
   if (backend->n_devices == 0)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "cuda: %s: device index %u out of range: no CUDA device is available "
-                      "(no GPU, or no NVIDIA driver; driver version %d)",
-                      fn, (unsigned)index, backend->driver_version);
+                         "cuda: %s: device index %u out of range: no CUDA device is available "
+                         "(no GPU, or no NVIDIA driver; driver version %d)",
+                         fn, (unsigned)index, backend->driver_version);
   return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
-                    "cuda: %s: device index %u out of range (%u devices)", fn, (unsigned)index,
-                    (unsigned)backend->n_devices);
+                       "cuda: %s: device index %u out of range (%u devices)", fn, (unsigned)index,
+                       (unsigned)backend->n_devices);
 }
 
 qiao_dev_error *cuq__device_count(qiao_dev_backend *backend, uint32_t *out_count) {
-  qiao_dev_error *e = check_backend(backend, "device_count");
+  qiao_dev_error *e = check_backend(backend, "device_count: ");
   if (e != NULL) return e;
   if (out_count == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: device_count: out_count is NULL");
@@ -94,12 +90,12 @@ qiao_dev_error *cuq__device_count(qiao_dev_backend *backend, uint32_t *out_count
 
 qiao_dev_error *cuq__device_get_properties(qiao_dev_backend *backend, uint32_t index,
                                            qiao_dev_properties *properties) {
-  qiao_dev_error *e = check_backend(backend, "device_get_properties");
+  qiao_dev_error *e = check_backend(backend, "device_get_properties: ");
   if (e == NULL) e = check_index(backend, index, "device_get_properties");
   if (e != NULL) return e;
   if (properties == NULL || properties->struct_size < sizeof(size_t))
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "cuda: device_get_properties: properties is NULL or too small");
+                         "cuda: device_get_properties: properties is NULL or too small");
   const cuq_device_info *d = &backend->devices[index];
   qiao_dev_properties p;
   memset(&p, 0, sizeof(p));
@@ -127,7 +123,7 @@ qiao_dev_error *cuq__select(const qiao_dev_device *device, const char *what) {
 qiao_dev_error *cuq__device_open(qiao_dev_backend *backend, uint32_t index,
                                  const qiao_dev_device_options *options,
                                  qiao_dev_device **out_device) {
-  qiao_dev_error *e = check_backend(backend, "device_open");
+  qiao_dev_error *e = check_backend(backend, "device_open: ");
   if (e != NULL) return e;
   if (out_device == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: device_open: out_device is NULL");
@@ -163,10 +159,8 @@ void cuq__device_close(qiao_dev_device *device) {
 
 qiao_dev_error *cuq__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
                                   uint32_t *out_supported) {
-  if (device == NULL)
-    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: op_supported: device is NULL");
-  if (device->magic != CUQ_MAGIC_DEVICE)
-    return plugin__error(QIAO_DEV_BAD_HANDLE, "cuda: op_supported: not a CUDA device handle");
+  PLUGIN_TRY(
+      plugin__check_handle(&cuq__rules, device, CUQ_MAGIC_DEVICE, "op_supported: ", "device"));
   if (out_supported == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: op_supported: out_supported is NULL");
   *out_supported = plugin__claims(op, dtype) ? 1 : 0;

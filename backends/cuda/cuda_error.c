@@ -1,4 +1,5 @@
-/* cuda_error.c: CUDA and cuBLAS failures turned into errors (the error's name, the call that failed, the qiao code). */
+/* cuda_error.c: CUDA and cuBLAS failures turned into errors (the error's name, the call that
+ * failed, the qiao code). */
 #include <cublas_api.h>
 
 #include "cuda_internal.h"
@@ -46,5 +47,5 @@ qiao_dev_error *cuq__launch_error(cuq_status st, const char *op) {
                        : cs == CUBLAS_STATUS_EXECUTION_FAILED ? QIAO_DEV_DEVICE_LOST
                                                               : QIAO_DEV_INTERNAL;
   return plugin__error(code, "cuda: %s(%s): %s: %s", st.call, op, cublasGetStatusName(cs),
-                    cublasGetStatusString(cs));
+                       cublasGetStatusString(cs));
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "cuda_launch.h"
+#include "plugin_api.h"
 #include "plugin_validate.h"
 #include "qiao/device.h"
 
@@ -70,6 +71,12 @@ struct qiao_dev_queue {
   uint64_t scratch_bytes;
 };
 
+/* The entry points of the function table, cuq__backend_open ... cuq__moe_combine,
+ * with qiao_dev_api's types (backends/common/plugin_api.h): the backend and
+ * devices in cuda_device.c, buffers, queues and data movement in
+ * cuda_memory.c, the ops in cuda_ops.c. */
+PLUGIN_DECLARE_ENTRY_POINTS(cuq)
+
 /* ---- errors (cuda_error.c; the error object is backends/common/plugin_error.h) */
 /* "cuda: <call>(<what>): cudaErrorX: <description>" with the code mapped from the error. */
 qiao_dev_error *cuq__cuda_error(cudaError_t err, const char *call, const char *what);
@@ -77,32 +84,10 @@ qiao_dev_error *cuq__cuda_error(cudaError_t err, const char *call, const char *w
 qiao_dev_error *cuq__launch_error(cuq_status st, const char *op);
 
 /* ---- backend and devices (cuda_device.c) */
-qiao_dev_error *cuq__backend_open(const qiao_dev_backend_options *options,
-                                  qiao_dev_backend **out_backend);
-void cuq__backend_close(qiao_dev_backend *backend);
-qiao_dev_error *cuq__device_count(qiao_dev_backend *backend, uint32_t *out_count);
-qiao_dev_error *cuq__device_get_properties(qiao_dev_backend *backend, uint32_t index,
-                                           qiao_dev_properties *properties);
-qiao_dev_error *cuq__device_open(qiao_dev_backend *backend, uint32_t index,
-                                 const qiao_dev_device_options *options,
-                                 qiao_dev_device **out_device);
-void cuq__device_close(qiao_dev_device *device);
-qiao_dev_error *cuq__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
-                                  uint32_t *out_supported);
 /* Makes the device current on the calling thread. */
 qiao_dev_error *cuq__select(const qiao_dev_device *device, const char *what);
 
 /* ---- memory, queues, data movement (cuda_memory.c) */
-qiao_dev_error *cuq__buffer_create(qiao_dev_device *device, uint64_t size,
-                                   qiao_dev_buffer **out_buffer);
-void cuq__buffer_destroy(qiao_dev_buffer *buffer);
-qiao_dev_error *cuq__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue);
-void cuq__queue_destroy(qiao_dev_queue *queue);
-qiao_dev_error *cuq__queue_synchronize(qiao_dev_queue *queue);
-qiao_dev_error *cuq__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
-                            uint64_t size);
-qiao_dev_error *cuq__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size);
-qiao_dev_error *cuq__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src, uint64_t size);
 /* This backend's handles and limits for the shared argument checks
  * (backends/common/plugin_validate.h). */
 extern const plugin_rules cuq__rules;
@@ -112,20 +97,5 @@ void *cuq__ptr(qiao_dev_ref ref);
 qiao_dev_error *cuq__scratch(qiao_dev_queue *queue, uint64_t bytes, void **out);
 /* The queue's cuBLAS handle, created on first use. */
 qiao_dev_error *cuq__cublas(qiao_dev_queue *queue, void **out_handle);
-
-/* ---- ops (cuda_ops.c) */
-qiao_dev_error *cuq__embed(qiao_dev_queue *queue, const qiao_dev_embed_args *args);
-qiao_dev_error *cuq__matmul(qiao_dev_queue *queue, const qiao_dev_matmul_args *args);
-qiao_dev_error *cuq__rmsnorm(qiao_dev_queue *queue, const qiao_dev_rmsnorm_args *args);
-qiao_dev_error *cuq__rope(qiao_dev_queue *queue, const qiao_dev_rope_args *args);
-qiao_dev_error *cuq__kv_write(qiao_dev_queue *queue, const qiao_dev_kv_write_args *args);
-qiao_dev_error *cuq__attention(qiao_dev_queue *queue, const qiao_dev_attention_args *args);
-qiao_dev_error *cuq__swiglu(qiao_dev_queue *queue, const qiao_dev_swiglu_args *args);
-qiao_dev_error *cuq__add(qiao_dev_queue *queue, const qiao_dev_add_args *args);
-qiao_dev_error *cuq__argmax(qiao_dev_queue *queue, const qiao_dev_argmax_args *args);
-qiao_dev_error *cuq__moe_gate(qiao_dev_queue *queue, const qiao_dev_moe_gate_args *args);
-qiao_dev_error *cuq__matmul_experts(qiao_dev_queue *queue,
-                                    const qiao_dev_matmul_experts_args *args);
-qiao_dev_error *cuq__moe_combine(qiao_dev_queue *queue, const qiao_dev_moe_combine_args *args);
 
 #endif

@@ -15,13 +15,13 @@ qiao_dev_error *cuq__buffer_create(qiao_dev_device *device, uint64_t size,
                                    qiao_dev_buffer **out_buffer) {
   if (device == NULL || out_buffer == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: NULL argument");
-  if (device->magic != CUQ_MAGIC_DEVICE)
-    return plugin__error(QIAO_DEV_BAD_HANDLE, "cuda: buffer_create: not a CUDA device handle");
+  PLUGIN_TRY(
+      plugin__check_handle(&cuq__rules, device, CUQ_MAGIC_DEVICE, "buffer_create: ", "device"));
   if (size == 0) return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: size is 0");
   if (size > device->info.memory_bytes || size > SIZE_MAX)
     return plugin__error(QIAO_DEV_OUT_OF_MEMORY,
-                      "cuda: buffer_create: %llu bytes exceed the device's memory (%llu)",
-                      (unsigned long long)size, (unsigned long long)device->info.memory_bytes);
+                         "cuda: buffer_create: %llu bytes exceed the device's memory (%llu)",
+                         (unsigned long long)size, (unsigned long long)device->info.memory_bytes);
   qiao_dev_error *e = cuq__select(device, "buffer_create");
   if (e != NULL) return e;
   qiao_dev_buffer *b = calloc(1, sizeof(*b));
@@ -56,8 +56,8 @@ void *cuq__ptr(qiao_dev_ref ref) {
 qiao_dev_error *cuq__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue) {
   if (device == NULL || out_queue == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: queue_create: NULL argument");
-  if (device->magic != CUQ_MAGIC_DEVICE)
-    return plugin__error(QIAO_DEV_BAD_HANDLE, "cuda: queue_create: not a CUDA device handle");
+  PLUGIN_TRY(
+      plugin__check_handle(&cuq__rules, device, CUQ_MAGIC_DEVICE, "queue_create: ", "device"));
   qiao_dev_error *e = cuq__select(device, "queue_create");
   if (e != NULL) return e;
   qiao_dev_queue *q = calloc(1, sizeof(*q));
@@ -100,10 +100,6 @@ void cuq__queue_destroy(qiao_dev_queue *queue) {
 
 /* ---- the handles, as the shared argument checks see them */
 
-static bool is_queue(const qiao_dev_queue *queue) {
-  return queue->magic == CUQ_MAGIC_QUEUE;
-}
-
 static bool buffer_info(const qiao_dev_queue *queue, const qiao_dev_buffer *buffer,
                         uint64_t *out_size, bool *out_same_device) {
   if (buffer->magic != CUQ_MAGIC_BUFFER) return false;
@@ -116,7 +112,9 @@ const plugin_rules cuq__rules = {
     .name = "cuda",
     .handle_kind = "a CUDA",
     .max_head_dim = CUQ_MAX_HEAD_DIM,
-    .is_queue = is_queue,
+    .backend_magic = CUQ_MAGIC_BACKEND,
+    .device_magic = CUQ_MAGIC_DEVICE,
+    .queue_magic = CUQ_MAGIC_QUEUE,
     .buffer_info = buffer_info,
 };
 
@@ -149,7 +147,7 @@ qiao_dev_error *cuq__scratch(qiao_dev_queue *queue, uint64_t bytes, void **out) 
   uint64_t want = (bytes + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
   if (want < bytes || want > SIZE_MAX)
     return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: scratch of %llu bytes",
-                      (unsigned long long)bytes);
+                         (unsigned long long)bytes);
   cudaError_t err = cudaStreamSynchronize(queue->stream);
   if (err != cudaSuccess) return cuq__cuda_error(err, "cudaStreamSynchronize", "scratch");
   cudaFree(queue->scratch);

@@ -46,7 +46,8 @@ qiao_dev_error *ocl__backend_open(const qiao_dev_backend_options *options,
   PLUGIN_TRY(plugin__check_backend_options(&ocl__rules, options, out_backend));
 
   qiao_dev_backend *b = calloc(1, sizeof(*b));
-  if (b == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: backend_open: out of memory");
+  if (b == NULL)
+    return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: backend_open: out of memory");
   b->magic = OCL_MAGIC_BACKEND;
 
   /* No platform (no ICD installed) is an empty backend, not an error. */
@@ -102,16 +103,12 @@ void ocl__backend_close(qiao_dev_backend *backend) {
   free(backend);
 }
 
-static qiao_dev_error *check_backend(const qiao_dev_backend *backend, const char *fn) {
-  if (backend == NULL)
-    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: %s: backend is NULL", fn);
-  if (backend->magic != OCL_MAGIC_BACKEND)
-    return plugin__error(QIAO_DEV_BAD_HANDLE, "opencl: %s: not an OpenCL backend handle", fn);
-  return NULL;
+static qiao_dev_error *check_backend(const qiao_dev_backend *backend, const char *where) {
+  return plugin__check_handle(&ocl__rules, backend, OCL_MAGIC_BACKEND, where, "backend");
 }
 
 qiao_dev_error *ocl__device_count(qiao_dev_backend *backend, uint32_t *out_count) {
-  qiao_dev_error *e = check_backend(backend, "device_count");
+  qiao_dev_error *e = check_backend(backend, "device_count: ");
   if (e != NULL) return e;
   if (out_count == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: device_count: out_count is NULL");
@@ -141,15 +138,15 @@ static uint32_t info_u32(cl_device_id id, cl_device_info what) {
 
 qiao_dev_error *ocl__device_get_properties(qiao_dev_backend *backend, uint32_t index,
                                            qiao_dev_properties *properties) {
-  qiao_dev_error *e = check_backend(backend, "device_get_properties");
+  qiao_dev_error *e = check_backend(backend, "device_get_properties: ");
   if (e != NULL) return e;
   if (index >= backend->n_devices)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "opencl: device_get_properties: device index %u out of range (%u devices)",
-                      (unsigned)index, (unsigned)backend->n_devices);
+                         "opencl: device_get_properties: device index %u out of range (%u devices)",
+                         (unsigned)index, (unsigned)backend->n_devices);
   if (properties == NULL || properties->struct_size < sizeof(size_t))
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "opencl: device_get_properties: properties is NULL or too small");
+                         "opencl: device_get_properties: properties is NULL or too small");
   cl_device_id id = backend->devices[index].id;
   qiao_dev_properties p = {0};
   info_string(id, CL_DEVICE_NAME, p.name, sizeof(p.name));
@@ -179,8 +176,8 @@ static qiao_dev_error *build_program(qiao_dev_device *d, size_t wg, cl_program *
     clGetProgramBuildInfo(prog, d->id, CL_PROGRAM_BUILD_LOG, sizeof(log) - 1, log, NULL);
     clReleaseProgram(prog);
     return plugin__error(st == CL_OUT_OF_HOST_MEMORY ? QIAO_DEV_OUT_OF_MEMORY : QIAO_DEV_INTERNAL,
-                      "opencl: clBuildProgram(qiao kernels, %s): %s; build log:\n%s", options,
-                      ocl__cl_status_name(st), log);
+                         "opencl: clBuildProgram(qiao kernels, %s): %s; build log:\n%s", options,
+                         ocl__cl_status_name(st), log);
   }
   *out = prog;
   return NULL;
@@ -213,14 +210,14 @@ static size_t floor_pow2(size_t v) {
 qiao_dev_error *ocl__device_open(qiao_dev_backend *backend, uint32_t index,
                                  const qiao_dev_device_options *options,
                                  qiao_dev_device **out_device) {
-  qiao_dev_error *e = check_backend(backend, "device_open");
+  qiao_dev_error *e = check_backend(backend, "device_open: ");
   if (e != NULL) return e;
   if (out_device == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: device_open: out_device is NULL");
   if (index >= backend->n_devices)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
-                      "opencl: device_open: device index %u out of range (%u devices)",
-                      (unsigned)index, (unsigned)backend->n_devices);
+                         "opencl: device_open: device index %u out of range (%u devices)",
+                         (unsigned)index, (unsigned)backend->n_devices);
   PLUGIN_TRY(plugin__check_device_options(&ocl__rules, options));
 
   qiao_dev_device *d = calloc(1, sizeof(*d));
@@ -248,7 +245,7 @@ qiao_dev_error *ocl__device_open(qiao_dev_backend *backend, uint32_t index,
   for (;;) {
     if (wg < 8) {
       e = plugin__error(QIAO_DEV_UNSUPPORTED,
-                     "opencl: device_open: the device runs work-groups of fewer than 8 items");
+                        "opencl: device_open: the device runs work-groups of fewer than 8 items");
       break;
     }
     cl_program prog;
@@ -287,10 +284,8 @@ void ocl__device_close(qiao_dev_device *device) {
 
 qiao_dev_error *ocl__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
                                   uint32_t *out_supported) {
-  if (device == NULL)
-    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: op_supported: device is NULL");
-  if (device->magic != OCL_MAGIC_DEVICE)
-    return plugin__error(QIAO_DEV_BAD_HANDLE, "opencl: op_supported: not an OpenCL device handle");
+  PLUGIN_TRY(
+      plugin__check_handle(&ocl__rules, device, OCL_MAGIC_DEVICE, "op_supported: ", "device"));
   if (out_supported == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: op_supported: out_supported is NULL");
   *out_supported = plugin__claims(op, dtype) ? 1 : 0;

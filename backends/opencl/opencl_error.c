@@ -88,7 +88,7 @@ static qiao_dev_code code_of(cl_int status) {
 qiao_dev_error *ocl__cl_error(cl_int status, const char *call, const char *what) {
   if (what != NULL && *what != '\0')
     return plugin__error(code_of(status), "opencl: %s(%s): %s (%d)", call, what,
-                      ocl__cl_status_name(status), (int)status);
+                         ocl__cl_status_name(status), (int)status);
   return plugin__error(code_of(status), "opencl: %s: %s (%d)", call, ocl__cl_status_name(status),
-                    (int)status);
+                       (int)status);
 }

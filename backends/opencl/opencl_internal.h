@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "plugin_api.h"
 #include "plugin_validate.h"
 #include "qiao/device.h"
 
@@ -82,55 +83,24 @@ struct qiao_dev_queue {
   bool flags_dirty; /* a kernel that may set flags ran since the last synchronize */
 };
 
+/* The entry points of the function table, ocl__backend_open ... ocl__moe_combine,
+ * with qiao_dev_api's types (backends/common/plugin_api.h): the backend and
+ * devices in opencl_device.c, buffers, queues and data movement in
+ * opencl_memory.c, the ops in opencl_ops.c. */
+PLUGIN_DECLARE_ENTRY_POINTS(ocl)
+
 /* ---- errors (opencl_error.c; the error object is backends/common/plugin_error.h) */
 /* "<call>(<what>): CL_..." with the code mapped from the CL status. */
 qiao_dev_error *ocl__cl_error(cl_int status, const char *call, const char *what);
 const char *ocl__cl_status_name(cl_int status);
 
 /* ---- backend and devices (opencl_device.c) */
-qiao_dev_error *ocl__backend_open(const qiao_dev_backend_options *options,
-                                  qiao_dev_backend **out_backend);
-void ocl__backend_close(qiao_dev_backend *backend);
-qiao_dev_error *ocl__device_count(qiao_dev_backend *backend, uint32_t *out_count);
-qiao_dev_error *ocl__device_get_properties(qiao_dev_backend *backend, uint32_t index,
-                                           qiao_dev_properties *properties);
-qiao_dev_error *ocl__device_open(qiao_dev_backend *backend, uint32_t index,
-                                 const qiao_dev_device_options *options,
-                                 qiao_dev_device **out_device);
-void ocl__device_close(qiao_dev_device *device);
-qiao_dev_error *ocl__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
-                                  uint32_t *out_supported);
 const char *ocl__kernel_name(ocl_kernel kernel);
 
 /* ---- memory, queues, data movement (opencl_memory.c) */
-qiao_dev_error *ocl__buffer_create(qiao_dev_device *device, uint64_t size,
-                                   qiao_dev_buffer **out_buffer);
-void ocl__buffer_destroy(qiao_dev_buffer *buffer);
-qiao_dev_error *ocl__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue);
-void ocl__queue_destroy(qiao_dev_queue *queue);
-qiao_dev_error *ocl__queue_synchronize(qiao_dev_queue *queue);
-qiao_dev_error *ocl__upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
-                            uint64_t size);
-qiao_dev_error *ocl__download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size);
-qiao_dev_error *ocl__copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src, uint64_t size);
 /* This backend's handles and limits for the shared argument checks
  * (backends/common/plugin_validate.h). */
 extern const plugin_rules ocl__rules;
-
-/* ---- ops (opencl_ops.c) */
-qiao_dev_error *ocl__embed(qiao_dev_queue *queue, const qiao_dev_embed_args *args);
-qiao_dev_error *ocl__matmul(qiao_dev_queue *queue, const qiao_dev_matmul_args *args);
-qiao_dev_error *ocl__rmsnorm(qiao_dev_queue *queue, const qiao_dev_rmsnorm_args *args);
-qiao_dev_error *ocl__rope(qiao_dev_queue *queue, const qiao_dev_rope_args *args);
-qiao_dev_error *ocl__kv_write(qiao_dev_queue *queue, const qiao_dev_kv_write_args *args);
-qiao_dev_error *ocl__attention(qiao_dev_queue *queue, const qiao_dev_attention_args *args);
-qiao_dev_error *ocl__swiglu(qiao_dev_queue *queue, const qiao_dev_swiglu_args *args);
-qiao_dev_error *ocl__add(qiao_dev_queue *queue, const qiao_dev_add_args *args);
-qiao_dev_error *ocl__argmax(qiao_dev_queue *queue, const qiao_dev_argmax_args *args);
-qiao_dev_error *ocl__moe_gate(qiao_dev_queue *queue, const qiao_dev_moe_gate_args *args);
-qiao_dev_error *ocl__matmul_experts(qiao_dev_queue *queue,
-                                    const qiao_dev_matmul_experts_args *args);
-qiao_dev_error *ocl__moe_combine(qiao_dev_queue *queue, const qiao_dev_moe_combine_args *args);
 
 /* The kernel source, all backends/opencl/kernels files concatenated (generated at build time). */
 extern const char ocl__kernel_source[];

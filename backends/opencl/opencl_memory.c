@@ -13,15 +13,18 @@ qiao_dev_error *ocl__buffer_create(qiao_dev_device *device, uint64_t size,
                                    qiao_dev_buffer **out_buffer) {
   if (device == NULL || out_buffer == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: NULL argument");
-  if (device->magic != OCL_MAGIC_DEVICE)
-    return plugin__error(QIAO_DEV_BAD_HANDLE, "opencl: buffer_create: not an OpenCL device handle");
-  if (size == 0) return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: size is 0");
+  PLUGIN_TRY(
+      plugin__check_handle(&ocl__rules, device, OCL_MAGIC_DEVICE, "buffer_create: ", "device"));
+  if (size == 0)
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: size is 0");
   if (size > device->max_alloc || size > SIZE_MAX)
-    return plugin__error(QIAO_DEV_OUT_OF_MEMORY,
-                      "opencl: buffer_create: %llu bytes exceed the device's largest buffer (%llu)",
-                      (unsigned long long)size, (unsigned long long)device->max_alloc);
+    return plugin__error(
+        QIAO_DEV_OUT_OF_MEMORY,
+        "opencl: buffer_create: %llu bytes exceed the device's largest buffer (%llu)",
+        (unsigned long long)size, (unsigned long long)device->max_alloc);
   qiao_dev_buffer *b = calloc(1, sizeof(*b));
-  if (b == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: buffer_create: out of memory");
+  if (b == NULL)
+    return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: buffer_create: out of memory");
   cl_int st;
   b->mem = clCreateBuffer(device->context, CL_MEM_READ_WRITE, (size_t)size, NULL, &st);
   if (st != CL_SUCCESS) {
@@ -49,10 +52,11 @@ void ocl__buffer_destroy(qiao_dev_buffer *buffer) {
 qiao_dev_error *ocl__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue) {
   if (device == NULL || out_queue == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: queue_create: NULL argument");
-  if (device->magic != OCL_MAGIC_DEVICE)
-    return plugin__error(QIAO_DEV_BAD_HANDLE, "opencl: queue_create: not an OpenCL device handle");
+  PLUGIN_TRY(
+      plugin__check_handle(&ocl__rules, device, OCL_MAGIC_DEVICE, "queue_create: ", "device"));
   qiao_dev_queue *q = calloc(1, sizeof(*q));
-  if (q == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: queue_create: out of memory");
+  if (q == NULL)
+    return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: queue_create: out of memory");
   q->device = device;
   qiao_dev_error *e = NULL;
   cl_int st;
@@ -97,10 +101,6 @@ void ocl__queue_destroy(qiao_dev_queue *queue) {
 
 /* ---- the handles, as the shared argument checks see them */
 
-static bool is_queue(const qiao_dev_queue *queue) {
-  return queue->magic == OCL_MAGIC_QUEUE;
-}
-
 static bool buffer_info(const qiao_dev_queue *queue, const qiao_dev_buffer *buffer,
                         uint64_t *out_size, bool *out_same_device) {
   if (buffer->magic != OCL_MAGIC_BUFFER) return false;
@@ -113,7 +113,9 @@ const plugin_rules ocl__rules = {
     .name = "opencl",
     .handle_kind = "an OpenCL",
     .max_head_dim = OCL_MAX_HEAD_DIM,
-    .is_queue = is_queue,
+    .backend_magic = OCL_MAGIC_BACKEND,
+    .device_magic = OCL_MAGIC_DEVICE,
+    .queue_magic = OCL_MAGIC_QUEUE,
     .buffer_info = buffer_info,
 };
 

@@ -16,8 +16,8 @@
   if (p.empty) return NULL
 
 static qiao_dev_error *too_big(const char *op) {
-  return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: %s: the size of the launch grid overflows",
-                       op);
+  return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
+                       "opencl: %s: the size of the launch grid overflows", op);
 }
 
 /* ---- launching */

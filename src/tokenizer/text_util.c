@@ -158,7 +158,7 @@ qiao_status *qiao__utf8_feed(qiao__utf8_state *st, const uint8_t *bytes, size_t 
       st->n_held = 0;
     }
   }
-  if (st->need == 0) QIAO__TRY(qiao__buf_append(out, bytes + run, len - run));
+  if (st->need == 0 && run < len) QIAO__TRY(qiao__buf_append(out, bytes + run, len - run));
   return NULL;
 }
 

@@ -18,12 +18,20 @@
 
 static int cases_run = 0;
 
-/* Checks that `st` is an error with `code`; `what` names the case. */
+/* Checks that `st` is an error with `code` whose message starts with the
+ * input's name ("mutated...", or the path of a temporary file) in the form
+ * ("<file>: <field>: <problem> [at byte offset N]", the one
+ * style of every reader and importer); `what` names the case. */
 static inline void expect_code(const char *what, qiao_status *st, qiao_code code) {
   cases_run++;
   if (qiao_status_code(st) != code) {
     fprintf(stderr, "case '%s': expected %s, got %s: %s\n", what, qiao_code_name(code),
             qiao_code_name(qiao_status_code(st)), qiao_status_message(st));
+    test_failures++;
+  } else if (code != QIAO_OUT_OF_MEMORY && strncmp(qiao_status_message(st), "mutated", 7) != 0 &&
+             qiao_status_message(st)[0] != '/') { /* the name, or a temporary file's path */
+    fprintf(stderr, "case '%s': the message does not start with the file name: %s\n", what,
+            qiao_status_message(st));
     test_failures++;
   } else if (getenv("MALFORMED_VERBOSE")) {
     fprintf(stderr, "case '%s': %s\n", what, qiao_status_message(st));

@@ -76,12 +76,14 @@ int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i) {
 }
 
 void engine_cli_print_device_flags(FILE *f) {
-  fprintf(f, "  -m MODEL              .qiao/.gguf file, HF directory or llama2.c .bin\n"
-             "                        (default: stories260K.gguf in $QIAO_SHARED or ../shared)\n"
-             "  --tokenizer PATH      the tok.bin of a llama2.c .bin (or a tokenizer for an HF folder)\n"
-             "  -t N                  threads (default: the backend's choice)\n"
-             "  --backend NAME|PATH   device backend (default cpu)\n"
-             "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n");
+  fprintf(
+      f,
+      "  -m MODEL              .qiao/.gguf file, HF directory or llama2.c .bin\n"
+      "                        (default: stories260K.gguf in $QIAO_SHARED or ../shared)\n"
+      "  --tokenizer PATH      the tok.bin of a llama2.c .bin (or a tokenizer for an HF folder)\n"
+      "  -t N                  threads (default: the backend's choice)\n"
+      "  --backend NAME|PATH   device backend (default cpu)\n"
+      "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n");
 }
 
 void engine_cli_print_sampling_flags(FILE *f) {
