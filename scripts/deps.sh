@@ -2,7 +2,7 @@
 # Installs the Debian packages qiao builds and tests with (see README.md,
 # "Dependencies"), when any is missing. Needs root or sudo.
 set -euo pipefail
-packages=(build-essential cmake pkg-config clang libclang-rt-14-dev
+packages=(build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
           libjson-c-dev libpcre2-dev libutf8proc-dev libxxhash-dev
           ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd)
 missing=()

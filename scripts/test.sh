@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: a Release build (warnings are errors; the CUDA backend is
+# Runs every test: a clang-format check, a Release build (warnings are errors; the CUDA backend is
 # compiled when nvcc is present), a short libFuzzer smoke run of each fuzz
 # target (clang), then the whole CTest suite under AddressSanitizer and
 # UndefinedBehaviorSanitizer. Reports (conformance JSON) land in build-asan/.
@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 jobs=$(nproc)
 export QIAO_SHARED="${QIAO_SHARED:-$(cd .. && pwd)/shared}"
+
+echo "== clang-format check" >&2
+if command -v clang-format >/dev/null && [ -d .git ]; then
+  git ls-files '*.c' '*.h' '*.cu' '*.cuh' | xargs clang-format --dry-run -Werror
+fi
 
 echo "== Release build" >&2
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null

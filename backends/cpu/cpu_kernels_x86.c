@@ -18,6 +18,18 @@
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define T256 __attribute__((target("avx2,fma,f16c")))
 
+/* Weight rows are streamed once per decode step; the hardware prefetcher
+ * alone leaves the kernels waiting on memory (measured: decode at ~30% of
+ * the bandwidth bound), so each weight stream is prefetched this far ahead
+ * (bytes; tuned on a 2-core EPYC: quantized 6 KiB, F16/BF16 4 KiB; F32 did
+ * not gain). Prefetches never fault and change no result. */
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 6144
+#endif
+#ifndef PREFETCH_FLOAT_BYTES
+#define PREFETCH_FLOAT_BYTES 4096
+#endif
+
 /* ---- AVX-512: steps of 16 elements; step j goes into accumulator j % 2 ---
  * The kernel computes 1 or 2 weight rows (NW) against up to 4 rows of x
  * (NR) at once, so each x load feeds two FMAs and each dequantized weight
@@ -80,6 +92,11 @@ INLINE T512 __m512 w16_tail(const uint8_t *w, uint64_t s, __mmask16 m, const int
 
 #define STEP512(a)                                                                                 \
   do {                                                                                             \
+    if (a == 0 && (dt == QIAO_DEV_F16 || dt == QIAO_DEV_BF16)) {                                   \
+      uint64_t at_ = s * 32 + PREFETCH_FLOAT_BYTES;                                                \
+      _mm_prefetch((const char *)w0 + at_, _MM_HINT_T0);                                           \
+      if (NW == 2) _mm_prefetch((const char *)w1 + at_, _MM_HINT_T0);                              \
+    }                                                                                              \
     __m512 wv0 = w16(w0, s, a, dt), wv1 = NW == 2 ? w16(w1, s, a, dt) : wv0;                       \
     for (int r = 0; r < NR; r++) {                                                                 \
       __m512 xv = _mm512_loadu_ps(x[r] + (s + a) * 16);                                            \
@@ -102,6 +119,7 @@ INLINE T512 void dot512_q1(const uint8_t *w0, const uint8_t *w1, const float *x,
     __m512 x0 = _mm512_loadu_ps(x + (b + p) * 32), x1 = _mm512_loadu_ps(x + (b + p) * 32 + 16);    \
     for (int i = 0; i < NW; i++) {                                                                 \
       const uint8_t *block = (i ? w1 : w0) + (b + p) * bs;                                         \
+      _mm_prefetch((const char *)block + PREFETCH_BYTES, _MM_HINT_T0);                             \
       __m512 t = _mm512_mul_ps(quants16(block, 0, dt), x0);                                        \
       t = _mm512_fmadd_ps(quants16(block, 1, dt), x1, t);                                          \
       acc[i][p] = _mm512_fmadd_ps(scale16(block), t, acc[i][p]);                                   \

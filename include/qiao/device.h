@@ -92,18 +92,18 @@ typedef enum qiao_dev_dtype {
 
 /* The op set. Each op's math is defined in docs/spec/device-abi.md. */
 typedef enum qiao_dev_op {
-  QIAO_DEV_OP_EMBED = 0,          /* dtype: the table's dtype */
-  QIAO_DEV_OP_MATMUL = 1,         /* dtype: the weight's dtype */
-  QIAO_DEV_OP_RMSNORM = 2,        /* dtype: F32 */
-  QIAO_DEV_OP_ROPE = 3,           /* dtype: F32 */
-  QIAO_DEV_OP_KV_WRITE = 4,       /* dtype: the cache's dtype */
-  QIAO_DEV_OP_ATTENTION = 5,      /* dtype: the cache's dtype */
-  QIAO_DEV_OP_SWIGLU = 6,         /* dtype: F32 */
-  QIAO_DEV_OP_ADD = 7,            /* dtype: F32 */
-  QIAO_DEV_OP_ARGMAX = 8,         /* dtype: F32 */
-  QIAO_DEV_OP_MOE_GATE = 9,       /* dtype: F32 */
+  QIAO_DEV_OP_EMBED = 0,           /* dtype: the table's dtype */
+  QIAO_DEV_OP_MATMUL = 1,          /* dtype: the weight's dtype */
+  QIAO_DEV_OP_RMSNORM = 2,         /* dtype: F32 */
+  QIAO_DEV_OP_ROPE = 3,            /* dtype: F32 */
+  QIAO_DEV_OP_KV_WRITE = 4,        /* dtype: the cache's dtype */
+  QIAO_DEV_OP_ATTENTION = 5,       /* dtype: the cache's dtype */
+  QIAO_DEV_OP_SWIGLU = 6,          /* dtype: F32 */
+  QIAO_DEV_OP_ADD = 7,             /* dtype: F32 */
+  QIAO_DEV_OP_ARGMAX = 8,          /* dtype: F32 */
+  QIAO_DEV_OP_MOE_GATE = 9,        /* dtype: F32 */
   QIAO_DEV_OP_MATMUL_EXPERTS = 10, /* dtype: the expert weights' dtype */
-  QIAO_DEV_OP_MOE_COMBINE = 11,   /* dtype: F32 */
+  QIAO_DEV_OP_MOE_COMBINE = 11,    /* dtype: F32 */
   QIAO_DEV_OP_COUNT = 12,
   QIAO_DEV_OP_FORCE_32BIT = 0x7fffffff
 } qiao_dev_op;
@@ -128,8 +128,9 @@ typedef struct qiao_dev_backend_options {
 } qiao_dev_backend_options;
 
 /* Device flags. */
-#define QIAO_DEV_FLAG_HOST_MEMORY 1u /* device memory is host memory;
-                                        buffer_wrap_host is available */
+#define QIAO_DEV_FLAG_HOST_MEMORY                                                                  \
+  1u /* device memory is host memory;                                                              \
+        buffer_wrap_host is available */
 
 /* Filled by device_get_properties: the caller sets struct_size; the backend
  * writes only the fields that fit in it. */
@@ -141,7 +142,7 @@ typedef struct qiao_dev_properties {
   uint64_t memory_bytes;   /* total device memory */
   uint64_t max_buffer_bytes;
   uint32_t compute_units;
-  uint32_t flags;          /* QIAO_DEV_FLAG_* */
+  uint32_t flags; /* QIAO_DEV_FLAG_* */
 } qiao_dev_properties;
 
 /* Passed to device_open; NULL means all defaults. */
@@ -192,7 +193,7 @@ typedef struct qiao_dev_rmsnorm_args {
 
 typedef enum qiao_dev_rope_style {
   QIAO_DEV_ROPE_NORMAL = 0, /* rotate pairs (2i, 2i+1) */
-  QIAO_DEV_ROPE_NEOX = 1, /* rotate pairs (i, i + rot_dim/2) */
+  QIAO_DEV_ROPE_NEOX = 1,   /* rotate pairs (i, i + rot_dim/2) */
   QIAO_DEV_ROPE_STYLE_FORCE_32BIT = 0x7fffffff
 } qiao_dev_rope_style;
 
@@ -221,10 +222,10 @@ typedef struct qiao_dev_kv_write_args {
   size_t struct_size;
   uint64_t n_tokens, kv_dim, n_slots;
   qiao_dev_dtype cache_dtype;
-  qiao_dev_ref k, v;     /* (n_tokens, kv_dim) F32 */
-  qiao_dev_ref slots;    /* (n_tokens) I32, each in [0, n_slots) */
-  qiao_dev_ref k_cache;  /* (n_slots, kv_dim) cache_dtype */
-  qiao_dev_ref v_cache;  /* (n_slots, kv_dim) cache_dtype */
+  qiao_dev_ref k, v;    /* (n_tokens, kv_dim) F32 */
+  qiao_dev_ref slots;   /* (n_tokens) I32, each in [0, n_slots) */
+  qiao_dev_ref k_cache; /* (n_slots, kv_dim) cache_dtype */
+  qiao_dev_ref v_cache; /* (n_slots, kv_dim) cache_dtype */
 } qiao_dev_kv_write_args;
 
 /* Causal grouped-query attention over the paged cache, several sequences in
@@ -254,7 +255,7 @@ typedef struct qiao_dev_attention_args {
 /* out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + exp(-x)). */
 typedef struct qiao_dev_swiglu_args {
   size_t struct_size;
-  uint64_t n; /* elements */
+  uint64_t n;                 /* elements */
   qiao_dev_ref gate, up, out; /* (n) each; out may equal gate or up */
 } qiao_dev_swiglu_args;
 
@@ -342,8 +343,8 @@ typedef struct qiao_dev_api {
 
   /* Capabilities: *out_supported = 1 when the device implements `op` for
    * `dtype` (see qiao_dev_op for which dtype each op is keyed by), else 0. */
-  qiao_dev_error *(*op_supported)(qiao_dev_device *device, qiao_dev_op op,
-                                  qiao_dev_dtype dtype, uint32_t *out_supported);
+  qiao_dev_error *(*op_supported)(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
+                                  uint32_t *out_supported);
 
   /* Memory. buffer_destroy accepts NULL; buffers must be destroyed before
    * their device is closed, and not while queued work still uses them. */
@@ -354,8 +355,8 @@ typedef struct qiao_dev_api {
    * caller-owned host memory that stays valid, unchanged, until the buffer is
    * destroyed. Used to run on memory-mapped weights without a copy; an op,
    * upload or copy that would write into it fails with INVALID_ARGUMENT. */
-  qiao_dev_error *(*buffer_wrap_host)(qiao_dev_device *device, const void *host,
-                                      uint64_t size, qiao_dev_buffer **out_buffer);
+  qiao_dev_error *(*buffer_wrap_host)(qiao_dev_device *device, const void *host, uint64_t size,
+                                      qiao_dev_buffer **out_buffer);
 
   /* Queues. queue_destroy accepts NULL and waits for queued work. */
   qiao_dev_error *(*queue_create)(qiao_dev_device *device, qiao_dev_queue **out_queue);
@@ -365,10 +366,8 @@ typedef struct qiao_dev_api {
   /* Data movement, enqueued. */
   qiao_dev_error *(*upload)(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
                             uint64_t size);
-  qiao_dev_error *(*download)(qiao_dev_queue *queue, void *dst, qiao_dev_ref src,
-                              uint64_t size);
-  qiao_dev_error *(*copy)(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src,
-                          uint64_t size);
+  qiao_dev_error *(*download)(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size);
+  qiao_dev_error *(*copy)(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src, uint64_t size);
 
   /* Ops, enqueued. */
   qiao_dev_error *(*embed)(qiao_dev_queue *queue, const qiao_dev_embed_args *args);

@@ -145,16 +145,16 @@ typedef struct qiao_hparams {
   char architecture[32]; /* "llama", "qwen2", "qwen3", "qwen3moe" */
   uint32_t vocab_size;
   uint32_t context_length;
-  uint32_t dim;        /* model (embedding) width */
+  uint32_t dim; /* model (embedding) width */
   uint32_t n_layers;
   uint32_t n_heads;
   uint32_t n_kv_heads;
   uint32_t head_dim;
-  uint32_t ffn_dim;    /* dense FFN width (0 when every layer is MoE) */
+  uint32_t ffn_dim; /* dense FFN width (0 when every layer is MoE) */
   float norm_eps;
   float rope_theta;
-  uint32_t rope_dim;   /* rotated dimensions per head */
-  uint32_t rope_neox;  /* 1: pairs (i, i+rope_dim/2); 0: pairs (2i, 2i+1) */
+  uint32_t rope_dim;  /* rotated dimensions per head */
+  uint32_t rope_neox; /* 1: pairs (i, i+rope_dim/2); 0: pairs (2i, 2i+1) */
   qiao_rope_scaling rope_scaling;
   float rope_factor;
   float rope_low_freq_factor;
@@ -164,7 +164,7 @@ typedef struct qiao_hparams {
   bool tied_embeddings;
   bool qkv_bias;
   bool qk_norm;
-  uint32_t n_experts;      /* 0 = dense */
+  uint32_t n_experts; /* 0 = dense */
   uint32_t n_experts_used;
   uint32_t expert_ffn_dim;
   bool expert_norm_topk;
@@ -207,10 +207,7 @@ qiao_status *qiao_model_validate(const qiao_model *model);
 
 /* ---- Writing ------------------------------------------------------------ */
 
-typedef enum qiao_file_format {
-  QIAO_FILE_QIAO = 0,
-  QIAO_FILE_GGUF = 1
-} qiao_file_format;
+typedef enum qiao_file_format { QIAO_FILE_QIAO = 0, QIAO_FILE_GGUF = 1 } qiao_file_format;
 
 typedef struct qiao_convert_options {
   size_t struct_size;

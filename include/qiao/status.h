@@ -20,9 +20,9 @@ typedef enum qiao_code {
   QIAO_MALFORMED = 4,        /* an input file or request breaks its format */
   QIAO_UNSUPPORTED = 5,      /* valid, but not supported (dtype, op, arch) */
   QIAO_OUT_OF_MEMORY = 6,
-  QIAO_LIMIT = 7,            /* a budget (size, steps, depth) was exceeded */
-  QIAO_DEVICE = 8,           /* a device backend reported an error */
-  QIAO_INTERNAL = 9          /* a bug in qiao */
+  QIAO_LIMIT = 7,   /* a budget (size, steps, depth) was exceeded */
+  QIAO_DEVICE = 8,  /* a device backend reported an error */
+  QIAO_INTERNAL = 9 /* a bug in qiao */
 } qiao_code;
 
 typedef struct qiao_status qiao_status;

@@ -17,6 +17,8 @@ static inline bool qiao__range_ok(uint64_t offset, uint64_t size, uint64_t limit
   uint64_t end;
   return qiao__add_u64(offset, size, &end) && end <= limit;
 }
-static inline bool qiao__is_pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
+static inline bool qiao__is_pow2(uint64_t x) {
+  return x != 0 && (x & (x - 1)) == 0;
+}
 
 #endif

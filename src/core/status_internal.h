@@ -21,10 +21,10 @@ qiao_status *qiao__annotate(qiao_status *status, const char *fmt, ...) QIAO__PRI
 
 /* Evaluates a qiao_status* expression and returns it from the enclosing
  * function if it is an error. */
-#define QIAO__TRY(expr)                                                        \
-  do {                                                                         \
-    qiao_status *qiao__try_status = (expr);                                    \
-    if (qiao__try_status != NULL) return qiao__try_status;                     \
+#define QIAO__TRY(expr)                                                                            \
+  do {                                                                                             \
+    qiao_status *qiao__try_status = (expr);                                                        \
+    if (qiao__try_status != NULL) return qiao__try_status;                                         \
   } while (0)
 
 #endif

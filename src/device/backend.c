@@ -25,14 +25,39 @@ struct qiao_backend {
 #define QIAO__DEV_API_V1_0_SIZE (offsetof(qiao_dev_api, moe_combine) + sizeof(void (*)(void)))
 
 /* The table fields every 1.0 backend must provide. */
-#define REQUIRED_FUNCTIONS(X)                                                                      \
-  X(error_code)                                                                                    \
-  X(error_message)                                                                                 \
-  X(error_destroy) X(backend_open) X(backend_close) X(device_count) X(device_get_properties)       \
-      X(device_open) X(device_close) X(op_supported) X(buffer_create) X(buffer_destroy)            \
-          X(queue_create) X(queue_destroy) X(queue_synchronize) X(upload) X(download) X(copy)      \
-              X(embed) X(matmul) X(rmsnorm) X(rope) X(kv_write) X(attention) X(swiglu) X(add)      \
-                  X(argmax) X(moe_gate) X(matmul_experts) X(moe_combine)
+/* clang-format off */
+#define REQUIRED_FUNCTIONS(X) \
+  X(error_code) \
+  X(error_message) \
+  X(error_destroy) \
+  X(backend_open) \
+  X(backend_close) \
+  X(device_count) \
+  X(device_get_properties) \
+  X(device_open) \
+  X(device_close) \
+  X(op_supported) \
+  X(buffer_create) \
+  X(buffer_destroy) \
+  X(queue_create) \
+  X(queue_destroy) \
+  X(queue_synchronize) \
+  X(upload) \
+  X(download) \
+  X(copy) \
+  X(embed) \
+  X(matmul) \
+  X(rmsnorm) \
+  X(rope) \
+  X(kv_write) \
+  X(attention) \
+  X(swiglu) \
+  X(add) \
+  X(argmax) \
+  X(moe_gate) \
+  X(matmul_experts) \
+  X(moe_combine)
+/* clang-format on */
 
 /* The three header fields (struct_size, abi_major, abi_minor) sit at the same
  * place in every major version, so a runtime can always read them. */

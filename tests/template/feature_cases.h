@@ -1,6 +1,8 @@
 /* Generated: each template rendered by jinja2 3.1.6 configured as transformers
  * does (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loopcontrols,
- * tojson = json.dumps(ensure_ascii=False, ...), raise_exception). */
+ * tojson = json.dumps(ensure_ascii=False, ...), raise_exception).
+ * Generated data: kept one case per line, so not clang-formatted. */
+/* clang-format off */
 static const struct feature_case {
   const char *src, *vars, *want;
 } feature_cases[] = {
@@ -503,3 +505,4 @@ static const struct feature_case {
      "{\"messages\": [{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", \"content\": \"h\303\251\"}, {\"role\": \"assistant\", \"content\": \"A\"}]}",
      "FalseTrue"},
 };
+/* clang-format on */
