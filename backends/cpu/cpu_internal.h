@@ -45,6 +45,9 @@ struct qiao_dev_backend {
  * results are bit-identical for any number of threads.
  * dot2 (optional, NULL when a kernel set lacks it): the same for two weight
  * rows w0, w1 at once, each result bit-identical to dot's for the same nr.
+ * gemv (optional): out[j] = dot(w + j * row_bytes, {x}, 1) for j < m, one
+ * row of x against m consecutive weight rows (decode), each result
+ * bit-identical to dot's; one call for many rows instead of one per row.
  * axpy: y[i] += a * x[i] for x F32 or F16 (index 0 / 1).
  * For rows of x beyond the first group, a quantized dot kernel computes the
  * same as the F32 kernel on the exactly dequantized row (what matmul uses to
@@ -54,6 +57,8 @@ typedef void (*qiao__cpu_dot_fn)(const uint8_t *w, const float *const *x, int nr
                                  float *out);
 typedef void (*qiao__cpu_dot2_fn)(const uint8_t *w0, const uint8_t *w1, const float *const *x,
                                   int nr, uint64_t k, float *out0, float *out1);
+typedef void (*qiao__cpu_gemv_fn)(const uint8_t *w, uint64_t row_bytes, uint64_t m, const float *x,
+                                  uint64_t k, float *out);
 typedef void (*qiao__cpu_dequant_fn)(const uint8_t *w, uint64_t k, float *out);
 typedef void (*qiao__cpu_axpy_fn)(float *y, float a, const uint8_t *x, uint64_t n);
 
@@ -61,6 +66,7 @@ typedef struct qiao__cpu_kernels {
   const char *name;                             /* "scalar", "avx2", "avx512" */
   qiao__cpu_dot_fn dot[QIAO_DEV_DTYPE_COUNT];   /* NULL for I32 */
   qiao__cpu_dot2_fn dot2[QIAO_DEV_DTYPE_COUNT]; /* optional */
+  qiao__cpu_gemv_fn gemv[QIAO_DEV_DTYPE_COUNT]; /* optional */
   /* Exact dequantization of one Q8_0 or Q4_0 row (index 0 / 1). */
   qiao__cpu_dequant_fn dequant[2];
   qiao__cpu_axpy_fn axpy[2]; /* F32, F16 */

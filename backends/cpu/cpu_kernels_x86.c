@@ -194,6 +194,22 @@ INLINE T512 void dot512(const uint8_t *w0, const uint8_t *w1, const float *const
     const int dt = dtype;                                                                          \
     DOT512_GROUPS(2);                                                                              \
   }
+/* The decode case: the dot kernel inlined into the loop over rows. */
+#define GEMV512(name, dtype)                                                                       \
+  static T512 void name(const uint8_t *w, uint64_t row_bytes, uint64_t m, const float *x,          \
+                        uint64_t k, float *out) {                                                  \
+    const float *const xs[1] = {x};                                                                \
+    for (uint64_t j = 0; j < m; j++) {                                                             \
+      const uint8_t *row = w + j * row_bytes;                                                      \
+      dot512(row, row, xs, k, out + j, out + j, dtype, 1, 1);                                      \
+    }                                                                                              \
+  }
+GEMV512(gemv512_f32, QIAO_DEV_F32)
+GEMV512(gemv512_f16, QIAO_DEV_F16)
+GEMV512(gemv512_bf16, QIAO_DEV_BF16)
+GEMV512(gemv512_q8_0, QIAO_DEV_Q8_0)
+GEMV512(gemv512_q4_0, QIAO_DEV_Q4_0)
+
 DOT512(dot512_f32, dot2_512_f32, QIAO_DEV_F32)
 DOT512(dot512_f16, dot2_512_f16, QIAO_DEV_F16)
 DOT512(dot512_bf16, dot2_512_bf16, QIAO_DEV_BF16)
@@ -243,6 +259,7 @@ static const qiao__cpu_kernels avx512_kernels = {
     .name = "avx512",
     .dot = {dot512_f32, dot512_f16, dot512_bf16, dot512_q8_0, dot512_q4_0, NULL},
     .dot2 = {dot2_512_f32, dot2_512_f16, dot2_512_bf16, dot2_512_q8_0, dot2_512_q4_0, NULL},
+    .gemv = {gemv512_f32, gemv512_f16, gemv512_bf16, gemv512_q8_0, gemv512_q4_0, NULL},
     .dequant = {dequant512_q8_0, dequant512_q4_0},
     .axpy = {axpy512_f32, axpy512_f16},
 };

@@ -1,12 +1,13 @@
 /* Matrix products and table lookups: embed, matmul, matmul_experts.
  *
  * matmul splits the output columns (weight rows, m) across threads in
- * contiguous ranges. Within a range, weight rows are taken in tiles of
- * ROW_TILE that stay in cache while every block of TOKEN_BLOCK rows of x is
- * multiplied with them, so a prefill reads each weight once per tile rather
- * than once per token. The blocks of x rows follow from n alone and a dot
- * kernel's result from its block (cpu_internal.h), so results are
- * bit-identical for any thread count. */
+ * contiguous ranges (handing out small chunks on demand measured slower:
+ * the threads' memory streams then interleave). Within a range, weight
+ * rows are taken in tiles of ROW_TILE that stay in cache while every block
+ * of TOKEN_BLOCK rows of x is multiplied with them, so a prefill reads each
+ * weight once per tile rather than once per token. The blocks of x rows
+ * follow from n alone and a dot kernel's result from its block
+ * (cpu_internal.h), so results are bit-identical for any thread count. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,6 +27,7 @@ enum {
 typedef struct rows_job {
   qiao__cpu_dot_fn dot;
   qiao__cpu_dot2_fn dot2; /* NULL: one weight row at a time */
+  qiao__cpu_gemv_fn gemv; /* NULL: dot row by row when n == 1 */
   const uint8_t *w;       /* (m, k) */
   uint64_t row_bytes, k, m, n;
   const float *x;
@@ -44,13 +46,45 @@ typedef struct rows_job {
   qiao__cpu_dot2_fn dot2_f32;
 } rows_job;
 
+/* Output j of one out row: the dot product plus the bias, plus what the
+ * row held when accumulating. */
+static inline void put(const rows_job *job, float *row, uint64_t j, float v) {
+  if (job->bias) v += job->bias[j];
+  if (job->accumulate) v += row[j];
+  row[j] = v;
+}
+
+/* rows_range for one row of x with a gemv kernel (decode): the weight rows
+ * stream once from memory, GEMV_CHUNK at a time into a local array. */
+static void gemv_range(const rows_job *job, uint64_t lo, uint64_t hi) {
+  enum { GEMV_CHUNK = 64 };
+  float dots[GEMV_CHUNK];
+  const float *x = job->x + (job->x_rows ? job->x_rows[0] : 0) * job->k;
+  float *out = job->out + (job->out_rows ? job->out_rows[0] : 0) * job->m;
+  for (uint64_t j0 = lo; j0 < hi; j0 += GEMV_CHUNK) {
+    uint64_t count = hi - j0 < GEMV_CHUNK ? hi - j0 : GEMV_CHUNK;
+    job->gemv(job->w + j0 * job->row_bytes, job->row_bytes, count, x, job->k, dots);
+    for (uint64_t i = 0; i < count; i++)
+      put(job, out, j0 + i, dots[i]);
+  }
+}
+
 static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t ith) {
+  if (job->n == 1 && job->gemv != NULL && job->scratch == NULL) {
+    gemv_range(job, lo, hi);
+    return;
+  }
   const float *xs[TOKEN_BLOCK];
   float *os[TOKEN_BLOCK];
   float dots[TOKEN_BLOCK], dots2[TOKEN_BLOCK];
   float *tile = job->scratch ? job->scratch + (uint64_t)ith * ROW_TILE * job->k : NULL;
   qiao__cpu_dot_fn dot = tile ? job->dot_f32 : job->dot;
-  qiao__cpu_dot2_fn dot2 = tile ? job->dot2_f32 : job->dot2;
+  /* Two weight rows per call share each load of x: a gain where the rows
+   * are cache resident (a tile, or any matrix met by more than one block of
+   * x rows). Streamed once from memory (decode), two interleaved row streams
+   * measured 20-40% slower than one (bench_cpu_matmul model), so there the
+   * rows go one at a time. The sums are the same either way. */
+  qiao__cpu_dot2_fn dot2 = tile ? job->dot2_f32 : job->n > TOKEN_BLOCK ? job->dot2 : NULL;
   uint64_t stride = tile ? job->k * 4 : job->row_bytes;
   for (uint64_t j0 = lo; j0 < hi; j0 += ROW_TILE) {
     uint64_t j1 = hi - j0 < ROW_TILE ? hi : j0 + ROW_TILE;
@@ -78,12 +112,8 @@ static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t i
         for (int pass = 0; pass <= two; pass++) {
           const float *d = pass ? dots2 : dots;
           uint64_t jj = j + (uint64_t)pass;
-          for (int r = 0; r < nr; r++) {
-            float v = d[r];
-            if (job->bias) v += job->bias[jj];
-            if (job->accumulate) v += os[r][jj];
-            os[r][jj] = v;
-          }
+          for (int r = 0; r < nr; r++)
+            put(job, os[r], jj, d[r]);
         }
         j += (uint64_t)two;
       }
@@ -156,23 +186,18 @@ qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_ar
   TRY(qiao__cpu_no_overlap(op, &out, &w, 0));
   TRY(qiao__cpu_no_overlap(op, &out, &bias, 0));
   uint64_t row_bytes = a->m ? w_bytes / a->m : 0;
-  rows_job job = {dev->kernels->dot[a->w_dtype],
-                  dev->kernels->dot2[a->w_dtype],
-                  w.ptr,
-                  row_bytes,
-                  a->k,
-                  a->m,
-                  a->n,
-                  (const float *)(const void *)x.ptr,
-                  NULL,
-                  (float *)(void *)out.ptr,
-                  NULL,
-                  (const float *)(const void *)bias.ptr,
-                  a->accumulate != 0,
-                  NULL,
-                  NULL,
-                  NULL,
-                  NULL};
+  rows_job job = {.dot = dev->kernels->dot[a->w_dtype],
+                  .dot2 = dev->kernels->dot2[a->w_dtype],
+                  .gemv = dev->kernels->gemv[a->w_dtype],
+                  .w = w.ptr,
+                  .row_bytes = row_bytes,
+                  .k = a->k,
+                  .m = a->m,
+                  .n = a->n,
+                  .x = (const float *)(const void *)x.ptr,
+                  .out = (float *)(void *)out.ptr,
+                  .bias = (const float *)(const void *)bias.ptr,
+                  .accumulate = a->accumulate != 0};
   float *scratch = NULL;
   TRY(tile_scratch(dev, op, a->w_dtype, a->n, a->k, &scratch));
   use_tiles(&job, dev->kernels, a->w_dtype, scratch);
@@ -309,23 +334,18 @@ qiao_dev_error *qiao__cpu_matmul_experts(qiao_dev_queue *queue,
       x_rows[end] = a->x_per_slot ? q : q / a->k;
       out_rows[end] = q;
     }
-    jobs[n_jobs++] = (rows_job){dev->kernels->dot[a->w_dtype],
-                                dev->kernels->dot2[a->w_dtype],
-                                w.ptr + e * expert_bytes,
-                                row_bytes,
-                                a->in_dim,
-                                a->out_dim,
-                                end - start,
-                                (const float *)(const void *)x.ptr,
-                                x_rows + start,
-                                (float *)(void *)out.ptr,
-                                out_rows + start,
-                                NULL,
-                                0,
-                                NULL,
-                                NULL,
-                                NULL,
-                                NULL};
+    jobs[n_jobs++] = (rows_job){.dot = dev->kernels->dot[a->w_dtype],
+                                .dot2 = dev->kernels->dot2[a->w_dtype],
+                                .gemv = dev->kernels->gemv[a->w_dtype],
+                                .w = w.ptr + e * expert_bytes,
+                                .row_bytes = row_bytes,
+                                .k = a->in_dim,
+                                .m = a->out_dim,
+                                .n = end - start,
+                                .x = (const float *)(const void *)x.ptr,
+                                .x_rows = x_rows + start,
+                                .out = (float *)(void *)out.ptr,
+                                .out_rows = out_rows + start};
   }
   float *scratch = NULL;
   qiao_dev_error *error = tile_scratch(dev, op, a->w_dtype, n_pairs, a->in_dim, &scratch);

@@ -15,10 +15,16 @@
 
 /* A block of memory owned by the model. Small allocations are carved from
  * shared arena blocks so that 150k token strings do not cost 150k mallocs. */
+/* Block data is 64-byte aligned: tensors built in memory (imports, random
+ * bench weights) then meet the alignment a .qiao file gives mapped tensors,
+ * so an engine uses them in place instead of copying. */
+enum { BLOCK_ALIGN = 64 };
+
 typedef struct mem_block {
   struct mem_block *next;
   uint64_t size, used;
-  _Alignas(16) unsigned char data[];
+  unsigned char *data; /* inside storage, aligned to BLOCK_ALIGN */
+  unsigned char storage[];
 } mem_block;
 
 typedef struct mapping {
@@ -54,9 +60,12 @@ struct qiao_model {
 /* ---- Memory -------------------------------------------------------------- */
 
 static mem_block *new_block(uint64_t size) {
-  if (size > SIZE_MAX - sizeof(mem_block)) return NULL;
-  mem_block *b = calloc(1, sizeof(mem_block) + (size_t)size);
-  if (b) b->size = size;
+  if (size > SIZE_MAX - sizeof(mem_block) - BLOCK_ALIGN) return NULL;
+  mem_block *b = calloc(1, sizeof(mem_block) + (size_t)size + BLOCK_ALIGN - 1);
+  if (b == NULL) return NULL;
+  b->size = size;
+  uintptr_t at = (uintptr_t)b->storage;
+  b->data = b->storage + (BLOCK_ALIGN - at % BLOCK_ALIGN) % BLOCK_ALIGN;
   return b;
 }
 
