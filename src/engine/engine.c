@@ -68,6 +68,7 @@ static qiao_status *device_put(qiao_engine *e, const void *data, uint64_t size, 
       QIAO__TRY(host_alloc(e, size, &copy));
       memcpy(copy, data, size);
       data = copy;
+      e->weight_bytes_copied += size;
     }
     qiao_dev_buffer *buffer = NULL;
     QIAO__DEV_TRY(e, e->api->buffer_wrap_host(e->device, data, size, &buffer), what);
@@ -459,11 +460,15 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
   e->h_block_table = malloc((size_t)e->max_seqs * e->max_blocks_per_seq * 4);
   if (!e->h_tokens || !e->h_positions || !e->h_slots || !e->h_token_seq || !e->h_block_table)
     return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
-  if (e->verbose)
+  if (e->verbose) {
+    char placement[96] = "uploaded";
+    if (e->host_memory)
+      snprintf(placement, sizeof(placement), "used in place (%.1f MiB copied to align them)",
+               (double)e->weight_bytes_copied / (1 << 20));
     fprintf(stderr, "engine: %s on %s (%s), weights %s, KV cache %u blocks of %u (%s)\n",
-            hp->architecture, qiao_backend_name(e->backend), e->device_name,
-            e->host_memory ? "used in place" : "uploaded", e->n_blocks, e->block_size,
-            qiao_dev_dtype_name(e->cache_dtype));
+            hp->architecture, qiao_backend_name(e->backend), e->device_name, placement, e->n_blocks,
+            e->block_size, qiao_dev_dtype_name(e->cache_dtype));
+  }
   /* Wait for the weight uploads. */
   return QIAO__DEV(e, e->api->queue_synchronize(e->queue), "uploading weights");
 }

@@ -80,6 +80,7 @@ struct qiao_engine {
   qiao_dev_queue *queue;
   char device_name[128];
   bool host_memory;
+  uint64_t weight_bytes_copied; /* host memory: weights copied to align them */
   bool verbose;
 
   /* Every device buffer and host allocation the engine owns. */

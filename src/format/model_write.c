@@ -91,6 +91,9 @@ qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao_
     st = qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
   double start = seconds_now();
   uint64_t written = 0;
+  /* On a terminal one line rewritten in place; in a log, one line each. */
+  const char *end_of_line = isatty(fileno(stderr)) ? " " : "\n";
+  const char *start_of_line = *end_of_line == '\n' ? "" : "\r";
   for (uint64_t i = 0; i < n && st == NULL; i++) {
     qiao__tensor_plan *p = &plans[i];
     uint64_t at = data_start + p->offset;
@@ -101,9 +104,9 @@ qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao_
     }
     qiao__w_zeros(w, at - w->pos);
     if (progress)
-      fprintf(stderr, "\r[%llu/%llu] %-40s %s -> %s ", (unsigned long long)(i + 1),
+      fprintf(stderr, "%s[%llu/%llu] %-40s %s -> %s%s", start_of_line, (unsigned long long)(i + 1),
               (unsigned long long)n, p->src->name, qiao_dtype_get_info(p->src->dtype)->name,
-              qiao_dtype_get_info(p->dtype)->name);
+              qiao_dtype_get_info(p->dtype)->name, end_of_line);
     st = write_one(model, w, p, hash, floats, out);
     if (st == NULL && w->error != NULL) {
       st = w->error;
@@ -114,7 +117,7 @@ qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao_
   }
   if (progress && st == NULL) {
     double secs = seconds_now() - start;
-    fprintf(stderr, "\rwrote %llu tensors, %.1f MB in %.2f s (%.1f MB/s)%30s\n",
+    fprintf(stderr, "%swrote %llu tensors, %.1f MB in %.2f s (%.1f MB/s)%30s\n", start_of_line,
             (unsigned long long)n, (double)written / 1e6, secs,
             secs > 0 ? (double)written / 1e6 / secs : 0.0, "");
   }

@@ -392,6 +392,7 @@ int qiao_cmd_bench(int argc, char **argv) {
 
   qiao_engine_options eo = qiao_engine_default_options();
   engine_cli_apply(&o, &eo);
+  eo.verbose = true; /* where the weights are: part of what a benchmark measures */
   eo.max_seqs = batch;
   eo.max_context = p + n + 1;
   eo.n_blocks = batch * ((p + n + 16) / 16 + 1);
