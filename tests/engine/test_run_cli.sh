@@ -29,14 +29,17 @@ got=$("$QIAO_BIN" run -m "$S/hf" --prompt-ids "1 403 407 261 378" --temp 0 -n 60
 got=$("$QIAO_BIN" run -m "$S/stories260K.gguf" --temp 0 -n 256 --ids -t 1 2>/dev/null)
 [ "$got" = "$expect_bos" ] || fail "gguf BOS greedy: $got"
 
-# Text: the reference text continues the prompt; stderr has the timing line, stdout not.
+# Text: the prompt, then the reference text continuing it (--no-echo: only the
+# continuation); stderr has the timing line, stdout not.
 "$QIAO_BIN" run -p "Once upon a time" --temp 0 -n 60 -t 1 > "$T/text" 2> "$T/err"
-grep -q "^, there was a little girl named Lily. She loved to play outside in the park." "$T/text" || fail "text: $(cat "$T/text")"
+grep -q "^Once upon a time, there was a little girl named Lily. She loved to play outside in the park." "$T/text" || fail "text: $(cat "$T/text")"
+"$QIAO_BIN" run -p "Once upon a time" --temp 0 -n 60 -t 1 --no-echo > "$T/text" 2>/dev/null
+grep -q "^, there was a little girl named Lily. She loved to play outside in the park." "$T/text" || fail "text --no-echo: $(cat "$T/text")"
 grep -q "tokens/s" "$T/err" || fail "no timing line on stderr"
 if grep -q "tokens/s" "$T/text"; then fail "timing line on stdout"; fi
 
 # Stop strings: the text ends before the stop string.
-"$QIAO_BIN" run -p "Once upon a time" --temp 0 -n 60 -t 1 --stop "Lily" > "$T/stop" 2>/dev/null
+"$QIAO_BIN" run -p "Once upon a time" --temp 0 -n 60 -t 1 --stop "Lily" --no-echo > "$T/stop" 2>/dev/null
 [ "$(cat "$T/stop")" = ", there was a little girl named " ] || fail "stop: '$(cat "$T/stop")'"
 
 # Seeds: same seed -> same text; different seeds (temperature 1) differ.

@@ -20,6 +20,7 @@ static void usage(FILE *f) {
       "  --prompt-ids IDS      the prompt as token ids, used as given\n"
       "  -n N                  tokens to generate at most (default 256, bounded by the context)\n"
       "  --ids                 print the generated ids (space-separated, one line), not text\n"
+      "  --no-echo             print only the generated text, not the prompt before it\n"
       "  --stop STR            stop when STR appears in the text (repeatable)\n");
   engine_cli_print_device_flags(f);
   engine_cli_print_sampling_flags(f);
@@ -30,7 +31,7 @@ int qiao_cmd_run(int argc, char **argv) {
   engine_cli_opts_init(&o);
   const char *prompt = NULL, *prompt_ids = NULL;
   uint32_t n_new = 256;
-  bool print_ids = false;
+  bool print_ids = false, echo = true;
   const char **stops = calloc((size_t)argc, sizeof(char *));
   size_t n_stops = 0;
   if (stops == NULL) return qiao_cli_fail(qiao__error(QIAO_OUT_OF_MEMORY, "out of memory"));
@@ -56,6 +57,8 @@ int qiao_cmd_run(int argc, char **argv) {
       if (v == NULL || st != NULL) rc = st ? qiao_cli_fail(st) + 1 : 2;
     } else if (strcmp(a, "--ids") == 0) {
       print_ids = true;
+    } else if (strcmp(a, "--no-echo") == 0) {
+      echo = false;
     } else {
       rc = qiao_cli_unknown_arg("run", a);
     }
@@ -113,6 +116,9 @@ int qiao_cmd_run(int argc, char **argv) {
   g.stops = stops;
   g.n_stops = n_stops;
   g.out = stdout;
+  /* The prompt as the user wrote it, then its continuation (as llama.cpp
+   * shows it); ids and --prompt-ids are never echoed. */
+  if (st == NULL && echo && !g.print_ids && prompt != NULL) fputs(prompt, stdout);
   if (st == NULL) st = engine_cli_generate(&s, seq, sampler, ids, n_ids, &g);
   if (st == NULL) {
     if (!g.print_ids) fputc('\n', stdout);
