@@ -48,6 +48,13 @@ struct qiao_dev_backend {
  * gemv (optional): out[j] = dot(w + j * row_bytes, {x}, 1) for j < m, one
  * row of x against m consecutive weight rows (decode), each result
  * bit-identical to dot's; one call for many rows instead of one per row.
+ * pack + gemm (optional, both or neither), for prefill on a tile of
+ * QIAO__CPU_GEMM_COLS weight rows exactly dequantized to f32: pack turns 16
+ * rows (row-major, k floats each) into columns 16 * half .. 16 * half + 15 of
+ * the packed tile wp[i * QIAO__CPU_GEMM_COLS + c] (element i of row c; k %
+ * 16 == 0); gemm then writes out[r * QIAO__CPU_GEMM_COLS + c] = sum over i
+ * of x[r][i] * wp[...], one FMA chain per output with i ascending, for r <
+ * nr <= QIAO__CPU_MAX_ROWS. A result depends on (row c, x[r], k) only.
  * axpy: y[i] += a * x[i] for x F32 or F16 (index 0 / 1).
  * For rows of x beyond the first group, a quantized dot kernel computes the
  * same as the F32 kernel on the exactly dequantized row (what matmul uses to
@@ -59,6 +66,10 @@ typedef void (*qiao__cpu_dot2_fn)(const uint8_t *w0, const uint8_t *w1, const fl
                                   int nr, uint64_t k, float *out0, float *out1);
 typedef void (*qiao__cpu_gemv_fn)(const uint8_t *w, uint64_t row_bytes, uint64_t m, const float *x,
                                   uint64_t k, float *out);
+#define QIAO__CPU_GEMM_COLS 32
+typedef void (*qiao__cpu_pack_fn)(const float *rows, uint64_t k, int half, float *wp);
+typedef void (*qiao__cpu_gemm_fn)(const float *wp, const float *const *x, int nr, uint64_t k,
+                                  float *out);
 typedef void (*qiao__cpu_dequant_fn)(const uint8_t *w, uint64_t k, float *out);
 typedef void (*qiao__cpu_axpy_fn)(float *y, float a, const uint8_t *x, uint64_t n);
 
@@ -67,6 +78,8 @@ typedef struct qiao__cpu_kernels {
   qiao__cpu_dot_fn dot[QIAO_DEV_DTYPE_COUNT];   /* NULL for I32 */
   qiao__cpu_dot2_fn dot2[QIAO_DEV_DTYPE_COUNT]; /* optional */
   qiao__cpu_gemv_fn gemv[QIAO_DEV_DTYPE_COUNT]; /* optional */
+  qiao__cpu_pack_fn pack;                       /* optional */
+  qiao__cpu_gemm_fn gemm;                       /* optional */
   /* Exact dequantization of one Q8_0 or Q4_0 row (index 0 / 1). */
   qiao__cpu_dequant_fn dequant[2];
   qiao__cpu_axpy_fn axpy[2]; /* F32, F16 */

@@ -7,8 +7,10 @@
  * accumulators with FMA: step j of 16 (8) elements into accumulator j % 2
  * (j % 4). One AVX-512 exception: a single row of x against quantized
  * weights (decode) applies the scale once per block, d * sum(q * x), as it
- * is compute bound there. Either way an output depends on the shapes only,
- * never on threads. */
+ * is compute bound there. Prefill on quantized weights instead packs
+ * dequantized tiles for a GEMM kernel that broadcasts x and keeps one FMA
+ * chain per output. Either way an output depends on the shapes only, never
+ * on threads. */
 #include "cpu_internal.h"
 
 #if defined(__x86_64__)
@@ -226,6 +228,83 @@ DOT512(dot512_q4_0, dot2_512_q4_0, QIAO_DEV_Q4_0)
 DEQUANT512(dequant512_q8_0, QIAO_DEV_Q8_0)
 DEQUANT512(dequant512_q4_0, QIAO_DEV_Q4_0)
 
+/* ---- AVX-512 packed GEMM (prefill): see cpu_internal.h ------------------ */
+
+/* v[r] = row r of a 16 x 16 block -> v[c] = column c. */
+INLINE T512 void transpose16(__m512 v[16]) {
+  __m512 a[16], b[16];
+  for (int i = 0; i < 16; i += 2) { /* pairs of rows interleaved */
+    a[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
+    a[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
+  }
+  /* b[4g + e]: rows 4g .. 4g+3 at elements e, e+4, e+8, e+12 (one per lane) */
+  for (int g = 0; g < 4; g++) {
+    __m512d lo0 = _mm512_castps_pd(a[4 * g]), lo1 = _mm512_castps_pd(a[4 * g + 2]);
+    __m512d hi0 = _mm512_castps_pd(a[4 * g + 1]), hi1 = _mm512_castps_pd(a[4 * g + 3]);
+    b[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo0, lo1));
+    b[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo0, lo1));
+    b[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi0, hi1));
+    b[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi0, hi1));
+  }
+  /* Gather each element's four lanes from the four groups of rows. */
+  for (int e = 0; e < 4; e++) {
+    __m512 lo01 = _mm512_shuffle_f32x4(b[e], b[4 + e], 0x88); /* e, e+8 of groups 0, 1 */
+    __m512 hi01 = _mm512_shuffle_f32x4(b[e], b[4 + e], 0xdd); /* e+4, e+12 */
+    __m512 lo23 = _mm512_shuffle_f32x4(b[8 + e], b[12 + e], 0x88);
+    __m512 hi23 = _mm512_shuffle_f32x4(b[8 + e], b[12 + e], 0xdd);
+    v[e] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+    v[e + 8] = _mm512_shuffle_f32x4(lo01, lo23, 0xdd);
+    v[e + 4] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+    v[e + 12] = _mm512_shuffle_f32x4(hi01, hi23, 0xdd);
+  }
+}
+
+static T512 void pack512(const float *rows, uint64_t k, int half, float *wp) {
+  for (uint64_t i0 = 0; i0 < k; i0 += 16) {
+    __m512 v[16];
+    for (int r = 0; r < 16; r++)
+      v[r] = _mm512_loadu_ps(rows + (uint64_t)r * k + i0);
+    transpose16(v);
+    for (int e = 0; e < 16; e++)
+      _mm512_storeu_ps(wp + (i0 + (uint64_t)e) * QIAO__CPU_GEMM_COLS + 16 * half, v[e]);
+  }
+}
+
+/* NR rows of x against the 32 packed columns: element i of each x row is
+ * broadcast and multiplied into two vectors of 16 columns. */
+INLINE T512 void gemm512_rows(const float *wp, const float *const *x, uint64_t k, float *out,
+                              const int NR) {
+  __m512 acc[QIAO__CPU_MAX_ROWS][2];
+  for (int r = 0; r < NR; r++)
+    acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (uint64_t i = 0; i < k; i++) {
+    __m512 w0 = _mm512_loadu_ps(wp + i * QIAO__CPU_GEMM_COLS);
+    __m512 w1 = _mm512_loadu_ps(wp + i * QIAO__CPU_GEMM_COLS + 16);
+    for (int r = 0; r < NR; r++) {
+      __m512 xv = _mm512_set1_ps(x[r][i]);
+      acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < NR; r++) {
+    _mm512_storeu_ps(out + r * QIAO__CPU_GEMM_COLS, acc[r][0]);
+    _mm512_storeu_ps(out + r * QIAO__CPU_GEMM_COLS + 16, acc[r][1]);
+  }
+}
+
+static T512 void gemm512(const float *wp, const float *const *x, int nr, uint64_t k, float *out) {
+  switch (nr) {
+  case 8: gemm512_rows(wp, x, k, out, 8); break;
+  case 7: gemm512_rows(wp, x, k, out, 7); break;
+  case 6: gemm512_rows(wp, x, k, out, 6); break;
+  case 5: gemm512_rows(wp, x, k, out, 5); break;
+  case 4: gemm512_rows(wp, x, k, out, 4); break;
+  case 3: gemm512_rows(wp, x, k, out, 3); break;
+  case 2: gemm512_rows(wp, x, k, out, 2); break;
+  default: gemm512_rows(wp, x, k, out, 1); break;
+  }
+}
+
 static T512 void axpy512_f32(float *y, float a, const uint8_t *x, uint64_t n) {
   const float *xf = (const float *)(const void *)x;
   __m512 av = _mm512_set1_ps(a);
@@ -260,6 +339,8 @@ static const qiao__cpu_kernels avx512_kernels = {
     .dot = {dot512_f32, dot512_f16, dot512_bf16, dot512_q8_0, dot512_q4_0, NULL},
     .dot2 = {dot2_512_f32, dot2_512_f16, dot2_512_bf16, dot2_512_q8_0, dot2_512_q4_0, NULL},
     .gemv = {gemv512_f32, gemv512_f16, gemv512_bf16, gemv512_q8_0, gemv512_q4_0, NULL},
+    .pack = pack512,
+    .gemm = gemm512,
     .dequant = {dequant512_q8_0, dequant512_q4_0},
     .axpy = {axpy512_f32, axpy512_f16},
 };

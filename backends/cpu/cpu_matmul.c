@@ -3,11 +3,17 @@
  * matmul splits the output columns (weight rows, m) across threads in
  * contiguous ranges (handing out small chunks on demand measured slower:
  * the threads' memory streams then interleave). Within a range, weight
- * rows are taken in tiles of ROW_TILE that stay in cache while every block
- * of TOKEN_BLOCK rows of x is multiplied with them, so a prefill reads each
- * weight once per tile rather than once per token. The blocks of x rows
- * follow from n alone and a dot kernel's result from its block
- * (cpu_internal.h), so results are bit-identical for any thread count. */
+ * rows are taken in tiles that stay in cache while every block of
+ * TOKEN_BLOCK rows of x is multiplied with them, so a prefill reads each
+ * weight once per tile rather than once per token. Three paths:
+ *   - decode (one row of x): gemv, each weight row streamed once;
+ *   - prefill on quantized weights: tiles dequantized exactly to f32 and
+ *     packed by element for a GEMM kernel (packed_range), or, with kernels
+ *     that lack one, kept as rows for the dot kernels;
+ *   - otherwise the dot kernels on the weights as they are.
+ * The blocks of x rows follow from n alone and a kernel's result from its
+ * inputs and block (cpu_internal.h), so results are bit-identical for any
+ * thread count. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -44,7 +50,17 @@ typedef struct rows_job {
   qiao__cpu_dequant_fn dequant;
   qiao__cpu_dot_fn dot_f32;
   qiao__cpu_dot2_fn dot2_f32;
+  /* With pack and gemm (both or NULL) the tile is QIAO__CPU_GEMM_COLS rows,
+   * packed by element for the GEMM kernel (packed_range). */
+  qiao__cpu_pack_fn pack;
+  qiao__cpu_gemm_fn gemm;
 } rows_job;
+
+/* Floats of scratch per thread and per element of k: a tile of ROW_TILE
+ * rows, or 16 dequantized rows plus the packed tile. */
+static uint64_t scratch_per_k(const qiao__cpu_kernels *kernels) {
+  return kernels->gemm ? 16 + QIAO__CPU_GEMM_COLS : ROW_TILE;
+}
 
 /* Output j of one out row: the dot product plus the bias, plus what the
  * row held when accumulating. */
@@ -69,9 +85,50 @@ static void gemv_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   }
 }
 
+/* rows_range for a prefill with the packed GEMM kernel: a tile of
+ * QIAO__CPU_GEMM_COLS weight rows is dequantized (16 rows at a time) and
+ * packed once, then every block of TOKEN_BLOCK rows of x is multiplied with
+ * it, with no horizontal sums and x read once per tile. */
+static void packed_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t ith) {
+  const uint64_t k = job->k, cols = QIAO__CPU_GEMM_COLS;
+  float *rows = job->scratch + (uint64_t)ith * (16 + cols) * k; /* (16, k) */
+  float *packed = rows + 16 * k;                                /* (k, cols) */
+  const float *xs[TOKEN_BLOCK];
+  float *os[TOKEN_BLOCK];
+  float out[TOKEN_BLOCK * QIAO__CPU_GEMM_COLS];
+  for (uint64_t j0 = lo; j0 < hi; j0 += cols) {
+    uint64_t count = hi - j0 < cols ? hi - j0 : cols;
+    for (int half = 0; half < 2; half++) {
+      for (uint64_t c = 0; c < 16; c++) {
+        uint64_t j = j0 + 16 * (uint64_t)half + c;
+        if (j < j0 + count)
+          job->dequant(job->w + j * job->row_bytes, k, rows + c * k);
+        else /* past the last row: zero columns, never stored */
+          memset(rows + c * k, 0, k * sizeof(float));
+      }
+      job->pack(rows, k, half, packed);
+    }
+    for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
+      int nr = job->n - t0 < TOKEN_BLOCK ? (int)(job->n - t0) : TOKEN_BLOCK;
+      for (int r = 0; r < nr; r++) {
+        xs[r] = job->x + (job->x_rows ? job->x_rows[t0 + r] : t0 + r) * k;
+        os[r] = job->out + (job->out_rows ? job->out_rows[t0 + r] : t0 + r) * job->m;
+      }
+      job->gemm(packed, xs, nr, k, out);
+      for (int r = 0; r < nr; r++)
+        for (uint64_t c = 0; c < count; c++)
+          put(job, os[r], j0 + c, out[r * QIAO__CPU_GEMM_COLS + c]);
+    }
+  }
+}
+
 static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t ith) {
   if (job->n == 1 && job->gemv != NULL && job->scratch == NULL) {
     gemv_range(job, lo, hi);
+    return;
+  }
+  if (job->scratch != NULL && job->gemm != NULL) {
+    packed_range(job, lo, hi, ith);
     return;
   }
   const float *xs[TOKEN_BLOCK];
@@ -127,13 +184,15 @@ static qiao_dev_error *tile_scratch(qiao_dev_device *dev, const char *op, qiao_d
                                     uint64_t n, uint64_t k, float **out_scratch) {
   *out_scratch = NULL;
   if ((dtype != QIAO_DEV_Q8_0 && dtype != QIAO_DEV_Q4_0) || n <= 4) return NULL;
-  if (k > SIZE_MAX / sizeof(float) / ROW_TILE / dev->n_threads)
+  uint64_t per_k = scratch_per_k(dev->kernels);
+  if (k > (SIZE_MAX - 63) / sizeof(float) / per_k / dev->n_threads)
     return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "%s: k %llu is too large for scratch", op,
                            (unsigned long long)k);
-  *out_scratch = malloc((size_t)k * sizeof(float) * ROW_TILE * dev->n_threads);
+  size_t bytes = ((size_t)k * sizeof(float) * per_k * dev->n_threads + 63) / 64 * 64;
+  *out_scratch = aligned_alloc(64, bytes);
   if (*out_scratch == NULL)
-    return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "%s: no memory for a %u x %llu tile", op,
-                           (unsigned)ROW_TILE, (unsigned long long)k);
+    return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "%s: no memory for a %llu x %llu tile", op,
+                           (unsigned long long)per_k, (unsigned long long)k);
   return NULL;
 }
 
@@ -144,6 +203,8 @@ static void use_tiles(rows_job *job, const qiao__cpu_kernels *kernels, qiao_dev_
   job->dequant = kernels->dequant[dtype == QIAO_DEV_Q4_0];
   job->dot_f32 = kernels->dot[QIAO_DEV_F32];
   job->dot2_f32 = kernels->dot2[QIAO_DEV_F32];
+  job->pack = kernels->pack;
+  job->gemm = kernels->gemm;
 }
 
 static void matmul_task(void *ctx, uint32_t ith, uint32_t nth) {
