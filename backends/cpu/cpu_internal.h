@@ -80,8 +80,9 @@ typedef struct qiao__cpu_kernels {
   qiao__cpu_gemv_fn gemv[QIAO_DEV_DTYPE_COUNT]; /* optional */
   qiao__cpu_pack_fn pack;                       /* optional */
   qiao__cpu_gemm_fn gemm;                       /* optional */
-  /* Exact dequantization of one Q8_0 or Q4_0 row (index 0 / 1). */
-  qiao__cpu_dequant_fn dequant[2];
+  /* Exact conversion of one row to f32, by dtype: Q8_0 and Q4_0 always; the
+   * float types optionally, for the packed prefill path (k % 32 == 0). */
+  qiao__cpu_dequant_fn dequant[QIAO_DEV_DTYPE_COUNT];
   qiao__cpu_axpy_fn axpy[2]; /* F32, F16 */
 } qiao__cpu_kernels;
 

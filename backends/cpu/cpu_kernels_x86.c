@@ -225,6 +225,9 @@ DOT512(dot512_q4_0, dot2_512_q4_0, QIAO_DEV_Q4_0)
       _mm512_storeu_ps(out + s * 16 + 16, w16(w, s, 1, dtype));                                    \
     }                                                                                              \
   }
+DEQUANT512(dequant512_f32, QIAO_DEV_F32)
+DEQUANT512(dequant512_f16, QIAO_DEV_F16)
+DEQUANT512(dequant512_bf16, QIAO_DEV_BF16)
 DEQUANT512(dequant512_q8_0, QIAO_DEV_Q8_0)
 DEQUANT512(dequant512_q4_0, QIAO_DEV_Q4_0)
 
@@ -341,7 +344,8 @@ static const qiao__cpu_kernels avx512_kernels = {
     .gemv = {gemv512_f32, gemv512_f16, gemv512_bf16, gemv512_q8_0, gemv512_q4_0, NULL},
     .pack = pack512,
     .gemm = gemm512,
-    .dequant = {dequant512_q8_0, dequant512_q4_0},
+    .dequant = {dequant512_f32, dequant512_f16, dequant512_bf16, dequant512_q8_0, dequant512_q4_0,
+                NULL},
     .axpy = {axpy512_f32, axpy512_f16},
 };
 
@@ -471,7 +475,7 @@ static T256 void axpy256_f16(float *y, float a, const uint8_t *x, uint64_t n) {
 static const qiao__cpu_kernels avx2_kernels = {
     .name = "avx2",
     .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0, NULL},
-    .dequant = {dequant_row_q8_0, dequant_row_q4_0},
+    .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0, [QIAO_DEV_Q4_0] = dequant_row_q4_0},
     .axpy = {axpy256_f32, axpy256_f16},
 };
 

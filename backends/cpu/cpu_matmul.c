@@ -7,13 +7,14 @@
  * TOKEN_BLOCK rows of x is multiplied with them, so a prefill reads each
  * weight once per tile rather than once per token. Three paths:
  *   - decode (one row of x): gemv, each weight row streamed once;
- *   - prefill on quantized weights: tiles dequantized exactly to f32 and
- *     packed by element for a GEMM kernel (packed_range), or, with kernels
- *     that lack one, kept as rows for the dot kernels;
+ *   - prefill: tiles converted exactly to f32 and packed by element for a
+ *     GEMM kernel (packed_range); with kernels that lack one, quantized
+ *     tiles are kept as f32 rows for the dot kernels;
  *   - otherwise the dot kernels on the weights as they are.
  * The blocks of x rows follow from n alone and a kernel's result from its
  * inputs and block (cpu_internal.h), so results are bit-identical for any
  * thread count. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -42,10 +43,11 @@ typedef struct rows_job {
   const uint64_t *out_rows; /* NULL: identity */
   const float *bias;        /* (m) or NULL */
   int accumulate;
-  /* Quantized weights and n > 4: each thread dequantizes a tile of ROW_TILE
-   * rows into its part of scratch (ROW_TILE * k floats) once and runs the
-   * F32 kernels on it, instead of dequantizing every row once per block of
-   * x rows (the same values and sums: cpu_internal.h). NULL otherwise. */
+  /* Prefill (n > 4, see tile_scratch): each thread converts a tile of
+   * weight rows to f32 into its part of scratch once and multiplies every
+   * block of x rows with it: packed for gemm, or ROW_TILE rows for the F32
+   * dot kernels (the same values and sums as the quantized ones:
+   * cpu_internal.h). NULL otherwise. */
   float *scratch;
   qiao__cpu_dequant_fn dequant;
   qiao__cpu_dot_fn dot_f32;
@@ -183,8 +185,14 @@ static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t i
 static qiao_dev_error *tile_scratch(qiao_dev_device *dev, const char *op, qiao_dev_dtype dtype,
                                     uint64_t n, uint64_t k, float **out_scratch) {
   *out_scratch = NULL;
-  if ((dtype != QIAO_DEV_Q8_0 && dtype != QIAO_DEV_Q4_0) || n <= 4) return NULL;
-  uint64_t per_k = scratch_per_k(dev->kernels);
+  /* Quantized weights always (dequantizing per use would cost more than
+   * the product); float weights where the packed GEMM makes it pay. */
+  const qiao__cpu_kernels *kernels = dev->kernels;
+  bool quantized = dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
+  if (n <= 4 || k % 32 != 0 || kernels->dequant[dtype] == NULL ||
+      (!quantized && kernels->gemm == NULL))
+    return NULL;
+  uint64_t per_k = scratch_per_k(kernels);
   if (k > (SIZE_MAX - 63) / sizeof(float) / per_k / dev->n_threads)
     return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "%s: k %llu is too large for scratch", op,
                            (unsigned long long)k);
@@ -200,7 +208,7 @@ static void use_tiles(rows_job *job, const qiao__cpu_kernels *kernels, qiao_dev_
                       float *scratch) {
   if (scratch == NULL || job->n <= 4) return;
   job->scratch = scratch;
-  job->dequant = kernels->dequant[dtype == QIAO_DEV_Q4_0];
+  job->dequant = kernels->dequant[dtype];
   job->dot_f32 = kernels->dot[QIAO_DEV_F32];
   job->dot2_f32 = kernels->dot2[QIAO_DEV_F32];
   job->pack = kernels->pack;
