@@ -53,8 +53,9 @@ struct qiao_dev_backend {
  * rows (row-major, k floats each) into columns 16 * half .. 16 * half + 15 of
  * the packed tile wp[i * QIAO__CPU_GEMM_COLS + c] (element i of row c; k %
  * 16 == 0); gemm then writes out[r * QIAO__CPU_GEMM_COLS + c] = sum over i
- * of x[r][i] * wp[...], one FMA chain per output with i ascending, for r <
- * nr <= QIAO__CPU_MAX_ROWS. A result depends on (row c, x[r], k) only.
+ * of x[r][i] * wp[...] for r < nr <= QIAO__CPU_MAX_ROWS, in an order fixed
+ * by k alone (the AVX-512 kernel: FMA chains over chunks of 128 elements,
+ * the chunks added in order). A result depends on (row c, x[r], k) only.
  * axpy: y[i] += a * x[i] for x F32 or F16 (index 0 / 1).
  * For rows of x beyond the first group, a quantized dot kernel computes the
  * same as the F32 kernel on the exactly dequantized row (what matmul uses to

@@ -8,8 +8,8 @@
  * (j % 4). One AVX-512 exception: a single row of x against quantized
  * weights (decode) applies the scale once per block, d * sum(q * x), as it
  * is compute bound there. Prefill on quantized weights instead packs
- * dequantized tiles for a GEMM kernel that broadcasts x and keeps one FMA
- * chain per output. Either way an output depends on the shapes only, never
+ * dequantized tiles for a GEMM kernel that broadcasts x and sums each
+ * output in FMA chains of 128 elements. Either way an output depends on the shapes only, never
  * on threads. */
 #include "cpu_internal.h"
 
@@ -274,24 +274,32 @@ static T512 void pack512(const float *rows, uint64_t k, int half, float *wp) {
 }
 
 /* NR rows of x against the 32 packed columns: element i of each x row is
- * broadcast and multiplied into two vectors of 16 columns. */
+ * broadcast and multiplied into two vectors of 16 columns. Each chunk of
+ * GEMM_CHUNK elements is summed in fresh accumulators and then added to
+ * out: one chain over all of k measured 6x the error of the dot kernels
+ * against float64 (1.4e-6 vs 2.2e-7 at k = 4128). */
+enum { GEMM_CHUNK = 128 };
 INLINE T512 void gemm512_rows(const float *wp, const float *const *x, uint64_t k, float *out,
                               const int NR) {
-  __m512 acc[QIAO__CPU_MAX_ROWS][2];
-  for (int r = 0; r < NR; r++)
-    acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (uint64_t i = 0; i < k; i++) {
-    __m512 w0 = _mm512_loadu_ps(wp + i * QIAO__CPU_GEMM_COLS);
-    __m512 w1 = _mm512_loadu_ps(wp + i * QIAO__CPU_GEMM_COLS + 16);
-    for (int r = 0; r < NR; r++) {
-      __m512 xv = _mm512_set1_ps(x[r][i]);
-      acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+  for (uint64_t i0 = 0; i0 < k; i0 += GEMM_CHUNK) {
+    uint64_t i1 = k - i0 < GEMM_CHUNK ? k : i0 + GEMM_CHUNK;
+    __m512 acc[QIAO__CPU_MAX_ROWS][2];
+    for (int r = 0; r < NR; r++)
+      acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (uint64_t i = i0; i < i1; i++) {
+      __m512 w0 = _mm512_loadu_ps(wp + i * QIAO__CPU_GEMM_COLS);
+      __m512 w1 = _mm512_loadu_ps(wp + i * QIAO__CPU_GEMM_COLS + 16);
+      for (int r = 0; r < NR; r++) {
+        __m512 xv = _mm512_set1_ps(x[r][i]);
+        acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+      }
     }
-  }
-  for (int r = 0; r < NR; r++) {
-    _mm512_storeu_ps(out + r * QIAO__CPU_GEMM_COLS, acc[r][0]);
-    _mm512_storeu_ps(out + r * QIAO__CPU_GEMM_COLS + 16, acc[r][1]);
+    for (int r = 0; r < NR; r++)
+      for (int h = 0; h < 2; h++) {
+        float *o = out + r * QIAO__CPU_GEMM_COLS + 16 * h;
+        _mm512_storeu_ps(o, i0 == 0 ? acc[r][h] : _mm512_add_ps(_mm512_loadu_ps(o), acc[r][h]));
+      }
   }
 }
 

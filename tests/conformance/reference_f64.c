@@ -309,6 +309,9 @@ int main(void) {
     bool q = weights[i] == QIAO_DEV_Q8_0 || weights[i] == QIAO_DEV_Q4_0;
     matmul(weights[i], 3, q ? 4128 : 4103, 37);
     matmul(weights[i], 2, q ? 64 : 33, 5);
+    /* a prefill: tiles of weight rows packed for the GEMM kernel, with a
+     * partial tile (37 = 32 + 5) and a partial block of x rows (11 = 8 + 3) */
+    matmul(weights[i], 11, 4128, 37);
   }
   attention(QIAO_DEV_F32, 0);
   attention(QIAO_DEV_F16, 0);
