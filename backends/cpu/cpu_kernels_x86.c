@@ -7,10 +7,10 @@
  * accumulators with FMA: step j of 16 (8) elements into accumulator j % 2
  * (j % 4). One AVX-512 exception: a single row of x against quantized
  * weights (decode) applies the scale once per block, d * sum(q * x), as it
- * is compute bound there. Prefill on quantized weights instead packs
- * dequantized tiles for a GEMM kernel that broadcasts x and sums each
- * output in FMA chains of 128 elements. Either way an output depends on the shapes only, never
- * on threads. */
+ * is compute bound there. Prefill (k a multiple of 32) instead packs tiles
+ * of weights converted to f32 for a GEMM kernel that broadcasts x and sums
+ * each output in FMA chains of 128 elements. Either way an output depends
+ * on the shapes only, never on threads. */
 #include "cpu_internal.h"
 
 #if defined(__x86_64__)
