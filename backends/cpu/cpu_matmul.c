@@ -59,9 +59,22 @@ typedef struct rows_job {
 } rows_job;
 
 /* Floats of scratch per thread and per element of k: a tile of ROW_TILE
- * rows, or 16 dequantized rows plus the packed tile. */
+ * rows, or the 16 rows that one pack call takes plus the packed tile. */
+enum { PACKED_SCRATCH_PER_K = 16 + QIAO__CPU_GEMM_COLS };
 static uint64_t scratch_per_k(const qiao__cpu_kernels *kernels) {
-  return kernels->gemm ? 16 + QIAO__CPU_GEMM_COLS : ROW_TILE;
+  return kernels->gemm ? PACKED_SCRATCH_PER_K : ROW_TILE;
+}
+
+/* The x and out rows of the block of x rows that starts at row t0 (row r
+ * of x is x + (x_rows ? x_rows[r] : r) * k, likewise out); returns their
+ * number, at most TOKEN_BLOCK. */
+static int block_rows(const rows_job *job, uint64_t t0, const float **xs, float **os) {
+  int nr = job->n - t0 < TOKEN_BLOCK ? (int)(job->n - t0) : TOKEN_BLOCK;
+  for (int r = 0; r < nr; r++) {
+    xs[r] = job->x + (job->x_rows ? job->x_rows[t0 + r] : t0 + r) * job->k;
+    os[r] = job->out + (job->out_rows ? job->out_rows[t0 + r] : t0 + r) * job->m;
+  }
+  return nr;
 }
 
 /* Output j of one out row: the dot product plus the bias, plus what the
@@ -77,8 +90,9 @@ static inline void put(const rows_job *job, float *row, uint64_t j, float v) {
 static void gemv_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   enum { GEMV_CHUNK = 64 };
   float dots[GEMV_CHUNK];
-  const float *x = job->x + (job->x_rows ? job->x_rows[0] : 0) * job->k;
-  float *out = job->out + (job->out_rows ? job->out_rows[0] : 0) * job->m;
+  const float *x;
+  float *out;
+  block_rows(job, 0, &x, &out);
   for (uint64_t j0 = lo; j0 < hi; j0 += GEMV_CHUNK) {
     uint64_t count = hi - j0 < GEMV_CHUNK ? hi - j0 : GEMV_CHUNK;
     job->gemv(job->w + j0 * job->row_bytes, job->row_bytes, count, x, job->k, dots);
@@ -93,8 +107,8 @@ static void gemv_range(const rows_job *job, uint64_t lo, uint64_t hi) {
  * it, with no horizontal sums and x read once per tile. */
 static void packed_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t ith) {
   const uint64_t k = job->k, cols = QIAO__CPU_GEMM_COLS;
-  float *rows = job->scratch + (uint64_t)ith * (16 + cols) * k; /* (16, k) */
-  float *packed = rows + 16 * k;                                /* (k, cols) */
+  float *rows = job->scratch + (uint64_t)ith * PACKED_SCRATCH_PER_K * k; /* (16, k) */
+  float *packed = rows + 16 * k;                                         /* (k, cols) */
   const float *xs[TOKEN_BLOCK];
   float *os[TOKEN_BLOCK];
   float out[TOKEN_BLOCK * QIAO__CPU_GEMM_COLS];
@@ -111,11 +125,7 @@ static void packed_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t
       job->pack(rows, k, half, packed);
     }
     for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
-      int nr = job->n - t0 < TOKEN_BLOCK ? (int)(job->n - t0) : TOKEN_BLOCK;
-      for (int r = 0; r < nr; r++) {
-        xs[r] = job->x + (job->x_rows ? job->x_rows[t0 + r] : t0 + r) * k;
-        os[r] = job->out + (job->out_rows ? job->out_rows[t0 + r] : t0 + r) * job->m;
-      }
+      int nr = block_rows(job, t0, xs, os);
       job->gemm(packed, xs, nr, k, out);
       for (int r = 0; r < nr; r++)
         for (uint64_t c = 0; c < count; c++)
@@ -154,13 +164,7 @@ static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t i
       w = (const uint8_t *)tile;
     }
     for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
-      int nr = job->n - t0 < TOKEN_BLOCK ? (int)(job->n - t0) : TOKEN_BLOCK;
-      for (int r = 0; r < nr; r++) {
-        uint64_t xi = job->x_rows ? job->x_rows[t0 + r] : t0 + r;
-        uint64_t oi = job->out_rows ? job->out_rows[t0 + r] : t0 + r;
-        xs[r] = job->x + xi * job->k;
-        os[r] = job->out + oi * job->m;
-      }
+      int nr = block_rows(job, t0, xs, os);
       for (uint64_t j = j0; j < j1; j++) {
         const uint8_t *wj = w + (j - j0) * stride;
         int two = dot2 != NULL && j + 1 < j1;

@@ -111,7 +111,8 @@ static void matmul(qiao_dev_dtype dt, uint64_t n, uint64_t k, uint64_t m) {
       want[i * m + j] = s;
     }
   char what[64];
-  snprintf(what, sizeof(what), "matmul %s k=%llu", qiao_dev_dtype_name(dt), (unsigned long long)k);
+  snprintf(what, sizeof(what), "matmul %s n=%llu k=%llu", qiao_dev_dtype_name(dt),
+           (unsigned long long)n, (unsigned long long)k);
   expect_close(what, out, want, n, m, qiao__cf_budget(QIAO_DEV_OP_MATMUL, dt) / 10);
   /* embed of the same table rows is exact */
   if (k % 32 == 0 || dt == QIAO_DEV_F32 || dt == QIAO_DEV_F16 || dt == QIAO_DEV_BF16) {
