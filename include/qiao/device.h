@@ -127,10 +127,9 @@ typedef struct qiao_dev_backend_options {
   uint32_t runtime_abi_minor;
 } qiao_dev_backend_options;
 
-/* Device flags. */
-#define QIAO_DEV_FLAG_HOST_MEMORY                                                                  \
-  1u /* device memory is host memory;                                                              \
-        buffer_wrap_host is available */
+/* Device flags. HOST_MEMORY: device memory is host memory, and
+ * buffer_wrap_host is available. */
+#define QIAO_DEV_FLAG_HOST_MEMORY 1u
 
 /* Filled by device_get_properties: the caller sets struct_size; the backend
  * writes only the fields that fit in it. */

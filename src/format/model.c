@@ -14,8 +14,8 @@
 #include "format/model_internal.h"
 
 /* A block of memory owned by the model. Small allocations are carved from
- * shared arena blocks so that 150k token strings do not cost 150k mallocs. */
-/* Block data is 64-byte aligned: tensors built in memory (imports, random
+ * shared arena blocks so that 150k token strings do not cost 150k mallocs.
+ * Block data is 64-byte aligned: tensors built in memory (imports, random
  * bench weights) then meet the alignment a .qiao file gives mapped tensors,
  * so an engine uses them in place instead of copying. */
 enum { BLOCK_ALIGN = 64 };
