@@ -153,7 +153,7 @@ int main(int argc, char **argv) {
   qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};
   qiao_dev_backend *backend;
   die(api, api->backend_open(&bo, &backend));
-  qiao_dev_device_options dopt = {sizeof(dopt), n_threads};
+  qiao_dev_device_options dopt = {.struct_size = sizeof(dopt), .n_threads = n_threads};
   qiao_dev_device *device;
   die(api, api->device_open(backend, 0, &dopt, &device));
   qiao_dev_queue *queue;

@@ -3,12 +3,21 @@
 # "Dependencies"), when any is missing. Needs root or sudo.
 set -euo pipefail
 packages=(build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
-          libjson-c-dev libpcre2-dev libutf8proc-dev libxxhash-dev
+          libjson-c-dev libpcre2-dev libutf8proc-dev libxxhash-dev libcurl4-openssl-dev
+          libmicrohttpd-dev
           ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm run the serve tests (tests/serve/, with the `openai` npm
+# client). Debian's nodejs and npm, unless a node with its npm is already on
+# the PATH (a NodeSource nodejs bundles npm and conflicts with Debian's).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  for p in nodejs npm; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing: ${missing[*]}" >&2
 sudo=""

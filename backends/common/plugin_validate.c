@@ -484,12 +484,36 @@ qiao_dev_error *plugin__check_backend_options(const plugin_rules *r,
   return NULL;
 }
 
+uint32_t plugin__runtime_minor(const qiao_dev_backend_options *options) {
+  if (options == NULL ||
+      options->struct_size < offsetof(qiao_dev_backend_options, runtime_abi_minor) + 4)
+    return 0;
+  return options->runtime_abi_minor;
+}
+
 qiao_dev_error *plugin__check_device_options(const plugin_rules *r,
-                                             const qiao_dev_device_options *options) {
+                                             const qiao_dev_device_options *options,
+                                             uint32_t runtime_minor, uint32_t implemented,
+                                             uint32_t *out_flags) {
   /* options->n_threads is for host-thread backends; a GPU schedules itself. */
   if (options != NULL && options->struct_size < sizeof(size_t))
     return INVALID("%s: device_open: options struct_size %zu is too small", r->name,
                    options->struct_size);
+  uint32_t flags = 0;
+  if (options != NULL && runtime_minor >= 1 &&
+      options->struct_size >= offsetof(qiao_dev_device_options, flags) + 4)
+    flags = options->flags;
+  if (flags & ~implemented) {
+    if (flags & ~implemented & QIAO_DEV_OPEN_BATCH_INVARIANT)
+      return plugin__error(QIAO_DEV_UNSUPPORTED,
+                           "%s: device_open: batch-invariant mode was requested, but this device "
+                           "does not implement it (no QIAO_DEV_FLAG_BATCH_INVARIANT)",
+                           r->name);
+    return plugin__error(QIAO_DEV_UNSUPPORTED,
+                         "%s: device_open: unknown flags 0x%x requested (a newer ABI's?)", r->name,
+                         (unsigned)(flags & ~implemented));
+  }
+  *out_flags = flags;
   return NULL;
 }
 

@@ -108,9 +108,19 @@ qiao_dev_error *plugin__validate_moe_combine(const plugin_rules *rules, const qi
 qiao_dev_error *plugin__check_backend_options(const plugin_rules *rules,
                                               const qiao_dev_backend_options *options,
                                               qiao_dev_backend **out_backend);
-/* device_open's options: NULL, or a struct_size of at least sizeof(size_t). */
+/* The runtime's ABI minor version from backend_open's options (0 when the
+ * struct is too small to hold it); a plugin keeps it in its backend handle
+ * for plugin__check_device_options. */
+uint32_t plugin__runtime_minor(const qiao_dev_backend_options *options);
+/* device_open's options: NULL, or a struct_size of at least sizeof(size_t).
+ * *out_flags (written on success) gets the QIAO_DEV_OPEN_* flags requested:
+ * read only when struct_size covers `flags` and runtime_minor >= 1 (in 1.0
+ * those bytes were tail padding: spec §3), else 0. A requested flag that is
+ * not in `implemented` fails with UNSUPPORTED. */
 qiao_dev_error *plugin__check_device_options(const plugin_rules *rules,
-                                             const qiao_dev_device_options *options);
+                                             const qiao_dev_device_options *options,
+                                             uint32_t runtime_minor, uint32_t implemented,
+                                             uint32_t *out_flags);
 /* Copies the fields of `from` that lie entirely inside to->struct_size. */
 void plugin__copy_properties(const qiao_dev_properties *from, qiao_dev_properties *to);
 /* The capability table every GPU plugin implements: weights in F32, F16,

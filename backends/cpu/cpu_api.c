@@ -46,6 +46,7 @@ static qiao_dev_error *backend_open(const qiao_dev_backend_options *options,
   qiao_dev_backend *backend = calloc(1, sizeof(*backend));
   if (backend == NULL) return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "backend_open: no memory");
   backend->magic = QIAO__CPU_MAGIC_BACKEND;
+  backend->runtime_minor = options->runtime_abi_minor;
   *out_backend = backend;
   return NULL;
 }
@@ -151,7 +152,7 @@ static qiao_dev_error *device_get_properties(qiao_dev_backend *backend, uint32_t
   full.memory_bytes = physical_memory();
   full.max_buffer_bytes = full.memory_bytes;
   full.compute_units = online_cores();
-  full.flags = QIAO_DEV_FLAG_HOST_MEMORY;
+  full.flags = QIAO_DEV_FLAG_HOST_MEMORY | QIAO_DEV_FLAG_BATCH_INVARIANT;
 #define PUT(field)                                                                                 \
   if (offsetof(qiao_dev_properties, field) + sizeof(full.field) <= n)                              \
     memcpy(&properties->field, &full.field, sizeof(full.field));
@@ -199,14 +200,23 @@ static qiao_dev_error *device_open(qiao_dev_backend *backend, uint32_t index,
   if (error) return error;
   if (out_device == NULL)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "device_open: out_device is NULL");
-  uint32_t n_threads = 0;
+  uint32_t n_threads = 0, flags = 0;
   if (options != NULL) {
     if (options->struct_size < offsetof(qiao_dev_device_options, n_threads) + sizeof(uint32_t))
       return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
                              "device_open: options struct_size %zu is too small",
                              options->struct_size);
     n_threads = options->n_threads;
+    /* flags lies in 1.0's tail padding: a 1.0 runtime may leave garbage
+     * there, so it counts only from a 1.1 runtime (device-abi.md §3). */
+    if (backend->runtime_minor >= 1 &&
+        options->struct_size >= offsetof(qiao_dev_device_options, flags) + sizeof(uint32_t))
+      flags = options->flags;
   }
+  if (flags & ~(uint32_t)QIAO_DEV_OPEN_BATCH_INVARIANT)
+    return qiao__cpu_error(QIAO_DEV_UNSUPPORTED,
+                           "device_open: unknown flags 0x%x requested (a newer ABI's?)",
+                           flags & ~(uint32_t)QIAO_DEV_OPEN_BATCH_INVARIANT);
   if (n_threads > 1024)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "device_open: n_threads %u is more than 1024",
                            n_threads);
@@ -227,6 +237,7 @@ static qiao_dev_error *device_open(qiao_dev_backend *backend, uint32_t index,
   device->n_threads = n_threads;
   device->backend = backend;
   device->kernels = kernels;
+  device->batch_invariant = (flags & QIAO_DEV_OPEN_BATCH_INVARIANT) != 0;
   device->max_buffer_bytes = physical_memory();
   *out_device = device;
   return NULL;

@@ -35,6 +35,7 @@ struct qiao_dev_error {
 
 struct qiao_dev_backend {
   uint32_t magic;
+  uint32_t runtime_minor; /* the runtime's ABI minor: device_open reads flags from 1 */
 };
 
 /* ---- Kernels --------------------------------------------------------------
@@ -42,7 +43,11 @@ struct qiao_dev_backend {
  * with w one row of k elements in the kernel's dtype (k % 32 == 0 for
  * Q8_0/Q4_0). A result is a function of (w, x[r], k, nr) only: callers form
  * the groups of rows from the shapes, never from the thread count, so
- * results are bit-identical for any number of threads.
+ * results are bit-identical for any number of threads. For F32, F16 and
+ * BF16 weights it is a function of (w, x[r], k) alone, nr included (every
+ * set keeps separate accumulators per row; batch-invariant mode relies on
+ * it and tests/cpu checks it); for quantized weights the AVX-512 set's
+ * nr == 1 case sums differently (d * sum(q * x) per block).
  * dot2 (optional, NULL when a kernel set lacks it): the same for two weight
  * rows w0, w1 at once, each result bit-identical to dot's for the same nr.
  * gemv (optional): out[j] = dot(w + j * row_bytes, {x}, 1) for j < m, one
@@ -71,16 +76,29 @@ typedef void (*qiao__cpu_gemv_fn)(const uint8_t *w, uint64_t row_bytes, uint64_t
 typedef void (*qiao__cpu_pack_fn)(const float *rows, uint64_t k, int half, float *wp);
 typedef void (*qiao__cpu_gemm_fn)(const float *wp, const float *const *x, int nr, uint64_t k,
                                   float *out);
+/* gemv_packed (optional, only with pack + gemm), for few rows of x in
+ * batch-invariant mode: for the tile of count <= QIAO__CPU_GEMM_COLS weight
+ * rows at w (row_bytes apart, k % 32 == 0) and nr <= 4 rows of x, writes
+ * out[r * QIAO__CPU_GEMM_COLS + c] for c < count bit-identical to what
+ * dequant + pack + gemm give, reading the weights as they are. */
+#define QIAO__CPU_GEMV_PACKED_ROWS 4
+typedef void (*qiao__cpu_gemv_packed_fn)(const uint8_t *w, uint64_t row_bytes, uint64_t count,
+                                         const float *const *x, int nr, uint64_t k, float *out);
 typedef void (*qiao__cpu_dequant_fn)(const uint8_t *w, uint64_t k, float *out);
 typedef void (*qiao__cpu_axpy_fn)(float *y, float a, const uint8_t *x, uint64_t n);
 
 typedef struct qiao__cpu_kernels {
-  const char *name;                             /* "scalar", "avx2", "avx512" */
-  qiao__cpu_dot_fn dot[QIAO_DEV_DTYPE_COUNT];   /* NULL for I32 */
-  qiao__cpu_dot2_fn dot2[QIAO_DEV_DTYPE_COUNT]; /* optional */
-  qiao__cpu_gemv_fn gemv[QIAO_DEV_DTYPE_COUNT]; /* optional */
-  qiao__cpu_pack_fn pack;                       /* optional */
-  qiao__cpu_gemm_fn gemm;                       /* optional */
+  const char *name; /* "scalar", "avx2", "avx512" */
+  /* 1 when a quantized dot result equals the F32 dot on the exactly
+   * dequantized row for every nr (no single-row shortcut): then the tile
+   * and the direct paths of matmul give the same bits. */
+  int quant_dot_any_nr;
+  qiao__cpu_dot_fn dot[QIAO_DEV_DTYPE_COUNT];                 /* NULL for I32 */
+  qiao__cpu_dot2_fn dot2[QIAO_DEV_DTYPE_COUNT];               /* optional */
+  qiao__cpu_gemv_fn gemv[QIAO_DEV_DTYPE_COUNT];               /* optional */
+  qiao__cpu_pack_fn pack;                                     /* optional */
+  qiao__cpu_gemm_fn gemm;                                     /* optional */
+  qiao__cpu_gemv_packed_fn gemv_packed[QIAO_DEV_DTYPE_COUNT]; /* optional, with gemm */
   /* Exact conversion of one row to f32, by dtype: Q8_0 and Q4_0 always; the
    * float types optionally, for the packed prefill path (k % 32 == 0). */
   qiao__cpu_dequant_fn dequant[QIAO_DEV_DTYPE_COUNT];
@@ -115,6 +133,10 @@ struct qiao_dev_device {
   uint32_t n_threads;
   qiao_dev_backend *backend;
   const qiao__cpu_kernels *kernels;
+  /* Opened with QIAO_DEV_OPEN_BATCH_INVARIANT: matmul and matmul_experts
+   * take one summation order per (kernels, dtype, k), whatever the number
+   * of rows (cpu_matmul.c); the other ops always do. */
+  int batch_invariant;
   qiao__cpu_pool *pool; /* NULL when n_threads == 1 */
   uint64_t max_buffer_bytes;
   _Atomic uint64_t live_buffers, live_bytes; /* allocation accounting */

@@ -70,6 +70,7 @@ static void dequant_q4_0(const uint8_t *w, uint64_t k, float *out) {
 
 static const qiao__cpu_kernels scalar_kernels = {
     .name = "scalar",
+    .quant_dot_any_nr = 1,
     .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, NULL},
     .dequant = {[QIAO_DEV_Q8_0] = dequant_q8_0, [QIAO_DEV_Q4_0] = dequant_q4_0},
     .axpy = {axpy_f32, axpy_f16},

@@ -316,6 +316,74 @@ static T512 void gemm512(const float *wp, const float *const *x, int nr, uint64_
   }
 }
 
+/* The packed GEMM's sums for a few rows of x (batch-invariant decode),
+ * straight from the weights: each step dequantizes 16 elements of 16 weight
+ * rows, transposes them in registers into what pack512 would have stored
+ * (element e of the 16 rows in one vector), and multiplies exactly as
+ * gemm512_rows does, in the same order, so every result is bit-identical to
+ * dequant + pack + gemm, without writing the tile to memory twice. Rows of
+ * the tile at or past `count` read row 0 instead; their results are never
+ * stored by the caller. */
+INLINE T512 void gemv_packed512_rows(const uint8_t *w, uint64_t row_bytes, uint64_t count,
+                                     const float *const *x, uint64_t k, float *out, const int dt,
+                                     const int NR) {
+  const uint8_t *rows[QIAO__CPU_GEMM_COLS];
+  for (uint64_t c = 0; c < QIAO__CPU_GEMM_COLS; c++)
+    rows[c] = w + (c < count ? c : 0) * row_bytes;
+  /* Prefetches never fault, so reading past the matrix is harmless. */
+  const char *next = (const char *)w + QIAO__CPU_GEMM_COLS * row_bytes;
+  const uint64_t per_pair = (QIAO__CPU_GEMM_COLS * row_bytes + k / 32 - 1) / (k / 32);
+  for (uint64_t i0 = 0; i0 < k; i0 += GEMM_CHUNK) {
+    uint64_t i1 = k - i0 < GEMM_CHUNK ? k : i0 + GEMM_CHUNK;
+    __m512 acc[2][4];
+    for (int h = 0; h < 2; h++)
+      for (int r = 0; r < NR; r++)
+        acc[h][r] = _mm512_setzero_ps();
+    for (uint64_t s = i0 / 16; s < i1 / 16; s += 2) { /* k % 32 == 0: steps in pairs */
+      /* The tile is read 32 rows at a time, which the hardware prefetcher
+       * follows badly; the next tile (the next 32 rows, contiguous) is
+       * fetched into L2 in order meanwhile, an equal part at every step. */
+      for (uint64_t b = (s / 2) * per_pair; b < (s / 2 + 1) * per_pair; b += 64)
+        _mm_prefetch(next + b, _MM_HINT_T1);
+#define STEP_PACKED(a)                                                                             \
+  for (int h = 0; h < 2; h++) {                                                                    \
+    __m512 v[16];                                                                                  \
+    for (int c = 0; c < 16; c++)                                                                   \
+      v[c] = w16(rows[16 * h + c], s, a, dt);                                                      \
+    transpose16(v);                                                                                \
+    for (int e = 0; e < 16; e++)                                                                   \
+      for (int r = 0; r < NR; r++)                                                                 \
+        acc[h][r] =                                                                                \
+            _mm512_fmadd_ps(_mm512_set1_ps(x[r][(s + a) * 16 + (uint64_t)e]), v[e], acc[h][r]);    \
+  }
+      STEP_PACKED(0)
+      STEP_PACKED(1)
+#undef STEP_PACKED
+    }
+    for (int r = 0; r < NR; r++)
+      for (int h = 0; h < 2; h++) {
+        float *o = out + r * QIAO__CPU_GEMM_COLS + 16 * h;
+        _mm512_storeu_ps(o, i0 == 0 ? acc[h][r] : _mm512_add_ps(_mm512_loadu_ps(o), acc[h][r]));
+      }
+  }
+}
+
+#define GEMV_PACKED512(name, dtype)                                                                \
+  static T512 void name(const uint8_t *w, uint64_t row_bytes, uint64_t count,                      \
+                        const float *const *x, int nr, uint64_t k, float *out) {                   \
+    switch (nr) {                                                                                  \
+    case 4: gemv_packed512_rows(w, row_bytes, count, x, k, out, dtype, 4); break;                  \
+    case 3: gemv_packed512_rows(w, row_bytes, count, x, k, out, dtype, 3); break;                  \
+    case 2: gemv_packed512_rows(w, row_bytes, count, x, k, out, dtype, 2); break;                  \
+    default: gemv_packed512_rows(w, row_bytes, count, x, k, out, dtype, 1); break;                 \
+    }                                                                                              \
+  }
+GEMV_PACKED512(gemv_packed512_f32, QIAO_DEV_F32)
+GEMV_PACKED512(gemv_packed512_f16, QIAO_DEV_F16)
+GEMV_PACKED512(gemv_packed512_bf16, QIAO_DEV_BF16)
+GEMV_PACKED512(gemv_packed512_q8_0, QIAO_DEV_Q8_0)
+GEMV_PACKED512(gemv_packed512_q4_0, QIAO_DEV_Q4_0)
+
 static T512 void axpy512_f32(float *y, float a, const uint8_t *x, uint64_t n) {
   const float *xf = (const float *)(const void *)x;
   __m512 av = _mm512_set1_ps(a);
@@ -347,11 +415,14 @@ static T512 void axpy512_f16(float *y, float a, const uint8_t *x, uint64_t n) {
 
 static const qiao__cpu_kernels avx512_kernels = {
     .name = "avx512",
+    .quant_dot_any_nr = 0, /* dot512_q1 */
     .dot = {dot512_f32, dot512_f16, dot512_bf16, dot512_q8_0, dot512_q4_0, NULL},
     .dot2 = {dot2_512_f32, dot2_512_f16, dot2_512_bf16, dot2_512_q8_0, dot2_512_q4_0, NULL},
     .gemv = {gemv512_f32, gemv512_f16, gemv512_bf16, gemv512_q8_0, gemv512_q4_0, NULL},
     .pack = pack512,
     .gemm = gemm512,
+    .gemv_packed = {gemv_packed512_f32, gemv_packed512_f16, gemv_packed512_bf16,
+                    gemv_packed512_q8_0, gemv_packed512_q4_0, NULL},
     .dequant = {dequant512_f32, dequant512_f16, dequant512_bf16, dequant512_q8_0, dequant512_q4_0,
                 NULL},
     .axpy = {axpy512_f32, axpy512_f16},
@@ -482,6 +553,7 @@ static T256 void axpy256_f16(float *y, float a, const uint8_t *x, uint64_t n) {
 
 static const qiao__cpu_kernels avx2_kernels = {
     .name = "avx2",
+    .quant_dot_any_nr = 1,
     .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0, NULL},
     .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0, [QIAO_DEV_Q4_0] = dequant_row_q4_0},
     .axpy = {axpy256_f32, axpy256_f16},

@@ -13,7 +13,23 @@
  *   - otherwise the dot kernels on the weights as they are.
  * The blocks of x rows follow from n alone and a kernel's result from its
  * inputs and block (cpu_internal.h), so results are bit-identical for any
- * thread count. */
+ * thread count.
+ *
+ * Batch-invariant mode (device opened with QIAO_DEV_OPEN_BATCH_INVARIANT):
+ * the paths above sum in different orders (gemv: 16 lanes then a
+ * horizontal sum, with the scale applied per block for quantized weights;
+ * the GEMM: chains of FMAs over chunks of 128), so a row's result would
+ * depend on how many rows share the call. In that mode every n takes the
+ * path a prefill takes: tiles converted to f32 (for the GEMM, or the F32
+ * dot kernels without one) wherever that path exists for the dtype and k,
+ * and otherwise (float weights with k % 32 != 0, or no GEMM) the dot
+ * kernels, whose results for float weights do not depend on the number of
+ * rows in a block (cpu_internal.h). Never gemv, and a quantized dot only
+ * where it gives the tile path's bits for every number of rows
+ * (quant_dot_any_nr: the scalar and AVX2 sets, whose ordinary paths are
+ * therefore already invariant). A decode (up to 4 rows) would spend most of
+ * its time writing and reading the tiles, so where the kernels have
+ * gemv_packed it computes the same sums straight from the weights. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +72,9 @@ typedef struct rows_job {
    * packed by element for the GEMM kernel (packed_range). */
   qiao__cpu_pack_fn pack;
   qiao__cpu_gemm_fn gemm;
+  /* Batch-invariant mode, n <= QIAO__CPU_GEMV_PACKED_ROWS: the GEMM's sums
+   * straight from the weights (no scratch); NULL otherwise. */
+  qiao__cpu_gemv_packed_fn gemv_packed;
 } rows_job;
 
 /* Floats of scratch per thread and per element of k: a tile of ROW_TILE
@@ -134,7 +153,28 @@ static void packed_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t
   }
 }
 
+/* rows_range for a few rows of x in batch-invariant mode: the packed path's
+ * results, a tile of QIAO__CPU_GEMM_COLS weight rows at a time, computed by
+ * gemv_packed straight from the weights. */
+static void gemv_packed_range(const rows_job *job, uint64_t lo, uint64_t hi) {
+  const float *xs[TOKEN_BLOCK];
+  float *os[TOKEN_BLOCK];
+  float out[QIAO__CPU_GEMV_PACKED_ROWS * QIAO__CPU_GEMM_COLS];
+  int nr = block_rows(job, 0, xs, os); /* n <= QIAO__CPU_GEMV_PACKED_ROWS */
+  for (uint64_t j0 = lo; j0 < hi; j0 += QIAO__CPU_GEMM_COLS) {
+    uint64_t count = hi - j0 < QIAO__CPU_GEMM_COLS ? hi - j0 : QIAO__CPU_GEMM_COLS;
+    job->gemv_packed(job->w + j0 * job->row_bytes, job->row_bytes, count, xs, nr, job->k, out);
+    for (int r = 0; r < nr; r++)
+      for (uint64_t c = 0; c < count; c++)
+        put(job, os[r], j0 + c, out[r * QIAO__CPU_GEMM_COLS + c]);
+  }
+}
+
 static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t ith) {
+  if (job->gemv_packed != NULL) {
+    gemv_packed_range(job, lo, hi);
+    return;
+  }
   if (job->n == 1 && job->gemv != NULL && job->scratch == NULL) {
     gemv_range(job, lo, hi);
     return;
@@ -184,18 +224,39 @@ static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t i
   }
 }
 
+/* Whether a job of n rows of x takes the tile path (rows_job): quantized
+ * weights always (dequantizing per use would cost more than the product),
+ * float weights where the packed GEMM makes it pay; k % 32 == 0 and the
+ * kernels must convert the dtype. Outside batch-invariant mode only for a
+ * prefill (n > 4): fewer rows are faster on the weights as they are. */
+static bool tiled(const qiao_dev_device *dev, qiao_dev_dtype dtype, uint64_t n, uint64_t k) {
+  const qiao__cpu_kernels *kernels = dev->kernels;
+  bool quantized = dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
+  if (n == 0 || k % 32 != 0 || kernels->dequant[dtype] == NULL ||
+      (!quantized && kernels->gemm == NULL))
+    return false;
+  /* Batch-invariant mode: every n takes the tile path, unless the direct
+   * path gives the same bits (no GEMM, quantized dot = F32 dot). */
+  if (dev->batch_invariant && !(kernels->gemm == NULL && kernels->quant_dot_any_nr)) return true;
+  return n > 4;
+}
+
+/* In batch-invariant mode, a job of few rows whose kernels compute the
+ * packed path's sums straight from the weights (gemv_packed): no tile. */
+static bool packed_direct(const qiao_dev_device *dev, qiao_dev_dtype dtype, uint64_t n,
+                          uint64_t k) {
+  return dev->batch_invariant && n <= QIAO__CPU_GEMV_PACKED_ROWS &&
+         dev->kernels->gemv_packed[dtype] != NULL && dev->kernels->gemm != NULL &&
+         tiled(dev, dtype, n, k);
+}
+
 /* Sets up the tile path of rows_job (see there) for `jobs` sharing one
- * scratch; *out_scratch is NULL when the path is not worth it. */
+ * scratch; *out_scratch is NULL when no job of up to n rows takes it. */
 static qiao_dev_error *tile_scratch(qiao_dev_device *dev, const char *op, qiao_dev_dtype dtype,
                                     uint64_t n, uint64_t k, float **out_scratch) {
   *out_scratch = NULL;
-  /* Quantized weights always (dequantizing per use would cost more than
-   * the product); float weights where the packed GEMM makes it pay. */
+  if (!tiled(dev, dtype, n, k) || packed_direct(dev, dtype, n, k)) return NULL;
   const qiao__cpu_kernels *kernels = dev->kernels;
-  bool quantized = dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
-  if (n <= 4 || k % 32 != 0 || kernels->dequant[dtype] == NULL ||
-      (!quantized && kernels->gemm == NULL))
-    return NULL;
   uint64_t per_k = scratch_per_k(kernels);
   if (k > (SIZE_MAX - 63) / sizeof(float) / per_k / dev->n_threads)
     return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "%s: k %llu is too large for scratch", op,
@@ -208,9 +269,14 @@ static qiao_dev_error *tile_scratch(qiao_dev_device *dev, const char *op, qiao_d
   return NULL;
 }
 
-static void use_tiles(rows_job *job, const qiao__cpu_kernels *kernels, qiao_dev_dtype dtype,
+static void use_tiles(rows_job *job, const qiao_dev_device *dev, qiao_dev_dtype dtype,
                       float *scratch) {
-  if (scratch == NULL || job->n <= 4) return;
+  if (packed_direct(dev, dtype, job->n, job->k)) {
+    job->gemv_packed = dev->kernels->gemv_packed[dtype];
+    return;
+  }
+  if (scratch == NULL || !tiled(dev, dtype, job->n, job->k)) return;
+  const qiao__cpu_kernels *kernels = dev->kernels;
   job->scratch = scratch;
   job->dequant = kernels->dequant[dtype];
   job->dot_f32 = kernels->dot[QIAO_DEV_F32];
@@ -261,7 +327,7 @@ qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_ar
   uint64_t row_bytes = a->m ? w_bytes / a->m : 0;
   rows_job job = {.dot = dev->kernels->dot[a->w_dtype],
                   .dot2 = dev->kernels->dot2[a->w_dtype],
-                  .gemv = dev->kernels->gemv[a->w_dtype],
+                  .gemv = dev->batch_invariant ? NULL : dev->kernels->gemv[a->w_dtype],
                   .w = w.ptr,
                   .row_bytes = row_bytes,
                   .k = a->k,
@@ -273,7 +339,7 @@ qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_ar
                   .accumulate = a->accumulate != 0};
   float *scratch = NULL;
   TRY(tile_scratch(dev, op, a->w_dtype, a->n, a->k, &scratch));
-  use_tiles(&job, dev->kernels, a->w_dtype, scratch);
+  use_tiles(&job, dev, a->w_dtype, scratch);
   qiao__cpu_run(dev, matmul_task, &job, worth_parallel(a->n, a->k, a->m));
   free(scratch);
   return NULL;
@@ -407,24 +473,25 @@ qiao_dev_error *qiao__cpu_matmul_experts(qiao_dev_queue *queue,
       x_rows[end] = a->x_per_slot ? q : q / a->k;
       out_rows[end] = q;
     }
-    jobs[n_jobs++] = (rows_job){.dot = dev->kernels->dot[a->w_dtype],
-                                .dot2 = dev->kernels->dot2[a->w_dtype],
-                                .gemv = dev->kernels->gemv[a->w_dtype],
-                                .w = w.ptr + e * expert_bytes,
-                                .row_bytes = row_bytes,
-                                .k = a->in_dim,
-                                .m = a->out_dim,
-                                .n = end - start,
-                                .x = (const float *)(const void *)x.ptr,
-                                .x_rows = x_rows + start,
-                                .out = (float *)(void *)out.ptr,
-                                .out_rows = out_rows + start};
+    jobs[n_jobs++] =
+        (rows_job){.dot = dev->kernels->dot[a->w_dtype],
+                   .dot2 = dev->kernels->dot2[a->w_dtype],
+                   .gemv = dev->batch_invariant ? NULL : dev->kernels->gemv[a->w_dtype],
+                   .w = w.ptr + e * expert_bytes,
+                   .row_bytes = row_bytes,
+                   .k = a->in_dim,
+                   .m = a->out_dim,
+                   .n = end - start,
+                   .x = (const float *)(const void *)x.ptr,
+                   .x_rows = x_rows + start,
+                   .out = (float *)(void *)out.ptr,
+                   .out_rows = out_rows + start};
   }
   float *scratch = NULL;
   qiao_dev_error *error = tile_scratch(dev, op, a->w_dtype, n_pairs, a->in_dim, &scratch);
   if (error == NULL) {
     for (uint64_t i = 0; i < n_jobs; i++)
-      use_tiles(&jobs[i], dev->kernels, a->w_dtype, scratch);
+      use_tiles(&jobs[i], dev, a->w_dtype, scratch);
     experts_job job = {jobs, n_jobs, a->out_dim};
     qiao__cpu_run(dev, experts_task, &job, worth_parallel(n_pairs, a->in_dim, a->out_dim));
   }

@@ -18,6 +18,7 @@ qiao_dev_error *cuq__backend_open(const qiao_dev_backend_options *options,
   qiao_dev_backend *b = calloc(1, sizeof(*b));
   if (b == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: backend_open: out of memory");
   b->magic = CUQ_MAGIC_BACKEND;
+  b->runtime_minor = plugin__runtime_minor(options);
   cudaDriverGetVersion(&b->driver_version); /* 0 when no driver is installed */
   cudaRuntimeGetVersion(&b->runtime_version);
 
@@ -128,7 +129,11 @@ qiao_dev_error *cuq__device_open(qiao_dev_backend *backend, uint32_t index,
   if (out_device == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: device_open: out_device is NULL");
   if ((e = check_index(backend, index, "device_open")) != NULL) return e;
-  PLUGIN_TRY(plugin__check_device_options(&cuq__rules, options));
+  /* No batch-invariant mode (QIAO_DEV_FLAG_BATCH_INVARIANT is not claimed):
+   * cuBLAS and the matmul kernels pick their blocking, hence the order of
+   * each sum, from the number of rows. Requesting it is UNSUPPORTED. */
+  uint32_t flags = 0;
+  PLUGIN_TRY(plugin__check_device_options(&cuq__rules, options, backend->runtime_minor, 0, &flags));
   qiao_dev_device *d = calloc(1, sizeof(*d));
   if (d == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: device_open: out of memory");
   d->backend = backend;

@@ -37,6 +37,7 @@ typedef struct cuq_device_info {
 struct qiao_dev_backend {
   uint32_t magic;
   uint32_t n_devices;
+  uint32_t runtime_minor; /* the runtime's ABI minor (device_open reads flags from 1) */
   int driver_version, runtime_version;
   cuq_device_info *devices; /* (n_devices) */
 };

@@ -49,6 +49,7 @@ qiao_dev_error *ocl__backend_open(const qiao_dev_backend_options *options,
   if (b == NULL)
     return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: backend_open: out of memory");
   b->magic = OCL_MAGIC_BACKEND;
+  b->runtime_minor = plugin__runtime_minor(options);
 
   /* No platform (no ICD installed) is an empty backend, not an error. */
   cl_uint n_platforms = 0;
@@ -155,7 +156,9 @@ qiao_dev_error *ocl__device_get_properties(qiao_dev_backend *backend, uint32_t i
   p.memory_bytes = info_u64(id, CL_DEVICE_GLOBAL_MEM_SIZE);
   p.max_buffer_bytes = info_u64(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
   p.compute_units = info_u32(id, CL_DEVICE_MAX_COMPUTE_UNITS);
-  p.flags = 0; /* no buffer_wrap_host: the runtime uploads weights once */
+  /* No HOST_MEMORY (no buffer_wrap_host: the runtime uploads weights once);
+   * batch-invariant mode is always available (see ocl__device_open). */
+  p.flags = QIAO_DEV_FLAG_BATCH_INVARIANT;
   plugin__copy_properties(&p, properties);
   return NULL;
 }
@@ -218,7 +221,14 @@ qiao_dev_error *ocl__device_open(qiao_dev_backend *backend, uint32_t index,
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT,
                          "opencl: device_open: device index %u out of range (%u devices)",
                          (unsigned)index, (unsigned)backend->n_devices);
-  PLUGIN_TRY(plugin__check_device_options(&ocl__rules, options));
+  /* Batch-invariant mode needs nothing different here: every kernel
+   * computes each output row in one work-group (or work-item) whose shape
+   * and order of summation follow from WG and the row's own sizes only,
+   * never from the number of rows (see opencl_ops.c), and WG is fixed when
+   * the device is opened. So the flag is claimed and the mode accepted. */
+  uint32_t flags = 0;
+  PLUGIN_TRY(plugin__check_device_options(&ocl__rules, options, backend->runtime_minor,
+                                          QIAO_DEV_OPEN_BATCH_INVARIANT, &flags));
 
   qiao_dev_device *d = calloc(1, sizeof(*d));
   if (d == NULL) return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: device_open: out of memory");

@@ -50,6 +50,7 @@ typedef struct ocl_device_info {
 struct qiao_dev_backend {
   uint32_t magic;
   uint32_t n_devices;
+  uint32_t runtime_minor;   /* the runtime's ABI minor (device_open reads flags from 1) */
   ocl_device_info *devices; /* (n_devices) */
 };
 

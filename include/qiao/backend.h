@@ -16,6 +16,8 @@
 #ifndef QIAO_BACKEND_H
 #define QIAO_BACKEND_H
 
+#include <stdbool.h>
+
 #include "qiao/device.h"
 #include "qiao/status.h"
 
@@ -39,6 +41,14 @@ qiao_dev_backend *qiao_backend_handle(const qiao_backend *backend);
 /* The backend's own name ("cpu") and where it came from ("built-in" or a path). */
 const char *qiao_backend_name(const qiao_backend *backend);
 const char *qiao_backend_origin(const qiao_backend *backend);
+
+/* *out_supported = whether device `index` can be opened in batch-invariant
+ * mode (QIAO_DEV_OPEN_BATCH_INVARIANT): the plugin speaks device ABI 1.1 or
+ * later and the device's properties have QIAO_DEV_FLAG_BATCH_INVARIANT. A
+ * 1.0 plugin never reads device_options.flags and would silently open in its
+ * ordinary mode, so a runtime checks this before relying on the mode. */
+qiao_status *qiao_backend_batch_invariant(const qiao_backend *backend, uint32_t index,
+                                          bool *out_supported);
 
 /* Turns a backend error into a status "<backend> <what>: <message>" and
  * destroys the error. Returns NULL for a NULL error. */

@@ -1,4 +1,4 @@
-/* qiao/device.h: the qiao device ABI, version 1.0.
+/* qiao/device.h: the qiao device ABI, version 1.1.
  *
  * This header is the whole contract between the qiao runtime and a device
  * backend (a "plugin"). A chip vendor implements it in a shared library named
@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define QIAO_DEVICE_ABI_MAJOR 1
-#define QIAO_DEVICE_ABI_MINOR 0
+#define QIAO_DEVICE_ABI_MINOR 1
 
 /* The name of the one symbol a plugin exports. */
 #define QIAO_DEVICE_ENTRY_POINT "qiao_device_get_api"
@@ -130,6 +130,10 @@ typedef struct qiao_dev_backend_options {
 /* Device flags. HOST_MEMORY: device memory is host memory, and
  * buffer_wrap_host is available. */
 #define QIAO_DEV_FLAG_HOST_MEMORY 1u
+/* (1.1) BATCH_INVARIANT: the device can be opened in batch-invariant mode
+ * (QIAO_DEV_OPEN_BATCH_INVARIANT): every output row of every op is then
+ * bit-for-bit a function of that row's own inputs only (see the spec, §10.4). */
+#define QIAO_DEV_FLAG_BATCH_INVARIANT 2u
 
 /* Filled by device_get_properties: the caller sets struct_size; the backend
  * writes only the fields that fit in it. */
@@ -148,7 +152,16 @@ typedef struct qiao_dev_properties {
 typedef struct qiao_dev_device_options {
   size_t struct_size;
   uint32_t n_threads; /* host threads a backend may use; 0 = its default */
+  /* (1.1) QIAO_DEV_OPEN_* modes requested. These 4 bytes were tail padding in
+   * 1.0 (sizeof is 16 in both), so a backend reads them only when the
+   * runtime that opened it said runtime_abi_minor >= 1; a requested flag the
+   * backend does not implement fails device_open with UNSUPPORTED. */
+  uint32_t flags;
 } qiao_dev_device_options;
+
+/* (1.1) Open in batch-invariant mode; only for a device whose properties
+ * have QIAO_DEV_FLAG_BATCH_INVARIANT. */
+#define QIAO_DEV_OPEN_BATCH_INVARIANT 1u
 
 /* ---- Op arguments ----------------------------------------------------------
  * Shapes are row-major, outermost dimension first, and written in the

@@ -45,6 +45,18 @@ typedef struct qiao_engine_options {
    * Which ops run where is printed on stderr. */
   bool allow_fallback;
   bool verbose; /* progress and placement on stderr */
+  /* Appended after the first release (read only within struct_size): */
+  uint32_t device_index; /* which device of the backend to open; 0 = the first */
+  /* Open the device in batch-invariant mode: every output row of every op is
+   * then a function of that row's own inputs only, not of how many other
+   * tokens or sequences share the pass (device ABI 1.1,
+   * QIAO_DEV_FLAG_BATCH_INVARIANT). Fails with QIAO_UNSUPPORTED when the
+   * device does not claim it. */
+  bool batch_invariant;
+  /* Keep whole KV blocks of written tokens, keyed by the token prefix they
+   * hold, after their sequence is freed, for qiao_engine_seq_create_cached;
+   * they are evicted least recently used when blocks run short. */
+  bool prefix_cache;
 } qiao_engine_options;
 
 /* All defaults (struct_size set, everything else 0 / NULL). */
@@ -80,6 +92,39 @@ void qiao_engine_seq_free(qiao_engine *engine, int32_t seq);
 uint32_t qiao_engine_seq_length(const qiao_engine *engine, int32_t seq);
 /* Forgets positions >= n (so they can be written again), freeing blocks. */
 qiao_status *qiao_engine_seq_truncate(qiao_engine *engine, int32_t seq, uint32_t n);
+
+/* ---- Prefix cache (options.prefix_cache) ---------------------------------- */
+
+/* A new sequence that starts with the longest run of whole blocks of
+ * `tokens` that the cache holds (at most n_tokens - 1 positions, so the
+ * caller always computes the last prompt token). *out_cached is the number
+ * of positions the sequence already holds; the caller continues at that
+ * position. Blocks are shared by reference count and never written again
+ * while shared. Without a prefix cache this is qiao_engine_seq_create with
+ * *out_cached = 0. Fails with QIAO_LIMIT when max_seqs are live. */
+qiao_status *qiao_engine_seq_create_cached(qiao_engine *engine, const int32_t *tokens,
+                                           size_t n_tokens, int32_t *out_seq, uint32_t *out_cached);
+/* The positions qiao_engine_seq_create_cached would take from the cache now,
+ * without changing anything. */
+uint32_t qiao_engine_prefix_cached(const qiao_engine *engine, const int32_t *tokens,
+                                   size_t n_tokens);
+
+typedef struct qiao_engine_cache_stats {
+  size_t struct_size;
+  uint32_t block_size;
+  uint32_t n_blocks;      /* all blocks */
+  uint32_t used_blocks;   /* held by live sequences */
+  uint32_t cached_blocks; /* held by no sequence but keeping a prefix (evictable) */
+  uint32_t live_seqs;
+  uint64_t hit_tokens; /* positions served from the cache so far */
+  uint64_t evicted_blocks;
+} qiao_engine_cache_stats;
+
+/* Fills *out (set out->struct_size first; fields beyond it are not written). */
+void qiao_engine_cache_stats_get(const qiao_engine *engine, qiao_engine_cache_stats *out);
+
+/* True once the device reported QIAO_DEV_DEVICE_LOST: the engine is unusable. */
+bool qiao_engine_device_lost(const qiao_engine *engine);
 
 /* ---- Forward ------------------------------------------------------------- */
 

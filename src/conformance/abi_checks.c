@@ -119,7 +119,7 @@ static void versions(actx *x, uint32_t device_index) {
   expect_error(x, "properties_bad_index", api->device_get_properties(handle, count, &q),
                QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_INVALID_ARGUMENT);
   qiao_dev_device *d = NULL;
-  qiao_dev_device_options o = {sizeof(o), 0};
+  qiao_dev_device_options o = {.struct_size = sizeof(o), .n_threads = 0};
   expect_error(x, "device_open_bad_index", api->device_open(handle, count + 5, &o, &d),
                QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_INVALID_ARGUMENT);
   check(x, "device_open_bad_index_out_untouched", d == NULL, "out-parameter %s",

@@ -8,6 +8,11 @@
 
 static const char *const level_names[3] = {"ops", "abi", "models"};
 
+/* "1.1": the device ABI version this suite certifies against. */
+#define CF_STR_(x) #x
+#define CF_STR(x) CF_STR_(x)
+#define QIAO__CF_ABI_STRING CF_STR(QIAO_DEVICE_ABI_MAJOR) "." CF_STR(QIAO_DEVICE_ABI_MINOR)
+
 static cf_area *area(qiao_conformance_report *r, int i) {
   return i == 0 ? &r->area_ops : i == 1 ? &r->area_abi : &r->area_models;
 }
@@ -68,7 +73,8 @@ qiao_status *qiao_conformance_run(const qiao_conformance_options *options,
   snprintf(r->backend_version, sizeof(r->backend_version), "%s", api->version);
 
   json_object *root = r->root;
-  json_object_object_add(root, "conformance_suite", json_object_new_string("qiao device ABI 1.0"));
+  json_object_object_add(root, "conformance_suite",
+                         json_object_new_string("qiao device ABI " QIAO__CF_ABI_STRING));
   json_object *jb = json_object_new_object();
   json_object_object_add(jb, "requested", json_object_new_string(options->backend));
   json_object_object_add(jb, "name", json_object_new_string(api->name));
@@ -111,6 +117,9 @@ qiao_status *qiao_conformance_run(const qiao_conformance_options *options,
                     r->device_name, (unsigned long long)options->seed);
   if (levels & QIAO_CONFORMANCE_OPS)
     qiao__cf_run_ops(r, &target, &reference, options->seed, options->op_mask);
+  if (levels & QIAO_CONFORMANCE_OPS)
+    qiao__cf_run_invariance(r, &target, options->backend, options->device, options->seed,
+                            options->op_mask);
   if (levels & QIAO_CONFORMANCE_ABI) {
     if (!(levels & QIAO_CONFORMANCE_OPS)) /* the claims, for the unsupported-op checks */
       for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
@@ -170,7 +179,8 @@ static void statement(const qiao_conformance_report *r, char *buf, size_t size) 
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++)
       partial |= r->area_ops.ran && strcmp(cap_state(r, op, dt), "untested") == 0;
   if (failed[0] || r->n_failures)
-    snprintf(buf, size, "NOT qiao-conformant 1.0 (failed: %s)", failed[0] ? failed : "?");
+    snprintf(buf, size, "NOT qiao-conformant %d.%d (failed: %s)", QIAO_DEVICE_ABI_MAJOR,
+             QIAO_DEVICE_ABI_MINOR, failed[0] ? failed : "?");
   else
     snprintf(buf, size, "qiao-conformant %d.%d: %s%s", QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR,
              ran[0] ? ran : "nothing run",

@@ -15,6 +15,11 @@ qiao_status *qiao__cf_dev_status(const cf_device *dev, qiao_dev_error *error, co
 
 qiao_status *qiao__cf_device_open(const char *backend, uint32_t index, const char *role,
                                   cf_device *out) {
+  return qiao__cf_device_open_flags(backend, index, role, 0, out);
+}
+
+qiao_status *qiao__cf_device_open_flags(const char *backend, uint32_t index, const char *role,
+                                        uint32_t flags, cf_device *out) {
   cf_device dev = {0};
   dev.role = role;
   QIAO__TRY(qiao_backend_load(backend, &dev.backend));
@@ -25,7 +30,7 @@ qiao_status *qiao__cf_device_open(const char *backend, uint32_t index, const cha
   if (st == NULL && index >= count)
     st = qiao__error(QIAO_NOT_FOUND, "backend %s has %u device(s); there is no device %u",
                      qiao_backend_name(dev.backend), count, index);
-  qiao_dev_device_options options = {sizeof(options), 0};
+  qiao_dev_device_options options = {.struct_size = sizeof(options), .flags = flags};
   if (st == NULL)
     st = qiao__cf_dev_status(
         &dev, dev.api->device_open(qiao_backend_handle(dev.backend), index, &options, &dev.device),

@@ -24,6 +24,9 @@ typedef struct cf_device {
 
 qiao_status *qiao__cf_device_open(const char *backend, uint32_t index, const char *role,
                                   cf_device *out);
+/* The same with device_open flags (QIAO_DEV_OPEN_*). */
+qiao_status *qiao__cf_device_open_flags(const char *backend, uint32_t index, const char *role,
+                                        uint32_t flags, cf_device *out);
 void qiao__cf_device_close(cf_device *dev);
 /* Turns a backend error into a status (destroying the error). */
 qiao_status *qiao__cf_dev_status(const cf_device *dev, qiao_dev_error *error, const char *what);
@@ -91,5 +94,11 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
 void qiao__cf_run_abi(qiao_conformance_report *report, cf_device *target, const char *backend,
                       uint32_t device_index, uint64_t seed);
 void qiao__cf_run_models(qiao_conformance_report *report, const char *backend, const char *shared);
+/* Part of the ops level (§12.1): batch invariance (§10.4) of matmul and
+ * attention when the device claims QIAO_DEV_FLAG_BATCH_INVARIANT, or the
+ * refusal of the mode when it does not. */
+void qiao__cf_run_invariance(qiao_conformance_report *report, cf_device *target,
+                             const char *backend, uint32_t device_index, uint64_t seed,
+                             uint32_t op_mask);
 
 #endif

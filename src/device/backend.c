@@ -314,6 +314,23 @@ qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *er
   return status;
 }
 
+qiao_status *qiao_backend_batch_invariant(const qiao_backend *backend, uint32_t index,
+                                          bool *out_supported) {
+  /* Flags of 1.0 plugins mean nothing beyond HOST_MEMORY: don't read them. */
+  if (backend->api.abi_minor < 1) {
+    *out_supported = false;
+    return NULL;
+  }
+  qiao_dev_properties props;
+  memset(&props, 0, sizeof(props));
+  props.struct_size = sizeof(props);
+  QIAO__TRY(qiao_backend_status(backend,
+                                backend->api.device_get_properties(backend->handle, index, &props),
+                                "device_get_properties"));
+  *out_supported = (props.flags & QIAO_DEV_FLAG_BATCH_INVARIANT) != 0;
+  return NULL;
+}
+
 const char *qiao_dev_op_name(qiao_dev_op op) {
   static const char *const names[QIAO_DEV_OP_COUNT] = {
       "embed",  "matmul", "rmsnorm", "rope",     "kv_write",       "attention",

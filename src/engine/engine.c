@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "core/checked.h"
 #include "engine/engine_internal.h"
 
@@ -304,6 +306,40 @@ static uint64_t matmul_bytes(const qiao__weight *w) {
   return w->ref.buffer ? w->n_bytes : 0;
 }
 
+/* A block's key: XXH3-64 of its token ids, seeded with its parent's key. */
+static uint64_t block_key_xxh3(uint64_t parent_key, const int32_t *tokens, uint32_t n) {
+  return XXH3_64bits_withSeed(tokens, (size_t)n * sizeof(int32_t), parent_key);
+}
+
+/* Block records, and with a prefix cache its table, the token ids of keyed
+ * blocks and of every sequence (see "Block states" below). */
+static qiao_status *create_block_state(qiao_engine *e, bool prefix_cache) {
+  e->blocks = calloc(e->n_blocks, sizeof(*e->blocks));
+  if (e->blocks == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  for (uint32_t b = 0; b < e->n_blocks; b++)
+    e->blocks[b].parent = e->blocks[b].lru_prev = e->blocks[b].lru_next = -1;
+  e->lru_head = e->lru_tail = -1;
+  e->block_key = block_key_xxh3;
+  e->prefix_cache = prefix_cache;
+  if (!prefix_cache) return NULL;
+  uint64_t table_size = 2;
+  while (table_size < 2ull * e->n_blocks)
+    table_size *= 2;
+  e->table_mask = table_size - 1;
+  e->table = malloc(table_size * sizeof(int32_t));
+  e->block_tokens = malloc(e->n_slots * sizeof(int32_t));
+  e->cow_mark = calloc((size_t)e->max_seqs * e->max_blocks_per_seq, 1);
+  if (e->table == NULL || e->block_tokens == NULL || e->cow_mark == NULL)
+    return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory for the prefix cache");
+  memset(e->table, 0xff, table_size * sizeof(int32_t)); /* -1: empty */
+  for (uint32_t s = 0; s < e->max_seqs; s++) {
+    e->seqs[s].tokens = malloc((size_t)e->max_context * sizeof(int32_t));
+    if (e->seqs[s].tokens == NULL)
+      return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory for the prefix cache");
+  }
+  return NULL;
+}
+
 static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
   qiao_hparams *hp = &e->hp;
   QIAO__TRY(qiao_model_get_hparams(e->model, hp));
@@ -344,23 +380,39 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
 
   /* Backend, device, queue. */
   e->allow_fallback = o->allow_fallback;
+  e->batch_invariant = o->batch_invariant;
   QIAO__TRY(qiao_backend_load(o->backend ? o->backend : "cpu", &e->backend));
   e->api = qiao_backend_api(e->backend);
+  const char *backend_name = qiao_backend_name(e->backend);
+  const uint32_t index = o->device_index;
   uint32_t n_devices = 0;
   QIAO__DEV_TRY(e, e->api->device_count(qiao_backend_handle(e->backend), &n_devices),
                 "device_count");
-  if (n_devices == 0)
-    return qiao__error(QIAO_NOT_FOUND, "backend %s: no devices", qiao_backend_name(e->backend));
+  if (n_devices == 0) return qiao__error(QIAO_NOT_FOUND, "backend %s: no devices", backend_name);
+  if (index >= n_devices)
+    return qiao__error(QIAO_NOT_FOUND, "backend %s has %u device(s); there is no device %u",
+                       backend_name, n_devices, index);
   qiao_dev_properties props;
   memset(&props, 0, sizeof(props));
   props.struct_size = sizeof(props);
-  QIAO__DEV_TRY(e, e->api->device_get_properties(qiao_backend_handle(e->backend), 0, &props),
+  QIAO__DEV_TRY(e, e->api->device_get_properties(qiao_backend_handle(e->backend), index, &props),
                 "device_get_properties");
   props.name[sizeof(props.name) - 1] = '\0';
   snprintf(e->device_name, sizeof(e->device_name), "%s", props.name);
   e->host_memory = (props.flags & QIAO_DEV_FLAG_HOST_MEMORY) && e->api->buffer_wrap_host != NULL;
-  qiao_dev_device_options dopt = {sizeof(dopt), o->n_threads};
-  QIAO__DEV_TRY(e, e->api->device_open(qiao_backend_handle(e->backend), 0, &dopt, &e->device),
+  qiao_dev_device_options dopt = {.struct_size = sizeof(dopt), .n_threads = o->n_threads};
+  if (o->batch_invariant) {
+    /* A 1.0 plugin would ignore the request: check the claim first. */
+    bool supported = false;
+    QIAO__TRY(qiao_backend_batch_invariant(e->backend, index, &supported));
+    if (!supported)
+      return qiao__error(QIAO_UNSUPPORTED,
+                         "backend %s device %u is not batch-invariant "
+                         "(QIAO_DEV_FLAG_BATCH_INVARIANT)",
+                         backend_name, index);
+    dopt.flags = QIAO_DEV_OPEN_BATCH_INVARIANT;
+  }
+  QIAO__DEV_TRY(e, e->api->device_open(qiao_backend_handle(e->backend), index, &dopt, &e->device),
                 "device_open");
   QIAO__DEV_TRY(e, e->api->queue_create(e->device, &e->queue), "queue_create");
 
@@ -415,6 +467,7 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
     e->seqs[s].blocks = calloc(e->max_blocks_per_seq, sizeof(int32_t));
     if (e->seqs[s].blocks == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
   }
+  QIAO__TRY(create_block_state(e, o->prefix_cache));
 
   /* Scratch activations for max_batch tokens; R output rows at a time
    * (logits of at most ~64 MiB per pass). */
@@ -521,9 +574,15 @@ void qiao_engine_destroy(qiao_engine *e) {
   free(e->layers);
   free(e->free_blocks);
   if (e->seqs)
-    for (uint32_t s = 0; s < e->max_seqs; s++)
+    for (uint32_t s = 0; s < e->max_seqs; s++) {
       free(e->seqs[s].blocks);
+      free(e->seqs[s].tokens);
+    }
   free(e->seqs);
+  free(e->blocks);
+  free(e->table);
+  free(e->block_tokens);
+  free(e->cow_mark);
   free(e->h_tokens);
   free(e->h_positions);
   free(e->h_slots);
@@ -550,6 +609,168 @@ uint64_t qiao_engine_weight_bytes_per_token(const qiao_engine *e) {
 
 /* ---- Sequences and the paged cache ---------------------------------------- */
 
+/* Block states and the prefix cache.
+ *
+ * Every block is free (on the free stack), used (held by refs > 0
+ * sequences) or cached (held by none, but keyed: it keeps the KV of a token
+ * prefix for qiao_engine_seq_create_cached; on the LRU list). Without
+ * options.prefix_cache no block is ever keyed, so a block is either free or
+ * held by exactly one sequence, as it always was.
+ *
+ * A block gets a key once it is full and its sequence wrote every position
+ * from 0 to its end in order (qiao__seq.clean): key = XXH3-64 of its
+ * block_size token ids, seeded with the key of the block before it (0 for
+ * the first), so the key names the whole prefix. The table maps a key to one
+ * block. A keyed block also stores its token ids and its parent (block id and
+ * gen), and a lookup checks both before taking it: a hash collision can only
+ * cost a miss, never give KV of other tokens.
+ *
+ * A keyed block is never written again. A sequence about to write into one
+ * (a position below its length, or after truncating into it) first gets a
+ * private copy of it (copy on write, in forward); the keyed block stays in
+ * the cache for others. Only keyed blocks are ever shared, so an unkeyed
+ * block always has one holder, which may write it in place. */
+
+static void lru_remove(qiao_engine *e, int32_t b) {
+  qiao__block *k = &e->blocks[b];
+  if (k->lru_prev >= 0)
+    e->blocks[k->lru_prev].lru_next = k->lru_next;
+  else
+    e->lru_head = k->lru_next;
+  if (k->lru_next >= 0)
+    e->blocks[k->lru_next].lru_prev = k->lru_prev;
+  else
+    e->lru_tail = k->lru_prev;
+  k->lru_prev = k->lru_next = -1;
+  e->n_cached--;
+}
+
+/* Appends b as the most recently used cached block. */
+static void lru_push(qiao_engine *e, int32_t b) {
+  qiao__block *k = &e->blocks[b];
+  k->lru_prev = e->lru_tail;
+  k->lru_next = -1;
+  if (e->lru_tail >= 0)
+    e->blocks[e->lru_tail].lru_next = b;
+  else
+    e->lru_head = b;
+  e->lru_tail = b;
+  e->n_cached++;
+}
+
+/* The key table: linear probing over a power-of-two array at most half full
+ * (it holds at most n_blocks keys). */
+static int32_t table_find(const qiao_engine *e, uint64_t key) {
+  for (uint64_t i = key & e->table_mask;; i = (i + 1) & e->table_mask) {
+    int32_t b = e->table[i];
+    if (b < 0 || e->blocks[b].key == key) return b;
+  }
+}
+
+static void table_insert(qiao_engine *e, int32_t b) {
+  uint64_t i = e->blocks[b].key & e->table_mask;
+  while (e->table[i] >= 0)
+    i = (i + 1) & e->table_mask;
+  e->table[i] = b;
+}
+
+/* Removes b, then moves later entries of its probe run back into the hole
+ * so that every entry stays reachable from its home slot. */
+static void table_remove(qiao_engine *e, int32_t b) {
+  const uint64_t mask = e->table_mask;
+  uint64_t hole = e->blocks[b].key & mask;
+  while (e->table[hole] != b)
+    hole = (hole + 1) & mask;
+  e->table[hole] = -1;
+  for (uint64_t j = (hole + 1) & mask; e->table[j] >= 0; j = (j + 1) & mask) {
+    uint64_t home = e->blocks[e->table[j]].key & mask;
+    /* The entry at j may stay only if its home lies cyclically in (hole, j]. */
+    bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (!stays) {
+      e->table[hole] = e->table[j];
+      e->table[j] = -1;
+      hole = j;
+    }
+  }
+}
+
+/* A block for a sequence to write: a free one, else the least recently used
+ * cached one, whose prefix is then forgotten. The caller checked that
+ * n_free + n_cached > 0. */
+static int32_t take_block(qiao_engine *e) {
+  int32_t b;
+  if (e->n_free > 0) {
+    b = e->free_blocks[--e->n_free];
+  } else {
+    b = e->lru_head;
+    lru_remove(e, b);
+    table_remove(e, b);
+    e->blocks[b].keyed = false;
+    e->evicted_blocks++;
+  }
+  e->blocks[b].refs = 1;
+  return b;
+}
+
+static void drop_ref(qiao_engine *e, int32_t b) {
+  if (--e->blocks[b].refs > 0) return;
+  if (e->blocks[b].keyed)
+    lru_push(e, b);
+  else
+    e->free_blocks[e->n_free++] = b;
+}
+
+/* Keys the sequence's newly full, in-order blocks (after a forward pass). */
+static void key_blocks(qiao_engine *e, qiao__seq *q) {
+  const uint32_t bs = e->block_size;
+  while (q->n_keyed < q->n_blocks && (uint64_t)(q->n_keyed + 1) * bs <= q->clean) {
+    uint32_t i = q->n_keyed;
+    int32_t b = q->blocks[i], parent = i > 0 ? q->blocks[i - 1] : -1; /* the parent is keyed */
+    qiao__block *k = &e->blocks[b];
+    if (k->keyed) break; /* cannot happen: a block clean again was written, so copied */
+    const int32_t *tokens = q->tokens + (size_t)i * bs;
+    uint64_t key = e->block_key(parent >= 0 ? e->blocks[parent].key : 0, tokens, bs);
+    /* Taken: the same prefix computed by another sequence too (or a hash
+     * collision). This block then stays private, and so do the ones after. */
+    if (table_find(e, key) >= 0) break;
+    memcpy(e->block_tokens + (size_t)b * bs, tokens, (size_t)bs * sizeof(int32_t));
+    k->keyed = true;
+    k->key = key;
+    k->gen++;
+    k->parent = parent;
+    k->parent_gen = parent >= 0 ? e->blocks[parent].gen : 0;
+    table_insert(e, b);
+    q->n_keyed++;
+  }
+}
+
+/* The longest run of cached whole blocks that `tokens` starts with, capped
+ * at n - 1 positions and at max_context - 1 (the caller computes the next
+ * token). Writes the block ids to out_blocks when not NULL. */
+static uint32_t match_prefix(const qiao_engine *e, const int32_t *tokens, size_t n,
+                             int32_t *out_blocks) {
+  if (!e->prefix_cache || tokens == NULL || n < 2) return 0;
+  const uint32_t bs = e->block_size;
+  uint64_t limit = (uint64_t)(n - 1) / bs, most = (e->max_context - 1) / bs;
+  if (limit > most) limit = most;
+  uint64_t key = 0;
+  int32_t parent = -1;
+  uint32_t m = 0;
+  for (; m < limit; m++) {
+    const int32_t *t = tokens + (size_t)m * bs;
+    key = e->block_key(key, t, bs);
+    int32_t b = table_find(e, key);
+    if (b < 0) break;
+    const qiao__block *k = &e->blocks[b];
+    if (k->parent != parent || (parent >= 0 && k->parent_gen != e->blocks[parent].gen) ||
+        memcmp(e->block_tokens + (size_t)b * bs, t, (size_t)bs * sizeof(int32_t)) != 0)
+      break;
+    if (out_blocks != NULL) out_blocks[m] = b;
+    parent = b;
+  }
+  return m;
+}
+
 static qiao__seq *find_seq(const qiao_engine *e, int32_t seq) {
   if (seq < 0 || (uint32_t)seq >= e->max_seqs || !e->seqs[seq].live) return NULL;
   return &e->seqs[seq];
@@ -561,6 +782,8 @@ qiao_status *qiao_engine_seq_create(qiao_engine *e, int32_t *out_seq) {
       e->seqs[s].live = true;
       e->seqs[s].length = 0;
       e->seqs[s].n_blocks = 0;
+      e->seqs[s].clean = 0;
+      e->seqs[s].n_keyed = 0;
       *out_seq = (int32_t)s;
       return NULL;
     }
@@ -568,9 +791,69 @@ qiao_status *qiao_engine_seq_create(qiao_engine *e, int32_t *out_seq) {
   return qiao__error(QIAO_LIMIT, "engine: all %u sequences are in use", e->max_seqs);
 }
 
+qiao_status *qiao_engine_seq_create_cached(qiao_engine *e, const int32_t *tokens, size_t n_tokens,
+                                           int32_t *out_seq, uint32_t *out_cached) {
+  if (out_seq == NULL || out_cached == NULL || (tokens == NULL && n_tokens > 0))
+    return qiao__error(QIAO_INVALID_ARGUMENT, "qiao_engine_seq_create_cached: NULL argument");
+  *out_cached = 0;
+  QIAO__TRY(qiao_engine_seq_create(e, out_seq));
+  qiao__seq *q = &e->seqs[*out_seq];
+  uint32_t m = match_prefix(e, tokens, n_tokens, q->blocks);
+  for (uint32_t i = 0; i < m; i++) {
+    int32_t b = q->blocks[i];
+    if (e->blocks[b].refs++ == 0) lru_remove(e, b); /* was cached: now used */
+  }
+  q->n_blocks = q->n_keyed = m;
+  q->length = q->clean = m * e->block_size;
+  if (q->length > 0) memcpy(q->tokens, tokens, (size_t)q->length * sizeof(int32_t));
+  e->hit_tokens += q->length;
+  *out_cached = q->length;
+  return NULL;
+}
+
+uint32_t qiao_engine_prefix_cached(const qiao_engine *e, const int32_t *tokens, size_t n_tokens) {
+  return match_prefix(e, tokens, n_tokens, NULL) * e->block_size;
+}
+
+void qiao_engine_cache_stats_get(const qiao_engine *e, qiao_engine_cache_stats *out) {
+  if (e == NULL || out == NULL) return;
+  qiao_engine_cache_stats s;
+  memset(&s, 0, sizeof(s));
+  s.struct_size = out->struct_size;
+  s.block_size = e->block_size;
+  s.n_blocks = e->n_blocks;
+  s.cached_blocks = e->n_cached;
+  s.used_blocks = e->n_blocks - e->n_free - e->n_cached;
+  for (uint32_t i = 0; i < e->max_seqs; i++)
+    s.live_seqs += e->seqs[i].live;
+  s.hit_tokens = e->hit_tokens;
+  s.evicted_blocks = e->evicted_blocks;
+  memcpy(out, &s, out->struct_size < sizeof(s) ? out->struct_size : sizeof(s));
+}
+
+bool qiao_engine_device_lost(const qiao_engine *e) {
+  return e != NULL && e->device_lost;
+}
+
+qiao_status *qiao__engine_dev_status(qiao_engine *e, qiao_dev_error *error, const char *what) {
+  if (error == NULL) return NULL;
+  bool lost;
+  if (error == (qiao_dev_error *)(void *)&e->fb_sentinel) /* the fallback's error, kept aside */
+    lost = e->fb_error != NULL && e->fb_api->error_code(e->fb_error) == QIAO_DEV_DEVICE_LOST;
+  else
+    lost = e->api->error_code != NULL && e->api->error_code(error) == QIAO_DEV_DEVICE_LOST;
+  qiao_status *st = qiao__engine_status(e, error, what);
+  if (!lost) return st;
+  e->device_lost = true;
+  return qiao__annotate(st, "DEVICE_LOST");
+}
+
+/* Drops the sequence's blocks from the last down to index `keep`: released
+ * last first, a prefix's later blocks go out of the cache before its first. */
 static void release_blocks(qiao_engine *e, qiao__seq *q, uint32_t keep) {
   while (q->n_blocks > keep)
-    e->free_blocks[e->n_free++] = q->blocks[--q->n_blocks];
+    drop_ref(e, q->blocks[--q->n_blocks]);
+  if (q->n_keyed > q->n_blocks) q->n_keyed = q->n_blocks;
 }
 
 void qiao_engine_seq_free(qiao_engine *e, int32_t seq) {
@@ -578,7 +861,7 @@ void qiao_engine_seq_free(qiao_engine *e, int32_t seq) {
   if (q == NULL) return;
   release_blocks(e, q, 0);
   q->live = false;
-  q->length = 0;
+  q->length = q->clean = 0;
 }
 
 uint32_t qiao_engine_seq_length(const qiao_engine *e, int32_t seq) {
@@ -590,24 +873,77 @@ qiao_status *qiao_engine_seq_truncate(qiao_engine *e, int32_t seq, uint32_t n) {
   qiao__seq *q = find_seq(e, seq);
   if (q == NULL) return qiao__error(QIAO_INVALID_ARGUMENT, "engine: no sequence %d", seq);
   if (n < q->length) q->length = n;
+  if (q->clean > q->length) q->clean = q->length;
+  /* A keyed block cut into stays held (and cached); writing into it copies it. */
+  if (q->n_keyed > q->length / e->block_size) q->n_keyed = q->length / e->block_size;
   release_blocks(e, q, (q->length + e->block_size - 1) / e->block_size);
   return NULL;
 }
 
+/* Gives sequence q a private copy of its block bi, which is keyed or
+ * shared, before the caller writes into it: K and V rows of every layer. */
+static qiao_status *copy_on_write(qiao_engine *e, qiao__seq *q, uint32_t bi) {
+  int32_t from = q->blocks[bi], to = take_block(e); /* `from` is held: never taken here */
+  q->blocks[bi] = to;
+  drop_ref(e, from); /* a keyed block stays cached; the copy below is queued before any reuse */
+  if (q->n_keyed > bi) q->n_keyed = bi;
+  const uint64_t bytes =
+      (uint64_t)e->block_size * e->kv_dim * (e->cache_dtype == QIAO_DEV_F16 ? 2 : 4);
+  for (uint32_t l = 0; l < e->hp.n_layers; l++) {
+    const qiao__layer *L = &e->layers[l];
+    qiao_dev_ref caches[2] = {L->k_cache, L->v_cache};
+    for (int c = 0; c < 2; c++) {
+      qiao_dev_ref dst = {caches[c].buffer, caches[c].offset + (uint64_t)to * bytes};
+      qiao_dev_ref src = {caches[c].buffer, caches[c].offset + (uint64_t)from * bytes};
+      QIAO__DEV_TRY(e, e->ops->copy(e->ops_queue, dst, src, bytes), "copy on write of a KV block");
+    }
+  }
+  return NULL;
+}
+
 /* ---- Forward: checks, block allocation, passes of max_batch tokens -------- */
+
+/* What one forward call does to one sequence. */
+typedef struct call_seq {
+  uint32_t new_len;
+  bool touched;  /* the batch writes to it */
+  bool in_order; /* its positions in the batch are lo, lo + 1, ..., last */
+  uint32_t lo, last;
+} call_seq;
+
+/* The blocks the batch writes that the sequence must copy first (marked in
+ * e->cow_mark); the marks are cleared by the caller. */
+static uint64_t mark_copies(qiao_engine *e, const qiao_batch *b) {
+  uint64_t n = 0;
+  for (size_t t = 0; t < b->n_tokens; t++) {
+    const qiao__seq *q = &e->seqs[b->seqs[t]];
+    uint32_t bi = (uint32_t)b->positions[t] / e->block_size;
+    if (bi >= q->n_blocks) continue; /* a new block: private */
+    const qiao__block *k = &e->blocks[q->blocks[bi]];
+    uint8_t *mark = &e->cow_mark[(size_t)b->seqs[t] * e->max_blocks_per_seq + bi];
+    if ((k->keyed || k->refs > 1) && !*mark) {
+      *mark = 1;
+      n++;
+    }
+  }
+  return n;
+}
 
 qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out_logits,
                                  int32_t *out_argmax) {
   if (b == NULL || b->n_tokens == 0 || b->tokens == NULL || b->seqs == NULL || b->positions == NULL)
     return qiao__error(QIAO_INVALID_ARGUMENT, "engine forward: empty or incomplete batch");
   if (b->n_tokens > UINT32_MAX) return qiao__error(QIAO_LIMIT, "engine forward: too many tokens");
+  if (e->device_lost)
+    return qiao__error(QIAO_DEVICE, "DEVICE_LOST: engine: the device was lost; the engine is "
+                                    "unusable");
   const uint32_t n = (uint32_t)b->n_tokens;
 
   /* Check every token and find each sequence's new length. */
-  uint32_t *new_len = malloc(e->max_seqs * sizeof(uint32_t));
-  if (new_len == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  call_seq *cs = calloc(e->max_seqs, sizeof(*cs));
+  if (cs == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
   for (uint32_t s = 0; s < e->max_seqs; s++)
-    new_len[s] = e->seqs[s].length;
+    cs[s].new_len = e->seqs[s].length;
   qiao_status *st = NULL;
   for (uint32_t t = 0; t < n && st == NULL; t++) {
     int32_t seq = b->seqs[t], pos = b->positions[t], tok = b->tokens[t];
@@ -619,41 +955,65 @@ qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out
     else if (pos < 0 || (uint32_t)pos >= e->max_context)
       st = qiao__error(QIAO_LIMIT, "engine forward: token %u: position %d not in [0, %u) (context)",
                        t, pos, e->max_context);
-    else if ((uint32_t)pos > new_len[seq])
+    else if ((uint32_t)pos > cs[seq].new_len)
       st = qiao__error(
           QIAO_INVALID_ARGUMENT,
           "engine forward: token %u: position %d leaves a gap in sequence %d (length %u)", t, pos,
-          seq, new_len[seq]);
-    else if ((uint32_t)pos == new_len[seq])
-      new_len[seq]++;
+          seq, cs[seq].new_len);
+    if (st != NULL) break;
+    call_seq *c = &cs[seq];
+    if ((uint32_t)pos == c->new_len) c->new_len++;
+    if (!c->touched) {
+      c->touched = c->in_order = true;
+      c->lo = (uint32_t)pos;
+    } else {
+      c->in_order = c->in_order && (uint32_t)pos == c->last + 1;
+      if ((uint32_t)pos < c->lo) c->lo = (uint32_t)pos;
+    }
+    c->last = (uint32_t)pos;
   }
-  /* Allocate blocks; on shortage give back what this call took. */
+  /* Blocks to take: new ones, and private copies of keyed or shared blocks
+   * the batch writes into; on shortage nothing changes. */
   uint64_t needed = 0;
   for (uint32_t s = 0; s < e->max_seqs && st == NULL; s++) {
     if (!e->seqs[s].live) continue;
-    uint32_t want = (new_len[s] + e->block_size - 1) / e->block_size;
+    uint32_t want = (cs[s].new_len + e->block_size - 1) / e->block_size;
     if (want > e->seqs[s].n_blocks) needed += want - e->seqs[s].n_blocks;
   }
-  if (st == NULL && needed > e->n_free)
+  uint64_t copies = st == NULL && e->prefix_cache ? mark_copies(e, b) : 0;
+  if (st == NULL && needed + copies > (uint64_t)e->n_free + e->n_cached)
     st = qiao__error(QIAO_LIMIT,
-                     "engine: the KV cache is full (%llu more blocks needed, %u free of %u)",
-                     (unsigned long long)needed, e->n_free, e->n_blocks);
+                     "engine: the KV cache is full (%llu more blocks needed, %u free or "
+                     "evictable of %u)",
+                     (unsigned long long)(needed + copies), e->n_free + e->n_cached, e->n_blocks);
+  bool writes = st == NULL; /* from here on, cache contents may change */
+  if (copies > 0) {         /* copy (or just unmark, after a shortage) */
+    for (uint32_t t = 0; t < n; t++) {
+      qiao__seq *q = &e->seqs[b->seqs[t]];
+      uint32_t bi = (uint32_t)b->positions[t] / e->block_size;
+      uint8_t *mark = &e->cow_mark[(size_t)b->seqs[t] * e->max_blocks_per_seq + bi];
+      if (bi >= q->n_blocks || !*mark) continue;
+      *mark = 0;
+      if (st == NULL) st = copy_on_write(e, q, bi);
+    }
+  }
   for (uint32_t s = 0; s < e->max_seqs && st == NULL; s++) {
     qiao__seq *q = &e->seqs[s];
     if (!q->live) continue;
-    uint32_t want = (new_len[s] + e->block_size - 1) / e->block_size;
+    uint32_t want = (cs[s].new_len + e->block_size - 1) / e->block_size;
     while (q->n_blocks < want)
-      q->blocks[q->n_blocks++] = e->free_blocks[--e->n_free];
-  }
-  if (st != NULL) {
-    free(new_len);
-    return st;
+      q->blocks[q->n_blocks++] = take_block(e);
   }
 
   /* Passes of at most max_batch tokens, in batch order. */
-  int32_t *local = malloc(e->max_seqs * sizeof(int32_t)); /* seq id -> index in this pass */
-  uint32_t *rows = malloc((size_t)e->max_batch * sizeof(uint32_t));
-  if (local == NULL || rows == NULL) st = qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  int32_t *local = NULL; /* seq id -> index in this pass */
+  uint32_t *rows = NULL;
+  if (st == NULL) {
+    local = malloc(e->max_seqs * sizeof(int32_t));
+    rows = malloc((size_t)e->max_batch * sizeof(uint32_t));
+    if (local == NULL || rows == NULL)
+      st = qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  }
   uint64_t out_row = 0;
   const uint64_t V = e->hp.vocab_size;
   for (uint32_t t0 = 0; t0 < n && st == NULL; t0 += e->max_batch) {
@@ -683,14 +1043,38 @@ qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out
                        out_argmax ? out_argmax + out_row : NULL);
     out_row += n_rows;
   }
-  if (st != NULL) { /* let queued work finish before the caller's buffers go away */
-    e->api->error_destroy(e->api->queue_synchronize(e->queue));
+  if (st != NULL) {
+    if (writes) /* let queued work finish before the caller's buffers go away */
+      e->api->error_destroy(e->api->queue_synchronize(e->queue));
+    /* The written positions (and blocks copied for them) may hold anything:
+     * nothing from their block on counts as written in order. */
+    for (uint32_t s = 0; s < e->max_seqs && writes; s++) {
+      qiao__seq *q = &e->seqs[s];
+      uint32_t from = cs[s].lo / e->block_size * e->block_size;
+      if (cs[s].touched && q->clean > from) q->clean = from;
+      if (q->n_keyed > q->clean / e->block_size) q->n_keyed = q->clean / e->block_size;
+    }
   } else {
     for (uint32_t s = 0; s < e->max_seqs; s++)
-      if (e->seqs[s].live) e->seqs[s].length = new_len[s];
+      if (e->seqs[s].live) e->seqs[s].length = cs[s].new_len;
+    if (e->prefix_cache) {
+      for (uint32_t t = 0; t < n; t++)
+        e->seqs[b->seqs[t]].tokens[b->positions[t]] = b->tokens[t];
+      for (uint32_t s = 0; s < e->max_seqs; s++) {
+        qiao__seq *q = &e->seqs[s];
+        const call_seq *c = &cs[s];
+        if (!c->touched) continue;
+        if (!c->in_order) {
+          if (q->clean > c->lo) q->clean = c->lo;
+        } else if (c->lo <= q->clean) { /* continues (or rewrites) the in-order prefix */
+          q->clean = c->last + 1;
+        }
+        key_blocks(e, q);
+      }
+    }
   }
   free(local);
   free(rows);
-  free(new_len);
+  free(cs);
   return st;
 }

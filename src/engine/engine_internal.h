@@ -33,9 +33,33 @@ typedef struct qiao__layer {
 typedef struct qiao__seq {
   bool live;
   uint32_t length;   /* positions held */
-  uint32_t n_blocks; /* blocks owned, in order */
+  uint32_t n_blocks; /* blocks held (each reference counted), in order */
   int32_t *blocks;   /* (max_blocks_per_seq) */
+  /* Prefix cache only (see "Block states" in engine.c): */
+  int32_t *tokens;  /* (max_context) the token id written at each position */
+  uint32_t clean;   /* positions [0, clean) hold the KV of tokens[0, clean) written in order */
+  uint32_t n_keyed; /* blocks[0, n_keyed) are in the prefix table (so immutable) */
 } qiao__seq;
+
+/* One block of the paged KV cache. A block is free (on the free stack),
+ * used (refs > 0), or cached (refs == 0 but keyed: on the LRU list). */
+typedef struct qiao__block {
+  uint32_t refs; /* sequences holding it */
+  bool keyed;    /* in the prefix table: full, never written again */
+  uint64_t key;  /* hash chain of the token prefix ending with this block */
+  uint64_t gen;  /* bumped each time the block gets a key */
+  /* The keyed block its prefix continues (-1 for a first block), and that
+   * block's gen then: a lookup accepts this block only after exactly that
+   * block, still holding that key, so a hash collision can never pair it
+   * with the wrong prefix. */
+  int32_t parent;
+  uint64_t parent_gen;
+  int32_t lru_prev, lru_next; /* cached blocks, least recently used first; -1 ends */
+} qiao__block;
+
+/* How a block's key is made from its parent's and its tokens; tests swap it
+ * for a weak one to force collisions. */
+typedef uint64_t (*qiao__block_key_fn)(uint64_t parent_key, const int32_t *tokens, uint32_t n);
 
 /* Device scratch: activations for max_batch tokens, allocated once. */
 typedef struct qiao__scratch {
@@ -102,6 +126,19 @@ struct qiao_engine {
   int32_t *free_blocks; /* a stack of free block ids */
   uint32_t n_free;
   qiao__seq *seqs;
+  qiao__block *blocks; /* (n_blocks) */
+
+  /* Prefix cache (options.prefix_cache; see engine.c). */
+  bool prefix_cache;
+  int32_t *block_tokens;      /* (n_blocks, block_size) the ids a keyed block holds */
+  int32_t *table;             /* open addressing, key -> block id, -1 = empty */
+  uint64_t table_mask;        /* table size - 1 (a power of two) */
+  int32_t lru_head, lru_tail; /* the cached blocks; -1 when none */
+  uint32_t n_cached;
+  uint64_t hit_tokens, evicted_blocks;
+  qiao__block_key_fn block_key;
+  uint8_t *cow_mark; /* (max_seqs, max_blocks_per_seq) scratch of forward */
+  bool device_lost;  /* a backend call returned QIAO_DEV_DEVICE_LOST */
 
   /* Per-call inputs, staged on the host and uploaded once per pass. */
   qiao__scratch s;
@@ -114,6 +151,9 @@ struct qiao_engine {
   const qiao_dev_api *ops;
   qiao_dev_queue *ops_queue;
   bool allow_fallback;
+  /* Opened with QIAO_DEV_OPEN_BATCH_INVARIANT (options.batch_invariant);
+   * the CPU fallback device is then opened the same way. */
+  bool batch_invariant;
   qiao_backend *fb_backend; /* NULL until an op needs it */
   const qiao_dev_api *fb_api;
   qiao_dev_device *fb_device;
@@ -127,7 +167,10 @@ struct qiao_engine {
 
 /* Turns a backend error (of either backend) into a status naming `what`. */
 qiao_status *qiao__engine_status(qiao_engine *engine, qiao_dev_error *error, const char *what);
-#define QIAO__DEV(engine, call, what) qiao__engine_status((engine), (call), (what))
+/* The same, after noting a QIAO_DEV_DEVICE_LOST (engine.c); the status then
+ * starts with "DEVICE_LOST: ". Every device call of the engine goes here. */
+qiao_status *qiao__engine_dev_status(qiao_engine *engine, qiao_dev_error *error, const char *what);
+#define QIAO__DEV(engine, call, what) qiao__engine_dev_status((engine), (call), (what))
 #define QIAO__DEV_TRY(engine, call, what) QIAO__TRY(QIAO__DEV(engine, call, what))
 
 /* Fallback (fallback.c). Marks (op, dtype) to run on the CPU backend,

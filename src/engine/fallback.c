@@ -28,7 +28,16 @@ qiao_status *qiao__engine_status(qiao_engine *e, qiao_dev_error *error, const ch
 static qiao_status *open_fallback(qiao_engine *e) {
   QIAO__TRY(qiao_backend_load("cpu", &e->fb_backend));
   e->fb_api = qiao_backend_api(e->fb_backend);
-  qiao_dev_device_options o = {sizeof(o), 0};
+  qiao_dev_device_options o = {.struct_size = sizeof(o)};
+  /* Ops moved here must keep the promise the primary device made. */
+  if (e->batch_invariant) {
+    bool supported = false;
+    QIAO__TRY(qiao_backend_batch_invariant(e->fb_backend, 0, &supported));
+    if (!supported)
+      return qiao__error(QIAO_UNSUPPORTED, "fallback: backend cpu device 0 is not batch-invariant "
+                                           "(QIAO_DEV_FLAG_BATCH_INVARIANT)");
+    o.flags = QIAO_DEV_OPEN_BATCH_INVARIANT;
+  }
   QIAO__TRY(qiao_backend_status(
       e->fb_backend,
       e->fb_api->device_open(qiao_backend_handle(e->fb_backend), 0, &o, &e->fb_device),

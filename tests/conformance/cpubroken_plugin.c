@@ -5,6 +5,10 @@
  *   f16_ulp      matmul reads every F16 weight one ULP larger in magnitude
  *   q8_0_ulp     matmul reads every Q8_0 quant one step larger (a dequant bug)
  *   window       attention's sliding window is one token too wide
+ *   split_k      matmul of a single row (n == 1) sums k in two halves, as a
+ *                split-K decode kernel would, while the device still claims
+ *                QIAO_DEV_FLAG_BATCH_INVARIANT: each result is within the
+ *                budget, but a row alone no longer equals that row in a batch
  * Anything else (or unset) breaks nothing. The wrappers use only the ABI. */
 #include <stdbool.h>
 #include <stdio.h>
@@ -88,6 +92,62 @@ static qiao_dev_error *broken_matmul(qiao_dev_queue *q, const qiao_dev_matmul_ar
   return e;
 }
 
+/* Bytes of the first `cols` elements of a weight row (cols a block multiple
+ * for quantized dtypes). */
+static uint64_t row_part_bytes(qiao_dev_dtype dt, uint64_t cols) {
+  switch (dt) {
+  case QIAO_DEV_F32: return 4 * cols;
+  case QIAO_DEV_F16:
+  case QIAO_DEV_BF16: return 2 * cols;
+  case QIAO_DEV_Q8_0: return cols / 32 * 34;
+  default: return cols / 32 * 18;
+  }
+}
+
+/* n == 1: out = x[:h] . w[:, :h] (+ bias), then out += x[h:] . w[:, h:], the
+ * two halves of each weight row copied into buffers of their own. */
+static qiao_dev_error *split_k_matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
+  bool quant = a->w_dtype == QIAO_DEV_Q8_0 || a->w_dtype == QIAO_DEV_Q4_0;
+  uint64_t h = quant ? a->k / 64 * 32 : a->k / 2;
+  if (a->n != 1 || h == 0 || last_device == NULL || a->m == 0) return cpu->matmul(q, a);
+  uint64_t row = row_part_bytes(a->w_dtype, a->k), lo = row_part_bytes(a->w_dtype, h);
+  uint8_t *w = malloc(a->m * row), *parts = malloc(a->m * row);
+  if (w == NULL || parts == NULL) {
+    free(w);
+    free(parts);
+    return cpu->matmul(q, a);
+  }
+  qiao_dev_error *e = cpu->queue_synchronize(q);
+  if (e == NULL) e = cpu->download(q, w, a->w, a->m * row);
+  if (e == NULL) e = cpu->queue_synchronize(q);
+  for (uint64_t j = 0; e == NULL && j < a->m; j++) { /* (m, h) then (m, k - h) */
+    memcpy(parts + j * lo, w + j * row, lo);
+    memcpy(parts + a->m * lo + j * (row - lo), w + j * row + lo, row - lo);
+  }
+  qiao_dev_buffer *buf = NULL;
+  if (e == NULL) e = cpu->buffer_create(last_device, a->m * row, &buf);
+  if (e == NULL) e = cpu->upload(q, (qiao_dev_ref){buf, 0}, parts, a->m * row);
+  qiao_dev_matmul_args first = *a, second = *a;
+  first.k = h;
+  first.w = (qiao_dev_ref){buf, 0};
+  second.k = a->k - h;
+  second.x.offset += h * 4;
+  second.w = (qiao_dev_ref){buf, a->m * lo};
+  second.bias = (qiao_dev_ref){NULL, 0};
+  second.accumulate = 1;
+  if (e == NULL) e = cpu->matmul(q, &first);
+  if (e == NULL) e = cpu->matmul(q, &second);
+  qiao_dev_error *s = cpu->queue_synchronize(q);
+  if (e == NULL)
+    e = s;
+  else if (s != NULL)
+    cpu->error_destroy(s);
+  cpu->buffer_destroy(buf);
+  free(w);
+  free(parts);
+  return e;
+}
+
 __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(void) {
   if (cpu == NULL) {
     cpu = qiao_cpu_get_api();
@@ -99,6 +159,7 @@ __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(v
     if (strcmp(mode, "rope_pair") == 0) table.rope = broken_rope;
     if (strcmp(mode, "f16_ulp") == 0 || strcmp(mode, "q8_0_ulp") == 0) table.matmul = broken_matmul;
     if (strcmp(mode, "window") == 0) table.attention = broken_attention;
+    if (strcmp(mode, "split_k") == 0) table.matmul = split_k_matmul;
   }
   return &table;
 }

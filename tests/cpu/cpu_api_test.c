@@ -75,7 +75,7 @@ static void test_backend_and_device(void) {
   EXPECT_OK(api->device_get_properties(b, 0, &props));
   EXPECT(props.name[0] != '\0' && props.memory_bytes > 0 && props.compute_units >= 1);
   EXPECT(props.max_buffer_bytes > 0 && props.max_buffer_bytes <= props.memory_bytes);
-  EXPECT(props.flags == QIAO_DEV_FLAG_HOST_MEMORY);
+  EXPECT(props.flags == (QIAO_DEV_FLAG_HOST_MEMORY | QIAO_DEV_FLAG_BATCH_INVARIANT));
   EXPECT(strlen(props.name) < sizeof(props.name) && strlen(props.vendor) < sizeof(props.vendor));
   /* An older, shorter struct: nothing at or beyond its struct_size is written. */
   memset(&props, 0xab, sizeof(props));
@@ -86,7 +86,7 @@ static void test_backend_and_device(void) {
   EXPECT_ERR(api->device_get_properties(b, 1, &props), QIAO_DEV_INVALID_ARGUMENT, "index 1");
 
   qiao_dev_device *d = NULL;
-  qiao_dev_device_options many = {sizeof(many), 5000};
+  qiao_dev_device_options many = {.struct_size = sizeof(many), .n_threads = 5000};
   EXPECT_ERR(api->device_open(b, 0, &many, &d), QIAO_DEV_INVALID_ARGUMENT, "n_threads 5000");
   EXPECT_ERR(api->device_open(b, 1, NULL, &d), QIAO_DEV_INVALID_ARGUMENT, "index 1");
   setenv("QIAO_CPU_ISA", "sse9", 1);

@@ -68,7 +68,7 @@ static inline int env_open(env *t, const char *isa, uint32_t n_threads) {
   qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};
   EXPECT_OK(api->backend_open(&bo, &t->backend));
   setenv("QIAO_CPU_ISA", isa, 1);
-  qiao_dev_device_options opt = {sizeof(opt), n_threads};
+  qiao_dev_device_options opt = {.struct_size = sizeof(opt), .n_threads = n_threads};
   qiao_dev_error *e = api->device_open(t->backend, 0, &opt, &t->device);
   unsetenv("QIAO_CPU_ISA");
   if (e != NULL) {

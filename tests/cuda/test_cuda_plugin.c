@@ -88,6 +88,14 @@ static void check_device(qiao_dev_backend *handle) {
          (unsigned long long)props.memory_bytes, (unsigned)props.compute_units);
   CHECK(props.memory_bytes > 0 && props.max_buffer_bytes > 0 && props.compute_units >= 1);
   CHECK(strcmp(props.vendor, "NVIDIA") == 0);
+  /* No batch-invariant mode (device ABI 1.1): not claimed, and refused. */
+  CHECK((props.flags & QIAO_DEV_FLAG_BATCH_INVARIANT) == 0);
+  qiao_dev_device_options invariant = {.struct_size = sizeof(invariant),
+                                       .flags = QIAO_DEV_OPEN_BATCH_INVARIANT};
+  qiao_dev_device *refused = NULL;
+  EXPECT(api->device_open(handle, 0, &invariant, &refused), QIAO_DEV_UNSUPPORTED,
+         "batch-invariant");
+  CHECK(refused == NULL);
 
   qiao_dev_device *dev = NULL;
   OK(api->device_open(handle, 0, NULL, &dev));

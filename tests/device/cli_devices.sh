@@ -6,7 +6,7 @@
 plugins=$1
 fail() { echo "FAIL: $*"; exit 1; }
 out=$("$QIAO_BIN" devices) || fail "qiao devices exited $?"
-echo "$out" | grep -q "^backend cpu .*(built-in), built for device ABI 1.0" || fail "no built-in cpu"
+echo "$out" | grep -q "^backend cpu .*(built-in), built for device ABI 1.1" || fail "no built-in cpu"
 echo "$out" | grep -q "capabilities" || fail "no capability table"
 echo "$out" | grep -Eq "^ +matmul +yes" || fail "cpu does not list matmul"
 

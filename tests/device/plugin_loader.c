@@ -83,6 +83,29 @@ int main(int argc, char **argv) {
   }
   qiao_backend_unload(backend);
 
+  /* A plugin built for ABI 1.0 still loads (1.1 only appended); it cannot
+   * read device_options.flags, so it never counts as batch-invariant, and
+   * its device flags are not even read. */
+  snprintf(path, sizeof(path), "%s/libqiao-testv10.so", dir);
+  backend = NULL;
+  CHECK_OK(qiao_backend_load(path, &backend));
+  if (backend != NULL) {
+    CHECK(qiao_backend_api(backend)->abi_minor == 0);
+    bool invariant = true;
+    CHECK_OK(qiao_backend_batch_invariant(backend, 0, &invariant));
+    CHECK(!invariant);
+  }
+  qiao_backend_unload(backend);
+  /* The CPU backend (1.1) claims the mode. */
+  backend = NULL;
+  CHECK_OK(qiao_backend_load("cpu", &backend));
+  if (backend != NULL) {
+    bool invariant = false;
+    CHECK_OK(qiao_backend_batch_invariant(backend, 0, &invariant));
+    CHECK(invariant);
+  }
+  qiao_backend_unload(backend);
+
   /* ... and by name through $QIAO_BACKEND_PATH (the first directory that has it). */
   char env[8300];
   snprintf(env, sizeof(env), "/nonexistent-dir::%s", dir);
@@ -102,8 +125,8 @@ int main(int argc, char **argv) {
   qiao_backend_entry *entries = NULL;
   size_t n = 0;
   CHECK_OK(qiao_backend_discover(&entries, &n));
-  const char *expected[] = {"testvalid",  "testmajor2", "testnoentry",
-                            "testnullfn", "testsmall",  "testnewer"};
+  const char *expected[] = {"testvalid", "testmajor2", "testnoentry", "testnullfn",
+                            "testsmall", "testnewer",  "testv10"};
   for (size_t e = 0; e < sizeof(expected) / sizeof(expected[0]); e++) {
     int found = 0;
     for (size_t i = 0; i < n; i++)

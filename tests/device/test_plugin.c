@@ -1,13 +1,14 @@
 /* A deliberately minimal (and, depending on TEST_PLUGIN_KIND, deliberately
  * broken) device plugin, used to check what the runtime's loader accepts and
  * refuses. Every function fails with UNSUPPORTED; the backend has no devices.
- *   KIND_VALID      a well-formed ABI 1.0 table
+ *   KIND_VALID      a well-formed table of this header's ABI version
  *   KIND_MAJOR2     abi_major = 2
  *   KIND_NO_ENTRY   no qiao_device_get_api symbol at all
  *   KIND_NULL_FN    the required entry `rope` is NULL
  *   KIND_SMALL      struct_size smaller than ABI 1.0's table
  *   KIND_NEWER      a plugin of a later minor version (1.7): a larger table
- *                   with functions this runtime does not know */
+ *                   with functions this runtime does not know
+ *   KIND_V1_0       a plugin built for ABI 1.0 (abi_minor 0): still loads */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@
 #define KIND_NULL_FN 3
 #define KIND_SMALL 4
 #define KIND_NEWER 5
+#define KIND_V1_0 6
 
 struct qiao_dev_error {
   qiao_dev_code code;
@@ -118,7 +120,10 @@ static const struct {
                                ? sizeof(qiao_dev_api) + 3 * sizeof(void (*)(void))
                                : sizeof(qiao_dev_api),
             .abi_major = TEST_PLUGIN_KIND == KIND_MAJOR2 ? 2 : QIAO_DEVICE_ABI_MAJOR,
-            .abi_minor = TEST_PLUGIN_KIND == KIND_NEWER ? 7 : QIAO_DEVICE_ABI_MINOR,
+            .abi_minor = TEST_PLUGIN_KIND == KIND_NEWER ? 7
+                         : TEST_PLUGIN_KIND == KIND_V1_0 || TEST_PLUGIN_KIND == KIND_MAJOR2
+                             ? 0
+                             : QIAO_DEVICE_ABI_MINOR,
             .name = "test",
             .version = "0",
             .error_code = error_code,

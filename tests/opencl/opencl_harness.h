@@ -75,7 +75,7 @@ static inline int dev_open_api(dev *d, const char *label, const qiao_dev_api *ap
     test_failures++;
     return 0;
   }
-  qiao_dev_device_options dopt = {sizeof(dopt), 0};
+  qiao_dev_device_options dopt = {.struct_size = sizeof(dopt), .n_threads = 0};
   if (!DEV_OK(d, api->device_open(d->backend, 0, &dopt, &d->device))) return 0;
   return DEV_OK(d, api->queue_create(d->device, &d->queue));
 }

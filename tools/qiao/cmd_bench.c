@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "core/status_internal.h"
 #include "engine_cli.h"
+#include "format/import_tokenizer.h"
 #include "format/model_internal.h"
 
 /* ---- Known shapes (from the models' published configs) ------------------- */
@@ -111,8 +112,99 @@ static qiao_status *add_ones(qiao_model *m, const char *name, uint64_t n) {
   return qiao__model_add_tensor(m, name, QIAO_DTYPE_F32, 1, &n, data, n * 4);
 }
 
+/* The tokenizer of a tokenizer.json (and the tokenizer_config.json beside
+ * it), its vocabulary padded with unused "[PADi]" tokens up to the shape's
+ * vocab, as the published GGUFs of these models are (llama.cpp wants one
+ * token per embedding row). */
+static qiao_status *add_tokenizer(qiao_model *m, const char *path, uint32_t vocab) {
+  char dir[4096];
+  snprintf(dir, sizeof(dir), "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash) *slash = '\0';
+  qiao_model *t = NULL;
+  QIAO__TRY(qiao__model_create(path, "hf", &t));
+  qiao_status *st = qiao__import_tokenizer_json(t, path, slash ? dir : ".");
+  for (uint64_t i = 0; st == NULL && i < qiao_model_kv_count(t); i++) {
+    const qiao_kv *kv = qiao_model_kv_at(t, i);
+    bool tokens = strcmp(kv->key, "tokenizer.tokens") == 0,
+         types = strcmp(kv->key, "tokenizer.token_types") == 0;
+    if ((!tokens && !types) || kv->type != QIAO_VALUE_ARRAY || kv->array_len >= vocab) {
+      st = qiao__model_set_kv(m, kv);
+      continue;
+    }
+    const uint64_t n = kv->array_len;
+    if (types && kv->elem_type != QIAO_VALUE_I32) {
+      st = qiao__error(QIAO_MALFORMED, "%s: tokenizer.token_types is not i32", path);
+    } else if (types) {
+      int32_t *v = NULL;
+      st = qiao__model_alloc(m, vocab * 4ull, (void **)&v);
+      if (st == NULL) {
+        memcpy(v, kv->v.array, n * 4);
+        for (uint64_t j = n; j < vocab; j++)
+          v[j] = 5; /* unused */
+        st = qiao__model_set_array(m, kv->key, QIAO_VALUE_I32, vocab, v);
+      }
+    } else {
+      qiao_string *v = NULL;
+      char *names = NULL;
+      st = qiao__model_alloc(m, vocab * sizeof(qiao_string), (void **)&v);
+      if (st == NULL) st = qiao__model_alloc(m, (vocab - n) * 24, (void **)&names);
+      if (st == NULL) {
+        memcpy(v, kv->v.array, n * sizeof(qiao_string));
+        for (uint64_t j = n; j < vocab; j++) {
+          char *name = names + (j - n) * 24;
+          v[j] =
+              (qiao_string){name, (uint64_t)snprintf(name, 24, "[PAD%llu]", (unsigned long long)j)};
+        }
+        st = qiao__model_set_array(m, kv->key, QIAO_VALUE_STRING, vocab, v);
+      }
+    }
+  }
+  qiao_model_close(t);
+  return st;
+}
+
+/* Zeroes the output rows (the embedding when tied) of every token that is
+ * not plain text by itself: control and padding tokens, and pieces of an
+ * unfinished UTF-8 character. Their logits are then 0 among ~150k random
+ * ones, so greedy decoding of the random model yields valid UTF-8 text,
+ * which servers' output parsers need (llama-server fails a stream on
+ * invalid UTF-8). */
+static qiao_status *zero_non_text_rows(qiao_model *m) {
+  const qiao_tensor *w = qiao_model_tensor_find(m, "output.weight");
+  if (w == NULL) w = qiao_model_tensor_find(m, "token_embd.weight");
+  const qiao_kv *types = qiao_model_kv_find(m, "tokenizer.token_types");
+  if (w == NULL || w->n_dims != 2 || types == NULL || types->elem_type != QIAO_VALUE_I32)
+    return qiao__error(QIAO_MALFORMED, "bench: no output matrix or token types to clean");
+  qiao_tokenizer *tok = NULL;
+  QIAO__TRY(qiao_tokenizer_create_from_model(m, &tok));
+  const uint64_t rows = w->shape[0], row_bytes = w->n_bytes / rows;
+  const int32_t *type = types->v.array;
+  qiao_status *st = NULL;
+  uint64_t zeroed = 0;
+  for (uint64_t id = 0; st == NULL && id < rows; id++) {
+    bool text = id < types->array_len && type[id] == 1; /* normal */
+    char *s = NULL;
+    size_t len = 0;
+    int32_t i32 = (int32_t)id;
+    if (text && (st = qiao_tokenizer_decode(tok, &i32, 1, &s, &len)) == NULL)
+      text = len > 0 && memmem(s, len, "\xef\xbf\xbd", 3) == NULL; /* no U+FFFD */
+    free(s);
+    /* the model's own memory (qiao__model_alloc), written before any use */
+    if (!text) {
+      memset((uint8_t *)(uintptr_t)w->data + id * row_bytes, 0, row_bytes);
+      zeroed++;
+    }
+  }
+  qiao_tokenizer_destroy(tok);
+  if (st == NULL)
+    fprintf(stderr, "bench: %llu of %llu tokens are not text alone: their output rows are zero\n",
+            (unsigned long long)zeroed, (unsigned long long)rows);
+  return st;
+}
+
 static qiao_status *build_shape(const shape *sh, qiao_dtype dtype, uint32_t n_threads,
-                                qiao_model **out) {
+                                const char *tokenizer_json, qiao_model **out) {
   qiao_model *m = NULL;
   QIAO__TRY(qiao__model_create(sh->name, "qiao", &m));
   qiao_status *st = NULL;
@@ -139,7 +231,10 @@ static qiao_status *build_shape(const shape *sh, qiao_dtype dtype, uint32_t n_th
     T(qiao__model_set_string(m, "model.rope.scaling.type", "llama3", 6));
     T(qiao__model_set_f32(m, "model.rope.scaling.factor", 32));
   }
-  T(qiao__model_set_string(m, "tokenizer.model", "none", 4));
+  if (tokenizer_json != NULL)
+    T(add_tokenizer(m, tokenizer_json, sh->vocab));
+  else
+    T(qiao__model_set_string(m, "tokenizer.model", "none", 4));
   const uint64_t D = sh->dim, qd = (uint64_t)sh->n_heads * sh->head_dim,
                  kvd = (uint64_t)sh->n_kv_heads * sh->head_dim, F = sh->ffn_dim, V = sh->vocab;
   uint64_t seed = 1;
@@ -179,6 +274,7 @@ static qiao_status *build_shape(const shape *sh, qiao_dtype dtype, uint32_t n_th
       T(add_ones(m, name, sh->head_dim));
     }
   }
+  if (tokenizer_json != NULL) T(zero_non_text_rows(m));
 #undef T
   if (st != NULL) {
     qiao_model_close(m);
@@ -344,14 +440,16 @@ static void usage(FILE *f) {
       "  --type    q8_0, q4_0, f16, bf16, f32 (with --shape)\n"
       "  --batch N decode N sequences in one batch (throughput of all of them)\n"
       "  --reps R  decode runs to take the median of (default 3)\n"
-      "  --json    one JSON object on stdout instead of the table\n");
+      "  --json    one JSON object on stdout instead of the table\n"
+      "  --save OUT.gguf|OUT.qiao  with --shape: write the model (random weights) and exit;\n"
+      "            --tokenizer tokenizer.json adds that vocabulary (padded to the shape's)\n");
   engine_cli_print_device_flags(f);
 }
 
 int qiao_cmd_bench(int argc, char **argv) {
   engine_cli_opts o;
   engine_cli_opts_init(&o);
-  const char *shape_name = NULL, *type_name = "q8_0";
+  const char *shape_name = NULL, *type_name = "q8_0", *save_path = NULL;
   uint32_t p = 128, n = 64, batch = 1, reps = 3;
   bool json = false;
   for (int i = 1; i < argc; i++) {
@@ -368,7 +466,8 @@ int qiao_cmd_bench(int argc, char **argv) {
       json = true;
       continue;
     } else if (strcmp(a, "--shape") != 0 && strcmp(a, "--type") != 0 && strcmp(a, "-p") != 0 &&
-               strcmp(a, "-n") != 0 && strcmp(a, "--batch") != 0 && strcmp(a, "--reps") != 0) {
+               strcmp(a, "-n") != 0 && strcmp(a, "--batch") != 0 && strcmp(a, "--reps") != 0 &&
+               strcmp(a, "--save") != 0) {
       return qiao_cli_unknown_arg("bench", a);
     }
     if ((v = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
@@ -376,6 +475,8 @@ int qiao_cmd_bench(int argc, char **argv) {
       shape_name = v;
     else if (strcmp(a, "--type") == 0)
       type_name = v;
+    else if (strcmp(a, "--save") == 0)
+      save_path = v;
     else if (strcmp(a, "-p") == 0)
       st = qiao_cli_parse_u32(a, v, 1, 65536, &p);
     else if (strcmp(a, "-n") == 0)
@@ -388,6 +489,8 @@ int qiao_cmd_bench(int argc, char **argv) {
   }
   if (shape_name != NULL && o.model.path != NULL)
     return qiao_cli_usage_error("bench: give -m or --shape, not both");
+  if (save_path != NULL && shape_name == NULL)
+    return qiao_cli_usage_error("bench: --save needs --shape");
   uint32_t threads = o.n_threads ? o.n_threads : 2;
 
   qiao_engine_options eo = qiao_engine_default_options();
@@ -411,8 +514,17 @@ int qiao_cmd_bench(int argc, char **argv) {
       st = qiao__error(QIAO_INVALID_ARGUMENT, "--type i32");
     if (st != NULL) return qiao_cli_fail(st);
     fprintf(stderr, "bench: building %s with random %s weights\n", sh->name, type_name);
-    st = build_shape(sh, dtype, threads, &model);
+    st = build_shape(sh, dtype, threads, o.model.tokenizer_path, &model);
     snprintf(what, sizeof(what), "%s", sh->name);
+    if (st == NULL && save_path != NULL) { /* a model file for other tools: no benchmark */
+      size_t len = strlen(save_path);
+      qiao_convert_options co = {sizeof(co), QIAO_FILE_QIAO, QIAO_DTYPE_COUNT, true};
+      if (len >= 5 && strcmp(save_path + len - 5, ".gguf") == 0) co.format = QIAO_FILE_GGUF;
+      st = qiao_model_write(model, save_path, &co);
+      qiao_model_close(model);
+      if (st == NULL) fprintf(stderr, "bench: wrote %s\n", save_path);
+      return st ? qiao_cli_fail(st) : 0;
+    }
   } else {
     st = qiao_cli_open_model(&o.model, false, &model);
     if (st == NULL) snprintf(what, sizeof(what), "%s", qiao_model_path(model));
@@ -425,8 +537,9 @@ int qiao_cmd_bench(int argc, char **argv) {
   }
   bench_result r = {0, 0, 0};
   if (st == NULL) {
-    fprintf(stderr, "bench: %s on %s (%s), %u threads: prefill %u, decode %u x %u\n", what,
-            qiao_engine_backend_name(e), qiao_engine_device_name(e), threads, p, n, batch);
+    fprintf(stderr, "bench: %s on %s (%s), %u threads%s: prefill %u, decode %u x %u\n", what,
+            qiao_engine_backend_name(e), qiao_engine_device_name(e), threads,
+            o.batch_invariant ? ", batch-invariant" : "", p, n, batch);
     st = run_bench(e, p, n, batch, reps, threads, &r);
   }
   if (st == NULL) {
@@ -441,12 +554,14 @@ int qiao_cmd_bench(int argc, char **argv) {
              "\"bandwidth_bound_tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, "
              "\"backend\": \"%s\", \"device\": \"%s\", \"threads\": %u, \"batch\": %u, "
              "\"prompt_tokens\": %u, \"decode_tokens\": %u, \"decode_cpu_share\": %.2f, "
-             "\"%s\": \"%s\", \"type\": \"%s\"}\n",
+             "\"batch_invariant\": %s, \"%s\": \"%s\", \"type\": \"%s\"}\n",
              r.prefill_tps, r.decode_tps, (unsigned long long)bpt, bw, bound,
              r.decode_tps / batch / bound, qiao_engine_backend_name(e), qiao_engine_device_name(e),
-             threads, batch, p, n, r.decode_cpu_share, shape_name ? "shape" : "model", what, type);
+             threads, batch, p, n, r.decode_cpu_share, o.batch_invariant ? "true" : "false",
+             shape_name ? "shape" : "model", what, type);
     } else {
-      printf("%s (%s) on %s, %u threads\n", what, type, qiao_engine_device_name(e), threads);
+      printf("%s (%s) on %s, %u threads%s\n", what, type, qiao_engine_device_name(e), threads,
+             o.batch_invariant ? ", batch-invariant" : "");
       printf("  prefill %u tokens:   %8.1f tokens/s\n", p, r.prefill_tps);
       printf("  decode (batch %u):   %8.1f tokens/s\n", batch, r.decode_tps);
       printf("  weights per token:  %8.1f MB\n", (double)bpt / 1e6);

@@ -51,9 +51,15 @@ static int show_backend(const char *what) {
     print_bytes(p.memory_bytes);
     printf(", max buffer ");
     print_bytes(p.max_buffer_bytes);
-    printf(", %u compute units, flags 0x%x%s\n", p.compute_units, p.flags,
-           (p.flags & QIAO_DEV_FLAG_HOST_MEMORY) ? " (host-memory)" : "");
-    qiao_dev_device_options o = {sizeof(o), 0};
+    /* The batch-invariant bit means something only from a 1.1 plugin. */
+    bool host = (p.flags & QIAO_DEV_FLAG_HOST_MEMORY) != 0;
+    bool invariant = api->abi_minor >= 1 && (p.flags & QIAO_DEV_FLAG_BATCH_INVARIANT) != 0;
+    printf(", %u compute units, flags 0x%x%s%s%s%s\n", p.compute_units, p.flags,
+           host || invariant ? " (" : "", host ? "host-memory" : "", host && invariant ? ", " : "",
+           invariant ? "batch-invariant)"
+           : host    ? ")"
+                     : "");
+    qiao_dev_device_options o = {.struct_size = sizeof(o), .n_threads = 0};
     qiao_dev_device *device = NULL;
     st = qiao_backend_status(backend, api->device_open(handle, d, &o, &device), "device_open");
     if (st != NULL) {

@@ -10,10 +10,12 @@ int qiao_cmd_convert(int argc, char **argv);
 int qiao_cmd_run(int argc, char **argv);
 int qiao_cmd_logits(int argc, char **argv);
 int qiao_cmd_bench(int argc, char **argv);
+int qiao_cmd_bench_serve(int argc, char **argv);
 int qiao_cmd_tokenize(int argc, char **argv);
 int qiao_cmd_detokenize(int argc, char **argv);
 int qiao_cmd_template(int argc, char **argv);
 int qiao_cmd_chat(int argc, char **argv);
+int qiao_cmd_serve(int argc, char **argv);
 int qiao_cmd_devices(int argc, char **argv);
 int qiao_cmd_conformance(int argc, char **argv);
 

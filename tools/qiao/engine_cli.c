@@ -33,6 +33,11 @@ int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i) {
   if (r != 0) return r == 1 ? 1 : -1;
   if (strcmp(a, "--allow-fallback") == 0) {
     o->allow_fallback = true;
+  } else if (strcmp(a, "--batch-invariant") == 0) {
+    o->batch_invariant = true;
+  } else if (strcmp(a, "--device") == 0) {
+    VALUE();
+    st = qiao_cli_parse_u32(a, v, 0, UINT32_MAX, &o->device_index);
   } else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) {
     VALUE();
     st = qiao_cli_parse_u32(a, v, 1, 1024, &o->n_threads);
@@ -83,7 +88,10 @@ void engine_cli_print_device_flags(FILE *f) {
       "  --tokenizer PATH      the tok.bin of a llama2.c .bin (or a tokenizer for an HF folder)\n"
       "  -t N                  threads (default: the backend's choice)\n"
       "  --backend NAME|PATH   device backend (default cpu)\n"
-      "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n");
+      "  --device N            which device of the backend (default 0)\n"
+      "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n"
+      "  --batch-invariant     results of a sequence independent of the rest of its batch\n"
+      "                        (the device must claim QIAO_DEV_FLAG_BATCH_INVARIANT)\n");
 }
 
 void engine_cli_print_sampling_flags(FILE *f) {
@@ -101,25 +109,31 @@ void engine_cli_apply(const engine_cli_opts *o, qiao_engine_options *eo) {
   eo->backend = o->backend;
   eo->n_threads = o->n_threads;
   eo->allow_fallback = o->allow_fallback;
+  eo->device_index = o->device_index;
+  eo->batch_invariant = o->batch_invariant;
+}
+
+qiao_status *engine_cli_open_tokenizer(const qiao_cli_model_args *a, const qiao_model *model,
+                                       qiao_tokenizer **out) {
+  /* The --tokenizer file when given (unless it was attached to a llama2.c
+   * model), else the model's own; none is fine (ids only). */
+  *out = NULL;
+  if (a->tokenizer_path != NULL && strcmp(qiao_model_format(model), "llama2c") != 0)
+    return qiao_tokenizer_open(a->tokenizer_path, out);
+  qiao_status *st = qiao_tokenizer_create_from_model(model, out);
+  if (qiao_status_code(st) == QIAO_NOT_FOUND) {
+    qiao_status_free(st);
+    st = NULL;
+    *out = NULL;
+  }
+  return st;
 }
 
 qiao_status *engine_cli_open(const engine_cli_opts *o, qiao_engine_options *eo,
                              engine_cli_session *out) {
   memset(out, 0, sizeof(*out));
   QIAO__TRY(qiao_cli_open_model(&o->model, false, &out->model));
-  /* The tokenizer: the --tokenizer file when given (unless it was attached
-   * to a llama2.c model), else the model's own; none is fine (ids only). */
-  qiao_status *st = NULL;
-  if (o->model.tokenizer_path != NULL && strcmp(qiao_model_format(out->model), "llama2c") != 0) {
-    st = qiao_tokenizer_open(o->model.tokenizer_path, &out->tokenizer);
-  } else {
-    st = qiao_tokenizer_create_from_model(out->model, &out->tokenizer);
-    if (qiao_status_code(st) == QIAO_NOT_FOUND) {
-      qiao_status_free(st);
-      st = NULL;
-      out->tokenizer = NULL;
-    }
-  }
+  qiao_status *st = engine_cli_open_tokenizer(&o->model, out->model, &out->tokenizer);
   if (st == NULL) {
     engine_cli_apply(o, eo);
     st = qiao_engine_create(out->model, eo, &out->engine);

@@ -19,14 +19,16 @@ typedef struct engine_cli_opts {
   const char *backend;       /* --backend, default "cpu" */
   uint32_t n_threads;
   bool allow_fallback;
+  uint32_t device_index; /* --device N */
+  bool batch_invariant;  /* --batch-invariant */
   qiao_sampler_params sampling;
   bool seed_given;
 } engine_cli_opts;
 
 void engine_cli_opts_init(engine_cli_opts *o);
 
-/* Tries argv[*i] as a common flag (-m, --tokenizer, -t, --backend,
- * --allow-fallback, --temp, --top-k, --top-p, --min-p, --repeat-penalty,
+/* Tries argv[*i] as a common flag (-m, --tokenizer, -t, --backend, --device,
+ * --allow-fallback, --batch-invariant, --temp, --top-k, --top-p, --min-p, --repeat-penalty,
  * --presence-penalty, --frequency-penalty, --repeat-last-n, --seed).
  * Returns 1 when consumed (advancing *i past its value), 0 when not a common
  * flag, -1 on a usage error (after printing it). */
@@ -37,7 +39,8 @@ int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i);
 void engine_cli_print_device_flags(FILE *f);
 void engine_cli_print_sampling_flags(FILE *f);
 
-/* Copies the backend, thread and fallback flags into engine options. */
+/* Copies the backend, device, thread, fallback and batch-invariant flags
+ * into engine options. */
 void engine_cli_apply(const engine_cli_opts *o, qiao_engine_options *engine_options);
 
 typedef struct engine_cli_session {
@@ -45,6 +48,12 @@ typedef struct engine_cli_session {
   qiao_tokenizer *tokenizer; /* NULL when the model has none */
   qiao_engine *engine;
 } engine_cli_session;
+
+/* The tokenizer of an open model: the --tokenizer file when given (unless
+ * it was attached to a llama2.c model), else the model's own; *out is NULL
+ * when the model has none. */
+qiao_status *engine_cli_open_tokenizer(const qiao_cli_model_args *a, const qiao_model *model,
+                                       qiao_tokenizer **out);
 
 /* Opens the model, its tokenizer (or --tokenizer) and an engine with
  * `engine_options` (backend and threads are filled from the flags). */

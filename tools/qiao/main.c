@@ -13,8 +13,10 @@ typedef struct command {
 static const command commands[] = {
     {"run", qiao_cmd_run, "generate text from a prompt"},
     {"chat", qiao_cmd_chat, "chat in the terminal with the model's template"},
+    {"serve", qiao_cmd_serve, "an OpenAI-compatible HTTP server"},
     {"logits", qiao_cmd_logits, "write the logits of every prompt position"},
     {"bench", qiao_cmd_bench, "measure prefill and decode speed"},
+    {"bench-serve", qiao_cmd_bench_serve, "load an OpenAI-compatible server and time it"},
     {"inspect", qiao_cmd_inspect, "show a model's architecture, tokenizer and tensors"},
     {"validate", qiao_cmd_validate, "check a model file completely"},
     {"convert", qiao_cmd_convert, "convert a model to .qiao or .gguf"},

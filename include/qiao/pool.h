@@ -1,0 +1,94 @@
+/* qiao/pool.h: a pool of devices that serve one model, one replica each.
+ *
+ * A pool opens one engine (a replica of the model) on each device it is
+ * given, of any mix of backends ("cpu", "opencl:0", a plugin path). A replica
+ * that fails (its device reports an error on several consecutive steps, or
+ * loses the device) is taken out of the pool for good: its sequences are
+ * gone, and the pool says which device is out and why.
+ *
+ * The scheduler (qiao/scheduler.h) is the pool's one user: it runs each
+ * replica's steps on a thread of its own and routes requests between them.
+ *
+ * Ownership: the pool borrows the model, which must stay open until
+ * qiao_pool_destroy. Thread-safety: functions taking a replica index may be
+ * called from one thread per replica at a time; qiao_pool_replica_info and
+ * the counters are safe from any thread. */
+#ifndef QIAO_POOL_H
+#define QIAO_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qiao/engine.h"
+#include "qiao/model.h"
+#include "qiao/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qiao_pool qiao_pool;
+
+typedef struct qiao_pool_options {
+  size_t struct_size;
+  uint32_t n_threads;   /* host threads per replica; 0 = the backend's default */
+  uint32_t slots;       /* sequences each replica runs at once; 0 = 8 */
+  uint32_t max_context; /* positions per sequence; 0 = the engine's default */
+  uint32_t kv_blocks;   /* KV blocks per replica; 0 = enough for every slot's full context */
+  bool batch_invariant; /* require batch-invariant devices (see qiao/engine.h) */
+  bool prefix_cache;    /* keep prompt prefixes in the KV cache for reuse */
+  bool verbose;         /* loading progress and placement on stderr */
+} qiao_pool_options;
+
+qiao_pool_options qiao_pool_default_options(void);
+
+/* Opens a replica on each of the n device specs: "BACKEND" or
+ * "BACKEND:INDEX" (BACKEND is a name such as cpu or opencl, or a plugin
+ * path). Fails naming the spec when any replica cannot be opened. */
+qiao_status *qiao_pool_create(const qiao_model *model, const char *const *specs, size_t n,
+                              const qiao_pool_options *options, qiao_pool **out_pool);
+void qiao_pool_destroy(qiao_pool *pool); /* accepts NULL */
+
+size_t qiao_pool_size(const qiao_pool *pool);
+const qiao_hparams *qiao_pool_hparams(const qiao_pool *pool);
+/* Positions a sequence may hold (the same on every replica). */
+uint32_t qiao_pool_max_context(const qiao_pool *pool);
+
+typedef struct qiao_pool_replica_info {
+  char spec[160];    /* as given: "cpu", "opencl:0" */
+  char device[128];  /* the device's name */
+  bool ok;           /* false once taken out of the pool */
+  char failure[256]; /* why it was taken out ("" while ok) */
+  uint32_t slots;
+  uint32_t kv_blocks, kv_blocks_used, kv_blocks_cached, kv_block_size;
+  uint64_t prefix_hit_tokens; /* prompt tokens served from the prefix cache */
+} qiao_pool_replica_info;
+
+void qiao_pool_replica_info_get(qiao_pool *pool, size_t replica, qiao_pool_replica_info *out);
+
+/* The engine of a replica, for the replica's own thread, which holds the
+ * replica's lock (qiao_pool_lock) around every call on it. NULL once the
+ * replica is out. */
+qiao_engine *qiao_pool_engine(qiao_pool *pool, size_t replica);
+void qiao_pool_lock(qiao_pool *pool, size_t replica);
+void qiao_pool_unlock(qiao_pool *pool, size_t replica);
+
+/* Leading prompt positions the replica's prefix cache would serve; 0 when
+ * the replica is in the middle of a step (this never waits for one). */
+uint32_t qiao_pool_prefix_cached(qiao_pool *pool, size_t replica, const int32_t *tokens, size_t n);
+
+/* Reports the outcome of a step on a replica (NULL: success) and refreshes
+ * its snapshot. A failure counts towards a limit of 3 consecutive failures;
+ * a lost device (qiao_engine_device_lost) or the limit takes the replica
+ * out of the pool for good, returning true. */
+bool qiao_pool_report(qiao_pool *pool, size_t replica, const qiao_status *step_status);
+
+/* Refreshes the replica's snapshot (KV blocks in use, cached, hits) after
+ * the replica's thread changed its sequences outside a step. */
+void qiao_pool_refresh(qiao_pool *pool, size_t replica);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

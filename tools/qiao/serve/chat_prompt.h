@@ -1,0 +1,21 @@
+/* Chat messages to prompt tokens: the `messages` of a chat request are
+ * checked, normalized to {role, content} with string content, rendered with
+ * the model's chat template (or --chat-template) and tokenized. */
+#ifndef QIAO_SERVE_CHAT_PROMPT_H
+#define QIAO_SERVE_CHAT_PROMPT_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app.h"
+#include "errors.h"
+
+/* On success *ids (n) are malloc'd, and so is *rendered (the prompt text)
+ * when `rendered` is not NULL. On failure *e says why (400 naming
+ * "messages..." for what the client sent). */
+bool serve_chat_prompt(serve_app *app, json_object *messages, int32_t **ids, size_t *n,
+                       char **rendered, serve_error *e);
+
+#endif

@@ -1,0 +1,308 @@
+/* Running the choices of a request on the scheduler and turning their
+ * events into a whole response or an SSE stream. */
+#include "generation.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "client_watch.h"
+#include "text.h"
+
+/* How long one wait for events lasts before the client is checked again. */
+#define WAIT_MS 100
+/* A stream stops collecting events once this much output waits to be sent. */
+#define OUT_HIGH (64u << 10)
+
+bool serve_generation_start(serve_generation *g, serve_app *app, serve_gen_request *req,
+                            const char *tenant, const char *request_id, int client_fd,
+                            serve_error *e) {
+  g->app = app;
+  g->req = *req;
+  memset(req, 0, sizeof(*req)); /* moved */
+  g->client_fd = client_fd;
+  g->stream = g->req.stream;
+  snprintf(g->id, sizeof(g->id), "%s%s", g->req.api == SERVE_API_CHAT ? "chatcmpl-" : "cmpl-",
+           request_id);
+  g->head = (serve_resp_head){g->req.api, g->id, (int64_t)time(NULL), app->model_name};
+  for (uint32_t i = 0; i < g->req.n; i++)
+    serve_logprobs_init(&g->choices[i].logprobs, g->req.api);
+
+  qiao_request_params p = {.struct_size = sizeof(p)};
+  p.tenant = tenant;
+  p.prompt = g->req.prompt;
+  p.n_prompt = g->req.n_prompt;
+  p.max_tokens = g->req.max_tokens;
+  p.sampling = g->req.sampling;
+  p.sampling.n_logprobs = g->req.logprobs ? g->req.top_logprobs : 0;
+  p.stops = (const char *const *)g->req.stops;
+  p.n_stops = g->req.n_stops;
+  p.ignore_eos = g->req.ignore_eos;
+  p.logit_bias = g->req.logit_bias;
+  p.n_logit_bias = g->req.n_logit_bias;
+  p.logprobs = g->req.logprobs;
+  for (uint32_t i = 0; i < g->req.n; i++) {
+    /* With a seed, choice i uses seed + i (reproducible, yet distinct). */
+    p.sampling.seed = g->req.seed_given ? g->req.sampling.seed + i : serve_random_u64();
+    qiao_submit_result result = {QIAO_REJECT_NONE, 0};
+    qiao_status *st = qiao_scheduler_submit(app->scheduler, &p, &result, &g->choices[i].request);
+    if (st != NULL) {
+      if (result.reject == QIAO_REJECT_NONE) result.reject = QIAO_REJECT_INVALID;
+      serve_error_from_reject(e, &result, qiao_status_message(st),
+                              g->req.api == SERVE_API_CHAT ? "messages" : "prompt");
+      qiao_status_free(st);
+      return false;
+    }
+    g->n_submitted++;
+  }
+  return true;
+}
+
+void serve_generation_free(serve_generation *g) {
+  for (uint32_t i = 0; i < g->n_submitted; i++)
+    qiao_request_destroy(g->choices[i].request);
+  for (uint32_t i = 0; i < SERVE_MAX_CHOICES; i++) {
+    serve_buf_free(&g->choices[i].text);
+    serve_logprobs_free(&g->choices[i].logprobs);
+  }
+  serve_gen_request_free(&g->req);
+  serve_buf_free(&g->out);
+  memset(g, 0, sizeof(*g));
+}
+
+static void cancel_all(serve_generation *g) {
+  for (uint32_t i = 0; i < g->n_submitted; i++)
+    if (!g->choices[i].done) qiao_request_cancel(g->choices[i].request);
+}
+
+static bool all_done(const serve_generation *g) {
+  for (uint32_t i = 0; i < g->n_submitted; i++)
+    if (!g->choices[i].done) return false;
+  return true;
+}
+
+/* The request's error from a choice that ended badly (the first one wins). */
+static void fail_from_choice(serve_generation *g, const serve_choice *c) {
+  if (g->error.status != 0) return;
+  if (c->finish == QIAO_FINISH_ERROR) {
+    qiao_scheduler_health h;
+    qiao_scheduler_health_get(g->app->scheduler, &h);
+    if (h.replicas_ok == 0) {
+      serve_fail(&g->error, 503, NULL, "no device is left to serve requests: %s", c->error);
+      g->error.code = "no_device";
+      g->error.retry_after_s = 30;
+    } else {
+      serve_fail(&g->error, 500, NULL, "generation failed: %s", c->error);
+      g->error.code = "device_error";
+    }
+  } else { /* cancelled by the scheduler: it is shutting down */
+    serve_fail(&g->error, 503, NULL, "the server is shutting down");
+    g->error.code = "shutting_down";
+    g->error.retry_after_s = 1;
+  }
+}
+
+/* Appends a chunk with one choice to the stream. */
+static void emit(serve_generation *g, json_object *choice) {
+  json_object *r = serve_resp_new(&g->head, true);
+  json_object_array_add(serve_resp_choices(r), choice);
+  if (g->req.include_usage) json_object_object_add(r, "usage", NULL); /* as OpenAI does */
+  serve_sse_event(&g->out, r);
+}
+
+static void on_token(serve_generation *g, uint32_t i, const qiao_request_event *ev) {
+  serve_choice *c = &g->choices[i];
+  if (g->req.logprobs) serve_logprobs_add(&c->logprobs, g->app->tokenizer, ev);
+  if (!g->stream) {
+    serve_buf_append(&c->text, ev->text, ev->text_len);
+  } else if (ev->text_len > 0 || g->req.logprobs) {
+    /* Tokens whose text is held back (half a character, maybe a stop
+     * string) send nothing, unless their logprobs are wanted. */
+    emit(g, serve_resp_chunk_choice(g->req.api, i, false, ev->text, ev->text_len,
+                                    serve_logprobs_take(&c->logprobs), NULL));
+  }
+}
+
+static void on_done(serve_generation *g, uint32_t i, const qiao_request_event *ev) {
+  serve_choice *c = &g->choices[i];
+  c->done = true;
+  c->finish = ev->finish;
+  c->prompt_tokens = ev->prompt_tokens;
+  c->cached_tokens = ev->cached_tokens;
+  c->completion_tokens = ev->completion_tokens;
+  c->queue_s = ev->queue_s;
+  c->ttft_s = ev->ttft_s;
+  snprintf(c->replica, sizeof(c->replica), "%s", ev->replica);
+  if (ev->finish == QIAO_FINISH_ERROR) {
+    snprintf(c->error, sizeof(c->error), "%s", ev->error ? ev->error : "unknown error");
+    serve_text_sanitize(c->error);
+  }
+  if (ev->finish != QIAO_FINISH_STOP && ev->finish != QIAO_FINISH_LENGTH) {
+    fail_from_choice(g, c);
+    g->stream_error = g->stream;
+    cancel_all(g); /* one choice failed: the request failed */
+    return;
+  }
+  const char *reason = serve_finish_reason(ev->finish);
+  if (!g->stream) {
+    serve_buf_append(&c->text, ev->text, ev->text_len);
+    return;
+  }
+  if (ev->text_len > 0) /* the text that was held back */
+    emit(g, serve_resp_chunk_choice(g->req.api, i, false, ev->text, ev->text_len, NULL, NULL));
+  emit(g, serve_resp_chunk_choice(g->req.api, i, false, g->req.api == SERVE_API_CHAT ? NULL : "", 0,
+                                  NULL, reason));
+}
+
+static void on_event(serve_generation *g, uint32_t i, const qiao_request_event *ev) {
+  g->choices[i].got_event = true;
+  if (ev->kind == QIAO_EVENT_TOKEN)
+    on_token(g, i, ev);
+  else
+    on_done(g, i, ev);
+}
+
+/* The client is gone: cancel, and wait briefly for the choices' last
+ * events so that the log says how far they got. */
+static void cancel_and_collect(serve_generation *g) {
+  cancel_all(g);
+  qiao_request_event ev;
+  for (uint32_t i = 0, waits = 0; i < g->n_submitted && waits < 10; i++)
+    while (!g->choices[i].done && waits < 10) {
+      if (qiao_request_next(g->choices[i].request, WAIT_MS, &ev))
+        on_event(g, i, &ev);
+      else
+        waits++;
+    }
+}
+
+/* Handles the events that have come for unfinished choices, waiting up to
+ * WAIT_MS when none had. Returns false when the client is gone (the choices
+ * are then cancelled). */
+static bool pump(serve_generation *g) {
+  size_t handled = 0, undone = 0;
+  uint32_t first_undone = 0;
+  qiao_request_event ev;
+  for (uint32_t i = 0; i < g->n_submitted; i++) {
+    serve_choice *c = &g->choices[i];
+    while (!c->done && g->out.len - g->out_sent < OUT_HIGH &&
+           qiao_request_next(c->request, 0, &ev)) {
+      on_event(g, i, &ev);
+      handled++;
+    }
+    if (!c->done && undone++ == 0) first_undone = i;
+  }
+  if (handled == 0 && undone > 0 &&
+      qiao_request_next(g->choices[first_undone].request, undone == 1 ? WAIT_MS : WAIT_MS / 4, &ev))
+    on_event(g, first_undone, &ev);
+  if (serve_client_gone(g->client_fd)) {
+    cancel_and_collect(g);
+    return false;
+  }
+  return true;
+}
+
+serve_wait serve_generation_wait(serve_generation *g, json_object **out_json, serve_error *e) {
+  while (!all_done(g))
+    if (!pump(g)) return SERVE_WAIT_CLIENT_GONE;
+  if (g->error.status != 0) {
+    *e = g->error;
+    return SERVE_WAIT_FAILED;
+  }
+  json_object *r = serve_resp_new(&g->head, false);
+  uint32_t completion = 0;
+  for (uint32_t i = 0; i < g->n_submitted; i++) {
+    serve_choice *c = &g->choices[i];
+    json_object_array_add(serve_resp_choices(r),
+                          serve_resp_choice(g->req.api, i, c->text.data, c->text.len,
+                                            serve_logprobs_take(&c->logprobs),
+                                            serve_finish_reason(c->finish)));
+    completion += c->completion_tokens;
+  }
+  const serve_choice *c0 = &g->choices[0];
+  json_object_object_add(r, "usage",
+                         serve_resp_usage(c0->prompt_tokens, completion, c0->cached_tokens));
+  *out_json = r;
+  return SERVE_WAIT_OK;
+}
+
+/* After the last choice: the error event, or the usage chunk and [DONE]. */
+static void finish_stream(serve_generation *g) {
+  if (g->stream_error) {
+    serve_sse_event(&g->out, serve_error_json(&g->error));
+  } else {
+    if (g->req.include_usage) {
+      uint32_t completion = 0;
+      for (uint32_t i = 0; i < g->n_submitted; i++)
+        completion += g->choices[i].completion_tokens;
+      json_object *r = serve_resp_new(&g->head, true);
+      json_object_object_add(
+          r, "usage",
+          serve_resp_usage(g->choices[0].prompt_tokens, completion, g->choices[0].cached_tokens));
+      serve_sse_event(&g->out, r);
+    }
+    serve_sse_done(&g->out);
+  }
+  g->stream_ended = true;
+}
+
+serve_wait serve_generation_stream_begin(serve_generation *g, serve_error *e) {
+  if (g->req.api == SERVE_API_CHAT) /* the role comes first, as OpenAI sends it */
+    for (uint32_t i = 0; i < g->n_submitted; i++)
+      emit(g, serve_resp_chunk_choice(SERVE_API_CHAT, i, true, "", 0, NULL, NULL));
+  /* Until something has come, an error can still be an HTTP status. */
+  bool any = false;
+  while (!any) {
+    if (!pump(g)) return SERVE_WAIT_CLIENT_GONE;
+    for (uint32_t i = 0; i < g->n_submitted; i++)
+      any = any || g->choices[i].got_event;
+  }
+  if (g->error.status != 0) {
+    *e = g->error;
+    return SERVE_WAIT_FAILED;
+  }
+  return SERVE_WAIT_OK;
+}
+
+ssize_t serve_generation_stream_read(serve_generation *g, char *buf, size_t max) {
+  for (;;) {
+    size_t pending = g->out.len - g->out_sent;
+    if (pending > 0) {
+      size_t n = pending < max ? pending : max;
+      memcpy(buf, g->out.data + g->out_sent, n);
+      g->out_sent += n;
+      if (g->out_sent == g->out.len) g->out.len = g->out_sent = 0; /* reuse the buffer */
+      return (ssize_t)n;
+    }
+    if (g->stream_ended) return SERVE_STREAM_END;
+    if (all_done(g)) {
+      finish_stream(g);
+      continue;
+    }
+    if (!pump(g)) return SERVE_STREAM_ABORT;
+  }
+}
+
+void serve_generation_summary(const serve_generation *g, serve_gen_summary *s) {
+  memset(s, 0, sizeof(*s));
+  s->finish = "";
+  s->replica = "";
+  if (g->n_submitted == 0) return;
+  const serve_choice *c0 = &g->choices[0];
+  s->prompt_tokens = c0->prompt_tokens;
+  s->cached_tokens = c0->cached_tokens;
+  s->queue_s = c0->queue_s;
+  s->ttft_s = c0->ttft_s;
+  s->replica = c0->replica;
+  for (uint32_t i = 0; i < g->n_submitted; i++)
+    s->completion_tokens += g->choices[i].completion_tokens;
+  bool device_error = false;
+  for (uint32_t i = 0; i < g->n_submitted; i++)
+    device_error = device_error || g->choices[i].finish == QIAO_FINISH_ERROR;
+  if (device_error)
+    s->finish = "error";
+  else if (!all_done(g) || g->error.status != 0)
+    s->finish = "cancelled"; /* the client left, or the server is shutting down */
+  else
+    s->finish = serve_finish_reason(c0->finish);
+}
