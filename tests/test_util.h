@@ -3,6 +3,7 @@
 #ifndef QIAO_TEST_UTIL_H
 #define QIAO_TEST_UTIL_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,28 @@ static inline char *test_read_file(const char *path, size_t *out_len) {
   fclose(f);
   if (out_len) *out_len = (size_t)n;
   return buf;
+}
+
+/* The generated ids on line 3 of a llama2.c reference file of shared/
+ * (reference/stories260K/...); returns their count. */
+static inline size_t test_llama2c_ids(const char *rel, int32_t *out, size_t cap) {
+  char *text = test_read_file(test_shared_path(rel), NULL);
+  char *line = text;
+  for (int i = 0; i < 2 && line; i++) {
+    line = strchr(line, '\n');
+    if (line) line++;
+  }
+  size_t n = 0;
+  char *end = NULL;
+  while (line && n < cap) {
+    long v = strtol(line, &end, 10);
+    if (end == line) break;
+    out[n++] = (int32_t)v;
+    line = end;
+    if (*line == '\n') break;
+  }
+  free(text);
+  return n;
 }
 
 #endif

@@ -67,26 +67,29 @@ typedef struct qiao_pool_replica_info {
 
 void qiao_pool_replica_info_get(qiao_pool *pool, size_t replica, qiao_pool_replica_info *out);
 
-/* The engine of a replica, for the replica's own thread, which holds the
- * replica's lock (qiao_pool_lock) around every call on it. NULL once the
- * replica is out. */
-qiao_engine *qiao_pool_engine(qiao_pool *pool, size_t replica);
-void qiao_pool_lock(qiao_pool *pool, size_t replica);
-void qiao_pool_unlock(qiao_pool *pool, size_t replica);
+/* ---- A replica's work, for the replica's own thread ------------------------
+ * One thread per replica calls these (the engine is not thread-safe);
+ * each takes the replica's lock, and refreshes its snapshot afterwards. */
 
-/* Leading prompt positions the replica's prefix cache would serve; 0 when
- * the replica is in the middle of a step (this never waits for one). */
+/* A new sequence for `tokens`, starting with the whole blocks of them that
+ * the prefix cache holds (qiao_engine_seq_create_cached): *out_cached
+ * positions are already computed. */
+qiao_status *qiao_pool_seq_create(qiao_pool *pool, size_t replica, const int32_t *tokens, size_t n,
+                                  int32_t *out_seq, uint32_t *out_cached);
+void qiao_pool_seq_free(qiao_pool *pool, size_t replica, int32_t seq);
+
+/* Runs a batch on the replica (qiao_engine_forward; logits of the wanted
+ * rows). A failure counts towards a limit of 3 consecutive failures; a lost
+ * device (qiao_engine_device_lost) or the limit takes the replica out of
+ * the pool for good, and *out_taken_out is then true. A replica that is out
+ * fails at once. */
+qiao_status *qiao_pool_forward(qiao_pool *pool, size_t replica, const qiao_batch *batch,
+                               float *out_logits, bool *out_taken_out);
+
+/* Leading prompt positions the replica's prefix cache would serve now, for
+ * routing from any thread; 0 while the replica is in the middle of a step
+ * (this never waits for one). */
 uint32_t qiao_pool_prefix_cached(qiao_pool *pool, size_t replica, const int32_t *tokens, size_t n);
-
-/* Reports the outcome of a step on a replica (NULL: success) and refreshes
- * its snapshot. A failure counts towards a limit of 3 consecutive failures;
- * a lost device (qiao_engine_device_lost) or the limit takes the replica
- * out of the pool for good, returning true. */
-bool qiao_pool_report(qiao_pool *pool, size_t replica, const qiao_status *step_status);
-
-/* Refreshes the replica's snapshot (KV blocks in use, cached, hits) after
- * the replica's thread changed its sequences outside a step. */
-void qiao_pool_refresh(qiao_pool *pool, size_t replica);
 
 #ifdef __cplusplus
 }

@@ -17,7 +17,7 @@ enum { MAX_CONSECUTIVE_FAILURES = 3 };
 
 typedef struct replica {
   qiao_engine *engine;
-  /* Held by the replica's thread around engine calls (qiao_pool_lock);
+  /* Held around every engine call (the replica's thread makes them);
    * tried by other threads for prefix lookups. */
   pthread_mutex_t engine_mu;
   uint32_t consecutive_failures;
@@ -176,23 +176,48 @@ void qiao_pool_replica_info_get(qiao_pool *p, size_t i, qiao_pool_replica_info *
   pthread_mutex_unlock(&p->mu);
 }
 
-qiao_engine *qiao_pool_engine(qiao_pool *p, size_t i) {
-  if (i >= p->n) return NULL;
+/* The replica's engine, or NULL once it is out. */
+static qiao_engine *live_engine(qiao_pool *p, size_t i) {
   pthread_mutex_lock(&p->mu);
   qiao_engine *e = p->replicas[i].info.ok ? p->replicas[i].engine : NULL;
   pthread_mutex_unlock(&p->mu);
   return e;
 }
 
-void qiao_pool_lock(qiao_pool *p, size_t i) {
-  pthread_mutex_lock(&p->replicas[i].engine_mu);
+static void refresh(qiao_pool *p, size_t i) {
+  pthread_mutex_lock(&p->mu);
+  refresh_info_locked(&p->replicas[i]);
+  pthread_mutex_unlock(&p->mu);
 }
-void qiao_pool_unlock(qiao_pool *p, size_t i) {
-  pthread_mutex_unlock(&p->replicas[i].engine_mu);
+
+static qiao_status *out_of_pool(qiao_pool *p, size_t i) {
+  if (i >= p->n) return qiao__error(QIAO_INVALID_ARGUMENT, "pool: no replica %zu", i);
+  return qiao__error(QIAO_DEVICE, "device %s is out of the pool", p->replicas[i].info.spec);
+}
+
+qiao_status *qiao_pool_seq_create(qiao_pool *p, size_t i, const int32_t *tokens, size_t n,
+                                  int32_t *out_seq, uint32_t *out_cached) {
+  qiao_engine *e = i < p->n ? live_engine(p, i) : NULL;
+  if (e == NULL) return out_of_pool(p, i);
+  replica *r = &p->replicas[i];
+  pthread_mutex_lock(&r->engine_mu);
+  qiao_status *st = qiao_engine_seq_create_cached(e, tokens, n, out_seq, out_cached);
+  refresh(p, i);
+  pthread_mutex_unlock(&r->engine_mu);
+  return st;
+}
+
+void qiao_pool_seq_free(qiao_pool *p, size_t i, int32_t seq) {
+  if (i >= p->n) return;
+  replica *r = &p->replicas[i];
+  pthread_mutex_lock(&r->engine_mu);
+  qiao_engine_seq_free(r->engine, seq); /* host bookkeeping: fine after a device loss */
+  refresh(p, i);
+  pthread_mutex_unlock(&r->engine_mu);
 }
 
 uint32_t qiao_pool_prefix_cached(qiao_pool *p, size_t i, const int32_t *tokens, size_t n) {
-  if (i >= p->n || qiao_pool_engine(p, i) == NULL) return 0;
+  if (i >= p->n || live_engine(p, i) == NULL) return 0;
   replica *r = &p->replicas[i];
   if (pthread_mutex_trylock(&r->engine_mu) != 0) return 0; /* mid-step: no answer */
   uint32_t cached = qiao_engine_prefix_cached(r->engine, tokens, n);
@@ -200,8 +225,8 @@ uint32_t qiao_pool_prefix_cached(qiao_pool *p, size_t i, const int32_t *tokens, 
   return cached;
 }
 
-bool qiao_pool_report(qiao_pool *p, size_t i, const qiao_status *step_status) {
-  if (i >= p->n) return false;
+/* Counts a step's outcome; returns true when it takes the replica out. */
+static bool report(qiao_pool *p, size_t i, const qiao_status *step_status) {
   replica *r = &p->replicas[i];
   pthread_mutex_lock(&p->mu);
   bool out = false;
@@ -225,9 +250,15 @@ bool qiao_pool_report(qiao_pool *p, size_t i, const qiao_status *step_status) {
   return out;
 }
 
-void qiao_pool_refresh(qiao_pool *p, size_t i) {
-  if (i >= p->n) return;
-  pthread_mutex_lock(&p->mu);
-  refresh_info_locked(&p->replicas[i]);
-  pthread_mutex_unlock(&p->mu);
+qiao_status *qiao_pool_forward(qiao_pool *p, size_t i, const qiao_batch *batch, float *out_logits,
+                               bool *out_taken_out) {
+  *out_taken_out = false;
+  qiao_engine *e = i < p->n ? live_engine(p, i) : NULL;
+  if (e == NULL) return out_of_pool(p, i);
+  replica *r = &p->replicas[i];
+  pthread_mutex_lock(&r->engine_mu);
+  qiao_status *st = qiao_engine_forward(e, batch, out_logits, NULL);
+  *out_taken_out = report(p, i, st);
+  pthread_mutex_unlock(&r->engine_mu);
+  return st;
 }

@@ -86,12 +86,7 @@ static void running_remove(qiao__replica_state *rs, qiao_request *r) {
 /* Frees the request's sequence (holding the engine's lock). */
 static void release_sequence(qiao__replica_state *rs, qiao_request *r) {
   if (r->seq < 0) return;
-  qiao_scheduler *s = rs->sched;
-  qiao_pool_lock(s->pool, rs->index);
-  qiao_engine *e = qiao_pool_engine(s->pool, rs->index);
-  if (e != NULL) qiao_engine_seq_free(e, r->seq);
-  qiao_pool_refresh(s->pool, rs->index);
-  qiao_pool_unlock(s->pool, rs->index);
+  qiao_pool_seq_free(rs->sched->pool, rs->index, r->seq);
   r->seq = -1;
 }
 
@@ -153,13 +148,9 @@ static void admit(qiao__replica_state *rs) {
     }
     int32_t seq = -1;
     uint32_t cached = 0;
-    qiao_pool_lock(s->pool, rs->index);
-    qiao_engine *e = qiao_pool_engine(s->pool, rs->index);
-    qiao_status *st = e ? qiao_engine_seq_create_cached(e, r->prompt, r->n_prompt, &seq, &cached)
-                        : qiao__error(QIAO_DEVICE, "the device is out of the pool");
-    qiao_pool_refresh(s->pool, rs->index);
-    qiao_pool_unlock(s->pool, rs->index);
-    if (st != NULL) { /* no sequence free: the slots and max_seqs disagree */
+    qiao_status *st =
+        qiao_pool_seq_create(s->pool, rs->index, r->prompt, r->n_prompt, &seq, &cached);
+    if (st != NULL) { /* out of the pool since this turn began: the step will say so */
       qiao_status_free(st);
       return;
     }
@@ -435,12 +426,8 @@ void *qiao__replica_main(void *arg) {
                         .seqs = b.seqs,
                         .positions = b.positions,
                         .want = b.want};
-    qiao_pool_lock(s->pool, rs->index);
-    qiao_engine *e = qiao_pool_engine(s->pool, rs->index);
-    qiao_status *st = e ? qiao_engine_forward(e, &batch, b.logits, NULL)
-                        : qiao__error(QIAO_DEVICE, "the device is out of the pool");
-    bool out = qiao_pool_report(s->pool, rs->index, st);
-    qiao_pool_unlock(s->pool, rs->index);
+    bool out = false;
+    qiao_status *st = qiao_pool_forward(s->pool, rs->index, &batch, b.logits, &out);
     if (st == NULL)
       for (uint32_t i = 0; i < n_rows; i++)
         sample_row(s, b.row_request[i], b.logits + (size_t)i * s->vocab, &b.rows[i]);

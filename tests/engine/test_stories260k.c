@@ -8,33 +8,12 @@
 #include "engine_test_util.h"
 #include "qiao/model.h"
 
-/* The ids on line 3 of a llama2.c reference file. */
-static size_t read_llama2c_ids(const char *rel, int32_t *out, size_t cap) {
-  char *text = test_read_file(test_shared_path(rel), NULL);
-  char *line = text;
-  for (int i = 0; i < 2 && line; i++) {
-    line = strchr(line, '\n');
-    if (line) line++;
-  }
-  size_t n = 0;
-  char *end = NULL;
-  while (line && n < cap) {
-    long v = strtol(line, &end, 10);
-    if (end == line) break;
-    out[n++] = (int32_t)v;
-    line = end;
-    if (*line == '\n') break;
-  }
-  free(text);
-  return n;
-}
-
 int main(void) {
   int32_t ref_prompt_ids[64], ref_bos_ids[300], hf_prompt[16], hf_greedy[64];
-  size_t n_prompt_ref = read_llama2c_ids("reference/stories260K/stories260K_greedy_prompt_64.txt",
+  size_t n_prompt_ref = test_llama2c_ids("reference/stories260K/stories260K_greedy_prompt_64.txt",
                                          ref_prompt_ids, 64);
   size_t n_bos_ref =
-      read_llama2c_ids("reference/stories260K/stories260K_greedy_bos_256.txt", ref_bos_ids, 300);
+      test_llama2c_ids("reference/stories260K/stories260K_greedy_bos_256.txt", ref_bos_ids, 300);
   CHECK(n_prompt_ref == 60 && n_bos_ref == 256);
   char json[4096];
   snprintf(json, sizeof(json), "%s", test_shared_path("reference/stories260K/hf_reference.json"));

@@ -82,28 +82,6 @@ static void collect(qiao_request *r, outcome *o) {
   }
 }
 
-/* llama2.c's greedy ids after "Once upon a time" (line 3 of the reference). */
-static size_t reference_ids(int32_t *out) {
-  char *text = test_read_file(
-      test_shared_path("reference/stories260K/stories260K_greedy_prompt_64.txt"), NULL);
-  char *line = text;
-  for (int i = 0; i < 2 && line; i++) {
-    line = strchr(line, '\n');
-    if (line) line++;
-  }
-  size_t n = 0;
-  char *end = NULL;
-  while (line && n < MAX_IDS) {
-    long v = strtol(line, &end, 10);
-    if (end == line) break;
-    out[n++] = (int32_t)v;
-    line = end;
-    if (*line == '\n') break;
-  }
-  free(text);
-  return n;
-}
-
 static size_t encode(env *e, const char *text, int32_t *ids) {
   int32_t *out = NULL;
   size_t n = 0;
@@ -128,7 +106,8 @@ static void test_exact_and_invariant(void) {
   env e;
   env_open(&e, 16, &so);
   int32_t want[MAX_IDS], prompt[MAX_IDS];
-  size_t n_want = reference_ids(want);
+  size_t n_want =
+      test_llama2c_ids("reference/stories260K/stories260K_greedy_prompt_64.txt", want, MAX_IDS);
   CHECK(n_want == 60); /* -n 64 steps: BOS and 4 prompt tokens, then 60 */
   size_t n_prompt = encode(&e, "Once upon a time", prompt);
 
