@@ -226,9 +226,14 @@ static qiao_dev_error *device_open(qiao_dev_backend *backend, uint32_t index,
   if (error) return error;
   qiao_dev_device *device = calloc(1, sizeof(*device));
   if (device == NULL) return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "device_open: no memory");
+  if (pthread_mutex_init(&device->repack_lock, NULL) != 0) {
+    free(device);
+    return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY, "device_open: cannot create a mutex");
+  }
   if (n_threads > 1) {
     error = qiao__cpu_pool_create(n_threads, &device->pool);
     if (error) {
+      pthread_mutex_destroy(&device->repack_lock);
       free(device);
       return error;
     }
@@ -246,6 +251,8 @@ static qiao_dev_error *device_open(qiao_dev_backend *backend, uint32_t index,
 static void device_close(qiao_dev_device *device) {
   if (device == NULL || device->magic != QIAO__CPU_MAGIC_DEVICE) return;
   device->magic = QIAO__CPU_MAGIC_DEAD;
+  qiao__cpu_repack_clear(device);
+  pthread_mutex_destroy(&device->repack_lock);
   qiao__cpu_pool_destroy(device->pool);
   free(device);
 }
@@ -333,6 +340,7 @@ static qiao_dev_error *buffer_wrap_host(qiao_dev_device *device, const void *hos
 
 static void buffer_destroy(qiao_dev_buffer *buffer) {
   if (buffer == NULL || buffer->magic != QIAO__CPU_MAGIC_BUFFER) return;
+  if (atomic_load(&buffer->repacked) != 0) qiao__cpu_repack_invalidate(buffer, 0, UINT64_MAX);
   buffer->magic = QIAO__CPU_MAGIC_DEAD;
   atomic_fetch_sub(&buffer->device->live_buffers, 1);
   atomic_fetch_sub(&buffer->device->live_bytes, buffer->size);

@@ -140,6 +140,10 @@ qiao_dev_error *qiao__cpu_operand_get(qiao_dev_device *device, const char *op, c
   if ((flags & QIAO__CPU_REF_WRITE) && buffer->read_only)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
                            "%s: %s is a read-only buffer (wrapped host memory)", op, name);
+  /* The central place where every write into a buffer (uploads, copies and
+   * op outputs) is announced: repacked copies of what it overwrites go. */
+  if ((flags & QIAO__CPU_REF_WRITE) && bytes > 0 && atomic_load(&buffer->repacked) != 0)
+    qiao__cpu_repack_invalidate((qiao_dev_buffer *)(uintptr_t)buffer, ref.offset, bytes);
   out->buffer = buffer;
   out->offset = ref.offset;
   out->bytes = bytes;

@@ -84,6 +84,26 @@ typedef void (*qiao__cpu_gemm_fn)(const float *wp, const float *const *x, int nr
 #define QIAO__CPU_GEMV_PACKED_ROWS 4
 typedef void (*qiao__cpu_gemv_packed_fn)(const uint8_t *w, uint64_t row_bytes, uint64_t count,
                                          const float *const *x, int nr, uint64_t k, float *out);
+/* repack + gemm_repacked (optional, both or neither), for Q8_0 and Q4_0
+ * weights in batch-invariant mode (cpu_matmul.c): repack writes the tile of
+ * count <= QIAO__CPU_GEMM_COLS weight rows at w (row_bytes apart, k % 32 ==
+ * 0) as QIAO__CPU_REPACK_BLOCK bytes per block b of 32 elements of k: the
+ * 32 columns' scales as f32 (exact), then the quants as int8 by element
+ * (element i of the block: the 32 columns' values; Q4_0: nibble - 8); the
+ * columns at or past count are zero. gemm_repacked then writes
+ * out[r * QIAO__CPU_GEMM_COLS + c] for nr <= QIAO__CPU_MAX_ROWS rows of x,
+ * bit-identical to dequant + pack + gemm on the same rows (w = d * q as an
+ * f32 product, the same sums in the same order). */
+#define QIAO__CPU_REPACK_BLOCK (QIAO__CPU_GEMM_COLS * 4 + QIAO__CPU_GEMM_COLS * 32)
+typedef void (*qiao__cpu_repack_fn)(const uint8_t *w, uint64_t row_bytes, uint64_t count,
+                                    uint64_t k, uint8_t *tile);
+typedef void (*qiao__cpu_gemm_repacked_fn)(const uint8_t *tile, const float *const *x, int nr,
+                                           uint64_t k, float *out);
+/* gemm2_repacked (optional, with repack): one row of x against the two
+ * consecutive tiles at tile (both full), out[t * QIAO__CPU_GEMM_COLS + c]
+ * for column c of tile t, each bit-identical to gemm_repacked's. */
+typedef void (*qiao__cpu_gemm2_repacked_fn)(const uint8_t *tile, const float *x, uint64_t k,
+                                            float *out);
 typedef void (*qiao__cpu_dequant_fn)(const uint8_t *w, uint64_t k, float *out);
 typedef void (*qiao__cpu_axpy_fn)(float *y, float a, const uint8_t *x, uint64_t n);
 
@@ -99,6 +119,9 @@ typedef struct qiao__cpu_kernels {
   qiao__cpu_pack_fn pack;                                     /* optional */
   qiao__cpu_gemm_fn gemm;                                     /* optional */
   qiao__cpu_gemv_packed_fn gemv_packed[QIAO_DEV_DTYPE_COUNT]; /* optional, with gemm */
+  qiao__cpu_repack_fn repack[QIAO_DEV_DTYPE_COUNT];           /* optional: Q8_0, Q4_0 */
+  qiao__cpu_gemm_repacked_fn gemm_repacked;                   /* optional, with repack */
+  qiao__cpu_gemm2_repacked_fn gemm2_repacked;                 /* optional, with repack */
   /* Exact conversion of one row to f32, by dtype: Q8_0 and Q4_0 always; the
    * float types optionally, for the packed prefill path (k % 32 == 0). */
   qiao__cpu_dequant_fn dequant[QIAO_DEV_DTYPE_COUNT];
@@ -139,6 +162,10 @@ struct qiao_dev_device {
   int batch_invariant;
   qiao__cpu_pool *pool; /* NULL when n_threads == 1 */
   uint64_t max_buffer_bytes;
+  /* Batch-invariant mode: repacked copies of quantized weight matrices
+   * (cpu_matmul.c), a list guarded by repack_lock. */
+  pthread_mutex_t repack_lock;
+  struct qiao__cpu_repacked *repacked;
   _Atomic uint64_t live_buffers, live_bytes; /* allocation accounting */
 };
 
@@ -148,6 +175,9 @@ struct qiao_dev_buffer {
   qiao_dev_device *device;
   uint8_t *data;
   uint64_t size;
+  /* Entries of the device's repack cache made from this buffer: a write
+   * into it or its destruction drops those it overlaps. */
+  _Atomic uint32_t repacked;
 };
 
 struct qiao_dev_queue {
@@ -159,6 +189,12 @@ struct qiao_dev_queue {
 /* Runs fn over the device's threads; single-threaded (inline) when
  * `parallel` is 0 or the device has one thread. */
 void qiao__cpu_run(qiao_dev_device *device, qiao__cpu_task_fn fn, void *ctx, int parallel);
+
+/* The repack cache (cpu_matmul.c): drops the entries made from bytes
+ * [offset, offset + bytes) of buffer (called before anything writes there,
+ * and with the whole buffer when it is destroyed); frees them all. */
+void qiao__cpu_repack_invalidate(qiao_dev_buffer *buffer, uint64_t offset, uint64_t bytes);
+void qiao__cpu_repack_clear(qiao_dev_device *device);
 
 /* Live buffers and their bytes (for conformance tests: balance after close). */
 void qiao__cpu_live_buffers(const qiao_dev_device *device, uint64_t *out_count,

@@ -28,6 +28,9 @@
 #ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 6144
 #endif
+#ifndef PREFETCH_REPACKED
+#define PREFETCH_REPACKED(NR) ((NR) > 1)
+#endif
 #ifndef PREFETCH_FLOAT_BYTES
 #define PREFETCH_FLOAT_BYTES 4096
 #endif
@@ -384,6 +387,140 @@ GEMV_PACKED512(gemv_packed512_bf16, QIAO_DEV_BF16)
 GEMV_PACKED512(gemv_packed512_q8_0, QIAO_DEV_Q8_0)
 GEMV_PACKED512(gemv_packed512_q4_0, QIAO_DEV_Q4_0)
 
+/* ---- AVX-512 GEMM on repacked quantized tiles: see cpu_internal.h ------
+ * The batch-invariant path: the packed GEMM's sums on weights kept as int8
+ * and f32 scales (a quarter of the f32 tile's bytes). Each element's 32
+ * weights are converted as dequant512 does (the f32 product of the scale
+ * and the integer: exact) and multiplied exactly as gemm512_rows does, in
+ * the same order, so every result is bit-identical to it. */
+INLINE T512 void repack512(const uint8_t *w, uint64_t row_bytes, uint64_t count, uint64_t k,
+                           uint8_t *tile, const int dt) {
+  const uint64_t block_bytes = dt == QIAO_DEV_Q8_0 ? 34 : 18;
+  for (uint64_t b = 0; b < k / 32; b++) {
+    uint8_t *dst = tile + b * QIAO__CPU_REPACK_BLOCK;
+    short d[QIAO__CPU_GEMM_COLS];
+    int8_t q[32][QIAO__CPU_GEMM_COLS]; /* [element][column] */
+    for (uint64_t c = 0; c < QIAO__CPU_GEMM_COLS; c++) {
+      if (c >= count) { /* past the last row: zero columns, never stored */
+        d[c] = 0;
+        for (int i = 0; i < 32; i++)
+          q[i][c] = 0;
+        continue;
+      }
+      const uint8_t *block = w + c * row_bytes + b * block_bytes;
+      memcpy(&d[c], block, 2);
+      for (int i = 0; i < 32; i++)
+        q[i][c] = dt == QIAO_DEV_Q8_0
+                      ? (int8_t)block[2 + i]
+                      : (int8_t)((i < 16 ? block[2 + i] & 0xf : block[2 + i - 16] >> 4) - 8);
+    }
+    /* The same conversion as scale16's. */
+    _mm512_storeu_ps((float *)(void *)dst,
+                     _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)d)));
+    _mm512_storeu_ps((float *)(void *)(dst + 64),
+                     _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(d + 16))));
+    memcpy(dst + 4 * QIAO__CPU_GEMM_COLS, q, sizeof(q));
+  }
+}
+static T512 void repack512_q8_0(const uint8_t *w, uint64_t row_bytes, uint64_t count, uint64_t k,
+                                uint8_t *tile) {
+  repack512(w, row_bytes, count, k, tile, QIAO_DEV_Q8_0);
+}
+static T512 void repack512_q4_0(const uint8_t *w, uint64_t row_bytes, uint64_t count, uint64_t k,
+                                uint8_t *tile) {
+  repack512(w, row_bytes, count, k, tile, QIAO_DEV_Q4_0);
+}
+
+/* The 16 weights of columns 16 * h .. 16 * h + 15 at element e of a block. */
+INLINE T512 __m512 repacked16(const uint8_t *q, __m512 d, int e, int h) {
+  __m128i v =
+      _mm_loadu_si128((const __m128i *)(const void *)(q + e * QIAO__CPU_GEMM_COLS + 16 * h));
+  return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)));
+}
+
+INLINE T512 void gemm_repacked512_rows(const uint8_t *tile, const float *const *x, uint64_t k,
+                                       float *out, const int NR) {
+  /* The next tile (contiguous: the caller's next, or another thread's) is
+   * fetched into L2 meanwhile, a block per block, so that the weights'
+   * stream from memory overlaps the arithmetic. Prefetches never fault. */
+  const char *next = (const char *)tile + k / 32 * QIAO__CPU_REPACK_BLOCK;
+  for (uint64_t i0 = 0; i0 < k; i0 += GEMM_CHUNK) {
+    uint64_t i1 = k - i0 < GEMM_CHUNK ? k : i0 + GEMM_CHUNK;
+    __m512 acc[QIAO__CPU_MAX_ROWS][2];
+    for (int r = 0; r < NR; r++)
+      acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (uint64_t b = i0 / 32; b < i1 / 32; b++) { /* whole blocks: k % 32 == 0 */
+      const uint8_t *block = tile + b * QIAO__CPU_REPACK_BLOCK;
+      for (int line = 0; PREFETCH_REPACKED(NR) && line < QIAO__CPU_REPACK_BLOCK; line += 64)
+        _mm_prefetch(next + b * QIAO__CPU_REPACK_BLOCK + line, _MM_HINT_T1);
+      const uint8_t *q = block + 4 * QIAO__CPU_GEMM_COLS;
+      __m512 d0 = _mm512_loadu_ps((const float *)(const void *)block);
+      __m512 d1 = _mm512_loadu_ps((const float *)(const void *)(block + 64));
+      for (int e = 0; e < 32; e++) {
+        __m512 w0 = repacked16(q, d0, e, 0), w1 = repacked16(q, d1, e, 1);
+        for (int r = 0; r < NR; r++) {
+          __m512 xv = _mm512_set1_ps(x[r][b * 32 + (uint64_t)e]);
+          acc[r][0] = _mm512_fmadd_ps(xv, w0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
+        }
+      }
+    }
+    for (int r = 0; r < NR; r++)
+      for (int h = 0; h < 2; h++) {
+        float *o = out + r * QIAO__CPU_GEMM_COLS + 16 * h;
+        _mm512_storeu_ps(o, i0 == 0 ? acc[r][h] : _mm512_add_ps(_mm512_loadu_ps(o), acc[r][h]));
+      }
+  }
+}
+
+/* One row of x (decode) against two consecutive tiles: each output is an
+ * FMA chain, so one tile's two chains would wait on the FMA latency; four
+ * independent ones keep the units busy. out[c] for the first tile's
+ * columns, out[QIAO__CPU_GEMM_COLS + c] for the second's; the same sums. */
+static T512 void gemm2_repacked512(const uint8_t *tile, const float *x, uint64_t k, float *out) {
+  const uint64_t tile_bytes = k / 32 * QIAO__CPU_REPACK_BLOCK;
+  for (uint64_t i0 = 0; i0 < k; i0 += GEMM_CHUNK) {
+    uint64_t i1 = k - i0 < GEMM_CHUNK ? k : i0 + GEMM_CHUNK;
+    __m512 acc[2][2];
+    for (int t = 0; t < 2; t++)
+      acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    for (uint64_t b = i0 / 32; b < i1 / 32; b++) {
+      const uint8_t *block0 = tile + b * QIAO__CPU_REPACK_BLOCK, *block1 = block0 + tile_bytes;
+      const uint8_t *q0 = block0 + 4 * QIAO__CPU_GEMM_COLS, *q1 = block1 + 4 * QIAO__CPU_GEMM_COLS;
+      __m512 d00 = _mm512_loadu_ps((const float *)(const void *)block0);
+      __m512 d01 = _mm512_loadu_ps((const float *)(const void *)(block0 + 64));
+      __m512 d10 = _mm512_loadu_ps((const float *)(const void *)block1);
+      __m512 d11 = _mm512_loadu_ps((const float *)(const void *)(block1 + 64));
+      for (int e = 0; e < 32; e++) {
+        __m512 xv = _mm512_set1_ps(x[b * 32 + (uint64_t)e]);
+        acc[0][0] = _mm512_fmadd_ps(xv, repacked16(q0, d00, e, 0), acc[0][0]);
+        acc[0][1] = _mm512_fmadd_ps(xv, repacked16(q0, d01, e, 1), acc[0][1]);
+        acc[1][0] = _mm512_fmadd_ps(xv, repacked16(q1, d10, e, 0), acc[1][0]);
+        acc[1][1] = _mm512_fmadd_ps(xv, repacked16(q1, d11, e, 1), acc[1][1]);
+      }
+    }
+    for (int t = 0; t < 2; t++)
+      for (int h = 0; h < 2; h++) {
+        float *o = out + t * QIAO__CPU_GEMM_COLS + 16 * h;
+        _mm512_storeu_ps(o, i0 == 0 ? acc[t][h] : _mm512_add_ps(_mm512_loadu_ps(o), acc[t][h]));
+      }
+  }
+}
+
+static T512 void gemm_repacked512(const uint8_t *tile, const float *const *x, int nr, uint64_t k,
+                                  float *out) {
+  switch (nr) {
+  case 8: gemm_repacked512_rows(tile, x, k, out, 8); break;
+  case 7: gemm_repacked512_rows(tile, x, k, out, 7); break;
+  case 6: gemm_repacked512_rows(tile, x, k, out, 6); break;
+  case 5: gemm_repacked512_rows(tile, x, k, out, 5); break;
+  case 4: gemm_repacked512_rows(tile, x, k, out, 4); break;
+  case 3: gemm_repacked512_rows(tile, x, k, out, 3); break;
+  case 2: gemm_repacked512_rows(tile, x, k, out, 2); break;
+  default: gemm_repacked512_rows(tile, x, k, out, 1); break;
+  }
+}
+
 static T512 void axpy512_f32(float *y, float a, const uint8_t *x, uint64_t n) {
   const float *xf = (const float *)(const void *)x;
   __m512 av = _mm512_set1_ps(a);
@@ -423,6 +560,9 @@ static const qiao__cpu_kernels avx512_kernels = {
     .gemm = gemm512,
     .gemv_packed = {gemv_packed512_f32, gemv_packed512_f16, gemv_packed512_bf16,
                     gemv_packed512_q8_0, gemv_packed512_q4_0, NULL},
+    .repack = {NULL, NULL, NULL, repack512_q8_0, repack512_q4_0, NULL},
+    .gemm_repacked = gemm_repacked512,
+    .gemm2_repacked = gemm2_repacked512,
     .dequant = {dequant512_f32, dequant512_f16, dequant512_bf16, dequant512_q8_0, dequant512_q4_0,
                 NULL},
     .axpy = {axpy512_f32, axpy512_f16},

@@ -29,7 +29,22 @@
  * (quant_dot_any_nr: the scalar and AVX2 sets, whose ordinary paths are
  * therefore already invariant). A decode (up to 4 rows) would spend most of
  * its time writing and reading the tiles, so where the kernels have
- * gemv_packed it computes the same sums straight from the weights. */
+ * gemv_packed it computes the same sums straight from the weights.
+ *
+ * Repacked weights (batch-invariant mode, Q8_0 and Q4_0, kernels with
+ * gemm_repacked: AVX-512): converting every tile per call cost most of a
+ * batched decode step, so the CPU backend keeps a repacked copy of
+ * quantized weights in this mode: made by the first matmul that multiplies
+ * a matrix, in tiles of QIAO__CPU_GEMM_COLS rows of int8 quants by element
+ * with f32 scales (cpu_internal.h; about the size of Q8_0 weights, twice
+ * that of Q4_0 ones), and used by every later matmul of any n (one row of
+ * x: two tiles at a time, for more independent FMA chains). Its kernel
+ * gives the packed path's bits exactly, so whether a copy exists (or could
+ * be allocated) changes no result. The cache is per device, keyed by
+ * (buffer, offset, m, k, dtype), guarded by a mutex; an entry is dropped
+ * when anything writes into its bytes (operand_get with the write flag) or
+ * its buffer is destroyed, and freed once no matmul still uses it.
+ * matmul_experts does not use it. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +90,13 @@ typedef struct rows_job {
   /* Batch-invariant mode, n <= QIAO__CPU_GEMV_PACKED_ROWS: the GEMM's sums
    * straight from the weights (no scratch); NULL otherwise. */
   qiao__cpu_gemv_packed_fn gemv_packed;
+  /* Batch-invariant mode with a repacked copy of w (repack_get): its tiles,
+   * tile_bytes apart, for gemm_repacked; NULL otherwise. Threads then take
+   * whole tiles (matmul_task). */
+  const uint8_t *tiles;
+  uint64_t tile_bytes;
+  qiao__cpu_gemm_repacked_fn gemm_repacked;
+  qiao__cpu_gemm2_repacked_fn gemm2_repacked; /* optional: n == 1, two tiles at once */
 } rows_job;
 
 /* Floats of scratch per thread and per element of k: a tile of ROW_TILE
@@ -170,7 +192,39 @@ static void gemv_packed_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   }
 }
 
+/* rows_range on a repacked copy of the weights: lo is a multiple of
+ * QIAO__CPU_GEMM_COLS, each tile multiplied with every block of x rows. */
+static void repacked_range(const rows_job *job, uint64_t lo, uint64_t hi) {
+  const float *xs[TOKEN_BLOCK];
+  float *os[TOKEN_BLOCK];
+  float out[TOKEN_BLOCK * QIAO__CPU_GEMM_COLS];
+  for (uint64_t j0 = lo; j0 < hi; j0 += QIAO__CPU_GEMM_COLS) {
+    uint64_t count = hi - j0 < QIAO__CPU_GEMM_COLS ? hi - j0 : QIAO__CPU_GEMM_COLS;
+    const uint8_t *tile = job->tiles + j0 / QIAO__CPU_GEMM_COLS * job->tile_bytes;
+    if (job->n == 1 && job->gemm2_repacked != NULL && hi - j0 >= 2 * QIAO__CPU_GEMM_COLS) {
+      float out2[2 * QIAO__CPU_GEMM_COLS];
+      block_rows(job, 0, xs, os);
+      job->gemm2_repacked(tile, xs[0], job->k, out2);
+      for (uint64_t c = 0; c < 2 * QIAO__CPU_GEMM_COLS; c++)
+        put(job, os[0], j0 + c, out2[c]);
+      j0 += QIAO__CPU_GEMM_COLS; /* and the loop's step: two tiles */
+      continue;
+    }
+    for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
+      int nr = block_rows(job, t0, xs, os);
+      job->gemm_repacked(tile, xs, nr, job->k, out);
+      for (int r = 0; r < nr; r++)
+        for (uint64_t c = 0; c < count; c++)
+          put(job, os[r], j0 + c, out[r * QIAO__CPU_GEMM_COLS + c]);
+    }
+  }
+}
+
 static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t ith) {
+  if (job->tiles != NULL) {
+    repacked_range(job, lo, hi);
+    return;
+  }
   if (job->gemv_packed != NULL) {
     gemv_packed_range(job, lo, hi);
     return;
@@ -288,8 +342,139 @@ static void use_tiles(rows_job *job, const qiao_dev_device *dev, qiao_dev_dtype 
 static void matmul_task(void *ctx, uint32_t ith, uint32_t nth) {
   const rows_job *job = ctx;
   uint64_t lo = 0, hi = 0;
-  qiao__cpu_split(job->m, ith, nth, &lo, &hi);
+  if (job->tiles != NULL) { /* whole tiles of the repacked copy */
+    uint64_t cols = QIAO__CPU_GEMM_COLS;
+    qiao__cpu_split((job->m + cols - 1) / cols, ith, nth, &lo, &hi);
+    lo *= cols;
+    hi = hi * cols < job->m ? hi * cols : job->m;
+  } else {
+    qiao__cpu_split(job->m, ith, nth, &lo, &hi);
+  }
   rows_range(job, lo, hi, ith);
+}
+
+/* ---- The repack cache (see the top of the file) ---------------------------- */
+struct qiao__cpu_repacked {
+  struct qiao__cpu_repacked *next;
+  const qiao_dev_buffer *buffer;
+  uint64_t offset, bytes, m, k; /* the source: bytes [offset, offset + bytes) */
+  qiao_dev_dtype dtype;
+  uint8_t *tiles;
+  uint64_t tile_bytes;
+  uint64_t users; /* matmuls using it, plus 1 while it is in the cache */
+};
+typedef struct qiao__cpu_repacked repacked;
+
+static void repacked_unref(repacked *e) { /* under repack_lock */
+  if (--e->users == 0) {
+    free(e->tiles);
+    free(e);
+  }
+}
+
+typedef struct repack_job {
+  qiao__cpu_repack_fn repack;
+  const uint8_t *w;
+  uint64_t row_bytes, m, k;
+  uint8_t *tiles;
+  uint64_t tile_bytes;
+} repack_job;
+
+static void repack_task(void *ctx, uint32_t ith, uint32_t nth) {
+  const repack_job *job = ctx;
+  const uint64_t cols = QIAO__CPU_GEMM_COLS;
+  uint64_t lo = 0, hi = 0;
+  qiao__cpu_split((job->m + cols - 1) / cols, ith, nth, &lo, &hi);
+  for (uint64_t t = lo; t < hi; t++) {
+    uint64_t j0 = t * cols, count = job->m - j0 < cols ? job->m - j0 : cols;
+    job->repack(job->w + j0 * job->row_bytes, job->row_bytes, count, job->k,
+                job->tiles + t * job->tile_bytes);
+  }
+}
+
+/* The repacked copy of weight operand w (m rows of k elements), made now if
+ * the cache lacks it, with one use counted (repack_put gives it back); NULL
+ * where the mode, kernels, dtype or k have none, or memory is short: the
+ * caller then takes the path whose bits it reproduces. */
+static repacked *repack_get(qiao_dev_device *dev, const qiao__cpu_operand *w, qiao_dev_dtype dtype,
+                            uint64_t m, uint64_t k) {
+  const qiao__cpu_kernels *kernels = dev->kernels;
+  if (!dev->batch_invariant || kernels->gemm_repacked == NULL || kernels->repack[dtype] == NULL ||
+      kernels->gemm == NULL || kernels->dequant[dtype] == NULL || w->buffer == NULL || m == 0 ||
+      k == 0 || k % 32 != 0)
+    return NULL;
+  const uint64_t cols = QIAO__CPU_GEMM_COLS, n_tiles = (m + cols - 1) / cols;
+  const uint64_t tile_bytes = k / 32 * QIAO__CPU_REPACK_BLOCK;
+  if (tile_bytes > (SIZE_MAX - 63) / n_tiles) return NULL;
+  pthread_mutex_lock(&dev->repack_lock);
+  repacked *e = dev->repacked;
+  for (; e != NULL; e = e->next)
+    if (e->buffer == w->buffer && e->offset == w->offset && e->m == m && e->k == k &&
+        e->dtype == dtype)
+      break;
+  if (e == NULL) {
+    /* Made under the lock: once, even when several queues ask at once. */
+    e = calloc(1, sizeof(*e));
+    uint8_t *tiles = e ? aligned_alloc(64, (size_t)(n_tiles * tile_bytes)) : NULL;
+    if (tiles == NULL) {
+      free(e);
+      pthread_mutex_unlock(&dev->repack_lock);
+      return NULL;
+    }
+    *e = (repacked){.next = dev->repacked,
+                    .buffer = w->buffer,
+                    .offset = w->offset,
+                    .bytes = w->bytes,
+                    .m = m,
+                    .k = k,
+                    .dtype = dtype,
+                    .tiles = tiles,
+                    .tile_bytes = tile_bytes,
+                    .users = 1};
+    repack_job job = {kernels->repack[dtype], w->ptr, w->bytes / m, m, k, tiles, tile_bytes};
+    qiao__cpu_run(dev, repack_task, &job, n_tiles > 1);
+    dev->repacked = e;
+    atomic_fetch_add(&((qiao_dev_buffer *)(uintptr_t)w->buffer)->repacked, 1);
+  }
+  e->users++;
+  pthread_mutex_unlock(&dev->repack_lock);
+  return e;
+}
+
+static void repack_put(qiao_dev_device *dev, repacked *e) {
+  pthread_mutex_lock(&dev->repack_lock);
+  repacked_unref(e);
+  pthread_mutex_unlock(&dev->repack_lock);
+}
+
+void qiao__cpu_repack_invalidate(qiao_dev_buffer *buffer, uint64_t offset, uint64_t bytes) {
+  qiao_dev_device *dev = buffer->device;
+  pthread_mutex_lock(&dev->repack_lock);
+  for (repacked **at = &dev->repacked; *at != NULL;) {
+    repacked *e = *at;
+    bool overlaps =
+        e->offset >= offset ? e->offset - offset < bytes : offset - e->offset < e->bytes;
+    if (e->buffer == buffer && overlaps) {
+      *at = e->next;
+      atomic_fetch_sub(&buffer->repacked, 1);
+      repacked_unref(e);
+    } else {
+      at = &e->next;
+    }
+  }
+  pthread_mutex_unlock(&dev->repack_lock);
+}
+
+void qiao__cpu_repack_clear(qiao_dev_device *device) {
+  pthread_mutex_lock(&device->repack_lock);
+  while (device->repacked != NULL) {
+    repacked *e = device->repacked;
+    device->repacked = e->next;
+    /* Its buffer is live (destroying one drops its entries first). */
+    atomic_fetch_sub(&((qiao_dev_buffer *)(uintptr_t)e->buffer)->repacked, 1);
+    repacked_unref(e);
+  }
+  pthread_mutex_unlock(&device->repack_lock);
 }
 
 static int worth_parallel(uint64_t n, uint64_t k, uint64_t m) {
@@ -337,6 +522,16 @@ qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_ar
                   .out = (float *)(void *)out.ptr,
                   .bias = (const float *)(const void *)bias.ptr,
                   .accumulate = a->accumulate != 0};
+  repacked *copy = a->n > 0 ? repack_get(dev, &w, a->w_dtype, a->m, a->k) : NULL;
+  if (copy != NULL) {
+    job.tiles = copy->tiles;
+    job.tile_bytes = copy->tile_bytes;
+    job.gemm_repacked = dev->kernels->gemm_repacked;
+    job.gemm2_repacked = dev->kernels->gemm2_repacked;
+    qiao__cpu_run(dev, matmul_task, &job, worth_parallel(a->n, a->k, a->m));
+    repack_put(dev, copy);
+    return NULL;
+  }
   float *scratch = NULL;
   TRY(tile_scratch(dev, op, a->w_dtype, a->n, a->k, &scratch));
   use_tiles(&job, dev, a->w_dtype, scratch);
