@@ -13,23 +13,7 @@ enum { MAX_N = 33, OFFSET = 256 }; /* the weights sit at OFFSET in their buffer 
 
 static int open_flags(env *t, uint32_t n_threads, uint32_t flags) {
   api = qiao_cpu_get_api();
-  memset(t, 0, sizeof(*t));
-  t->isa = "avx512";
-  qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};
-  EXPECT_OK(api->backend_open(&bo, &t->backend));
-  setenv("QIAO_CPU_ISA", "avx512", 1);
-  qiao_dev_device_options opt = {
-      .struct_size = sizeof(opt), .n_threads = n_threads, .flags = flags};
-  qiao_dev_error *e = api->device_open(t->backend, 0, &opt, &t->device);
-  unsetenv("QIAO_CPU_ISA");
-  if (e != NULL) {
-    EXPECT(api->error_code(e) == QIAO_DEV_UNSUPPORTED);
-    api->error_destroy(e);
-    api->backend_close(t->backend);
-    return 0;
-  }
-  EXPECT_OK(api->queue_create(t->device, &t->queue));
-  return 1;
+  return env_open_flags(t, "avx512", n_threads, flags);
 }
 
 /* out (n, m) = x (n, k) times the weights at OFFSET of w, plus bias. */

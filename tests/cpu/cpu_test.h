@@ -59,16 +59,18 @@ typedef struct env {
   const char *isa;
 } env;
 
-/* Opens a device with kernels `isa` ("scalar", "avx2", "avx512"); returns 0
- * when the processor lacks that ISA. */
-static inline int env_open(env *t, const char *isa, uint32_t n_threads) {
-  api = qiao_cpu_get_api();
+/* Opens device 0 of the backend `api` points to, with device_open `flags`;
+ * `isa` names the CPU kernel set (QIAO_CPU_ISA: "scalar", "avx2",
+ * "avx512") and labels messages. Returns 0 when device_open fails with
+ * UNSUPPORTED (a processor without that ISA). */
+static inline int env_open_flags(env *t, const char *isa, uint32_t n_threads, uint32_t flags) {
   memset(t, 0, sizeof(*t));
   t->isa = isa;
   qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};
   EXPECT_OK(api->backend_open(&bo, &t->backend));
   setenv("QIAO_CPU_ISA", isa, 1);
-  qiao_dev_device_options opt = {.struct_size = sizeof(opt), .n_threads = n_threads};
+  qiao_dev_device_options opt = {
+      .struct_size = sizeof(opt), .n_threads = n_threads, .flags = flags};
   qiao_dev_error *e = api->device_open(t->backend, 0, &opt, &t->device);
   unsetenv("QIAO_CPU_ISA");
   if (e != NULL) {
@@ -79,6 +81,12 @@ static inline int env_open(env *t, const char *isa, uint32_t n_threads) {
   }
   EXPECT_OK(api->queue_create(t->device, &t->queue));
   return 1;
+}
+
+/* The CPU backend's device with kernels `isa`, in its ordinary mode. */
+static inline int env_open(env *t, const char *isa, uint32_t n_threads) {
+  api = qiao_cpu_get_api();
+  return env_open_flags(t, isa, n_threads, 0);
 }
 
 static inline void env_close(env *t) {

@@ -17,27 +17,9 @@
 static const uint64_t batch_sizes[] = {2, 3, 5, 8, 17, 33};
 #define N_SIZES (sizeof(batch_sizes) / sizeof(batch_sizes[0]))
 
-/* Opens device 0 of `api` with device_open flags; isa names the CPU kernel
- * set (QIAO_CPU_ISA) and labels messages. Returns 0 when device_open fails
- * with UNSUPPORTED (a CPU without that ISA). */
+/* Opens device 0 of `api` with device_open flags (see env_open_flags). */
 static int open_mode(env *t, const char *isa, uint32_t n_threads, uint32_t flags) {
-  memset(t, 0, sizeof(*t));
-  t->isa = isa;
-  qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};
-  EXPECT_OK(api->backend_open(&bo, &t->backend));
-  setenv("QIAO_CPU_ISA", isa, 1);
-  qiao_dev_device_options opt = {
-      .struct_size = sizeof(opt), .n_threads = n_threads, .flags = flags};
-  qiao_dev_error *e = api->device_open(t->backend, 0, &opt, &t->device);
-  unsetenv("QIAO_CPU_ISA");
-  if (e != NULL) {
-    EXPECT(api->error_code(e) == QIAO_DEV_UNSUPPORTED);
-    api->error_destroy(e);
-    api->backend_close(t->backend);
-    return 0;
-  }
-  EXPECT_OK(api->queue_create(t->device, &t->queue));
-  return 1;
+  return env_open_flags(t, isa, n_threads, flags);
 }
 
 /* ---- device_open's flags ---------------------------------------------------- */
