@@ -5,7 +5,7 @@
 # alike), one JSON file per run, a summary table at the end. See README.md.
 #
 # usage: bench/serve/compare.sh   (settings from the environment:)
-#   MODEL         the GGUF (default /work/bench-models/qwen2.5-0.5b-random-q8_0.gguf)
+#   MODEL         the GGUF (default ../bench-models/qwen2.5-0.5b-random-q8_0.gguf)
 #   QIAO          the qiao executable, built without sanitizers (default ./build/qiao)
 #   LLAMA_SERVER  default ../llama.cpp-peer/build/bin/llama-server
 #   LEVELS        concurrency levels (default "1 4 16 32"); each runs max(2c, 16) requests
@@ -14,7 +14,7 @@
 #   QIAO_SERVE_ARGS / PEER_ARGS  extra flags for either server
 #   OUT           results folder (default bench/serve/results/<UTC time>)
 set -eu
-MODEL="${MODEL:-/work/bench-models/qwen2.5-0.5b-random-q8_0.gguf}"
+MODEL="${MODEL:-../bench-models/qwen2.5-0.5b-random-q8_0.gguf}"
 QIAO="${QIAO:-./build/qiao}"
 LLAMA_SERVER="${LLAMA_SERVER:-../llama.cpp-peer/build/bin/llama-server}"
 LEVELS="${LEVELS:-1 4 16 32}"
