@@ -276,6 +276,13 @@ static T512 void pack512(const float *rows, uint64_t k, int half, float *wp) {
   }
 }
 
+/* The packed GEMM's one summation rule, shared by every kernel that must
+ * give its bits (the repacked and fused ones too): a chunk's sums start
+ * fresh and are added to what the earlier chunks left in out. */
+INLINE T512 void add_chunk(float *o, __m512 acc, int first) {
+  _mm512_storeu_ps(o, first ? acc : _mm512_add_ps(_mm512_loadu_ps(o), acc));
+}
+
 /* NR rows of x against the 32 packed columns: element i of each x row is
  * broadcast and multiplied into two vectors of 16 columns. Each chunk of
  * GEMM_CHUNK elements is summed in fresh accumulators and then added to
@@ -301,7 +308,7 @@ INLINE T512 void gemm512_rows(const float *wp, const float *const *x, uint64_t k
     for (int r = 0; r < NR; r++)
       for (int h = 0; h < 2; h++) {
         float *o = out + r * QIAO__CPU_GEMM_COLS + 16 * h;
-        _mm512_storeu_ps(o, i0 == 0 ? acc[r][h] : _mm512_add_ps(_mm512_loadu_ps(o), acc[r][h]));
+        add_chunk(o, acc[r][h], i0 == 0);
       }
   }
 }
@@ -366,7 +373,7 @@ INLINE T512 void gemv_packed512_rows(const uint8_t *w, uint64_t row_bytes, uint6
     for (int r = 0; r < NR; r++)
       for (int h = 0; h < 2; h++) {
         float *o = out + r * QIAO__CPU_GEMM_COLS + 16 * h;
-        _mm512_storeu_ps(o, i0 == 0 ? acc[h][r] : _mm512_add_ps(_mm512_loadu_ps(o), acc[h][r]));
+        add_chunk(o, acc[h][r], i0 == 0);
       }
   }
 }
@@ -468,7 +475,7 @@ INLINE T512 void gemm_repacked512_rows(const uint8_t *tile, const float *const *
     for (int r = 0; r < NR; r++)
       for (int h = 0; h < 2; h++) {
         float *o = out + r * QIAO__CPU_GEMM_COLS + 16 * h;
-        _mm512_storeu_ps(o, i0 == 0 ? acc[r][h] : _mm512_add_ps(_mm512_loadu_ps(o), acc[r][h]));
+        add_chunk(o, acc[r][h], i0 == 0);
       }
   }
 }
@@ -502,7 +509,7 @@ static T512 void gemm2_repacked512(const uint8_t *tile, const float *x, uint64_t
     for (int t = 0; t < 2; t++)
       for (int h = 0; h < 2; h++) {
         float *o = out + t * QIAO__CPU_GEMM_COLS + 16 * h;
-        _mm512_storeu_ps(o, i0 == 0 ? acc[t][h] : _mm512_add_ps(_mm512_loadu_ps(o), acc[t][h]));
+        add_chunk(o, acc[t][h], i0 == 0);
       }
   }
 }

@@ -126,6 +126,15 @@ static inline void put(const rows_job *job, float *row, uint64_t j, float v) {
   row[j] = v;
 }
 
+/* Outputs j0 .. j0 + count of nr out rows from a tile's results
+ * out[r * QIAO__CPU_GEMM_COLS + c]. */
+static void put_tile(const rows_job *job, float *const *os, int nr, uint64_t j0, uint64_t count,
+                     const float *out) {
+  for (int r = 0; r < nr; r++)
+    for (uint64_t c = 0; c < count; c++)
+      put(job, os[r], j0 + c, out[r * QIAO__CPU_GEMM_COLS + c]);
+}
+
 /* rows_range for one row of x with a gemv kernel (decode): the weight rows
  * stream once from memory, GEMV_CHUNK at a time into a local array. */
 static void gemv_range(const rows_job *job, uint64_t lo, uint64_t hi) {
@@ -168,9 +177,7 @@ static void packed_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t
     for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
       int nr = block_rows(job, t0, xs, os);
       job->gemm(packed, xs, nr, k, out);
-      for (int r = 0; r < nr; r++)
-        for (uint64_t c = 0; c < count; c++)
-          put(job, os[r], j0 + c, out[r * QIAO__CPU_GEMM_COLS + c]);
+      put_tile(job, os, nr, j0, count, out);
     }
   }
 }
@@ -186,9 +193,7 @@ static void gemv_packed_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   for (uint64_t j0 = lo; j0 < hi; j0 += QIAO__CPU_GEMM_COLS) {
     uint64_t count = hi - j0 < QIAO__CPU_GEMM_COLS ? hi - j0 : QIAO__CPU_GEMM_COLS;
     job->gemv_packed(job->w + j0 * job->row_bytes, job->row_bytes, count, xs, nr, job->k, out);
-    for (int r = 0; r < nr; r++)
-      for (uint64_t c = 0; c < count; c++)
-        put(job, os[r], j0 + c, out[r * QIAO__CPU_GEMM_COLS + c]);
+    put_tile(job, os, nr, j0, count, out);
   }
 }
 
@@ -213,9 +218,7 @@ static void repacked_range(const rows_job *job, uint64_t lo, uint64_t hi) {
     for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
       int nr = block_rows(job, t0, xs, os);
       job->gemm_repacked(tile, xs, nr, job->k, out);
-      for (int r = 0; r < nr; r++)
-        for (uint64_t c = 0; c < count; c++)
-          put(job, os[r], j0 + c, out[r * QIAO__CPU_GEMM_COLS + c]);
+      put_tile(job, os, nr, j0, count, out);
     }
   }
 }
