@@ -15,7 +15,9 @@
  * (whose layers do not fit in cache); "hot" reuses one copy (cache
  * resident). GB/s/cpu-sec divides by the process's CPU time instead of
  * wall time: per-core kernel throughput, robust when the machine is shared
- * (with 1 thread). QIAO_CPU_ISA picks the kernels. */
+ * (with 1 thread). QIAO_CPU_ISA picks the kernels; QIAO_BENCH_Q8=1 asks for
+ * Q8 activations (x_precision, device ABI 1.2). "hot" n=128 rows, in
+ * GFLOP/s/cpu-sec, give the kernels' own compute rate. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -120,13 +122,14 @@ static void model_bench(const qiao_dev_api *api, qiao_dev_device *device, qiao_d
         for (uint64_t l = 0; l < layers; l++)
           for (int i = 0; i < 7; i++) {
             qiao_dev_matmul_args a = {sizeof(a), n,         shapes[i][0], shapes[i][1], {xb, 0},
-                                      dtypes[d], {wb, off}, {NULL, 0},    {ob, 0},      0};
+                                      dtypes[d], {wb, off}, {NULL, 0},    {ob, 0},      0,
+                                      0};
             die(api, api->matmul(queue, &a));
             off += shapes[i][0] * shapes[i][1] * per_elem_num / 32;
           }
         if (!mode) {
           qiao_dev_matmul_args a = {sizeof(a),      1,         dim,     vocab, {xb, 0}, dtypes[d],
-                                    {wb, head_off}, {NULL, 0}, {ob, 0}, 0};
+                                    {wb, head_off}, {NULL, 0}, {ob, 0}, 0,     0};
           die(api, api->matmul(queue, &a));
         }
         passes++;
@@ -149,6 +152,8 @@ int main(int argc, char **argv) {
   uint32_t n_threads = argc > 1 ? (uint32_t)atoi(argv[1]) : 0;
   double seconds = argc > 2 ? atof(argv[2]) : 1.0;
   const uint64_t m = 4864, k = 896, max_n = 128;
+  const char *q8_env = getenv("QIAO_BENCH_Q8");
+  const int q8 = q8_env != NULL && strcmp(q8_env, "1") == 0;
   const qiao_dev_api *api = qiao_cpu_get_api();
   qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};
   qiao_dev_backend *backend;
@@ -180,8 +185,8 @@ int main(int argc, char **argv) {
 
   const qiao_dev_dtype dtypes[] = {QIAO_DEV_F32, QIAO_DEV_F16, QIAO_DEV_BF16, QIAO_DEV_Q8_0,
                                    QIAO_DEV_Q4_0};
-  printf("%-6s %5s %6s %10s %10s %10s %14s\n", "dtype", "mode", "n", "ms/call", "GB/s", "GFLOP/s",
-         "GB/s/cpu-sec");
+  printf("%-6s %5s %6s %10s %10s %10s %14s %16s\n", "dtype", "mode", "n", "ms/call", "GB/s",
+         "GFLOP/s", "GB/s/cpu-sec", "GFLOP/s/cpu-sec");
   for (size_t d = 0; d < sizeof(dtypes) / sizeof(dtypes[0]); d++) {
     uint64_t w_bytes;
     uint8_t *w = make_weights(dtypes[d], m, k, &w_bytes);
@@ -191,10 +196,20 @@ int main(int argc, char **argv) {
       memcpy(many + c * w_bytes, w, w_bytes);
     qiao_dev_buffer *wb;
     die(api, api->buffer_wrap_host(device, many, copies * w_bytes, &wb));
-    for (int mode = 0; mode < 3; mode++) { /* hot n=1, cold n=1, cold n=128 */
-      uint64_t n = mode == 2 ? max_n : 1, n_copies = mode == 0 ? 1 : copies;
-      qiao_dev_matmul_args a = {sizeof(a), n,       k,         m,       {xb, 0},
-                                dtypes[d], {wb, 0}, {NULL, 0}, {ob, 0}, 0};
+    for (int mode = 0; mode < 4; mode++) { /* hot n=1, cold n=1, cold n=128, hot n=128 */
+      uint64_t n = mode >= 2 ? max_n : 1, n_copies = mode == 0 || mode == 3 ? 1 : copies;
+      if (q8 && mode == 2) continue; /* a Q8 tile copy per weight copy: not a cold read */
+      qiao_dev_matmul_args a = {sizeof(a),
+                                n,
+                                k,
+                                m,
+                                {xb, 0},
+                                dtypes[d],
+                                {wb, 0},
+                                {NULL, 0},
+                                {ob, 0},
+                                0,
+                                q8 ? QIAO_DEV_PRECISION_Q8 : QIAO_DEV_PRECISION_EXACT};
       die(api, api->matmul(queue, &a)); /* warm up */
       uint64_t calls = 0;
       double t0 = now(), t1, c0 = cpu_now();
@@ -206,10 +221,10 @@ int main(int argc, char **argv) {
       } while (t1 - t0 < seconds);
       double per_call = (t1 - t0) / (double)calls;
       double cpu_per_call = (cpu_now() - c0) / (double)calls;
-      printf("%-6s %5s %6llu %10.3f %10.2f %10.1f %14.2f\n", qiao__cpu_dtype_name(dtypes[d]),
-             mode == 0 ? "hot" : "cold", (unsigned long long)n, per_call * 1e3,
+      printf("%-6s %5s %6llu %10.3f %10.2f %10.1f %14.2f %16.1f\n", qiao__cpu_dtype_name(dtypes[d]),
+             mode == 0 || mode == 3 ? "hot" : "cold", (unsigned long long)n, per_call * 1e3,
              (double)w_bytes / per_call / 1e9, 2.0 * (double)(n * m * k) / per_call / 1e9,
-             (double)w_bytes / cpu_per_call / 1e9);
+             (double)w_bytes / cpu_per_call / 1e9, 2.0 * (double)(n * m * k) / cpu_per_call / 1e9);
       fflush(stdout);
     }
     api->buffer_destroy(wb);

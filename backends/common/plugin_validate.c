@@ -207,6 +207,11 @@ qiao_dev_error *plugin__validate_matmul(const plugin_rules *r, const qiao_dev_qu
   if (overlap(a->out, out_bytes, a->w, w_bytes)) return overlap_error(r, op, "out", "w");
   if (has_bias && overlap(a->out, out_bytes, a->bias, bias_bytes))
     return overlap_error(r, op, "out", "bias");
+  /* (1.2) x_precision, in 1.0's tail padding: read from a 1.2 runtime only.
+   * These backends take the permission of Q8 but compute exactly. */
+  if (r->runtime_minor != NULL && r->runtime_minor(q) >= 2 &&
+      a->x_precision > QIAO_DEV_PRECISION_Q8)
+    return INVALID("%s: matmul: x_precision %u is not a precision", r->name, a->x_precision);
   *plan = (plugin_plan){.empty = a->n == 0 || a->m == 0, .row_bytes = row, .has_bias = has_bias};
   return NULL;
 }

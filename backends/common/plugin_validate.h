@@ -32,6 +32,9 @@ typedef struct plugin_rules {
    * size and whether it belongs to the device of `queue` (a live queue). */
   bool (*buffer_info)(const qiao_dev_queue *queue, const qiao_dev_buffer *buffer,
                       uint64_t *out_size, bool *out_same_device);
+  /* The ABI minor of the runtime that opened the backend of `queue` (a live
+   * queue): fields in 1.0's tail padding count only from their version. */
+  uint32_t (*runtime_minor)(const qiao_dev_queue *queue);
 } plugin_rules;
 
 /* What an op's validation found out, for its launch. */

@@ -130,6 +130,8 @@ static const qiao__cpu_kernels *best_kernels(void) {
   return k != NULL ? k : qiao__cpu_kernels_scalar();
 }
 
+static qiao_dev_error *select_kernels(const qiao__cpu_kernels **out);
+
 static qiao_dev_error *device_get_properties(qiao_dev_backend *backend, uint32_t index,
                                              qiao_dev_properties *properties) {
   qiao_dev_error *error = check_backend("device_get_properties", backend);
@@ -153,6 +155,13 @@ static qiao_dev_error *device_get_properties(qiao_dev_backend *backend, uint32_t
   full.max_buffer_bytes = full.memory_bytes;
   full.compute_units = online_cores();
   full.flags = QIAO_DEV_FLAG_HOST_MEMORY | QIAO_DEV_FLAG_BATCH_INVARIANT;
+  /* The kernels device_open would choose (QIAO_CPU_ISA): Q8 activations
+   * where they have the kernel for them. */
+  const qiao__cpu_kernels *kernels = NULL;
+  qiao_dev_error *isa_error = select_kernels(&kernels);
+  qiao__cpu_error_free(isa_error);
+  if (isa_error == NULL && kernels->gemm_q8[QIAO_DEV_Q8_0] != NULL)
+    full.flags |= QIAO_DEV_FLAG_Q8_ACTIVATIONS;
 #define PUT(field)                                                                                 \
   if (offsetof(qiao_dev_properties, field) + sizeof(full.field) <= n)                              \
     memcpy(&properties->field, &full.field, sizeof(full.field));

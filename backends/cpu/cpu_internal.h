@@ -104,6 +104,37 @@ typedef void (*qiao__cpu_gemm_repacked_fn)(const uint8_t *tile, const float *con
  * for column c of tile t, each bit-identical to gemm_repacked's. */
 typedef void (*qiao__cpu_gemm2_repacked_fn)(const uint8_t *tile, const float *x, uint64_t k,
                                             float *out);
+/* Q8 activations (device ABI 1.2, x_precision = QIAO_DEV_PRECISION_Q8;
+ * cpu_q8_activations.c). A row of x quantized per block b of 32 elements:
+ * q[i] int8, d[b] = amax / 127 (NaN when the block holds a non-finite
+ * value), sum[b] = the sum of its 32 quants. The weights are then kept as
+ * tiles of QIAO__CPU_GEMM_COLS rows, qiao__cpu_q8_block_bytes(dtype) bytes
+ * per block b: the 32 columns' scales as f32, then the quants as unsigned
+ * bytes u[c][i] = w + offset for column c, element i:
+ *   Q8_0 (offset 128): for each group g of 4 elements (8 per block) and
+ *     each column c, 4 bytes: elements 4g .. 4g + 3;
+ *   Q4_0 (offset 8, the stored nibble): for each group g of 4 (4 per
+ *     block) and each column c, 4 bytes: the block's bytes 4g .. 4g + 3 as
+ *     stored, low nibbles elements 4g + j, high nibbles 16 + 4g + j.
+ * Columns at or past the last row are zero. gemm_q8[dtype] writes
+ * out[r * QIAO__CPU_GEMM_COLS + c] for nr <= QIAO__CPU_MAX_ROWS rows of x as
+ *   acc = 0; for each block b in order:
+ *     acc = fmaf((float)(sum_i u[c][i] * q[i] - offset * sum[b]), d_w[c] * d[b], acc)
+ * (the integer sum exact), so every kernel set that has it gives the same
+ * bits, and a row's bits do not depend on nr. */
+typedef struct qiao__cpu_q8_row {
+  const int8_t *q;
+  const float *d;
+  const int32_t *sum;
+} qiao__cpu_q8_row;
+static inline uint64_t qiao__cpu_q8_block_bytes(qiao_dev_dtype dtype) {
+  return QIAO__CPU_GEMM_COLS * 4 + QIAO__CPU_GEMM_COLS * (dtype == QIAO_DEV_Q4_0 ? 16 : 32);
+}
+typedef void (*qiao__cpu_gemm_q8_fn)(const uint8_t *tile, const qiao__cpu_q8_row *x, int nr,
+                                     uint64_t k, float *out);
+/* quantize_q8: qiao__cpu_quantize_q8 (below), the same bits, faster. */
+typedef void (*qiao__cpu_quantize_q8_fn)(const float *x, uint64_t k, int8_t *q, float *d,
+                                         int32_t *sum);
 typedef void (*qiao__cpu_dequant_fn)(const uint8_t *w, uint64_t k, float *out);
 typedef void (*qiao__cpu_axpy_fn)(float *y, float a, const uint8_t *x, uint64_t n);
 
@@ -122,6 +153,8 @@ typedef struct qiao__cpu_kernels {
   qiao__cpu_repack_fn repack[QIAO_DEV_DTYPE_COUNT];           /* optional: Q8_0, Q4_0 */
   qiao__cpu_gemm_repacked_fn gemm_repacked;                   /* optional, with repack */
   qiao__cpu_gemm2_repacked_fn gemm2_repacked;                 /* optional, with repack */
+  qiao__cpu_gemm_q8_fn gemm_q8[QIAO_DEV_DTYPE_COUNT]; /* optional: Q8 activations, Q8_0/Q4_0 */
+  qiao__cpu_quantize_q8_fn quantize_q8;               /* optional, with gemm_q8 */
   /* Exact conversion of one row to f32, by dtype: Q8_0 and Q4_0 always; the
    * float types optionally, for the packed prefill path (k % 32 == 0). */
   qiao__cpu_dequant_fn dequant[QIAO_DEV_DTYPE_COUNT];
@@ -304,6 +337,19 @@ static inline float qiao__cpu_bf16_to_f32(uint16_t h) {
 static inline uint16_t qiao__cpu_load_u16(const uint8_t *p) {
   return (uint16_t)(p[0] | (p[1] << 8));
 }
+
+/* Q8 activations (cpu_q8_activations.c): quantizes one row of k floats (k %
+ * 32 == 0) into q (k int8), d and sum (k / 32 each), as described above
+ * qiao__cpu_q8_row; writes the tile of count <= QIAO__CPU_GEMM_COLS Q8_0 or
+ * Q4_0 weight rows at w (row_bytes apart) in that dtype's tile layout; and
+ * the portable gemm_q8 of each. */
+void qiao__cpu_quantize_q8(const float *x, uint64_t k, int8_t *q, float *d, int32_t *sum);
+void qiao__cpu_repack_q8(qiao_dev_dtype dtype, const uint8_t *w, uint64_t row_bytes, uint64_t count,
+                         uint64_t k, uint8_t *tile);
+void qiao__cpu_gemm_q8_scalar_q8_0(const uint8_t *tile, const qiao__cpu_q8_row *x, int nr,
+                                   uint64_t k, float *out);
+void qiao__cpu_gemm_q8_scalar_q4_0(const uint8_t *tile, const qiao__cpu_q8_row *x, int nr,
+                                   uint64_t k, float *out);
 
 /* Dequantizes one row of n elements (n % 32 == 0 for quantized) to f32. */
 void qiao__cpu_dequantize_row(qiao_dev_dtype dtype, const uint8_t *row, uint64_t n, float *out);

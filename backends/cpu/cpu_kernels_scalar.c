@@ -74,6 +74,8 @@ static const qiao__cpu_kernels scalar_kernels = {
     .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, NULL},
     .dequant = {[QIAO_DEV_Q8_0] = dequant_q8_0, [QIAO_DEV_Q4_0] = dequant_q4_0},
     .axpy = {axpy_f32, axpy_f16},
+    .gemm_q8 = {[QIAO_DEV_Q8_0] = qiao__cpu_gemm_q8_scalar_q8_0,
+                [QIAO_DEV_Q4_0] = qiao__cpu_gemm_q8_scalar_q4_0},
 };
 
 const qiao__cpu_kernels *qiao__cpu_kernels_scalar(void) {

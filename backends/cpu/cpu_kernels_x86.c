@@ -528,6 +528,130 @@ static T512 void gemm_repacked512(const uint8_t *tile, const float *const *x, in
   }
 }
 
+/* Q8 activations on the tiles of Q8_0 or Q4_0 weights (cpu_internal.h,
+ * qiao__cpu_q8_row), with AVX512-VNNI: one vpdpbusd multiplies a group of
+ * 4 unsigned weight bytes by 4 signed activation bytes for 16 columns and
+ * adds the 4 products to a 32-bit lane (Q4_0: the nibbles of one load are
+ * two groups); the offset of the weights is taken back per block with the
+ * row's quant sum. The float steps are those of the portable kernel, one
+ * row at a time, so the bits are the same for any nr. */
+#define T512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+INLINE T512VNNI __m512i x_group(const qiao__cpu_q8_row *x, uint64_t b, int g) {
+  int32_t four;
+  memcpy(&four, x->q + b * 32 + (uint64_t)g * 4, 4);
+  return _mm512_set1_epi32(four);
+}
+
+INLINE T512VNNI void gemm_q8_512_rows(const uint8_t *tile, const qiao__cpu_q8_row *x, uint64_t k,
+                                      float *out, const int NR, const int DT) {
+  const uint64_t cols = QIAO__CPU_GEMM_COLS, block_bytes = qiao__cpu_q8_block_bytes(DT);
+  const int offset = DT == QIAO_DEV_Q8_0 ? 128 : 8;
+  const char *next = (const char *)tile + k / 32 * block_bytes; /* see gemm_repacked512 */
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  __m512 acc[4][2];
+  for (int r = 0; r < NR; r++)
+    acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (uint64_t b = 0; b < k / 32; b++) {
+    const uint8_t *block = tile + b * block_bytes, *quants = block + 4 * cols;
+    for (uint64_t line = 0; NR <= 2 && line < block_bytes; line += 64)
+      _mm_prefetch(next + b * block_bytes + line, _MM_HINT_T1);
+    __m512i dot[4][2];
+    for (int r = 0; r < NR; r++)
+      dot[r][0] = dot[r][1] = _mm512_setzero_si512();
+    for (int g = 0; g < (DT == QIAO_DEV_Q8_0 ? 8 : 4); g++) {
+      __m512i w0 = _mm512_loadu_si512(quants + g * cols * 4);
+      __m512i w1 = _mm512_loadu_si512(quants + g * cols * 4 + 64);
+      if (DT == QIAO_DEV_Q8_0) {
+        for (int r = 0; r < NR; r++) {
+          __m512i xv = x_group(&x[r], b, g);
+          dot[r][0] = _mm512_dpbusd_epi32(dot[r][0], w0, xv);
+          dot[r][1] = _mm512_dpbusd_epi32(dot[r][1], w1, xv);
+        }
+      } else { /* low nibbles: group g, high nibbles: group g + 4 */
+        __m512i l0 = _mm512_and_si512(w0, low), l1 = _mm512_and_si512(w1, low);
+        __m512i h0 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), low);
+        __m512i h1 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), low);
+        for (int r = 0; r < NR; r++) {
+          __m512i xl = x_group(&x[r], b, g), xh = x_group(&x[r], b, g + 4);
+          dot[r][0] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(dot[r][0], l0, xl), h0, xh);
+          dot[r][1] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(dot[r][1], l1, xl), h1, xh);
+        }
+      }
+    }
+    __m512 d0 = _mm512_loadu_ps((const float *)(const void *)block);
+    __m512 d1 = _mm512_loadu_ps((const float *)(const void *)(block + 64));
+    for (int r = 0; r < NR; r++) {
+      __m512i shift = _mm512_set1_epi32(offset * x[r].sum[b]);
+      __m512 dx = _mm512_set1_ps(x[r].d[b]);
+      acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r][0], shift)),
+                                  _mm512_mul_ps(d0, dx), acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(dot[r][1], shift)),
+                                  _mm512_mul_ps(d1, dx), acc[r][1]);
+    }
+  }
+  for (int r = 0; r < NR; r++) {
+    _mm512_storeu_ps(out + r * cols, acc[r][0]);
+    _mm512_storeu_ps(out + r * cols + 16, acc[r][1]);
+  }
+}
+
+/* qiao__cpu_quantize_q8 with 16 lanes: the same binary32 division and
+ * round-to-nearest-even conversion (the default MXCSR mode), so the same
+ * bits. */
+static T512 void quantize_q8_512(const float *x, uint64_t k, int8_t *q, float *d, int32_t *sum) {
+  const __m512 big = _mm512_set1_ps(3.40282347e38f);
+  const __m512 hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+  for (uint64_t b = 0; b < k / 32; b++) {
+    __m512 v0 = _mm512_loadu_ps(x + b * 32), v1 = _mm512_loadu_ps(x + b * 32 + 16);
+    __m512 a0 = _mm512_abs_ps(v0), a1 = _mm512_abs_ps(v1);
+    /* finite: |x| <= FLT_MAX, ordered (false for NaN) */
+    __mmask16 f0 = _mm512_cmp_ps_mask(a0, big, _CMP_LE_OQ);
+    __mmask16 f1 = _mm512_cmp_ps_mask(a1, big, _CMP_LE_OQ);
+    if (f0 != 0xffff || f1 != 0xffff) {
+      d[b] = __builtin_nanf("");
+      memset(q + b * 32, 0, 32);
+      sum[b] = 0;
+      continue;
+    }
+    float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+    float db = amax / 127.0f;
+    d[b] = db;
+    __m512i i0 = _mm512_setzero_si512(), i1 = _mm512_setzero_si512();
+    if (db != 0.0f) {
+      __m512 dv = _mm512_set1_ps(db);
+      __m512 r0 = _mm512_roundscale_ps(_mm512_div_ps(v0, dv), _MM_FROUND_TO_NEAREST_INT);
+      __m512 r1 = _mm512_roundscale_ps(_mm512_div_ps(v1, dv), _MM_FROUND_TO_NEAREST_INT);
+      i0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r0, lo), hi));
+      i1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r1, lo), hi));
+    }
+    _mm_storeu_si128((__m128i *)(void *)(q + b * 32), _mm512_cvtepi32_epi8(i0));
+    _mm_storeu_si128((__m128i *)(void *)(q + b * 32 + 16), _mm512_cvtepi32_epi8(i1));
+    sum[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+  }
+}
+
+INLINE T512VNNI void gemm_q8_512(const uint8_t *tile, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                                 float *out, const int DT) {
+  for (int r0 = 0; r0 < nr; r0 += 4) { /* 4 rows: 16 accumulators + 2 weights in registers */
+    const qiao__cpu_q8_row *xr = x + r0;
+    float *o = out + r0 * QIAO__CPU_GEMM_COLS;
+    switch (nr - r0 < 4 ? nr - r0 : 4) {
+    case 4: gemm_q8_512_rows(tile, xr, k, o, 4, DT); break;
+    case 3: gemm_q8_512_rows(tile, xr, k, o, 3, DT); break;
+    case 2: gemm_q8_512_rows(tile, xr, k, o, 2, DT); break;
+    default: gemm_q8_512_rows(tile, xr, k, o, 1, DT); break;
+    }
+  }
+}
+static T512VNNI void gemm_q8_512_q8_0(const uint8_t *tile, const qiao__cpu_q8_row *x, int nr,
+                                      uint64_t k, float *out) {
+  gemm_q8_512(tile, x, nr, k, out, QIAO_DEV_Q8_0);
+}
+static T512VNNI void gemm_q8_512_q4_0(const uint8_t *tile, const qiao__cpu_q8_row *x, int nr,
+                                      uint64_t k, float *out) {
+  gemm_q8_512(tile, x, nr, k, out, QIAO_DEV_Q4_0);
+}
+
 static T512 void axpy512_f32(float *y, float a, const uint8_t *x, uint64_t n) {
   const float *xf = (const float *)(const void *)x;
   __m512 av = _mm512_set1_ps(a);
@@ -557,23 +681,25 @@ static T512 void axpy512_f16(float *y, float a, const uint8_t *x, uint64_t n) {
   }
 }
 
-static const qiao__cpu_kernels avx512_kernels = {
-    .name = "avx512",
-    .quant_dot_any_nr = 0, /* dot512_q1 */
-    .dot = {dot512_f32, dot512_f16, dot512_bf16, dot512_q8_0, dot512_q4_0, NULL},
-    .dot2 = {dot2_512_f32, dot2_512_f16, dot2_512_bf16, dot2_512_q8_0, dot2_512_q4_0, NULL},
-    .gemv = {gemv512_f32, gemv512_f16, gemv512_bf16, gemv512_q8_0, gemv512_q4_0, NULL},
-    .pack = pack512,
-    .gemm = gemm512,
-    .gemv_packed = {gemv_packed512_f32, gemv_packed512_f16, gemv_packed512_bf16,
-                    gemv_packed512_q8_0, gemv_packed512_q4_0, NULL},
-    .repack = {NULL, NULL, NULL, repack512_q8_0, repack512_q4_0, NULL},
-    .gemm_repacked = gemm_repacked512,
-    .gemm2_repacked = gemm2_repacked512,
-    .dequant = {dequant512_f32, dequant512_f16, dequant512_bf16, dequant512_q8_0, dequant512_q4_0,
-                NULL},
-    .axpy = {axpy512_f32, axpy512_f16},
-};
+/* The AVX-512 set; with AVX512-VNNI it also has the Q8-activation kernel. */
+#define AVX512_KERNELS                                                                             \
+  .name = "avx512", .quant_dot_any_nr = 0, /* dot512_q1 */                                         \
+      .dot = {dot512_f32, dot512_f16, dot512_bf16, dot512_q8_0, dot512_q4_0, NULL},                \
+  .dot2 = {dot2_512_f32, dot2_512_f16, dot2_512_bf16, dot2_512_q8_0, dot2_512_q4_0, NULL},         \
+  .gemv = {gemv512_f32, gemv512_f16, gemv512_bf16, gemv512_q8_0, gemv512_q4_0, NULL},              \
+  .pack = pack512, .gemm = gemm512,                                                                \
+  .gemv_packed = {gemv_packed512_f32,  gemv_packed512_f16,  gemv_packed512_bf16,                   \
+                  gemv_packed512_q8_0, gemv_packed512_q4_0, NULL},                                 \
+  .repack = {NULL, NULL, NULL, repack512_q8_0, repack512_q4_0, NULL},                              \
+  .gemm_repacked = gemm_repacked512, .gemm2_repacked = gemm2_repacked512,                          \
+  .dequant = {dequant512_f32,  dequant512_f16,  dequant512_bf16,                                   \
+              dequant512_q8_0, dequant512_q4_0, NULL},                                             \
+  .axpy = {axpy512_f32, axpy512_f16},
+static const qiao__cpu_kernels avx512_kernels = {AVX512_KERNELS};
+static const qiao__cpu_kernels avx512_vnni_kernels = {
+    AVX512_KERNELS
+        .gemm_q8 = {[QIAO_DEV_Q8_0] = gemm_q8_512_q8_0, [QIAO_DEV_Q4_0] = gemm_q8_512_q4_0},
+    .quantize_q8 = quantize_q8_512};
 
 /* ---- AVX2: steps of 8 elements; a step group of 4 is 32 elements --------- */
 
@@ -698,6 +824,107 @@ static T256 void axpy256_f16(float *y, float a, const uint8_t *x, uint64_t n) {
     y[i] += a * qiao__cpu_f16_to_f32(qiao__cpu_load_u16(x + 2 * i));
 }
 
+/* Q8 activations with AVX-VNNI (the 256-bit vpdpbusd of AVX2-only
+ * processors that have it): gemm_q8_512_rows' steps on 8 columns per
+ * register, one row of x at a time (16 registers), so the same bits. */
+#define T256VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+INLINE T256VNNI __m256i x_group256(const qiao__cpu_q8_row *x, uint64_t b, int g) {
+  int32_t four;
+  memcpy(&four, x->q + b * 32 + (uint64_t)g * 4, 4);
+  return _mm256_set1_epi32(four);
+}
+
+INLINE T256VNNI void gemm_q8_256_row(const uint8_t *tile, const qiao__cpu_q8_row *x, uint64_t k,
+                                     float *out, const int DT) {
+  const uint64_t cols = QIAO__CPU_GEMM_COLS, block_bytes = qiao__cpu_q8_block_bytes(DT);
+  const int offset = DT == QIAO_DEV_Q8_0 ? 128 : 8;
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  __m256 acc[4];
+  for (int h = 0; h < 4; h++)
+    acc[h] = _mm256_setzero_ps();
+  for (uint64_t b = 0; b < k / 32; b++) {
+    const uint8_t *block = tile + b * block_bytes, *quants = block + 4 * cols;
+    __m256i dot[4];
+    for (int h = 0; h < 4; h++)
+      dot[h] = _mm256_setzero_si256();
+    for (int g = 0; g < (DT == QIAO_DEV_Q8_0 ? 8 : 4); g++) {
+      __m256i xl = x_group256(x, b, g), xh = DT == QIAO_DEV_Q8_0 ? xl : x_group256(x, b, g + 4);
+      for (int h = 0; h < 4; h++) { /* columns 8h .. 8h + 7 */
+        __m256i w =
+            _mm256_loadu_si256((const __m256i *)(const void *)(quants + g * cols * 4 + h * 32));
+        if (DT == QIAO_DEV_Q8_0) {
+          dot[h] = _mm256_dpbusd_avx_epi32(dot[h], w, xl);
+        } else {
+          __m256i lo = _mm256_and_si256(w, low),
+                  hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), low);
+          dot[h] = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(dot[h], lo, xl), hi, xh);
+        }
+      }
+    }
+    __m256i shift = _mm256_set1_epi32(offset * x->sum[b]);
+    __m256 dx = _mm256_set1_ps(x->d[b]);
+    for (int h = 0; h < 4; h++) {
+      __m256 dw = _mm256_loadu_ps((const float *)(const void *)block + 8 * h);
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot[h], shift)),
+                               _mm256_mul_ps(dw, dx), acc[h]);
+    }
+  }
+  for (int h = 0; h < 4; h++)
+    _mm256_storeu_ps(out + 8 * h, acc[h]);
+}
+
+static T256VNNI void gemm_q8_256_q8_0(const uint8_t *tile, const qiao__cpu_q8_row *x, int nr,
+                                      uint64_t k, float *out) {
+  for (int r = 0; r < nr; r++)
+    gemm_q8_256_row(tile, x + r, k, out + r * QIAO__CPU_GEMM_COLS, QIAO_DEV_Q8_0);
+}
+static T256VNNI void gemm_q8_256_q4_0(const uint8_t *tile, const qiao__cpu_q8_row *x, int nr,
+                                      uint64_t k, float *out) {
+  for (int r = 0; r < nr; r++)
+    gemm_q8_256_row(tile, x + r, k, out + r * QIAO__CPU_GEMM_COLS, QIAO_DEV_Q4_0);
+}
+
+/* qiao__cpu_quantize_q8 with 8 lanes: the same division and rounding. */
+static T256 void quantize_q8_256(const float *x, uint64_t k, int8_t *q, float *d, int32_t *sum) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 big = _mm256_set1_ps(3.40282347e38f);
+  const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+  for (uint64_t b = 0; b < k / 32; b++) {
+    __m256 v[4], amax = _mm256_setzero_ps();
+    int finite = 1;
+    for (int i = 0; i < 4; i++) {
+      v[i] = _mm256_loadu_ps(x + b * 32 + 8 * i);
+      __m256 a = _mm256_and_ps(v[i], abs_mask);
+      finite &= _mm256_movemask_ps(_mm256_cmp_ps(a, big, _CMP_LE_OQ)) == 0xff;
+      amax = _mm256_max_ps(amax, a);
+    }
+    if (!finite) {
+      d[b] = __builtin_nanf("");
+      memset(q + b * 32, 0, 32);
+      sum[b] = 0;
+      continue;
+    }
+    float lanes[8], m = 0.0f;
+    _mm256_storeu_ps(lanes, amax);
+    for (int i = 0; i < 8; i++)
+      m = lanes[i] > m ? lanes[i] : m;
+    float db = m / 127.0f;
+    d[b] = db;
+    int32_t iq[32] = {0}, s = 0;
+    for (int i = 0; db != 0.0f && i < 4; i++) {
+      __m256 r = _mm256_round_ps(_mm256_div_ps(v[i], _mm256_set1_ps(db)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm256_storeu_si256((__m256i *)(void *)(iq + 8 * i),
+                          _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi)));
+    }
+    for (int i = 0; i < 32; i++) {
+      q[b * 32 + (uint64_t)i] = (int8_t)iq[i];
+      s += iq[i];
+    }
+    sum[b] = s;
+  }
+}
+
 static const qiao__cpu_kernels avx2_kernels = {
     .name = "avx2",
     .quant_dot_any_nr = 1,
@@ -705,13 +932,23 @@ static const qiao__cpu_kernels avx2_kernels = {
     .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0, [QIAO_DEV_Q4_0] = dequant_row_q4_0},
     .axpy = {axpy256_f32, axpy256_f16},
 };
+/* The same with AVX-VNNI: Q8 activations too. */
+static const qiao__cpu_kernels avx2_vnni_kernels = {
+    .name = "avx2",
+    .quant_dot_any_nr = 1,
+    .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0, NULL},
+    .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0, [QIAO_DEV_Q4_0] = dequant_row_q4_0},
+    .axpy = {axpy256_f32, axpy256_f16},
+    .gemm_q8 = {[QIAO_DEV_Q8_0] = gemm_q8_256_q8_0, [QIAO_DEV_Q4_0] = gemm_q8_256_q4_0},
+    .quantize_q8 = quantize_q8_256,
+};
 
 const qiao__cpu_kernels *qiao__cpu_kernels_avx512(void) {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2") &&
       __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return &avx512_kernels;
+    return __builtin_cpu_supports("avx512vnni") ? &avx512_vnni_kernels : &avx512_kernels;
   return NULL;
 }
 
@@ -719,7 +956,7 @@ const qiao__cpu_kernels *qiao__cpu_kernels_avx2(void) {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c"))
-    return &avx2_kernels;
+    return __builtin_cpu_supports("avxvnni") ? &avx2_vnni_kernels : &avx2_kernels;
   return NULL;
 }
 

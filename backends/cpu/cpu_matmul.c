@@ -44,10 +44,21 @@
  * (buffer, offset, m, k, dtype), guarded by a mutex; an entry is dropped
  * when anything writes into its bytes (operand_get with the write flag) or
  * its buffer is destroyed, and freed once no matmul still uses it.
- * matmul_experts does not use it. */
+ * matmul_experts does not use it.
+ *
+ * Q8 activations (x_precision = QIAO_DEV_PRECISION_Q8 from a 1.2 runtime,
+ * Q8_0 and Q4_0 weights, kernels with gemm_q8): each row of x is quantized
+ * once per call (cpu_q8_activations.c) and multiplied with a copy of the
+ * weights in the dtype's int8 tile layout (cpu_internal.h: bytes for Q8_0,
+ * the stored nibbles for Q4_0, f32 scales; 1.06x and 1.11x the size of the
+ * weights), kept in the same cache in either mode. Every n takes this
+ * path, except a single row outside batch-invariant mode where the kernels
+ * have a gemv (decode reads the weights as stored, fewer bytes); a row's
+ * result depends on that row alone, so the path is batch-invariant. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "cpu_ops.h"
 
@@ -58,6 +69,9 @@ enum {
 };
 
 #define FLOAT_DTYPES ((1u << QIAO_DEV_F32) | (1u << QIAO_DEV_F16) | (1u << QIAO_DEV_BF16))
+static bool quantized_dtype(qiao_dev_dtype dtype) {
+  return dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
+}
 #define WEIGHT_DTYPES (FLOAT_DTYPES | (1u << QIAO_DEV_Q8_0) | (1u << QIAO_DEV_Q4_0))
 
 /* out rows[r][j] for j in [lo, hi) of one weight matrix times n rows of x.
@@ -97,6 +111,10 @@ typedef struct rows_job {
   uint64_t tile_bytes;
   qiao__cpu_gemm_repacked_fn gemm_repacked;
   qiao__cpu_gemm2_repacked_fn gemm2_repacked; /* optional: n == 1, two tiles at once */
+  /* Q8 activations: the quantized rows of x (row r of the job is
+   * q8_rows[r]), with `tiles` in the Q8 layout; NULL otherwise. */
+  const qiao__cpu_q8_row *q8_rows;
+  qiao__cpu_gemm_q8_fn gemm_q8;
 } rows_job;
 
 /* Floats of scratch per thread and per element of k: a tile of ROW_TILE
@@ -197,8 +215,9 @@ static void gemv_packed_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   }
 }
 
-/* rows_range on a repacked copy of the weights: lo is a multiple of
- * QIAO__CPU_GEMM_COLS, each tile multiplied with every block of x rows. */
+/* rows_range on a repacked copy of the weights (either layout): lo is a
+ * multiple of QIAO__CPU_GEMM_COLS, each tile multiplied with every block of
+ * x rows. */
 static void repacked_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   const float *xs[TOKEN_BLOCK];
   float *os[TOKEN_BLOCK];
@@ -206,7 +225,8 @@ static void repacked_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   for (uint64_t j0 = lo; j0 < hi; j0 += QIAO__CPU_GEMM_COLS) {
     uint64_t count = hi - j0 < QIAO__CPU_GEMM_COLS ? hi - j0 : QIAO__CPU_GEMM_COLS;
     const uint8_t *tile = job->tiles + j0 / QIAO__CPU_GEMM_COLS * job->tile_bytes;
-    if (job->n == 1 && job->gemm2_repacked != NULL && hi - j0 >= 2 * QIAO__CPU_GEMM_COLS) {
+    if (job->n == 1 && job->q8_rows == NULL && job->gemm2_repacked != NULL &&
+        hi - j0 >= 2 * QIAO__CPU_GEMM_COLS) {
       float out2[2 * QIAO__CPU_GEMM_COLS];
       block_rows(job, 0, xs, os);
       job->gemm2_repacked(tile, xs[0], job->k, out2);
@@ -217,7 +237,10 @@ static void repacked_range(const rows_job *job, uint64_t lo, uint64_t hi) {
     }
     for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
       int nr = block_rows(job, t0, xs, os);
-      job->gemm_repacked(tile, xs, nr, job->k, out);
+      if (job->q8_rows != NULL)
+        job->gemm_q8(tile, job->q8_rows + t0, nr, job->k, out);
+      else
+        job->gemm_repacked(tile, xs, nr, job->k, out);
       put_tile(job, os, nr, j0, count, out);
     }
   }
@@ -357,11 +380,15 @@ static void matmul_task(void *ctx, uint32_t ith, uint32_t nth) {
 }
 
 /* ---- The repack cache (see the top of the file) ---------------------------- */
+/* The two tile layouts a copy may have (cpu_internal.h). */
+typedef enum { LAYOUT_F32_GEMM, LAYOUT_Q8 } tile_layout;
+
 struct qiao__cpu_repacked {
   struct qiao__cpu_repacked *next;
   const qiao_dev_buffer *buffer;
   uint64_t offset, bytes, m, k; /* the source: bytes [offset, offset + bytes) */
   qiao_dev_dtype dtype;
+  tile_layout layout;
   uint8_t *tiles;
   uint64_t tile_bytes;
   uint64_t users; /* matmuls using it, plus 1 while it is in the cache */
@@ -376,7 +403,8 @@ static void repacked_unref(repacked *e) { /* under repack_lock */
 }
 
 typedef struct repack_job {
-  qiao__cpu_repack_fn repack;
+  qiao__cpu_repack_fn repack; /* NULL: the Q8 layout, of dtype */
+  qiao_dev_dtype dtype;
   const uint8_t *w;
   uint64_t row_bytes, m, k;
   uint8_t *tiles;
@@ -390,35 +418,56 @@ static void repack_task(void *ctx, uint32_t ith, uint32_t nth) {
   qiao__cpu_split((job->m + cols - 1) / cols, ith, nth, &lo, &hi);
   for (uint64_t t = lo; t < hi; t++) {
     uint64_t j0 = t * cols, count = job->m - j0 < cols ? job->m - j0 : cols;
-    job->repack(job->w + j0 * job->row_bytes, job->row_bytes, count, job->k,
-                job->tiles + t * job->tile_bytes);
+    const uint8_t *w = job->w + j0 * job->row_bytes;
+    uint8_t *tile = job->tiles + t * job->tile_bytes;
+    if (job->repack != NULL)
+      job->repack(w, job->row_bytes, count, job->k, tile);
+    else
+      qiao__cpu_repack_q8(job->dtype, w, job->row_bytes, count, job->k, tile);
   }
 }
 
-/* The repacked copy of weight operand w (m rows of k elements), made now if
- * the cache lacks it, with one use counted (repack_put gives it back); NULL
- * where the mode, kernels, dtype or k have none, or memory is short: the
- * caller then takes the path whose bits it reproduces. */
+/* Memory for a copy: large ones in 2 MiB pages where the kernel allows
+ * (transparent huge pages on request): a first touch of 4 KiB pages costs
+ * about as much as the repacking itself on a VM, and the copies are read
+ * on every matmul, where huge pages also spare TLB misses. */
+static uint8_t *tiles_alloc(size_t bytes) {
+  enum { HUGE = 2u << 20 };
+  if (bytes < HUGE) return aligned_alloc(64, (bytes + 63) / 64 * 64);
+  uint8_t *p = aligned_alloc(HUGE, (bytes + HUGE - 1) / HUGE * HUGE);
+  if (p != NULL) madvise(p, (bytes + HUGE - 1) / HUGE * HUGE, MADV_HUGEPAGE); /* a hint */
+  return p;
+}
+
+/* The copy of weight operand w (m rows of k elements) in `layout`, made now
+ * if the cache lacks it, with one use counted (repack_put gives it back);
+ * NULL where the mode, kernels, dtype or k have none, or memory is short:
+ * the caller then takes the path whose bits it reproduces (LAYOUT_F32_GEMM)
+ * or computes exactly (LAYOUT_Q8, which is within its budget). */
 static repacked *repack_get(qiao_dev_device *dev, const qiao__cpu_operand *w, qiao_dev_dtype dtype,
-                            uint64_t m, uint64_t k) {
+                            uint64_t m, uint64_t k, tile_layout layout) {
   const qiao__cpu_kernels *kernels = dev->kernels;
-  if (!dev->batch_invariant || kernels->gemm_repacked == NULL || kernels->repack[dtype] == NULL ||
-      kernels->gemm == NULL || kernels->dequant[dtype] == NULL || w->buffer == NULL || m == 0 ||
-      k == 0 || k % 32 != 0)
+  if (w->buffer == NULL || m == 0 || k == 0 || k % 32 != 0) return NULL;
+  if (layout == LAYOUT_Q8 && (!quantized_dtype(dtype) || kernels->gemm_q8[dtype] == NULL))
+    return NULL;
+  if (layout == LAYOUT_F32_GEMM &&
+      (!dev->batch_invariant || kernels->gemm_repacked == NULL || kernels->repack[dtype] == NULL ||
+       kernels->gemm == NULL || kernels->dequant[dtype] == NULL))
     return NULL;
   const uint64_t cols = QIAO__CPU_GEMM_COLS, n_tiles = (m + cols - 1) / cols;
-  const uint64_t tile_bytes = k / 32 * QIAO__CPU_REPACK_BLOCK;
+  const uint64_t tile_bytes =
+      k / 32 * (layout == LAYOUT_Q8 ? qiao__cpu_q8_block_bytes(dtype) : QIAO__CPU_REPACK_BLOCK);
   if (tile_bytes > (SIZE_MAX - 63) / n_tiles) return NULL;
   pthread_mutex_lock(&dev->repack_lock);
   repacked *e = dev->repacked;
   for (; e != NULL; e = e->next)
     if (e->buffer == w->buffer && e->offset == w->offset && e->m == m && e->k == k &&
-        e->dtype == dtype)
+        e->dtype == dtype && e->layout == layout)
       break;
   if (e == NULL) {
     /* Made under the lock: once, even when several queues ask at once. */
     e = calloc(1, sizeof(*e));
-    uint8_t *tiles = e ? aligned_alloc(64, (size_t)(n_tiles * tile_bytes)) : NULL;
+    uint8_t *tiles = e ? tiles_alloc((size_t)(n_tiles * tile_bytes)) : NULL;
     if (tiles == NULL) {
       free(e);
       pthread_mutex_unlock(&dev->repack_lock);
@@ -431,10 +480,18 @@ static repacked *repack_get(qiao_dev_device *dev, const qiao__cpu_operand *w, qi
                     .m = m,
                     .k = k,
                     .dtype = dtype,
+                    .layout = layout,
                     .tiles = tiles,
                     .tile_bytes = tile_bytes,
                     .users = 1};
-    repack_job job = {kernels->repack[dtype], w->ptr, w->bytes / m, m, k, tiles, tile_bytes};
+    repack_job job = {layout == LAYOUT_Q8 ? NULL : kernels->repack[dtype],
+                      dtype,
+                      w->ptr,
+                      w->bytes / m,
+                      m,
+                      k,
+                      tiles,
+                      tile_bytes};
     qiao__cpu_run(dev, repack_task, &job, n_tiles > 1);
     dev->repacked = e;
     atomic_fetch_add(&((qiao_dev_buffer *)(uintptr_t)w->buffer)->repacked, 1);
@@ -492,6 +549,55 @@ static int worth_parallel(uint64_t n, uint64_t k, uint64_t m) {
     if (try_error_ != NULL) return try_error_;                                                     \
   } while (0)
 
+/* Rows of x quantized for the Q8 path: q (n, k) int8, then d and sum
+ * (n, k / 32) each, and the row views; one allocation. */
+typedef struct q8_activations {
+  void *storage;
+  qiao__cpu_q8_row *rows;
+} q8_activations;
+
+typedef struct quantize_job {
+  qiao__cpu_quantize_q8_fn quantize;
+  const float *x;
+  uint64_t n, k;
+  qiao__cpu_q8_row *rows;
+} quantize_job;
+
+static void quantize_task(void *ctx, uint32_t ith, uint32_t nth) {
+  const quantize_job *job = ctx;
+  uint64_t lo = 0, hi = 0;
+  qiao__cpu_split(job->n, ith, nth, &lo, &hi);
+  for (uint64_t r = lo; r < hi; r++) {
+    qiao__cpu_q8_row *row = &job->rows[r];
+    job->quantize(job->x + r * job->k, job->k, (int8_t *)(uintptr_t)row->q,
+                  (float *)(uintptr_t)row->d, (int32_t *)(uintptr_t)row->sum);
+  }
+}
+
+static qiao_dev_error *quantize_rows(qiao_dev_device *dev, const float *x, uint64_t n, uint64_t k,
+                                     q8_activations *out) {
+  /* n * k * 4 bytes of x exist, so none of these sizes overflows. */
+  uint64_t blocks = n * (k / 32);
+  size_t bytes = (size_t)(n * k + blocks * 8 + n * sizeof(qiao__cpu_q8_row));
+  uint8_t *storage = malloc(bytes ? bytes : 1);
+  if (storage == NULL)
+    return qiao__cpu_error(QIAO_DEV_OUT_OF_MEMORY,
+                           "matmul: no memory for %llu quantized rows of x (%zu bytes)",
+                           (unsigned long long)n, bytes);
+  qiao__cpu_q8_row *rows = (qiao__cpu_q8_row *)(void *)storage; /* first: aligned */
+  float *d = (float *)(void *)(storage + n * sizeof(qiao__cpu_q8_row));
+  int32_t *sum = (int32_t *)(void *)(d + blocks);
+  int8_t *q = (int8_t *)(void *)(sum + blocks);
+  for (uint64_t r = 0; r < n; r++)
+    rows[r] = (qiao__cpu_q8_row){q + r * k, d + r * (k / 32), sum + r * (k / 32)};
+  qiao__cpu_quantize_q8_fn quantize =
+      dev->kernels->quantize_q8 ? dev->kernels->quantize_q8 : qiao__cpu_quantize_q8;
+  quantize_job job = {quantize, x, n, k, rows};
+  qiao__cpu_run(dev, quantize_task, &job, n * k >= PARALLEL_MACS);
+  *out = (q8_activations){storage, rows};
+  return NULL;
+}
+
 qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_args *a) {
   const char *op = "matmul";
   qiao_dev_device *dev;
@@ -525,7 +631,33 @@ qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_ar
                   .out = (float *)(void *)out.ptr,
                   .bias = (const float *)(const void *)bias.ptr,
                   .accumulate = a->accumulate != 0};
-  repacked *copy = a->n > 0 ? repack_get(dev, &w, a->w_dtype, a->m, a->k) : NULL;
+  /* x_precision lies in 1.0's tail padding: it counts only from a 1.2
+   * runtime (device-abi.md §3), as EXACT otherwise. */
+  uint32_t precision = dev->backend->runtime_minor >= 2 ? a->x_precision : QIAO_DEV_PRECISION_EXACT;
+  if (precision > QIAO_DEV_PRECISION_Q8)
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: x_precision %u is not a precision", op,
+                           precision);
+  /* Outside batch-invariant mode a single row (decode) is bound by reading
+   * the weights: the gemv on them as stored reads fewer bytes than a tile
+   * copy (Q8_0 decode measured 0.87x on the tiles). */
+  bool q8 = precision == QIAO_DEV_PRECISION_Q8 && a->n > 0 &&
+            !(a->n == 1 && !dev->batch_invariant && dev->kernels->gemv[a->w_dtype] != NULL);
+  repacked *copy = q8 ? repack_get(dev, &w, a->w_dtype, a->m, a->k, LAYOUT_Q8) : NULL;
+  if (copy != NULL) {
+    q8_activations xq = {NULL, NULL};
+    qiao_dev_error *error = quantize_rows(dev, job.x, a->n, a->k, &xq);
+    if (error == NULL) {
+      job.tiles = copy->tiles;
+      job.tile_bytes = copy->tile_bytes;
+      job.q8_rows = xq.rows;
+      job.gemm_q8 = dev->kernels->gemm_q8[a->w_dtype];
+      qiao__cpu_run(dev, matmul_task, &job, worth_parallel(a->n, a->k, a->m));
+      free(xq.storage);
+    }
+    repack_put(dev, copy);
+    return error;
+  }
+  copy = a->n > 0 ? repack_get(dev, &w, a->w_dtype, a->m, a->k, LAYOUT_F32_GEMM) : NULL;
   if (copy != NULL) {
     job.tiles = copy->tiles;
     job.tile_bytes = copy->tile_bytes;

@@ -108,6 +108,10 @@ static bool buffer_info(const qiao_dev_queue *queue, const qiao_dev_buffer *buff
   return true;
 }
 
+static uint32_t runtime_minor(const qiao_dev_queue *queue) {
+  return queue->device->backend->runtime_minor;
+}
+
 const plugin_rules cuq__rules = {
     .name = "cuda",
     .handle_kind = "a CUDA",
@@ -116,6 +120,7 @@ const plugin_rules cuq__rules = {
     .device_magic = CUQ_MAGIC_DEVICE,
     .queue_magic = CUQ_MAGIC_QUEUE,
     .buffer_info = buffer_info,
+    .runtime_minor = runtime_minor,
 };
 
 qiao_dev_error *cuq__queue_synchronize(qiao_dev_queue *queue) {

@@ -109,6 +109,10 @@ static bool buffer_info(const qiao_dev_queue *queue, const qiao_dev_buffer *buff
   return true;
 }
 
+static uint32_t runtime_minor(const qiao_dev_queue *queue) {
+  return queue->device->backend->runtime_minor;
+}
+
 const plugin_rules ocl__rules = {
     .name = "opencl",
     .handle_kind = "an OpenCL",
@@ -117,6 +121,7 @@ const plugin_rules ocl__rules = {
     .device_magic = OCL_MAGIC_DEVICE,
     .queue_magic = OCL_MAGIC_QUEUE,
     .buffer_info = buffer_info,
+    .runtime_minor = runtime_minor,
 };
 
 qiao_dev_error *ocl__queue_synchronize(qiao_dev_queue *queue) {

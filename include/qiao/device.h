@@ -1,4 +1,4 @@
-/* qiao/device.h: the qiao device ABI, version 1.1.
+/* qiao/device.h: the qiao device ABI, version 1.2.
  *
  * This header is the whole contract between the qiao runtime and a device
  * backend (a "plugin"). A chip vendor implements it in a shared library named
@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define QIAO_DEVICE_ABI_MAJOR 1
-#define QIAO_DEVICE_ABI_MINOR 1
+#define QIAO_DEVICE_ABI_MINOR 2
 
 /* The name of the one symbol a plugin exports. */
 #define QIAO_DEVICE_ENTRY_POINT "qiao_device_get_api"
@@ -134,6 +134,10 @@ typedef struct qiao_dev_backend_options {
  * (QIAO_DEV_OPEN_BATCH_INVARIANT): every output row of every op is then
  * bit-for-bit a function of that row's own inputs only (see the spec, §10.4). */
 #define QIAO_DEV_FLAG_BATCH_INVARIANT 2u
+/* (1.2) Q8_ACTIVATIONS: given x_precision = QIAO_DEV_PRECISION_Q8, the
+ * device's matmul quantizes activations to int8 for some weight dtypes
+ * (spec §11.4); informational: the precision is a permission either way. */
+#define QIAO_DEV_FLAG_Q8_ACTIVATIONS 4u
 
 /* Filled by device_get_properties: the caller sets struct_size; the backend
  * writes only the fields that fit in it. */
@@ -178,6 +182,16 @@ typedef struct qiao_dev_embed_args {
   qiao_dev_ref out;   /* (n_tokens, dim) */
 } qiao_dev_embed_args;
 
+/* (1.2) Activation precisions of matmul (x_precision).
+ * EXACT: the products use the F32 activations as given (the 1.0 behaviour,
+ * budgets of spec §11.2). Q8: the backend MAY instead quantize each row of x
+ * in blocks of 32 elements along k to int8 with one scale per block, exactly
+ * as spec §11.4 defines, and compute on those (its own budget, §11.4); a
+ * backend that does not is still right to compute exactly. A permission, not
+ * a demand: 1.0 and 1.1 backends never read the field. */
+#define QIAO_DEV_PRECISION_EXACT 0u
+#define QIAO_DEV_PRECISION_Q8 1u
+
 /* out[i, j] = (accumulate ? out[i, j] : 0) + bias[j] + sum_k x[i, k] * w[j, k]
  * The weight is read in its stored dtype; quantized blocks are computed on
  * directly. k must be a multiple of 32 for Q8_0/Q4_0. */
@@ -190,6 +204,11 @@ typedef struct qiao_dev_matmul_args {
   qiao_dev_ref bias; /* (m) F32, optional */
   qiao_dev_ref out;  /* (n, m) */
   uint32_t accumulate;
+  /* (1.2) QIAO_DEV_PRECISION_*. These 4 bytes were tail padding in 1.0
+   * (sizeof is 112 in every version), so a backend reads them only when the
+   * runtime that opened it said runtime_abi_minor >= 2, and as EXACT
+   * otherwise (as qiao_dev_device_options.flags, spec §3). */
+  uint32_t x_precision;
 } qiao_dev_matmul_args;
 
 /* out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight[:]

@@ -57,6 +57,13 @@ typedef struct qiao_engine_options {
    * hold, after their sequence is freed, for qiao_engine_seq_create_cached;
    * they are evicted least recently used when blocks run short. */
   bool prefix_cache;
+  /* Multiply Q8_0 and Q4_0 weights with the exact F32 activations. By
+   * default (false) the engine lets the backend quantize activations to
+   * int8 for them (device ABI 1.2, QIAO_DEV_PRECISION_Q8: blocks of 32 with
+   * one scale, the error budget of spec §11.4), which the CPU backend does
+   * with AVX512-VNNI or AVX-VNNI, several times faster than F32; float weights are
+   * always multiplied exactly. */
+  bool exact_matmul;
 } qiao_engine_options;
 
 /* All defaults (struct_size set, everything else 0 / NULL). */

@@ -39,6 +39,7 @@ typedef struct qiao_pool_options {
   bool batch_invariant; /* require batch-invariant devices (see qiao/engine.h) */
   bool prefix_cache;    /* keep prompt prefixes in the KV cache for reuse */
   bool verbose;         /* loading progress and placement on stderr */
+  bool exact_matmul;    /* F32 activations for quantized weights too (qiao/engine.h) */
 } qiao_pool_options;
 
 qiao_pool_options qiao_pool_default_options(void);

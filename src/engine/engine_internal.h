@@ -154,6 +154,8 @@ struct qiao_engine {
   /* Opened with QIAO_DEV_OPEN_BATCH_INVARIANT (options.batch_invariant);
    * the CPU fallback device is then opened the same way. */
   bool batch_invariant;
+  /* options.exact_matmul: no QIAO_DEV_PRECISION_Q8 on quantized weights. */
+  bool exact_matmul;
   qiao_backend *fb_backend; /* NULL until an op needs it */
   const qiao_dev_api *fb_api;
   qiao_dev_device *fb_device;

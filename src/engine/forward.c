@@ -20,7 +20,9 @@ static qiao_dev_ref at(qiao_dev_ref ref, uint64_t byte_offset) {
   return ref;
 }
 
-/* out (n, m) = (accumulate ? out : 0) + x (n, k) @ w (m, k)^T + bias */
+/* out (n, m) = (accumulate ? out : 0) + x (n, k) @ w (m, k)^T + bias.
+ * Quantized weights let the backend quantize x to int8 (device ABI 1.2)
+ * unless the engine was asked for exact products. */
 static qiao_status *matmul(qiao_engine *e, uint64_t n, uint64_t k, uint64_t m, qiao_dev_ref x,
                            const qiao__weight *w, qiao_dev_ref bias, qiao_dev_ref out,
                            uint32_t accumulate, const char *what) {
@@ -34,6 +36,8 @@ static qiao_status *matmul(qiao_engine *e, uint64_t n, uint64_t k, uint64_t m, q
                             .bias = bias,
                             .out = out,
                             .accumulate = accumulate};
+  if (!e->exact_matmul && (w->dtype == QIAO_DEV_Q8_0 || w->dtype == QIAO_DEV_Q4_0))
+    a.x_precision = QIAO_DEV_PRECISION_Q8;
   return QIAO__DEV(e, e->ops->matmul(e->ops_queue, &a), what);
 }
 

@@ -91,6 +91,7 @@ static qiao_status *open_replica(qiao_pool *p, const char *spec, const qiao_pool
   eo.n_blocks = o->kv_blocks;
   eo.batch_invariant = o->batch_invariant;
   eo.prefix_cache = o->prefix_cache;
+  eo.exact_matmul = o->exact_matmul;
   eo.verbose = o->verbose;
   if (eo.n_blocks == 0) {
     /* Enough for every slot's full context, so admission never has to

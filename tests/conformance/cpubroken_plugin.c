@@ -9,7 +9,10 @@
  *                split-K decode kernel would, while the device still claims
  *                QIAO_DEV_FLAG_BATCH_INVARIANT: each result is within the
  *                budget, but a row alone no longer equals that row in a batch
+ *   q8_round     matmul with Q8 activations (ABI 1.2) rounds every activation
+ *                up, as a quantizer that truncates x / d + 1/2 would
  * Anything else (or unset) breaks nothing. The wrappers use only the ABI. */
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,14 +24,31 @@
 static qiao_dev_api table;
 static const qiao_dev_api *cpu;
 static char mode[32];
+/* The devices open now, the last opened on top: a perturbed copy of an
+ * operand is made on last_device (conformance opens the device under test,
+ * and closes any other before it goes on with it). */
+static qiao_dev_device *open_devices[16];
+static int n_open;
 static qiao_dev_device *last_device;
 
 static qiao_dev_error *remembering_device_open(qiao_dev_backend *b, uint32_t index,
                                                const qiao_dev_device_options *o,
                                                qiao_dev_device **out) {
   qiao_dev_error *e = cpu->device_open(b, index, o, out);
-  if (e == NULL) last_device = *out;
+  if (e == NULL && n_open < 16) last_device = open_devices[n_open++] = *out;
   return e;
+}
+
+static void forgetting_device_close(qiao_dev_device *device) {
+  for (int i = 0; i < n_open; i++)
+    if (open_devices[i] == device) {
+      memmove(open_devices + i, open_devices + i + 1,
+              (size_t)(n_open - i - 1) * sizeof(*open_devices));
+      n_open--;
+      break;
+    }
+  last_device = n_open > 0 ? open_devices[n_open - 1] : NULL;
+  cpu->device_close(device);
 }
 
 static qiao_dev_error *broken_rope(qiao_dev_queue *q, const qiao_dev_rope_args *a) {
@@ -43,44 +63,32 @@ static qiao_dev_error *broken_attention(qiao_dev_queue *q, const qiao_dev_attent
   return cpu->attention(q, &b);
 }
 
-/* Downloads the weights, perturbs them, runs the real matmul on the copy. */
-static qiao_dev_error *broken_matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
-  bool f16 = strcmp(mode, "f16_ulp") == 0 && a->w_dtype == QIAO_DEV_F16;
-  bool q8 = strcmp(mode, "q8_0_ulp") == 0 && a->w_dtype == QIAO_DEV_Q8_0;
-  if (!f16 && !q8) return cpu->matmul(q, a);
-  uint64_t bytes = f16 ? a->m * a->k * 2 : a->m * a->k / 32 * 34;
-  uint8_t *w = malloc(bytes ? bytes : 1);
-  if (w == NULL || last_device == NULL) {
-    free(w);
+/* Runs the real matmul with one operand, the weights or x, replaced by a
+ * copy (`bytes` of it) that `perturb` changed, made on the device last
+ * opened (the one under test). */
+static qiao_dev_error *matmul_on_copy(qiao_dev_queue *q, const qiao_dev_matmul_args *a, bool of_x,
+                                      uint64_t bytes, void (*perturb)(uint8_t *, uint64_t)) {
+  uint8_t *data = malloc(bytes ? bytes : 1);
+  if (data == NULL || last_device == NULL) {
+    free(data);
     return cpu->matmul(q, a);
   }
   qiao_dev_error *e = cpu->queue_synchronize(q);
-  if (e == NULL) e = cpu->download(q, w, a->w, bytes);
+  if (e == NULL) e = cpu->download(q, data, of_x ? a->x : a->w, bytes);
   if (e == NULL) e = cpu->queue_synchronize(q);
   if (e != NULL) {
-    free(w);
+    free(data);
     return e;
   }
-  if (f16) {
-    for (uint64_t i = 0; i < bytes / 2; i++) {
-      uint16_t h;
-      memcpy(&h, w + 2 * i, 2);
-      if ((h & 0x7fffu) != 0 && (h & 0x7c00u) != 0x7c00u && (h & 0x7fffu) != 0x7bffu) h++;
-      memcpy(w + 2 * i, &h, 2);
-    }
-  } else {
-    for (uint64_t b = 0; b < bytes / 34; b++)
-      for (int j = 0; j < 32; j++) {
-        int8_t v = (int8_t)w[b * 34 + 2 + j];
-        if (v < 127) w[b * 34 + 2 + j] = (uint8_t)(int8_t)(v + 1);
-      }
-  }
-  /* the perturbed copy, on the device last opened (the one under test) */
+  perturb(data, bytes);
   qiao_dev_buffer *copy = NULL;
   e = cpu->buffer_create(last_device, bytes, &copy);
-  if (e == NULL) e = cpu->upload(q, (qiao_dev_ref){copy, 0}, w, bytes);
+  if (e == NULL) e = cpu->upload(q, (qiao_dev_ref){copy, 0}, data, bytes);
   qiao_dev_matmul_args b = *a;
-  b.w = (qiao_dev_ref){copy, 0};
+  if (of_x)
+    b.x = (qiao_dev_ref){copy, 0};
+  else
+    b.w = (qiao_dev_ref){copy, 0};
   if (e == NULL) e = cpu->matmul(q, &b);
   qiao_dev_error *s = cpu->queue_synchronize(q);
   if (e == NULL)
@@ -88,8 +96,35 @@ static qiao_dev_error *broken_matmul(qiao_dev_queue *q, const qiao_dev_matmul_ar
   else if (s != NULL)
     cpu->error_destroy(s);
   cpu->buffer_destroy(copy);
-  free(w);
+  free(data);
   return e;
+}
+
+/* Every finite, nonzero, non-maximal F16 weight one ULP larger in magnitude. */
+static void f16_ulp(uint8_t *w, uint64_t bytes) {
+  for (uint64_t i = 0; i < bytes / 2; i++) {
+    uint16_t h;
+    memcpy(&h, w + 2 * i, 2);
+    if ((h & 0x7fffu) != 0 && (h & 0x7c00u) != 0x7c00u && (h & 0x7fffu) != 0x7bffu) h++;
+    memcpy(w + 2 * i, &h, 2);
+  }
+}
+
+/* Every Q8_0 quant one step larger (but 127). */
+static void q8_0_ulp(uint8_t *w, uint64_t bytes) {
+  for (uint64_t b = 0; b < bytes / 34; b++)
+    for (int j = 0; j < 32; j++) {
+      int8_t v = (int8_t)w[b * 34 + 2 + j];
+      if (v < 127) w[b * 34 + 2 + j] = (uint8_t)(int8_t)(v + 1);
+    }
+}
+
+static qiao_dev_error *broken_matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
+  if (strcmp(mode, "f16_ulp") == 0 && a->w_dtype == QIAO_DEV_F16)
+    return matmul_on_copy(q, a, false, a->m * a->k * 2, f16_ulp);
+  if (strcmp(mode, "q8_0_ulp") == 0 && a->w_dtype == QIAO_DEV_Q8_0)
+    return matmul_on_copy(q, a, false, a->m * a->k / 32 * 34, q8_0_ulp);
+  return cpu->matmul(q, a);
 }
 
 /* Bytes of the first `cols` elements of a weight row (cols a block multiple
@@ -148,18 +183,39 @@ static qiao_dev_error *split_k_matmul(qiao_dev_queue *q, const qiao_dev_matmul_a
   return e;
 }
 
+/* Each activation moved up by half its block's quant step (d / 2, d = amax
+ * / 127) before the real matmul quantizes it, so about half of them land
+ * one step higher than round-to-nearest puts them. */
+static void half_step_up(uint8_t *bytes, uint64_t n_bytes) {
+  float *x = (float *)(void *)bytes;
+  for (uint64_t b = 0; b < n_bytes / 4 / 32; b++) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; i++)
+      amax = fabsf(x[b * 32 + i]) > amax ? fabsf(x[b * 32 + i]) : amax;
+    for (int i = 0; i < 32; i++)
+      x[b * 32 + i] += amax / 127.0f / 2.0f;
+  }
+}
+
+static qiao_dev_error *q8_round_matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
+  if (a->x_precision != QIAO_DEV_PRECISION_Q8 || a->k % 32 != 0) return cpu->matmul(q, a);
+  return matmul_on_copy(q, a, true, a->n * a->k * 4, half_step_up);
+}
+
 __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(void) {
   if (cpu == NULL) {
     cpu = qiao_cpu_get_api();
     table = *cpu;
     table.name = "cpubroken";
     table.device_open = remembering_device_open;
+    table.device_close = forgetting_device_close;
     const char *m = getenv("QIAO_CPUBROKEN");
     snprintf(mode, sizeof(mode), "%s", m ? m : "");
     if (strcmp(mode, "rope_pair") == 0) table.rope = broken_rope;
     if (strcmp(mode, "f16_ulp") == 0 || strcmp(mode, "q8_0_ulp") == 0) table.matmul = broken_matmul;
     if (strcmp(mode, "window") == 0) table.attention = broken_attention;
     if (strcmp(mode, "split_k") == 0) table.matmul = split_k_matmul;
+    if (strcmp(mode, "q8_round") == 0) table.matmul = q8_round_matmul;
   }
   return &table;
 }

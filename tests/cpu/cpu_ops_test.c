@@ -91,7 +91,8 @@ static void test_matmul(qiao_dev_dtype dt, uint64_t n, uint64_t k, uint64_t m, i
                               ref(wb),
                               with_bias ? ref(bb) : (qiao_dev_ref){NULL, 0},
                               {xo, out_off},
-                              (uint32_t)accumulate};
+                              (uint32_t)accumulate,
+                              QIAO_DEV_PRECISION_EXACT};
     EXPECT_OK(api->matmul(t->queue, &a));
     EXPECT_OK(api->download(t->queue, outs[e], (qiao_dev_ref){xo, out_off}, n * m * 4));
     api->buffer_destroy(xo);

@@ -116,9 +116,9 @@ static void check_shape(env *mode1, env *mode3, env *plain, qiao_dev_dtype dt, u
 
 int main(void) {
   env plain, mode1, mode3;
-  if (!open_flags(&plain, 1, 0)) {
+  if (!open_flags(&plain, 1, 0)) { /* exit 77: CTest shows it as skipped, not passed */
     printf("avx512: not supported by this processor, skipped\n");
-    return 0;
+    return failures ? 1 : 77;
   }
   open_flags(&mode1, 1, QIAO_DEV_OPEN_BATCH_INVARIANT);
   open_flags(&mode3, 3, QIAO_DEV_OPEN_BATCH_INVARIANT);

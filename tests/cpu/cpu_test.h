@@ -59,14 +59,15 @@ typedef struct env {
   const char *isa;
 } env;
 
-/* Opens device 0 of the backend `api` points to, with device_open `flags`;
- * `isa` names the CPU kernel set (QIAO_CPU_ISA: "scalar", "avx2",
- * "avx512") and labels messages. Returns 0 when device_open fails with
+/* Opens device 0 of the backend `api` points to, as a runtime of ABI minor
+ * `runtime_minor`, with device_open `flags`; `isa` names the CPU kernel set (QIAO_CPU_ISA:
+ * "scalar", "avx2", "avx512") and labels messages. Returns 0 when device_open fails with
  * UNSUPPORTED (a processor without that ISA). */
-static inline int env_open_flags(env *t, const char *isa, uint32_t n_threads, uint32_t flags) {
+static inline int env_open_minor(env *t, const char *isa, uint32_t n_threads, uint32_t flags,
+                                 uint32_t runtime_minor) {
   memset(t, 0, sizeof(*t));
   t->isa = isa;
-  qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};
+  qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, runtime_minor};
   EXPECT_OK(api->backend_open(&bo, &t->backend));
   setenv("QIAO_CPU_ISA", isa, 1);
   qiao_dev_device_options opt = {
@@ -81,6 +82,11 @@ static inline int env_open_flags(env *t, const char *isa, uint32_t n_threads, ui
   }
   EXPECT_OK(api->queue_create(t->device, &t->queue));
   return 1;
+}
+
+/* The same as a runtime of this header's ABI minor. */
+static inline int env_open_flags(env *t, const char *isa, uint32_t n_threads, uint32_t flags) {
+  return env_open_minor(t, isa, n_threads, flags, QIAO_DEVICE_ABI_MINOR);
 }
 
 /* The CPU backend's device with kernels `isa`, in its ordinary mode. */

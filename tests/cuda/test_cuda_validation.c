@@ -139,7 +139,8 @@ int main(void) {
   qiao_dev_ref B = {&big, 0}, O = {&out, 0};
 
   /* matmul: every operand's range, alignment, dtype, block multiple, overlap, overflow. */
-  qiao_dev_matmul_args mm = {sizeof(mm), 2, 64, 16, B, QIAO_DEV_F32, {&big, 4096}, {NULL, 0}, O, 0};
+  qiao_dev_matmul_args mm = {sizeof(mm),   2,         64, 16, B, QIAO_DEV_F32,
+                             {&big, 4096}, {NULL, 0}, O,  0,  0};
   PASSES(cuq__matmul(&q, &mm));
   EXPECT(cuq__matmul(&q, NULL), QIAO_DEV_INVALID_ARGUMENT, "args is NULL");
   qiao_dev_matmul_args a = mm;

@@ -5,7 +5,9 @@
 // end with an error that names it, every new request is served (by cpu),
 // /health stays 200 and lists the device as out with its reason, /metrics
 // shows it down; SIGTERM exits 0. (Streams end with an error event, whole
-// responses with a 500, both naming the device.)
+// responses with a 500, both naming the device.) And a device slow to open
+// (QIAO_FAULTY_OPEN_DELAY_MS): /health and generation answer 503 until the
+// model is loaded, then 200.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -142,4 +144,20 @@ test('/health stays 200 and lists the device as out with its reason; /metrics sh
   assert.equal(r.status, 200);
   assert.equal(r.json.choices[0].text, ref.text);
   assertError(await post(port, '/v1/completions', { prompt: 5 }), 400, 'bad request after the fault');
+});
+
+test('while a device is still opening: /health and generation answer 503, then 200 once loaded', async () => {
+  // The faulty plugin's device_open takes 3 s more: the server listens first.
+  const slow = await startServer(['--device', PLUGIN], { env: { QIAO_FAULTY_OPEN_DELAY_MS: '3000' }, waitHealthy: false });
+  try {
+    const h = await get(slow.port, '/health');
+    assert.equal(h.status, 503, `while loading: ${h.text}`);
+    assertError(await post(slow.port, '/v1/completions', greedyBody()), 503, 'generation while loading');
+    await pollUntil(async () => (await get(slow.port, '/health')).status === 200, 60000, '/health 200 after loading');
+    const r = await post(slow.port, '/v1/completions', greedyBody());
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.choices[0].text, ref.text);
+  } finally {
+    await slow.stop();
+  }
 });

@@ -8,6 +8,8 @@
  *   QIAO_FAULTY_FAIL_EVERY=N   every Nth op call (counted over the process)
  *       returns QIAO_DEV_INTERNAL "faulty test device: op K failed": a
  *       device that fails repeatedly but is not lost.
+ *   QIAO_FAULTY_OPEN_DELAY_MS=N   device_open takes N ms more: a device
+ *       that is slow to bring up (a server is then still loading).
  *
  * Both are read when the runtime loads the plugin (qiao_device_get_api). A
  * failing call does nothing on the device. */
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "cpu_backend.h"
 #include "cpu_internal.h" /* qiao__cpu_error: our errors are the CPU backend's */
@@ -24,7 +27,7 @@
 static qiao_dev_api table;
 static const qiao_dev_api *cpu;
 static char trigger[4096]; /* "" = never lost */
-static unsigned long long fail_every;
+static unsigned long long fail_every, open_delay_ms;
 static atomic_ullong op_calls;
 
 /* The error a call returns instead of running, or NULL. `op`: a compute op
@@ -85,14 +88,26 @@ static qiao_dev_error *queue_synchronize(qiao_dev_queue *queue) {
   return error;
 }
 
+static qiao_dev_error *slow_device_open(qiao_dev_backend *backend, uint32_t index,
+                                        const qiao_dev_device_options *options,
+                                        qiao_dev_device **out_device) {
+  struct timespec delay = {(time_t)(open_delay_ms / 1000), (long)(open_delay_ms % 1000) * 1000000L};
+  while (nanosleep(&delay, &delay) != 0) { /* interrupted: sleep the rest */
+  }
+  return cpu->device_open(backend, index, options, out_device);
+}
+
 __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(void) {
   cpu = qiao_cpu_get_api();
   const char *path = getenv("QIAO_FAULTY_TRIGGER");
   snprintf(trigger, sizeof(trigger), "%s", path ? path : "");
   const char *every = getenv("QIAO_FAULTY_FAIL_EVERY");
   fail_every = every ? strtoull(every, NULL, 10) : 0;
+  const char *delay = getenv("QIAO_FAULTY_OPEN_DELAY_MS");
+  open_delay_ms = delay ? strtoull(delay, NULL, 10) : 0;
   table = *cpu;
   table.name = "faulty";
+  table.device_open = slow_device_open;
   table.embed = embed;
   table.matmul = matmul;
   table.rmsnorm = rmsnorm;

@@ -388,12 +388,15 @@ static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t b
     double t0 = engine_cli_now();
     if (st == NULL) st = qiao_engine_forward(e, &pb, NULL, next);
     double t1 = engine_cli_now();
-    /* The other sequences of a batch get the same prompt. */
+    /* The other sequences of a batch get the same prompt, hence the same
+     * first token (a prefill writes next[0] only). */
     for (uint32_t b = 1; st == NULL && b < batch; b++) {
       for (uint32_t i = 0; i < p; i++)
         seqs[i] = ids[b];
       st = qiao_engine_forward(e, &pb, NULL, next);
     }
+    for (uint32_t b = 1; b < batch; b++)
+      next[b] = next[0];
     double t2 = engine_cli_now(), c2 = cpu_seconds();
     for (uint32_t step = 0; st == NULL && step < n; step++) {
       for (uint32_t b = 0; b < batch; b++) {
@@ -537,9 +540,10 @@ int qiao_cmd_bench(int argc, char **argv) {
   }
   bench_result r = {0, 0, 0};
   if (st == NULL) {
-    fprintf(stderr, "bench: %s on %s (%s), %u threads%s: prefill %u, decode %u x %u\n", what,
+    fprintf(stderr, "bench: %s on %s (%s), %u threads%s%s: prefill %u, decode %u x %u\n", what,
             qiao_engine_backend_name(e), qiao_engine_device_name(e), threads,
-            o.batch_invariant ? ", batch-invariant" : "", p, n, batch);
+            o.batch_invariant ? ", batch-invariant" : "", o.exact_matmul ? ", exact" : "", p, n,
+            batch);
     st = run_bench(e, p, n, batch, reps, threads, &r);
   }
   if (st == NULL) {
@@ -554,14 +558,14 @@ int qiao_cmd_bench(int argc, char **argv) {
              "\"bandwidth_bound_tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, "
              "\"backend\": \"%s\", \"device\": \"%s\", \"threads\": %u, \"batch\": %u, "
              "\"prompt_tokens\": %u, \"decode_tokens\": %u, \"decode_cpu_share\": %.2f, "
-             "\"batch_invariant\": %s, \"%s\": \"%s\", \"type\": \"%s\"}\n",
+             "\"batch_invariant\": %s, \"exact_matmul\": %s, \"%s\": \"%s\", \"type\": \"%s\"}\n",
              r.prefill_tps, r.decode_tps, (unsigned long long)bpt, bw, bound,
              r.decode_tps / batch / bound, qiao_engine_backend_name(e), qiao_engine_device_name(e),
              threads, batch, p, n, r.decode_cpu_share, o.batch_invariant ? "true" : "false",
-             shape_name ? "shape" : "model", what, type);
+             o.exact_matmul ? "true" : "false", shape_name ? "shape" : "model", what, type);
     } else {
-      printf("%s (%s) on %s, %u threads%s\n", what, type, qiao_engine_device_name(e), threads,
-             o.batch_invariant ? ", batch-invariant" : "");
+      printf("%s (%s) on %s, %u threads%s%s\n", what, type, qiao_engine_device_name(e), threads,
+             o.batch_invariant ? ", batch-invariant" : "", o.exact_matmul ? ", exact" : "");
       printf("  prefill %u tokens:   %8.1f tokens/s\n", p, r.prefill_tps);
       printf("  decode (batch %u):   %8.1f tokens/s\n", batch, r.decode_tps);
       printf("  weights per token:  %8.1f MB\n", (double)bpt / 1e6);

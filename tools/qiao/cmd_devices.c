@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "conformance/harness.h"
 #include "qiao/backend.h"
 
 static void print_bytes(uint64_t b) {
@@ -20,7 +21,13 @@ static int show_backend(const char *what) {
   qiao_backend *backend = NULL;
   qiao_status *st = qiao_backend_load(what, &backend);
   if (st != NULL) {
-    printf("backend %s: not usable: %s\n\n", what, qiao_status_message(st));
+    /* The message already starts "backend WHAT: ": say it once. */
+    const char *message = qiao_status_message(st);
+    char prefix[64 + 4096];
+    int n = snprintf(prefix, sizeof(prefix), "backend %s: ", what);
+    if (n > 0 && (size_t)n < sizeof(prefix) && strncmp(message, prefix, (size_t)n) == 0)
+      message += n;
+    printf("backend %s: not usable: %s\n\n", what, message);
     qiao_status_free(st);
     return 1;
   }
@@ -51,14 +58,23 @@ static int show_backend(const char *what) {
     print_bytes(p.memory_bytes);
     printf(", max buffer ");
     print_bytes(p.max_buffer_bytes);
-    /* The batch-invariant bit means something only from a 1.1 plugin. */
-    bool host = (p.flags & QIAO_DEV_FLAG_HOST_MEMORY) != 0;
-    bool invariant = api->abi_minor >= 1 && (p.flags & QIAO_DEV_FLAG_BATCH_INVARIANT) != 0;
-    printf(", %u compute units, flags 0x%x%s%s%s%s\n", p.compute_units, p.flags,
-           host || invariant ? " (" : "", host ? "host-memory" : "", host && invariant ? ", " : "",
-           invariant ? "batch-invariant)"
-           : host    ? ")"
-                     : "");
+    /* A flag bit means something only from the minor version that defined it. */
+    struct {
+      bool on;
+      const char *name;
+    } flags[] = {
+        {(p.flags & QIAO_DEV_FLAG_HOST_MEMORY) != 0, "host-memory"},
+        {api->abi_minor >= 1 && (p.flags & QIAO_DEV_FLAG_BATCH_INVARIANT) != 0, "batch-invariant"},
+        {api->abi_minor >= 2 && (p.flags & QIAO_DEV_FLAG_Q8_ACTIVATIONS) != 0, "q8-activations"},
+    };
+    printf(", %u compute units, flags 0x%x", p.compute_units, p.flags);
+    const char *sep = " (";
+    for (size_t f = 0; f < sizeof(flags) / sizeof(flags[0]); f++)
+      if (flags[f].on) {
+        printf("%s%s", sep, flags[f].name);
+        sep = ", ";
+      }
+    printf("%s\n", sep[0] == ',' ? ")" : "");
     qiao_dev_device_options o = {.struct_size = sizeof(o), .n_threads = 0};
     qiao_dev_device *device = NULL;
     st = qiao_backend_status(backend, api->device_open(handle, d, &o, &device), "device_open");
@@ -80,11 +96,16 @@ static int show_backend(const char *what) {
           api->error_destroy(e);
           printf(" %-5s", "err");
         } else {
-          printf(" %-5s", s ? "yes" : "-");
+          /* The marks of `qiao conformance`: "." for a pair the ABI does not
+           * define (claiming one is an error), "-" for one not claimed. */
+          bool defined = qiao__cf_defined((qiao_dev_op)op, (qiao_dev_dtype)t);
+          printf(" %-5s", s ? (defined ? "yes" : "YES!") : (defined ? "-" : "."));
         }
       }
       printf("\n");
     }
+    printf("    (yes claimed, - not claimed, . not defined in this ABI version,\n"
+           "     YES! claimed but not defined: conformance fails it)\n");
     api->device_close(device);
   }
   printf("\n");

@@ -48,6 +48,8 @@ static void usage(FILE *f) {
       "  --step-tokens N       tokens per engine step (default 256)\n"
       "  --no-prefix-cache     do not reuse the KV cache of shared prompt prefixes\n"
       "  --no-batch-invariant  allow devices whose results depend on the batch\n"
+      "  --exact               F32 activations for Q8_0/Q4_0 weights too (default: the\n"
+      "                        device may quantize them to int8, device ABI 1.2)\n"
       "  --log-prompts         include prompt text in the request log (stderr)\n"
       "The server prints 'qiao serve: listening on http://HOST:PORT' on stderr once it\n"
       "listens; GET /health answers 503 until the model is loaded, then 200.\n");
@@ -108,6 +110,7 @@ static qiao_status *load(serve_app *app, const qiao_cli_model_args *model_args) 
   po.max_context = c->ctx;
   po.batch_invariant = c->batch_invariant;
   po.prefix_cache = c->prefix_cache;
+  po.exact_matmul = c->exact_matmul;
   po.verbose = true;
   QIAO__TRY(qiao_pool_create(app->model, c->devices, c->n_devices, &po, &app->pool));
   uint32_t model_vocab = qiao_pool_hparams(app->pool)->vocab_size;
@@ -287,6 +290,8 @@ static int parse_flag(serve_config *c, int argc, char **argv, int *i, const char
     c->prefix_cache = false;
   } else if (strcmp(a, "--no-batch-invariant") == 0) {
     c->batch_invariant = false;
+  } else if (strcmp(a, "--exact") == 0) {
+    c->exact_matmul = true;
   } else if (strcmp(a, "--log-prompts") == 0) {
     c->log_prompts = true;
   } else {

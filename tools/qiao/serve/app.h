@@ -36,6 +36,7 @@ typedef struct serve_config {
   uint32_t timeout_s; /* idle or slow connections are dropped after this */
   uint32_t grace_s;   /* on SIGTERM, running requests get this long to finish */
   bool prefix_cache, batch_invariant, log_prompts;
+  bool exact_matmul;      /* --exact */
   const char *model_name; /* NULL: the model file's base name */
 } serve_config;
 
