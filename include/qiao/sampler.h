@@ -69,6 +69,16 @@ typedef struct qiao_logprobs {
 qiao_status *qiao_sampler_sample(qiao_sampler *sampler, const float *logits, int32_t *out_token,
                                  qiao_logprobs *out_logprobs);
 
+/* The same, among the tokens of `allowed` only: a bitmask of
+ * (vocab_size + 31) / 32 words, bit (t % 32) of word t / 32 set when token t
+ * may be chosen (NULL: all may). Every other token is treated as having
+ * probability 0 (logprobs still describe the raw logits). Fails with
+ * QIAO_INVALID_ARGUMENT when no token is allowed. Used for constrained
+ * decoding (qiao/grammar.h). */
+qiao_status *qiao_sampler_sample_masked(qiao_sampler *sampler, const float *logits,
+                                        const uint32_t *allowed, int32_t *out_token,
+                                        qiao_logprobs *out_logprobs);
+
 /* ---- Stop strings over a text stream ------------------------------------- */
 
 typedef struct qiao_stopper qiao_stopper;

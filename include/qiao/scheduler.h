@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "qiao/grammar.h"
 #include "qiao/pool.h"
 #include "qiao/sampler.h"
 #include "qiao/status.h"
@@ -106,6 +107,11 @@ typedef struct qiao_request_params {
   const qiao_logit_bias *logit_bias; /* (n_logit_bias), copied */
   size_t n_logit_bias;
   bool logprobs; /* report the chosen token's logprob (and sampling.n_logprobs alternatives) */
+  /* Constrained decoding (may be NULL): only tokens that continue a
+   * sentence of the grammar are sampled, and end of sequence only when the
+   * sentence is complete. The request takes a reference. The first request
+   * with a grammar builds the vocabulary's token trie (once per scheduler). */
+  qiao_grammar *grammar;
 } qiao_request_params;
 
 /* Why a request was refused at submission. */

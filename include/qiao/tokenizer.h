@@ -53,6 +53,17 @@ const char *qiao_tokenizer_token_text(const qiao_tokenizer *tokenizer, int32_t i
 /* The id of an exact vocabulary entry (e.g. "<|im_end|>"), or -1. */
 int32_t qiao_tokenizer_find_token(const qiao_tokenizer *tokenizer, const char *text, size_t len);
 
+/* True for control tokens (<|im_start|>, </s>, <s>): markup that encoding
+ * ordinary text never produces. */
+bool qiao_tokenizer_is_control(const qiao_tokenizer *tokenizer, int32_t id);
+/* The raw bytes that token `id` adds to a text it does not start (as
+ * qiao_tokenizer_decode writes them before its UTF-8 check; a byte token
+ * gives its byte, a control token of SentencePiece none). *out_len is always
+ * set; the bytes are copied to buf only when they fit in `cap`
+ * (QIAO_LIMIT otherwise). QIAO_INVALID_ARGUMENT for an id outside the vocab. */
+qiao_status *qiao_tokenizer_token_bytes(const qiao_tokenizer *tokenizer, int32_t id, char *buf,
+                                        size_t cap, size_t *out_len);
+
 typedef struct qiao_encode_options {
   size_t struct_size;
   /* Prepend BOS when the model has a BOS id (whatever its own setting; use

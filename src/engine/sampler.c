@@ -208,8 +208,32 @@ static void fill_logprobs(qiao_sampler *s, const float *logits, int32_t token, q
   lp->top_logprobs = s->top_logprobs;
 }
 
+static bool allowed_bit(const uint32_t *allowed, uint32_t i) {
+  return allowed == NULL || ((allowed[i >> 5] >> (i & 31)) & 1u);
+}
+
+/* The argmax among allowed tokens (the smallest id on ties); -1 if none. */
+static int32_t masked_argmax(const float *x, uint32_t n, const uint32_t *allowed) {
+  int32_t best = -1;
+  for (uint32_t w = 0; w < (n + 31) / 32; w++) {
+    uint32_t bits = allowed[w];
+    while (bits != 0) { /* visit only the set bits: masks are often sparse */
+      uint32_t i = w * 32 + (uint32_t)__builtin_ctz(bits);
+      bits &= bits - 1;
+      if (i < n && (best < 0 || x[i] > x[best])) best = (int32_t)i;
+    }
+  }
+  return best;
+}
+
 qiao_status *qiao_sampler_sample(qiao_sampler *s, const float *logits, int32_t *out_token,
                                  qiao_logprobs *out_logprobs) {
+  return qiao_sampler_sample_masked(s, logits, NULL, out_token, out_logprobs);
+}
+
+qiao_status *qiao_sampler_sample_masked(qiao_sampler *s, const float *logits,
+                                        const uint32_t *allowed, int32_t *out_token,
+                                        qiao_logprobs *out_logprobs) {
   if (logits == NULL || out_token == NULL)
     return qiao__error(QIAO_INVALID_ARGUMENT, "sampler: NULL logits or output");
   float *w = s->work;
@@ -218,20 +242,22 @@ qiao_status *qiao_sampler_sample(qiao_sampler *s, const float *logits, int32_t *
   for (uint32_t i = 0; i < s->vocab; i++)
     if (isnan(w[i])) return qiao__error(QIAO_INTERNAL, "sampler: logit %u is NaN", i);
   int32_t token;
-  if (s->p.temperature == 0.0f) {
-    token = argmax(w, s->vocab);
+  int32_t best = allowed ? masked_argmax(w, s->vocab, allowed) : argmax(w, s->vocab);
+  if (best < 0) return qiao__error(QIAO_INVALID_ARGUMENT, "sampler: the mask allows no token");
+  if (s->p.temperature == 0.0f || w[best] == -INFINITY) { /* all allowed are banned: the first */
+    token = best;
   } else {
     /* Candidates with logits / temperature, then the top-k of them. */
     uint32_t n = 0;
     candidate *c = s->cands;
     float inv_t = 1.0f / s->p.temperature;
-    float max_logit = w[argmax(w, s->vocab)] * inv_t;
+    float max_logit = w[best] * inv_t;
     /* min-p keeps p >= min_p * p_max, i.e. logit >= max + log(min_p): drop
      * the rest before sorting (this also makes sampling fast on big vocabs). */
     float floor_logit = s->p.min_p > 0 ? max_logit + logf(s->p.min_p) : -INFINITY;
     for (uint32_t i = 0; i < s->vocab; i++) {
       float l = w[i] * inv_t;
-      if (l >= floor_logit) c[n++] = (candidate){(int32_t)i, l};
+      if (l >= floor_logit && allowed_bit(allowed, i)) c[n++] = (candidate){(int32_t)i, l};
     }
     uint32_t k = s->p.top_k > 0 && s->p.top_k < n ? s->p.top_k : n;
     if (k < n && k <= 256) { /* select the k best by insertion, sorted */

@@ -205,6 +205,21 @@ static void take_tail(qiao_request *r, row_result *out) {
   out->tail_len = part ? part_len : 0;
 }
 
+/* The tokens the request's grammar allows now, over the model's vocabulary
+ * (which may be larger than the tokenizer's: the extra ids are never
+ * allowed). */
+static qiao_status *grammar_mask(qiao_scheduler *s, qiao_request *r, const uint32_t **out) {
+  const uint32_t *m = NULL;
+  QIAO__TRY(qiao__annotate(qiao_grammar_matcher_mask(r->matcher, &m), "grammar"));
+  uint32_t tv = qiao_token_trie_vocab_size(s->trie), n = tv < s->vocab ? tv : s->vocab;
+  uint32_t words = (s->vocab + 31) / 32, full = n / 32;
+  memcpy(r->mask, m, full * sizeof(uint32_t));
+  memset(r->mask + full, 0, (words - full) * sizeof(uint32_t));
+  if (n % 32) r->mask[full] = m[full] & ((1u << (n % 32)) - 1);
+  *out = r->mask;
+  return NULL;
+}
+
 static void sample_row(qiao_scheduler *s, qiao_request *r, float *logits, row_result *out) {
   memset(out, 0, sizeof(*out));
   out->r = r;
@@ -213,7 +228,16 @@ static void sample_row(qiao_scheduler *s, qiao_request *r, float *logits, row_re
         r->bias[i].bias <= -100.0f ? -INFINITY : logits[r->bias[i].token] + r->bias[i].bias;
   qiao_logprobs lp;
   memset(&lp, 0, sizeof(lp));
-  out->error = qiao_sampler_sample(r->sampler, logits, &out->token, r->logprobs ? &lp : NULL);
+  const uint32_t *allowed = NULL;
+  if (r->matcher != NULL) {
+    out->error = grammar_mask(s, r, &allowed);
+    if (out->error != NULL) return;
+  }
+  out->error = qiao_sampler_sample_masked(r->sampler, logits, allowed, &out->token,
+                                          r->logprobs ? &lp : NULL);
+  if (out->error == NULL && r->matcher != NULL)
+    out->error =
+        qiao__annotate(qiao_grammar_matcher_accept_token(r->matcher, out->token), "grammar");
   if (out->error != NULL) return;
   if (r->logprobs) {
     out->lp.chosen = lp.chosen;
@@ -230,7 +254,10 @@ static void sample_row(qiao_scheduler *s, qiao_request *r, float *logits, row_re
     if (out->error != NULL) return;
   }
   uint32_t generated = r->n_generated + 1; /* counting this one */
-  if (!r->ignore_eos && qiao_tokenizer_is_eos(s->tokenizer, out->token)) {
+  /* Under a grammar, an end token was accepted only where the output is
+   * complete: it ends the request even with ignore_eos. */
+  bool grammar_end = r->matcher != NULL && qiao_grammar_matcher_ended(r->matcher);
+  if ((!r->ignore_eos || grammar_end) && qiao_tokenizer_is_eos(s->tokenizer, out->token)) {
     out->is_eos = true;
     out->finished = true;
     out->finish = QIAO_FINISH_STOP;

@@ -52,6 +52,7 @@ qiao_status *qiao_scheduler_create(qiao_pool *pool, const qiao_tokenizer *tokeni
   s->vocab = qiao_pool_hparams(pool)->vocab_size;
   s->max_context = qiao_pool_max_context(pool);
   pthread_mutex_init(&s->mu, NULL);
+  pthread_mutex_init(&s->trie_mu, NULL);
   pthread_cond_init(&s->work_cv, NULL);
   pthread_cond_init(&s->idle_cv, NULL);
   qiao_tenant_limits defaults = qiao_tenant_default_limits();
@@ -104,6 +105,8 @@ void qiao_scheduler_destroy(qiao_scheduler *s) {
   pthread_cond_destroy(&s->work_cv);
   pthread_cond_destroy(&s->idle_cv);
   pthread_mutex_destroy(&s->mu);
+  pthread_mutex_destroy(&s->trie_mu);
+  qiao_token_trie_destroy(s->trie);
   free(s);
 }
 
@@ -170,6 +173,8 @@ static void request_free(qiao_request *r) {
   qiao_sampler_destroy(r->sampler);
   qiao_stopper_destroy(r->stopper);
   qiao_detokenizer_destroy(r->detok);
+  qiao_grammar_matcher_destroy(r->matcher);
+  free(r->mask);
   pthread_cond_destroy(&r->cv);
   free(r);
 }
@@ -290,6 +295,15 @@ static qiao_status *request_prepare(qiao_scheduler *s, const qiao_request_params
   QIAO__TRY(qiao_sampler_create(&sp, s->vocab, &r->sampler));
   QIAO__TRY(qiao_stopper_create(p->stops, p->n_stops, &r->stopper));
   QIAO__TRY(qiao_detokenizer_create(s->tokenizer, &r->detok));
+  if (p->grammar != NULL) {
+    pthread_mutex_lock(&s->trie_mu);
+    qiao_status *st = s->trie ? NULL : qiao_token_trie_from_tokenizer(s->tokenizer, &s->trie);
+    pthread_mutex_unlock(&s->trie_mu);
+    QIAO__TRY(qiao__annotate(st, "grammar"));
+    QIAO__TRY(qiao_grammar_matcher_create(p->grammar, s->trie, &r->matcher));
+    r->mask = calloc((s->vocab + 31) / 32, sizeof(uint32_t));
+    if (r->mask == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "request: out of memory");
+  }
   r->prompt = malloc(p->n_prompt * sizeof(int32_t));
   if (r->prompt == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "request: out of memory");
   memcpy(r->prompt, p->prompt, p->n_prompt * sizeof(int32_t));

@@ -77,7 +77,9 @@ struct qiao_request {
   qiao_sampler *sampler;
   qiao_stopper *stopper;
   qiao_detokenizer *detok;
-  bool prompt_seen; /* the detokenizer has seen the prompt */
+  bool prompt_seen;              /* the detokenizer has seen the prompt */
+  qiao_grammar_matcher *matcher; /* constrained decoding, or NULL */
+  uint32_t *mask;                /* ((vocab + 31) / 32) the allowed tokens of this step */
 
   /* State, under sched->mu. */
   qiao__state state;
@@ -132,6 +134,11 @@ struct qiao_scheduler {
 
   qiao__replica_state *replicas;
   size_t n_replicas;
+
+  /* The vocabulary's token trie for constrained decoding, built by the
+   * first request with a grammar; immutable afterwards. */
+  pthread_mutex_t trie_mu;
+  qiao_token_trie *trie;
 };
 
 /* Seconds on a monotonic clock. */

@@ -68,6 +68,26 @@ static qiao_status *bpe_bytes(const qiao_tokenizer *t, int32_t id, qiao__buf *ou
   return NULL;
 }
 
+bool qiao_tokenizer_is_control(const qiao_tokenizer *t, int32_t id) {
+  return id >= 0 && (uint32_t)id < t->n_vocab && t->types[id] == QIAO__TOK_CONTROL;
+}
+
+qiao_status *qiao_tokenizer_token_bytes(const qiao_tokenizer *t, int32_t id, char *buf, size_t cap,
+                                        size_t *out_len) {
+  qiao__buf b = {0};
+  bool at_start = false;
+  qiao_status *st = qiao__token_bytes(t, id, &at_start, &b);
+  if (st == NULL) {
+    *out_len = b.n;
+    if (b.n > cap)
+      st = qiao__error(QIAO_LIMIT, "token %d has %zu bytes, more than %zu", id, b.n, cap);
+    else if (b.n > 0)
+      memcpy(buf, b.data, b.n);
+  }
+  free(b.data);
+  return st;
+}
+
 qiao_status *qiao__token_bytes(const qiao_tokenizer *t, int32_t id, bool *at_start,
                                qiao__buf *out) {
   if (id < 0 || (uint32_t)id >= t->n_vocab)

@@ -14,13 +14,16 @@
 #include "commands.h"
 #include "core/status_internal.h"
 #include "engine_cli.h"
+#include "grammar_cli.h"
 #include "qiao/template.h"
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: qiao chat [-m MODEL] [--system TEXT] [-n MAX_REPLY_TOKENS] [--verbose] [flags]\n"
           "Reads user turns, one per line, from stdin until EOF; '/reset' starts over.\n"
-          "--verbose says on stderr how much of each prompt the KV cache already held.\n");
+          "--verbose says on stderr how much of each prompt the KV cache already held.\n"
+          "With --json-schema or --grammar every reply is constrained (from its start).\n");
+  grammar_cli_print_flags(f);
   engine_cli_print_device_flags(f);
   engine_cli_print_sampling_flags(f);
 }
@@ -36,6 +39,7 @@ typedef struct chat {
   char bos[256], eos[256];
   bool verbose;
   uint32_t n_turns;
+  grammar_cli grammar; /* .grammar NULL: unconstrained */
 } chat;
 
 static qiao_status *reserve_held(chat *c, size_t need) {
@@ -122,6 +126,10 @@ static qiao_status *turn(chat *c, const char *user, qiao_sampler *sampler, uint3
   g.max_new = max_reply;
   g.out = stdout;
   g.generated = generated;
+  if (c->grammar.matcher != NULL) {
+    qiao_grammar_matcher_reset(c->grammar.matcher);
+    g.grammar = &c->grammar;
+  }
   qiao_sampler_reset(sampler);
   if (st == NULL) st = engine_cli_generate(&c->s, c->seq, sampler, ids + keep, n - keep, &g);
   if (st == NULL) {
@@ -157,9 +165,13 @@ int qiao_cmd_chat(int argc, char **argv) {
   chat c;
   memset(&c, 0, sizeof(c));
   uint32_t max_reply = 512;
+  const char *schema_path = NULL, *grammar_path = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int r = engine_cli_parse_flag(&o, argc, argv, &i);
+    if (r < 0) return 2;
+    if (r > 0) continue;
+    r = grammar_cli_parse_flag(&schema_path, &grammar_path, argc, argv, &i);
     if (r < 0) return 2;
     if (r > 0) continue;
     if (qiao_cli_is_help(a)) {
@@ -206,6 +218,9 @@ int qiao_cmd_chat(int argc, char **argv) {
   qiao_sampler *sampler = NULL;
   if (st == NULL)
     st = qiao_sampler_create(&o.sampling, qiao_engine_hparams(c.s.engine)->vocab_size, &sampler);
+  if (st == NULL)
+    st = grammar_cli_open(schema_path, grammar_path, c.s.tokenizer,
+                          qiao_engine_hparams(c.s.engine)->vocab_size, &c.grammar);
   if (st == NULL) st = qiao_engine_seq_create(c.s.engine, &c.seq);
   if (st == NULL) reset(&c);
   bool tty = isatty(STDIN_FILENO);
@@ -232,6 +247,7 @@ int qiao_cmd_chat(int argc, char **argv) {
   free(c.held);
   json_object_put(c.messages);
   qiao_sampler_destroy(sampler);
+  grammar_cli_close(&c.grammar);
   qiao_template_destroy(c.tmpl);
   engine_cli_close(&c.s);
   return st ? qiao_cli_fail(st) : 0;

@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "core/status_internal.h"
 #include "engine_cli.h"
+#include "grammar_cli.h"
 
 static void usage(FILE *f) {
   fprintf(
@@ -22,6 +23,7 @@ static void usage(FILE *f) {
       "  --ids                 print the generated ids (space-separated, one line), not text\n"
       "  --no-echo             print only the generated text, not the prompt before it\n"
       "  --stop STR            stop when STR appears in the text (repeatable)\n");
+  grammar_cli_print_flags(f);
   engine_cli_print_device_flags(f);
   engine_cli_print_sampling_flags(f);
 }
@@ -30,6 +32,7 @@ int qiao_cmd_run(int argc, char **argv) {
   engine_cli_opts o;
   engine_cli_opts_init(&o);
   const char *prompt = NULL, *prompt_ids = NULL;
+  const char *schema_path = NULL, *grammar_path = NULL;
   uint32_t n_new = 256;
   bool print_ids = false, echo = true;
   const char **stops = calloc((size_t)argc, sizeof(char *));
@@ -39,6 +42,9 @@ int qiao_cmd_run(int argc, char **argv) {
   for (int i = 1; i < argc && rc == 0; i++) {
     const char *a = argv[i];
     int r = engine_cli_parse_flag(&o, argc, argv, &i);
+    if (r < 0) rc = 2;
+    if (r != 0) continue;
+    r = grammar_cli_parse_flag(&schema_path, &grammar_path, argc, argv, &i);
     if (r < 0) rc = 2;
     if (r != 0) continue;
     if (qiao_cli_is_help(a)) {
@@ -108,6 +114,10 @@ int qiao_cmd_run(int argc, char **argv) {
   qiao_sampler *sampler = NULL;
   if (st == NULL)
     st = qiao_sampler_create(&o.sampling, qiao_engine_hparams(s.engine)->vocab_size, &sampler);
+  grammar_cli gr = {0};
+  if (st == NULL)
+    st = grammar_cli_open(schema_path, grammar_path, s.tokenizer,
+                          qiao_engine_hparams(s.engine)->vocab_size, &gr);
   int32_t seq = -1;
   if (st == NULL) st = qiao_engine_seq_create(s.engine, &seq);
   engine_cli_gen g = {0};
@@ -116,10 +126,13 @@ int qiao_cmd_run(int argc, char **argv) {
   g.stops = stops;
   g.n_stops = n_stops;
   g.out = stdout;
+  g.grammar = gr.grammar ? &gr : NULL;
   /* The prompt as the user wrote it, then its continuation (as llama.cpp
    * shows it); ids and --prompt-ids are never echoed. */
   if (st == NULL && echo && !g.print_ids && prompt != NULL) fputs(prompt, stdout);
   if (st == NULL) st = engine_cli_generate(&s, seq, sampler, ids, n_ids, &g);
+  if (st == NULL && gr.matcher != NULL && !qiao_grammar_matcher_ended(gr.matcher))
+    fprintf(stderr, "note: the output ended before the grammar was complete (-n %u)\n", n_new);
   if (st == NULL) {
     if (!g.print_ids) fputc('\n', stdout);
     fflush(stdout);
@@ -132,6 +145,7 @@ int qiao_cmd_run(int argc, char **argv) {
             qiao_engine_backend_name(s.engine), qiao_engine_device_name(s.engine));
   }
   qiao_sampler_destroy(sampler);
+  grammar_cli_close(&gr);
   free(ids);
   free(stops);
   engine_cli_close(&s);

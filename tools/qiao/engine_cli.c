@@ -1,4 +1,5 @@
 #include "engine_cli.h"
+#include "grammar_cli.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,8 @@ int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i) {
     o->allow_fallback = true;
   } else if (strcmp(a, "--batch-invariant") == 0) {
     o->batch_invariant = true;
+  } else if (strcmp(a, "--exact") == 0) {
+    o->exact_matmul = true;
   } else if (strcmp(a, "--device") == 0) {
     VALUE();
     st = qiao_cli_parse_u32(a, v, 0, UINT32_MAX, &o->device_index);
@@ -91,7 +94,9 @@ void engine_cli_print_device_flags(FILE *f) {
       "  --device N            which device of the backend (default 0)\n"
       "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n"
       "  --batch-invariant     results of a sequence independent of the rest of its batch\n"
-      "                        (the device must claim QIAO_DEV_FLAG_BATCH_INVARIANT)\n");
+      "                        (the device must claim QIAO_DEV_FLAG_BATCH_INVARIANT)\n"
+      "  --exact               F32 activations for Q8_0/Q4_0 weights too (default: the\n"
+      "                        backend may quantize them to int8, device ABI 1.2)\n");
 }
 
 void engine_cli_print_sampling_flags(FILE *f) {
@@ -111,6 +116,7 @@ void engine_cli_apply(const engine_cli_opts *o, qiao_engine_options *eo) {
   eo->allow_fallback = o->allow_fallback;
   eo->device_index = o->device_index;
   eo->batch_invariant = o->batch_invariant;
+  eo->exact_matmul = o->exact_matmul;
 }
 
 qiao_status *engine_cli_open_tokenizer(const qiao_cli_model_args *a, const qiao_model *model,
@@ -151,7 +157,7 @@ void engine_cli_close(engine_cli_session *s) {
 
 /* Feeds tokens at positions [start, start + n) of seq and gets the next
  * token sampled from the last one's logits. */
-static qiao_status *feed(engine_cli_session *s, int32_t seq, qiao_sampler *sampler,
+static qiao_status *feed(engine_cli_session *s, int32_t seq, qiao_sampler *sampler, grammar_cli *gr,
                          const int32_t *tokens, size_t n, float *logits, int32_t *out_next) {
   uint32_t start = qiao_engine_seq_length(s->engine, seq);
   int32_t *seqs = malloc(n * sizeof(int32_t)), *pos = malloc(n * sizeof(int32_t));
@@ -166,7 +172,13 @@ static qiao_status *feed(engine_cli_session *s, int32_t seq, qiao_sampler *sampl
   }
   qiao_batch batch = {n, tokens, seqs, pos, NULL};
   qiao_status *st = NULL;
-  if (qiao_sampler_is_greedy(sampler)) {
+  if (gr != NULL && gr->matcher != NULL) { /* constrained: mask, sample, advance the grammar */
+    const uint32_t *mask = NULL;
+    st = qiao_engine_forward(s->engine, &batch, logits, NULL);
+    if (st == NULL) st = grammar_cli_mask(gr, &mask);
+    if (st == NULL) st = qiao_sampler_sample_masked(sampler, logits, mask, out_next, NULL);
+    if (st == NULL) st = qiao_grammar_matcher_accept_token(gr->matcher, *out_next);
+  } else if (qiao_sampler_is_greedy(sampler)) {
     st = qiao_engine_forward(s->engine, &batch, NULL, out_next);
   } else {
     st = qiao_engine_forward(s->engine, &batch, logits, NULL);
@@ -212,7 +224,7 @@ qiao_status *engine_cli_generate(engine_cli_session *s, int32_t seq, qiao_sample
 
   int32_t next = 0;
   double t0 = engine_cli_now();
-  if (st == NULL) st = feed(s, seq, sampler, prompt, n_prompt, logits, &next);
+  if (st == NULL) st = feed(s, seq, sampler, g->grammar, prompt, n_prompt, logits, &next);
   double t1 = engine_cli_now();
   g->prefill_s = t1 - t0;
   bool stopped = false, first_id = true;
@@ -234,7 +246,7 @@ qiao_status *engine_cli_generate(engine_cli_session *s, int32_t seq, qiao_sample
         qiao_engine_seq_length(s->engine, seq) >= max_ctx)
       break;
     int32_t token = next;
-    st = feed(s, seq, sampler, &token, 1, logits, &next);
+    st = feed(s, seq, sampler, g->grammar, &token, 1, logits, &next);
   }
   g->decode_s = engine_cli_now() - t1;
   if (st == NULL && detok != NULL && !stopped) {

@@ -21,6 +21,7 @@ typedef struct engine_cli_opts {
   bool allow_fallback;
   uint32_t device_index; /* --device N */
   bool batch_invariant;  /* --batch-invariant */
+  bool exact_matmul;     /* --exact */
   qiao_sampler_params sampling;
   bool seed_given;
 } engine_cli_opts;
@@ -28,7 +29,8 @@ typedef struct engine_cli_opts {
 void engine_cli_opts_init(engine_cli_opts *o);
 
 /* Tries argv[*i] as a common flag (-m, --tokenizer, -t, --backend, --device,
- * --allow-fallback, --batch-invariant, --temp, --top-k, --top-p, --min-p, --repeat-penalty,
+ * --allow-fallback, --batch-invariant, --exact, --temp, --top-k, --top-p, --min-p,
+ * --repeat-penalty,
  * --presence-penalty, --frequency-penalty, --repeat-last-n, --seed).
  * Returns 1 when consumed (advancing *i past its value), 0 when not a common
  * flag, -1 on a usage error (after printing it). */
@@ -68,6 +70,8 @@ typedef struct engine_cli_gen {
   const char *const *stops; /* stop strings */
   size_t n_stops;
   FILE *out; /* where text or ids go */
+  /* Optional: constrained decoding (grammar_cli.h). */
+  struct grammar_cli *grammar;
   /* Filled in: */
   uint32_t n_generated;
   double prefill_s, decode_s;

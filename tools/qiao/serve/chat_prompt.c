@@ -82,8 +82,32 @@ static json_object *content_text(json_object *msg, size_t i, const char *role, s
   return s;
 }
 
+/* An assistant's tool_calls for the template: each {id, type, function:
+ * {name, arguments}}, arguments parsed into an object when asked. */
+static json_object *tool_calls_for_template(json_object *calls, bool args_as_object) {
+  json_object *out = json_object_new_array();
+  size_t n = json_object_array_length(calls);
+  for (size_t k = 0; k < n; k++) {
+    json_object *c = json_object_array_get_idx(calls, k);
+    json_object *fn = serve_json_get(c, "function");
+    if (!json_object_is_type(fn, json_type_object)) continue;
+    json_object *copy = NULL, *fcopy = NULL;
+    if (json_object_deep_copy(c, &copy, NULL) != 0) continue;
+    json_object *args = serve_json_get(fn, "arguments");
+    if (args_as_object && args != NULL && json_object_is_type(args, json_type_string)) {
+      json_object *parsed = json_tokener_parse(json_object_get_string(args));
+      if (parsed != NULL && json_object_object_get_ex(copy, "function", &fcopy))
+        json_object_object_add(fcopy, "arguments", parsed);
+      else
+        json_object_put(parsed);
+    }
+    json_object_array_add(out, copy);
+  }
+  return out;
+}
+
 /* [{role, content}] with string content, or NULL with *e. */
-static json_object *normalize(json_object *messages, serve_error *e) {
+static json_object *normalize(json_object *messages, bool args_as_object, serve_error *e) {
   if (messages == NULL) {
     serve_bad_request(e, "messages", "messages is required");
     return NULL;
@@ -116,6 +140,15 @@ static json_object *normalize(json_object *messages, serve_error *e) {
     const char *as = strcmp(role, "developer") == 0 ? "system" : role;
     json_object_object_add(msg, "role", json_object_new_string(as));
     json_object_object_add(msg, "content", content);
+    json_object *calls = serve_json_get(m, "tool_calls");
+    if (calls != NULL && json_object_is_type(calls, json_type_array))
+      json_object_object_add(msg, "tool_calls", tool_calls_for_template(calls, args_as_object));
+    static const char *const keep[] = {"tool_call_id", "name"};
+    for (int k = 0; k < 2; k++) {
+      json_object *v = serve_json_get(m, keep[k]);
+      if (v != NULL && json_object_is_type(v, json_type_string))
+        json_object_object_add(msg, keep[k], json_object_get(v));
+    }
     json_object_array_add(out, msg);
   }
   if (json_object_array_length(out) != n) {
@@ -125,14 +158,16 @@ static json_object *normalize(json_object *messages, serve_error *e) {
   return out;
 }
 
-bool serve_chat_prompt(serve_app *app, json_object *messages, int32_t **ids, size_t *n,
-                       char **rendered, serve_error *e) {
+bool serve_chat_prompt(serve_app *app, json_object *messages, json_object *tools,
+                       bool args_as_object, int32_t **ids, size_t *n, char **rendered,
+                       serve_error *e) {
   if (app->chat_template == NULL)
     return serve_bad_request(e, "messages", "model has no chat template; pass --chat-template");
-  json_object *normalized = normalize(messages, e);
+  json_object *normalized = normalize(messages, args_as_object, e);
   if (normalized == NULL) return false;
   json_object *vars = json_object_new_object();
   json_object_object_add(vars, "messages", normalized);
+  if (tools != NULL) json_object_object_add(vars, "tools", json_object_get(tools));
   json_object_object_add(vars, "add_generation_prompt", json_object_new_boolean(1));
   json_object_object_add(vars, "bos_token", json_object_new_string(app->bos_text));
   json_object_object_add(vars, "eos_token", json_object_new_string(app->eos_text));

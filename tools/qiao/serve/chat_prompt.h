@@ -15,7 +15,12 @@
 /* On success *ids (n) are malloc'd, and so is *rendered (the prompt text)
  * when `rendered` is not NULL. On failure *e says why (400 naming
  * "messages..." for what the client sent). */
-bool serve_chat_prompt(serve_app *app, json_object *messages, int32_t **ids, size_t *n,
-                       char **rendered, serve_error *e);
+/* `tools` (may be NULL): the request's tools array, given to the template
+ * as `tools`. Assistant tool_calls, tool_call_id and name are passed on;
+ * with `args_as_object` a call's arguments string is given as the object it
+ * holds (what Qwen's and Llama's templates expect; DeepSeek's takes text). */
+bool serve_chat_prompt(serve_app *app, json_object *messages, json_object *tools,
+                       bool args_as_object, int32_t **ids, size_t *n, char **rendered,
+                       serve_error *e);
 
 #endif

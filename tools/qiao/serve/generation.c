@@ -41,6 +41,7 @@ bool serve_generation_start(serve_generation *g, serve_app *app, serve_gen_reque
   p.logit_bias = g->req.logit_bias;
   p.n_logit_bias = g->req.n_logit_bias;
   p.logprobs = g->req.logprobs;
+  p.grammar = g->req.grammar;
   for (uint32_t i = 0; i < g->req.n; i++) {
     /* With a seed, choice i uses seed + i (reproducible, yet distinct). */
     p.sampling.seed = g->req.seed_given ? g->req.sampling.seed + i : serve_random_u64();
@@ -63,6 +64,8 @@ void serve_generation_free(serve_generation *g) {
     qiao_request_destroy(g->choices[i].request);
   for (uint32_t i = 0; i < SERVE_MAX_CHOICES; i++) {
     serve_buf_free(&g->choices[i].text);
+    serve_buf_free(&g->choices[i].content);
+    serve_tool_calls_free(g->choices[i].calls, g->choices[i].n_calls);
     serve_logprobs_free(&g->choices[i].logprobs);
   }
   serve_gen_request_free(&g->req);
@@ -110,10 +113,66 @@ static void emit(serve_generation *g, json_object *choice) {
   serve_sse_event(&g->out, r);
 }
 
+/* Tool calls may come: the text is kept whole and parsed at the end. */
+static bool tools_on(const serve_generation *g) {
+  return g->req.api == SERVE_API_CHAT && g->req.tools.choice != SERVE_TOOL_CHOICE_NONE;
+}
+
+/* Streams with tools: sends the content that cannot be part of a call. */
+static void stream_safe_content(serve_generation *g, uint32_t i, json_object *logprobs) {
+  serve_choice *c = &g->choices[i];
+  size_t safe = serve_tools_safe_prefix(&g->req.tools, c->text.data, c->text.len);
+  if (safe > c->streamed || logprobs != NULL) {
+    size_t from = c->streamed < safe ? c->streamed : safe;
+    emit(g, serve_resp_chunk_choice(g->req.api, i, false, c->text.data + from, safe - from,
+                                    logprobs, NULL));
+    c->streamed = safe > c->streamed ? safe : c->streamed;
+  }
+}
+
+/* Streams: calls [from, n) as deltas: a head (index, id, name) and the
+ * arguments, in two chunks, as OpenAI sends them. */
+static void emit_calls(serve_generation *g, uint32_t i, const serve_tool_call *calls, size_t from,
+                       size_t n) {
+  for (size_t k = from; k < n; k++)
+    for (int part = 0; part < 2; part++) {
+      json_object *chunk = serve_resp_chunk_choice(g->req.api, i, false, NULL, 0, NULL, NULL);
+      json_object *delta = NULL;
+      json_object *list = json_object_new_array();
+      json_object_array_add(list, serve_tool_call_delta(&calls[k], k, part == 0));
+      if (json_object_object_get_ex(chunk, "delta", &delta))
+        json_object_object_add(delta, "tool_calls", list);
+      else
+        json_object_put(list);
+      emit(g, chunk);
+    }
+}
+
+/* Streams: a call whose closing tag just came is sent at once. */
+static void stream_new_calls(serve_generation *g, uint32_t i, const qiao_request_event *ev) {
+  serve_choice *c = &g->choices[i];
+  if (g->req.tools.family == SERVE_TOOLS_LLAMA3 || memchr(ev->text, '>', ev->text_len) == NULL)
+    return; /* Llama 3's call is the whole reply: it is known at the end */
+  serve_buf content = {0};
+  serve_tool_call *calls = NULL;
+  size_t n = serve_tools_extract(&g->req.tools, c->text.data, c->text.len, &content, &calls);
+  if (n > c->calls_sent) {
+    emit_calls(g, i, calls, c->calls_sent, n);
+    c->calls_sent = n;
+  }
+  serve_tool_calls_free(calls, n);
+  serve_buf_free(&content);
+}
+
 static void on_token(serve_generation *g, uint32_t i, const qiao_request_event *ev) {
   serve_choice *c = &g->choices[i];
   if (g->req.logprobs) serve_logprobs_add(&c->logprobs, g->app->tokenizer, ev);
-  if (!g->stream) {
+  if (tools_on(g)) {
+    serve_buf_append(&c->text, ev->text, ev->text_len);
+    if (g->stream && (ev->text_len > 0 || g->req.logprobs))
+      stream_safe_content(g, i, serve_logprobs_take(&c->logprobs));
+    if (g->stream && ev->text_len > 0) stream_new_calls(g, i, ev);
+  } else if (!g->stream) {
     serve_buf_append(&c->text, ev->text, ev->text_len);
   } else if (ev->text_len > 0 || g->req.logprobs) {
     /* Tokens whose text is held back (half a character, maybe a stop
@@ -144,6 +203,23 @@ static void on_done(serve_generation *g, uint32_t i, const qiao_request_event *e
     return;
   }
   const char *reason = serve_finish_reason(ev->finish);
+  if (tools_on(g)) {
+    serve_buf_append(&c->text, ev->text, ev->text_len);
+    c->n_calls =
+        serve_tools_extract(&g->req.tools, c->text.data, c->text.len, &c->content, &c->calls);
+    /* Cut by max_tokens, "length" stays the reason (a call may be cut). */
+    if (c->n_calls > 0 && ev->finish == QIAO_FINISH_STOP) reason = "tool_calls";
+    if (!g->stream) return;
+    /* The content not sent yet (what was held back, when no call came),
+     * then the calls not sent yet. */
+    size_t sent = c->streamed < c->content.len ? c->streamed : c->content.len;
+    if (c->content.len > sent)
+      emit(g, serve_resp_chunk_choice(g->req.api, i, false, c->content.data + sent,
+                                      c->content.len - sent, NULL, NULL));
+    if (c->n_calls > c->calls_sent) emit_calls(g, i, c->calls, c->calls_sent, c->n_calls);
+    emit(g, serve_resp_chunk_choice(g->req.api, i, false, NULL, 0, NULL, reason));
+    return;
+  }
   if (!g->stream) {
     serve_buf_append(&c->text, ev->text, ev->text_len);
     return;
@@ -213,10 +289,23 @@ serve_wait serve_generation_wait(serve_generation *g, json_object **out_json, se
   uint32_t completion = 0;
   for (uint32_t i = 0; i < g->n_submitted; i++) {
     serve_choice *c = &g->choices[i];
-    json_object_array_add(serve_resp_choices(r),
-                          serve_resp_choice(g->req.api, i, c->text.data, c->text.len,
-                                            serve_logprobs_take(&c->logprobs),
-                                            serve_finish_reason(c->finish)));
+    if (!tools_on(g)) {
+      json_object_array_add(serve_resp_choices(r),
+                            serve_resp_choice(g->req.api, i, c->text.data, c->text.len,
+                                              serve_logprobs_take(&c->logprobs),
+                                              serve_finish_reason(c->finish)));
+    } else { /* content outside the calls (null when there is none), and the calls */
+      json_object *choice = serve_resp_choice(
+          g->req.api, i, c->content.data, c->content.len, serve_logprobs_take(&c->logprobs),
+          c->n_calls > 0 && c->finish == QIAO_FINISH_STOP ? "tool_calls"
+                                                          : serve_finish_reason(c->finish));
+      json_object *message = NULL;
+      if (c->n_calls > 0 && json_object_object_get_ex(choice, "message", &message)) {
+        if (c->content.len == 0) json_object_object_add(message, "content", NULL);
+        json_object_object_add(message, "tool_calls", serve_tool_calls_json(c->calls, c->n_calls));
+      }
+      json_object_array_add(serve_resp_choices(r), choice);
+    }
     completion += c->completion_tokens;
   }
   const serve_choice *c0 = &g->choices[0];

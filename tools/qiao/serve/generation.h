@@ -29,8 +29,13 @@ typedef struct serve_choice {
   bool got_event; /* the first event came */
   bool done;      /* the DONE event came */
   qiao_finish finish;
-  char error[256]; /* FINISH_ERROR: what failed */
-  serve_buf text;  /* the whole text (whole responses only) */
+  char error[256];        /* FINISH_ERROR: what failed */
+  serve_buf text;         /* the whole text (whole responses, and streams with tools) */
+  size_t streamed;        /* streams with tools: bytes of text already sent as content */
+  serve_buf content;      /* with tools: the text outside the tool calls */
+  serve_tool_call *calls; /* (n_calls) the tool calls parsed at the end */
+  size_t n_calls;
+  size_t calls_sent; /* streams: calls already sent as deltas */
   serve_logprobs logprobs;
   uint32_t prompt_tokens, cached_tokens, completion_tokens;
   double queue_s, ttft_s;

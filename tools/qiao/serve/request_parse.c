@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "chat_prompt.h"
+#include "grammar_cache.h"
 #include "json_in.h"
 #include "text.h"
 
@@ -17,6 +18,8 @@ void serve_gen_request_free(serve_gen_request *r) {
     free(r->stops[i]);
   free(r->logit_bias);
   free(r->prompt_log);
+  qiao_grammar_destroy(r->grammar);
+  serve_tools_free(&r->tools);
   memset(r, 0, sizeof(*r));
 }
 
@@ -239,6 +242,58 @@ static bool parse_prompt(serve_app *app, json_object *body, serve_gen_request *r
   return parse_ids(app, p, "prompt", r, e);
 }
 
+/* Compiles a JSON schema given as a JSON value into r->grammar; the error
+ * (400) names `field` and says what the compiler refused. */
+static bool compile_schema(json_object *schema, const char *field, serve_gen_request *r,
+                           serve_error *e) {
+  const char *text = json_object_to_json_string_ext(schema, JSON_C_TO_STRING_PLAIN);
+  if (text == NULL) return serve_fail(e, 500, NULL, "out of memory");
+  qiao_status *st = serve_grammar_json_schema(text, strlen(text), &r->grammar);
+  if (st == NULL) return true;
+  serve_bad_request(e, field, "%s: %s", field, qiao_status_message(st));
+  qiao_status_free(st);
+  return false;
+}
+
+/* response_format: {"type": "text"}, {"type": "json_object"} (any JSON
+ * object) or {"type": "json_schema", "json_schema": {"name": ...,
+ * "schema": {...}, "strict": bool}}. The output is constrained in every
+ * case but text (strict false is constrained too: valid output is valid). */
+static bool parse_response_format(json_object *body, serve_gen_request *r, serve_error *e) {
+  json_object *rf = serve_json_get(body, "response_format");
+  if (rf == NULL) return true;
+  json_object *t = serve_json_get(rf, "type");
+  if (!json_object_is_type(rf, json_type_object) || t == NULL ||
+      !json_object_is_type(t, json_type_string))
+    return serve_bad_request(e, "response_format",
+                             "response_format must be an object with a string 'type'");
+  const char *type = json_object_get_string(t);
+  if (strcmp(type, "text") == 0) return true;
+  if (strcmp(type, "json_object") == 0) {
+    json_object *obj = json_tokener_parse("{\"type\":\"object\"}");
+    bool ok = obj != NULL && compile_schema(obj, "response_format", r, e);
+    json_object_put(obj);
+    return obj != NULL ? ok : serve_fail(e, 500, NULL, "out of memory");
+  }
+  if (strcmp(type, "json_schema") != 0)
+    return serve_bad_request(e, "response_format.type",
+                             "response_format.type must be text, json_object or json_schema");
+  json_object *js = serve_json_get(rf, "json_schema");
+  if (js == NULL || !json_object_is_type(js, json_type_object))
+    return serve_bad_request(e, "response_format.json_schema",
+                             "response_format.json_schema must be an object");
+  bool strict = false;
+  if (!serve_json_bool(js, "strict", &strict, e)) return false;
+  json_object *schema = serve_json_get(js, "schema");
+  if (schema == NULL) { /* no schema: any JSON value */
+    json_object *any = json_object_new_object();
+    bool ok = any != NULL && compile_schema(any, "response_format.json_schema.schema", r, e);
+    json_object_put(any);
+    return any != NULL ? ok : serve_fail(e, 500, NULL, "out of memory");
+  }
+  return compile_schema(schema, "response_format.json_schema.schema", r, e);
+}
+
 bool serve_parse_completion(serve_app *app, json_object *body, serve_gen_request *r,
                             serve_error *e) {
   init(r, SERVE_API_COMPLETIONS);
@@ -248,6 +303,7 @@ bool serve_parse_completion(serve_app *app, json_object *body, serve_gen_request
       !serve_json_int(body, "logprobs", 0, 5, &logprobs, e))
     return false;
   if (echo) return serve_bad_request(e, "echo", "echo is not supported yet");
+  if (!parse_response_format(body, r, e)) return false;
   if (logprobs >= 0) {
     r->logprobs = true;
     r->top_logprobs = (uint32_t)logprobs;
@@ -255,29 +311,11 @@ bool serve_parse_completion(serve_app *app, json_object *body, serve_gen_request
   return parse_prompt(app, body, r, e);
 }
 
-/* Fields that ask for what another issue delivers: refuse them clearly
- * rather than ignore them. */
-static bool refuse_unsupported(json_object *body, serve_error *e) {
-  json_object *tools = serve_json_get(body, "tools");
-  if (tools != NULL &&
-      !(json_object_is_type(tools, json_type_array) && json_object_array_length(tools) == 0))
-    return serve_bad_request(e, "tools", "tools are not supported yet");
-  json_object *rf = serve_json_get(body, "response_format");
-  if (rf != NULL) {
-    json_object *t = serve_json_get(rf, "type");
-    if (!json_object_is_type(rf, json_type_object) || t == NULL ||
-        !json_object_is_type(t, json_type_string) || strcmp(json_object_get_string(t), "text") != 0)
-      return serve_bad_request(
-          e, "response_format",
-          "response_format other than {\"type\": \"text\"} is not supported yet");
-  }
-  return true;
-}
-
 bool serve_parse_chat(serve_app *app, json_object *body, serve_gen_request *r, serve_error *e) {
   init(r, SERVE_API_CHAT);
   int64_t top = -1;
-  if (!parse_common(app, body, r, e) || !refuse_unsupported(body, e) ||
+  if (!parse_common(app, body, r, e) || !parse_response_format(body, r, e) ||
+      !serve_tools_parse(body, app->tokenizer, &r->tools, e) ||
       !parse_max_tokens(body, "max_completion_tokens", &r->max_tokens, e) ||
       !serve_json_bool(body, "logprobs", &r->logprobs, e) ||
       !serve_json_int(body, "top_logprobs", 0, 20, &top, e))
@@ -287,8 +325,17 @@ bool serve_parse_chat(serve_app *app, json_object *body, serve_gen_request *r, s
       return serve_bad_request(e, "top_logprobs", "top_logprobs needs logprobs set to true");
     r->top_logprobs = (uint32_t)top;
   }
+  /* A forced call: decoding is constrained to a valid call of the allowed
+   * function(s). */
+  if (r->tools.choice == SERVE_TOOL_CHOICE_REQUIRED || r->tools.choice == SERVE_TOOL_CHOICE_NAMED) {
+    if (r->grammar != NULL)
+      return serve_bad_request(e, "response_format",
+                               "response_format cannot be combined with a forced tool_choice");
+    if (!serve_tools_grammar(&r->tools, &r->grammar, e)) return false;
+  }
   char *rendered = NULL;
-  if (!serve_chat_prompt(app, serve_json_get(body, "messages"), &r->prompt, &r->n_prompt,
+  if (!serve_chat_prompt(app, serve_json_get(body, "messages"), r->tools.json,
+                         r->tools.family != SERVE_TOOLS_DEEPSEEK, &r->prompt, &r->n_prompt,
                          app->config->log_prompts ? &rendered : NULL, e))
     return false;
   r->prompt_log = rendered;

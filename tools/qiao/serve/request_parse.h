@@ -15,6 +15,7 @@
 #include "errors.h"
 #include "qiao/sampler.h"
 #include "qiao/scheduler.h"
+#include "tools.h"
 
 #define SERVE_MAX_CHOICES 8 /* n */
 #define SERVE_MAX_STOPS 4
@@ -40,8 +41,10 @@ typedef struct serve_gen_request {
   uint32_t top_logprobs; /* and this many alternatives */
   uint32_t n;            /* choices */
   bool stream, include_usage;
-  char user[128];   /* the `user` field, for the log only */
-  char *prompt_log; /* the prompt text for --log-prompts, else NULL */
+  qiao_grammar *grammar; /* response_format or forced tool calls: constrained decoding */
+  serve_tools tools;     /* tools and tool_choice (chat) */
+  char user[128];        /* the `user` field, for the log only */
+  char *prompt_log;      /* the prompt text for --log-prompts, else NULL */
 } serve_gen_request;
 
 /* Each fills *req (free it with serve_gen_request_free even on failure) or
