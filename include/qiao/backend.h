@@ -4,7 +4,9 @@
  * libqiao-<name>.so exporting qiao_device_get_api (see qiao/device.h).
  * qiao_backend_load() accepts a name ("cpu", "opencl") or a path to a .so.
  * Names are searched in the directories of $QIAO_BACKEND_PATH (separated by
- * ':'), then next to the qiao executable and in its backends/<name>/ folder.
+ * ':'), then next to the qiao executable and in its backends/<name>/ folder,
+ * then in the installed plugin folder: lib/qiao/ of the installed tree, found
+ * from the executable (bin/../lib/qiao) and from libqiao.so (lib/qiao).
  *
  * A plugin is refused with QIAO_UNSUPPORTED when its ABI major version
  * differs from the runtime's, and with QIAO_MALFORMED when the entry point
@@ -63,8 +65,9 @@ typedef struct qiao_backend_entry {
 
 /* Lists every libqiao-<name>.so on the search path (the directories of
  * $QIAO_BACKEND_PATH, then beside the qiao executable and in its
- * backends/<dir>/ folders), the first of each name only, without loading
- * them. *out_entries is malloc'd (free() it); it may be NULL when none. */
+ * backends/<dir>/ folders, then the installed plugin folder), the first of
+ * each name only, without loading them. *out_entries is malloc'd (free()
+ * it); it may be NULL when none. */
 qiao_status *qiao_backend_discover(qiao_backend_entry **out_entries, size_t *out_count);
 
 /* The names of the ops and dtypes of the ABI, for messages ("matmul", "q8_0"). */

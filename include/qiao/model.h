@@ -33,7 +33,12 @@ typedef enum qiao_dtype {
   QIAO_DTYPE_Q8_0 = 3,
   QIAO_DTYPE_Q4_0 = 4,
   QIAO_DTYPE_I32 = 5,
-  QIAO_DTYPE_COUNT = 6
+  QIAO_DTYPE_COUNT = 6,
+  /* A tensor whose element type this version of the library does not know
+   * (one a later 1.x minor version of the format adds): it is listed, its
+   * number is in qiao_tensor.stored_dtype, and any use of it fails naming
+   * the tensor and the type. It has no qiao_dev_dtype counterpart. */
+  QIAO_DTYPE_UNKNOWN = 0x7ffffffe
 } qiao_dtype;
 
 /* How a dtype is laid out: `block_elems` elements are stored in
@@ -125,12 +130,23 @@ typedef struct qiao_tensor {
   uint64_t shape[QIAO_MAX_DIMS]; /* outermost first; shape[n_dims-1] is the row */
   uint64_t n_bytes;
   const void *data; /* n_bytes bytes: in the mapped file, or owned by the model */
+  /* The element type number as stored in the file: equals dtype, except
+   * that for dtype QIAO_DTYPE_UNKNOWN it is the file's number. */
+  uint32_t stored_dtype;
+  /* The layout name of the type (qiao_dtype_info.name); for an unknown type,
+   * the layout its .qiao descriptor names ("" when the source gave none). */
+  const char *layout;
 } qiao_tensor;
 
 uint64_t qiao_model_tensor_count(const qiao_model *model);
 const qiao_tensor *qiao_model_tensor_at(const qiao_model *model, uint64_t index);
 /* NULL when absent. */
 const qiao_tensor *qiao_model_tensor_find(const qiao_model *model, const char *name);
+/* NULL when this library can use the tensor's element type; otherwise
+ * QIAO_UNSUPPORTED naming the file, the tensor, its type number and layout
+ * (a type of a later 1.x minor version: the file opens, the tensor cannot be
+ * used). */
+qiao_status *qiao_model_tensor_check(const qiao_model *model, const qiao_tensor *tensor);
 
 /* ---- Architecture ------------------------------------------------------- */
 
@@ -204,6 +220,11 @@ const char *qiao_model_path(const qiao_model *model);
  * problem is returned, naming the file, the field and, where it applies, the
  * byte offset. */
 qiao_status *qiao_model_validate(const qiao_model *model);
+
+/* qiao_model_validate without the data hashes: reads no tensor data. What
+ * `qiao convert` requires of its input, so that it never writes a file that
+ * qiao_model_validate refuses. */
+qiao_status *qiao_model_check(const qiao_model *model);
 
 /* ---- Writing ------------------------------------------------------------ */
 

@@ -87,8 +87,12 @@ static qiao_status *check_table(const qiao_dev_api *table, const char *origin, q
   size_t n = table->struct_size < sizeof(*out) ? table->struct_size : sizeof(*out);
   memcpy(out, table, n);
   out->struct_size = sizeof(*out);
-  if (out->name == NULL || out->name[0] == '\0' || out->version == NULL)
-    return qiao__error(QIAO_MALFORMED, "backend %s: function table has no name or version", origin);
+  if (out->name == NULL || out->name[0] == '\0')
+    return qiao__error(QIAO_MALFORMED, "backend %s: function table field 'name' is %s", origin,
+                       out->name == NULL ? "NULL" : "empty");
+  if (out->version == NULL)
+    return qiao__error(QIAO_MALFORMED, "backend %s: function table field 'version' is NULL",
+                       origin);
 #define CHECK_FN(f)                                                                                \
   if (out->f == NULL)                                                                              \
     return qiao__error(QIAO_MALFORMED, "backend %s: function table entry '%s' is NULL", origin, #f);
@@ -101,17 +105,73 @@ static bool file_exists(const char *path) {
   return access(path, R_OK) == 0;
 }
 
-/* Finds libqiao-<name>.so: $QIAO_BACKEND_PATH, then beside the executable. */
-static bool find_plugin(const char *name, char *out, size_t size) {
+/* Where `cmake --install` puts plugins, relative to the installed executable
+ * and to the installed libqiao.so (set by cmake/QiaoLibrary.cmake from the
+ * install directories, so an installed tree can be moved as a whole). */
+#ifndef QIAO_PLUGIN_DIR_FROM_BIN
+#define QIAO_PLUGIN_DIR_FROM_BIN "../lib/qiao"
+#endif
+#ifndef QIAO_PLUGIN_DIR_FROM_LIB
+#define QIAO_PLUGIN_DIR_FROM_LIB "qiao"
+#endif
+
+/* The installed plugin directories: relative to the executable, then to the
+ * shared library holding this code when that is not the executable (a
+ * program linking libqiao.so, or Python loading it). Returns how many. */
+static size_t installed_plugin_dirs(char dirs[2][PATH_MAX]) {
+  size_t n = 0;
+  char exe[PATH_MAX];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (len > 0) {
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash != NULL) *slash = '\0';
+    if (snprintf(dirs[n], PATH_MAX, "%s/%s", exe, QIAO_PLUGIN_DIR_FROM_BIN) < PATH_MAX) n++;
+  } else {
+    exe[0] = '\0';
+  }
+  Dl_info info;
+  void *self;
+  qiao_status *(*fn)(const char *, qiao_backend **) = qiao_backend_load;
+  memcpy(&self, &fn, sizeof(self)); /* function -> object pointer, as POSIX allows */
+  if (dladdr(self, &info) != 0 && info.dli_fname != NULL && strchr(info.dli_fname, '/')) {
+    char lib[PATH_MAX];
+    snprintf(lib, sizeof(lib), "%s", info.dli_fname);
+    *strrchr(lib, '/') = '\0';
+    char real_lib[PATH_MAX], real_exe[PATH_MAX];
+    bool same = realpath(lib, real_lib) != NULL && exe[0] != '\0' &&
+                realpath(exe, real_exe) != NULL && strcmp(real_lib, real_exe) == 0;
+    if (!same && snprintf(dirs[n], PATH_MAX, "%s/%s", lib, QIAO_PLUGIN_DIR_FROM_LIB) < PATH_MAX)
+      n++;
+  }
+  return n;
+}
+
+/* Appends `dir` to the list of searched directories, ", "-separated. */
+static void note_searched(char *searched, size_t size, const char *dir, size_t dir_len) {
+  size_t used = strlen(searched);
+  if (used + 1 < size)
+    snprintf(searched + used, size - used, "%s%.*s", used ? ", " : "", (int)dir_len, dir);
+}
+
+/* Finds libqiao-<name>.so: in each directory of $QIAO_BACKEND_PATH, then
+ * beside the executable, then in its backends/<name>/ folder. `searched`
+ * receives the directories looked in, for the message when none has it. */
+static bool find_plugin(const char *name, char *out, size_t size, char *searched,
+                        size_t searched_size) {
+  searched[0] = '\0';
   const char *env = getenv("QIAO_BACKEND_PATH");
   if (env != NULL) {
     const char *p = env;
     while (*p) {
       const char *end = strchr(p, ':');
       size_t len = end ? (size_t)(end - p) : strlen(p);
-      if (len > 0 && snprintf(out, size, "%.*s/libqiao-%s.so", (int)len, p, name) < (int)size &&
-          file_exists(out))
-        return true;
+      if (len > 0) {
+        note_searched(searched, searched_size, p, len);
+        if (snprintf(out, size, "%.*s/libqiao-%s.so", (int)len, p, name) < (int)size &&
+            file_exists(out))
+          return true;
+      }
       p += len + (end ? 1 : 0);
     }
   }
@@ -121,10 +181,21 @@ static bool find_plugin(const char *name, char *out, size_t size) {
     exe[n] = '\0';
     char *slash = strrchr(exe, '/');
     if (slash != NULL) *slash = '\0';
+    note_searched(searched, searched_size, exe, strlen(exe));
     if (snprintf(out, size, "%s/libqiao-%s.so", exe, name) < (int)size && file_exists(out))
       return true;
+    char sub[PATH_MAX];
+    if (snprintf(sub, sizeof(sub), "%s/backends/%s", exe, name) < (int)sizeof(sub))
+      note_searched(searched, searched_size, sub, strlen(sub));
     if (snprintf(out, size, "%s/backends/%s/libqiao-%s.so", exe, name, name) < (int)size &&
         file_exists(out))
+      return true;
+  }
+  char dirs[2][PATH_MAX];
+  size_t n_dirs = installed_plugin_dirs(dirs);
+  for (size_t i = 0; i < n_dirs; i++) {
+    note_searched(searched, searched_size, dirs[i], strlen(dirs[i]));
+    if (snprintf(out, size, "%s/libqiao-%s.so", dirs[i], name) < (int)size && file_exists(out))
       return true;
   }
   return false;
@@ -135,7 +206,11 @@ static qiao_status *open_plugin(const char *path, qiao_backend *backend) {
   backend->library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (backend->library == NULL) {
     const char *why = dlerror();
-    return qiao__error(QIAO_NOT_FOUND, "backend %s: cannot load: %s", path, why ? why : "?");
+    if (why == NULL) why = "?";
+    /* dlerror() usually starts with the path again: say it once. */
+    size_t len = strlen(path);
+    if (strncmp(why, path, len) == 0 && strncmp(why + len, ": ", 2) == 0) why += len + 2;
+    return qiao__error(QIAO_NOT_FOUND, "backend %s: cannot load: %s", path, why);
   }
   void *symbol = dlsym(backend->library, QIAO_DEVICE_ENTRY_POINT);
   if (symbol == NULL)
@@ -229,6 +304,10 @@ qiao_status *qiao_backend_discover(qiao_backend_entry **out_entries, size_t *out
     }
     if (d != NULL) closedir(d);
   }
+  char dirs[2][PATH_MAX];
+  size_t n_dirs = installed_plugin_dirs(dirs);
+  for (size_t i = 0; i < n_dirs && status == NULL; i++)
+    status = scan_dir(dirs[i], &entries, &n, &cap);
   if (status != NULL) {
     free(entries);
     return status;
@@ -251,16 +330,16 @@ qiao_status *qiao_backend_load(const char *name_or_path, qiao_backend **out_back
   } else if (is_path) {
     status = open_plugin(name_or_path, backend);
   } else {
-    char path[PATH_MAX];
+    char path[PATH_MAX], searched[4 * PATH_MAX];
     for (const char *c = name_or_path; *c && status == NULL; c++)
       if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
         status = qiao__error(QIAO_INVALID_ARGUMENT, "--backend: '%s' is not a backend name",
                              name_or_path);
-    if (status == NULL && !find_plugin(name_or_path, path, sizeof(path)))
-      status = qiao__error(QIAO_NOT_FOUND,
-                           "backend '%s': libqiao-%s.so not found in $QIAO_BACKEND_PATH or "
-                           "beside the qiao executable",
-                           name_or_path, name_or_path);
+    if (status == NULL &&
+        !find_plugin(name_or_path, path, sizeof(path), searched, sizeof(searched)))
+      status = qiao__error(QIAO_NOT_FOUND, "backend %s: libqiao-%s.so not found (searched: %s%s)",
+                           name_or_path, name_or_path, searched[0] ? searched : "nothing",
+                           getenv("QIAO_BACKEND_PATH") ? "" : "; $QIAO_BACKEND_PATH is not set");
     if (status == NULL) status = open_plugin(path, backend);
   }
   if (status == NULL) {
@@ -308,8 +387,13 @@ qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *er
                      : code == QIAO_DEV_UNSUPPORTED      ? QIAO_UNSUPPORTED
                      : code == QIAO_DEV_INVALID_ARGUMENT ? QIAO_INVALID_ARGUMENT
                                                          : QIAO_DEVICE;
-  qiao_status *status = qiao__error(mapped, "backend %s: %s: %s", qiao_backend_name(backend), what,
-                                    message ? message : "(no message)");
+  if (message == NULL || message[0] == '\0') message = "(no message)";
+  /* Backend messages name their function ("device_open: ..."): say it once. */
+  size_t what_len = strlen(what);
+  bool named = strncmp(message, what, what_len) == 0 && message[what_len] == ':';
+  qiao_status *status =
+      named ? qiao__error(mapped, "backend %s: %s", qiao_backend_name(backend), message)
+            : qiao__error(mapped, "backend %s: %s: %s", qiao_backend_name(backend), what, message);
   if (api->error_destroy) api->error_destroy(error);
   return status;
 }

@@ -121,6 +121,7 @@ static qiao_status *load_weight(qiao_engine *e, const char *name, bool required,
     return qiao__error(QIAO_MALFORMED, "model %s: tensor %s is missing", qiao_model_path(e->model),
                        name);
   }
+  QIAO__TRY(qiao_model_tensor_check(e->model, t)); /* a type of a later minor version */
   bool same = t->n_dims == n_dims;
   for (uint32_t i = 0; same && i < n_dims; i++)
     same = t->shape[i] == shape[i];
@@ -213,6 +214,7 @@ static qiao_status *load_rope_freqs(qiao_engine *e) {
   float *freqs = NULL;
   QIAO__TRY(host_alloc(e, (uint64_t)half * 4, (void **)&freqs));
   const qiao_tensor *divisors = qiao_model_tensor_find(e->model, "rope_freqs.weight");
+  if (divisors != NULL) QIAO__TRY(qiao_model_tensor_check(e->model, divisors));
   if (divisors != NULL &&
       (divisors->dtype != QIAO_DTYPE_F32 || divisors->n_dims != 1 || divisors->shape[0] != half))
     return qiao__error(QIAO_MALFORMED, "model %s: tensor rope_freqs.weight: expected (%u) f32",
@@ -381,6 +383,7 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
   /* Backend, device, queue. */
   e->allow_fallback = o->allow_fallback;
   e->batch_invariant = o->batch_invariant;
+  e->exact_matmul = o->exact_matmul;
   QIAO__TRY(qiao_backend_load(o->backend ? o->backend : "cpu", &e->backend));
   e->api = qiao_backend_api(e->backend);
   const char *backend_name = qiao_backend_name(e->backend);

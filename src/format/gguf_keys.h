@@ -1,5 +1,5 @@
 /* The correspondence between GGUF metadata keys and qiao's canonical keys
- * (docs/spec/format.md §7), shared by the GGUF reader and writer. */
+ * (docs/spec/format.md §10), shared by the GGUF reader and writer. */
 #ifndef QIAO_GGUF_KEYS_H
 #define QIAO_GGUF_KEYS_H
 

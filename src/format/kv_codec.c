@@ -94,10 +94,10 @@ qiao_status *qiao__read_raw_kv(reader *r, qiao__raw_kv *kv) {
   kv->offset = r->pos;
   qiao_string key;
   QIAO__TRY(read_string(r, "metadata key", &key));
-  if (key.len == 0 || key.len > QIAO__MAX_KEY_LEN || memchr(key.data, 0, key.len) != NULL)
+  if (key.len == 0 || key.len > QIAO__MAX_KEY_LEN || !qiao__utf8_ok(key.data, key.len))
     return qiao__error(QIAO_MALFORMED,
-                       "%s: metadata key: empty, longer than %u bytes or with a NUL byte at byte "
-                       "offset %llu",
+                       "%s: metadata key: empty, longer than %u bytes, not UTF-8 or with a NUL "
+                       "byte at byte offset %llu",
                        r->name, QIAO__MAX_KEY_LEN, (unsigned long long)kv->offset);
   memcpy(kv->key, key.data, key.len);
   kv->key[key.len] = '\0';

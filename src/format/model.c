@@ -552,25 +552,57 @@ qiao_status *qiao__tensor_bytes(qiao_dtype dtype, uint32_t n_dims, const uint64_
   return NULL;
 }
 
-qiao_status *qiao__model_add_tensor(qiao_model *model, const char *name, qiao_dtype dtype,
-                                    uint32_t n_dims, const uint64_t *shape, const void *data,
-                                    uint64_t n_bytes) {
+/* Keys and tensor names are UTF-8: no overlong forms, no surrogates, nothing
+ * above U+10FFFF, no NUL. */
+bool qiao__utf8_ok(const char *s, uint64_t len) {
+  const uint8_t *p = (const uint8_t *)s;
+  for (uint64_t i = 0; i < len;) {
+    uint8_t c = p[i];
+    if (c == 0) return false;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    uint32_t n, cp, min;
+    if ((c & 0xe0) == 0xc0)
+      n = 1, cp = c & 0x1f, min = 0x80;
+    else if ((c & 0xf0) == 0xe0)
+      n = 2, cp = c & 0x0f, min = 0x800;
+    else if ((c & 0xf8) == 0xf0)
+      n = 3, cp = c & 0x07, min = 0x10000;
+    else
+      return false;
+    if (len - i <= n) return false;
+    for (uint32_t k = 1; k <= n; k++) {
+      if ((p[i + k] & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+static qiao_status *check_tensor_name(const qiao_model *model, const char *name, size_t *out_len) {
   size_t len = name ? strlen(name) : 0;
   if (len == 0) return qiao__error(QIAO_MALFORMED, "tensor name is empty");
   if (len > QIAO__MAX_TENSOR_NAME_LEN)
     return qiao__error(QIAO_MALFORMED, "tensor name '%.40s...' is longer than %u bytes", name,
                        QIAO__MAX_TENSOR_NAME_LEN);
+  if (!qiao__utf8_ok(name, len))
+    return qiao__error(QIAO_MALFORMED, "tensor name '%.40s': not UTF-8", name);
   if (tensor_lookup(model, name) != UINT64_MAX)
     return qiao__error(QIAO_MALFORMED, "tensor %s: duplicate name", name);
   if (model->n_tensors >= QIAO__MAX_TENSORS)
     return qiao__error(QIAO_LIMIT, "more than %u tensors", QIAO__MAX_TENSORS);
-  uint64_t expected;
-  qiao_status *st = qiao__tensor_bytes(dtype, n_dims, shape, &expected);
-  if (st) return qiao__annotate(st, "tensor %s", name);
-  if (expected != n_bytes)
-    return qiao__error(QIAO_MALFORMED, "tensor %s: %llu bytes, but its shape and dtype need %llu",
-                       name, (unsigned long long)n_bytes, (unsigned long long)expected);
-  if (data == NULL) return qiao__error(QIAO_INTERNAL, "tensor %s: no data", name);
+  *out_len = len;
+  return NULL;
+}
+
+/* Appends a tensor whose fields were checked; `layout` is copied. */
+static qiao_status *insert_tensor(qiao_model *model, const char *name, size_t name_len,
+                                  const qiao_tensor *fields, const char *layout,
+                                  size_t layout_len) {
   if (model->n_tensors == model->cap_tensors) {
     uint64_t cap = model->cap_tensors ? model->cap_tensors * 2 : 64;
     qiao_tensor **grown = realloc(model->tensors, (size_t)cap * sizeof(*grown));
@@ -583,22 +615,69 @@ qiao_status *qiao__model_add_tensor(qiao_model *model, const char *name, qiao_dt
   }
   QIAO__TRY(index_grow(&model->tensor_index, model->n_tensors, tensor_name_at, model));
   qiao_tensor *t;
-  char *name_copy;
+  char *name_copy = NULL, *layout_copy = NULL;
   QIAO__TRY(qiao__model_alloc(model, sizeof(*t), (void **)&t));
-  QIAO__TRY(copy_bytes(model, name, len, &name_copy));
+  QIAO__TRY(copy_bytes(model, name, name_len, &name_copy));
+  QIAO__TRY(copy_bytes(model, layout, layout_len, &layout_copy));
+  *t = *fields;
   t->name = name_copy;
-  t->dtype = dtype;
-  t->n_dims = n_dims;
-  for (uint32_t d = 0; d < n_dims; d++)
-    t->shape[d] = shape[d];
-  t->n_bytes = n_bytes;
-  t->data = data;
+  t->layout = layout_copy;
   model->tensors[model->n_tensors] = t;
   model->origins[model->n_tensors] = (qiao__tensor_origin){0};
   uint64_t slot = index_probe(&model->tensor_index, name, tensor_name_at, model);
   model->tensor_index.slots[slot] = (uint32_t)(model->n_tensors + 1);
   model->n_tensors++;
   return NULL;
+}
+
+static qiao_tensor tensor_fields(qiao_dtype dtype, uint32_t stored, uint32_t n_dims,
+                                 const uint64_t *shape, const void *data, uint64_t n_bytes) {
+  qiao_tensor t = {
+      .dtype = dtype, .stored_dtype = stored, .n_dims = n_dims, .n_bytes = n_bytes, .data = data};
+  for (uint32_t d = 0; d < n_dims; d++)
+    t.shape[d] = shape[d];
+  return t;
+}
+
+qiao_status *qiao__model_add_tensor(qiao_model *model, const char *name, qiao_dtype dtype,
+                                    uint32_t n_dims, const uint64_t *shape, const void *data,
+                                    uint64_t n_bytes) {
+  size_t len = 0;
+  QIAO__TRY(check_tensor_name(model, name, &len));
+  uint64_t expected = 0;
+  qiao_status *st = qiao__tensor_bytes(dtype, n_dims, shape, &expected);
+  if (st) return qiao__annotate(st, "tensor %s", name);
+  if (expected != n_bytes)
+    return qiao__error(QIAO_MALFORMED, "tensor %s: %llu bytes, but its shape and dtype need %llu",
+                       name, (unsigned long long)n_bytes, (unsigned long long)expected);
+  if (data == NULL) return qiao__error(QIAO_INTERNAL, "tensor %s: no data", name);
+  const char *layout = qiao_dtype_get_info(dtype)->name;
+  qiao_tensor fields = tensor_fields(dtype, (uint32_t)dtype, n_dims, shape, data, n_bytes);
+  return insert_tensor(model, name, len, &fields, layout, strlen(layout));
+}
+
+qiao_status *qiao__model_add_unknown_tensor(qiao_model *model, const char *name,
+                                            uint32_t stored_dtype, const char *layout,
+                                            size_t layout_len, uint32_t n_dims,
+                                            const uint64_t *shape, const void *data,
+                                            uint64_t n_bytes) {
+  size_t len = 0;
+  QIAO__TRY(check_tensor_name(model, name, &len));
+  if (n_dims < 1 || n_dims > QIAO_MAX_DIMS)
+    return qiao__error(QIAO_MALFORMED, "tensor %s: %u dimensions (expected 1 to %d)", name, n_dims,
+                       QIAO_MAX_DIMS);
+  if (data == NULL) return qiao__error(QIAO_INTERNAL, "tensor %s: no data", name);
+  qiao_tensor fields =
+      tensor_fields(QIAO_DTYPE_UNKNOWN, stored_dtype, n_dims, shape, data, n_bytes);
+  return insert_tensor(model, name, len, &fields, layout, layout_len);
+}
+
+qiao_status *qiao_model_tensor_check(const qiao_model *model, const qiao_tensor *t) {
+  if (qiao_dtype_get_info(t->dtype) != NULL) return NULL;
+  return qiao__error(QIAO_UNSUPPORTED,
+                     "%s: tensor %s: element type %u (layout '%s') is not supported by this "
+                     "version of qiao (it knows the element types of .qiao 1.0)",
+                     qiao_model_path(model), t->name, t->stored_dtype, t->layout ? t->layout : "");
 }
 
 qiao__tensor_origin *qiao__model_tensor_origin(const qiao_model *model, uint64_t index) {

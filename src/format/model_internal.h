@@ -18,6 +18,12 @@
 #define QIAO__MAX_KVS 100000u
 #define QIAO__MAX_ARRAY_LEN 16000000u
 #define QIAO__MAX_STRING_LEN (64u << 20)
+/* scale_type and layout of a .qiao quantization descriptor. */
+#define QIAO__MAX_DESCRIPTOR_LEN 64u
+
+/* Whether `len` bytes are UTF-8 without NUL, overlong forms or surrogates
+ * (the rule for metadata keys and tensor names). */
+bool qiao__utf8_ok(const char *s, uint64_t len);
 
 /* Creates an empty model; `format` is "qiao", "gguf", "hf" or "llama2c". */
 qiao_status *qiao__model_create(const char *path, const char *format, qiao_model **out);
@@ -53,6 +59,16 @@ qiao_status *qiao__model_set_kv(qiao_model *model, const qiao_kv *kv);
 qiao_status *qiao__model_add_tensor(qiao_model *model, const char *name, qiao_dtype dtype,
                                     uint32_t n_dims, const uint64_t *shape, const void *data,
                                     uint64_t n_bytes);
+
+/* Adds a tensor of an element type this library does not know (a .qiao
+ * file of a later minor version): dtype QIAO_DTYPE_UNKNOWN, `stored_dtype`
+ * and `layout` as the file gives them. The caller checked n_bytes against
+ * the file's own descriptor. */
+qiao_status *qiao__model_add_unknown_tensor(qiao_model *model, const char *name,
+                                            uint32_t stored_dtype, const char *layout,
+                                            size_t layout_len, uint32_t n_dims,
+                                            const uint64_t *shape, const void *data,
+                                            uint64_t n_bytes);
 
 /* Importers: each fills an empty model from its source. The single-file
  * parsers work on bytes already in memory (a mapping, or a buffer in tests

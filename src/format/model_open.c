@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -105,6 +106,20 @@ qiao_status *qiao_model_open(const char *path, const qiao_model_open_options *op
     QIAO__TRY(read_head(path, head, &n_head));
     source_kind kind = detect(head, n_head);
     if (kind == SOURCE_PICKLE) return pickle_refused(path);
+    /* Detection is by content; the name only makes the message precise
+     * when a file called .qiao or .gguf lacks its magic. */
+    size_t len = strlen(path);
+    bool named_qiao = len > 5 && strcmp(path + len - 5, ".qiao") == 0,
+         named_gguf = len > 5 && strcmp(path + len - 5, ".gguf") == 0;
+    if (kind == SOURCE_LLAMA2C && (named_qiao || named_gguf)) {
+      char magic[4 * 4 + 1] = "";
+      for (uint64_t i = 0; i < n_head && i < 4; i++)
+        snprintf(magic + 4 * i, sizeof(magic) - 4 * i, "\\x%02x", head[i]);
+      return qiao__error(QIAO_MALFORMED,
+                         "%s: header magic: not a %s file (the first bytes are %s, expected %s) "
+                         "at byte offset 0",
+                         path, named_qiao ? ".qiao" : ".gguf", magic, named_qiao ? "QIAO" : "GGUF");
+    }
     if (kind != SOURCE_LLAMA2C && tokenizer_path != NULL)
       return qiao__error(QIAO_INVALID_ARGUMENT,
                          "%s: --tokenizer applies only to llama2.c .bin models", path);

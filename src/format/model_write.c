@@ -49,9 +49,18 @@ static double seconds_now(void) {
 /* Streams one tensor: a plain copy when the dtype is unchanged, otherwise
  * through f32 a chunk at a time. */
 static qiao_status *write_one(const qiao_model *model, qiao__writer *w, qiao__tensor_plan *p,
-                              XXH3_state_t *hash, float *floats, uint8_t *out) {
+                              XXH3_state_t *hash, XXH3_state_t *src_hash, float *floats,
+                              uint8_t *out) {
   const qiao_tensor *t = p->src;
   XXH3_64bits_reset(hash);
+  /* A source that stores a hash of the tensor (.qiao) is checked as it is
+   * read (in the same pass), so that corrupt data is never written out
+   * under a fresh hash; the temporary file is removed on the error. */
+  uint64_t index = qiao__model_tensor_index(model, t->name);
+  const qiao__tensor_origin *origin =
+      index == UINT64_MAX ? NULL : qiao__model_tensor_origin(model, index);
+  bool check = origin != NULL && origin->has_hash && qiao_model_tensor_at(model, index) == t;
+  XXH3_64bits_reset(src_hash);
   if (p->dtype == t->dtype) {
     const uint8_t *src = t->data;
     for (uint64_t done = 0; done < t->n_bytes && w->error == NULL;) {
@@ -68,6 +77,7 @@ static qiao_status *write_one(const qiao_model *model, qiao__writer *w, qiao__te
     for (uint64_t done = 0; done < total && w->error == NULL;) {
       uint64_t k = total - done < CHUNK_ELEMS ? total - done : CHUNK_ELEMS;
       const uint8_t *src = (const uint8_t *)t->data + done / in->block_elems * in->block_bytes;
+      if (check) XXH3_64bits_update(src_hash, src, (size_t)(k / in->block_elems * in->block_bytes));
       qiao__dtype_to_f32(t->dtype, src, floats, k);
       qiao__model_release_pages(model, src, k / in->block_elems * in->block_bytes);
       qiao__dtype_from_f32(p->dtype, floats, out, k);
@@ -78,6 +88,16 @@ static qiao_status *write_one(const qiao_model *model, qiao__writer *w, qiao__te
     }
   }
   p->hash = XXH3_64bits_digest(hash);
+  if (check && w->error == NULL) {
+    /* a plain copy hashed the source bytes themselves */
+    uint64_t h = p->dtype == t->dtype ? p->hash : XXH3_64bits_digest(src_hash);
+    if (h != origin->hash)
+      return qiao__error(QIAO_MALFORMED,
+                         "%s: tensor %s: data hash %016llx does not match the stored %016llx "
+                         "(corrupt data) at byte offset %llu",
+                         qiao_model_path(model), t->name, (unsigned long long)h,
+                         (unsigned long long)origin->hash, (unsigned long long)origin->offset);
+  }
   return NULL;
 }
 
@@ -85,9 +105,9 @@ qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao_
                                  uint64_t n, uint64_t data_start, bool progress) {
   float *floats = malloc(CHUNK_ELEMS * sizeof(float));
   uint8_t *out = malloc(CHUNK_ELEMS * sizeof(float));
-  XXH3_state_t *hash = XXH3_createState();
+  XXH3_state_t *hash = XXH3_createState(), *src_hash = XXH3_createState();
   qiao_status *st = NULL;
-  if (floats == NULL || out == NULL || hash == NULL)
+  if (floats == NULL || out == NULL || hash == NULL || src_hash == NULL)
     st = qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
   double start = seconds_now();
   uint64_t written = 0;
@@ -107,7 +127,7 @@ qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao_
       fprintf(stderr, "%s[%llu/%llu] %-40s %s -> %s%s", start_of_line, (unsigned long long)(i + 1),
               (unsigned long long)n, p->src->name, qiao_dtype_get_info(p->src->dtype)->name,
               qiao_dtype_get_info(p->dtype)->name, end_of_line);
-    st = write_one(model, w, p, hash, floats, out);
+    st = write_one(model, w, p, hash, src_hash, floats, out);
     if (st == NULL && w->error != NULL) {
       st = w->error;
       w->error = NULL;
@@ -124,6 +144,7 @@ qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao_
   free(floats);
   free(out);
   XXH3_freeState(hash);
+  XXH3_freeState(src_hash);
   return st;
 }
 
@@ -194,12 +215,13 @@ qiao_status *qiao_model_write(const qiao_model *model, const char *path,
   qiao_status *st = NULL;
   for (uint64_t i = 0; i < n && st == NULL; i++) {
     const qiao_tensor *t = qiao_model_tensor_at(model, i);
-    bool fell_back;
+    /* A type of a later minor version cannot be converted or copied into a
+     * file that claims this version. */
+    st = qiao_model_tensor_check(model, t);
+    if (st) break;
+    bool fell_back; /* said on stderr by `qiao convert` */
     plans[i].src = t;
     plans[i].dtype = plan_dtype(t, want, &fell_back);
-    if (fell_back && options->progress)
-      fprintf(stderr, "note: %s: rows of %llu are not a multiple of 32; kept as f16\n", t->name,
-              (unsigned long long)t->shape[t->n_dims - 1]);
     st = qiao__tensor_bytes(plans[i].dtype, t->n_dims, t->shape, &plans[i].n_bytes);
   }
   char *tmp = NULL;

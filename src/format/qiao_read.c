@@ -110,24 +110,62 @@ static bool str_is(qiao_string s, const char *lit) {
   return s.len == strlen(lit) && memcmp(s.data, lit, (size_t)s.len) == 0;
 }
 
+/* A descriptor string (scale_type, layout): 1..64 bytes of printable ASCII. */
+static bool descriptor_string_ok(qiao_string s) {
+  if (s.len == 0 || s.len > QIAO__MAX_DESCRIPTOR_LEN) return false;
+  for (uint64_t i = 0; i < s.len; i++)
+    if ((unsigned char)s.data[i] < 0x21 || (unsigned char)s.data[i] > 0x7e) return false;
+  return true;
+}
+
 /* The quantization descriptor of the entry must match the dtype's, so that
- * a reader can tell exactly which layout it is looking at. */
-static qiao_status *check_descriptor(const reader *r, const char *tname, uint32_t dtype,
-                                     uint32_t block_elems, uint32_t block_bytes, uint32_t bits,
-                                     qiao_string scale, qiao_string layout) {
+ * a reader can tell exactly which layout it is looking at. For a dtype this
+ * reader does not know (a later minor version's), the descriptor must be
+ * well-formed and `*n_bytes` must agree with it; the tensor is then listed
+ * but cannot be used. */
+static qiao_status *check_descriptor(const reader *r, const char *tname, uint64_t entry,
+                                     uint32_t dtype, uint32_t block_elems, uint32_t block_bytes,
+                                     uint32_t bits, qiao_string scale, qiao_string layout) {
   const qiao_dtype_info *info = qiao_dtype_get_info((qiao_dtype)dtype);
-  if (info == NULL)
-    return qiao__error(QIAO_UNSUPPORTED,
-                       "%s: tensor %s: unsupported dtype %u (layout '%.*s': %u elements in %u "
-                       "bytes, %u bits, scale %.*s)",
-                       r->name, tname, dtype, (int)(layout.len > 32 ? 32 : layout.len), layout.data,
-                       block_elems, block_bytes, bits, (int)(scale.len > 16 ? 16 : scale.len),
-                       scale.data);
+  if (info == NULL) {
+    if (!descriptor_string_ok(scale) || !descriptor_string_ok(layout))
+      return qiao__error(QIAO_MALFORMED,
+                         "%s: tensor %s: dtype %u: scale_type and layout must be 1 to %u bytes "
+                         "of printable ASCII at byte offset %llu",
+                         r->name, tname, dtype, QIAO__MAX_DESCRIPTOR_LEN,
+                         (unsigned long long)entry);
+    if (block_elems == 0 || block_bytes == 0)
+      return qiao__error(QIAO_MALFORMED,
+                         "%s: tensor %s: dtype %u: block_elems and block_bytes must not be 0 at "
+                         "byte offset %llu",
+                         r->name, tname, dtype, (unsigned long long)entry);
+    return NULL;
+  }
   if (block_elems != info->block_elems || block_bytes != info->block_bytes || bits != info->bits ||
       !str_is(scale, info->scale_type) || !str_is(layout, info->name))
     return qiao__error(QIAO_MALFORMED,
-                       "%s: tensor %s: quantization descriptor does not match dtype %s", r->name,
-                       tname, info->name);
+                       "%s: tensor %s: quantization descriptor does not match dtype %s at byte "
+                       "offset %llu",
+                       r->name, tname, info->name, (unsigned long long)entry);
+  return NULL;
+}
+
+/* n_bytes of a tensor of an unknown dtype, from its own descriptor. */
+static qiao_status *descriptor_bytes(const char *tname, uint32_t n_dims, const uint64_t *shape,
+                                     uint32_t block_elems, uint32_t block_bytes, uint64_t *out) {
+  for (uint32_t d = 0; d < n_dims; d++)
+    if (shape[d] == 0)
+      return qiao__error(QIAO_MALFORMED, "tensor %s: dimension %u is zero", tname, d);
+  uint64_t row = shape[n_dims - 1], bytes;
+  if (row % block_elems != 0)
+    return qiao__error(QIAO_MALFORMED,
+                       "tensor %s: row of %llu elements is not a multiple of the block (%u)", tname,
+                       (unsigned long long)row, block_elems);
+  bool ok = qiao__mul_u64(row / block_elems, block_bytes, &bytes);
+  for (uint32_t d = 0; ok && d + 1 < n_dims; d++)
+    ok = qiao__mul_u64(bytes, shape[d], &bytes);
+  if (!ok) return qiao__error(QIAO_MALFORMED, "tensor %s: size overflows", tname);
+  *out = bytes;
   return NULL;
 }
 
@@ -144,10 +182,11 @@ static qiao_status *read_tensor(qiao_model *m, reader *r, const header *h, place
   uint64_t entry = r->pos;
   qiao_string name;
   QIAO__TRY(read_string(r, "tensor name", &name));
-  if (name.len == 0 || name.len > QIAO__MAX_TENSOR_NAME_LEN || memchr(name.data, 0, name.len))
+  if (name.len == 0 || name.len > QIAO__MAX_TENSOR_NAME_LEN || !qiao__utf8_ok(name.data, name.len))
     return qiao__error(QIAO_MALFORMED,
-                       "%s: tensor name: empty, too long or with a NUL byte at byte offset %llu",
-                       r->name, (unsigned long long)entry);
+                       "%s: tensor name: empty, longer than %u bytes, not UTF-8 or with a NUL byte "
+                       "at byte offset %llu",
+                       r->name, QIAO__MAX_TENSOR_NAME_LEN, (unsigned long long)entry);
   char tname[QIAO__MAX_TENSOR_NAME_LEN + 1];
   memcpy(tname, name.data, (size_t)name.len);
   tname[name.len] = '\0';
@@ -173,9 +212,9 @@ static qiao_status *read_tensor(qiao_model *m, reader *r, const header *h, place
   QIAO__TRY(read_u64(r, tname, &extra));
   const uint8_t *skip;
   QIAO__TRY(take(r, extra, tname, &skip)); /* fields of a newer minor version */
-  qiao_status *st =
-      check_descriptor(r, tname, dtype, block_elems, block_bytes, bits, scale, layout);
-  if (st) return qiao__annotate(st, "entry at byte offset %llu", (unsigned long long)entry);
+  QIAO__TRY(
+      check_descriptor(r, tname, entry, dtype, block_elems, block_bytes, bits, scale, layout));
+  qiao_status *st = NULL;
   if (offset % h->alignment != 0 || !qiao__range_ok(offset, n_bytes, h->data_size))
     return qiao__error(QIAO_MALFORMED,
                        "%s: tensor %s: data (%llu bytes at offset %llu) is misaligned or outside "
@@ -183,7 +222,19 @@ static qiao_status *read_tensor(qiao_model *m, reader *r, const header *h, place
                        r->name, tname, (unsigned long long)n_bytes, (unsigned long long)offset,
                        (unsigned long long)entry);
   const uint8_t *data = r->data + h->data_offset + offset;
-  st = qiao__model_add_tensor(m, tname, (qiao_dtype)dtype, n_dims, shape, data, n_bytes);
+  if (qiao_dtype_get_info((qiao_dtype)dtype) == NULL) {
+    uint64_t expected = 0;
+    st = descriptor_bytes(tname, n_dims, shape, block_elems, block_bytes, &expected);
+    if (st == NULL && expected != n_bytes)
+      st = qiao__error(QIAO_MALFORMED,
+                       "tensor %s: %llu bytes, but its shape and descriptor need %llu", tname,
+                       (unsigned long long)n_bytes, (unsigned long long)expected);
+    if (st == NULL)
+      st = qiao__model_add_unknown_tensor(m, tname, dtype, layout.data, (size_t)layout.len, n_dims,
+                                          shape, data, n_bytes);
+  } else {
+    st = qiao__model_add_tensor(m, tname, (qiao_dtype)dtype, n_dims, shape, data, n_bytes);
+  }
   if (st)
     return qiao__annotate(st, "%s (table entry at byte offset %llu)", r->name,
                           (unsigned long long)entry);

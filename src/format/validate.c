@@ -47,7 +47,7 @@ static qiao_status *expect(checker *c, const char *name, bool required, uint32_t
   if (t->dtype == QIAO_DTYPE_I32)
     return qiao__error(QIAO_MALFORMED, "%s: tensor %s: dtype i32 is not a weight type", c->file,
                        name);
-  return NULL;
+  return qiao_model_tensor_check(c->m, t);
 }
 
 static qiao_status *check_tensors(checker *c, const qiao_hparams *h) {
@@ -167,6 +167,7 @@ static qiao_status *check_tokenizer(const checker *c, uint32_t vocab_size) {
     if (qiao_model_kv_find(c->m, id_keys[k]) == NULL) continue;
     uint32_t id;
     QIAO__TRY(qiao_model_get_u32(c->m, id_keys[k], &id));
+    if (id == UINT32_MAX) continue; /* -1 as u32: no such token (format.md §7.3) */
     QIAO__TRY(check_id(c, id_keys[k], id, n));
   }
   if (eos)
@@ -212,9 +213,9 @@ static qiao_status *check_hashes(const checker *c) {
   return NULL;
 }
 
-qiao_status *qiao_model_validate(const qiao_model *model) {
+static qiao_status *check_model(const qiao_model *model, bool hashes) {
   checker c = {model, qiao_model_path(model), NULL};
-  QIAO__TRY(check_hashes(&c));
+  if (hashes) QIAO__TRY(check_hashes(&c));
   if (qiao_model_tensor_count(model) == 0) {
     QIAO__TRY(check_tokenizer(&c, 0));
     return qiao__error(QIAO_MALFORMED, "%s: tensors: none (a vocabulary-only file is not a model)",
@@ -228,4 +229,12 @@ qiao_status *qiao_model_validate(const qiao_model *model) {
   free(c.seen);
   QIAO__TRY(st);
   return check_tokenizer(&c, h.vocab_size);
+}
+
+qiao_status *qiao_model_validate(const qiao_model *model) {
+  return check_model(model, true);
+}
+
+qiao_status *qiao_model_check(const qiao_model *model) {
+  return check_model(model, false);
 }

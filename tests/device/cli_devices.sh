@@ -6,15 +6,19 @@
 plugins=$1
 fail() { echo "FAIL: $*"; exit 1; }
 out=$("$QIAO_BIN" devices) || fail "qiao devices exited $?"
-echo "$out" | grep -q "^backend cpu .*(built-in), built for device ABI 1.1" || fail "no built-in cpu"
+echo "$out" | grep -q "^backend cpu .*(built-in), built for device ABI 1\." || fail "no built-in cpu"
 echo "$out" | grep -q "capabilities" || fail "no capability table"
 echo "$out" | grep -Eq "^ +matmul +yes" || fail "cpu does not list matmul"
+# the marks of `qiao conformance`: "." for a pair the ABI does not define
+echo "$out" | grep -Eq "^ +rmsnorm +yes +\. +\. " || fail "rmsnorm f16 is not marked as undefined (.)"
 
 out=$(QIAO_BACKEND_PATH="$plugins" "$QIAO_BIN" devices)
 echo "$out"
 echo "$out" | grep -q "^backend test 0 ($plugins/libqiao-testvalid.so)" || fail "testvalid not listed"
 echo "$out" | grep -q "no devices" || fail "testvalid has no devices"
-echo "$out" | grep -q "libqiao-testmajor2.so: built for device ABI 2.0" || fail "major 2 not explained"
+echo "$out" | grep -q "libqiao-testmajor2.so: not usable: built for device ABI 2.0" || fail "major 2 not explained"
+echo "$out" | grep -q "not usable: backend" && fail "doubled prefix: 'not usable: backend ...'"
+echo "$out" | grep -q "function table field 'version' is NULL" || fail "no-version not explained"
 echo "$out" | grep -q "missing entry point qiao_device_get_api" || fail "no-entry not explained"
 echo "$out" | grep -q "function table entry 'rope' is NULL" || fail "null fn not explained"
 echo "$out" | grep -q "is smaller than ABI 1.0's" || fail "small table not explained"

@@ -44,6 +44,17 @@ int main(int argc, char **argv) {
   expect_refused("testnullfn", QIAO_MALFORMED, "function table entry 'rope' is NULL");
   expect_refused("testsmall", QIAO_MALFORMED, "is smaller than ABI 1.0's");
   expect_refused("doesnotexist", QIAO_NOT_FOUND, "cannot load");
+  expect_refused("testnoversion", QIAO_MALFORMED, "function table field 'version' is NULL");
+  {
+    /* the path once: dlerror() repeats it, the loader does not */
+    char path[8192];
+    snprintf(path, sizeof(path), "%s/libqiao-doesnotexist.so", dir);
+    qiao_backend *none = NULL;
+    qiao_status *st = qiao_backend_load(path, &none);
+    const char *first = strstr(qiao_status_message(st), path);
+    CHECK(first != NULL && strstr(first + 1, path) == NULL);
+    qiao_status_free(st);
+  }
 
   /* A valid plugin loads by path ... */
   char path[8192];
@@ -116,6 +127,18 @@ int main(int argc, char **argv) {
   CHECK(backend != NULL && strcmp(qiao_backend_origin(backend), path) == 0);
   qiao_backend_unload(backend);
   CHECK_ERR(qiao_backend_load("nosuchbackend", &backend), QIAO_NOT_FOUND);
+  {
+    /* not found: the message lists every directory searched, in order */
+    qiao_status *st = qiao_backend_load("nosuchbackend", &backend);
+    const char *msg = qiao_status_message(st);
+    const char *a = strstr(msg, "/nonexistent-dir, "), *b = strstr(msg, dir),
+               *c = strstr(msg, "/backends/nosuchbackend");
+    CHECK(strncmp(msg, "backend nosuchbackend: libqiao-nosuchbackend.so not found (searched: ",
+                  69) == 0);
+    CHECK(a != NULL && b != NULL && c != NULL && a < b && b < c);
+    if (c == NULL) fprintf(stderr, "not found: '%s'\n", msg);
+    qiao_status_free(st);
+  }
   CHECK_ERR(qiao_backend_load("Bad Name", &backend), QIAO_INVALID_ARGUMENT);
   CHECK_ERR(qiao_backend_load("", &backend), QIAO_INVALID_ARGUMENT);
   /* by name, a broken plugin is refused the same way */
@@ -126,7 +149,7 @@ int main(int argc, char **argv) {
   size_t n = 0;
   CHECK_OK(qiao_backend_discover(&entries, &n));
   const char *expected[] = {"testvalid", "testmajor2", "testnoentry", "testnullfn",
-                            "testsmall", "testnewer",  "testv10"};
+                            "testsmall", "testnewer",  "testv10",     "testnoversion"};
   for (size_t e = 0; e < sizeof(expected) / sizeof(expected[0]); e++) {
     int found = 0;
     for (size_t i = 0; i < n; i++)

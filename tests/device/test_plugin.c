@@ -8,7 +8,8 @@
  *   KIND_SMALL      struct_size smaller than ABI 1.0's table
  *   KIND_NEWER      a plugin of a later minor version (1.7): a larger table
  *                   with functions this runtime does not know
- *   KIND_V1_0       a plugin built for ABI 1.0 (abi_minor 0): still loads */
+ *   KIND_V1_0       a plugin built for ABI 1.0 (abi_minor 0): still loads
+ *   KIND_NO_VERSION the table's `version` is NULL */
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@
 #define KIND_SMALL 4
 #define KIND_NEWER 5
 #define KIND_V1_0 6
+#define KIND_NO_VERSION 7
 
 struct qiao_dev_error {
   qiao_dev_code code;
@@ -125,7 +127,7 @@ static const struct {
                              ? 0
                              : QIAO_DEVICE_ABI_MINOR,
             .name = "test",
-            .version = "0",
+            .version = TEST_PLUGIN_KIND == KIND_NO_VERSION ? NULL : "0",
             .error_code = error_code,
             .error_message = error_message,
             .error_destroy = error_destroy,

@@ -45,17 +45,56 @@ grep -q "tokenizer: *spm, 512 tokens, bos 1, eos 2" "$dir/inspect.txt" || { echo
 grep -q "wrote 48 tensors" "$dir/progress.txt" || { echo "FAIL: convert: no progress" >&2; fail=1; }
 "$QIAO_BIN" validate "$dir/s.qiao" > /dev/null; check "validate qiao" 0 $?
 "$QIAO_BIN" convert "$dir/s.qiao" "$dir/s.gguf" --type q8_0 --quiet 2> "$dir/quiet.txt"; check "convert qiao -> gguf q8_0" 0 $?
-[ -s "$dir/quiet.txt" ] && { echo "FAIL: --quiet printed progress" >&2; fail=1; }
+# --quiet prints no progress, only the notes that describe the output: rows
+# of 172 (ffn_down) are not whole q8_0 blocks, so those are written as f16.
+grep -v "^note: " "$dir/quiet.txt" | grep -q . && { echo "FAIL: --quiet printed progress" >&2; fail=1; }
+grep -q "^note: blk.0.ffn_down.weight: rows of 172 elements are not whole q8_0 blocks of 32; written as f16" "$dir/quiet.txt" ||
+  { echo "FAIL: convert: no note for the f16 fallback" >&2; fail=1; }
 "$QIAO_BIN" validate "$dir/s.gguf" > /dev/null; check "validate q8_0 gguf" 0 $?
 "$QIAO_BIN" inspect "$dir/s.gguf" | grep -q "blk.0.attn_q.weight *q8_0"; check "q8_0 in inspect" 0 $?
 "$QIAO_BIN" convert "$bin" "$dir/l.qiao" --tokenizer "$tok" --type f16 --quiet; check "convert llama2.c" 0 $?
 "$QIAO_BIN" validate "$dir/l.qiao" > /dev/null; check "validate converted llama2.c" 0 $?
 "$QIAO_BIN" validate "$bin" --tokenizer "$tok" > /dev/null; check "validate llama2.c" 0 $?
 
+# convert never writes a file that validate refuses (spec-tests/manifest.txt)
+spec="$QIAO_SOURCE_DIR/spec-tests/files"
+# nor copies corrupt data under a fresh hash
+for f in no-tensors tokens-over-vocab unknown-type-needed data-hash; do
+  "$QIAO_BIN" convert "$spec/$f.qiao" "$dir/$f.qiao" --quiet 2> "$dir/err.txt"; check "convert $f" 1 $?
+  [ -e "$dir/$f.qiao" ] && { echo "FAIL: convert $f left a file" >&2; fail=1; }
+  grep -q "^error: " "$dir/err.txt" || { echo "FAIL: convert $f: no error" >&2; fail=1; }
+done
+"$QIAO_BIN" convert "$spec/data-hash.qiao" "$dir/dh.gguf" --type q8_0 --quiet 2> "$dir/err.txt"
+check "convert corrupt data to q8_0" 1 $?
+grep -q "blk.0.attn_q.weight: data hash .* does not match the stored" "$dir/err.txt" ||
+  { echo "FAIL: convert corrupt data: $(cat "$dir/err.txt")" >&2; fail=1; }
+# A tensor of a later minor version's type: the file opens, a model that
+# needs the tensor fails naming it and the type.
+"$QIAO_BIN" logits -m "$spec/tiny-llama.qiao" --ids "1 2" -o "$dir/l.f32"; check "logits tiny-llama" 0 $?
+"$QIAO_BIN" logits -m "$spec/unknown-type-needed.qiao" --ids "1 2" -o "$dir/l.f32" 2> "$dir/err.txt"
+check "logits with an unknown tensor type" 1 $?
+grep -q "tensor blk.0.attn_q.weight: element type 200 (layout 'q3_future') is not supported" "$dir/err.txt" ||
+  { echo "FAIL: unknown type: $(cat "$dir/err.txt")" >&2; fail=1; }
+# a 1.1 file with only 1.0 types converts to 1.0: minor 0, flags 0, a 96-byte
+# header, no extra bytes; its unknown key is kept
+"$QIAO_BIN" convert "$spec/tiny-llama-1.1.qiao" "$dir/t10.qiao" --quiet; check "convert 1.1" 0 $?
+"$QIAO_BIN" validate "$dir/t10.qiao" > /dev/null; check "validate converted 1.1" 0 $?
+[ "$(od -An -tx1 -j4 -N12 "$dir/t10.qiao" | tr -d ' ')" = "010000000000000060000000" ] ||
+  { echo "FAIL: convert 1.1: header not 1.0" >&2; fail=1; }
+"$QIAO_BIN" inspect --metadata "$dir/t10.qiao" | grep -q "future.key  *7" ||
+  { echo "FAIL: convert 1.1: unknown key dropped" >&2; fail=1; }
+"$QIAO_BIN" convert "$spec/tiny-llama.qiao" "$dir/tiny.gguf" --quiet; check "convert tiny-llama" 0 $?
+"$QIAO_BIN" validate "$dir/tiny.gguf" > /dev/null; check "validate converted tiny-llama" 0 $?
 "$QIAO_BIN" convert "$gguf" "$dir/x.bin" > /dev/null 2>&1; check "convert to unknown extension" 2 $?
 "$QIAO_BIN" convert "$gguf" "$dir/x.qiao" --type q5_k > /dev/null 2>&1; check "convert bad --type" 2 $?
 "$QIAO_BIN" convert "$gguf" > /dev/null 2>&1; check "convert without OUT" 2 $?
 "$QIAO_BIN" convert "$gguf" "$dir/no/such/dir/x.qiao" --quiet 2> "$dir/err.txt"; check "convert into a missing folder" 1 $?
+# A write that fails after its temporary file was written in full (the
+# destination is a folder, so only the final rename fails) leaves nothing
+# behind: the temporary lives beside the destination, in $dir.
+mkdir "$dir/taken.qiao"
+"$QIAO_BIN" convert "$gguf" "$dir/taken.qiao" --quiet 2> "$dir/err.txt"; check "convert onto a folder" 1 $?
+grep -q "cannot rename .*taken.qiao.tmp-" "$dir/err.txt" || { echo "FAIL: convert onto a folder did not fail at the rename: $(cat "$dir/err.txt")" >&2; fail=1; }
 ls "$dir" | grep -q tmp- && { echo "FAIL: a temporary file was left behind" >&2; fail=1; }
 
 # a flipped bit in tensor data: validate exits 1 with one line naming the tensor

@@ -59,9 +59,18 @@ int main(void) {
   char cmd[700];
   snprintf(cmd, sizeof(cmd), "test -z \"$(ls %s | grep tmp-)\"", dir);
   CHECK(system(cmd) == 0);
-  /* A failed write leaves nothing behind. */
+  /* A write into a missing folder fails. */
   const char *bad = scratch_file(dir, "missing-dir/x.qiao");
   CHECK_ERR(qiao_model_write(orig, bad, &to_qiao), QIAO_IO);
+  /* A write that fails after writing its temporary in full (the destination
+   * is a folder: only the rename fails) leaves nothing behind in `dir`, where
+   * the temporary was. */
+  const char *taken = scratch_file(dir, "taken.qiao");
+  snprintf(cmd, sizeof(cmd), "mkdir %s", taken);
+  CHECK(system(cmd) == 0);
+  CHECK_ERR(qiao_model_write(orig, taken, &to_qiao), QIAO_IO);
+  snprintf(cmd, sizeof(cmd), "test -z \"$(ls %s | grep tmp-)\"", dir);
+  CHECK(system(cmd) == 0);
 
   qiao_model_close(orig);
   qiao_model_close(m1);

@@ -17,6 +17,9 @@
 #include "test_util.h"
 
 static int cases_run = 0;
+/* When set, the next expect_code also requires this text in the message:
+ * the field the check under test names (then it is cleared). */
+static const char *expect_field = NULL;
 
 /* Checks that `st` is an error with `code` whose message starts with the
  * input's name ("mutated...", or the path of a temporary file) in the form
@@ -33,9 +36,14 @@ static inline void expect_code(const char *what, qiao_status *st, qiao_code code
     fprintf(stderr, "case '%s': the message does not start with the file name: %s\n", what,
             qiao_status_message(st));
     test_failures++;
+  } else if (expect_field != NULL && strstr(qiao_status_message(st), expect_field) == NULL) {
+    fprintf(stderr, "case '%s': the message does not name '%s': %s\n", what, expect_field,
+            qiao_status_message(st));
+    test_failures++;
   } else if (getenv("MALFORMED_VERBOSE")) {
     fprintf(stderr, "case '%s': %s\n", what, qiao_status_message(st));
   }
+  expect_field = NULL;
   qiao_status_free(st);
 }
 

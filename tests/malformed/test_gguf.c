@@ -149,6 +149,16 @@ static void kv_header(extra *e, const char *key, uint32_t type) {
   st_buf_put(&e->kv, &type, 4);
   e->n_kv++;
 }
+/* A tensor info whose name is `len` bytes of `name` (NUL bytes allowed). */
+static void ti_add_n(extra *e, const char *name, uint64_t len, uint32_t n_dims,
+                     const uint64_t *dims, uint32_t type, uint64_t offset) {
+  put_str(&e->ti, name, len);
+  st_buf_put(&e->ti, &n_dims, 4);
+  st_buf_put(&e->ti, dims, 8 * (size_t)n_dims);
+  st_buf_put(&e->ti, &type, 4);
+  st_buf_put(&e->ti, &offset, 8);
+  e->n_ti++;
+}
 static void ti_add(extra *e, const char *name, uint32_t n_dims, const uint64_t *dims, uint32_t type,
                    uint64_t offset) {
   put_str(&e->ti, name, strlen(name));
@@ -271,7 +281,20 @@ static void test_tensor_infos(void) {
   e = no_extra();
   ti_add(&e, tis[1].name, tis[0].n_dims, d0, tis[0].type, tis[0].offset);
   e.replace_ti = 0;
+  expect_field = "duplicate";
   build_case("duplicate tensor name", &e, QIAO_MALFORMED);
+
+  /* the name of tensor 0 with a NUL byte inside, the rest of its record
+   * unchanged: only the name check can refuse it */
+  char nul_name[300];
+  size_t name_len = strlen(tis[0].name);
+  memcpy(nul_name, tis[0].name, name_len);
+  nul_name[name_len / 2] = '\0';
+  e = no_extra();
+  ti_add_n(&e, nul_name, name_len, tis[0].n_dims, d0, tis[0].type, tis[0].offset);
+  e.replace_ti = 0;
+  expect_field = "tensor name";
+  build_case("NUL byte in a tensor name", &e, QIAO_MALFORMED);
 
   char long_name[300];
   memset(long_name, 't', sizeof(long_name) - 1);
@@ -279,17 +302,20 @@ static void test_tensor_infos(void) {
   e = no_extra();
   ti_add(&e, long_name, tis[0].n_dims, d0, tis[0].type, tis[0].offset);
   e.replace_ti = 0;
+  expect_field = "tensor name";
   build_case("over-long tensor name", &e, QIAO_MALFORMED);
 
   e = no_extra();
   ti_add(&e, "", tis[0].n_dims, d0, tis[0].type, tis[0].offset);
   e.replace_ti = 0;
+  expect_field = "tensor name";
   build_case("empty tensor name", &e, QIAO_MALFORMED);
 
   uint64_t five[5] = {64, 512, 1, 1, 1};
   e = no_extra();
   ti_add(&e, tis[0].name, 5, five, tis[0].type, tis[0].offset);
   e.replace_ti = 0;
+  expect_field = "dimensions";
   build_case("five dims", &e, QIAO_MALFORMED);
 
   uint64_t huge[3] = {1ull << 32, 1ull << 32, 1ull << 32};
@@ -301,6 +327,7 @@ static void test_tensor_infos(void) {
   e = no_extra();
   ti_add(&e, tis[0].name, 0, d0, tis[0].type, tis[0].offset);
   e.replace_ti = 0;
+  expect_field = "dimensions";
   build_case("zero dims", &e, QIAO_MALFORMED);
 
   patch64("dim 0", tis[0].dims_at, 0, QIAO_MALFORMED);
@@ -310,9 +337,12 @@ static void test_tensor_infos(void) {
   /* blk.0.ffn_down rows are 172 wide: not a multiple of the 32 of q8_0. */
   const record *down = tensor_named("blk.0.ffn_down.weight");
   patch32("row not a multiple of the quant block", down->type_at, 8, QIAO_MALFORMED);
+  expect_field = "not a multiple of the alignment";
   patch64("offset misaligned", tis[1].offset_at, tis[1].offset + 4, QIAO_MALFORMED);
+  expect_field = "overlaps";
   patch64("offsets overlapping", tis[1].offset_at, tis[0].offset, QIAO_MALFORMED);
   const record *last = &tis[n_tis - 1];
+  expect_field = "runs past the end";
   patch64("offset past the end", last->offset_at, last->offset + 4096, QIAO_MALFORMED);
   patch64("offset huge", last->offset_at, 1ull << 63, QIAO_MALFORMED);
   patch64("offset wraps", last->offset_at, UINT64_MAX - 31, QIAO_MALFORMED);

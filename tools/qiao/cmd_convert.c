@@ -28,6 +28,22 @@ static bool ends_with(const char *s, const char *suffix) {
   return a > b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* Weight matrices whose rows are not whole blocks of the requested type are
+ * written as f16 (docs/spec/format.md §4.2); said even with --quiet, since
+ * it describes the output rather than the progress. */
+static void note_fallbacks(const qiao_model *m, qiao_dtype want) {
+  const qiao_dtype_info *info = qiao_dtype_get_info(want);
+  for (uint64_t i = 0; i < qiao_model_tensor_count(m); i++) {
+    const qiao_tensor *t = qiao_model_tensor_at(m, i);
+    if (t->n_dims < 2 || t->dtype == QIAO_DTYPE_I32) continue;
+    uint64_t row = t->shape[t->n_dims - 1];
+    if (row % info->block_elems != 0)
+      fprintf(stderr,
+              "note: %s: rows of %llu elements are not whole %s blocks of %u; written as f16\n",
+              t->name, (unsigned long long)row, info->name, info->block_elems);
+  }
+}
+
 int qiao_cmd_convert(int argc, char **argv) {
   qiao_cli_model_args in = {0}; /* IN: the model to convert */
   const char *out = NULL, *type = NULL;
@@ -76,7 +92,14 @@ int qiao_cmd_convert(int argc, char **argv) {
   qiao_model *m;
   qiao_status *st = qiao_cli_open_model(&in, !quiet, &m);
   if (st) return qiao_cli_fail(st);
+  /* Never write a file that `qiao validate` refuses. */
+  st = qiao_model_check(m);
+  if (st) {
+    qiao_model_close(m);
+    return qiao_cli_fail(qiao__annotate(st, "convert"));
+  }
   if (!quiet) fprintf(stderr, "converting %s (%s) -> %s\n", in.path, qiao_model_format(m), out);
+  if (copts.weight_dtype != QIAO_DTYPE_COUNT) note_fallbacks(m, copts.weight_dtype);
   st = qiao_model_write(m, out, &copts);
   qiao_model_close(m);
   if (st) return qiao_cli_fail(st);

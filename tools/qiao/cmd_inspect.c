@@ -111,8 +111,11 @@ static void print_value(const qiao_kv *kv) {
 
 static void print_tensors(const qiao_model *m) {
   uint64_t n = qiao_model_tensor_count(m), total = 0;
-  for (uint64_t i = 0; i < n; i++)
+  uint64_t unknown = 0;
+  for (uint64_t i = 0; i < n; i++) {
     total += qiao_model_tensor_at(m, i)->n_bytes;
+    unknown += qiao_dtype_get_info(qiao_model_tensor_at(m, i)->dtype) == NULL;
+  }
   printf("tensors:               %" PRIu64 " (%.2f MiB)\n", n, (double)total / (1 << 20));
   for (uint64_t i = 0; i < n; i++) {
     const qiao_tensor *t = qiao_model_tensor_at(m, i);
@@ -122,9 +125,17 @@ static void print_tensors(const qiao_model *m) {
       len += snprintf(shape + len, sizeof(shape) - (size_t)len, "%s%" PRIu64, d ? ", " : "",
                       t->shape[d]);
     snprintf(shape + len, sizeof(shape) - (size_t)len, ")");
-    printf("  %-40s %-5s %-22s %" PRIu64 "\n", t->name, qiao_dtype_get_info(t->dtype)->name, shape,
-           t->n_bytes);
+    const qiao_dtype_info *info = qiao_dtype_get_info(t->dtype);
+    if (info != NULL)
+      printf("  %-40s %-5s %-22s %" PRIu64 "\n", t->name, info->name, shape, t->n_bytes);
+    else /* a type of a later minor version: listed, not usable */
+      printf("  %-40s %-5s %-22s %" PRIu64 " (unknown type %u, layout %s)\n", t->name, "?", shape,
+             t->n_bytes, t->stored_dtype, t->layout);
   }
+  if (unknown)
+    printf("%" PRIu64 " tensor%s of a type this version does not know: a model that needs %s "
+           "cannot run\n",
+           unknown, unknown == 1 ? "" : "s", unknown == 1 ? "it" : "them");
 }
 
 int qiao_cmd_inspect(int argc, char **argv) {
