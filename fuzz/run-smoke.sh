@@ -11,8 +11,13 @@ trap 'rm -rf "$work"' EXIT
 for target in $(sed -n 's/^qiao_fuzz_target(\([a-z_0-9]*\).*/\1/p' "$here/targets.cmake"); do
   exe="$build/fuzz/$target"
   [ -x "$exe" ] || { echo "fuzz smoke: $exe was not built" >&2; exit 1; }
+  # a target without seeds would fuzz from nothing and prove little: refuse it
+  if [ -z "$(find "$here/corpus/$target" -type f 2>/dev/null)" ]; then
+    echo "fuzz smoke: fuzz/corpus/$target has no seed files" >&2
+    exit 1
+  fi
   mkdir -p "$work/$target"
-  cp -r "$here/corpus/$target/." "$work/$target/" 2>/dev/null || true
+  cp -r "$here/corpus/$target/." "$work/$target/"
   echo "fuzz smoke: $target for ${seconds}s" >&2
   (cd "$work" && "$exe" "$work/$target" -max_total_time="$seconds" -max_len=65536 \
      -rss_limit_mb=2048 -timeout=10 -print_final_stats=0 >"$work/$target.log" 2>&1) || {

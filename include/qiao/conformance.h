@@ -4,12 +4,11 @@
  * qiao_backend_load takes), and checks it at up to three levels, each defined
  * in docs/spec/device-abi.md §12:
  *   ops    every op x dtype the backend claims (op_supported), on random
- *          inputs and edge shapes, against the built-in CPU backend within
- *          the spec's error budgets;
+ *          inputs and edge shapes, against a float64 evaluation of the
+ *          spec's definitions (no backend's code) within its error budgets;
  *   abi    version fields, error paths, allocation balance, queue ordering;
  *   models the tiny reference models and stories260K end to end through the
- *          engine, against the transformers logits and the CPU backend's
- *          greedy ids.
+ *          engine, against the transformers logits and greedy ids.
  * Combinations the backend does not claim are "unsupported", not failures.
  *
  * Ownership: the report is the caller's (qiao_conformance_report_destroy).

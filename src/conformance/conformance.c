@@ -90,15 +90,14 @@ qiao_status *qiao_conformance_run(const qiao_conformance_options *options,
   json_object_object_add(root, "device", jd);
   json_object_object_add(root, "seed", json_object_new_int64((int64_t)options->seed));
   json_object *jref = json_object_new_object();
-  char refname[160];
-  snprintf(refname, sizeof(refname), "qiao built-in cpu backend %s (ABI %u.%u)",
-           reference.api ? reference.api->version : "(not loaded)",
-           reference.api ? reference.api->abi_major : 0,
-           reference.api ? reference.api->abi_minor : 0);
-  json_object_object_add(jref, "ops", json_object_new_string(refname));
-  json_object_object_add(jref, "models",
-                         json_object_new_string("transformers 5.17.0 logits (float64; qwen3_moe "
-                                                "float32) and the cpu backend's greedy ids"));
+  json_object_object_add(
+      jref, "ops",
+      json_object_new_string("float64 evaluation of the definitions of "
+                             "device ABI section 11 (src/conformance/reference.c)"));
+  json_object_object_add(
+      jref, "models",
+      json_object_new_string("transformers 5.17.0 logits (float64; qwen3_moe "
+                             "float32) and greedy ids (transformers, llama2.c)"));
   json_object_object_add(root, "reference", jref);
   json_object *jbudget = json_object_new_object();
   for (int op = 0; op < QIAO_DEV_OP_COUNT; op++) {
@@ -120,6 +119,8 @@ qiao_status *qiao_conformance_run(const qiao_conformance_options *options,
   if (levels & QIAO_CONFORMANCE_OPS)
     qiao__cf_run_invariance(r, &target, options->backend, options->device, options->seed,
                             options->op_mask);
+  if (levels & QIAO_CONFORMANCE_OPS)
+    qiao__cf_run_q8_activations(r, &target, options->seed, options->op_mask);
   if (levels & QIAO_CONFORMANCE_ABI) {
     if (!(levels & QIAO_CONFORMANCE_OPS)) /* the claims, for the unsupported-op checks */
       for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)

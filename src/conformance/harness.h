@@ -94,11 +94,21 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
 void qiao__cf_run_abi(qiao_conformance_report *report, cf_device *target, const char *backend,
                       uint32_t device_index, uint64_t seed);
 void qiao__cf_run_models(qiao_conformance_report *report, const char *backend, const char *shared);
+/* The op cases of every op the device (opened in some mode, e.g. batch
+ * invariant) claims, against the float64 reference, `mode` appended to each
+ * shape (" batch-invariant"). */
+void qiao__cf_run_ops_in_mode(qiao_conformance_report *report, cf_device *target, uint64_t seed,
+                              uint32_t op_mask, const char *mode);
 /* Part of the ops level (§12.1): batch invariance (§10.4) of matmul and
  * attention when the device claims QIAO_DEV_FLAG_BATCH_INVARIANT, or the
  * refusal of the mode when it does not. */
 void qiao__cf_run_invariance(qiao_conformance_report *report, cf_device *target,
                              const char *backend, uint32_t device_index, uint64_t seed,
                              uint32_t op_mask);
+
+/* Part of the ops level (§12.1): matmul with x_precision = Q8 (§11.4, ABI
+ * 1.2) on every claimed weight dtype, exact or within the Q8 budget. */
+void qiao__cf_run_q8_activations(qiao_conformance_report *report, cf_device *target, uint64_t seed,
+                                 uint32_t op_mask);
 
 #endif

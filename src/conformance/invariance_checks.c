@@ -87,9 +87,10 @@ static int target_rows(uint64_t n, uint64_t rows[3]) {
 
 /* ---- matmul --------------------------------------------------------------- */
 
-/* out (n, m) of x (n, k) and the weights on the device. */
+/* out (n, m) of x (n, k) and the weights on the device, with activation
+ * precision `precision` (QIAO_DEV_PRECISION_*, ABI 1.2). */
 static qiao_status *matmul_rows(ictx *x, qiao_dev_dtype dt, const void *w, uint64_t k, uint64_t m,
-                                uint64_t n, const float *xs, float *out) {
+                                uint64_t n, const float *xs, uint32_t precision, float *out) {
   bufs bs = {0};
   qiao_dev_ref xr, wr, outr;
   qiao_status *st = upload(x, &bs, xs, n * k * 4, &xr);
@@ -103,7 +104,8 @@ static qiao_status *matmul_rows(ictx *x, qiao_dev_dtype dt, const void *w, uint6
                               .x = xr,
                               .w_dtype = dt,
                               .w = wr,
-                              .out = outr};
+                              .out = outr,
+                              .x_precision = precision};
     st = qiao__cf_dev_status(x->dev, x->dev->api->matmul(x->dev->queue, &a), "matmul");
   }
   if (st == NULL)
@@ -115,10 +117,10 @@ static qiao_status *matmul_rows(ictx *x, qiao_dev_dtype dt, const void *w, uint6
   return st;
 }
 
-static void matmul_case(ictx *x, qiao_dev_dtype dt, uint64_t k, uint64_t m) {
-  char shape[96], why[256] = "";
-  snprintf(shape, sizeof(shape), "n=1..33 k=%llu m=%llu batch-invariant", (unsigned long long)k,
-           (unsigned long long)m);
+static void matmul_case(ictx *x, qiao_dev_dtype dt, uint64_t k, uint64_t m, uint32_t precision) {
+  char shape[112], why[256] = "";
+  snprintf(shape, sizeof(shape), "n=1..33 k=%llu m=%llu%s batch-invariant", (unsigned long long)k,
+           (unsigned long long)m, precision == QIAO_DEV_PRECISION_Q8 ? " x_precision=Q8" : "");
   void *w = qiao__cf_random_weights(&x->rng, dt, m * k);
   float *target = malloc(k * 4), *alone = malloc(m * 4);
   float *xs = malloc(33 * k * 4), *out = malloc(33 * m * 4);
@@ -126,7 +128,7 @@ static void matmul_case(ictx *x, qiao_dev_dtype dt, uint64_t k, uint64_t m) {
   if (!pass) snprintf(why, sizeof(why), "out of memory building inputs");
   for (uint64_t i = 0; pass && i < k; i++)
     target[i] = qiao__cf_uniform(&x->rng, -1, 1);
-  qiao_status *st = pass ? matmul_rows(x, dt, w, k, m, 1, target, alone) : NULL;
+  qiao_status *st = pass ? matmul_rows(x, dt, w, k, m, 1, target, precision, alone) : NULL;
   for (size_t s = 0; pass && st == NULL && s < N_SIZES; s++) {
     uint64_t n = batch_sizes[s], rows[3];
     int count = target_rows(n, rows);
@@ -134,7 +136,7 @@ static void matmul_case(ictx *x, qiao_dev_dtype dt, uint64_t k, uint64_t m) {
       xs[i] = qiao__cf_uniform(&x->rng, -1, 1);
     for (int r = 0; r < count; r++)
       memcpy(xs + rows[r] * k, target, k * 4);
-    st = matmul_rows(x, dt, w, k, m, n, xs, out);
+    st = matmul_rows(x, dt, w, k, m, n, xs, precision, out);
     for (int r = 0; st == NULL && pass && r < count; r++) {
       int64_t j = first_difference(out + rows[r] * m, alone, m);
       if (j < 0) continue;
@@ -426,10 +428,12 @@ void qiao__cf_run_invariance(qiao_conformance_report *report, cf_device *target,
     if (mm && (op_mask == 0 || op_mask & (1u << QIAO_DEV_OP_MATMUL))) {
       qiao__cf_progress(report, "ops: batch invariance of matmul %s",
                         qiao_dev_dtype_name((qiao_dev_dtype)dt));
-      /* One block; several GEMM-sized chunks; float weights off the blocks. */
-      matmul_case(&x, (qiao_dev_dtype)dt, 32, 67);
-      matmul_case(&x, (qiao_dev_dtype)dt, 1056, 67);
-      if (!quant) matmul_case(&x, (qiao_dev_dtype)dt, 100, 67);
+      /* One block; several GEMM-sized chunks; float weights off the blocks;
+       * (1.2) with Q8 activations allowed, which the mode covers too. */
+      matmul_case(&x, (qiao_dev_dtype)dt, 32, 67, QIAO_DEV_PRECISION_EXACT);
+      matmul_case(&x, (qiao_dev_dtype)dt, 1056, 67, QIAO_DEV_PRECISION_EXACT);
+      if (!quant) matmul_case(&x, (qiao_dev_dtype)dt, 100, 67, QIAO_DEV_PRECISION_EXACT);
+      if (api->abi_minor >= 2) matmul_case(&x, (qiao_dev_dtype)dt, 1056, 67, QIAO_DEV_PRECISION_Q8);
     }
     if (att && (op_mask == 0 || op_mask & (1u << QIAO_DEV_OP_ATTENTION))) {
       qiao__cf_progress(report, "ops: batch invariance of attention %s",
@@ -438,5 +442,8 @@ void qiao__cf_run_invariance(qiao_conformance_report *report, cf_device *target,
       attention_case(&x, (qiao_dev_dtype)dt, 20);
     }
   }
+  /* Invariant is not enough: the mode's results must be right too (its
+   * kernels differ from the ordinary ones), so every op case again. */
+  qiao__cf_run_ops_in_mode(report, &inv, seed, op_mask, " batch-invariant");
   qiao__cf_device_close(&inv);
 }

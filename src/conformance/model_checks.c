@@ -1,7 +1,9 @@
 /* The model level (docs/spec/device-abi.md §12.3): the tiny reference models
  * of real architectures and stories260K, end to end through the engine on the
- * target backend: prompt logits against the transformers references, and the
- * greedy continuation against the built-in CPU backend's. */
+ * target backend: prompt logits and the greedy continuation against the
+ * transformers references (for stories260K, transformers' greedy ids equal
+ * llama2.c's: shared/README.md). The CPU backend's run is recorded beside
+ * them for comparison; it decides nothing. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,7 +188,7 @@ static void model_check(qiao_conformance_report *report, const char *backend, co
       if (first_diff < 0 && greedy[s] != cpu_greedy[s]) first_diff = s;
       if (hf_diff < 0 && ((size_t)s >= n_hf || greedy[s] != hf_greedy[s])) hf_diff = s;
     }
-    bool ok = err <= MODEL_LOGITS_BUDGET && first_diff < 0;
+    bool ok = err <= MODEL_LOGITS_BUDGET && hf_diff < 0;
     json_object_object_add(j, "result", json_object_new_string(ok ? "pass" : "fail"));
     json_object_object_add(j, "prompt_tokens", json_object_new_int64((int64_t)n_prompt));
     json_object_object_add(j, "logits_error_vs_transformers",
@@ -206,10 +208,12 @@ static void model_check(qiao_conformance_report *report, const char *backend, co
                     "model %s: prompt logits error %.3g vs transformers > budget %.3g (position "
                     "%llu of %zu)",
                     m->name, err, MODEL_LOGITS_BUDGET, (unsigned long long)row, n_prompt);
-    if (first_diff >= 0)
+    if (hf_diff >= 0)
       qiao__cf_fail(report, &report->area_models,
-                    "model %s: greedy id %d differs from the CPU backend's (%d vs %d)", m->name,
-                    first_diff, greedy[first_diff], cpu_greedy[first_diff]);
+                    "model %s: greedy id %d differs from transformers' (%d vs %d; the CPU "
+                    "backend's: %d)",
+                    m->name, hf_diff, greedy[hf_diff],
+                    (size_t)hf_diff < n_hf ? hf_greedy[hf_diff] : -1, cpu_greedy[hf_diff]);
   }
   qiao_status_free(st);
   qiao_model_close(model);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "conformance/op_runner.h"
+#include "conformance/reference.h"
 
 #define BIND(c, member, index) qiao__cf_bind((c), offsetof(cf_args, member), (index))
 #define SHAPE(c, ...) snprintf((c)->shape, sizeof((c)->shape), __VA_ARGS__)
@@ -17,6 +18,7 @@ typedef struct ctx {
   qiao_conformance_report *report;
   cf_device *target, *reference;
   cf_rng rng;
+  const char *mode; /* appended to every shape: the device mode under test, or "" */
 } ctx;
 
 static float *f32s(ctx *x, uint64_t n, float lo, float hi) {
@@ -45,6 +47,8 @@ static int32_t *i32s(uint64_t n, int32_t fill) {
 }
 
 static void run_case(ctx *x, cf_case *c) {
+  size_t used = strlen(c->shape);
+  snprintf(c->shape + used, sizeof(c->shape) - used, "%s", x->mode);
   qiao__cf_case_run(x->report, x->target, x->reference, c);
   qiao__cf_case_free(c);
 }
@@ -57,6 +61,41 @@ static void start(cf_case *c, qiao_dev_op op, qiao_dev_dtype dtype) {
 
 static bool quantized(qiao_dev_dtype d) {
   return d == QIAO_DEV_Q8_0 || d == QIAO_DEV_Q4_0;
+}
+
+/* Makes every weight of a random tensor >= 0 (sign bits cleared, Q8_0 quants
+ * made positive, Q4_0 nibbles moved to 8..15). A case with a single output
+ * element takes positive x and w: a random dot product can cancel to almost
+ * nothing, and with one element there is no other row to floor the relative
+ * error (§11.1), so F32 rounding alone would fail it (seen at k = 32: sum
+ * 5.6e-6 of products of size 1). */
+static void nonnegative(qiao_dev_dtype dt, void *w, uint64_t count) {
+  uint8_t *p = w;
+  for (uint64_t i = 0; p && i < count; i++)
+    switch (dt) {
+    case QIAO_DEV_F32: p[4 * i + 3] &= 0x7f; break;
+    case QIAO_DEV_F16:
+    case QIAO_DEV_BF16: p[2 * i + 1] &= 0x7f; break;
+    case QIAO_DEV_Q8_0: {
+      uint8_t *block = p + (i / 32) * 34;
+      if (i % 32 == 0) block[1] &= 0x7f;
+      int8_t q = (int8_t)block[2 + i % 32];
+      block[2 + i % 32] = (uint8_t)(q == -128 ? 127 : q < 0 ? -q : q);
+      break;
+    }
+    case QIAO_DEV_Q4_0: {
+      uint8_t *block = p + (i / 32) * 18;
+      if (i % 32 == 0) block[1] &= 0x7f;
+      if (i % 32 < 16) block[2 + i % 32] |= 0x88; /* both nibbles of the byte */
+      break;
+    }
+    default: break;
+    }
+}
+
+static void nonnegative_f32(float *x, uint64_t count) {
+  for (uint64_t i = 0; x && i < count; i++)
+    x[i] = fabsf(x[i]);
 }
 
 /* ---- embed ---------------------------------------------------------------- */
@@ -100,10 +139,11 @@ static void matmul_case(ctx *x, qiao_dev_dtype dt, uint64_t n, uint64_t k, uint6
   qiao_dev_matmul_args *a = &c.args.matmul;
   *a = (qiao_dev_matmul_args){
       .struct_size = sizeof(*a), .n = n, .k = k, .m = m, .w_dtype = dt, .accumulate = accumulate};
-  BIND(&c, matmul.x, qiao__cf_operand(&c, "x", f32s(x, n * k, -1, 1), n * k * 4, CF_INPUT, 0));
-  BIND(&c, matmul.w,
-       qiao__cf_operand(&c, "w", qiao__cf_random_weights(&x->rng, dt, m * k),
-                        qiao__cf_dtype_bytes(dt, m * k), CF_INPUT, 0));
+  float *xs = f32s(x, n * k, -1, 1);
+  void *w = qiao__cf_random_weights(&x->rng, dt, m * k);
+  if (n * m == 1) nonnegative_f32(xs, n * k), nonnegative(dt, w, m * k);
+  BIND(&c, matmul.x, qiao__cf_operand(&c, "x", xs, n * k * 4, CF_INPUT, 0));
+  BIND(&c, matmul.w, qiao__cf_operand(&c, "w", w, qiao__cf_dtype_bytes(dt, m * k), CF_INPUT, 0));
   if (bias)
     BIND(&c, matmul.bias, qiao__cf_operand(&c, "bias", f32s(x, m, -1, 1), m * 4, CF_INPUT, 0));
   float *out = accumulate ? f32s(x, n * m, -2, 2) : nans(n * m);
@@ -119,6 +159,13 @@ static void matmul_cases(ctx *x, qiao_dev_dtype dt) {
   matmul_case(x, dt, 5, q ? 96 : 67, 37, false, true);
   matmul_case(x, dt, 2, q ? 4128 : 4103, 61, true, true);
   matmul_case(x, dt, 17, 256, 67, false, false);
+  /* every count of x rows a GEMM kernel call may get (1..8 here and as the
+   * remainder of 8 + r), each a separate kernel path */
+  matmul_case(x, dt, 4, q ? 128 : 129, 35, true, false);
+  matmul_case(x, dt, 6, q ? 96 : 95, 40, false, false);
+  matmul_case(x, dt, 7, 64, 33, false, true);
+  matmul_case(x, dt, 14, q ? 160 : 161, 70, true, false);
+  matmul_case(x, dt, 23, 96, 48, false, false);
   matmul_case(x, dt, 1, q ? 512 : 515, 300, false, false);
 }
 
@@ -214,7 +261,8 @@ static void kv_write_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, uint64_t
   float *k = f32s(x, n, -1, 1), *v = f32s(x, n, -1, 1);
   /* values where rounding to F16 is a tie, tiny ones (F16 subnormals), large ones */
   static const float special[] = {1.00048828125f,  1.00146484375f, -2.0009765625f, 3e-6f,
-                                  -5.96046448e-8f, 1e-7f,          60000.0f,       -65504.0f};
+                                  -5.96046448e-8f, 1e-7f,          60000.0f,       -65504.0f,
+                                  -0.0f,           65520.0f,       -2.9802322e-8f, 1e-30f};
   for (size_t i = 0; k && v && i < sizeof(special) / sizeof(special[0]) && i < n; i++)
     k[i] = special[i], v[n - 1 - i] = special[i];
   BIND(&c, kv_write.k, qiao__cf_operand(&c, "k", k, n * 4, CF_INPUT, 0));
@@ -404,10 +452,15 @@ static void add_case(ctx *x, uint64_t n, int alias) {
   start(&c, QIAO_DEV_OP_ADD, QIAO_DEV_F32);
   SHAPE(&c, "n=%llu%s", (unsigned long long)n, alias == 1 ? " out=a" : alias == 2 ? " out=b" : "");
   c.args.add = (qiao_dev_add_args){.struct_size = sizeof(qiao_dev_add_args), .n = n};
-  int ai =
-      qiao__cf_operand(&c, "a", f32s(x, n, -4, 4), n * 4, alias == 1 ? CF_OUT_F32 : CF_INPUT, n);
-  int bi =
-      qiao__cf_operand(&c, "b", f32s(x, n, -1, 1), n * 4, alias == 2 ? CF_OUT_F32 : CF_INPUT, n);
+  float *a = f32s(x, n, -4, 4), *b = f32s(x, n, -1, 1);
+  /* sums whose bits an approximate add gets wrong: -0 + -0 = -0, x + -x =
+   * +0, overflow to inf, a tie that rounds to even, the sign of a tiny sum */
+  static const float pairs[][2] = {{-0.0f, -0.0f},   {1.5f, -1.5f},      {3e38f, 3e38f},
+                                   {1.0f, 0x1p-24f}, {1.0f, 0x1.8p-23f}, {-1e-45f, 0.0f}};
+  for (size_t i = 0; a && b && i < sizeof(pairs) / sizeof(pairs[0]) && i < n; i++)
+    a[n - 1 - i] = pairs[i][0], b[n - 1 - i] = pairs[i][1];
+  int ai = qiao__cf_operand(&c, "a", a, n * 4, alias == 1 ? CF_OUT_F32 : CF_INPUT, n);
+  int bi = qiao__cf_operand(&c, "b", b, n * 4, alias == 2 ? CF_OUT_F32 : CF_INPUT, n);
   BIND(&c, add.a, ai);
   BIND(&c, add.b, bi);
   BIND(&c, add.out,
@@ -515,12 +568,13 @@ static void matmul_experts_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, ui
                                      .x_per_slot = x_per_slot,
                                      .w_dtype = dt};
   uint64_t xrows = x_per_slot ? n_tokens * k : n_tokens;
-  BIND(&c, matmul_experts.x,
-       qiao__cf_operand(&c, "x", f32s(x, xrows * in_dim, -1, 1), xrows * in_dim * 4, CF_INPUT, 0));
   uint64_t nw = n_experts * out_dim * in_dim;
+  float *xs = f32s(x, xrows * in_dim, -1, 1);
+  void *w = qiao__cf_random_weights(&x->rng, dt, nw);
+  if (n_tokens * k * out_dim == 1) nonnegative_f32(xs, xrows * in_dim), nonnegative(dt, w, nw);
+  BIND(&c, matmul_experts.x, qiao__cf_operand(&c, "x", xs, xrows * in_dim * 4, CF_INPUT, 0));
   BIND(&c, matmul_experts.w,
-       qiao__cf_operand(&c, "w", qiao__cf_random_weights(&x->rng, dt, nw),
-                        qiao__cf_dtype_bytes(dt, nw), CF_INPUT, 0));
+       qiao__cf_operand(&c, "w", w, qiao__cf_dtype_bytes(dt, nw), CF_INPUT, 0));
   int32_t *ids = i32s(n_tokens * k, 0);
   for (uint64_t t = 0; ids && t < n_tokens; t++) /* k distinct experts per token */
     for (uint64_t i = 0; i < k; i++) {
@@ -617,7 +671,7 @@ static void run_op(ctx *x, qiao_dev_op op, qiao_dev_dtype dt) {
 
 void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_device *reference,
                       uint64_t seed, uint32_t op_mask) {
-  ctx x = {report, target, reference, {seed}};
+  ctx x = {report, target, reference, {seed}, ""};
   report->area_ops.ran = true;
   for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
@@ -646,11 +700,14 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
                       on, dn);
         continue;
       }
-      /* the reference must implement it, or nothing can be compared */
-      uint32_t ref_supported = 0;
-      qiao_dev_error *e = reference->api->op_supported(reference->device, (qiao_dev_op)op,
-                                                       (qiao_dev_dtype)dt, &ref_supported);
-      if (e != NULL) reference->api->error_destroy(e);
+      /* the reference must implement it, or nothing can be compared: the
+       * float64 one defines every op of 1.0 (reference.c) */
+      uint32_t ref_supported = qiao__cf_ref_has((qiao_dev_op)op);
+      if (!ref_supported) {
+        qiao_dev_error *e = reference->api->op_supported(reference->device, (qiao_dev_op)op,
+                                                         (qiao_dev_dtype)dt, &ref_supported);
+        if (e != NULL) reference->api->error_destroy(e);
+      }
       if (!ref_supported) {
         report->area_ops.checks++;
         report->failed[op][dt] = true;
@@ -660,6 +717,27 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
       }
       uint32_t before = report->area_ops.failed;
       qiao__cf_progress(report, "ops: %s %s", on, dn);
+      run_op(&x, (qiao_dev_op)op, (qiao_dev_dtype)dt);
+      if (report->area_ops.failed != before) report->failed[op][dt] = true;
+    }
+}
+
+void qiao__cf_run_ops_in_mode(qiao_conformance_report *report, cf_device *target, uint64_t seed,
+                              uint32_t op_mask, const char *mode) {
+  ctx x = {report, target, NULL, {seed ^ 0x5eedu}, mode};
+  for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
+    for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
+      uint32_t supported = 0;
+      qiao_dev_error *e = target->api->op_supported(target->device, (qiao_dev_op)op,
+                                                    (qiao_dev_dtype)dt, &supported);
+      if (e != NULL) target->api->error_destroy(e);
+      if (!supported || (op_mask != 0 && !(op_mask & (1u << op))) ||
+          !qiao__cf_defined((qiao_dev_op)op, (qiao_dev_dtype)dt) ||
+          !qiao__cf_ref_has((qiao_dev_op)op))
+        continue; /* the ordinary level reports these */
+      uint32_t before = report->area_ops.failed;
+      qiao__cf_progress(report, "ops: %s %s%s", qiao_dev_op_name((qiao_dev_op)op),
+                        qiao_dev_dtype_name((qiao_dev_dtype)dt), mode);
       run_op(&x, (qiao_dev_op)op, (qiao_dev_dtype)dt);
       if (report->area_ops.failed != before) report->failed[op][dt] = true;
     }

@@ -17,7 +17,7 @@ static void usage(FILE *f) {
              "                        [--seed S] [--device N] [--op OP[,OP...]] [--quiet]\n\n"
              "Certifies a device backend against device ABI 1.1 (docs/spec/device-abi.md):\n"
              "  ops     every op x dtype the backend claims, random inputs and edge shapes,\n"
-             "          against the built-in CPU backend within the spec's error budgets;\n"
+             "          against a float64 evaluation of the spec within its error budgets;\n"
              "          batch invariance of matmul and attention when it claims the mode\n"
              "  abi     versions, error paths, allocation balance, queue ordering, threads\n"
              "  models  the tiny reference models and stories260K through the engine\n"
