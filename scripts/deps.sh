@@ -5,7 +5,10 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
           libjson-c-dev libpcre2-dev libutf8proc-dev libxxhash-dev libcurl4-openssl-dev
           libmicrohttpd-dev
-          ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd)
+          ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd
+          python3 python3-numpy  # the Python bindings' tests (tests/python)
+          dpkg-dev file          # cpack -G DEB: dpkg-shlibdeps (tests/install/deb.sh)
+          )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

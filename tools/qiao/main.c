@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "qiao/version.h"
 
 typedef struct command {
   const char *name;
@@ -47,7 +48,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(argv[1], "--version") == 0) {
-    printf("qiao 0.1.0\n");
+    printf("qiao %s\n", qiao_version());
     return 0;
   }
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
