@@ -536,10 +536,14 @@ static T512 void gemm_repacked512(const uint8_t *tile, const float *const *x, in
  * row's quant sum. The float steps are those of the portable kernel, one
  * row at a time, so the bits are the same for any nr. */
 #define T512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-INLINE T512VNNI __m512i x_group(const qiao__cpu_q8_row *x, uint64_t b, int g) {
+/* The 4 quants of group g of block b of a row of x, as one 32-bit lane. */
+static inline int32_t x_four(const qiao__cpu_q8_row *x, uint64_t b, int g) {
   int32_t four;
   memcpy(&four, x->q + b * 32 + (uint64_t)g * 4, 4);
-  return _mm512_set1_epi32(four);
+  return four;
+}
+INLINE T512VNNI __m512i x_group(const qiao__cpu_q8_row *x, uint64_t b, int g) {
+  return _mm512_set1_epi32(x_four(x, b, g));
 }
 
 INLINE T512VNNI void gemm_q8_512_rows(const uint8_t *tile, const qiao__cpu_q8_row *x, uint64_t k,
@@ -829,9 +833,7 @@ static T256 void axpy256_f16(float *y, float a, const uint8_t *x, uint64_t n) {
  * register, one row of x at a time (16 registers), so the same bits. */
 #define T256VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 INLINE T256VNNI __m256i x_group256(const qiao__cpu_q8_row *x, uint64_t b, int g) {
-  int32_t four;
-  memcpy(&four, x->q + b * 32 + (uint64_t)g * 4, 4);
-  return _mm256_set1_epi32(four);
+  return _mm256_set1_epi32(x_four(x, b, g));
 }
 
 INLINE T256VNNI void gemm_q8_256_row(const uint8_t *tile, const qiao__cpu_q8_row *x, uint64_t k,
