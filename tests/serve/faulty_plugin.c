@@ -10,6 +10,10 @@
  *       device that fails repeatedly but is not lost.
  *   QIAO_FAULTY_OPEN_DELAY_MS=N   device_open takes N ms more: a device
  *       that is slow to bring up (a server is then still loading).
+ *   QIAO_FAULTY_OP_DELAY_US=N   every op takes N us more: a slow device, so
+ *       that tests of queues and fairness do not depend on how fast the
+ *       build is (a Release build finishes a tiny model's request before
+ *       the next one arrives).
  *
  * Both are read when the runtime loads the plugin (qiao_device_get_api). A
  * failing call does nothing on the device. */
@@ -27,12 +31,19 @@
 static qiao_dev_api table;
 static const qiao_dev_api *cpu;
 static char trigger[4096]; /* "" = never lost */
-static unsigned long long fail_every, open_delay_ms;
+static unsigned long long fail_every, open_delay_ms, op_delay_us;
 static atomic_ullong op_calls;
 
 /* The error a call returns instead of running, or NULL. `op`: a compute op
  * (counted for QIAO_FAULTY_FAIL_EVERY). */
+static void sleep_us(unsigned long long us) {
+  struct timespec delay = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000L};
+  while (nanosleep(&delay, &delay) != 0) { /* interrupted: sleep the rest */
+  }
+}
+
 static qiao_dev_error *fault(bool op) {
+  if (op && op_delay_us > 0) sleep_us(op_delay_us);
   struct stat st;
   if (trigger[0] != '\0' && stat(trigger, &st) == 0)
     return qiao__cpu_error(QIAO_DEV_DEVICE_LOST, "faulty test device: lost");
@@ -91,9 +102,7 @@ static qiao_dev_error *queue_synchronize(qiao_dev_queue *queue) {
 static qiao_dev_error *slow_device_open(qiao_dev_backend *backend, uint32_t index,
                                         const qiao_dev_device_options *options,
                                         qiao_dev_device **out_device) {
-  struct timespec delay = {(time_t)(open_delay_ms / 1000), (long)(open_delay_ms % 1000) * 1000000L};
-  while (nanosleep(&delay, &delay) != 0) { /* interrupted: sleep the rest */
-  }
+  sleep_us(open_delay_ms * 1000);
   return cpu->device_open(backend, index, options, out_device);
 }
 
@@ -105,6 +114,8 @@ __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(v
   fail_every = every ? strtoull(every, NULL, 10) : 0;
   const char *delay = getenv("QIAO_FAULTY_OPEN_DELAY_MS");
   open_delay_ms = delay ? strtoull(delay, NULL, 10) : 0;
+  const char *op_delay = getenv("QIAO_FAULTY_OP_DELAY_US");
+  op_delay_us = op_delay ? strtoull(op_delay, NULL, 10) : 0;
   table = *cpu;
   table.name = "faulty";
   table.device_open = slow_device_open;

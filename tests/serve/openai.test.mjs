@@ -4,6 +4,7 @@
 // own exception classes (AuthenticationError, RateLimitError with
 // Retry-After, BadRequestError).
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
 import { after, before, test } from 'node:test';
 import {
@@ -39,7 +40,13 @@ before(async () => {
     `${SOLO_KEY} solo max_running=1 max_queued=0`,
     `${PAIR_KEY} pair max_running=1 max_queued=1`,
   ]);
-  server = await startServer(['--slots', '4', '--api-keys', keys, '--chat-template', CHAT_TEMPLATE, '--model-name', MODEL]);
+  // The CPU backend slowed down by 100 us an op (the faulty test plugin):
+  // a request held open must still be running when the next one arrives,
+  // whatever the build's speed.
+  const plugin = process.env.QIAO_FAULTY_PLUGIN;
+  if (!plugin || !fs.existsSync(plugin)) throw new Error(`QIAO_FAULTY_PLUGIN (${plugin}) is not a file`);
+  server = await startServer(['--device', plugin, '--slots', '4', '--api-keys', keys, '--chat-template', CHAT_TEMPLATE,
+    '--model-name', MODEL], { env: { QIAO_FAULTY_OP_DELAY_US: '100' } });
   client = makeClient(MAIN_KEY);
 });
 after(async () => {

@@ -41,7 +41,13 @@ function assertNoKeys(text, what) {
 
 before(async () => {
   const keys = writeKeys(dir, keysLines);
-  server = await startServer(['--slots', '2', '--max-queue', '64', '--api-keys', keys]);
+  // The CPU backend slowed down by 100 us an op (the faulty test plugin), so
+  // that the flooding tenant's requests are still queued when the quiet one
+  // arrives, whatever the build's speed.
+  const plugin = process.env.QIAO_FAULTY_PLUGIN;
+  if (!plugin || !fs.existsSync(plugin)) throw new Error(`QIAO_FAULTY_PLUGIN (${plugin}) is not a file`);
+  server = await startServer(['--device', plugin, '--slots', '2', '--max-queue', '64', '--api-keys', keys],
+    { env: { QIAO_FAULTY_OP_DELAY_US: '100' } });
   port = server.port;
 });
 after(async () => {
