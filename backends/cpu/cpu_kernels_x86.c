@@ -283,6 +283,14 @@ INLINE T512 void add_chunk(float *o, __m512 acc, int first) {
   _mm512_storeu_ps(o, first ? acc : _mm512_add_ps(_mm512_loadu_ps(o), acc));
 }
 
+/* add_chunk for the rows of a tile: rows r < nr of two accumulators (16
+ * columns each) into out[r * QIAO__CPU_GEMM_COLS + c]. */
+INLINE T512 void add_tile(float *out, __m512 (*acc)[2], int nr, int first) {
+  for (int r = 0; r < nr; r++)
+    for (int h = 0; h < 2; h++)
+      add_chunk(out + r * QIAO__CPU_GEMM_COLS + 16 * h, acc[r][h], first);
+}
+
 /* NR rows of x against the 32 packed columns: element i of each x row is
  * broadcast and multiplied into two vectors of 16 columns. Each chunk of
  * GEMM_CHUNK elements is summed in fresh accumulators and then added to
@@ -305,11 +313,7 @@ INLINE T512 void gemm512_rows(const float *wp, const float *const *x, uint64_t k
         acc[r][1] = _mm512_fmadd_ps(xv, w1, acc[r][1]);
       }
     }
-    for (int r = 0; r < NR; r++)
-      for (int h = 0; h < 2; h++) {
-        float *o = out + r * QIAO__CPU_GEMM_COLS + 16 * h;
-        add_chunk(o, acc[r][h], i0 == 0);
-      }
+    add_tile(out, acc, NR, i0 == 0);
   }
 }
 
@@ -472,11 +476,7 @@ INLINE T512 void gemm_repacked512_rows(const uint8_t *tile, const float *const *
         }
       }
     }
-    for (int r = 0; r < NR; r++)
-      for (int h = 0; h < 2; h++) {
-        float *o = out + r * QIAO__CPU_GEMM_COLS + 16 * h;
-        add_chunk(o, acc[r][h], i0 == 0);
-      }
+    add_tile(out, acc, NR, i0 == 0);
   }
 }
 
@@ -506,11 +506,7 @@ static T512 void gemm2_repacked512(const uint8_t *tile, const float *x, uint64_t
         acc[1][1] = _mm512_fmadd_ps(xv, repacked16(q1, d11, e, 1), acc[1][1]);
       }
     }
-    for (int t = 0; t < 2; t++)
-      for (int h = 0; h < 2; h++) {
-        float *o = out + t * QIAO__CPU_GEMM_COLS + 16 * h;
-        add_chunk(o, acc[t][h], i0 == 0);
-      }
+    add_tile(out, acc, 2, i0 == 0);
   }
 }
 

@@ -6,6 +6,7 @@ import threading
 from collections import namedtuple
 
 from . import _types as T
+from ._handle import _Handle
 from ._library import lib
 from .errors import check
 from .tokenizer import Detokenizer, Tokenizer
@@ -21,11 +22,13 @@ Token.__doc__ = "One generated token: its id and the text it completes."
 _i32 = ctypes.c_int32
 
 
-class Engine:
+class Engine(_Handle):
     """Binds `model` to one device of a backend ("cpu" by default, or a
     plugin name such as "opencl", or a plugin path). The model must stay
     open while the engine lives (the engine keeps a reference). Calls are
     serialized by a lock: one engine runs one device queue."""
+
+    _destroy = "qiao_engine_destroy"
 
     def __init__(self, model, backend=None, n_threads=0, max_context=0, max_seqs=0,
                  device_index=0, exact_matmul=False, verbose=False):
@@ -63,11 +66,6 @@ class Engine:
                 ids = [self.tokenizer.bos_id]
             return ids
         return [int(t) for t in prompt]
-
-    def _live(self):
-        if not self._handle:
-            raise ValueError("qiao.Engine: used after close()")
-        return self._handle
 
     def _forward(self, seq, tokens, start, want_all=False, logits=None, argmax=None):
         n = len(tokens)
@@ -118,19 +116,6 @@ class Engine:
         """The whole continuation of `prompt` as one string."""
         return "".join(t.text for t in self.generate(prompt, max_tokens, **sampling))
 
-    def close(self):
-        if self._handle:
-            lib.qiao_engine_destroy(self._handle)
-            self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
 
 class Generation:

@@ -3,14 +3,17 @@ import ctypes
 import os
 
 from . import _types as T
+from ._handle import _Handle
 from ._library import lib
 from .errors import check
 
 
-class Model:
+class Model(_Handle):
     """A model opened from a .qiao or .gguf file, a Hugging Face folder or a
     llama2.c .bin (with tokenizer_path, its tok.bin). Read-only; may be
     shared by threads. Engines borrow it: it stays open while any uses it."""
+
+    _destroy = "qiao_model_close"
 
     def __init__(self, path, tokenizer_path=None):
         self._handle = None
@@ -50,21 +53,3 @@ class Model:
         ctypes.memmove(ctypes.addressof(h), buf, ctypes.sizeof(h))
         return h
 
-    def _live(self):
-        if not self._handle:
-            raise ValueError("qiao.Model: used after close()")
-        return self._handle
-
-    def close(self):
-        if self._handle:
-            lib.qiao_model_close(self._handle)
-            self._handle = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()

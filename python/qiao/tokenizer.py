@@ -4,14 +4,17 @@ import ctypes
 import os
 
 from . import _types as T
+from ._handle import _Handle
 from ._library import lib, libc
 from .errors import check
 
 
-class Tokenizer:
+class Tokenizer(_Handle):
     """A model's own tokenizer: Tokenizer(model), or Tokenizer.open(path) for
     a tokenizer.json, tokenizer.model or tok.bin. Read-only after creation;
     may be shared by threads."""
+
+    _destroy = "qiao_tokenizer_destroy"
 
     def __init__(self, model):
         self._handle = None
@@ -81,18 +84,13 @@ class Tokenizer:
         finally:
             libc.free(text)
 
-    def close(self):
-        if self._handle:
-            lib.qiao_tokenizer_destroy(self._handle)
-            self._handle = None
-
-    def __del__(self):
-        self.close()
 
 
-class Detokenizer:
+class Detokenizer(_Handle):
     """Text as ids arrive: push() returns what is complete (an unfinished
     UTF-8 character is held back), flush() the rest."""
+
+    _destroy = "qiao_detokenizer_destroy"
 
     def __init__(self, tokenizer):
         self._tokenizer = tokenizer  # must outlive the C detokenizer
@@ -113,10 +111,3 @@ class Detokenizer:
     def flush(self):
         return self._text(lib.qiao_detokenizer_flush)
 
-    def close(self):
-        if self._handle:
-            lib.qiao_detokenizer_destroy(self._handle)
-            self._handle = None
-
-    def __del__(self):
-        self.close()
