@@ -35,13 +35,27 @@ static qiao_dev_error *weight_row(const plugin_rules *r, const char *op, qiao_de
   case QIAO_DEV_BF16: per = 2, *out_align = 2; break;
   case QIAO_DEV_Q8_0: per = 34, div = 32, *out_align = 2; break;
   case QIAO_DEV_Q4_0: per = 18, div = 32, *out_align = 2; break;
+  case QIAO_DEV_Q4_K:
+  case QIAO_DEV_Q5_K:
+  case QIAO_DEV_Q6_K:
+  case QIAO_DEV_Q2_K:
+  case QIAO_DEV_Q3_K:
+  case QIAO_DEV_Q4_1:
+  case QIAO_DEV_Q5_0:
+  case QIAO_DEV_Q5_1: {
+    static const uint8_t bytes[] = {144, 176, 210, 84, 110, 20, 22, 24};
+    if (!r->block_types_1_3) goto unsupported;
+    per = bytes[dtype - QIAO_DEV_Q4_K], div = dtype <= QIAO_DEV_Q3_K ? 256 : 32, *out_align = 2;
+    break;
+  }
+  unsupported:
   default:
     return plugin__error(QIAO_DEV_UNSUPPORTED, "%s: %s: weight dtype %d is not supported", r->name,
                          op, (int)dtype);
   }
   if (cols % div != 0)
-    return INVALID("%s: %s: row length %llu is not a multiple of the block size 32", r->name, op,
-                   (unsigned long long)cols);
+    return INVALID("%s: %s: row length %llu is not a multiple of the block size %llu", r->name, op,
+                   (unsigned long long)cols, (unsigned long long)div);
   if (!prod(out_bytes, cols / div, per, 1)) return too_big(r, op, "a weight row");
   return NULL;
 }
@@ -222,6 +236,8 @@ qiao_dev_error *plugin__validate_rmsnorm(const plugin_rules *r, const qiao_dev_q
                                          const qiao_dev_rmsnorm_args *a, plugin_plan *plan) {
   const char *op = "rmsnorm";
   CHECK_CALL(op, a);
+  if (!(a->eps >= 0.0f))
+    return INVALID("%s: rmsnorm: eps %g is negative or NaN", r->name, (double)a->eps);
   uint64_t x_bytes, w_bytes;
   if (!prod(&x_bytes, a->rows, a->cols, 4)) return too_big(r, op, "x");
   if (!prod(&w_bytes, a->cols, 4, 1)) return too_big(r, op, "weight");
@@ -302,12 +318,14 @@ qiao_dev_error *plugin__validate_attention(const plugin_rules *r, const qiao_dev
   if (a->n_kv_heads == 0 || a->n_heads % a->n_kv_heads != 0)
     return INVALID("%s: attention: n_heads %llu is not a multiple of n_kv_heads %llu", r->name,
                    (unsigned long long)a->n_heads, (unsigned long long)a->n_kv_heads);
+  if (a->block_size == 0) return INVALID("%s: attention: block_size is 0", r->name);
+  /* the limits (UNSUPPORTED) after every shape rule (INVALID_ARGUMENT): §6, §10.3 */
+  if (a->block_size > UINT32_MAX)
+    return plugin__error(QIAO_DEV_UNSUPPORTED, "%s: attention: block_size %llu exceeds 2^32 - 1",
+                         r->name, (unsigned long long)a->block_size);
   if (a->head_dim > r->max_head_dim)
     return plugin__error(QIAO_DEV_UNSUPPORTED, "%s: attention: head_dim %llu exceeds %llu", r->name,
                          (unsigned long long)a->head_dim, (unsigned long long)r->max_head_dim);
-  if (a->block_size == 0 || a->block_size > UINT32_MAX)
-    return INVALID("%s: attention: block_size %llu is not in [1, 2^32)", r->name,
-                   (unsigned long long)a->block_size);
   uint64_t q_bytes, cache_bytes, bt_bytes, tok_bytes, q_elems, kv_elems;
   if (!prod(&q_elems, a->n_tokens, a->n_heads, a->head_dim) || !prod(&q_bytes, q_elems, 4, 1))
     return too_big(r, op, "q");
@@ -378,7 +396,7 @@ qiao_dev_error *plugin__validate_argmax(const plugin_rules *r, const qiao_dev_qu
                                         const qiao_dev_argmax_args *a, plugin_plan *plan) {
   const char *op = "argmax";
   CHECK_CALL(op, a);
-  if (a->rows > 0 && (a->cols == 0 || a->cols > INT32_MAX))
+  if (a->cols == 0 || a->cols > INT32_MAX) /* checked whatever rows is (§11.3) */
     return INVALID("%s: argmax: cols %llu is not in [1, 2^31)", r->name,
                    (unsigned long long)a->cols);
   uint64_t x_bytes, out_bytes;
@@ -478,10 +496,9 @@ qiao_dev_error *plugin__check_backend_options(const plugin_rules *r,
                                               qiao_dev_backend **out_backend) {
   if (options == NULL || out_backend == NULL)
     return INVALID("%s: backend_open: NULL argument", r->name);
-  /* A smaller-than-1.0 struct is fine as long as it holds the field we read. */
-  if (options->struct_size < offsetof(qiao_dev_backend_options, runtime_abi_major) + 4)
-    return INVALID("%s: backend_open: options struct_size %zu is too small", r->name,
-                   options->struct_size);
+  if (options->struct_size < sizeof(qiao_dev_backend_options)) /* 1.0's 16 bytes (§3) */
+    return INVALID("%s: backend_open: options struct_size %zu is smaller than ABI 1.0's %zu",
+                   r->name, options->struct_size, sizeof(qiao_dev_backend_options));
   if (options->runtime_abi_major != QIAO_DEVICE_ABI_MAJOR)
     return plugin__error(
         QIAO_DEV_UNSUPPORTED, "%s: backend_open: runtime ABI major %u, this backend implements %u",
@@ -501,9 +518,9 @@ qiao_dev_error *plugin__check_device_options(const plugin_rules *r,
                                              uint32_t runtime_minor, uint32_t implemented,
                                              uint32_t *out_flags) {
   /* options->n_threads is for host-thread backends; a GPU schedules itself. */
-  if (options != NULL && options->struct_size < sizeof(size_t))
-    return INVALID("%s: device_open: options struct_size %zu is too small", r->name,
-                   options->struct_size);
+  if (options != NULL && options->struct_size < sizeof(qiao_dev_device_options)) /* 16 (§3) */
+    return INVALID("%s: device_open: options struct_size %zu is smaller than ABI 1.0's %zu",
+                   r->name, options->struct_size, sizeof(qiao_dev_device_options));
   uint32_t flags = 0;
   if (options != NULL && runtime_minor >= 1 &&
       options->struct_size >= offsetof(qiao_dev_device_options, flags) + 4)

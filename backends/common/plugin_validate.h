@@ -35,6 +35,9 @@ typedef struct plugin_rules {
   /* The ABI minor of the runtime that opened the backend of `queue` (a live
    * queue): fields in 1.0's tail padding count only from their version. */
   uint32_t (*runtime_minor)(const qiao_dev_queue *queue);
+  /* (ABI 1.3) The plugin implements the block types Q4_K .. Q5_1 as weights
+   * (embed, matmul, matmul_experts); otherwise they are UNSUPPORTED. */
+  bool block_types_1_3;
 } plugin_rules;
 
 /* What an op's validation found out, for its launch. */

@@ -33,10 +33,10 @@ static qiao_dev_error *backend_open(const qiao_dev_backend_options *options,
   if (options == NULL || out_backend == NULL)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "backend_open: %s is NULL",
                            options == NULL ? "options" : "out_backend");
-  size_t needed = offsetof(qiao_dev_backend_options, runtime_abi_minor) + sizeof(uint32_t);
+  size_t needed = sizeof(qiao_dev_backend_options); /* 1.0's 16 bytes */
   if (options->struct_size < needed)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
-                           "backend_open: options struct_size %zu is smaller than %zu",
+                           "backend_open: options struct_size %zu is smaller than ABI 1.0's %zu",
                            options->struct_size, needed);
   if (options->runtime_abi_major != QIAO_DEVICE_ABI_MAJOR)
     return qiao__cpu_error(QIAO_DEV_UNSUPPORTED,
@@ -211,10 +211,10 @@ static qiao_dev_error *device_open(qiao_dev_backend *backend, uint32_t index,
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "device_open: out_device is NULL");
   uint32_t n_threads = 0, flags = 0;
   if (options != NULL) {
-    if (options->struct_size < offsetof(qiao_dev_device_options, n_threads) + sizeof(uint32_t))
+    if (options->struct_size < sizeof(qiao_dev_device_options)) /* 16 in every version */
       return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
-                             "device_open: options struct_size %zu is too small",
-                             options->struct_size);
+                             "device_open: options struct_size %zu is smaller than ABI 1.0's %zu",
+                             options->struct_size, sizeof(qiao_dev_device_options));
     n_threads = options->n_threads;
     /* flags lies in 1.0's tail padding: a 1.0 runtime may leave garbage
      * there, so it counts only from a 1.1 runtime (device-abi.md §3). */
@@ -409,12 +409,12 @@ static qiao_dev_error *upload(qiao_dev_queue *queue, qiao_dev_ref dst, const voi
                               uint64_t size) {
   qiao_dev_error *error = check_queue("upload", queue);
   if (error) return error;
-  if (size == 0) return NULL; /* nothing to do (device-abi.md §13) */
-  if (src == NULL && size > 0)
-    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "upload: src is NULL");
+  /* Every check runs whatever the size; 0 bytes then move nothing (§7). */
   qiao__cpu_operand d;
   error = byte_operand(queue->device, "upload", "dst", dst, size, QIAO__CPU_REF_WRITE, &d);
   if (error) return error;
+  if (src == NULL && size > 0)
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "upload: src is NULL");
   if (size > 0) memcpy(d.ptr, src, size);
   return NULL;
 }
@@ -422,12 +422,11 @@ static qiao_dev_error *upload(qiao_dev_queue *queue, qiao_dev_ref dst, const voi
 static qiao_dev_error *download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size) {
   qiao_dev_error *error = check_queue("download", queue);
   if (error) return error;
-  if (size == 0) return NULL; /* nothing to do (device-abi.md §13) */
-  if (dst == NULL && size > 0)
-    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "download: dst is NULL");
   qiao__cpu_operand s;
   error = byte_operand(queue->device, "download", "src", src, size, 0, &s);
   if (error) return error;
+  if (dst == NULL && size > 0)
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "download: dst is NULL");
   if (size > 0) memcpy(dst, s.ptr, size);
   return NULL;
 }
@@ -436,7 +435,6 @@ static qiao_dev_error *copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_re
                             uint64_t size) {
   qiao_dev_error *error = check_queue("copy", queue);
   if (error) return error;
-  if (size == 0) return NULL; /* nothing to do (device-abi.md §13) */
   qiao__cpu_operand d, s;
   error = byte_operand(queue->device, "copy", "dst", dst, size, QIAO__CPU_REF_WRITE, &d);
   if (error == NULL) error = byte_operand(queue->device, "copy", "src", src, size, 0, &s);

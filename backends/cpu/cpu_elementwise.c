@@ -291,7 +291,8 @@ qiao_dev_error *qiao__cpu_moe_combine(qiao_dev_queue *queue, const qiao_dev_moe_
 /* ---- capabilities ---------------------------------------------------------------- */
 uint32_t qiao__cpu_op_dtypes(qiao_dev_op op) {
   const uint32_t weights = (1u << QIAO_DEV_F32) | (1u << QIAO_DEV_F16) | (1u << QIAO_DEV_BF16) |
-                           (1u << QIAO_DEV_Q8_0) | (1u << QIAO_DEV_Q4_0);
+                           (1u << QIAO_DEV_Q8_0) | (1u << QIAO_DEV_Q4_0) |
+                           QIAO__CPU_NEW_BLOCK_DTYPES;
   const uint32_t caches = (1u << QIAO_DEV_F32) | (1u << QIAO_DEV_F16);
   switch (op) {
   case QIAO_DEV_OP_EMBED:

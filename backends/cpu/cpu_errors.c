@@ -42,8 +42,9 @@ qiao_dev_error *qiao__cpu_defer(qiao_dev_queue *queue, qiao_dev_error *error) {
 }
 
 const char *qiao__cpu_dtype_name(qiao_dev_dtype dtype) {
-  static const char *const names[QIAO_DEV_DTYPE_COUNT] = {"F32",  "F16",  "BF16",
-                                                          "Q8_0", "Q4_0", "I32"};
+  static const char *const names[QIAO_DEV_DTYPE_COUNT] = {"F32",  "F16",  "BF16", "Q8_0", "Q4_0",
+                                                          "I32",  "Q4_K", "Q5_K", "Q6_K", "Q2_K",
+                                                          "Q3_K", "Q4_1", "Q5_0", "Q5_1"};
   return (unsigned)dtype < QIAO_DEV_DTYPE_COUNT ? names[dtype] : "?";
 }
 
@@ -64,9 +65,11 @@ qiao_dev_error *qiao__cpu_begin(const char *op, qiao_dev_queue *queue, const voi
 
 qiao_dev_error *qiao__cpu_check_dtype(const char *op, const char *arg, qiao_dev_dtype dtype,
                                       uint32_t allowed) {
+  /* A value this backend does not know (a later minor version's) is a pair
+   * it does not claim, like any other (device-abi.md §6). */
   if ((unsigned)dtype >= QIAO_DEV_DTYPE_COUNT)
-    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %s %u is not a dtype", op, arg,
-                           (unsigned)dtype);
+    return qiao__cpu_error(QIAO_DEV_UNSUPPORTED, "%s: %s %u is not a dtype this backend knows", op,
+                           arg, (unsigned)dtype);
   if ((allowed & (1u << dtype)) == 0)
     return qiao__cpu_error(QIAO_DEV_UNSUPPORTED, "%s: %s %s is not supported", op, arg,
                            qiao__cpu_dtype_name(dtype));
@@ -83,12 +86,23 @@ qiao_dev_error *qiao__cpu_extent(const char *op, const char *arg, qiao_dev_dtype
   case QIAO_DEV_BF16: row_bytes = cols * 2; break;
   case QIAO_DEV_Q8_0:
   case QIAO_DEV_Q4_0:
-    if (cols % 32 != 0)
+  case QIAO_DEV_Q4_K:
+  case QIAO_DEV_Q5_K:
+  case QIAO_DEV_Q6_K:
+  case QIAO_DEV_Q2_K:
+  case QIAO_DEV_Q3_K:
+  case QIAO_DEV_Q4_1:
+  case QIAO_DEV_Q5_0:
+  case QIAO_DEV_Q5_1: {
+    uint64_t per = qiao__cpu_block_elems(dtype);
+    if (cols % per != 0)
       return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
-                             "%s: %s row length %llu is not a multiple of 32 (required by %s)", op,
-                             arg, (unsigned long long)cols, qiao__cpu_dtype_name(dtype));
-    row_bytes = cols / 32 * (dtype == QIAO_DEV_Q8_0 ? 34 : 18);
+                             "%s: %s row length %llu is not a multiple of %llu (required by %s)",
+                             op, arg, (unsigned long long)cols, (unsigned long long)per,
+                             qiao__cpu_dtype_name(dtype));
+    row_bytes = cols / per * qiao__cpu_block_bytes(dtype);
     break;
+  }
   default:
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %s dtype %u is not a dtype", op, arg,
                            (unsigned)dtype);
@@ -118,14 +132,19 @@ qiao_dev_error *qiao__cpu_operand_get(qiao_dev_device *device, const char *op, c
   out->name = name;
   const qiao_dev_buffer *buffer = ref.buffer;
   if (buffer == NULL) {
-    /* Absent: an optional operand, or one of 0 bytes (no work, nothing read). */
-    if (((flags & QIAO__CPU_REF_OPTIONAL) || bytes == 0) && ref.offset == 0) return NULL;
+    /* Absent: only an optional operand, as {NULL, 0}; a required one names a
+     * buffer even when it has 0 bytes (device-abi.md §7). */
+    if ((flags & QIAO__CPU_REF_OPTIONAL) && ref.offset == 0) return NULL;
+    if (flags & QIAO__CPU_REF_OPTIONAL)
+      return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
+                             "%s: %s has no buffer but offset %llu (absent is {NULL, 0})", op, name,
+                             (unsigned long long)ref.offset);
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %s buffer is NULL", op, name);
   }
   if (buffer->magic != QIAO__CPU_MAGIC_BUFFER)
     return qiao__cpu_error(QIAO_DEV_BAD_HANDLE, "%s: %s buffer is not a live cpu buffer", op, name);
   if (buffer->device != device)
-    return qiao__cpu_error(QIAO_DEV_BAD_HANDLE, "%s: %s buffer belongs to another device", op,
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %s buffer belongs to another device", op,
                            name);
   if (ref.offset > buffer->size || bytes > buffer->size - ref.offset)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
@@ -194,6 +213,10 @@ void qiao__cpu_dequantize_row(qiao_dev_dtype dtype, const uint8_t *row, uint64_t
       }
     }
     break;
-  default: break;
+  default:
+    if (qiao__cpu_new_block_dtype(dtype))
+      for (uint64_t c = 0; c < n; c += 32)
+        qiao__cpu_dequant_chunk(dtype, row, c, out + c);
+    break;
   }
 }

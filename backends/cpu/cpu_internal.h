@@ -155,6 +155,10 @@ typedef struct qiao__cpu_kernels {
   qiao__cpu_gemm2_repacked_fn gemm2_repacked;                 /* optional, with repack */
   qiao__cpu_gemm_q8_fn gemm_q8[QIAO_DEV_DTYPE_COUNT]; /* optional: Q8 activations, Q8_0/Q4_0 */
   qiao__cpu_quantize_q8_fn quantize_q8;               /* optional, with gemm_q8 */
+  /* Q8 activations on the 1.3 dtypes' stored blocks (optional, per dtype;
+   * qiao__cpu_vec_q8_fn below). */
+  void (*vec_q8[QIAO_DEV_DTYPE_COUNT])(const uint8_t *w, const qiao__cpu_q8_row *x, int nr,
+                                       uint64_t k, float *out);
   /* Exact conversion of one row to f32, by dtype: Q8_0 and Q4_0 always; the
    * float types optionally, for the packed prefill path (k % 32 == 0). */
   qiao__cpu_dequant_fn dequant[QIAO_DEV_DTYPE_COUNT];
@@ -351,7 +355,124 @@ void qiao__cpu_gemm_q8_scalar_q8_0(const uint8_t *tile, const qiao__cpu_q8_row *
 void qiao__cpu_gemm_q8_scalar_q4_0(const uint8_t *tile, const qiao__cpu_q8_row *x, int nr,
                                    uint64_t k, float *out);
 
-/* Dequantizes one row of n elements (n % 32 == 0 for quantized) to f32. */
+/* Dequantizes one row of n elements (n a multiple of the block) to f32. */
 void qiao__cpu_dequantize_row(qiao_dev_dtype dtype, const uint8_t *row, uint64_t n, float *out);
+
+/* ---- The block types of ABI 1.3 (cpu_kquants.c) ----------------------------
+ * Elements and bytes of one block of a quantized dtype (1 and the element
+ * size for the float ones, 0 for a value that is not a dtype). */
+static inline uint64_t qiao__cpu_block_elems(qiao_dev_dtype dtype) {
+  switch (dtype) {
+  case QIAO_DEV_Q8_0:
+  case QIAO_DEV_Q4_0:
+  case QIAO_DEV_Q4_1:
+  case QIAO_DEV_Q5_0:
+  case QIAO_DEV_Q5_1: return 32;
+  case QIAO_DEV_Q4_K:
+  case QIAO_DEV_Q5_K:
+  case QIAO_DEV_Q6_K:
+  case QIAO_DEV_Q2_K:
+  case QIAO_DEV_Q3_K: return 256;
+  case QIAO_DEV_F32:
+  case QIAO_DEV_F16:
+  case QIAO_DEV_BF16:
+  case QIAO_DEV_I32: return 1;
+  default: return 0;
+  }
+}
+static inline uint64_t qiao__cpu_block_bytes(qiao_dev_dtype dtype) {
+  switch (dtype) {
+  case QIAO_DEV_F32:
+  case QIAO_DEV_I32: return 4;
+  case QIAO_DEV_F16:
+  case QIAO_DEV_BF16: return 2;
+  case QIAO_DEV_Q8_0: return 34;
+  case QIAO_DEV_Q4_0: return 18;
+  case QIAO_DEV_Q4_K: return 144;
+  case QIAO_DEV_Q5_K: return 176;
+  case QIAO_DEV_Q6_K: return 210;
+  case QIAO_DEV_Q2_K: return 84;
+  case QIAO_DEV_Q3_K: return 110;
+  case QIAO_DEV_Q4_1: return 20;
+  case QIAO_DEV_Q5_0: return 22;
+  case QIAO_DEV_Q5_1: return 24;
+  default: return 0;
+  }
+}
+/* The dtypes of 1.3: all quantized, none with the older kernels' tables. */
+static inline int qiao__cpu_new_block_dtype(qiao_dev_dtype dtype) {
+  return dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1;
+}
+#define QIAO__CPU_NEW_BLOCK_DTYPES                                                                 \
+  ((1u << QIAO_DEV_Q4_K) | (1u << QIAO_DEV_Q5_K) | (1u << QIAO_DEV_Q6_K) | (1u << QIAO_DEV_Q2_K) | \
+   (1u << QIAO_DEV_Q3_K) | (1u << QIAO_DEV_Q4_1) | (1u << QIAO_DEV_Q5_0) | (1u << QIAO_DEV_Q5_1))
+/* Elements [c, c + 32) of a row of a 1.3 dtype (c % 32 == 0) to f32, exactly. */
+void qiao__cpu_dequant_chunk(qiao_dev_dtype dtype, const uint8_t *row, uint64_t c, float *out);
+/* qiao__cpu_dequant_fn of each, for the kernel tables' dequant entries. */
+void qiao__cpu_dequant_q4_k(const uint8_t *w, uint64_t k, float *out);
+void qiao__cpu_dequant_q5_k(const uint8_t *w, uint64_t k, float *out);
+void qiao__cpu_dequant_q6_k(const uint8_t *w, uint64_t k, float *out);
+void qiao__cpu_dequant_q2_k(const uint8_t *w, uint64_t k, float *out);
+void qiao__cpu_dequant_q3_k(const uint8_t *w, uint64_t k, float *out);
+void qiao__cpu_dequant_q4_1(const uint8_t *w, uint64_t k, float *out);
+void qiao__cpu_dequant_q5_0(const uint8_t *w, uint64_t k, float *out);
+void qiao__cpu_dequant_q5_1(const uint8_t *w, uint64_t k, float *out);
+/* Q8 activations on the 1.3 dtypes, straight from the stored blocks (no
+ * copy of the weights): vec_q8 writes out[r] = the product of one weight row
+ * of k elements at w with the quantized x row x[r] for r < nr <=
+ * QIAO__CPU_MAX_ROWS. Each 32-element chunk of the row is exactly
+ * a * v - m (a and m per 16 elements, v small integers: cpu_kquants.c), so
+ * the integer sums sum(v * q) and sum(q) per 16 elements are exact and the
+ * result is d_x * (a * sum(v * q) - m * sum(q)) summed over the chunks in
+ * f32. Each kernel set sums in its own fixed order; a result depends on
+ * (w, x[r], k) only, never on nr or threads. */
+typedef void (*qiao__cpu_vec_q8_fn)(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                                    float *out);
+void qiao__cpu_vec_q8_scalar(qiao_dev_dtype dtype, const uint8_t *w, const qiao__cpu_q8_row *x,
+                             int nr, uint64_t k, float *out);
+void qiao__cpu_vec_q8_q4_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+void qiao__cpu_vec_q8_q5_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+void qiao__cpu_vec_q8_q6_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+void qiao__cpu_vec_q8_q2_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+void qiao__cpu_vec_q8_q3_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+void qiao__cpu_vec_q8_q4_1(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+void qiao__cpu_vec_q8_q5_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+void qiao__cpu_vec_q8_q5_1(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+/* AVX-512 VNNI (cpu_kquants_x86.c; x86-64 only). */
+void qiao__cpu_vec_q8_512_q4_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_512_q5_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_512_q6_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_512_q5_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+/* AVX2+FMA+F16C (cpu_kquants_x86.c; x86-64 only). */
+void qiao__cpu_vec_q8_256_q4_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_256_q5_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_256_q6_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_256_q5_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+#define QIAO__CPU_NEW_BLOCK_VEC_Q8                                                                 \
+  [QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_q4_k, [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_q5_k,                \
+  [QIAO_DEV_Q6_K] = qiao__cpu_vec_q8_q6_k, [QIAO_DEV_Q2_K] = qiao__cpu_vec_q8_q2_k,                \
+  [QIAO_DEV_Q3_K] = qiao__cpu_vec_q8_q3_k, [QIAO_DEV_Q4_1] = qiao__cpu_vec_q8_q4_1,                \
+  [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_q5_0, [QIAO_DEV_Q5_1] = qiao__cpu_vec_q8_q5_1
+#define QIAO__CPU_NEW_BLOCK_DEQUANT                                                                \
+  [QIAO_DEV_Q4_K] = qiao__cpu_dequant_q4_k, [QIAO_DEV_Q5_K] = qiao__cpu_dequant_q5_k,              \
+  [QIAO_DEV_Q6_K] = qiao__cpu_dequant_q6_k, [QIAO_DEV_Q2_K] = qiao__cpu_dequant_q2_k,              \
+  [QIAO_DEV_Q3_K] = qiao__cpu_dequant_q3_k, [QIAO_DEV_Q4_1] = qiao__cpu_dequant_q4_1,              \
+  [QIAO_DEV_Q5_0] = qiao__cpu_dequant_q5_0, [QIAO_DEV_Q5_1] = qiao__cpu_dequant_q5_1
 
 #endif

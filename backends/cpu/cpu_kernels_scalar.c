@@ -16,8 +16,11 @@ static void chunk_to_f32(qiao_dev_dtype dtype, const uint8_t *w, uint64_t c, int
     for (int i = 0; i < n; i++)
       out[i] = qiao__cpu_bf16_to_f32(qiao__cpu_load_u16(w + 2 * (c + i)));
     break;
-  default:
+  case QIAO_DEV_Q8_0:
+  case QIAO_DEV_Q4_0:
     qiao__cpu_dequantize_row(dtype, w + c / 32 * (dtype == QIAO_DEV_Q8_0 ? 34 : 18), 32, out);
+    break;
+  default: qiao__cpu_dequant_chunk(dtype, w, c, out); /* k % 32 == 0 for these */
   }
 }
 
@@ -49,6 +52,14 @@ DOT(dot_f16, QIAO_DEV_F16)
 DOT(dot_bf16, QIAO_DEV_BF16)
 DOT(dot_q8_0, QIAO_DEV_Q8_0)
 DOT(dot_q4_0, QIAO_DEV_Q4_0)
+DOT(dot_q4_k, QIAO_DEV_Q4_K)
+DOT(dot_q5_k, QIAO_DEV_Q5_K)
+DOT(dot_q6_k, QIAO_DEV_Q6_K)
+DOT(dot_q2_k, QIAO_DEV_Q2_K)
+DOT(dot_q3_k, QIAO_DEV_Q3_K)
+DOT(dot_q4_1, QIAO_DEV_Q4_1)
+DOT(dot_q5_0, QIAO_DEV_Q5_0)
+DOT(dot_q5_1, QIAO_DEV_Q5_1)
 
 static void axpy_f32(float *y, float a, const uint8_t *x, uint64_t n) {
   const float *xf = (const float *)(const void *)x;
@@ -71,9 +82,13 @@ static void dequant_q4_0(const uint8_t *w, uint64_t k, float *out) {
 static const qiao__cpu_kernels scalar_kernels = {
     .name = "scalar",
     .quant_dot_any_nr = 1,
-    .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, NULL},
-    .dequant = {[QIAO_DEV_Q8_0] = dequant_q8_0, [QIAO_DEV_Q4_0] = dequant_q4_0},
+    .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, NULL, dot_q4_k, dot_q5_k, dot_q6_k,
+            dot_q2_k, dot_q3_k, dot_q4_1, dot_q5_0, dot_q5_1},
+    .dequant = {[QIAO_DEV_Q8_0] = dequant_q8_0,
+                [QIAO_DEV_Q4_0] = dequant_q4_0,
+                QIAO__CPU_NEW_BLOCK_DEQUANT},
     .axpy = {axpy_f32, axpy_f16},
+    .vec_q8 = {QIAO__CPU_NEW_BLOCK_VEC_Q8},
     .gemm_q8 = {[QIAO_DEV_Q8_0] = qiao__cpu_gemm_q8_scalar_q8_0,
                 [QIAO_DEV_Q4_0] = qiao__cpu_gemm_q8_scalar_q4_0},
 };

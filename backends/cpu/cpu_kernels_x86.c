@@ -692,14 +692,23 @@ static T512 void axpy512_f16(float *y, float a, const uint8_t *x, uint64_t n) {
                   gemv_packed512_q8_0, gemv_packed512_q4_0, NULL},                                 \
   .repack = {NULL, NULL, NULL, repack512_q8_0, repack512_q4_0, NULL},                              \
   .gemm_repacked = gemm_repacked512, .gemm2_repacked = gemm2_repacked512,                          \
-  .dequant = {dequant512_f32,  dequant512_f16,  dequant512_bf16,                                   \
-              dequant512_q8_0, dequant512_q4_0, NULL},                                             \
+  .dequant = {dequant512_f32,                                                                      \
+              dequant512_f16,                                                                      \
+              dequant512_bf16,                                                                     \
+              dequant512_q8_0,                                                                     \
+              dequant512_q4_0,                                                                     \
+              NULL,                                                                                \
+              QIAO__CPU_NEW_BLOCK_DEQUANT},                                                        \
   .axpy = {axpy512_f32, axpy512_f16},
 static const qiao__cpu_kernels avx512_kernels = {AVX512_KERNELS};
 static const qiao__cpu_kernels avx512_vnni_kernels = {
     AVX512_KERNELS
         .gemm_q8 = {[QIAO_DEV_Q8_0] = gemm_q8_512_q8_0, [QIAO_DEV_Q4_0] = gemm_q8_512_q4_0},
-    .quantize_q8 = quantize_q8_512};
+    .quantize_q8 = quantize_q8_512,
+    .vec_q8 = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_512_q4_k,
+               [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_512_q5_k,
+               [QIAO_DEV_Q6_K] = qiao__cpu_vec_q8_512_q6_k,
+               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_512_q5_0}};
 
 /* ---- AVX2: steps of 8 elements; a step group of 4 is 32 elements --------- */
 
@@ -927,18 +936,30 @@ static const qiao__cpu_kernels avx2_kernels = {
     .name = "avx2",
     .quant_dot_any_nr = 1,
     .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0, NULL},
-    .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0, [QIAO_DEV_Q4_0] = dequant_row_q4_0},
+    .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0,
+                [QIAO_DEV_Q4_0] = dequant_row_q4_0,
+                QIAO__CPU_NEW_BLOCK_DEQUANT},
     .axpy = {axpy256_f32, axpy256_f16},
+    .vec_q8 = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_256_q4_k,
+               [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_256_q5_k,
+               [QIAO_DEV_Q6_K] = qiao__cpu_vec_q8_256_q6_k,
+               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_256_q5_0},
 };
 /* The same with AVX-VNNI: Q8 activations too. */
 static const qiao__cpu_kernels avx2_vnni_kernels = {
     .name = "avx2",
     .quant_dot_any_nr = 1,
     .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0, NULL},
-    .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0, [QIAO_DEV_Q4_0] = dequant_row_q4_0},
+    .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0,
+                [QIAO_DEV_Q4_0] = dequant_row_q4_0,
+                QIAO__CPU_NEW_BLOCK_DEQUANT},
     .axpy = {axpy256_f32, axpy256_f16},
     .gemm_q8 = {[QIAO_DEV_Q8_0] = gemm_q8_256_q8_0, [QIAO_DEV_Q4_0] = gemm_q8_256_q4_0},
     .quantize_q8 = quantize_q8_256,
+    .vec_q8 = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_256_q4_k,
+               [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_256_q5_k,
+               [QIAO_DEV_Q6_K] = qiao__cpu_vec_q8_256_q6_k,
+               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_256_q5_0},
 };
 
 const qiao__cpu_kernels *qiao__cpu_kernels_avx512(void) {

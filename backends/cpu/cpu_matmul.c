@@ -54,7 +54,13 @@
  * weights), kept in the same cache in either mode. Every n takes this
  * path, except a single row of Q8_0 outside batch-invariant mode where the
  * kernels have a gemv (decode reads the weights as stored, fewer bytes); a
- * row's result depends on that row alone, so the path is batch-invariant. */
+ * row's result depends on that row alone, so the path is batch-invariant.
+ *
+ * The block types of ABI 1.3 (Q4_K .. Q5_1): exactly, the tile path with
+ * their exact dequantization (every n in the SIMD sets, which have no dot
+ * kernel for them); with Q8 activations, a vec_q8 kernel (cpu_internal.h)
+ * straight on the stored blocks, ROW_TILE weight rows at a time against
+ * every block of x rows: decode reads each weight byte once, as stored. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,9 +76,10 @@ enum {
 
 #define FLOAT_DTYPES ((1u << QIAO_DEV_F32) | (1u << QIAO_DEV_F16) | (1u << QIAO_DEV_BF16))
 static bool quantized_dtype(qiao_dev_dtype dtype) {
-  return dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
+  return dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0 || qiao__cpu_new_block_dtype(dtype);
 }
-#define WEIGHT_DTYPES (FLOAT_DTYPES | (1u << QIAO_DEV_Q8_0) | (1u << QIAO_DEV_Q4_0))
+#define WEIGHT_DTYPES                                                                              \
+  (FLOAT_DTYPES | (1u << QIAO_DEV_Q8_0) | (1u << QIAO_DEV_Q4_0) | QIAO__CPU_NEW_BLOCK_DTYPES)
 
 /* out rows[r][j] for j in [lo, hi) of one weight matrix times n rows of x.
  * Row r of x is x + (x_rows ? x_rows[r] : r) * k, likewise for out. */
@@ -115,6 +122,9 @@ typedef struct rows_job {
    * q8_rows[r]), with `tiles` in the Q8 layout; NULL otherwise. */
   const qiao__cpu_q8_row *q8_rows;
   qiao__cpu_gemm_q8_fn gemm_q8;
+  /* Q8 activations on the stored blocks of a 1.3 dtype (no tiles, no
+   * copy): q8_rows as above; NULL otherwise. */
+  qiao__cpu_vec_q8_fn vec_q8;
 } rows_job;
 
 /* Floats of scratch per thread and per element of k: a tile of ROW_TILE
@@ -246,7 +256,30 @@ static void repacked_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   }
 }
 
+/* rows_range with Q8 activations on the weights as stored: ROW_TILE weight
+ * rows stay in cache while every block of x rows passes them. */
+static void vec_q8_range(const rows_job *job, uint64_t lo, uint64_t hi) {
+  const float *xs[TOKEN_BLOCK];
+  float *os[TOKEN_BLOCK];
+  float dots[TOKEN_BLOCK];
+  for (uint64_t j0 = lo; j0 < hi; j0 += ROW_TILE) {
+    uint64_t j1 = hi - j0 < ROW_TILE ? hi : j0 + ROW_TILE;
+    for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
+      int nr = block_rows(job, t0, xs, os);
+      for (uint64_t j = j0; j < j1; j++) {
+        job->vec_q8(job->w + j * job->row_bytes, job->q8_rows + t0, nr, job->k, dots);
+        for (int r = 0; r < nr; r++)
+          put(job, os[r], j, dots[r]);
+      }
+    }
+  }
+}
+
 static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t ith) {
+  if (job->vec_q8 != NULL) {
+    vec_q8_range(job, lo, hi);
+    return;
+  }
   if (job->tiles != NULL) {
     repacked_range(job, lo, hi);
     return;
@@ -311,10 +344,13 @@ static void rows_range(const rows_job *job, uint64_t lo, uint64_t hi, uint32_t i
  * prefill (n > 4): fewer rows are faster on the weights as they are. */
 static bool tiled(const qiao_dev_device *dev, qiao_dev_dtype dtype, uint64_t n, uint64_t k) {
   const qiao__cpu_kernels *kernels = dev->kernels;
-  bool quantized = dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
+  bool quantized = quantized_dtype(dtype);
   if (n == 0 || k % 32 != 0 || kernels->dequant[dtype] == NULL ||
       (!quantized && kernels->gemm == NULL))
     return false;
+  /* The SIMD sets have no dot kernel for the block types of 1.3 (their
+   * speed is in the Q8 path): every n takes the tiles. */
+  if (kernels->dot[dtype] == NULL) return true;
   /* Batch-invariant mode: every n takes the tile path, unless the direct
    * path gives the same bits (no GEMM, quantized dot = F32 dot). */
   if (dev->batch_invariant && !(kernels->gemm == NULL && kernels->quant_dot_any_nr)) return true;
@@ -637,6 +673,17 @@ qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_ar
   if (precision > QIAO_DEV_PRECISION_Q8)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: x_precision %u is not a precision", op,
                            precision);
+  /* The block types of 1.3 with Q8 activations: on the stored blocks (no
+   * copy), any n, either mode (a row's result depends on that row alone). */
+  if (precision == QIAO_DEV_PRECISION_Q8 && a->n > 0 && dev->kernels->vec_q8[a->w_dtype] != NULL) {
+    q8_activations xq = {NULL, NULL};
+    TRY(quantize_rows(dev, job.x, a->n, a->k, &xq));
+    job.q8_rows = xq.rows;
+    job.vec_q8 = dev->kernels->vec_q8[a->w_dtype];
+    qiao__cpu_run(dev, matmul_task, &job, worth_parallel(a->n, a->k, a->m));
+    free(xq.storage);
+    return NULL;
+  }
   /* Outside batch-invariant mode a single row (decode) is bound by reading
    * the weights: for Q8_0 the gemv on them as stored is faster than the
    * tiles (decode measured 0.87x on the tiles); Q4_0's gemv is bound by

@@ -13,10 +13,11 @@
 
 qiao_dev_error *cuq__buffer_create(qiao_dev_device *device, uint64_t size,
                                    qiao_dev_buffer **out_buffer) {
-  if (device == NULL || out_buffer == NULL)
-    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: NULL argument");
+  /* the handle first, then the out-parameter (device-abi.md §6) */
   PLUGIN_TRY(
       plugin__check_handle(&cuq__rules, device, CUQ_MAGIC_DEVICE, "buffer_create: ", "device"));
+  if (out_buffer == NULL)
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: out_buffer is NULL");
   if (size == 0) return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: buffer_create: size is 0");
   if (size > device->info.memory_bytes || size > SIZE_MAX)
     return plugin__error(QIAO_DEV_OUT_OF_MEMORY,
@@ -54,10 +55,11 @@ void *cuq__ptr(qiao_dev_ref ref) {
 /* ---- queues */
 
 qiao_dev_error *cuq__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue) {
-  if (device == NULL || out_queue == NULL)
-    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: queue_create: NULL argument");
+  /* the handle first, then the out-parameter (device-abi.md §6) */
   PLUGIN_TRY(
       plugin__check_handle(&cuq__rules, device, CUQ_MAGIC_DEVICE, "queue_create: ", "device"));
+  if (out_queue == NULL)
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: queue_create: out_queue is NULL");
   qiao_dev_error *e = cuq__select(device, "queue_create");
   if (e != NULL) return e;
   qiao_dev_queue *q = calloc(1, sizeof(*q));

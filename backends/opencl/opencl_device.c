@@ -33,7 +33,31 @@ static const char *const kernel_names[K_COUNT] = {"embed_f32",
                                                   "add",
                                                   "argmax",
                                                   "moe_gate",
-                                                  "moe_combine"};
+                                                  "moe_combine",
+                                                  "embed_q4_k",
+                                                  "embed_q5_k",
+                                                  "embed_q6_k",
+                                                  "embed_q2_k",
+                                                  "embed_q3_k",
+                                                  "embed_q4_1",
+                                                  "embed_q5_0",
+                                                  "embed_q5_1",
+                                                  "matmul_q4_k",
+                                                  "matmul_q5_k",
+                                                  "matmul_q6_k",
+                                                  "matmul_q2_k",
+                                                  "matmul_q3_k",
+                                                  "matmul_q4_1",
+                                                  "matmul_q5_0",
+                                                  "matmul_q5_1",
+                                                  "matmul_experts_q4_k",
+                                                  "matmul_experts_q5_k",
+                                                  "matmul_experts_q6_k",
+                                                  "matmul_experts_q2_k",
+                                                  "matmul_experts_q3_k",
+                                                  "matmul_experts_q4_1",
+                                                  "matmul_experts_q5_0",
+                                                  "matmul_experts_q5_1"};
 
 const char *ocl__kernel_name(ocl_kernel kernel) {
   return (unsigned)kernel < K_COUNT ? kernel_names[kernel] : "?";
@@ -298,6 +322,10 @@ qiao_dev_error *ocl__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_
       plugin__check_handle(&ocl__rules, device, OCL_MAGIC_DEVICE, "op_supported: ", "device"));
   if (out_supported == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: op_supported: out_supported is NULL");
-  *out_supported = plugin__claims(op, dtype) ? 1 : 0;
+  /* and (1.3) the block types for embed, matmul and matmul_experts */
+  bool weight_op =
+      op == QIAO_DEV_OP_EMBED || op == QIAO_DEV_OP_MATMUL || op == QIAO_DEV_OP_MATMUL_EXPERTS;
+  *out_supported =
+      plugin__claims(op, dtype) || (weight_op && dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1);
   return NULL;
 }

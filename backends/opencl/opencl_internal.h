@@ -36,8 +36,20 @@ typedef enum ocl_kernel {
   K_ARGMAX,
   K_MOE_GATE,
   K_MOE_COMBINE,
-  K_COUNT
+  /* (ABI 1.3) the same three families for Q4_K .. Q5_1: + (dtype - Q4_K), 8 */
+  K_EMBED_1_3,
+  K_MATMUL_1_3 = K_EMBED_1_3 + 8,
+  K_MATMUL_EXPERTS_1_3 = K_MATMUL_1_3 + 8,
+  K_COUNT = K_MATMUL_EXPERTS_1_3 + 8
 } ocl_kernel;
+
+/* The kernel of a dtype-keyed family: `first` for F32 .. Q4_0, `first_1_3`
+ * for the dtypes of 1.3. */
+static inline ocl_kernel ocl__weight_kernel(ocl_kernel first, ocl_kernel first_1_3,
+                                            qiao_dev_dtype dtype) {
+  return dtype >= QIAO_DEV_Q4_K ? (ocl_kernel)(first_1_3 + (dtype - QIAO_DEV_Q4_K))
+                                : (ocl_kernel)(first + dtype);
+}
 
 /* Must match MAX_HEAD_DIM in kernels/common.cl. */
 #define OCL_MAX_HEAD_DIM 512

@@ -11,10 +11,11 @@
 
 qiao_dev_error *ocl__buffer_create(qiao_dev_device *device, uint64_t size,
                                    qiao_dev_buffer **out_buffer) {
-  if (device == NULL || out_buffer == NULL)
-    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: NULL argument");
+  /* the handle first, then the out-parameter (device-abi.md §6) */
   PLUGIN_TRY(
       plugin__check_handle(&ocl__rules, device, OCL_MAGIC_DEVICE, "buffer_create: ", "device"));
+  if (out_buffer == NULL)
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: out_buffer is NULL");
   if (size == 0)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: buffer_create: size is 0");
   if (size > device->max_alloc || size > SIZE_MAX)
@@ -50,10 +51,11 @@ void ocl__buffer_destroy(qiao_dev_buffer *buffer) {
 /* ---- queues */
 
 qiao_dev_error *ocl__queue_create(qiao_dev_device *device, qiao_dev_queue **out_queue) {
-  if (device == NULL || out_queue == NULL)
-    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: queue_create: NULL argument");
+  /* the handle first, then the out-parameter (device-abi.md §6) */
   PLUGIN_TRY(
       plugin__check_handle(&ocl__rules, device, OCL_MAGIC_DEVICE, "queue_create: ", "device"));
+  if (out_queue == NULL)
+    return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: queue_create: out_queue is NULL");
   qiao_dev_queue *q = calloc(1, sizeof(*q));
   if (q == NULL)
     return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "opencl: queue_create: out of memory");
@@ -122,6 +124,7 @@ const plugin_rules ocl__rules = {
     .queue_magic = OCL_MAGIC_QUEUE,
     .buffer_info = buffer_info,
     .runtime_minor = runtime_minor,
+    .block_types_1_3 = true,
 };
 
 qiao_dev_error *ocl__queue_synchronize(qiao_dev_queue *queue) {

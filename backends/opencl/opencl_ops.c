@@ -113,7 +113,7 @@ static qiao_dev_error *groups(const char *op, uint64_t count, uint64_t wg, size_
 
 qiao_dev_error *ocl__embed(qiao_dev_queue *q, const qiao_dev_embed_args *a) {
   VALIDATE(embed, q, a);
-  launch l = launch_begin(q, K_EMBED + a->table_dtype);
+  launch l = launch_begin(q, ocl__weight_kernel(K_EMBED, K_EMBED_1_3, a->table_dtype));
   arg_mem(&l, a->table.buffer->mem);
   arg_u64(&l, a->table.offset);
   arg_u64(&l, p.row_bytes);
@@ -132,7 +132,7 @@ qiao_dev_error *ocl__matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
   size_t wg = q->device->wg, global[2], local[2] = {wg, 1};
   TRY(groups("matmul", a->m, wg, &global[0]));
   global[1] = (size_t)((a->n + 3) / 4); /* NT = 4 tokens per work-group */
-  launch l = launch_begin(q, K_MATMUL + a->w_dtype);
+  launch l = launch_begin(q, ocl__weight_kernel(K_MATMUL, K_MATMUL_1_3, a->w_dtype));
   arg_ref(&l, a->x, 4);
   arg_mem(&l, a->w.buffer->mem);
   arg_u64(&l, a->w.offset);
@@ -274,7 +274,8 @@ qiao_dev_error *ocl__matmul_experts(qiao_dev_queue *q, const qiao_dev_matmul_exp
   TRY(groups("matmul_experts", a->out_dim, wg, &global[0]));
   if (p.slots > SIZE_MAX) return too_big("matmul_experts");
   global[1] = (size_t)p.slots;
-  launch l = launch_begin(q, K_MATMUL_EXPERTS + a->w_dtype);
+  launch l =
+      launch_begin(q, ocl__weight_kernel(K_MATMUL_EXPERTS, K_MATMUL_EXPERTS_1_3, a->w_dtype));
   arg_ref(&l, a->x, 4);
   arg_mem(&l, a->w.buffer->mem);
   arg_u64(&l, a->w.offset);

@@ -105,21 +105,16 @@ static qiao_dev_error *backend_open(const qiao_dev_backend_options *options,
                                     qiao_dev_backend **out_backend) {
   if (options == NULL || out_backend == NULL)
     return fail(QIAO_DEV_INVALID_ARGUMENT, "backend_open: options and out_backend are required");
-  /* runtime_abi_major is needed to decide anything: a struct too small to
-   * hold it is refused. */
-  if (options->struct_size <
-      offsetof(qiao_dev_backend_options, runtime_abi_major) + sizeof(uint32_t))
+  /* A struct smaller than 1.0's (16 bytes) is refused (§3). */
+  if (options->struct_size < sizeof(qiao_dev_backend_options))
     return fail(QIAO_DEV_INVALID_ARGUMENT,
-                "backend_open: options struct_size %zu does not reach runtime_abi_major",
-                options->struct_size);
+                "backend_open: options struct_size %zu is smaller than ABI 1.0's %zu",
+                options->struct_size, sizeof(qiao_dev_backend_options));
   if (options->runtime_abi_major != QIAO_DEVICE_ABI_MAJOR)
     return fail(QIAO_DEV_UNSUPPORTED,
                 "backend_open: built for device ABI %d.x, the runtime speaks %u.x",
                 QIAO_DEVICE_ABI_MAJOR, options->runtime_abi_major);
-  uint32_t minor = 0;
-  if (options->struct_size >=
-      offsetof(qiao_dev_backend_options, runtime_abi_minor) + sizeof(uint32_t))
-    minor = options->runtime_abi_minor;
+  uint32_t minor = options->runtime_abi_minor;
   /* A real backend: load the driver and discover devices here, never in the
    * entry point. Zero devices is a success. */
   qiao_dev_backend *b = calloc(1, sizeof(*b));
@@ -190,10 +185,11 @@ static qiao_dev_error *device_open(qiao_dev_backend *backend, uint32_t index,
                 index);
   if (out_device == NULL) return fail(QIAO_DEV_INVALID_ARGUMENT, "device_open: out_device is NULL");
   uint32_t flags = 0;
-  if (options != NULL) { /* NULL: all defaults */
-    if (options->struct_size < sizeof(size_t))
-      return fail(QIAO_DEV_INVALID_ARGUMENT, "device_open: options struct_size %zu",
-                  options->struct_size);
+  if (options != NULL) {                                        /* NULL: all defaults */
+    if (options->struct_size < sizeof(qiao_dev_device_options)) /* 1.0's 16 bytes (§3) */
+      return fail(QIAO_DEV_INVALID_ARGUMENT,
+                  "device_open: options struct_size %zu is smaller than ABI 1.0's %zu",
+                  options->struct_size, sizeof(qiao_dev_device_options));
     /* flags lies in 1.0's tail padding: read it only when the runtime said
      * it knows 1.1 (§3). */
     if (options->struct_size >= offsetof(qiao_dev_device_options, flags) + sizeof(uint32_t) &&
@@ -277,13 +273,16 @@ static void buffer_destroy(qiao_dev_buffer *buffer) {
   free(buffer);
 }
 
-/* `bytes` at `ref` inside its buffer, overflow-safe. */
-static qiao_dev_error *check_ref(qiao_dev_ref ref, uint64_t bytes, const char *fn,
-                                 const char *operand) {
+/* `bytes` at `ref` inside a buffer of the queue's device, overflow-safe. A
+ * ref names a buffer even for 0 bytes (§7). */
+static qiao_dev_error *check_ref(const qiao_dev_queue *queue, qiao_dev_ref ref, uint64_t bytes,
+                                 const char *fn, const char *operand) {
   if (ref.buffer == NULL)
     return fail(QIAO_DEV_INVALID_ARGUMENT, "%s: %s: buffer is NULL", fn, operand);
   if (ref.buffer->tag != TAG_BUFFER)
     return fail(QIAO_DEV_BAD_HANDLE, "%s: %s: not a buffer of this plugin", fn, operand);
+  if (ref.buffer->device != queue->device)
+    return fail(QIAO_DEV_INVALID_ARGUMENT, "%s: %s: the buffer is of another device", fn, operand);
   if (ref.offset > ref.buffer->size || bytes > ref.buffer->size - ref.offset)
     return fail(QIAO_DEV_INVALID_ARGUMENT,
                 "%s: %s: %llu bytes at offset %llu exceed the buffer's %llu bytes", fn, operand,
@@ -332,7 +331,7 @@ static qiao_dev_error *queue_synchronize(qiao_dev_queue *queue) {
 static qiao_dev_error *upload(qiao_dev_queue *queue, qiao_dev_ref dst, const void *src,
                               uint64_t size) {
   qiao_dev_error *e = check_queue(queue, "upload");
-  if (e == NULL) e = check_ref(dst, size, "upload", "dst");
+  if (e == NULL) e = check_ref(queue, dst, size, "upload", "dst");
   if (e) return e;
   if (size == 0) return NULL;
   if (src == NULL) return fail(QIAO_DEV_INVALID_ARGUMENT, "upload: src is NULL");
@@ -342,7 +341,7 @@ static qiao_dev_error *upload(qiao_dev_queue *queue, qiao_dev_ref dst, const voi
 
 static qiao_dev_error *download(qiao_dev_queue *queue, void *dst, qiao_dev_ref src, uint64_t size) {
   qiao_dev_error *e = check_queue(queue, "download");
-  if (e == NULL) e = check_ref(src, size, "download", "src");
+  if (e == NULL) e = check_ref(queue, src, size, "download", "src");
   if (e) return e;
   if (size == 0) return NULL;
   if (dst == NULL) return fail(QIAO_DEV_INVALID_ARGUMENT, "download: dst is NULL");
@@ -353,8 +352,8 @@ static qiao_dev_error *download(qiao_dev_queue *queue, void *dst, qiao_dev_ref s
 static qiao_dev_error *copy(qiao_dev_queue *queue, qiao_dev_ref dst, qiao_dev_ref src,
                             uint64_t size) {
   qiao_dev_error *e = check_queue(queue, "copy");
-  if (e == NULL) e = check_ref(dst, size, "copy", "dst");
-  if (e == NULL) e = check_ref(src, size, "copy", "src");
+  if (e == NULL) e = check_ref(queue, dst, size, "copy", "dst");
+  if (e == NULL) e = check_ref(queue, src, size, "copy", "src");
   if (e) return e;
   if (size) memmove(dst.buffer->data + dst.offset, src.buffer->data + src.offset, (size_t)size);
   return NULL;

@@ -52,6 +52,17 @@ const char *qiao_backend_origin(const qiao_backend *backend);
 qiao_status *qiao_backend_batch_invariant(const qiao_backend *backend, uint32_t index,
                                           bool *out_supported);
 
+/* The device ABI minor version that added `dtype`: 0 for the dtypes of 1.0,
+ * 3 for the k-quant and q4_1/q5_0/q5_1 types of 1.3. */
+uint32_t qiao_dev_dtype_abi_minor(qiao_dev_dtype dtype);
+
+/* *out_supported = whether `device` (opened from `backend`) implements `op`
+ * for `dtype`. A dtype that was added after the plugin's ABI minor version is
+ * answered "no" without asking the plugin (a 1.0-1.2 plugin cannot know the
+ * dtypes of 1.3, and may index its tables by dtype). */
+qiao_status *qiao_backend_op_supported(const qiao_backend *backend, qiao_dev_device *device,
+                                       qiao_dev_op op, qiao_dev_dtype dtype, bool *out_supported);
+
 /* Turns a backend error into a status "<backend> <what>: <message>" and
  * destroys the error. Returns NULL for a NULL error. */
 qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *error,

@@ -1,4 +1,4 @@
-/* qiao/device.h: the qiao device ABI, version 1.2.
+/* qiao/device.h: the qiao device ABI, version 1.3.
  *
  * This header is the whole contract between the qiao runtime and a device
  * backend (a "plugin"). A chip vendor implements it in a shared library named
@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define QIAO_DEVICE_ABI_MAJOR 1
-#define QIAO_DEVICE_ABI_MINOR 2
+#define QIAO_DEVICE_ABI_MINOR 3
 
 /* The name of the one symbol a plugin exports. */
 #define QIAO_DEVICE_ENTRY_POINT "qiao_device_get_api"
@@ -86,7 +86,23 @@ typedef enum qiao_dev_dtype {
   QIAO_DEV_Q8_0 = 3,
   QIAO_DEV_Q4_0 = 4,
   QIAO_DEV_I32 = 5,
-  QIAO_DEV_DTYPE_COUNT = 6,
+  /* (1.3) GGUF's k-quant and older block types, bit-identical to GGUF's
+   * Q4_K, Q5_K, Q6_K, Q2_K, Q3_K, Q4_1, Q5_0 and Q5_1 (layouts and
+   * dequantization in docs/spec/format.md §4.1). K types: 256 elements per
+   * super-block of 144 / 176 / 210 / 84 / 110 bytes; the others: 32 elements
+   * per block of 20 / 22 / 24 bytes. A runtime never passes these to a
+   * plugin whose abi_minor is below 3. */
+  QIAO_DEV_Q4_K = 6,
+  QIAO_DEV_Q5_K = 7,
+  QIAO_DEV_Q6_K = 8,
+  QIAO_DEV_Q2_K = 9,
+  QIAO_DEV_Q3_K = 10,
+  QIAO_DEV_Q4_1 = 11,
+  QIAO_DEV_Q5_0 = 12,
+  QIAO_DEV_Q5_1 = 13,
+  /* The number of dtypes of the version this header describes; grows with
+   * minor versions (6 in 1.0-1.2, 14 in 1.3). */
+  QIAO_DEV_DTYPE_COUNT = 14,
   QIAO_DEV_DTYPE_FORCE_32BIT = 0x7fffffff
 } qiao_dev_dtype;
 

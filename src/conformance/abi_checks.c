@@ -8,19 +8,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conformance/harness.h"
+#include "conformance/abi_check.h"
 
-typedef struct actx {
-  qiao_conformance_report *report;
-  cf_device *dev;
-  const qiao_dev_api *api;
-  bool host_memory; /* the device has QIAO_DEV_FLAG_HOST_MEMORY */
-} actx;
+#define check qiao__cf_check
 
-/* Records one check. */
-static bool check(actx *x, const char *name, bool ok, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static bool check(actx *x, const char *name, bool ok, const char *fmt, ...) {
+const char *qiao__cf_code_name(qiao_dev_code code) {
+  switch (code) {
+  case QIAO_DEV_OK: return "OK (0)";
+  case QIAO_DEV_INVALID_ARGUMENT: return "INVALID_ARGUMENT (1)";
+  case QIAO_DEV_BAD_HANDLE: return "BAD_HANDLE (2)";
+  case QIAO_DEV_OUT_OF_MEMORY: return "OUT_OF_MEMORY (3)";
+  case QIAO_DEV_UNSUPPORTED: return "UNSUPPORTED (4)";
+  case QIAO_DEV_DEVICE_LOST: return "DEVICE_LOST (5)";
+  case QIAO_DEV_INTERNAL: return "INTERNAL (6)";
+  default: return "not a qiao_dev_code";
+  }
+}
+
+bool qiao__cf_check(actx *x, const char *name, bool ok, const char *fmt, ...) {
   char detail[512] = "";
   va_list ap;
   va_start(ap, fmt);
@@ -36,25 +41,49 @@ static bool check(actx *x, const char *name, bool ok, const char *fmt, ...) {
   return ok;
 }
 
-/* An error path: the call must fail with one of the accepted codes and a
- * non-empty message. Destroys the error. */
-static void expect_error(actx *x, const char *name, qiao_dev_error *e, qiao_dev_code a,
-                         qiao_dev_code b) {
+void qiao__cf_expect2(actx *x, const char *name, qiao_dev_error *e, qiao_dev_code a,
+                      qiao_dev_code b) {
+  char expected[96];
+  if (a == b)
+    snprintf(expected, sizeof(expected), "%s", qiao__cf_code_name(a));
+  else
+    snprintf(expected, sizeof(expected), "%s or %s", qiao__cf_code_name(a), qiao__cf_code_name(b));
   if (e == NULL) {
-    check(x, name, false, "succeeded; expected error %d or %d", (int)a, (int)b);
+    check(x, name, false, "succeeded; expected %s", expected);
     return;
   }
   qiao_dev_code code = x->api->error_code(e);
   const char *msg = x->api->error_message(e);
-  bool ok = (code == a || code == b) && msg != NULL && msg[0] != '\0';
-  check(x, name, ok, "code %d, message '%s'", (int)code, msg ? msg : "(null)");
+  bool code_ok = code == a || code == b, msg_ok = msg != NULL && msg[0] != '\0';
+  if (code_ok && msg_ok)
+    check(x, name, true, "%s: '%s'", qiao__cf_code_name(code), msg);
+  else if (!code_ok)
+    check(x, name, false, "%s, expected %s: '%s'", qiao__cf_code_name(code), expected,
+          msg ? msg : "(null)");
+  else
+    check(x, name, false, "%s with an empty message", qiao__cf_code_name(code));
   x->api->error_destroy(e);
 }
 
-static void drain(actx *x) {
+void qiao__cf_expect(actx *x, const char *name, qiao_dev_error *e, qiao_dev_code code) {
+  qiao__cf_expect2(x, name, e, code, code);
+}
+
+qiao_dev_code qiao__cf_unless_unclaimed(const actx *x, qiao_dev_op op, qiao_dev_dtype dtype,
+                                        qiao_dev_code code) {
+  return x->report->claimed[op][dtype] ? code : QIAO_DEV_UNSUPPORTED;
+}
+
+void qiao__cf_drain(actx *x) {
   qiao_dev_error *e = x->api->queue_synchronize(x->dev->queue);
   if (e != NULL) x->api->error_destroy(e);
 }
+
+#define drain qiao__cf_drain
+#define INVALID QIAO_DEV_INVALID_ARGUMENT
+#define UNLESS_UNCLAIMED(op, dt, code) qiao__cf_unless_unclaimed(x, op, dt, code)
+/* One code; the second only where the spec allows either. */
+#define expect_error(x, name, e, a, b) qiao__cf_expect2(x, name, e, a, b)
 
 /* ---- Version fields and properties ---------------------------------------- */
 
@@ -219,7 +248,7 @@ static void error_paths(actx *x) {
                api->copy(q, (qiao_dev_ref){b, 0}, (qiao_dev_ref){b, 255}, 2),
                QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_INVALID_ARGUMENT);
   expect_error(x, "upload_null_buffer", api->upload(q, (qiao_dev_ref){NULL, 0}, host, 4),
-               QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_BAD_HANDLE);
+               QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_INVALID_ARGUMENT);
   expect_error(x, "upload_null_source", api->upload(q, (qiao_dev_ref){b, 0}, NULL, 4),
                QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_INVALID_ARGUMENT);
 
@@ -234,20 +263,17 @@ static void error_paths(actx *x) {
                QIAO_DEV_INVALID_ARGUMENT);
   bad = add;
   bad.n = 65; /* 260 bytes > 256 */
-  expect_error(x, "op_ref_out_of_range", api->add(q, &bad), QIAO_DEV_INVALID_ARGUMENT,
-               QIAO_DEV_INVALID_ARGUMENT);
+  const qiao_dev_code add_invalid = UNLESS_UNCLAIMED(QIAO_DEV_OP_ADD, QIAO_DEV_F32, INVALID);
+  expect_error(x, "op_ref_out_of_range", api->add(q, &bad), add_invalid, add_invalid);
   bad = add;
   bad.n = (uint64_t)1 << 62; /* n * 4 overflows */
-  expect_error(x, "op_size_overflow", api->add(q, &bad), QIAO_DEV_INVALID_ARGUMENT,
-               QIAO_DEV_INVALID_ARGUMENT);
+  expect_error(x, "op_size_overflow", api->add(q, &bad), add_invalid, add_invalid);
   bad = add;
   bad.out.offset = UINT64_MAX - 7;
-  expect_error(x, "op_offset_overflow", api->add(q, &bad), QIAO_DEV_INVALID_ARGUMENT,
-               QIAO_DEV_INVALID_ARGUMENT);
+  expect_error(x, "op_offset_overflow", api->add(q, &bad), add_invalid, add_invalid);
   bad = add;
   bad.b.buffer = NULL;
-  expect_error(x, "op_null_required_operand", api->add(q, &bad), QIAO_DEV_INVALID_ARGUMENT,
-               QIAO_DEV_BAD_HANDLE);
+  expect_error(x, "op_null_required_operand", api->add(q, &bad), add_invalid, add_invalid);
   qiao_dev_matmul_args mm = {.struct_size = sizeof(mm),
                              .n = (uint64_t)1 << 40,
                              .k = (uint64_t)1 << 40,
@@ -256,8 +282,8 @@ static void error_paths(actx *x) {
                              .w_dtype = QIAO_DEV_F32,
                              .w = {b, 0},
                              .out = {b, 0}};
-  expect_error(x, "matmul_size_overflow", api->matmul(q, &mm), QIAO_DEV_INVALID_ARGUMENT,
-               QIAO_DEV_UNSUPPORTED);
+  qiao_dev_code code = UNLESS_UNCLAIMED(QIAO_DEV_OP_MATMUL, QIAO_DEV_F32, INVALID);
+  expect_error(x, "matmul_size_overflow", api->matmul(q, &mm), code, code);
   mm = (qiao_dev_matmul_args){.struct_size = sizeof(mm),
                               .n = 1,
                               .k = 48,
@@ -266,8 +292,8 @@ static void error_paths(actx *x) {
                               .w_dtype = QIAO_DEV_Q8_0,
                               .w = {b, 0},
                               .out = {b, 0}};
-  expect_error(x, "matmul_quantized_k_not_multiple_of_32", api->matmul(q, &mm),
-               QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_UNSUPPORTED);
+  code = UNLESS_UNCLAIMED(QIAO_DEV_OP_MATMUL, QIAO_DEV_Q8_0, INVALID);
+  expect_error(x, "matmul_quantized_k_not_multiple_of_32", api->matmul(q, &mm), code, code);
   qiao_dev_rope_args rope = {.struct_size = sizeof(rope),
                              .n_tokens = 1,
                              .n_heads = 1,
@@ -276,11 +302,10 @@ static void error_paths(actx *x) {
                              .x = {b, 0},
                              .positions = {b, 16},
                              .freqs = {b, 32}};
-  expect_error(x, "rope_odd_rot_dim", api->rope(q, &rope), QIAO_DEV_INVALID_ARGUMENT,
-               QIAO_DEV_INVALID_ARGUMENT);
+  code = UNLESS_UNCLAIMED(QIAO_DEV_OP_ROPE, QIAO_DEV_F32, INVALID);
+  expect_error(x, "rope_odd_rot_dim", api->rope(q, &rope), code, code);
   rope.rot_dim = 8;
-  expect_error(x, "rope_rot_dim_above_head_dim", api->rope(q, &rope), QIAO_DEV_INVALID_ARGUMENT,
-               QIAO_DEV_INVALID_ARGUMENT);
+  expect_error(x, "rope_rot_dim_above_head_dim", api->rope(q, &rope), code, code);
   qiao_dev_attention_args at = {.struct_size = sizeof(at),
                                 .n_tokens = 1,
                                 .n_heads = 3,
@@ -299,8 +324,8 @@ static void error_paths(actx *x) {
                                 .token_seq = {b, 0},
                                 .token_pos = {b, 0},
                                 .out = {b, 0}};
-  expect_error(x, "attention_heads_not_multiple_of_kv_heads", api->attention(q, &at),
-               QIAO_DEV_INVALID_ARGUMENT, QIAO_DEV_UNSUPPORTED);
+  code = UNLESS_UNCLAIMED(QIAO_DEV_OP_ATTENTION, QIAO_DEV_F32, INVALID);
+  expect_error(x, "attention_heads_not_multiple_of_kv_heads", api->attention(q, &at), code, code);
   qiao_dev_moe_gate_args gate = {.struct_size = sizeof(gate),
                                  .n_tokens = 1,
                                  .n_experts = 2,
@@ -308,14 +333,17 @@ static void error_paths(actx *x) {
                                  .logits = {b, 0},
                                  .ids = {b, 16},
                                  .weights = {b, 32}};
-  expect_error(x, "moe_gate_k_above_n_experts", api->moe_gate(q, &gate), QIAO_DEV_INVALID_ARGUMENT,
-               QIAO_DEV_UNSUPPORTED);
+  code = UNLESS_UNCLAIMED(QIAO_DEV_OP_MOE_GATE, QIAO_DEV_F32, INVALID);
+  expect_error(x, "moe_gate_k_above_n_experts", api->moe_gate(q, &gate), code, code);
 
   /* Zero-sized work succeeds and does nothing (§11.3). */
   qiao_dev_add_args add0 = {sizeof(add0), 0, {b, 0}, {b, 0}, {b, 0}};
-  qiao_dev_error *z = api->add(q, &add0);
-  check(x, "op_zero_elements", z == NULL, "add with n=0: %s", z ? api->error_message(z) : "ok");
-  if (z) api->error_destroy(z);
+  qiao_dev_error *z = NULL;
+  if (x->report->claimed[QIAO_DEV_OP_ADD][QIAO_DEV_F32]) {
+    z = api->add(q, &add0);
+    check(x, "op_zero_elements", z == NULL, "add with n=0: %s", z ? api->error_message(z) : "ok");
+    if (z) api->error_destroy(z);
+  }
   qiao_dev_matmul_args mm0 = {.struct_size = sizeof(mm0),
                               .n = 0,
                               .k = 32,
@@ -324,9 +352,11 @@ static void error_paths(actx *x) {
                               .w_dtype = QIAO_DEV_F32,
                               .w = {b, 0},
                               .out = {b, 0}};
-  z = x->report->claimed[QIAO_DEV_OP_MATMUL][QIAO_DEV_F32] ? api->matmul(q, &mm0) : NULL;
-  check(x, "op_zero_rows", z == NULL, "matmul with n=0: %s", z ? api->error_message(z) : "ok");
-  if (z) api->error_destroy(z);
+  if (x->report->claimed[QIAO_DEV_OP_MATMUL][QIAO_DEV_F32]) {
+    z = api->matmul(q, &mm0);
+    check(x, "op_zero_rows", z == NULL, "matmul with n=0: %s", z ? api->error_message(z) : "ok");
+    if (z) api->error_destroy(z);
+  }
   z = api->upload(q, (qiao_dev_ref){b, 256}, host, 0);
   check(x, "transfer_zero_bytes", z == NULL, "upload of 0 bytes at the end: %s",
         z ? api->error_message(z) : "ok");
@@ -371,7 +401,8 @@ static void error_paths(actx *x) {
   for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
       if (!qiao__cf_defined((qiao_dev_op)op, (qiao_dev_dtype)dt) || x->report->claimed[op][dt] ||
-          op != QIAO_DEV_OP_MATMUL)
+          op != QIAO_DEV_OP_MATMUL ||
+          api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)dt)) /* (1.3) never passed */
         continue;
       qiao_dev_buffer *w = NULL;
       qiao_dev_error *ce = api->buffer_create(dev, 4096, &w);
@@ -381,7 +412,7 @@ static void error_paths(actx *x) {
       }
       qiao_dev_matmul_args m = {.struct_size = sizeof(m),
                                 .n = 1,
-                                .k = 32,
+                                .k = qiao__cf_row_len((qiao_dev_dtype)dt, 32, 32),
                                 .m = 1,
                                 .x = {w, 0},
                                 .w_dtype = (qiao_dev_dtype)dt,
@@ -563,13 +594,15 @@ static void threads(actx *x) {
 
 void qiao__cf_run_abi(qiao_conformance_report *report, cf_device *target, const char *backend,
                       uint32_t device_index, uint64_t seed) {
-  actx x = {report, target, target->api, false};
+  actx x = {report, target, target->api, false, device_index};
   report->area_abi.ran = true;
   qiao__cf_progress(report, "abi: versions and properties");
   versions(&x, device_index);
   wrap_host(&x, x.host_memory);
   qiao__cf_progress(report, "abi: error paths");
   error_paths(&x);
+  qiao__cf_progress(report, "abi: argument rules");
+  qiao__cf_abi_rules(&x);
   qiao__cf_progress(report, "abi: allocation balance");
   allocation(&x, seed);
   qiao__cf_progress(report, "abi: queue ordering and threads");

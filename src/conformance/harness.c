@@ -117,7 +117,54 @@ uint64_t qiao__cf_dtype_bytes(qiao_dev_dtype dtype, uint64_t count) {
   case QIAO_DEV_BF16: return count * 2;
   case QIAO_DEV_Q8_0: return count / 32 * 34;
   case QIAO_DEV_Q4_0: return count / 32 * 18;
+  case QIAO_DEV_Q4_1: return count / 32 * 20;
+  case QIAO_DEV_Q5_0: return count / 32 * 22;
+  case QIAO_DEV_Q5_1: return count / 32 * 24;
+  case QIAO_DEV_Q4_K: return count / 256 * 144;
+  case QIAO_DEV_Q5_K: return count / 256 * 176;
+  case QIAO_DEV_Q6_K: return count / 256 * 210;
+  case QIAO_DEV_Q2_K: return count / 256 * 84;
+  case QIAO_DEV_Q3_K: return count / 256 * 110;
   default: return 0;
+  }
+}
+
+uint64_t qiao__cf_block_elems(qiao_dev_dtype dtype) {
+  switch (dtype) {
+  case QIAO_DEV_Q8_0:
+  case QIAO_DEV_Q4_0:
+  case QIAO_DEV_Q4_1:
+  case QIAO_DEV_Q5_0:
+  case QIAO_DEV_Q5_1: return 32;
+  case QIAO_DEV_Q4_K:
+  case QIAO_DEV_Q5_K:
+  case QIAO_DEV_Q6_K:
+  case QIAO_DEV_Q2_K:
+  case QIAO_DEV_Q3_K: return 256;
+  default: return 1;
+  }
+}
+
+uint64_t qiao__cf_row_len(qiao_dev_dtype dtype, uint64_t quant, uint64_t plain) {
+  uint64_t block = qiao__cf_block_elems(dtype);
+  if (block == 1) return plain;
+  if (block == 32) return quant;
+  return quant * 8 > 4352 ? 4352 : quant * 8;
+}
+
+/* The byte offsets of the f16 scales of a block of a quantized dtype (-1:
+ * none), for random weights with scales of a sane size. */
+static void scale_offsets(qiao_dev_dtype dtype, int out[2]) {
+  out[0] = 0, out[1] = -1;
+  switch (dtype) {
+  case QIAO_DEV_Q4_1:
+  case QIAO_DEV_Q5_1:
+  case QIAO_DEV_Q4_K:
+  case QIAO_DEV_Q5_K: out[1] = 2; break;
+  case QIAO_DEV_Q6_K: out[0] = 208; break;
+  case QIAO_DEV_Q2_K: out[0] = 80, out[1] = 82; break;
+  case QIAO_DEV_Q3_K: out[0] = 108; break;
+  default: break;
   }
 }
 
@@ -138,15 +185,24 @@ void *qiao__cf_random_weights(cf_rng *rng, qiao_dev_dtype dtype, uint64_t count)
       uint16_t h = dtype == QIAO_DEV_F16 ? qiao__cf_f32_to_f16(v) : (uint16_t)(u >> 16);
       memcpy(p + 2 * i, &h, 2);
     }
-  } else { /* Q8_0 / Q4_0: an f16 scale of either sign, then every possible quant */
-    uint64_t block = dtype == QIAO_DEV_Q8_0 ? 34 : 18;
-    for (uint64_t b = 0; b < count / 32; b++) {
+  } else { /* quantized: f16 scales of either sign, then random bytes (every
+            * possible quant and sub-block scale) */
+    uint64_t elems = qiao__cf_block_elems(dtype), block = qiao__cf_dtype_bytes(dtype, elems);
+    int scales[2];
+    scale_offsets(dtype, scales);
+    for (uint64_t b = 0; b < count / elems; b++) {
       uint8_t *blk = p + b * block;
-      float d = qiao__cf_uniform(rng, 0.002f, 0.05f) * (qiao__cf_next(rng) & 1 ? -1.0f : 1.0f);
-      uint16_t h = qiao__cf_f32_to_f16(d);
-      memcpy(blk, &h, 2);
-      for (uint64_t j = 2; j < block; j++)
-        blk[j] = (uint8_t)qiao__cf_next(rng);
+      for (int s = 0; s < 2 && scales[s] >= 0; s++) {
+        float d = qiao__cf_uniform(rng, 0.002f, 0.05f) * (qiao__cf_next(rng) & 1 ? -1.0f : 1.0f);
+        uint16_t h = qiao__cf_f32_to_f16(d);
+        memcpy(blk + scales[s], &h, 2);
+      }
+      for (uint64_t j = 0; j < block; j++) {
+        bool scale = false;
+        for (int s = 0; s < 2; s++)
+          scale |= scales[s] >= 0 && (j == (uint64_t)scales[s] || j == (uint64_t)scales[s] + 1);
+        if (!scale) blk[j] = (uint8_t)qiao__cf_next(rng);
+      }
     }
   }
   return p;
@@ -190,7 +246,8 @@ double qiao__cf_row_error(const float *a, const float *b, uint64_t rows, uint64_
 
 bool qiao__cf_defined(qiao_dev_op op, qiao_dev_dtype dtype) {
   bool weight = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16 || dtype == QIAO_DEV_BF16 ||
-                dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0;
+                dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0 ||
+                (dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1); /* 1.3 */
   switch (op) {
   case QIAO_DEV_OP_EMBED:
   case QIAO_DEV_OP_MATMUL:

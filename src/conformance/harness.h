@@ -44,8 +44,14 @@ uint16_t qiao__cf_f32_to_f16(float x); /* round to nearest even, subnormals, inf
 float qiao__cf_f16_to_f32(uint16_t h);
 /* Bytes of `count` elements of dtype (a multiple of 32 for quantized ones). */
 uint64_t qiao__cf_dtype_bytes(qiao_dev_dtype dtype, uint64_t count);
-/* malloc'd random values of `dtype`: F32/F16/BF16 uniform in [-1, 1], Q8_0/Q4_0
- * random blocks (scales of either sign, every quant value). */
+/* Elements per block of dtype: 1 (float types), 32 or 256 (1.3's k-quants). */
+uint64_t qiao__cf_block_elems(qiao_dev_dtype dtype);
+/* A row length for a case: `plain` for float dtypes, `quant` (a multiple of
+ * 32) for dtypes of 32-element blocks, and for 256-element blocks `quant`
+ * scaled to whole super-blocks (8x, at most 4352). */
+uint64_t qiao__cf_row_len(qiao_dev_dtype dtype, uint64_t quant, uint64_t plain);
+/* malloc'd random values of `dtype`: F32/F16/BF16 uniform in [-1, 1],
+ * quantized ones random blocks (scales of either sign, every quant value). */
 void *qiao__cf_random_weights(cf_rng *rng, qiao_dev_dtype dtype, uint64_t count);
 
 /* The error metric: max over rows r of ||a_r - b_r||_2 / max(||b_r||_2, S)
@@ -68,6 +74,8 @@ struct qiao_conformance_report {
   char **failures;
   size_t n_failures, cap_failures;
   cf_area area_ops, area_abi, area_models;
+  /* models that need an op the backend does not claim (run with fallback) */
+  uint32_t models_skipped;
   /* claimed: op_supported said 1; failed: a case of it failed */
   bool claimed[QIAO_DEV_OP_COUNT][QIAO_DEV_DTYPE_COUNT];
   bool tested[QIAO_DEV_OP_COUNT][QIAO_DEV_DTYPE_COUNT];

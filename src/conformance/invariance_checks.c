@@ -419,21 +419,25 @@ void qiao__cf_run_invariance(qiao_conformance_report *report, cf_device *target,
   ictx x = {report, &inv, {seed ^ 0x1badb002u}};
   const qiao_dev_api *api = inv.api;
   for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
+    if (api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)dt)) continue;
     uint32_t mm = 0, att = 0;
     qiao_dev_error *e = api->op_supported(inv.device, QIAO_DEV_OP_MATMUL, (qiao_dev_dtype)dt, &mm);
     if (e != NULL) api->error_destroy(e);
     e = api->op_supported(inv.device, QIAO_DEV_OP_ATTENTION, (qiao_dev_dtype)dt, &att);
     if (e != NULL) api->error_destroy(e);
-    bool quant = dt == QIAO_DEV_Q8_0 || dt == QIAO_DEV_Q4_0;
+    bool quant = qiao__cf_block_elems((qiao_dev_dtype)dt) > 1;
+    uint64_t k_one = qiao__cf_row_len((qiao_dev_dtype)dt, 32, 32),
+             k_long = qiao__cf_row_len((qiao_dev_dtype)dt, 1056, 1056);
     if (mm && (op_mask == 0 || op_mask & (1u << QIAO_DEV_OP_MATMUL))) {
       qiao__cf_progress(report, "ops: batch invariance of matmul %s",
                         qiao_dev_dtype_name((qiao_dev_dtype)dt));
       /* One block; several GEMM-sized chunks; float weights off the blocks;
        * (1.2) with Q8 activations allowed, which the mode covers too. */
-      matmul_case(&x, (qiao_dev_dtype)dt, 32, 67, QIAO_DEV_PRECISION_EXACT);
-      matmul_case(&x, (qiao_dev_dtype)dt, 1056, 67, QIAO_DEV_PRECISION_EXACT);
+      matmul_case(&x, (qiao_dev_dtype)dt, k_one, 67, QIAO_DEV_PRECISION_EXACT);
+      matmul_case(&x, (qiao_dev_dtype)dt, k_long, 67, QIAO_DEV_PRECISION_EXACT);
       if (!quant) matmul_case(&x, (qiao_dev_dtype)dt, 100, 67, QIAO_DEV_PRECISION_EXACT);
-      if (api->abi_minor >= 2) matmul_case(&x, (qiao_dev_dtype)dt, 1056, 67, QIAO_DEV_PRECISION_Q8);
+      if (api->abi_minor >= 2)
+        matmul_case(&x, (qiao_dev_dtype)dt, k_long, 67, QIAO_DEV_PRECISION_Q8);
     }
     if (att && (op_mask == 0 || op_mask & (1u << QIAO_DEV_OP_ATTENTION))) {
       qiao__cf_progress(report, "ops: batch invariance of attention %s",

@@ -60,7 +60,13 @@ static void start(cf_case *c, qiao_dev_op op, qiao_dev_dtype dtype) {
 }
 
 static bool quantized(qiao_dev_dtype d) {
-  return d == QIAO_DEV_Q8_0 || d == QIAO_DEV_Q4_0;
+  return qiao__cf_block_elems(d) > 1;
+}
+
+/* A row length: `quant` (a multiple of 32) for quantized dtypes, scaled to
+ * whole super-blocks for those of 256 elements, `plain` for float ones. */
+static uint64_t kq(qiao_dev_dtype d, uint64_t quant, uint64_t plain) {
+  return qiao__cf_row_len(d, quant, plain);
 }
 
 /* Makes every weight of a random tensor >= 0 (sign bits cleared, Q8_0 quants
@@ -69,6 +75,33 @@ static bool quantized(qiao_dev_dtype d) {
  * nothing, and with one element there is no other row to floor the relative
  * error (§11.1), so F32 rounding alone would fail it (seen at k = 32: sum
  * 5.6e-6 of products of size 1). */
+/* The same for one block of a 1.3 dtype: scales made >= 0, mins <= 0 (they
+ * are subtracted), every quant minus its offset >= 0. */
+static void nonnegative_block(qiao_dev_dtype dt, uint8_t *b) {
+  switch (dt) {
+  case QIAO_DEV_Q4_1:
+  case QIAO_DEV_Q5_1: b[1] &= 0x7f, b[3] &= 0x7f; break;
+  case QIAO_DEV_Q5_0: b[1] &= 0x7f, memset(b + 2, 0xff, 4); break; /* q - 16 >= 0 */
+  case QIAO_DEV_Q4_K:
+  case QIAO_DEV_Q5_K: b[1] &= 0x7f, b[3] |= 0x80; break;
+  case QIAO_DEV_Q6_K:
+    b[209] &= 0x7f;
+    for (int j = 0; j < 16; j++)
+      b[192 + j] &= 0x7f;
+    for (int j = 0; j < 64; j++) /* the top bit of every 6-bit quant: q - 32 >= 0 */
+      b[128 + j] |= 0xaa;
+    break;
+  case QIAO_DEV_Q2_K: b[81] &= 0x7f, b[83] |= 0x80; break;
+  case QIAO_DEV_Q3_K:
+    b[109] &= 0x7f;
+    memset(b, 0xff, 32);        /* high bits set: no - 4 */
+    for (int j = 0; j < 4; j++) /* the top bit of every 6-bit scale: scale - 32 >= 0 */
+      b[104 + j] |= 0xaa;
+    break;
+  default: break;
+  }
+}
+
 static void nonnegative(qiao_dev_dtype dt, void *w, uint64_t count) {
   uint8_t *p = w;
   for (uint64_t i = 0; p && i < count; i++)
@@ -89,7 +122,11 @@ static void nonnegative(qiao_dev_dtype dt, void *w, uint64_t count) {
       if (i % 32 < 16) block[2 + i % 32] |= 0x88; /* both nibbles of the byte */
       break;
     }
-    default: break;
+    default:
+      if (i % qiao__cf_block_elems(dt) == 0)
+        nonnegative_block(dt, p + i / qiao__cf_block_elems(dt) *
+                                      qiao__cf_dtype_bytes(dt, qiao__cf_block_elems(dt)));
+      break;
     }
 }
 
@@ -121,11 +158,10 @@ static void embed_case(ctx *x, qiao_dev_dtype dt, uint64_t n, uint64_t vocab, ui
 }
 
 static void embed_cases(ctx *x, qiao_dev_dtype dt) {
-  bool q = quantized(dt);
-  embed_case(x, dt, 1, 1, q ? 32 : 1);
-  embed_case(x, dt, 7, 33, q ? 96 : 67);
-  embed_case(x, dt, 3, 50, q ? 4128 : 4099);
-  embed_case(x, dt, 64, 1000, q ? 64 : 48);
+  embed_case(x, dt, 1, 1, kq(dt, 32, 1));
+  embed_case(x, dt, 7, 33, kq(dt, 96, 67));
+  embed_case(x, dt, 3, 50, kq(dt, 4128, 4099));
+  embed_case(x, dt, 64, 1000, kq(dt, 64, 48));
 }
 
 /* ---- matmul --------------------------------------------------------------- */
@@ -153,20 +189,20 @@ static void matmul_case(ctx *x, qiao_dev_dtype dt, uint64_t n, uint64_t k, uint6
 
 static void matmul_cases(ctx *x, qiao_dev_dtype dt) {
   bool q = quantized(dt);
-  matmul_case(x, dt, 1, 32, 1, false, false);
+  matmul_case(x, dt, 1, kq(dt, 32, 32), 1, false, false);
   if (!q) matmul_case(x, dt, 2, 1, 3, false, false);
-  matmul_case(x, dt, 3, q ? 64 : 33, 5, true, false);
-  matmul_case(x, dt, 5, q ? 96 : 67, 37, false, true);
-  matmul_case(x, dt, 2, q ? 4128 : 4103, 61, true, true);
-  matmul_case(x, dt, 17, 256, 67, false, false);
+  matmul_case(x, dt, 3, kq(dt, 64, 33), 5, true, false);
+  matmul_case(x, dt, 5, kq(dt, 96, 67), 37, false, true);
+  matmul_case(x, dt, 2, kq(dt, 4128, 4103), 61, true, true);
+  matmul_case(x, dt, 17, kq(dt, 256, 256), 67, false, false);
   /* every count of x rows a GEMM kernel call may get (1..8 here and as the
    * remainder of 8 + r), each a separate kernel path */
-  matmul_case(x, dt, 4, q ? 128 : 129, 35, true, false);
-  matmul_case(x, dt, 6, q ? 96 : 95, 40, false, false);
-  matmul_case(x, dt, 7, 64, 33, false, true);
-  matmul_case(x, dt, 14, q ? 160 : 161, 70, true, false);
-  matmul_case(x, dt, 23, 96, 48, false, false);
-  matmul_case(x, dt, 1, q ? 512 : 515, 300, false, false);
+  matmul_case(x, dt, 4, kq(dt, 128, 129), 35, true, false);
+  matmul_case(x, dt, 6, kq(dt, 96, 95), 40, false, false);
+  matmul_case(x, dt, 7, kq(dt, 64, 64), 33, false, true);
+  matmul_case(x, dt, 14, kq(dt, 160, 161), 70, true, false);
+  matmul_case(x, dt, 23, kq(dt, 96, 96), 48, false, false);
+  matmul_case(x, dt, 1, kq(dt, 512, 515), 300, false, false);
 }
 
 /* ---- rmsnorm -------------------------------------------------------------- */
@@ -419,6 +455,9 @@ static void attention_cases(ctx *x, qiao_dev_dtype dt) {
       {2, 1, 64, 32, 0, 1, {4100}, {1}},                     /* long context, MQA */
       {4, 1, 128, 16, 0, 3, {14, 1, 71}, {4, 1, 1}},         /* chunked prefill + decode mixed */
       {12, 4, 40, 5, 16, 4, {23, 3, 50, 16}, {3, 3, 2, 16}}, /* odd block size, window, GQA 3 */
+      {16, 2, 32, 16, 0, 2, {20, 3}, {4, 3}},                /* GQA 8, prefill + decode */
+      {8, 1, 64, 8, 5, 1, {19}, {19}},                       /* GQA 8 on one KV head, window */
+      {2, 1, 256, 16, 0, 1, {40}, {8}},                      /* head_dim 256: the §10.3 limit */
   };
   for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
     attention_case(x, dt, &shapes[i]);
@@ -524,7 +563,8 @@ static void moe_gate_case(ctx *x, uint64_t n_tokens, uint64_t n_experts, uint64_
                                              .k = k,
                                              .normalize = normalize};
   /* distinct logits 1/16 apart (the ranking cannot depend on rounding), with
-   * exact ties planted in token 0 */
+   * exact ties planted in token 0, and in token 1 logits that differ but
+   * give equal binary32 p ({0, 1e-8}: the ranking is by logit, §11.3) */
   float *logits = nans(n_tokens * n_experts);
   int32_t *perm = i32s(n_experts, 0);
   for (uint64_t t = 0; logits && perm && t < n_tokens; t++) {
@@ -539,6 +579,11 @@ static void moe_gate_case(ctx *x, uint64_t n_tokens, uint64_t n_experts, uint64_
     for (uint64_t i = 0; i < n_experts; i++)
       logits[t * n_experts + i] = ((float)perm[i] - (float)n_experts / 2) / 16.0f;
     if (t == 0 && n_experts >= 3) logits[1] = logits[n_experts - 1] = 5.0f;
+    if (t == 1 && n_experts >= 4) {
+      static const float close[4] = {0.0f, 1e-8f, -1.0f, -2.0f};
+      for (uint64_t i = 0; i < n_experts; i++)
+        logits[n_experts + i] = i < 4 ? close[i] : -8.0f - (float)i / 16.0f;
+    }
   }
   free(perm);
   BIND(&c, moe_gate.logits,
@@ -597,12 +642,11 @@ static void matmul_experts_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, ui
 }
 
 static void matmul_experts_cases(ctx *x, qiao_dev_dtype dt) {
-  bool q = quantized(dt);
-  matmul_experts_case(x, dt, 1, 1, 1, 32, 1, false);
-  matmul_experts_case(x, dt, 3, 2, 8, 64, 48, false);
-  matmul_experts_case(x, dt, 3, 2, 8, q ? 96 : 97, 33, true);
-  matmul_experts_case(x, dt, 2, 4, 16, q ? 4128 : 4099, 9, false);
-  matmul_experts_case(x, dt, 9, 8, 64, 64, 17, true);
+  matmul_experts_case(x, dt, 1, 1, 1, kq(dt, 32, 32), 1, false);
+  matmul_experts_case(x, dt, 3, 2, 8, kq(dt, 64, 64), 48, false);
+  matmul_experts_case(x, dt, 3, 2, 8, kq(dt, 96, 97), 33, true);
+  matmul_experts_case(x, dt, 2, 4, 16, kq(dt, 4128, 4099), 9, false);
+  matmul_experts_case(x, dt, 9, 8, 64, kq(dt, 64, 64), 17, true);
 }
 
 static void moe_combine_case(ctx *x, uint64_t n_tokens, uint64_t k, uint64_t dim, bool accumulate) {
@@ -658,6 +702,7 @@ static void run_op(ctx *x, qiao_dev_op op, qiao_dev_dtype dt) {
     moe_gate_case(x, 5, 8, 2, true);
     moe_gate_case(x, 3, 60, 4, false);
     moe_gate_case(x, 4, 128, 8, true);
+    moe_gate_case(x, 2, 1024, 64, false); /* the limits of §10.3 */
     break;
   case QIAO_DEV_OP_MATMUL_EXPERTS: matmul_experts_cases(x, dt); break;
   case QIAO_DEV_OP_MOE_COMBINE:
@@ -675,6 +720,8 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
   report->area_ops.ran = true;
   for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
+      /* a dtype of a later minor version than the plugin's: never asked */
+      if (target->api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)dt)) continue;
       uint32_t supported = 0;
       qiao_status *st =
           qiao__cf_dev_status(target,
@@ -685,8 +732,7 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
                  *dn = qiao_dev_dtype_name((qiao_dev_dtype)dt);
       if (st != NULL) {
         report->area_ops.checks++;
-        qiao__cf_fail(report, &report->area_ops, "%s %s: op_supported failed: %s", on, dn,
-                      qiao_status_message(st));
+        qiao__cf_fail(report, &report->area_ops, "%s %s: %s", on, dn, qiao_status_message(st));
         qiao_status_free(st);
         continue;
       }
@@ -696,7 +742,7 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
         report->area_ops.checks++;
         report->failed[op][dt] = true;
         qiao__cf_fail(report, &report->area_ops,
-                      "%s %s: claimed, but device ABI 1.0 does not define this op for this dtype",
+                      "%s %s: claimed, but the device ABI does not define this op for this dtype",
                       on, dn);
         continue;
       }
@@ -727,6 +773,7 @@ void qiao__cf_run_ops_in_mode(qiao_conformance_report *report, cf_device *target
   ctx x = {report, target, NULL, {seed ^ 0x5eedu}, mode};
   for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
+      if (target->api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)dt)) continue;
       uint32_t supported = 0;
       qiao_dev_error *e = target->api->op_supported(target->device, (qiao_dev_op)op,
                                                     (qiao_dev_dtype)dt, &supported);

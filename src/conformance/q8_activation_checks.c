@@ -217,6 +217,7 @@ void qiao__cf_run_q8_activations(qiao_conformance_report *report, cf_device *tar
   }
   cf_rng rng = {seed ^ 0x51a8c7e1u};
   for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
+    if (api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)dt)) continue;
     uint32_t claimed = 0;
     qiao_dev_error *e =
         api->op_supported(target->device, QIAO_DEV_OP_MATMUL, (qiao_dev_dtype)dt, &claimed);
@@ -224,7 +225,11 @@ void qiao__cf_run_q8_activations(qiao_conformance_report *report, cf_device *tar
     if (!claimed) continue;
     qiao__cf_progress(report, "ops: matmul %s with Q8 activations",
                       qiao_dev_dtype_name((qiao_dev_dtype)dt));
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-      check_case(report, target, &rng, (qiao_dev_dtype)dt, &cases[i]);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+      /* k in whole blocks of the dtype (super-blocks of 256 for k-quants) */
+      qcase c = cases[i];
+      c.k = qiao__cf_row_len((qiao_dev_dtype)dt, c.k, c.k);
+      check_case(report, target, &rng, (qiao_dev_dtype)dt, &c);
+    }
   }
 }

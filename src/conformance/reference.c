@@ -27,6 +27,74 @@ static uint16_t u16_at(const uint8_t *p) {
   return v;
 }
 
+/* The block types of ABI 1.3 (format.md §4.1), element i of a row, in
+ * float64 from the spec's formulas. Each product is exact in float64 (at
+ * most 25 significant bits), and so is the difference of two of them unless
+ * the two scales are more than 2^28 apart, so rounding it once gives the
+ * spec's binary32 value. */
+
+/* 6-bit pair t (0..7) of the 12 packed scale bytes of q4_k / q5_k: the
+ * scale when which == 0, the min when 1. */
+static int k4_six_bits(const uint8_t *s, int t, int which) {
+  if (t < 4) return s[t + 4 * which] & 63;
+  int low = which ? s[t + 4] >> 4 : s[t + 4] & 15;
+  return low | (s[t - 4 * (1 - which)] >> 6) << 4;
+}
+
+static double ref_k_element(const uint8_t *p, qiao_dev_dtype dtype, uint64_t i) {
+  static const uint64_t bytes[] = {[QIAO_DEV_Q4_K] = 144,
+                                   [QIAO_DEV_Q5_K] = 176,
+                                   [QIAO_DEV_Q6_K] = 210,
+                                   [QIAO_DEV_Q2_K] = 84,
+                                   [QIAO_DEV_Q3_K] = 110};
+  const uint8_t *b = p + (i / 256) * bytes[dtype];
+  int e = (int)(i % 256);
+  int sub32 = e / 32, l = e % 32;            /* 32-element group and place in it */
+  int half = e / 128, pair = (e % 128) / 32; /* for the 16-element sub-block types */
+  int sub16 = 8 * half + 2 * pair + l / 16;
+  switch (dtype) {
+  case QIAO_DEV_Q4_K:
+  case QIAO_DEV_Q5_K: {
+    const uint8_t *qs = b + (dtype == QIAO_DEV_Q5_K ? 48 : 16);
+    int byte = qs[32 * (sub32 / 2) + l];
+    int q = sub32 % 2 ? byte >> 4 : byte & 15;
+    if (dtype == QIAO_DEV_Q5_K && (b[16 + l] >> sub32) & 1) q += 16;
+    return f16_value(u16_at(b)) * k4_six_bits(b + 4, sub32, 0) * q -
+           f16_value(u16_at(b + 2)) * k4_six_bits(b + 4, sub32, 1);
+  }
+  case QIAO_DEV_Q6_K: {
+    int byte = b[64 * half + 32 * (pair % 2) + l];
+    int q = (pair < 2 ? byte & 15 : byte >> 4) + 16 * ((b[128 + 32 * half + l] >> (2 * pair)) & 3);
+    return f16_value(u16_at(b + 208)) * (int8_t)b[192 + sub16] * (q - 32);
+  }
+  case QIAO_DEV_Q2_K: {
+    int q = (b[16 + 32 * half + l] >> (2 * pair)) & 3;
+    return f16_value(u16_at(b + 80)) * (b[sub16] & 15) * q -
+           f16_value(u16_at(b + 82)) * (b[sub16] >> 4);
+  }
+  case QIAO_DEV_Q3_K: {
+    int q = (b[32 + 32 * half + l] >> (2 * pair)) & 3;
+    if (!((b[l] >> (4 * half + pair)) & 1)) q -= 4;
+    int low = sub16 < 8 ? b[96 + sub16] & 15 : b[96 + sub16 - 8] >> 4;
+    int high = (b[104 + sub16 % 4] >> (2 * (sub16 / 4))) & 3;
+    return f16_value(u16_at(b + 108)) * (low + 16 * high - 32) * q;
+  }
+  default: return NAN;
+  }
+}
+
+static double ref_32_element(const uint8_t *p, qiao_dev_dtype dtype, uint64_t i) {
+  uint64_t block_bytes = dtype == QIAO_DEV_Q4_1 ? 20 : dtype == QIAO_DEV_Q5_0 ? 22 : 24;
+  const uint8_t *b = p + (i / 32) * block_bytes;
+  int j = (int)(i % 32);
+  int quants = dtype == QIAO_DEV_Q4_1 ? 4 : dtype == QIAO_DEV_Q5_0 ? 6 : 8;
+  int q = j < 16 ? b[quants + j] & 15 : b[quants + j - 16] >> 4;
+  if (dtype != QIAO_DEV_Q4_1) q += 16 * ((b[quants - 4 + j / 8] >> (j % 8)) & 1);
+  double d = f16_value(u16_at(b));
+  if (dtype == QIAO_DEV_Q5_0) return d * (q - 16);
+  return d * q + f16_value(u16_at(b + 2));
+}
+
 double qiao__cf_ref_element(const void *data, qiao_dev_dtype dtype, uint64_t i) {
   const uint8_t *p = data;
   switch (dtype) {
@@ -57,6 +125,14 @@ double qiao__cf_ref_element(const void *data, qiao_dev_dtype dtype, uint64_t i) 
     memcpy(&v, p + 4 * i, 4);
     return v;
   }
+  case QIAO_DEV_Q4_K:
+  case QIAO_DEV_Q5_K:
+  case QIAO_DEV_Q6_K:
+  case QIAO_DEV_Q2_K:
+  case QIAO_DEV_Q3_K: return ref_k_element(p, dtype, i);
+  case QIAO_DEV_Q4_1:
+  case QIAO_DEV_Q5_0:
+  case QIAO_DEV_Q5_1: return ref_32_element(p, dtype, i);
   default: return NAN;
   }
 }
@@ -290,10 +366,14 @@ static void moe_gate(ref *r) {
       total += p[e] = exp(in(r, logits, QIAO_DEV_F32, t * a->n_experts + e) - max);
       taken[e] = false;
     }
-    for (uint64_t i = 0; i < a->k; i++) { /* the largest p left, the smaller index on ties */
-      uint64_t best = a->n_experts;
+    /* ranked by logit (§11.3: not by p, whose binary32 rounding can tie
+     * different logits), the smaller index on ties */
+    for (uint64_t i = 0; i < a->k; i++) {
+      uint64_t best = a->n_experts, row = t * a->n_experts;
       for (uint64_t e = 0; e < a->n_experts; e++)
-        if (!taken[e] && (best == a->n_experts || p[e] > p[best])) best = e;
+        if (!taken[e] && (best == a->n_experts || in(r, logits, QIAO_DEV_F32, row + e) >
+                                                      in(r, logits, QIAO_DEV_F32, row + best)))
+          best = e;
       taken[best] = true;
       picked[i] = best;
       chosen += p[best] / total;

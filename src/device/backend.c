@@ -345,8 +345,8 @@ qiao_status *qiao_backend_load(const char *name_or_path, qiao_backend **out_back
   if (status == NULL) {
     qiao_dev_backend_options options = {sizeof(options), QIAO_DEVICE_ABI_MAJOR,
                                         QIAO_DEVICE_ABI_MINOR};
-    status =
-        qiao_backend_status(backend, backend->api.backend_open(&options, &backend->handle), "open");
+    status = qiao_backend_status(backend, backend->api.backend_open(&options, &backend->handle),
+                                 "backend_open");
   }
   if (status != NULL) {
     qiao_backend_unload(backend);
@@ -388,12 +388,20 @@ qiao_status *qiao_backend_status(const qiao_backend *backend, qiao_dev_error *er
                      : code == QIAO_DEV_INVALID_ARGUMENT ? QIAO_INVALID_ARGUMENT
                                                          : QIAO_DEVICE;
   if (message == NULL || message[0] == '\0') message = "(no message)";
-  /* Backend messages name their function ("device_open: ..."): say it once. */
-  size_t what_len = strlen(what);
-  bool named = strncmp(message, what, what_len) == 0 && message[what_len] == ':';
-  qiao_status *status =
-      named ? qiao__error(mapped, "backend %s: %s", qiao_backend_name(backend), message)
-            : qiao__error(mapped, "backend %s: %s: %s", qiao_backend_name(backend), what, message);
+  /* Say each name once. Plugins may start their messages with their own
+   * name ("opencl: matmul: ..."), which the prefix below already says; and
+   * they name their function ("matmul: x: ..."), which `what` names too,
+   * maybe with more words ("matmul attn_output"). */
+  const char *name = qiao_backend_name(backend);
+  size_t name_len = strlen(name);
+  if (strncmp(message, name, name_len) == 0 && strncmp(message + name_len, ": ", 2) == 0 &&
+      message[name_len + 2] != '\0')
+    message += name_len + 2;
+  size_t fn_len = strcspn(what, " :");
+  if (fn_len > 0 && strncmp(message, what, fn_len) == 0 &&
+      strncmp(message + fn_len, ": ", 2) == 0 && message[fn_len + 2] != '\0')
+    message += fn_len + 2;
+  qiao_status *status = qiao__error(mapped, "backend %s: %s: %s", name, what, message);
   if (api->error_destroy) api->error_destroy(error);
   return status;
 }
@@ -423,7 +431,26 @@ const char *qiao_dev_op_name(qiao_dev_op op) {
 }
 
 const char *qiao_dev_dtype_name(qiao_dev_dtype dtype) {
-  static const char *const names[QIAO_DEV_DTYPE_COUNT] = {"f32",  "f16",  "bf16",
-                                                          "q8_0", "q4_0", "i32"};
+  static const char *const names[QIAO_DEV_DTYPE_COUNT] = {"f32",  "f16",  "bf16", "q8_0", "q4_0",
+                                                          "i32",  "q4_k", "q5_k", "q6_k", "q2_k",
+                                                          "q3_k", "q4_1", "q5_0", "q5_1"};
   return (unsigned)dtype < QIAO_DEV_DTYPE_COUNT ? names[dtype] : "unknown-dtype";
+}
+
+uint32_t qiao_dev_dtype_abi_minor(qiao_dev_dtype dtype) {
+  return (unsigned)dtype <= QIAO_DEV_I32 ? 0 : 3;
+}
+
+qiao_status *qiao_backend_op_supported(const qiao_backend *backend, qiao_dev_device *device,
+                                       qiao_dev_op op, qiao_dev_dtype dtype, bool *out_supported) {
+  if ((unsigned)dtype >= QIAO_DEV_DTYPE_COUNT ||
+      backend->api.abi_minor < qiao_dev_dtype_abi_minor(dtype)) {
+    *out_supported = false;
+    return NULL;
+  }
+  uint32_t supported = 0;
+  QIAO__TRY(qiao_backend_status(backend, backend->api.op_supported(device, op, dtype, &supported),
+                                "op_supported"));
+  *out_supported = supported != 0;
+  return NULL;
 }

@@ -11,7 +11,43 @@
  *                budget, but a row alone no longer equals that row in a batch
  *   q8_round     matmul with Q8 activations (ABI 1.2) rounds every activation
  *                up, as a quantizer that truncates x / d + 1/2 would
- * Anything else (or unset) breaks nothing. The wrappers use only the ABI. */
+ *   moe_tie      moe_gate ranks experts by binary32 p instead of by logit, so
+ *                logits that differ but round to the same p tie to the
+ *                smaller index
+ * and, for the ABI level (each breaks one rule of device-abi.md):
+ *   abi_major    backend_open ignores runtime_abi_major
+ *   small_options backend_open and device_open accept options structs
+ *                smaller than 1.0's 16 bytes
+ *   null_args    backend_open(NULL options) opens with defaults, and
+ *                buffer_create / queue_create accept a NULL out-parameter
+ *   bad_handle   handles it did not create are reported as INVALID_ARGUMENT
+ *                (error_code never says BAD_HANDLE)
+ *   wrap_write   buffer_wrap_host returns a writable copy: writes into a
+ *                wrapped buffer are accepted
+ *   block_size0  attention accepts block_size 0 (and does nothing)
+ *   argmax_cols0 argmax accepts cols 0 (and does nothing)
+ *   moe_k0       moe_gate accepts k 0 (and does nothing)
+ *   rope_style   rope reads an unknown style as normal
+ *   misaligned   add accepts misaligned F32 offsets and computes nothing
+ *   async_sticky queue_synchronize returns an asynchronous error again on the
+ *                next call instead of clearing it
+ *   zero_count   add with n = 0 writes 4 bytes into out
+ *   zero_k       matmul with k = 0 leaves out as it was (no bias, no zeros)
+ *   null_offset  an optional operand {NULL, nonzero offset} is read as absent
+ *   dtype_code   an unknown weight dtype value is INVALID_ARGUMENT, not
+ *                UNSUPPORTED
+ *   check_order  matmul checks byte-size overflow before the capability
+ *   kv_clamp     kv_write clamps out-of-range slots to slot 0, writing where
+ *                a cache of 0 slots has no bytes
+ *   foreign_device upload writes into a buffer of another device
+ *   zero_transfer 0-byte transfers succeed without any check (a NULL
+ *                buffer, an offset beyond the end)
+ *   props_overwrite device_get_properties writes the whole struct whatever
+ *                the caller's struct_size
+ * Anything else (or unset) breaks nothing. The wrappers use only the ABI,
+ * but for errors (made by the CPU backend's own constructor) and
+ * foreign_device (which writes through the CPU backend's buffer struct, as a
+ * backend without the check would). */
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,6 +55,7 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "cpu_internal.h"
 #include "qiao/device.h"
 
 static qiao_dev_api table;
@@ -202,6 +239,253 @@ static qiao_dev_error *q8_round_matmul(qiao_dev_queue *q, const qiao_dev_matmul_
   return matmul_on_copy(q, a, true, a->n * a->k * 4, half_step_up);
 }
 
+/* ---- moe_tie: experts ranked by binary32 p, ties to the smaller index ---- */
+
+static qiao_dev_error *tie_by_p_moe_gate(qiao_dev_queue *q, const qiao_dev_moe_gate_args *a) {
+  qiao_dev_error *e = cpu->moe_gate(q, a); /* every check, and the result to replace */
+  if (e != NULL || a->n_tokens == 0) return e;
+  uint64_t ne = a->n_experts, k = a->k, n = a->n_tokens;
+  float *l = malloc(n * ne * 4), *p = malloc(ne * 4), *w = malloc(n * k * 4);
+  int32_t *ids = malloc(n * k * 4);
+  bool *taken = malloc(ne);
+  if (l && p && w && ids && taken) e = cpu->download(q, l, a->logits, n * ne * 4);
+  if (l && p && w && ids && taken && e == NULL) e = cpu->queue_synchronize(q);
+  for (uint64_t t = 0; e == NULL && l && p && w && ids && taken && t < n; t++) {
+    float max = l[t * ne], sum = 0, chosen = 0;
+    for (uint64_t i = 1; i < ne; i++)
+      max = l[t * ne + i] > max ? l[t * ne + i] : max;
+    for (uint64_t i = 0; i < ne; i++)
+      sum += p[i] = expf(l[t * ne + i] - max), taken[i] = false;
+    for (uint64_t j = 0; j < k; j++) {
+      uint64_t best = ne;
+      for (uint64_t i = 0; i < ne; i++)
+        if (!taken[i] && (best == ne || p[i] > p[best])) best = i;
+      taken[best] = true;
+      ids[t * k + j] = (int32_t)best;
+      chosen += w[t * k + j] = p[best] / sum;
+    }
+    for (uint64_t j = 0; a->normalize && j < k; j++)
+      w[t * k + j] /= chosen;
+  }
+  if (e == NULL && ids && w) e = cpu->upload(q, a->ids, ids, n * k * 4);
+  if (e == NULL && ids && w) e = cpu->upload(q, a->weights, w, n * k * 4);
+  if (e == NULL) e = cpu->queue_synchronize(q);
+  free(l);
+  free(p);
+  free(w);
+  free(ids);
+  free(taken);
+  return e;
+}
+
+/* ---- ABI-level breakages ------------------------------------------------- */
+
+static qiao_dev_error *ignoring_major_backend_open(const qiao_dev_backend_options *o,
+                                                   qiao_dev_backend **out) {
+  if (o == NULL) return cpu->backend_open(o, out);
+  qiao_dev_backend_options mine = *o;
+  mine.runtime_abi_major = QIAO_DEVICE_ABI_MAJOR;
+  return cpu->backend_open(&mine, out);
+}
+
+static const qiao_dev_backend_options defaults = {sizeof(qiao_dev_backend_options),
+                                                  QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};
+
+static qiao_dev_error *small_options_backend_open(const qiao_dev_backend_options *o,
+                                                  qiao_dev_backend **out) {
+  if (o != NULL && o->struct_size < sizeof(*o)) return cpu->backend_open(&defaults, out);
+  return cpu->backend_open(o, out);
+}
+
+static qiao_dev_error *small_options_device_open(qiao_dev_backend *b, uint32_t index,
+                                                 const qiao_dev_device_options *o,
+                                                 qiao_dev_device **out) {
+  if (o != NULL && o->struct_size < sizeof(*o)) o = NULL;
+  return remembering_device_open(b, index, o, out);
+}
+
+static qiao_dev_error *null_args_backend_open(const qiao_dev_backend_options *o,
+                                              qiao_dev_backend **out) {
+  return cpu->backend_open(o == NULL ? &defaults : o, out);
+}
+
+static qiao_dev_error *null_args_buffer_create(qiao_dev_device *d, uint64_t size,
+                                               qiao_dev_buffer **out) {
+  return out == NULL ? NULL : cpu->buffer_create(d, size, out);
+}
+
+static qiao_dev_error *null_args_queue_create(qiao_dev_device *d, qiao_dev_queue **out) {
+  return out == NULL ? NULL : cpu->queue_create(d, out);
+}
+
+static qiao_dev_code no_bad_handle_error_code(const qiao_dev_error *e) {
+  qiao_dev_code c = cpu->error_code(e);
+  return c == QIAO_DEV_BAD_HANDLE ? QIAO_DEV_INVALID_ARGUMENT : c;
+}
+
+static qiao_dev_error *writable_wrap(qiao_dev_device *d, const void *host, uint64_t size,
+                                     qiao_dev_buffer **out) {
+  if (host == NULL || out == NULL) return cpu->buffer_wrap_host(d, host, size, out);
+  qiao_dev_buffer *b = NULL;
+  qiao_dev_queue *q = NULL;
+  qiao_dev_error *e = cpu->buffer_create(d, size, &b);
+  if (e == NULL) e = cpu->queue_create(d, &q);
+  if (e == NULL) e = cpu->upload(q, (qiao_dev_ref){b, 0}, host, size);
+  if (e == NULL) e = cpu->queue_synchronize(q);
+  cpu->queue_destroy(q);
+  if (e != NULL) {
+    cpu->buffer_destroy(b);
+    return e;
+  }
+  *out = b;
+  return NULL;
+}
+
+static qiao_dev_error *lax_attention(qiao_dev_queue *q, const qiao_dev_attention_args *a) {
+  if (a != NULL && a->struct_size >= sizeof(*a) && a->block_size == 0) return NULL;
+  return cpu->attention(q, a);
+}
+
+static qiao_dev_error *lax_argmax(qiao_dev_queue *q, const qiao_dev_argmax_args *a) {
+  if (a != NULL && a->struct_size >= sizeof(*a) && a->cols == 0) return NULL;
+  return cpu->argmax(q, a);
+}
+
+static qiao_dev_error *lax_moe_gate(qiao_dev_queue *q, const qiao_dev_moe_gate_args *a) {
+  if (a != NULL && a->struct_size >= sizeof(*a) && a->k == 0) return NULL;
+  return cpu->moe_gate(q, a);
+}
+
+static qiao_dev_error *lax_rope(qiao_dev_queue *q, const qiao_dev_rope_args *a) {
+  if (a == NULL || a->struct_size < sizeof(*a) || a->style == QIAO_DEV_ROPE_NORMAL ||
+      a->style == QIAO_DEV_ROPE_NEOX)
+    return cpu->rope(q, a);
+  qiao_dev_rope_args b = *a;
+  b.style = QIAO_DEV_ROPE_NORMAL;
+  return cpu->rope(q, &b);
+}
+
+static qiao_dev_error *lax_add(qiao_dev_queue *q, const qiao_dev_add_args *a) {
+  if (a != NULL && a->struct_size >= sizeof(*a) && a->n > 0 &&
+      (a->a.offset % 4 || a->b.offset % 4 || a->out.offset % 4))
+    return NULL;
+  return cpu->add(q, a);
+}
+
+static qiao_dev_error *zero_count_add(qiao_dev_queue *q, const qiao_dev_add_args *a) {
+  qiao_dev_error *e = cpu->add(q, a);
+  if (e == NULL && a->n == 0) {
+    const float junk = 42.0f;
+    e = cpu->upload(q, a->out, &junk, 4);
+  }
+  return e;
+}
+
+static qiao_dev_error *zero_k_matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
+  if (a != NULL && a->struct_size >= sizeof(*a) && a->k == 0) return NULL;
+  return cpu->matmul(q, a);
+}
+
+static qiao_dev_error *null_offset_matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
+  if (a == NULL || a->struct_size < sizeof(*a) || a->bias.buffer != NULL) return cpu->matmul(q, a);
+  qiao_dev_matmul_args b = *a;
+  b.bias.offset = 0;
+  return cpu->matmul(q, &b);
+}
+
+static qiao_dev_error *dtype_code_matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
+  if (q != NULL && a != NULL && a->struct_size >= sizeof(*a) &&
+      (unsigned)a->w_dtype >= QIAO_DEV_DTYPE_COUNT)
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "matmul: w_dtype %u is not a dtype",
+                           (unsigned)a->w_dtype);
+  return cpu->matmul(q, a);
+}
+
+static qiao_dev_error *overflow_first_matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
+  uint64_t bytes;
+  if (q != NULL && a != NULL && a->struct_size >= sizeof(*a) &&
+      (__builtin_mul_overflow(a->n, a->k, &bytes) || __builtin_mul_overflow(bytes, 4, &bytes)))
+    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "matmul: x overflows");
+  return cpu->matmul(q, a);
+}
+
+/* async_sticky: the error is returned by this synchronize and the next. */
+static bool sticky;
+
+static qiao_dev_error *sticky_synchronize(qiao_dev_queue *q) {
+  qiao_dev_error *e = cpu->queue_synchronize(q);
+  if (e != NULL) {
+    sticky = true;
+  } else if (sticky) {
+    sticky = false;
+    e = qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "an asynchronous error, again");
+  }
+  return e;
+}
+
+/* kv_clamp: each out-of-range slot written to slot 0 (then the real op,
+ * which reports it). */
+static qiao_dev_error *clamping_kv_write(qiao_dev_queue *q, const qiao_dev_kv_write_args *a) {
+  if (a == NULL || a->struct_size < sizeof(*a) || a->n_tokens == 0 || a->kv_dim == 0 ||
+      a->cache_dtype != QIAO_DEV_F32 || a->k_cache.buffer == NULL)
+    return cpu->kv_write(q, a);
+  int32_t *slots = malloc(a->n_tokens * 4);
+  float *row = malloc(a->kv_dim * 4);
+  qiao_dev_error *e = slots && row ? cpu->download(q, slots, a->slots, a->n_tokens * 4) : NULL;
+  if (e == NULL && slots && row) e = cpu->queue_synchronize(q);
+  for (uint64_t t = 0; e == NULL && slots && row && t < a->n_tokens; t++)
+    if (slots[t] < 0 || (uint64_t)slots[t] >= a->n_slots) {
+      qiao_dev_ref src = a->k;
+      src.offset += t * a->kv_dim * 4;
+      e = cpu->download(q, row, src, a->kv_dim * 4);
+      if (e == NULL) e = cpu->queue_synchronize(q);
+      if (e == NULL) e = cpu->upload(q, a->k_cache, row, a->kv_dim * 4);
+    }
+  free(slots);
+  free(row);
+  if (e != NULL) return e;
+  return cpu->kv_write(q, a);
+}
+
+/* foreign_device: a buffer of another device is written like one of ours. */
+static qiao_dev_error *any_device_upload(qiao_dev_queue *q, qiao_dev_ref dst, const void *src,
+                                         uint64_t size) {
+  if (q != NULL && q->magic == QIAO__CPU_MAGIC_QUEUE && dst.buffer != NULL &&
+      dst.buffer->magic == QIAO__CPU_MAGIC_BUFFER && dst.buffer->device != q->device && src &&
+      dst.offset <= dst.buffer->size && size <= dst.buffer->size - dst.offset) {
+    memcpy(dst.buffer->data + dst.offset, src, size);
+    return NULL;
+  }
+  return cpu->upload(q, dst, src, size);
+}
+
+/* zero_transfer: size 0 returns before any check. */
+static qiao_dev_error *unchecked_zero_upload(qiao_dev_queue *q, qiao_dev_ref dst, const void *src,
+                                             uint64_t size) {
+  return size == 0 ? NULL : cpu->upload(q, dst, src, size);
+}
+static qiao_dev_error *unchecked_zero_download(qiao_dev_queue *q, void *dst, qiao_dev_ref src,
+                                               uint64_t size) {
+  return size == 0 ? NULL : cpu->download(q, dst, src, size);
+}
+static qiao_dev_error *unchecked_zero_copy(qiao_dev_queue *q, qiao_dev_ref dst, qiao_dev_ref src,
+                                           uint64_t size) {
+  return size == 0 ? NULL : cpu->copy(q, dst, src, size);
+}
+
+/* props_overwrite: the whole struct, whatever the caller's struct_size. */
+static qiao_dev_error *overwriting_properties(qiao_dev_backend *b, uint32_t index,
+                                              qiao_dev_properties *p) {
+  if (p == NULL || p->struct_size < sizeof(size_t)) return cpu->device_get_properties(b, index, p);
+  qiao_dev_properties full = {.struct_size = sizeof(full)};
+  qiao_dev_error *e = cpu->device_get_properties(b, index, &full);
+  if (e == NULL) {
+    full.struct_size = p->struct_size;
+    memcpy(p, &full, sizeof(full));
+  }
+  return e;
+}
+
 __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(void) {
   if (cpu == NULL) {
     cpu = qiao_cpu_get_api();
@@ -216,6 +500,38 @@ __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(v
     if (strcmp(mode, "window") == 0) table.attention = broken_attention;
     if (strcmp(mode, "split_k") == 0) table.matmul = split_k_matmul;
     if (strcmp(mode, "q8_round") == 0) table.matmul = q8_round_matmul;
+    if (strcmp(mode, "moe_tie") == 0) table.moe_gate = tie_by_p_moe_gate;
+    if (strcmp(mode, "abi_major") == 0) table.backend_open = ignoring_major_backend_open;
+    if (strcmp(mode, "small_options") == 0) {
+      table.backend_open = small_options_backend_open;
+      table.device_open = small_options_device_open;
+    }
+    if (strcmp(mode, "null_args") == 0) {
+      table.backend_open = null_args_backend_open;
+      table.buffer_create = null_args_buffer_create;
+      table.queue_create = null_args_queue_create;
+    }
+    if (strcmp(mode, "bad_handle") == 0) table.error_code = no_bad_handle_error_code;
+    if (strcmp(mode, "wrap_write") == 0) table.buffer_wrap_host = writable_wrap;
+    if (strcmp(mode, "block_size0") == 0) table.attention = lax_attention;
+    if (strcmp(mode, "argmax_cols0") == 0) table.argmax = lax_argmax;
+    if (strcmp(mode, "moe_k0") == 0) table.moe_gate = lax_moe_gate;
+    if (strcmp(mode, "rope_style") == 0) table.rope = lax_rope;
+    if (strcmp(mode, "misaligned") == 0) table.add = lax_add;
+    if (strcmp(mode, "async_sticky") == 0) table.queue_synchronize = sticky_synchronize;
+    if (strcmp(mode, "zero_count") == 0) table.add = zero_count_add;
+    if (strcmp(mode, "zero_k") == 0) table.matmul = zero_k_matmul;
+    if (strcmp(mode, "null_offset") == 0) table.matmul = null_offset_matmul;
+    if (strcmp(mode, "dtype_code") == 0) table.matmul = dtype_code_matmul;
+    if (strcmp(mode, "check_order") == 0) table.matmul = overflow_first_matmul;
+    if (strcmp(mode, "kv_clamp") == 0) table.kv_write = clamping_kv_write;
+    if (strcmp(mode, "foreign_device") == 0) table.upload = any_device_upload;
+    if (strcmp(mode, "zero_transfer") == 0) {
+      table.upload = unchecked_zero_upload;
+      table.download = unchecked_zero_download;
+      table.copy = unchecked_zero_copy;
+    }
+    if (strcmp(mode, "props_overwrite") == 0) table.device_get_properties = overwriting_properties;
   }
   return &table;
 }

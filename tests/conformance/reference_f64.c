@@ -314,15 +314,17 @@ int main(void) {
   f16_converters();
   CHECK_OK(qiao__cf_device_open("cpu", 0, "reference", &dev));
   if (dev.api == NULL) TEST_END();
-  const qiao_dev_dtype weights[] = {QIAO_DEV_F32, QIAO_DEV_F16, QIAO_DEV_BF16, QIAO_DEV_Q8_0,
-                                    QIAO_DEV_Q4_0};
-  for (size_t i = 0; i < 5; i++) {
-    bool q = weights[i] == QIAO_DEV_Q8_0 || weights[i] == QIAO_DEV_Q4_0;
-    matmul(weights[i], 3, q ? 4128 : 4103, 37);
-    matmul(weights[i], 2, q ? 64 : 33, 5);
+  const qiao_dev_dtype weights[] = {QIAO_DEV_F32,  QIAO_DEV_F16,  QIAO_DEV_BF16, QIAO_DEV_Q8_0,
+                                    QIAO_DEV_Q4_0, QIAO_DEV_Q4_K, QIAO_DEV_Q5_K, QIAO_DEV_Q6_K,
+                                    QIAO_DEV_Q2_K, QIAO_DEV_Q3_K, /* 1.3 */
+                                    QIAO_DEV_Q4_1, QIAO_DEV_Q5_0, QIAO_DEV_Q5_1};
+  for (size_t i = 0; i < sizeof(weights) / sizeof(weights[0]); i++) {
+    /* k in whole blocks (4352 = 17 super-blocks of 256 for the k-quants) */
+    matmul(weights[i], 3, qiao__cf_row_len(weights[i], 4128, 4103), 37);
+    matmul(weights[i], 2, qiao__cf_row_len(weights[i], 64, 33), 5);
     /* a prefill: tiles of weight rows packed for the GEMM kernel, with a
      * partial tile (37 = 32 + 5) and a partial block of x rows (11 = 8 + 3) */
-    matmul(weights[i], 11, 4128, 37);
+    matmul(weights[i], 11, qiao__cf_row_len(weights[i], 4128, 4128), 37);
   }
   attention(QIAO_DEV_F32, 0);
   attention(QIAO_DEV_F16, 0);

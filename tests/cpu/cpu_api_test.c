@@ -104,7 +104,7 @@ static void test_backend_and_device(void) {
       EXPECT_OK(api->op_supported(d, (qiao_dev_op)op, (qiao_dev_dtype)dt, &s));
       uint32_t want;
       if (op == QIAO_DEV_OP_EMBED || op == QIAO_DEV_OP_MATMUL || op == QIAO_DEV_OP_MATMUL_EXPERTS)
-        want = dt <= QIAO_DEV_Q4_0;
+        want = dt <= QIAO_DEV_Q4_0 || (dt >= QIAO_DEV_Q4_K && dt <= QIAO_DEV_Q5_1); /* 1.3 */
       else if (op == QIAO_DEV_OP_KV_WRITE || op == QIAO_DEV_OP_ATTENTION)
         want = dt == QIAO_DEV_F32 || dt == QIAO_DEV_F16;
       else
@@ -201,12 +201,13 @@ static void test_buffers_and_movement(env *t) {
   EXPECT_OK(api->download(t->queue, back, (qiao_dev_ref){ob, 0}, sizeof(back)));
   EXPECT(back[7] == 16.0f);
 
-  /* A buffer of another device is a bad handle here. */
+  /* A buffer of another device is a valid handle misused: INVALID_ARGUMENT
+   * (device-abi.md §6). */
   env other;
   EXPECT(env_open(&other, "scalar", 1));
   qiao_dev_buffer *foreign = buf(&other, NULL, 64);
   EXPECT_ERR(api->copy(t->queue, (qiao_dev_ref){b, 0}, (qiao_dev_ref){foreign, 0}, 8),
-             QIAO_DEV_BAD_HANDLE, "another device");
+             QIAO_DEV_INVALID_ARGUMENT, "another device");
   api->buffer_destroy(foreign);
   env_close(&other);
 
@@ -238,8 +239,9 @@ static void test_op_errors(env *t) {
   qiao_dev_matmul_args e = m;
   e.struct_size = 8;
   EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_INVALID_ARGUMENT, "struct_size");
-  e = m, e.w_dtype = (qiao_dev_dtype)7;
-  EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_INVALID_ARGUMENT, "matmul: w_dtype 7 is not a dtype");
+  e = m, e.w_dtype = (qiao_dev_dtype)QIAO_DEV_DTYPE_COUNT; /* the first of a later version */
+  /* an unknown dtype value is an unclaimed pair (device-abi.md §6, §10.1) */
+  EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_UNSUPPORTED, "matmul: w_dtype 14 is not a dtype");
   e = m, e.w_dtype = QIAO_DEV_I32;
   EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_UNSUPPORTED, "w_dtype I32");
   e = m, e.w_dtype = QIAO_DEV_Q8_0, e.k = 48;
@@ -382,15 +384,23 @@ static void test_op_errors(env *t) {
   EXPECT_ERR(api->queue_synchronize(q), QIAO_DEV_INVALID_ARGUMENT, "ids[1] = 12");
   EXPECT_OK(api->queue_synchronize(q));
 
-  /* A dimension of 0 is no work; its zero-byte operands may be absent. */
-  qiao_dev_matmul_args none = {sizeof(none), 0,         64,        8, {NULL, 0}, QIAO_DEV_Q8_0,
-                               {big, 0},     {NULL, 0}, {NULL, 0}, 0, 0};
+  /* A dimension of 0 is no work, but every check still runs (device-abi.md
+   * §7, §11.3): a required operand names a buffer even when it has 0 bytes,
+   * and only the optional bias may be {NULL, 0}. */
+  qiao_dev_matmul_args none = {sizeof(none), 0,         64,       8, {big, 0}, QIAO_DEV_Q8_0,
+                               {big, 0},     {NULL, 0}, {big, 0}, 0, 0};
   EXPECT_OK(api->matmul(q, &none));
-  none.w_dtype = QIAO_DEV_F32, none.m = 0, none.w = (qiao_dev_ref){NULL, 0};
+  none.w_dtype = QIAO_DEV_F32, none.m = 0;
   EXPECT_OK(api->matmul(q, &none));
-  EXPECT_OK(api->upload(q, (qiao_dev_ref){NULL, 0}, NULL, 0));
-  qiao_dev_add_args add0 = {sizeof(add0), 0, {NULL, 0}, {NULL, 0}, {NULL, 0}};
+  none.x = (qiao_dev_ref){NULL, 0};
+  EXPECT_ERR(api->matmul(q, &none), QIAO_DEV_INVALID_ARGUMENT, "matmul: x buffer is NULL");
+  EXPECT_OK(api->upload(q, (qiao_dev_ref){big, 0}, NULL, 0));
+  EXPECT_ERR(api->upload(q, (qiao_dev_ref){NULL, 0}, NULL, 0), QIAO_DEV_INVALID_ARGUMENT,
+             "upload: dst buffer is NULL");
+  qiao_dev_add_args add0 = {sizeof(add0), 0, {big, 0}, {big, 0}, {big, 0}};
   EXPECT_OK(api->add(q, &add0));
+  add0.a = (qiao_dev_ref){NULL, 0};
+  EXPECT_ERR(api->add(q, &add0), QIAO_DEV_INVALID_ARGUMENT, "add: a buffer is NULL");
 
   qiao_dev_buffer *all[] = {big, small, other, tb, sb, pb};
   for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)

@@ -41,10 +41,10 @@ static void options_checks(void) {
   o.flags = 2u;
   EXPECT_ERR(api->device_open(b, 0, &o, &d), QIAO_DEV_UNSUPPORTED, "unknown flags");
   EXPECT(d == NULL);
-  /* The 1.0 fields only (struct_size 12: flags not covered): opens, no mode. */
+  /* Smaller than ABI 1.0's struct (16 bytes, spec section 3): refused. */
   o.struct_size = offsetof(qiao_dev_device_options, flags);
-  EXPECT_OK(api->device_open(b, 0, &o, &d));
-  api->device_close(d);
+  EXPECT_ERR(api->device_open(b, 0, &o, &d), QIAO_DEV_INVALID_ARGUMENT, "smaller than ABI 1.0");
+  EXPECT(d == NULL);
   api->backend_close(b);
 
   /* A 1.0 runtime: its struct_size is also 16, and the flags bytes are its

@@ -32,6 +32,14 @@ echo "$err" | grep -q "^error: conformance: backend .*libqiao-testnullfn.so: fun
   fail "conformance refusal message: $err"
 err=$("$QIAO_BIN" conformance --backend nosuchbackend 2>&1)
 echo "$err" | grep -q "libqiao-nosuchbackend.so not found" || fail "not-found message: $err"
+# every folder searched, the build tree's backends/NAME/ among them
+echo "$err" | grep -q "searched: .*/backends/nosuchbackend" || fail "backends/N not listed: $err"
+echo "$err" | grep -Eq "backend nosuchbackend: .*backend nosuchbackend:" && fail "doubled prefix: $err"
+# the same words for "not defined" in devices and conformance
+"$QIAO_BIN" devices --backend cpu | grep -q "\. not defined in this ABI version" ||
+  fail "devices: no '. not defined in this ABI version'"
+"$QIAO_BIN" conformance --backend cpu --level ops --op add 2>&1 |
+  grep -q "\. not defined in this ABI version" || fail "conformance: no '. not defined in this ABI version'"
 "$QIAO_BIN" conformance --level nonsense >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --level is a usage error"
 "$QIAO_BIN" conformance --op nonsense >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad --op is a usage error"
 echo "ok"

@@ -105,6 +105,17 @@ int main(int argc, char **argv) {
     bool invariant = true;
     CHECK_OK(qiao_backend_batch_invariant(backend, 0, &invariant));
     CHECK(!invariant);
+    /* (1.3) It is asked about the dtypes it knows (and claims them all), but
+     * never about those of 1.3: they are simply not supported. */
+    bool yes = false;
+    CHECK_OK(qiao_backend_op_supported(backend, NULL, QIAO_DEV_OP_MATMUL, QIAO_DEV_Q4_0, &yes));
+    CHECK(yes);
+    for (int dt = QIAO_DEV_Q4_K; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
+      yes = true;
+      CHECK_OK(
+          qiao_backend_op_supported(backend, NULL, QIAO_DEV_OP_MATMUL, (qiao_dev_dtype)dt, &yes));
+      CHECK(!yes);
+    }
   }
   qiao_backend_unload(backend);
   /* The CPU backend (1.1) claims the mode. */
@@ -114,6 +125,42 @@ int main(int argc, char **argv) {
     bool invariant = false;
     CHECK_OK(qiao_backend_batch_invariant(backend, 0, &invariant));
     CHECK(invariant);
+  }
+  qiao_backend_unload(backend);
+
+  /* Backend errors as statuses say each name once (issue 16): the plugin's
+   * own name at the start of its message and the function it names are not
+   * repeated after "backend NAME: WHAT: ". */
+  backend = NULL;
+  CHECK_OK(qiao_backend_load("cpu", &backend));
+  if (backend != NULL) {
+    const qiao_dev_api *api = qiao_backend_api(backend);
+    qiao_status *st = qiao_backend_status(backend, api->add(NULL, NULL), "add");
+    CHECK(strcmp(qiao_status_message(st), "backend cpu: add: queue is NULL") == 0);
+    fprintf(stderr, "message: %s\n", qiao_status_message(st));
+    qiao_status_free(st);
+    st = qiao_backend_status(backend, api->matmul(NULL, NULL), "matmul attn_output");
+    CHECK(strcmp(qiao_status_message(st), "backend cpu: matmul attn_output: queue is NULL") == 0);
+    fprintf(stderr, "message: %s\n", qiao_status_message(st));
+    qiao_status_free(st);
+    st = qiao_backend_status(backend, api->rope(NULL, NULL), "kv_write");
+    CHECK(strcmp(qiao_status_message(st), "backend cpu: kv_write: rope: queue is NULL") == 0);
+    qiao_status_free(st);
+  }
+  qiao_backend_unload(backend);
+  snprintf(path, sizeof(path), "%s/libqiao-testvalid.so", dir);
+  backend = NULL;
+  CHECK_OK(qiao_backend_load(path, &backend));
+  if (backend != NULL) {
+    const qiao_dev_api *api = qiao_backend_api(backend);
+    qiao_dev_properties p = {.struct_size = sizeof(p)};
+    qiao_status *st = qiao_backend_status(
+        backend, api->device_get_properties(qiao_backend_handle(backend), 0, &p),
+        "device_get_properties");
+    CHECK(strcmp(qiao_status_message(st),
+                 "backend test: device_get_properties: the test plugin does nothing") == 0);
+    fprintf(stderr, "message: %s\n", qiao_status_message(st));
+    qiao_status_free(st);
   }
   qiao_backend_unload(backend);
 

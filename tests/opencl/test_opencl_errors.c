@@ -51,7 +51,8 @@ static void test_capabilities(void) {
   for (int op = 0; op < QIAO_DEV_OP_COUNT + 2; op++)
     for (int t = 0; t < QIAO_DEV_DTYPE_COUNT + 1; t++) {
       uint32_t got = 7, want = 0;
-      int weights = t <= QIAO_DEV_Q4_0, cache = t == QIAO_DEV_F32 || t == QIAO_DEV_F16;
+      int weights = t <= QIAO_DEV_Q4_0 || (t >= QIAO_DEV_Q4_K && t <= QIAO_DEV_Q5_1); /* 1.3 */
+      int cache = t == QIAO_DEV_F32 || t == QIAO_DEV_F16;
       switch (op) {
       case QIAO_DEV_OP_EMBED:
       case QIAO_DEV_OP_MATMUL:

@@ -45,7 +45,8 @@ static int show_backend(const char *what) {
   if (count == 0) printf("  no devices\n");
   for (uint32_t d = 0; d < count; d++) {
     qiao_dev_properties p = {.struct_size = sizeof(p)};
-    st = qiao_backend_status(backend, api->device_get_properties(handle, d, &p), "properties");
+    st = qiao_backend_status(backend, api->device_get_properties(handle, d, &p),
+                             "device_get_properties");
     if (st != NULL) {
       printf("  device %u: error: %s\n", d, qiao_status_message(st));
       qiao_status_free(st);
@@ -91,7 +92,10 @@ static int show_backend(const char *what) {
       printf("      %-14s", qiao_dev_op_name((qiao_dev_op)op));
       for (int t = 0; t < QIAO_DEV_DTYPE_COUNT; t++) {
         uint32_t s = 0;
-        qiao_dev_error *e = api->op_supported(device, (qiao_dev_op)op, (qiao_dev_dtype)t, &s);
+        /* a dtype of a later minor version than the plugin's: never asked (1.3) */
+        qiao_dev_error *e = api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)t)
+                                ? NULL
+                                : api->op_supported(device, (qiao_dev_op)op, (qiao_dev_dtype)t, &s);
         if (e != NULL) {
           api->error_destroy(e);
           printf(" %-5s", "err");

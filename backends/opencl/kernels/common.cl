@@ -28,14 +28,74 @@
 #define DT_BF16 2
 #define DT_Q8_0 3
 #define DT_Q4_0 4
+/* (ABI 1.3) GGUF's k-quant and older block types (format.md §4.1). */
+#define DT_Q4_K 6
+#define DT_Q5_K 7
+#define DT_Q6_K 8
+#define DT_Q2_K 9
+#define DT_Q3_K 10
+#define DT_Q4_1 11
+#define DT_Q5_0 12
+#define DT_Q5_1 13
 
 /* A little-endian IEEE half at p (2-byte aligned): vload_half is core
  * OpenCL and needs no cl_khr_fp16. */
 float half_at(__global const uchar *p) { return vload_half(0, (__global const half *)p); }
 
+/* Element j of a row of a 1.3 block type, computed in format.md §4.1's
+ * order (each product exact in f32, one rounding per step). */
+float load_weight_1_3(int dtype, __global const uchar *r, ulong j) {
+  if (dtype == DT_Q4_1 || dtype == DT_Q5_0 || dtype == DT_Q5_1) {
+    uint bytes = dtype == DT_Q4_1 ? 20 : dtype == DT_Q5_0 ? 22 : 24;
+    __global const uchar *blk = r + (j / 32) * bytes;
+    uint e = (uint)(j % 32), qoff = dtype == DT_Q4_1 ? 4 : dtype == DT_Q5_0 ? 6 : 8;
+    uint b = blk[qoff + (e & 15)];
+    int q = (int)(e < 16 ? (b & 15) : (b >> 4));
+    if (dtype != DT_Q4_1) q += 16 * (int)((blk[qoff - 4 + e / 8] >> (e % 8)) & 1);
+    float d = half_at(blk);
+    if (dtype == DT_Q5_0) return d * (float)(q - 16);
+    return d * (float)q + half_at(blk + 2);
+  }
+  uint bytes = dtype == DT_Q4_K ? 144 : dtype == DT_Q5_K ? 176 : dtype == DT_Q6_K ? 210
+             : dtype == DT_Q2_K ? 84 : 110;
+  __global const uchar *b = r + (j / 256) * bytes;
+  uint e = (uint)(j % 256), sub = e / 32, l = e % 32, h = e / 128, p = (e % 128) / 32;
+  uint s16 = 8 * h + 2 * p + l / 16;
+  if (dtype == DT_Q4_K || dtype == DT_Q5_K) {
+    __global const uchar *sc = b + 4;
+    int scale, mn;
+    if (sub < 4) {
+      scale = sc[sub] & 63;
+      mn = sc[sub + 4] & 63;
+    } else {
+      scale = (sc[sub + 4] & 15) | ((sc[sub - 4] >> 6) << 4);
+      mn = (sc[sub + 4] >> 4) | ((sc[sub] >> 6) << 4);
+    }
+    uint byte = b[(dtype == DT_Q5_K ? 48 : 16) + 32 * (sub / 2) + l];
+    int q = (int)((sub & 1) ? byte >> 4 : byte & 15);
+    if (dtype == DT_Q5_K) q += 16 * (int)((b[16 + l] >> sub) & 1);
+    return half_at(b) * (float)scale * (float)q - half_at(b + 2) * (float)mn;
+  }
+  if (dtype == DT_Q6_K) {
+    uint byte = b[64 * h + 32 * (p & 1) + l];
+    int q = (int)((p < 2 ? byte & 15 : byte >> 4) | (((b[128 + 32 * h + l] >> (2 * p)) & 3) << 4));
+    return half_at(b + 208) * (float)((__global const char *)b)[192 + s16] * (float)(q - 32);
+  }
+  if (dtype == DT_Q2_K) {
+    int q = (int)((b[16 + 32 * h + l] >> (2 * p)) & 3);
+    return half_at(b + 80) * (float)(b[s16] & 15) * (float)q - half_at(b + 82) * (float)(b[s16] >> 4);
+  }
+  /* DT_Q3_K */
+  int q = (int)((b[32 + 32 * h + l] >> (2 * p)) & 3) - (((b[l] >> sub) & 1) ? 0 : 4);
+  int lo = (int)(s16 < 8 ? b[96 + s16] & 15 : b[96 + s16 - 8] >> 4);
+  int scale = (lo | (int)(((b[104 + s16 % 4] >> (2 * (s16 / 4))) & 3) << 4)) - 32;
+  return half_at(b + 108) * (float)scale * (float)q;
+}
+
 /* Element j of a weight row that starts at byte `row` of w. */
 float load_weight(int dtype, __global const uchar *w, ulong row, ulong j) {
   __global const uchar *r = w + row;
+  if (dtype >= DT_Q4_K) return load_weight_1_3(dtype, r, j);
   if (dtype == DT_F32) return ((__global const float *)r)[j];
   if (dtype == DT_F16) return vload_half(j, (__global const half *)r);
   if (dtype == DT_BF16) return as_float((uint)((__global const ushort *)r)[j] << 16);
