@@ -33,7 +33,17 @@ typedef enum qiao_dtype {
   QIAO_DTYPE_Q8_0 = 3,
   QIAO_DTYPE_Q4_0 = 4,
   QIAO_DTYPE_I32 = 5,
-  QIAO_DTYPE_COUNT = 6,
+  /* Added in format 1.1: GGUF's k-quant and older block types (format.md
+   * §4.1 has their layouts and dequantization formulas). */
+  QIAO_DTYPE_Q4_K = 6,
+  QIAO_DTYPE_Q5_K = 7,
+  QIAO_DTYPE_Q6_K = 8,
+  QIAO_DTYPE_Q2_K = 9,
+  QIAO_DTYPE_Q3_K = 10,
+  QIAO_DTYPE_Q4_1 = 11,
+  QIAO_DTYPE_Q5_0 = 12,
+  QIAO_DTYPE_Q5_1 = 13,
+  QIAO_DTYPE_COUNT = 14,
   /* A tensor whose element type this version of the library does not know
    * (one a later 1.x minor version of the format adds): it is listed, its
    * number is in qiao_tensor.stored_dtype, and any use of it fails naming
@@ -44,11 +54,13 @@ typedef enum qiao_dtype {
 /* How a dtype is laid out: `block_elems` elements are stored in
  * `block_bytes` bytes (1 and sizeof(element) for plain types). */
 typedef struct qiao_dtype_info {
-  const char *name; /* "f32", "f16", "bf16", "q8_0", "q4_0", "i32" */
+  const char *name; /* "f32", "f16", "bf16", "q8_0", "q4_0", "i32", "q4_k", ... */
   uint32_t block_elems;
   uint32_t block_bytes;
   uint32_t bits;          /* bits per stored element value (8 for q8_0, 4 for q4_0) */
-  const char *scale_type; /* "f16" for q8_0/q4_0, "none" otherwise */
+  const char *scale_type; /* "f16" for q8_0/q4_0/q4_1/q5_0/q5_1, "f16+u6" for
+                           * q4_k/q5_k, "f16+i8" for q6_k, "f16+u4" for q2_k,
+                           * "f16+i6" for q3_k, "none" otherwise */
 } qiao_dtype_info;
 
 /* Layout of `dtype`, or NULL for a value outside the enum. */
@@ -230,6 +242,18 @@ qiao_status *qiao_model_check(const qiao_model *model);
 
 typedef enum qiao_file_format { QIAO_FILE_QIAO = 0, QIAO_FILE_GGUF = 1 } qiao_file_format;
 
+/* llama.cpp's named per-tensor mixes (docs/spec/format.md §4.2): the base
+ * type is qiao_convert_options.weight_dtype (q4_k for Q4_K_*, q5_k for
+ * Q5_K_*); output.weight (or tied embeddings), a share of attn_v and ffn_down
+ * and some others get a higher type. */
+typedef enum qiao_quant_mix {
+  QIAO_MIX_NONE = 0, /* every weight matrix weight_dtype */
+  QIAO_MIX_Q4_K_M = 1,
+  QIAO_MIX_Q4_K_S = 2,
+  QIAO_MIX_Q5_K_M = 3,
+  QIAO_MIX_Q5_K_S = 4,
+} qiao_quant_mix;
+
 typedef struct qiao_convert_options {
   size_t struct_size;
   qiao_file_format format;
@@ -239,11 +263,35 @@ typedef struct qiao_convert_options {
   bool progress; /* progress on stderr */
 } qiao_convert_options;
 
+/* What qiao_model_write_quantized adds to qiao_convert_options; set
+ * struct_size to sizeof(qiao_quantize_options). */
+typedef struct qiao_quantize_options {
+  size_t struct_size;
+  qiao_quant_mix mix; /* QIAO_MIX_Q4_K_* with weight_dtype q4_k, Q5_K_* with q5_k */
+  bool report_error;  /* each converted tensor's RMS reconstruction error on stderr */
+} qiao_quantize_options;
+
+/* The dtype qiao_model_write(_quantized) gives tensor `index` under
+ * `options` and `quant` (may be NULL) in *out_dtype, and the one asked for
+ * it in *out_wanted: they differ when the tensor's rows are not whole blocks
+ * of the wanted type and it falls back (docs/spec/format.md §4.2). Errors:
+ * QIAO_INVALID_ARGUMENT for an index out of range or a mix without its base
+ * type. Reads `model` only: safe to call from several threads. */
+qiao_status *qiao_convert_tensor_dtype(const qiao_model *model, const qiao_convert_options *options,
+                                       const qiao_quantize_options *quant, uint64_t index,
+                                       qiao_dtype *out_dtype, qiao_dtype *out_wanted);
+
 /* Writes `model` to `path`, streaming one tensor at a time (memory stays
  * bounded). Writes `path`.tmp-XXXX and renames it over `path` only on
  * success; on failure nothing is left behind. */
 qiao_status *qiao_model_write(const qiao_model *model, const char *path,
                               const qiao_convert_options *options);
+
+/* qiao_model_write with a per-tensor mix and error report (`quant` may be
+ * NULL: then it is qiao_model_write). Same ownership and errors. */
+qiao_status *qiao_model_write_quantized(const qiao_model *model, const char *path,
+                                        const qiao_convert_options *options,
+                                        const qiao_quantize_options *quant);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,23 @@ static const qiao_dtype_info dtype_infos[QIAO_DTYPE_COUNT] = {
      * hold elements 0..15, high nibbles 16..31) */
     [QIAO_DTYPE_Q4_0] = {"q4_0", 32, 18, 4, "f16"},
     [QIAO_DTYPE_I32] = {"i32", 1, 4, 32, "none"},
+    /* Format 1.1 (GGUF's layouts, format.md §4.1). 256 values: f16 d, f16
+     * dmin, 12 bytes of eight 6-bit scales and mins, 128 bytes of nibbles */
+    [QIAO_DTYPE_Q4_K] = {"q4_k", 256, 144, 4, "f16+u6"},
+    /* as q4_k plus 32 bytes holding the fifth bit of each value */
+    [QIAO_DTYPE_Q5_K] = {"q5_k", 256, 176, 5, "f16+u6"},
+    /* 128 bytes of low nibbles, 64 of high 2-bit pairs, sixteen i8 scales, f16 d */
+    [QIAO_DTYPE_Q6_K] = {"q6_k", 256, 210, 6, "f16+i8"},
+    /* sixteen bytes of 4-bit scale and min, 64 bytes of 2-bit values, f16 d, f16 dmin */
+    [QIAO_DTYPE_Q2_K] = {"q2_k", 256, 84, 2, "f16+u4"},
+    /* 32 bytes of high bits, 64 of 2-bit values, 12 of sixteen 6-bit scales, f16 d */
+    [QIAO_DTYPE_Q3_K] = {"q3_k", 256, 110, 3, "f16+i6"},
+    /* 32 values: f16 d, f16 m, 16 bytes of nibbles as q4_0 */
+    [QIAO_DTYPE_Q4_1] = {"q4_1", 32, 20, 4, "f16"},
+    /* 32 values: f16 d, 4 bytes of fifth bits, 16 bytes of nibbles */
+    [QIAO_DTYPE_Q5_0] = {"q5_0", 32, 22, 5, "f16"},
+    /* 32 values: f16 d, f16 m, 4 bytes of fifth bits, 16 bytes of nibbles */
+    [QIAO_DTYPE_Q5_1] = {"q5_1", 32, 24, 5, "f16"},
 };
 
 const qiao_dtype_info *qiao_dtype_get_info(qiao_dtype dtype) {
@@ -30,7 +47,8 @@ qiao_status *qiao_dtype_from_name(const char *name, qiao_dtype *out_dtype) {
     }
   }
   return qiao__error(QIAO_INVALID_ARGUMENT,
-                     "unknown dtype '%s' (expected f32, f16, bf16, q8_0, q4_0 or i32)",
+                     "unknown dtype '%s' (expected f32, f16, bf16, q8_0, q4_0, i32, q4_k, "
+                     "q5_k, q6_k, q2_k, q3_k, q4_1, q5_0 or q5_1)",
                      name ? name : "");
 }
 

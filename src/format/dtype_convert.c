@@ -1,8 +1,10 @@
 /* Element conversions between dtypes (see dtype_convert.h). The block
  * layouts match GGUF's so that files stay loadable by llama.cpp. */
 #include "format/dtype_convert.h"
+#include "format/quantize_k.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 static uint32_t float_bits(float x) {
@@ -71,6 +73,117 @@ static void store_u16(uint8_t *p, uint16_t v) {
   p[1] = (uint8_t)(v >> 8);
 }
 
+/* ---- Format 1.1 block types (GGUF's layouts, format.md §4.1) -------------
+ * Each function dequantizes one block to f32 in the spec's operation order
+ * (every product and difference rounded to f32, nothing fused), which is
+ * also the order of llama.cpp's dequantize_row_* functions. */
+
+/* The 6-bit scale and min of sub-block j (0..7) of a q4_k / q5_k block
+ * from its 12 packed bytes. */
+static void k_scale_min(const uint8_t *q, int j, int *sc, int *m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+/* q4_k: f16 d, f16 dmin, scales[12], qs[128]; sub-block j of 32 values
+ * reads byte 32 * (j / 2) + l, its low nibble for even j, high for odd. q5_k
+ * adds qh[32] before qs: bit j of qh[l] is the fifth bit of element l of
+ * sub-block j. */
+static void dequant_q4_k_q5_k(const uint8_t *b, float *y, bool five) {
+  float d = qiao__f16_to_f32(load_u16(b)), dmin = qiao__f16_to_f32(load_u16(b + 2));
+  const uint8_t *scales = b + 4, *qh = b + 16, *qs = five ? b + 48 : b + 16;
+  for (int j = 0; j < 8; j++) {
+    int sc, m;
+    k_scale_min(scales, j, &sc, &m);
+    float dl = d * (float)sc, ml = dmin * (float)m;
+    for (int l = 0; l < 32; l++) {
+      int q = (j & 1) ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 0x0f;
+      if (five && (qh[l] >> j) & 1) q += 16;
+      y[32 * j + l] = dl * (float)q - ml;
+    }
+  }
+}
+
+/* q6_k: ql[128], qh[64], scales[16] (i8), f16 d. Element i = 128 h + 32 r + l
+ * (h < 2, r < 4, l < 32): low nibble from ql[64 h + l + 32 (r & 1)] (low half
+ * for r < 2, high for r >= 2), top 2 bits from bits 2r..2r+1 of
+ * qh[32 h + l]; value = (d * scales[8 h + 2 r + l / 16]) * (q - 32). */
+static void dequant_q6_k(const uint8_t *b, float *y) {
+  const uint8_t *ql = b, *qh = b + 128;
+  const int8_t *scales = (const int8_t *)(b + 192);
+  float d = qiao__f16_to_f32(load_u16(b + 208));
+  for (int h = 0; h < 2; h++)
+    for (int r = 0; r < 4; r++)
+      for (int l = 0; l < 32; l++) {
+        int lo = ql[64 * h + l + 32 * (r & 1)];
+        lo = r < 2 ? lo & 0x0f : lo >> 4;
+        int hi = (qh[32 * h + l] >> (2 * r)) & 3;
+        y[128 * h + 32 * r + l] =
+            d * (float)scales[8 * h + 2 * r + l / 16] * (float)((lo | hi << 4) - 32);
+      }
+}
+
+/* q2_k: scales[16] (low nibble scale, high nibble min), qs[64], f16 d, f16
+ * dmin. Element i = 128 h + 32 r + l: 2 bits at 2r of qs[32 h + l]; its
+ * sub-block of 16 is s = 8 h + 2 r + l / 16. */
+static void dequant_q2_k(const uint8_t *b, float *y) {
+  const uint8_t *scales = b, *qs = b + 16;
+  float d = qiao__f16_to_f32(load_u16(b + 80)), dmin = qiao__f16_to_f32(load_u16(b + 82));
+  for (int h = 0; h < 2; h++)
+    for (int r = 0; r < 4; r++)
+      for (int l = 0; l < 32; l++) {
+        int s = 8 * h + 2 * r + l / 16;
+        float dl = d * (float)(scales[s] & 0x0f), ml = dmin * (float)(scales[s] >> 4);
+        int q = (qs[32 * h + l] >> (2 * r)) & 3;
+        y[128 * h + 32 * r + l] = dl * (float)q - ml;
+      }
+}
+
+/* q3_k: hmask[32], qs[64], scales[12], f16 d. Element i = 128 h + 32 r + l:
+ * 2 bits at 2r of qs[32 h + l], minus 4 unless bit 4h + r of hmask[l] is set;
+ * sub-block s = 8 h + 2 r + l / 16 has the 6-bit scale whose low 4 bits are
+ * the low (s < 8) or high (s >= 8) nibble of scales[s % 8] and whose top 2
+ * bits are bits 2 (s / 4)..+1 of scales[8 + s % 4]; the scale is that minus 32. */
+static void dequant_q3_k(const uint8_t *b, float *y) {
+  const uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
+  float d = qiao__f16_to_f32(load_u16(b + 108));
+  for (int h = 0; h < 2; h++)
+    for (int r = 0; r < 4; r++)
+      for (int l = 0; l < 32; l++) {
+        int s = 8 * h + 2 * r + l / 16;
+        int low = s < 8 ? sc[s] & 0x0f : sc[s - 8] >> 4;
+        int scale = (low | ((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4) - 32;
+        int q = ((qs[32 * h + l] >> (2 * r)) & 3) - ((hmask[l] >> (4 * h + r)) & 1 ? 0 : 4);
+        y[128 * h + 32 * r + l] = d * (float)scale * (float)q;
+      }
+}
+
+/* q4_1: f16 d, f16 m, qs[16] as q4_0; value = d * nibble + m. q5_0: f16 d,
+ * qh (u32), qs[16]; bit i of qh is the fifth bit of element i; value =
+ * d * (q - 16). q5_1: f16 d, f16 m, qh, qs; value = d * q + m. */
+static void dequant_q4_1_q5(const uint8_t *b, float *y, qiao_dtype dtype) {
+  float d = qiao__f16_to_f32(load_u16(b));
+  float m = dtype == QIAO_DTYPE_Q5_0 ? 0.0f : qiao__f16_to_f32(load_u16(b + 2));
+  const uint8_t *qs = b + (dtype == QIAO_DTYPE_Q4_1 ? 4 : dtype == QIAO_DTYPE_Q5_0 ? 6 : 8);
+  uint32_t qh = 0;
+  if (dtype != QIAO_DTYPE_Q4_1) {
+    const uint8_t *h = qs - 4;
+    qh = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+  }
+  for (int i = 0; i < 32; i++) {
+    int q = (i < 16 ? qs[i] & 0x0f : qs[i - 16] >> 4) | (int)((qh >> i) & 1) << 4;
+    if (dtype == QIAO_DTYPE_Q5_0)
+      y[i] = d * (float)(q - 16);
+    else
+      y[i] = d * (float)q + m;
+  }
+}
+
 void qiao__dtype_to_f32(qiao_dtype dtype, const void *src_v, float *dst, uint64_t n) {
   const uint8_t *src = src_v;
   switch (dtype) {
@@ -108,6 +221,33 @@ void qiao__dtype_to_f32(qiao_dtype dtype, const void *src_v, float *dst, uint64_
       }
     }
     break;
+  case QIAO_DTYPE_Q4_K:
+  case QIAO_DTYPE_Q5_K: {
+    uint32_t bytes = dtype == QIAO_DTYPE_Q4_K ? 144 : 176;
+    for (uint64_t b = 0; b < n / 256; b++)
+      dequant_q4_k_q5_k(src + bytes * b, dst + 256 * b, dtype == QIAO_DTYPE_Q5_K);
+    break;
+  }
+  case QIAO_DTYPE_Q6_K:
+    for (uint64_t b = 0; b < n / 256; b++)
+      dequant_q6_k(src + 210 * b, dst + 256 * b);
+    break;
+  case QIAO_DTYPE_Q2_K:
+    for (uint64_t b = 0; b < n / 256; b++)
+      dequant_q2_k(src + 84 * b, dst + 256 * b);
+    break;
+  case QIAO_DTYPE_Q3_K:
+    for (uint64_t b = 0; b < n / 256; b++)
+      dequant_q3_k(src + 110 * b, dst + 256 * b);
+    break;
+  case QIAO_DTYPE_Q4_1:
+  case QIAO_DTYPE_Q5_0:
+  case QIAO_DTYPE_Q5_1: {
+    uint32_t bytes = dtype == QIAO_DTYPE_Q4_1 ? 20 : dtype == QIAO_DTYPE_Q5_0 ? 22 : 24;
+    for (uint64_t b = 0; b < n / 32; b++)
+      dequant_q4_1_q5(src + bytes * b, dst + 32 * b, dtype);
+    break;
+  }
   default: break;
   }
 }
@@ -173,6 +313,8 @@ void qiao__dtype_from_f32(qiao_dtype dtype, const float *src, void *dst_v, uint6
     for (uint64_t b = 0; b < n / 32; b++)
       quantize_q4_0(src + 32 * b, dst + 18 * b);
     break;
-  default: break;
+  default: /* the k-quants and q4_1 / q5_0 / q5_1 (quantize_k.c) */
+    if (qiao__quantize_k_supports(dtype)) qiao__quantize_k(dtype, src, dst, n);
+    break;
   }
 }

@@ -17,7 +17,9 @@ uint16_t qiao__f32_to_bf16(float x);
 float qiao__bf16_to_f32(uint16_t h);
 
 /* `n` elements of `dtype` at `src` -> floats. `n` is a multiple of the block
- * size; I32 values are converted to float. */
+ * size; I32 values are converted to float. The block types of format 1.1
+ * (q4_k .. q5_1) dequantize by format.md §4.1's formulas, bit for bit as
+ * llama.cpp's dequantize_row_* (tests/peers/test_dequant_llamacpp.c). */
 void qiao__dtype_to_f32(qiao_dtype dtype, const void *src, float *dst, uint64_t n);
 
 /* `n` floats -> `dtype` at `dst` (n a multiple of the block size). q8_0:

@@ -43,7 +43,15 @@ const char *qiao__gguf_pre_from_canonical(const char *value, uint64_t len);
 #define QIAO__GGML_F32 0u
 #define QIAO__GGML_F16 1u
 #define QIAO__GGML_Q4_0 2u
+#define QIAO__GGML_Q4_1 3u
+#define QIAO__GGML_Q5_0 6u
+#define QIAO__GGML_Q5_1 7u
 #define QIAO__GGML_Q8_0 8u
+#define QIAO__GGML_Q2_K 10u
+#define QIAO__GGML_Q3_K 11u
+#define QIAO__GGML_Q4_K 12u
+#define QIAO__GGML_Q5_K 13u
+#define QIAO__GGML_Q6_K 14u
 #define QIAO__GGML_I32 26u
 #define QIAO__GGML_BF16 30u
 const char *qiao__ggml_type_name(uint32_t type); /* NULL when unknown */

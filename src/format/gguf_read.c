@@ -44,7 +44,8 @@ static qiao_status *convert_kv(qiao_model *m, const char *name, const char *arch
   case QIAO__CONV_U32:
   case QIAO__CONV_TOKEN_ID:
   case QIAO__CONV_EOS_ID: {
-    if (!qiao__kv_is_int(v->type)) return qiao__raw_wrong_type(name, kv, "an integer");
+    /* llama.cpp reads these as u32 and refuses any other type */
+    if (v->type != QIAO_VALUE_U32) return qiao__raw_wrong_type(name, kv, "a u32");
     int64_t x =
         qiao__kv_is_unsigned(v->type) ? (int64_t)(v->v.u > INT64_MAX ? INT64_MAX : v->v.u) : v->v.i;
     bool none = x == -1 || (v->type == QIAO_VALUE_U32 && x == 0xffffffff);
@@ -65,12 +66,9 @@ static qiao_status *convert_kv(qiao_model *m, const char *name, const char *arch
     }
     return qiao__model_set_u32(m, map->canonical, (uint32_t)x);
   }
-  case QIAO__CONV_F32:
-    if (v->type == QIAO_VALUE_F32 || v->type == QIAO_VALUE_F64)
-      return qiao__model_set_f32(m, map->canonical, (float)v->v.f);
-    if (qiao__kv_is_unsigned(v->type)) return qiao__model_set_f32(m, map->canonical, (float)v->v.u);
-    if (qiao__kv_is_signed(v->type)) return qiao__model_set_f32(m, map->canonical, (float)v->v.i);
-    return qiao__raw_wrong_type(name, kv, "a number");
+  case QIAO__CONV_F32: /* as llama.cpp: an f32 and nothing else */
+    if (v->type != QIAO_VALUE_F32) return qiao__raw_wrong_type(name, kv, "an f32");
+    return qiao__model_set_f32(m, map->canonical, (float)v->v.f);
   case QIAO__CONV_BOOL:
     if (v->type != QIAO_VALUE_BOOL) return qiao__raw_wrong_type(name, kv, "a bool");
     return qiao__model_set_bool(m, map->canonical, v->v.b);
@@ -103,8 +101,9 @@ static qiao_status *convert_kv(qiao_model *m, const char *name, const char *arch
     return qiao__model_set_string(m, map->canonical, v->v.str.data, v->v.str.len);
   }
   case QIAO__CONV_I32_ARRAY: {
-    if (v->type != QIAO_VALUE_ARRAY || !qiao__kv_is_int(v->elem_type))
-      return qiao__raw_wrong_type(name, kv, "an array of integers");
+    /* llama.cpp reads the elements as i32 whatever the stored type */
+    if (v->type != QIAO_VALUE_ARRAY || v->elem_type != QIAO_VALUE_I32)
+      return qiao__raw_wrong_type(name, kv, "an array of i32");
     int32_t *a = malloc(v->array_len ? (size_t)v->array_len * sizeof(int32_t) : 1);
     if (a == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
     for (uint64_t i = 0; i < v->array_len; i++) {
@@ -166,6 +165,14 @@ static qiao_status *map_type(const reader *r, const char *tensor, uint32_t type,
   case QIAO__GGML_Q8_0: *out = QIAO_DTYPE_Q8_0; return NULL;
   case QIAO__GGML_Q4_0: *out = QIAO_DTYPE_Q4_0; return NULL;
   case QIAO__GGML_I32: *out = QIAO_DTYPE_I32; return NULL;
+  case QIAO__GGML_Q4_K: *out = QIAO_DTYPE_Q4_K; return NULL;
+  case QIAO__GGML_Q5_K: *out = QIAO_DTYPE_Q5_K; return NULL;
+  case QIAO__GGML_Q6_K: *out = QIAO_DTYPE_Q6_K; return NULL;
+  case QIAO__GGML_Q2_K: *out = QIAO_DTYPE_Q2_K; return NULL;
+  case QIAO__GGML_Q3_K: *out = QIAO_DTYPE_Q3_K; return NULL;
+  case QIAO__GGML_Q4_1: *out = QIAO_DTYPE_Q4_1; return NULL;
+  case QIAO__GGML_Q5_0: *out = QIAO_DTYPE_Q5_0; return NULL;
+  case QIAO__GGML_Q5_1: *out = QIAO_DTYPE_Q5_1; return NULL;
   }
   const char *type_name = qiao__ggml_type_name(type);
   if (type_name)
@@ -254,8 +261,9 @@ static qiao_status *find_alignment(const reader *r, const qiao__raw_kv *kvs, uin
   for (uint64_t i = 0; i < n; i++) {
     if (strcmp(kvs[i].key, "general.alignment") != 0) continue;
     const qiao_kv *v = &kvs[i].v;
-    if (!qiao__kv_is_int(v->type)) return qiao__raw_wrong_type(r->name, &kvs[i], "an integer");
-    uint64_t a = qiao__kv_is_unsigned(v->type) ? v->v.u : (uint64_t)v->v.i;
+    /* ggml's GGUF reader accepts a u32 only */
+    if (v->type != QIAO_VALUE_U32) return qiao__raw_wrong_type(r->name, &kvs[i], "a u32");
+    uint64_t a = v->v.u;
     if (!qiao__is_pow2(a) || a < 8 || a > GGUF_MAX_ALIGNMENT)
       return qiao__error(QIAO_MALFORMED,
                          "%s: metadata key general.alignment: %llu is not a power of two in [8, "

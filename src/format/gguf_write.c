@@ -24,6 +24,14 @@ static uint32_t ggml_type(qiao_dtype dtype) {
   case QIAO_DTYPE_BF16: return QIAO__GGML_BF16;
   case QIAO_DTYPE_Q8_0: return QIAO__GGML_Q8_0;
   case QIAO_DTYPE_Q4_0: return QIAO__GGML_Q4_0;
+  case QIAO_DTYPE_Q4_K: return QIAO__GGML_Q4_K;
+  case QIAO_DTYPE_Q5_K: return QIAO__GGML_Q5_K;
+  case QIAO_DTYPE_Q6_K: return QIAO__GGML_Q6_K;
+  case QIAO_DTYPE_Q2_K: return QIAO__GGML_Q2_K;
+  case QIAO_DTYPE_Q3_K: return QIAO__GGML_Q3_K;
+  case QIAO_DTYPE_Q4_1: return QIAO__GGML_Q4_1;
+  case QIAO_DTYPE_Q5_0: return QIAO__GGML_Q5_0;
+  case QIAO_DTYPE_Q5_1: return QIAO__GGML_Q5_1;
   default: return QIAO__GGML_I32;
   }
 }

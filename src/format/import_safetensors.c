@@ -230,6 +230,15 @@ static qiao_status *parse_tensors(const char *file, json_object *root, const uin
         st = qiao__error(QIAO_MALFORMED, "%s: __metadata__: not an object", file);
         break;
       }
+      /* the safetensors library reads it as a map of strings to strings */
+      json_object_object_foreach(desc, mkey, mvalue) {
+        if (!json_object_is_type(mvalue, json_type_string)) {
+          st = qiao__error(QIAO_MALFORMED, "%s: __metadata__: '%s': the value is not a string",
+                           file, mkey);
+          break;
+        }
+      }
+      if (st != NULL) break;
       continue;
     }
     size_t key_len = strlen(key);

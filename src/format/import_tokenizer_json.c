@@ -34,6 +34,12 @@ static const char gpt2_regex[] =
 static const char llama3_regex[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
     "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/* DeepSeek-V3's three Split regexes, in order. */
+static const char *const deepseek_v3_regexes[] = {
+    "\\p{N}{1,3}", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+    "[!\"#$%&'()*+,\\-./"
+    ":;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
+    "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"};
 static const char qwen2_regex[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
     "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -350,6 +356,13 @@ static qiao_status *read_pre_tokenizer(ctx *c, const char **pre, const char **re
         *pre = "gpt2";
       else
         *pre = "regex", *regex = regexes[0];
+      return NULL;
+    }
+    if (ok && byte_level && n_regex == 3 && !digits &&
+        strcmp(regexes[0], deepseek_v3_regexes[0]) == 0 &&
+        strcmp(regexes[1], deepseek_v3_regexes[1]) == 0 &&
+        strcmp(regexes[2], deepseek_v3_regexes[2]) == 0) {
+      *pre = "deepseek-v3";
       return NULL;
     }
     if (ok && byte_level && n_regex >= 2 && strcmp(regexes[0], "[\r\n]") == 0) {

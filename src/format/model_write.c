@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,31 +27,31 @@ static uint64_t n_elements(const qiao_tensor *t) {
   return n;
 }
 
-/* Weight matrices (2-D) and expert stacks (3-D) take the requested dtype
- * when their rows fit its blocks (else f16); 1-D tensors (norms, biases)
- * become f32; integer tensors stay as they are. */
-static qiao_dtype plan_dtype(const qiao_tensor *t, qiao_dtype want, bool *fell_back) {
-  *fell_back = false;
-  if (want == QIAO_DTYPE_COUNT || t->dtype == QIAO_DTYPE_I32) return t->dtype;
-  if (t->n_dims == 1) return QIAO_DTYPE_F32;
-  if (t->shape[t->n_dims - 1] % qiao_dtype_get_info(want)->block_elems != 0) {
-    *fell_back = true;
-    return QIAO_DTYPE_F16;
-  }
-  return want;
-}
-
 static double seconds_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Squared reconstruction error and squared values of a converted tensor. */
+typedef struct {
+  double err, sum_sq;
+} error_sums;
+
+static void add_error(error_sums *e, const float *x, const float *y, uint64_t n) {
+  for (uint64_t i = 0; i < n; i++) {
+    double d = (double)y[i] - (double)x[i];
+    e->err += d * d;
+    e->sum_sq += (double)x[i] * (double)x[i];
+  }
+}
+
 /* Streams one tensor: a plain copy when the dtype is unchanged, otherwise
- * through f32 a chunk at a time. */
+ * through f32 a chunk at a time (`back`, when not NULL: the chunk read back,
+ * to add its error to `errors`). */
 static qiao_status *write_one(const qiao_model *model, qiao__writer *w, qiao__tensor_plan *p,
                               XXH3_state_t *hash, XXH3_state_t *src_hash, float *floats,
-                              uint8_t *out) {
+                              uint8_t *out, float *back, error_sums *errors) {
   const qiao_tensor *t = p->src;
   XXH3_64bits_reset(hash);
   /* A source that stores a hash of the tensor (.qiao) is checked as it is
@@ -81,6 +82,10 @@ static qiao_status *write_one(const qiao_model *model, qiao__writer *w, qiao__te
       qiao__dtype_to_f32(t->dtype, src, floats, k);
       qiao__model_release_pages(model, src, k / in->block_elems * in->block_bytes);
       qiao__dtype_from_f32(p->dtype, floats, out, k);
+      if (back != NULL) { /* --verbose: what a reader will see */
+        qiao__dtype_to_f32(p->dtype, out, back, k);
+        add_error(errors, floats, back, k);
+      }
       uint64_t out_bytes = k / to->block_elems * to->block_bytes;
       qiao__w_bytes(w, out, out_bytes);
       XXH3_64bits_update(hash, out, (size_t)out_bytes);
@@ -105,9 +110,11 @@ qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao_
                                  uint64_t n, uint64_t data_start, bool progress) {
   float *floats = malloc(CHUNK_ELEMS * sizeof(float));
   uint8_t *out = malloc(CHUNK_ELEMS * sizeof(float));
+  float *back = w->report_error ? malloc(CHUNK_ELEMS * sizeof(float)) : NULL;
   XXH3_state_t *hash = XXH3_createState(), *src_hash = XXH3_createState();
   qiao_status *st = NULL;
-  if (floats == NULL || out == NULL || hash == NULL || src_hash == NULL)
+  if (floats == NULL || out == NULL || hash == NULL || src_hash == NULL ||
+      (w->report_error && back == NULL))
     st = qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
   double start = seconds_now();
   uint64_t written = 0;
@@ -127,7 +134,16 @@ qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao_
       fprintf(stderr, "%s[%llu/%llu] %-40s %s -> %s%s", start_of_line, (unsigned long long)(i + 1),
               (unsigned long long)n, p->src->name, qiao_dtype_get_info(p->src->dtype)->name,
               qiao_dtype_get_info(p->dtype)->name, end_of_line);
-    st = write_one(model, w, p, hash, src_hash, floats, out);
+    error_sums errors = {0};
+    st = write_one(model, w, p, hash, src_hash, floats, out, back, &errors);
+    if (st == NULL && back != NULL && p->dtype != p->src->dtype) {
+      uint64_t elems = p->src->n_bytes / qiao_dtype_get_info(p->src->dtype)->block_bytes *
+                       qiao_dtype_get_info(p->src->dtype)->block_elems;
+      fprintf(stderr, "%s%s: %s -> %s: RMS error %.4g, relative %.4g\n", start_of_line,
+              p->src->name, qiao_dtype_get_info(p->src->dtype)->name,
+              qiao_dtype_get_info(p->dtype)->name, elems ? sqrt(errors.err / (double)elems) : 0.0,
+              errors.sum_sq > 0 ? sqrt(errors.err / errors.sum_sq) : 0.0);
+    }
     if (st == NULL && w->error != NULL) {
       st = w->error;
       w->error = NULL;
@@ -143,6 +159,7 @@ qiao_status *qiao__write_tensors(const qiao_model *model, qiao__writer *w, qiao_
   }
   free(floats);
   free(out);
+  free(back);
   XXH3_freeState(hash);
   XXH3_freeState(src_hash);
   return st;
@@ -197,6 +214,12 @@ static qiao_status *finish_temp(FILE *f, const char *tmp, const char *path) {
 
 qiao_status *qiao_model_write(const qiao_model *model, const char *path,
                               const qiao_convert_options *options) {
+  return qiao_model_write_quantized(model, path, options, NULL);
+}
+
+qiao_status *qiao_model_write_quantized(const qiao_model *model, const char *path,
+                                        const qiao_convert_options *options,
+                                        const qiao_quantize_options *quant) {
   if (model == NULL || path == NULL || options == NULL)
     return qiao__error(QIAO_INVALID_ARGUMENT,
                        "qiao_model_write: model, path and options are required");
@@ -205,30 +228,39 @@ qiao_status *qiao_model_write(const qiao_model *model, const char *path,
                        (int)options->format);
   qiao_dtype want = options->weight_dtype;
   if (want != QIAO_DTYPE_COUNT && (qiao_dtype_get_info(want) == NULL || want == QIAO_DTYPE_I32))
-    return qiao__error(
-        QIAO_INVALID_ARGUMENT,
-        "qiao_model_write: weights can be converted to f32, f16, bf16, q8_0 or q4_0");
+    return qiao__error(QIAO_INVALID_ARGUMENT,
+                       "qiao_model_write: weights can be converted to f32, f16, bf16, q8_0, "
+                       "q4_0, q4_k, q5_k, q6_k, q2_k, q3_k, q4_1, q5_0 or q5_1");
+  qiao_quant_mix mix = quant ? quant->mix : QIAO_MIX_NONE;
+  bool report_error = quant && quant->report_error;
 
   uint64_t n = qiao_model_tensor_count(model);
   qiao__tensor_plan *plans = calloc(n ? (size_t)n : 1, sizeof(*plans));
-  if (plans == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
+  qiao_dtype *dtypes = calloc(n ? (size_t)n * 2 : 1, sizeof(*dtypes));
+  if (plans == NULL || dtypes == NULL) {
+    free(plans);
+    free(dtypes);
+    return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
+  }
   qiao_status *st = NULL;
-  for (uint64_t i = 0; i < n && st == NULL; i++) {
-    const qiao_tensor *t = qiao_model_tensor_at(model, i);
+  for (uint64_t i = 0; i < n && st == NULL; i++)
     /* A type of a later minor version cannot be converted or copied into a
      * file that claims this version. */
-    st = qiao_model_tensor_check(model, t);
-    if (st) break;
-    bool fell_back; /* said on stderr by `qiao convert` */
+    st = qiao_model_tensor_check(model, qiao_model_tensor_at(model, i));
+  /* the fallbacks are said on stderr by `qiao convert` */
+  if (st == NULL) st = qiao__plan_dtypes(model, want, mix, dtypes, dtypes + n);
+  for (uint64_t i = 0; i < n && st == NULL; i++) {
+    const qiao_tensor *t = qiao_model_tensor_at(model, i);
     plans[i].src = t;
-    plans[i].dtype = plan_dtype(t, want, &fell_back);
+    plans[i].dtype = dtypes[i];
     st = qiao__tensor_bytes(plans[i].dtype, t->n_dims, t->shape, &plans[i].n_bytes);
   }
+  free(dtypes);
   char *tmp = NULL;
   FILE *f = NULL;
   if (st == NULL) st = open_temp(path, &tmp, &f);
   if (st == NULL) {
-    qiao__writer w = {.file = f, .path = tmp};
+    qiao__writer w = {.file = f, .path = tmp, .report_error = report_error};
     st = options->format == QIAO_FILE_QIAO
              ? qiao__write_qiao(model, plans, n, &w, options->progress)
              : qiao__write_gguf(model, plans, n, &w, options->progress);

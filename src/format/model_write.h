@@ -21,6 +21,7 @@ typedef struct qiao__writer {
   uint64_t cap;
   uint64_t pos;
   qiao_status *error;
+  bool report_error; /* qiao__write_tensors prints each converted tensor's error */
 } qiao__writer;
 
 void qiao__w_bytes(qiao__writer *w, const void *data, uint64_t n);
@@ -45,6 +46,13 @@ typedef struct qiao__tensor_plan {
   uint64_t offset;  /* from the start of the data section */
   uint64_t hash;    /* XXH3-64 of the output bytes, set by qiao__write_tensors */
 } qiao__tensor_plan;
+
+/* Each tensor's output dtype under `want` (QIAO_DTYPE_COUNT: keep) and
+ * `mix` (quant_recipe.c, format.md §4.2), and the dtype asked for it before
+ * the fallbacks for rows that are not whole blocks; arrays of the model's
+ * tensor count. */
+qiao_status *qiao__plan_dtypes(const qiao_model *model, qiao_dtype want, qiao_quant_mix mix,
+                               qiao_dtype *out_dtypes, qiao_dtype *out_wanted);
 
 /* Writes each tensor (converted to its planned dtype) at data_start +
  * plan.offset, padding with zeros between them, and fills in plan.hash.

@@ -86,7 +86,7 @@ grep -q "tensor blk.0.attn_q.weight: element type 200 (layout 'q3_future') is no
 "$QIAO_BIN" convert "$spec/tiny-llama.qiao" "$dir/tiny.gguf" --quiet; check "convert tiny-llama" 0 $?
 "$QIAO_BIN" validate "$dir/tiny.gguf" > /dev/null; check "validate converted tiny-llama" 0 $?
 "$QIAO_BIN" convert "$gguf" "$dir/x.bin" > /dev/null 2>&1; check "convert to unknown extension" 2 $?
-"$QIAO_BIN" convert "$gguf" "$dir/x.qiao" --type q5_k > /dev/null 2>&1; check "convert bad --type" 2 $?
+"$QIAO_BIN" convert "$gguf" "$dir/x.qiao" --type q9_k > /dev/null 2>&1; check "convert bad --type" 2 $?
 "$QIAO_BIN" convert "$gguf" > /dev/null 2>&1; check "convert without OUT" 2 $?
 "$QIAO_BIN" convert "$gguf" "$dir/no/such/dir/x.qiao" --quiet 2> "$dir/err.txt"; check "convert into a missing folder" 1 $?
 # A write that fails after its temporary file was written in full (the

@@ -145,9 +145,9 @@ int main(void) {
 
   /* unsupported tensor types name the type and the tensor */
   header(&b, 3, 1, 0);
-  info(&b, "blk.0.w", 1, d64, 12, 0);
+  info(&b, "blk.0.w", 1, d64, 20, 0);
   pad_data(&b, 256);
-  expect(&b, QIAO_UNSUPPORTED, "unsupported tensor type Q4_K (blk.0.w)");
+  expect(&b, QIAO_UNSUPPORTED, "unsupported tensor type IQ4_NL (blk.0.w)");
   header(&b, 3, 1, 0);
   info(&b, "w", 1, d64, 99, 0);
   pad_data(&b, 256);

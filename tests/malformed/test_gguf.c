@@ -229,6 +229,54 @@ static void test_counts_and_lengths(void) {
   patch64("tensor name length huge", name0->start, 1ull << 62, QIAO_LIMIT);
 }
 
+/* A canonical key stored with another type than llama.cpp reads it as (it
+ * refuses them: "key ... has wrong type"): refused, naming the key. The key
+ * is replaced by a value of `type` with `n` bytes of `value`. */
+static void wrong_type_case(const char *key, uint32_t type, const void *value, size_t n) {
+  extra e = no_extra();
+  const record *r = kv_named(key);
+  e.skip_kv = (int)(r - kvs);
+  kv_header(&e, key, type);
+  st_buf_put(&e.kv, value, n);
+  char what[128];
+  snprintf(what, sizeof(what), "%s of type %u", key, type);
+  expect_field = key;
+  build_case(what, &e, QIAO_MALFORMED);
+}
+
+static void test_canonical_key_types(void) {
+  uint64_t u64 = 5;
+  int32_t i32 = 5;
+  uint16_t u16 = 5;
+  double f64 = 1e-5;
+  float f32 = 64.0f;
+  uint8_t yes = 1;
+  wrong_type_case("llama.block_count", 10, &u64, 8);                      /* u64 */
+  wrong_type_case("llama.context_length", 5, &i32, 4);                    /* i32 */
+  wrong_type_case("llama.embedding_length", 6, &f32, 4);                  /* f32 */
+  wrong_type_case("llama.attention.head_count", 2, &u16, 2);              /* u16 */
+  wrong_type_case("llama.attention.layer_norm_rms_epsilon", 12, &f64, 8); /* f64 */
+  wrong_type_case("tokenizer.ggml.bos_token_id", 5, &i32, 4);             /* i32 */
+  wrong_type_case("tokenizer.ggml.eos_token_id", 7, &yes, 1);             /* bool */
+  wrong_type_case("tokenizer.ggml.model", 4, &i32, 4);                    /* u32, not a string */
+  /* token types as u8: llama.cpp reads the array as i32 whatever it holds */
+  const record *types = kv_named("tokenizer.ggml.token_type");
+  if (types != NULL) {
+    extra e = no_extra();
+    e.skip_kv = (int)(types - kvs);
+    kv_header(&e, "tokenizer.ggml.token_type", 9);
+    uint32_t elem = 0; /* u8 */
+    uint64_t n = 512;
+    st_buf_put(&e.kv, &elem, 4);
+    st_buf_put(&e.kv, &n, 8);
+    uint8_t ones[512];
+    memset(ones, 1, sizeof(ones));
+    st_buf_put(&e.kv, ones, sizeof(ones));
+    expect_field = "tokenizer.ggml.token_type";
+    build_case("token types stored as u8", &e, QIAO_MALFORMED);
+  }
+}
+
 static void test_metadata_records(void) {
   extra e = no_extra();
   /* tokenizer.ggml.scores as int8 instead of f32. */
@@ -273,6 +321,13 @@ static void test_metadata_records(void) {
   kv_header(&e, "general.alignment", 8);
   put_str(&e.kv, "32", 2);
   build_case("alignment of the wrong type", &e, QIAO_MALFORMED);
+  e = no_extra();
+  kv_header(&e, "general.alignment", 10); /* u64: ggml's reader takes a u32 only */
+  uint64_t align64 = 32;
+  st_buf_put(&e.kv, &align64, 8);
+  expect_field = "general.alignment";
+  build_case("alignment stored as u64", &e, QIAO_MALFORMED);
+  test_canonical_key_types();
 }
 
 static void test_tensor_infos(void) {
@@ -333,7 +388,11 @@ static void test_tensor_infos(void) {
   patch64("dim 0", tis[0].dims_at, 0, QIAO_MALFORMED);
   patch32("n_dims huge", tis[0].dims_at - 4, 1u << 30, QIAO_MALFORMED);
   patch32("dtype unknown", tis[0].type_at, 99, QIAO_UNSUPPORTED);
-  patch32("dtype q4_K (not supported)", tis[0].type_at, 12, QIAO_UNSUPPORTED);
+  patch32("dtype iq2_xxs (not supported)", tis[0].type_at, 16, QIAO_UNSUPPORTED);
+  /* q4_K is read (format 1.1), but token_embd's rows of 64 are not whole
+   * super-blocks of 256 */
+  expect_field = "not a multiple of the q4_k block";
+  patch32("row not a multiple of the k-quant block", tis[0].type_at, 12, QIAO_MALFORMED);
   /* blk.0.ffn_down rows are 172 wide: not a multiple of the 32 of q8_0. */
   const record *down = tensor_named("blk.0.ffn_down.weight");
   patch32("row not a multiple of the quant block", down->type_at, 8, QIAO_MALFORMED);

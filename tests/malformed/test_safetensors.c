@@ -97,6 +97,9 @@ static void test_json(void) {
   raw_header_case("deeply nested JSON", deep, QIAO_MALFORMED);
   header_case("__metadata__ not an object", "\"__metadata__\":{\"format\":\"pt\",",
               "\"__metadata__\":7,\"x\":{\"format\":\"pt\",", QIAO_MALFORMED);
+  /* the safetensors library reads __metadata__ as strings to strings */
+  header_case("__metadata__ value not a string", "{\"format\":\"pt\"", "{\"format\":7",
+              QIAO_MALFORMED);
   header_case("invalid UTF-8 in a name", "model.embed_tokens.weight", "model.embed\xff\xfe.weight",
               QIAO_MALFORMED);
 }
