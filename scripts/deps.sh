@@ -8,6 +8,9 @@ packages=(build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
           ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd
           python3 python3-numpy  # the Python bindings' tests (tests/python)
           dpkg-dev file          # cpack -G DEB: dpkg-shlibdeps (tests/install/deb.sh)
+          nginx-light haproxy    # the balancers of examples/scale-out (tests/scaleout)
+          openmpi-bin libopenmpi-dev  # qiao --mpi: pipeline stages over MPI (tests/mpi)
+          curl                   # shell tests of qiao serve (tests/mpi, tests/engine)
           )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,10 +1,13 @@
 /* qiao/engine.h: running a decoder model on a device backend.
  *
- * An engine binds one open qiao_model to one device of one backend: at
- * creation it loads the backend (qiao_backend_load), opens device 0, checks
- * that the device implements every op x dtype the model needs, and puts the
- * weights on the device once (zero copy over the mapped file when the device
- * memory is host memory). It owns a paged KV cache shared by all sequences.
+ * An engine binds one open qiao_model to one device of one backend (or, with
+ * options.split, to several devices that each hold a range of layers): at
+ * creation it computes what each device must hold and refuses a placement
+ * that does not fit, loads the backend (qiao_backend_load), opens the
+ * device, checks that it implements every op x dtype the model needs, and
+ * puts the weights on the device once (zero copy over the mapped file when
+ * the device memory is host memory). It owns a paged KV cache shared by all
+ * sequences.
  *
  * A sequence is a KV cache history: create one, feed it tokens with
  * qiao_engine_forward (any number of sequences in one call), free it. Its
@@ -29,6 +32,32 @@ extern "C" {
 #endif
 
 typedef struct qiao_engine qiao_engine;
+
+/* One pass as an external stage sees it (see qiao_engine_options.external):
+ * the batch's metadata, identical on every stage because one engine
+ * allocates the KV cache blocks for all of them. Arrays are valid for the
+ * call only. */
+typedef struct qiao_engine_pass {
+  size_t struct_size;
+  uint32_t stage;                   /* the stage of the split */
+  uint32_t first_layer, last_layer; /* its layers, inclusive */
+  uint32_t n_tokens, n_seqs, max_blocks_per_seq;
+  const int32_t *positions;   /* (n_tokens) */
+  const int32_t *slots;       /* (n_tokens) KV cache slot of each token */
+  const int32_t *token_seq;   /* (n_tokens) row of block_table of each token */
+  const int32_t *block_table; /* (n_seqs, max_blocks_per_seq) block ids */
+} qiao_engine_pass;
+
+/* Runs the layers of an external stage on x (n_tokens, dim) F32, in place:
+ * typically by handing x and the pass to an engine elsewhere that holds
+ * those layers (qiao_engine_forward_hidden). */
+typedef qiao_status *(*qiao_engine_external_fn)(void *user, const qiao_engine_pass *pass, float *x);
+
+/* How a split that names devices without layer ranges places the layers. */
+typedef enum qiao_engine_split_by {
+  QIAO_ENGINE_SPLIT_BY_LAYERS = 0, /* the same number of layers on each (the first get one more) */
+  QIAO_ENGINE_SPLIT_BY_MEMORY = 1, /* layers in proportion to each device's memory */
+} qiao_engine_split_by;
 
 typedef struct qiao_engine_options {
   size_t struct_size;
@@ -64,6 +93,26 @@ typedef struct qiao_engine_options {
    * with AVX512-VNNI or AVX-VNNI, several times faster than F32; float weights are
    * always multiplied exactly. */
   bool exact_matmul;
+  /* Appended in 0.2 (read only within struct_size): */
+  /* Place consecutive layers on several devices, one "stage" each:
+   * "cpu:0-11,opencl:12-23" (BACKEND[:DEVICE]:FIRST-LAST, inclusive layer
+   * ranges that cover every layer in order), or devices without ranges
+   * ("cpu,opencl:1") whose layers split_by decides. Each stage holds its
+   * layers and their KV cache; the embedding is on the first stage, the
+   * output norm and matmul on the last; the activations (T, dim) F32 cross
+   * each boundary once per pass. NULL or "" = one device (backend and
+   * device_index). A split of several stages refuses allow_fallback. */
+  const char *split;
+  qiao_engine_split_by split_by;
+  /* Stages named "external" in the split (e.g. "cpu:0-11,external:12-23")
+   * hold nothing here: their layers run through this callback, given x and
+   * the pass. The engine that holds layer 0 has the embedding and the output
+   * (on its last stage of its own); an engine whose first stage is external
+   * holds neither and runs only qiao_engine_forward_hidden. Needed when the
+   * split has an external stage and the engine holds layer 0; refuses
+   * prefix_cache (a copy on write would have to reach every stage). */
+  qiao_engine_external_fn external;
+  void *external_user;
 } qiao_engine_options;
 
 /* All defaults (struct_size set, everything else 0 / NULL). */
@@ -88,6 +137,53 @@ const char *qiao_engine_device_name(const qiao_engine *engine);
 /* Bytes of weights one decoded token reads (every matmul weight once; for
  * MoE layers only the experts used; the one embedding row). */
 uint64_t qiao_engine_weight_bytes_per_token(const qiao_engine *engine);
+
+/* ---- Placement ----------------------------------------------------------- */
+
+/* One stage of the placement: a device and the layers it runs. Before
+ * allocating anything the engine computes these bytes for every stage and
+ * refuses (QIAO_LIMIT) a placement where the stages on one device need more
+ * than its memory_bytes, or one buffer more than its max_buffer_bytes,
+ * naming the device, the layers and the shortfall. */
+typedef struct qiao_engine_stage_info {
+  size_t struct_size;
+  char backend[64];                 /* the backend's name ("cpu") */
+  uint32_t device_index;            /* the device of the backend */
+  char device[128];                 /* the device's name */
+  uint32_t first_layer, last_layer; /* inclusive */
+  bool embedding, output;           /* holds the token embedding / the output norm and matmul */
+  uint64_t weight_bytes;            /* its layers' weights (+ embedding, output) */
+  uint64_t kv_cache_bytes;          /* K and V of its layers for every block */
+  uint64_t scratch_bytes;           /* activations for max_batch_tokens */
+  uint64_t memory_bytes;            /* the device's memory as it reports it; 0 = not said */
+  /* Activations this stage sends per token: to the next stage, or from a
+   * last external stage back to this engine's output; 0 for the last. */
+  uint64_t boundary_bytes_per_token;
+} qiao_engine_stage_info;
+
+/* Stages of the engine (1 without a split). */
+uint32_t qiao_engine_stage_count(const qiao_engine *engine);
+/* Fills *out for stage i < qiao_engine_stage_count (set out->struct_size
+ * first; fields beyond it are not written). */
+void qiao_engine_stage_info_get(const qiao_engine *engine, uint32_t i, qiao_engine_stage_info *out);
+
+/* The placement qiao_engine_create would make, and its memory check,
+ * without loading any weight or allocating device memory (backends are
+ * loaded to read their devices' properties). *out_stages is malloc'd (free()
+ * it), with *out_count entries, each with struct_size set. Fails as
+ * qiao_engine_create would for a bad split or a placement that does not
+ * fit. */
+qiao_status *qiao_engine_plan(const qiao_model *model, const qiao_engine_options *options,
+                              qiao_engine_stage_info **out_stages, uint32_t *out_count);
+
+/* Runs this engine's own layers (every stage not "external") on x
+ * (pass->n_tokens, dim) F32 in place, with the pass's positions, slots and
+ * block table as given (the sequences of this engine are not used): the
+ * other side of an external stage. Checks every index against the engine's
+ * limits (n_tokens <= max_batch_tokens, n_seqs <= max_seqs, slots and block
+ * ids within its KV cache), which must equal the calling engine's. */
+qiao_status *qiao_engine_forward_hidden(qiao_engine *engine, const qiao_engine_pass *pass,
+                                        float *x);
 
 /* ---- Sequences ----------------------------------------------------------- */
 

@@ -40,13 +40,22 @@ typedef struct qiao_pool_options {
   bool prefix_cache;    /* keep prompt prefixes in the KV cache for reuse */
   bool verbose;         /* loading progress and placement on stderr */
   bool exact_matmul;    /* F32 activations for quantized weights too (qiao/engine.h) */
+  /* Appended in 0.2: how a split spec without layer ranges places them. */
+  qiao_engine_split_by split_by;
+  /* Appended in 0.2: the runner of a split's "external" stages (see
+   * qiao_engine_options.external; e.g. pipeline stages in other processes).
+   * Such a replica refuses prefix_cache. */
+  qiao_engine_external_fn external;
+  void *external_user;
 } qiao_pool_options;
 
 qiao_pool_options qiao_pool_default_options(void);
 
 /* Opens a replica on each of the n device specs: "BACKEND" or
  * "BACKEND:INDEX" (BACKEND is a name such as cpu or opencl, or a plugin
- * path). Fails naming the spec when any replica cannot be opened. */
+ * path), or a split of one replica's layers across devices (a list with a
+ * ',', see qiao_engine_options.split). Fails naming the spec when any
+ * replica cannot be opened. */
 qiao_status *qiao_pool_create(const qiao_model *model, const char *const *specs, size_t n,
                               const qiao_pool_options *options, qiao_pool **out_pool);
 void qiao_pool_destroy(qiao_pool *pool); /* accepts NULL */

@@ -1,5 +1,6 @@
-/* The engine: a model's weights on one device, a paged KV cache, sequences,
- * and batching of forward calls (the pass itself is in forward.c). */
+/* The engine: a model's weights on one device (or split by layers across
+ * several, placement.c), a paged KV cache, sequences, and batching of
+ * forward calls (the pass itself is in forward.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,19 +13,19 @@
 
 /* ---- Ownership lists ------------------------------------------------------ */
 
-static qiao_status *track_buffer(qiao_engine *e, qiao_dev_buffer *buffer, const void *host,
+static qiao_status *track_buffer(qiao__stage *g, qiao_dev_buffer *buffer, const void *host,
                                  uint64_t size) {
-  if (e->n_buffers == e->cap_buffers) {
-    size_t cap = e->cap_buffers ? e->cap_buffers * 2 : 64;
-    qiao__buffer_rec *grown = realloc(e->buffers, cap * sizeof(*grown));
+  if (g->n_buffers == g->cap_buffers) {
+    size_t cap = g->cap_buffers ? g->cap_buffers * 2 : 64;
+    qiao__buffer_rec *grown = realloc(g->buffers, cap * sizeof(*grown));
     if (grown == NULL) {
-      e->api->buffer_destroy(buffer);
+      g->api->buffer_destroy(buffer);
       return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
     }
-    e->buffers = grown;
-    e->cap_buffers = cap;
+    g->buffers = grown;
+    g->cap_buffers = cap;
   }
-  e->buffers[e->n_buffers++] = (qiao__buffer_rec){buffer, host, size, NULL, NULL};
+  g->buffers[g->n_buffers++] = (qiao__buffer_rec){buffer, host, size, NULL, NULL};
   return NULL;
 }
 
@@ -48,39 +49,39 @@ static qiao_status *host_alloc(qiao_engine *e, uint64_t size, void **out) {
   return NULL;
 }
 
-/* A new zeroed device buffer of `size` bytes. */
-static qiao_status *device_alloc(qiao_engine *e, uint64_t size, const char *what,
+/* A new zeroed buffer of `size` bytes on the stage's device. */
+static qiao_status *device_alloc(qiao__stage *g, uint64_t size, const char *what,
                                  qiao_dev_ref *out) {
   if (size == 0) size = 4;
   qiao_dev_buffer *buffer = NULL;
-  qiao_status *st = QIAO__DEV(e, e->api->buffer_create(e->device, size, &buffer), what);
+  qiao_status *st = QIAO__DEV(g, g->api->buffer_create(g->device, size, &buffer), what);
   if (st != NULL) return qiao__annotate(st, "allocating %llu bytes", (unsigned long long)size);
-  QIAO__TRY(track_buffer(e, buffer, NULL, size));
+  QIAO__TRY(track_buffer(g, buffer, NULL, size));
   *out = (qiao_dev_ref){buffer, 0};
   return NULL;
 }
 
 /* Puts `size` bytes of host memory that outlive the engine on the device:
  * wrapped in place on host-memory devices, uploaded otherwise. */
-static qiao_status *device_put(qiao_engine *e, const void *data, uint64_t size, const char *what,
+static qiao_status *device_put(qiao__stage *g, const void *data, uint64_t size, const char *what,
                                qiao_dev_ref *out) {
-  if (e->host_memory) {
+  if (g->host_memory) {
     if (((uintptr_t)data % 32) != 0) { /* keep kernels on aligned rows: copy */
       void *copy = NULL;
-      QIAO__TRY(host_alloc(e, size, &copy));
+      QIAO__TRY(host_alloc(g->engine, size, &copy));
       memcpy(copy, data, size);
       data = copy;
-      e->weight_bytes_copied += size;
+      g->weight_bytes_copied += size;
     }
     qiao_dev_buffer *buffer = NULL;
-    QIAO__DEV_TRY(e, e->api->buffer_wrap_host(e->device, data, size, &buffer), what);
-    QIAO__TRY(track_buffer(e, buffer, data, size));
+    QIAO__DEV_TRY(g, g->api->buffer_wrap_host(g->device, data, size, &buffer), what);
+    QIAO__TRY(track_buffer(g, buffer, data, size));
     *out = (qiao_dev_ref){buffer, 0};
     return NULL;
   }
-  QIAO__TRY(device_alloc(e, size, what, out));
-  e->buffers[e->n_buffers - 1].host = data; /* the model's bytes outlive the engine */
-  return QIAO__DEV(e, e->api->upload(e->queue, *out, data, size), what);
+  QIAO__TRY(device_alloc(g, size, what, out));
+  g->buffers[g->n_buffers - 1].host = data; /* the model's bytes outlive the engine */
+  return QIAO__DEV(g, g->api->upload(g->queue, *out, data, size), what);
 }
 
 /* ---- Weights -------------------------------------------------------------- */
@@ -110,10 +111,11 @@ static const char *shape_text(const qiao_tensor *t, char *buf, size_t size) {
 }
 
 /* Finds tensor `name` with the given shape (n_dims values) and puts it on
- * the device. `vector` tensors (norms, biases) are converted to F32. When
- * `required` is false and the tensor is absent, leaves *out zeroed. */
-static qiao_status *load_weight(qiao_engine *e, const char *name, bool required, bool vector,
+ * the stage's device. `vector` tensors (norms, biases) are converted to F32.
+ * When `required` is false and the tensor is absent, leaves *out zeroed. */
+static qiao_status *load_weight(qiao__stage *g, const char *name, bool required, bool vector,
                                 uint32_t n_dims, const uint64_t *shape, qiao__weight *out) {
+  qiao_engine *e = g->engine;
   memset(out, 0, sizeof(*out));
   const qiao_tensor *t = qiao_model_tensor_find(e->model, name);
   if (t == NULL) {
@@ -159,13 +161,14 @@ static qiao_status *load_weight(qiao_engine *e, const char *name, bool required,
     n_bytes = n * 4;
     dtype = QIAO_DEV_F32;
   }
-  QIAO__TRY(device_put(e, data, n_bytes, name, &out->ref));
+  QIAO__TRY(device_put(g, data, n_bytes, name, &out->ref));
   out->dtype = dtype;
   out->n_bytes = n_bytes;
   return NULL;
 }
 
-static qiao_status *load_layer(qiao_engine *e, uint32_t l, qiao__layer *L) {
+static qiao_status *load_layer(qiao__stage *g, uint32_t l, qiao__layer *L) {
+  qiao_engine *e = g->engine;
   const qiao_hparams *hp = &e->hp;
   const uint64_t D = hp->dim, qd = (uint64_t)hp->n_heads * hp->head_dim, kvd = e->kv_dim;
   char name[128];
@@ -173,7 +176,7 @@ static qiao_status *load_layer(qiao_engine *e, uint32_t l, qiao__layer *L) {
   do {                                                                                             \
     snprintf(name, sizeof(name), "blk.%u.%s", l, suffix);                                          \
     const uint64_t shape_[] = {__VA_ARGS__};                                                       \
-    QIAO__TRY(load_weight(e, name, req, vec, nd, shape_, &L->field));                              \
+    QIAO__TRY(load_weight(g, name, req, vec, nd, shape_, &L->field));                              \
   } while (0)
   W(attn_norm, "attn_norm.weight", true, true, 1, D);
   W(q, "attn_q.weight", true, false, 2, qd, D);
@@ -208,7 +211,8 @@ static qiao_status *load_layer(qiao_engine *e, uint32_t l, qiao__layer *L) {
 
 /* RoPE frequencies, computed once: theta^(-2i/rope_dim), then the model's
  * scaling (or the rope_freqs.weight divisors of GGUF LLaMA 3 files). */
-static qiao_status *load_rope_freqs(qiao_engine *e) {
+static qiao_status *load_rope_freqs(qiao__stage *g) {
+  qiao_engine *e = g->engine;
   const qiao_hparams *hp = &e->hp;
   uint32_t half = hp->rope_dim / 2;
   float *freqs = NULL;
@@ -242,36 +246,44 @@ static qiao_status *load_rope_freqs(qiao_engine *e) {
     }
     freqs[i] = (float)freq;
   }
-  return device_put(e, freqs, (uint64_t)half * 4, "rope freqs", &e->rope_freqs);
+  return device_put(g, freqs, (uint64_t)half * 4, "rope freqs", &g->rope_freqs);
 }
 
 /* ---- Capabilities --------------------------------------------------------- */
 
-static qiao_status *require_op(qiao_engine *e, qiao_dev_op op, qiao_dev_dtype dtype,
+static qiao_status *require_op(qiao__stage *g, qiao_dev_op op, qiao_dev_dtype dtype,
                                const char *needed_by) {
-  uint32_t supported = 0;
-  QIAO__DEV_TRY(e, e->api->op_supported(e->device, op, dtype, &supported), "op_supported");
+  qiao_engine *e = g->engine;
+  bool supported = false; /* never asks a plugin about a dtype of a later minor version */
+  QIAO__TRY(qiao_backend_op_supported(g->backend, g->device, op, dtype, &supported));
   if (!supported && e->allow_fallback) return qiao__fallback_add(e, op, dtype, needed_by);
   if (!supported)
     return qiao__error(QIAO_UNSUPPORTED, "backend %s does not support %s for %s (needed by %s)",
-                       qiao_backend_name(e->backend), qiao_dev_op_name(op),
+                       qiao_backend_name(g->backend), qiao_dev_op_name(op),
                        qiao_dev_dtype_name(dtype), needed_by);
   return NULL;
 }
 
-static qiao_status *check_capabilities(qiao_engine *e) {
+/* The ops stage g runs: the embedding on the first stage, its layers', the
+ * output and argmax on the last. */
+static qiao_status *check_capabilities(qiao__stage *g) {
+  qiao_engine *e = g->engine;
   const qiao_hparams *hp = &e->hp;
-  QIAO__TRY(require_op(e, QIAO_DEV_OP_EMBED, e->token_embd.dtype, "token_embd.weight"));
-  QIAO__TRY(require_op(e, QIAO_DEV_OP_RMSNORM, QIAO_DEV_F32, "blk.0.attn_norm.weight"));
-  QIAO__TRY(require_op(e, QIAO_DEV_OP_ROPE, QIAO_DEV_F32, "rope"));
-  QIAO__TRY(require_op(e, QIAO_DEV_OP_KV_WRITE, e->cache_dtype, "the KV cache"));
-  QIAO__TRY(require_op(e, QIAO_DEV_OP_ATTENTION, e->cache_dtype, "the KV cache"));
-  QIAO__TRY(require_op(e, QIAO_DEV_OP_SWIGLU, QIAO_DEV_F32, "the FFN"));
-  QIAO__TRY(require_op(e, QIAO_DEV_OP_ARGMAX, QIAO_DEV_F32, "greedy sampling"));
-  QIAO__TRY(require_op(e, QIAO_DEV_OP_MATMUL, e->output.dtype,
-                       hp->tied_embeddings ? "token_embd.weight" : "output.weight"));
+  const bool first = e->embed_stage >= 0 && g == &e->stages[e->embed_stage];
+  const bool last = e->output_stage >= 0 && g == &e->stages[e->output_stage];
+  if (first) QIAO__TRY(require_op(g, QIAO_DEV_OP_EMBED, e->token_embd.dtype, "token_embd.weight"));
+  QIAO__TRY(require_op(g, QIAO_DEV_OP_RMSNORM, QIAO_DEV_F32, "blk.0.attn_norm.weight"));
+  QIAO__TRY(require_op(g, QIAO_DEV_OP_ROPE, QIAO_DEV_F32, "rope"));
+  QIAO__TRY(require_op(g, QIAO_DEV_OP_KV_WRITE, e->cache_dtype, "the KV cache"));
+  QIAO__TRY(require_op(g, QIAO_DEV_OP_ATTENTION, e->cache_dtype, "the KV cache"));
+  QIAO__TRY(require_op(g, QIAO_DEV_OP_SWIGLU, QIAO_DEV_F32, "the FFN"));
+  if (last) {
+    QIAO__TRY(require_op(g, QIAO_DEV_OP_ARGMAX, QIAO_DEV_F32, "greedy sampling"));
+    QIAO__TRY(require_op(g, QIAO_DEV_OP_MATMUL, e->output.dtype,
+                         hp->tied_embeddings ? "token_embd.weight" : "output.weight"));
+  }
   char name[128];
-  for (uint32_t l = 0; l < hp->n_layers; l++) {
+  for (uint32_t l = g->first_layer; l < g->end_layer; l++) {
     const qiao__layer *L = &e->layers[l];
     const struct {
       const qiao__weight *w;
@@ -291,12 +303,12 @@ static qiao_status *check_capabilities(qiao_engine *e) {
     for (size_t i = 0; i < sizeof(uses) / sizeof(uses[0]); i++) {
       if (uses[i].w->ref.buffer == NULL) continue;
       snprintf(name, sizeof(name), "blk.%u.%s", l, uses[i].suffix);
-      QIAO__TRY(require_op(e, uses[i].op, uses[i].w->dtype, name));
+      QIAO__TRY(require_op(g, uses[i].op, uses[i].w->dtype, name));
     }
     if (L->moe) {
       snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.weight", l);
-      QIAO__TRY(require_op(e, QIAO_DEV_OP_MOE_GATE, QIAO_DEV_F32, name));
-      QIAO__TRY(require_op(e, QIAO_DEV_OP_MOE_COMBINE, QIAO_DEV_F32, name));
+      QIAO__TRY(require_op(g, QIAO_DEV_OP_MOE_GATE, QIAO_DEV_F32, name));
+      QIAO__TRY(require_op(g, QIAO_DEV_OP_MOE_COMBINE, QIAO_DEV_F32, name));
     }
   }
   return NULL;
@@ -342,7 +354,8 @@ static qiao_status *create_block_state(qiao_engine *e, bool prefix_cache) {
   return NULL;
 }
 
-static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
+/* Hyperparameter checks and the limits of the options (no device touched). */
+static qiao_status *set_limits(qiao_engine *e, const qiao_engine_options *o) {
   qiao_hparams *hp = &e->hp;
   QIAO__TRY(qiao_model_get_hparams(e->model, hp));
   if (hp->rope_dim == 0 || hp->rope_dim % 2 != 0 || hp->rope_dim > hp->head_dim)
@@ -353,7 +366,6 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
     return qiao__error(QIAO_MALFORMED, "model %s: model.moe.n_experts_used %u not in [1, %u]",
                        qiao_model_path(e->model), hp->n_experts_used, hp->n_experts);
 
-  /* Options and limits. */
   e->verbose = o->verbose;
   e->block_size = o->block_size ? o->block_size : 16;
   e->max_context =
@@ -379,65 +391,92 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
       e->n_slots > INT32_MAX)
     return qiao__error(QIAO_LIMIT, "engine options: KV cache of %u blocks is too large",
                        e->n_blocks);
-
-  /* Backend, device, queue. */
+  /* R output rows at a time: logits of at most ~64 MiB per pass. */
+  uint64_t rows = hp->vocab_size ? (64ull << 20) / ((uint64_t)hp->vocab_size * 4) : 1;
+  e->out_rows = (uint32_t)(rows < 1 ? 1 : rows > e->max_batch ? e->max_batch : rows);
   e->allow_fallback = o->allow_fallback;
   e->batch_invariant = o->batch_invariant;
   e->exact_matmul = o->exact_matmul;
-  QIAO__TRY(qiao_backend_load(o->backend ? o->backend : "cpu", &e->backend));
-  e->api = qiao_backend_api(e->backend);
-  const char *backend_name = qiao_backend_name(e->backend);
-  const uint32_t index = o->device_index;
-  uint32_t n_devices = 0;
-  QIAO__DEV_TRY(e, e->api->device_count(qiao_backend_handle(e->backend), &n_devices),
-                "device_count");
-  if (n_devices == 0) return qiao__error(QIAO_NOT_FOUND, "backend %s: no devices", backend_name);
-  if (index >= n_devices)
-    return qiao__error(QIAO_NOT_FOUND, "backend %s has %u device(s); there is no device %u",
-                       backend_name, n_devices, index);
-  qiao_dev_properties props;
-  memset(&props, 0, sizeof(props));
-  props.struct_size = sizeof(props);
-  QIAO__DEV_TRY(e, e->api->device_get_properties(qiao_backend_handle(e->backend), index, &props),
-                "device_get_properties");
-  props.name[sizeof(props.name) - 1] = '\0';
-  snprintf(e->device_name, sizeof(e->device_name), "%s", props.name);
-  e->host_memory = (props.flags & QIAO_DEV_FLAG_HOST_MEMORY) && e->api->buffer_wrap_host != NULL;
+  return NULL;
+}
+
+/* Opens the stage's device and queue. */
+static qiao_status *open_stage(qiao__stage *g, const qiao_engine_options *o) {
+  const char *backend_name = qiao_backend_name(g->backend);
   qiao_dev_device_options dopt = {.struct_size = sizeof(dopt), .n_threads = o->n_threads};
   if (o->batch_invariant) {
     /* A 1.0 plugin would ignore the request: check the claim first. */
     bool supported = false;
-    QIAO__TRY(qiao_backend_batch_invariant(e->backend, index, &supported));
+    QIAO__TRY(qiao_backend_batch_invariant(g->backend, g->device_index, &supported));
     if (!supported)
       return qiao__error(QIAO_UNSUPPORTED,
                          "backend %s device %u is not batch-invariant "
                          "(QIAO_DEV_FLAG_BATCH_INVARIANT)",
-                         backend_name, index);
+                         backend_name, g->device_index);
     dopt.flags = QIAO_DEV_OPEN_BATCH_INVARIANT;
   }
-  QIAO__DEV_TRY(e, e->api->device_open(qiao_backend_handle(e->backend), index, &dopt, &e->device),
-                "device_open");
-  QIAO__DEV_TRY(e, e->api->queue_create(e->device, &e->queue), "queue_create");
+  QIAO__DEV_TRY(
+      g, g->api->device_open(qiao_backend_handle(g->backend), g->device_index, &dopt, &g->device),
+      "device_open");
+  QIAO__DEV_TRY(g, g->api->queue_create(g->device, &g->queue), "queue_create");
+  g->ops = g->api;
+  g->ops_queue = g->queue;
+  return NULL;
+}
 
-  /* Weights, uploaded once. */
+/* "cpu" and the device's name, or for a split "cpu+opencl" and the
+ * devices' names joined by " + ". */
+static void make_labels(qiao_engine *e) {
+  size_t nb = 0, nd = 0;
+  for (uint32_t i = 0; i < e->n_stages; i++) {
+    const qiao__stage *g = &e->stages[i];
+    const char *sep = i ? "+" : "";
+    if (nb < sizeof(e->backend_label))
+      nb += (size_t)snprintf(e->backend_label + nb, sizeof(e->backend_label) - nb, "%s%s", sep,
+                             g->external ? "external" : qiao_backend_name(g->backend));
+    if (nd < sizeof(e->device_label))
+      nd += (size_t)snprintf(e->device_label + nd, sizeof(e->device_label) - nd, "%s%s",
+                             i ? " + " : "", g->device_name);
+  }
+}
+
+static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
+  const qiao_hparams *hp = &e->hp;
+  QIAO__TRY(set_limits(e, o));
+  /* Where everything goes and whether it fits, before any allocation. */
+  QIAO__TRY(qiao__placement_make(e, o));
+  for (uint32_t i = 0; i < e->n_stages; i++)
+    if (!e->stages[i].external) QIAO__TRY(open_stage(&e->stages[i], o));
+  make_labels(e);
+
+  /* Weights, uploaded once: the embedding on the first stage, each layer on
+   * its stage, the output on the last (of this engine's own). */
   const uint64_t D = hp->dim, V = hp->vocab_size;
   const uint64_t embd_shape[] = {V, D};
-  QIAO__TRY(load_weight(e, "token_embd.weight", true, false, 2, embd_shape, &e->token_embd));
-  const uint64_t norm_shape[] = {D};
-  QIAO__TRY(load_weight(e, "output_norm.weight", true, true, 1, norm_shape, &e->output_norm));
-  if (hp->tied_embeddings) {
-    e->output = e->token_embd;
-  } else {
-    QIAO__TRY(load_weight(e, "output.weight", true, false, 2, embd_shape, &e->output));
+  if (e->embed_stage >= 0) {
+    qiao__stage *first = &e->stages[e->embed_stage], *last = &e->stages[e->output_stage];
+    QIAO__TRY(load_weight(first, "token_embd.weight", true, false, 2, embd_shape, &e->token_embd));
+    const uint64_t norm_shape[] = {D};
+    QIAO__TRY(load_weight(last, "output_norm.weight", true, true, 1, norm_shape, &e->output_norm));
+    if (hp->tied_embeddings && first == last) {
+      e->output = e->token_embd;
+    } else {
+      QIAO__TRY(load_weight(last, hp->tied_embeddings ? "token_embd.weight" : "output.weight", true,
+                            false, 2, embd_shape, &e->output));
+    }
   }
   e->layers = calloc(hp->n_layers, sizeof(*e->layers));
   if (e->layers == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
-  for (uint32_t l = 0; l < hp->n_layers; l++)
-    QIAO__TRY(load_layer(e, l, &e->layers[l]));
-  QIAO__TRY(load_rope_freqs(e));
-  QIAO__TRY(check_capabilities(e));
-  e->ops = e->api;
-  e->ops_queue = e->queue;
+  for (uint32_t i = 0; i < e->n_stages; i++) {
+    qiao__stage *g = &e->stages[i];
+    for (uint32_t l = g->first_layer; l < g->end_layer; l++)
+      e->layers[l].stage = i;
+    if (g->external) continue;
+    for (uint32_t l = g->first_layer; l < g->end_layer; l++)
+      QIAO__TRY(load_layer(g, l, &e->layers[l]));
+    QIAO__TRY(load_rope_freqs(g));
+    QIAO__TRY(check_capabilities(g));
+  }
   qiao__fallback_install(e);
 
   /* Bytes read per decoded token: every matmul weight, the used experts. */
@@ -454,10 +493,13 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
   }
   e->weight_bytes_per_token = bytes;
 
-  /* KV cache: one K and one V array per layer. */
+  /* KV cache: one K and one V array per layer, on the layer's device. */
+  const uint64_t kv_bytes = e->n_slots * e->kv_dim * (e->cache_dtype == QIAO_DEV_F16 ? 2 : 4);
   for (uint32_t l = 0; l < hp->n_layers; l++) {
-    QIAO__TRY(device_alloc(e, kv_bytes, "k cache", &e->layers[l].k_cache));
-    QIAO__TRY(device_alloc(e, kv_bytes, "v cache", &e->layers[l].v_cache));
+    qiao__stage *g = &e->stages[e->layers[l].stage];
+    if (g->external) continue;
+    QIAO__TRY(device_alloc(g, kv_bytes, "k cache", &e->layers[l].k_cache));
+    QIAO__TRY(device_alloc(g, kv_bytes, "v cache", &e->layers[l].v_cache));
   }
   e->free_blocks = malloc((size_t)e->n_blocks * sizeof(int32_t));
   e->seqs = calloc(e->max_seqs, sizeof(*e->seqs));
@@ -472,43 +514,27 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
   }
   QIAO__TRY(create_block_state(e, o->prefix_cache));
 
-  /* Scratch activations for max_batch tokens; R output rows at a time
-   * (logits of at most ~64 MiB per pass). */
-  const uint64_t T = e->max_batch, qd = (uint64_t)hp->n_heads * hp->head_dim;
-  uint64_t ffn = hp->ffn_dim;
-  if (hp->n_experts > 0 && (uint64_t)hp->n_experts_used * hp->expert_ffn_dim > ffn)
-    ffn = (uint64_t)hp->n_experts_used * hp->expert_ffn_dim;
-  uint64_t rows = (64ull << 20) / (V * 4);
-  e->out_rows = (uint32_t)(rows < 1 ? 1 : rows > T ? T : rows);
-  qiao__scratch *s = &e->s;
-  const uint64_t K = hp->n_experts_used;
-  struct {
-    qiao_dev_ref *ref;
-    uint64_t bytes;
-    const char *name;
-  } scratch[] = {
-      {&s->x, T * D * 4, "x"},
-      {&s->xn, T * D * 4, "xn"},
-      {&s->q, T * qd * 4, "q"},
-      {&s->k, T * e->kv_dim * 4, "k"},
-      {&s->v, T * e->kv_dim * 4, "v"},
-      {&s->att, T * qd * 4, "att"},
-      {&s->gate, T * ffn * 4, "gate"},
-      {&s->up, T * ffn * 4, "up"},
-      {&s->moe_logits, T * hp->n_experts * 4, "moe logits"},
-      {&s->moe_ids, T * K * 4, "moe ids"},
-      {&s->moe_weights, T * K * 4, "moe weights"},
-      {&s->moe_out, T * K * D * 4, "moe out"},
-      {&s->tokens, T * 4, "tokens"},
-      {&s->positions, T * 4, "positions"},
-      {&s->slots, T * 4, "slots"},
-      {&s->token_seq, T * 4, "token_seq"},
-      {&s->block_table, (uint64_t)e->max_seqs * e->max_blocks_per_seq * 4, "block table"},
-      {&s->rows_x, (uint64_t)e->out_rows * D * 4, "output rows"},
-      {&s->logits, (uint64_t)e->out_rows * V * 4, "logits"},
-      {&s->argmax, (uint64_t)e->out_rows * 4, "argmax"}};
-  for (size_t i = 0; i < sizeof(scratch) / sizeof(scratch[0]); i++)
-    QIAO__TRY(device_alloc(e, scratch[i].bytes, scratch[i].name, scratch[i].ref));
+  /* Scratch activations for max_batch tokens on every stage (the logits on
+   * the last only). */
+  static const char *const scratch_names[20] = {
+      "x",     "xn",         "q",           "k",           "v",       "att",    "gate",
+      "up",    "moe logits", "moe ids",     "moe weights", "moe out", "tokens", "positions",
+      "slots", "token_seq",  "block table", "output rows", "logits",  "argmax"};
+  for (uint32_t i = 0; i < e->n_stages; i++) {
+    qiao__stage *g = &e->stages[i];
+    if (g->external) continue;
+    qiao__scratch *s = &g->s;
+    qiao_dev_ref *refs[20] = {&s->x,           &s->xn,        &s->q,           &s->k,
+                              &s->v,           &s->att,       &s->gate,        &s->up,
+                              &s->moe_logits,  &s->moe_ids,   &s->moe_weights, &s->moe_out,
+                              &s->tokens,      &s->positions, &s->slots,       &s->token_seq,
+                              &s->block_table, &s->rows_x,    &s->logits,      &s->argmax};
+    uint64_t sizes[20];
+    qiao__scratch_bytes(e, g, sizes);
+    for (size_t k = 0; k < 20; k++)
+      QIAO__TRY(device_alloc(g, sizes[k], scratch_names[k], refs[k]));
+  }
+  const uint64_t T = e->max_batch;
   e->h_tokens = malloc(T * 4);
   e->h_positions = malloc(T * 4);
   e->h_slots = malloc(T * 4);
@@ -516,17 +542,34 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
   e->h_block_table = malloc((size_t)e->max_seqs * e->max_blocks_per_seq * 4);
   if (!e->h_tokens || !e->h_positions || !e->h_slots || !e->h_token_seq || !e->h_block_table)
     return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  if (e->n_stages > 1 && (e->h_x = malloc(T * D * 4)) == NULL)
+    return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
   if (e->verbose) {
-    char placement[96] = "uploaded";
-    if (e->host_memory)
-      snprintf(placement, sizeof(placement), "used in place (%.1f MiB copied to align them)",
-               (double)e->weight_bytes_copied / (1 << 20));
-    fprintf(stderr, "engine: %s on %s (%s), weights %s, KV cache %u blocks of %u (%s)\n",
-            hp->architecture, qiao_backend_name(e->backend), e->device_name, placement, e->n_blocks,
-            e->block_size, qiao_dev_dtype_name(e->cache_dtype));
+    for (uint32_t i = 0; i < e->n_stages; i++) {
+      const qiao__stage *g = &e->stages[i];
+      if (g->external) {
+        fprintf(stderr, "engine: %s layers %u-%u run elsewhere (external)\n", hp->architecture,
+                g->first_layer, g->end_layer - 1);
+        continue;
+      }
+      char placement[96] = "uploaded";
+      if (g->host_memory)
+        snprintf(placement, sizeof(placement), "used in place (%.1f MiB copied to align them)",
+                 (double)g->weight_bytes_copied / (1 << 20));
+      char range[64] = "";
+      if (e->n_stages > 1)
+        snprintf(range, sizeof(range), " layers %u-%u", g->first_layer, g->end_layer - 1);
+      fprintf(stderr, "engine: %s%s on %s (%s), weights %s, KV cache %u blocks of %u (%s)\n",
+              hp->architecture, range, qiao_backend_name(g->backend), g->device_name, placement,
+              e->n_blocks, e->block_size, qiao_dev_dtype_name(e->cache_dtype));
+    }
   }
   /* Wait for the weight uploads. */
-  return QIAO__DEV(e, e->api->queue_synchronize(e->queue), "uploading weights");
+  for (uint32_t i = 0; i < e->n_stages; i++) {
+    qiao__stage *g = &e->stages[i];
+    if (!g->external) QIAO__DEV_TRY(g, g->api->queue_synchronize(g->queue), "uploading weights");
+  }
+  return NULL;
 }
 
 qiao_engine_options qiao_engine_default_options(void) {
@@ -536,10 +579,9 @@ qiao_engine_options qiao_engine_default_options(void) {
   return o;
 }
 
-qiao_status *qiao_engine_create(const qiao_model *model, const qiao_engine_options *options,
-                                qiao_engine **out_engine) {
-  if (model == NULL || out_engine == NULL)
-    return qiao__error(QIAO_INVALID_ARGUMENT, "qiao_engine_create: NULL model or output");
+/* The options as this version reads them: the caller's fields within its
+ * struct_size, zeros beyond. */
+static qiao_engine_options read_options(const qiao_engine_options *options) {
   qiao_engine_options o;
   memset(&o, 0, sizeof(o));
   o.struct_size = sizeof(o);
@@ -547,6 +589,14 @@ qiao_status *qiao_engine_create(const qiao_model *model, const qiao_engine_optio
     size_t n = options->struct_size < sizeof(o) ? options->struct_size : sizeof(o);
     memcpy(&o, options, n);
   }
+  return o;
+}
+
+qiao_status *qiao_engine_create(const qiao_model *model, const qiao_engine_options *options,
+                                qiao_engine **out_engine) {
+  if (model == NULL || out_engine == NULL)
+    return qiao__error(QIAO_INVALID_ARGUMENT, "qiao_engine_create: NULL model or output");
+  qiao_engine_options o = read_options(options);
   qiao_engine *e = calloc(1, sizeof(*e));
   if (e == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
   e->model = model;
@@ -559,18 +609,51 @@ qiao_status *qiao_engine_create(const qiao_model *model, const qiao_engine_optio
   return NULL;
 }
 
+qiao_status *qiao_engine_plan(const qiao_model *model, const qiao_engine_options *options,
+                              qiao_engine_stage_info **out_stages, uint32_t *out_count) {
+  if (model == NULL || out_stages == NULL || out_count == NULL)
+    return qiao__error(QIAO_INVALID_ARGUMENT, "qiao_engine_plan: NULL model or output");
+  qiao_engine_options o = read_options(options);
+  qiao_engine *e = calloc(1, sizeof(*e));
+  if (e == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  e->model = model;
+  qiao_status *st = set_limits(e, &o);
+  if (st == NULL) st = qiao__placement_make(e, &o);
+  qiao_engine_stage_info *stages = NULL;
+  if (st == NULL && (stages = calloc(e->n_stages, sizeof(*stages))) == NULL)
+    st = qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory");
+  if (st == NULL) {
+    for (uint32_t i = 0; i < e->n_stages; i++)
+      stages[i] = e->stages[i].info;
+    *out_stages = stages;
+    *out_count = e->n_stages;
+  }
+  qiao_engine_destroy(e);
+  return st;
+}
+
 void qiao_engine_destroy(qiao_engine *e) {
   if (e == NULL) return;
-  if (e->queue) {
-    e->api->error_destroy(e->api->queue_synchronize(e->queue));
-    e->api->queue_destroy(e->queue);
+  for (uint32_t i = 0; i < e->n_stages; i++) {
+    qiao__stage *g = &e->stages[i];
+    if (g->queue) {
+      g->api->error_destroy(g->api->queue_synchronize(g->queue));
+      g->api->queue_destroy(g->queue);
+    }
   }
   qiao__fallback_close(e);
-  for (size_t i = 0; i < e->n_buffers; i++)
-    e->api->buffer_destroy(e->buffers[i].buffer);
-  free(e->buffers);
-  if (e->device) e->api->device_close(e->device);
-  qiao_backend_unload(e->backend);
+  for (uint32_t i = 0; i < e->n_stages; i++) {
+    qiao__stage *g = &e->stages[i];
+    for (size_t b = 0; b < g->n_buffers; b++)
+      g->api->buffer_destroy(g->buffers[b].buffer);
+    free(g->buffers);
+    if (g->device) g->api->device_close(g->device);
+  }
+  for (uint32_t i = e->n_stages; i-- > 0;) /* every device of a backend closed first */
+    if (e->stages[i].owns_backend) qiao_backend_unload(e->stages[i].backend);
+  free(e->stages);
+  free(e->split_text);
+  free(e->h_x);
   for (size_t i = 0; i < e->n_host_blocks; i++)
     free(e->host_blocks[i]);
   free(e->host_blocks);
@@ -601,13 +684,22 @@ uint32_t qiao_engine_max_context(const qiao_engine *e) {
   return e->max_context;
 }
 const char *qiao_engine_backend_name(const qiao_engine *e) {
-  return qiao_backend_name(e->backend);
+  return e->backend_label;
 }
 const char *qiao_engine_device_name(const qiao_engine *e) {
-  return e->device_name;
+  return e->device_label;
 }
 uint64_t qiao_engine_weight_bytes_per_token(const qiao_engine *e) {
   return e->weight_bytes_per_token;
+}
+uint32_t qiao_engine_stage_count(const qiao_engine *e) {
+  return e->n_stages;
+}
+void qiao_engine_stage_info_get(const qiao_engine *e, uint32_t i, qiao_engine_stage_info *out) {
+  if (e == NULL || out == NULL || i >= e->n_stages) return;
+  qiao_engine_stage_info info = e->stages[i].info;
+  info.struct_size = out->struct_size;
+  memcpy(out, &info, out->struct_size < sizeof(info) ? out->struct_size : sizeof(info));
 }
 
 /* ---- Sequences and the paged cache ---------------------------------------- */
@@ -838,14 +930,15 @@ bool qiao_engine_device_lost(const qiao_engine *e) {
   return e != NULL && e->device_lost;
 }
 
-qiao_status *qiao__engine_dev_status(qiao_engine *e, qiao_dev_error *error, const char *what) {
+qiao_status *qiao__engine_dev_status(qiao__stage *g, qiao_dev_error *error, const char *what) {
   if (error == NULL) return NULL;
+  qiao_engine *e = g->engine;
   bool lost;
   if (error == (qiao_dev_error *)(void *)&e->fb_sentinel) /* the fallback's error, kept aside */
     lost = e->fb_error != NULL && e->fb_api->error_code(e->fb_error) == QIAO_DEV_DEVICE_LOST;
   else
-    lost = e->api->error_code != NULL && e->api->error_code(error) == QIAO_DEV_DEVICE_LOST;
-  qiao_status *st = qiao__engine_status(e, error, what);
+    lost = g->api->error_code != NULL && g->api->error_code(error) == QIAO_DEV_DEVICE_LOST;
+  qiao_status *st = qiao__engine_status(g, error, what);
   if (!lost) return st;
   e->device_lost = true;
   return qiao__annotate(st, "DEVICE_LOST");
@@ -894,11 +987,13 @@ static qiao_status *copy_on_write(qiao_engine *e, qiao__seq *q, uint32_t bi) {
       (uint64_t)e->block_size * e->kv_dim * (e->cache_dtype == QIAO_DEV_F16 ? 2 : 4);
   for (uint32_t l = 0; l < e->hp.n_layers; l++) {
     const qiao__layer *L = &e->layers[l];
+    qiao__stage *g = &e->stages[L->stage];
+    if (g->external) continue; /* not reached: external stages refuse the prefix cache */
     qiao_dev_ref caches[2] = {L->k_cache, L->v_cache};
     for (int c = 0; c < 2; c++) {
       qiao_dev_ref dst = {caches[c].buffer, caches[c].offset + (uint64_t)to * bytes};
       qiao_dev_ref src = {caches[c].buffer, caches[c].offset + (uint64_t)from * bytes};
-      QIAO__DEV_TRY(e, e->ops->copy(e->ops_queue, dst, src, bytes), "copy on write of a KV block");
+      QIAO__DEV_TRY(g, g->ops->copy(g->ops_queue, dst, src, bytes), "copy on write of a KV block");
     }
   }
   return NULL;
@@ -940,6 +1035,10 @@ qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out
   if (e->device_lost)
     return qiao__error(QIAO_DEVICE, "DEVICE_LOST: engine: the device was lost; the engine is "
                                     "unusable");
+  if (e->embed_stage < 0)
+    return qiao__error(QIAO_INVALID_ARGUMENT,
+                       "engine forward: the first stage is external, so this engine has no "
+                       "embedding (use qiao_engine_forward_hidden)");
   const uint32_t n = (uint32_t)b->n_tokens;
 
   /* Check every token and find each sequence's new length. */
@@ -1048,7 +1147,9 @@ qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out
   }
   if (st != NULL) {
     if (writes) /* let queued work finish before the caller's buffers go away */
-      e->api->error_destroy(e->api->queue_synchronize(e->queue));
+      for (uint32_t i = 0; i < e->n_stages; i++)
+        if (!e->stages[i].external)
+          e->stages[i].api->error_destroy(e->stages[i].api->queue_synchronize(e->stages[i].queue));
     /* The written positions (and blocks copied for them) may hold anything:
      * nothing from their block on counts as written in order. */
     for (uint32_t s = 0; s < e->max_seqs && writes; s++) {
@@ -1079,5 +1180,47 @@ qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out
   free(local);
   free(rows);
   free(cs);
+  return st;
+}
+
+qiao_status *qiao_engine_forward_hidden(qiao_engine *e, const qiao_engine_pass *p, float *x) {
+  if (e == NULL || p == NULL || x == NULL || p->struct_size < sizeof(*p) || p->positions == NULL ||
+      p->slots == NULL || p->token_seq == NULL || p->block_table == NULL)
+    return qiao__error(QIAO_INVALID_ARGUMENT, "engine forward_hidden: NULL or short argument");
+  if (e->device_lost)
+    return qiao__error(QIAO_DEVICE, "DEVICE_LOST: engine: the device was lost; the engine is "
+                                    "unusable");
+  /* The caller is another engine, possibly on another machine: every index
+   * is checked before it reaches a device. */
+  if (p->n_tokens == 0 || p->n_tokens > e->max_batch || p->n_seqs == 0 || p->n_seqs > e->max_seqs ||
+      p->max_blocks_per_seq != e->max_blocks_per_seq)
+    return qiao__error(QIAO_INVALID_ARGUMENT,
+                       "engine forward_hidden: %u tokens of %u sequences, %u blocks per sequence "
+                       "(this engine: at most %u tokens, %u sequences, %u blocks per sequence)",
+                       p->n_tokens, p->n_seqs, p->max_blocks_per_seq, e->max_batch, e->max_seqs,
+                       e->max_blocks_per_seq);
+  for (uint32_t t = 0; t < p->n_tokens; t++)
+    if (p->positions[t] < 0 || (uint32_t)p->positions[t] >= e->max_context || p->slots[t] < 0 ||
+        (uint64_t)p->slots[t] >= e->n_slots || p->token_seq[t] < 0 ||
+        (uint32_t)p->token_seq[t] >= p->n_seqs)
+      return qiao__error(QIAO_INVALID_ARGUMENT,
+                         "engine forward_hidden: token %u: position %d, slot %d or sequence %d out "
+                         "of range",
+                         t, p->positions[t], p->slots[t], p->token_seq[t]);
+  const uint64_t table = (uint64_t)p->n_seqs * e->max_blocks_per_seq;
+  for (uint64_t i = 0; i < table; i++)
+    if (p->block_table[i] < 0 || (uint32_t)p->block_table[i] >= e->n_blocks)
+      return qiao__error(QIAO_INVALID_ARGUMENT,
+                         "engine forward_hidden: block table entry %llu: block %d not in [0, %u)",
+                         (unsigned long long)i, p->block_table[i], e->n_blocks);
+  memcpy(e->h_positions, p->positions, (size_t)p->n_tokens * 4);
+  memcpy(e->h_slots, p->slots, (size_t)p->n_tokens * 4);
+  memcpy(e->h_token_seq, p->token_seq, (size_t)p->n_tokens * 4);
+  memcpy(e->h_block_table, p->block_table, (size_t)table * 4);
+  qiao_status *st = qiao__forward_hidden(e, p, x);
+  if (st != NULL) /* let queued work finish before the caller's x goes away */
+    for (uint32_t i = 0; i < e->n_stages; i++)
+      if (!e->stages[i].external)
+        e->stages[i].api->error_destroy(e->stages[i].api->queue_synchronize(e->stages[i].queue));
   return st;
 }

@@ -28,6 +28,7 @@ typedef struct qiao__layer {
   qiao__weight router;                        /* MoE: (n_experts, dim) */
   qiao__weight gate_exps, up_exps, down_exps; /* (E, eff, dim), (E, eff, dim), (E, dim, eff) */
   qiao_dev_ref k_cache, v_cache;              /* (n_slots, kv_dim) cache dtype */
+  uint32_t stage;                             /* the stage (device) that holds it */
 } qiao__layer;
 
 typedef struct qiao__seq {
@@ -90,6 +91,39 @@ typedef struct qiao__buffer_rec {
   void *mirror_host;       /* host memory behind a non-weight mirror */
 } qiao__buffer_rec;
 
+/* One device of the engine and the consecutive layers it runs. Without a
+ * split the engine has one stage that holds every layer (and the
+ * embedding and output). */
+typedef struct qiao__stage {
+  qiao_engine *engine;
+  qiao_backend *backend; /* owned unless an earlier stage has the same backend */
+  bool owns_backend;
+  bool external;         /* "external": its layers run through options.external; nothing here */
+  const char *requested; /* the backend as the options named it (during creation only) */
+  const qiao_dev_api *api;
+  qiao_dev_device *device;
+  qiao_dev_queue *queue;
+  uint32_t device_index;
+  char device_name[128];
+  bool host_memory;
+  uint64_t max_buffer_bytes;       /* the largest buffer it can make; 0 = not said */
+  uint64_t weight_bytes_copied;    /* host memory: weights copied to align them */
+  uint32_t first_layer, end_layer; /* layers [first_layer, end_layer) */
+  qiao_engine_stage_info info;     /* the placement and its bytes, computed before loading */
+
+  /* Every device buffer of this stage. */
+  qiao__buffer_rec *buffers;
+  size_t n_buffers, cap_buffers;
+
+  qiao_dev_ref rope_freqs; /* (rope_dim/2) F32 */
+  qiao__scratch s;
+
+  /* What forward.c calls: the backend's own table and queue, or (one stage
+   * only) the routing table of fallback.c. */
+  const qiao_dev_api *ops;
+  qiao_dev_queue *ops_queue;
+} qiao__stage;
+
 /* The queue handed to forward.c when ops are routed (see fallback.c). */
 typedef struct qiao__route_queue {
   qiao_engine *engine;
@@ -98,25 +132,27 @@ typedef struct qiao__route_queue {
 struct qiao_engine {
   const qiao_model *model;
   qiao_hparams hp;
-  qiao_backend *backend;
-  const qiao_dev_api *api;
-  qiao_dev_device *device;
-  qiao_dev_queue *queue;
-  char device_name[128];
-  bool host_memory;
-  uint64_t weight_bytes_copied; /* host memory: weights copied to align them */
   bool verbose;
 
-  /* Every device buffer and host allocation the engine owns. */
-  qiao__buffer_rec *buffers;
-  size_t n_buffers, cap_buffers;
+  /* The devices, in layer order (see qiao__stage). */
+  qiao__stage *stages;
+  uint32_t n_stages;
+  char *split_text;     /* options.split, cut into the stages' backend names */
+  int32_t embed_stage;  /* the stage with the embedding; -1: none (first stage external) */
+  int32_t output_stage; /* the stage with the output norm and matmul; -1: none */
+  qiao_engine_external_fn external; /* runs the external stages */
+  void *external_user;
+  char backend_label[256]; /* "cpu", or "cpu+opencl" for a split */
+  char device_label[512];  /* the device's name, or the stages' joined by " + " */
+  float *h_x; /* (max_batch, dim) host staging of x between stages; NULL with one stage */
+
+  /* Every host allocation the engine owns. */
   void **host_blocks;
   size_t n_host_blocks, cap_host_blocks;
 
   /* Weights. */
   qiao__weight token_embd, output_norm, output;
   qiao__layer *layers;
-  qiao_dev_ref rope_freqs; /* (rope_dim/2) F32 */
   uint64_t weight_bytes_per_token;
 
   /* Paged KV cache. */
@@ -140,16 +176,14 @@ struct qiao_engine {
   uint8_t *cow_mark; /* (max_seqs, max_blocks_per_seq) scratch of forward */
   bool device_lost;  /* a backend call returned QIAO_DEV_DEVICE_LOST */
 
-  /* Per-call inputs, staged on the host and uploaded once per pass. */
-  qiao__scratch s;
+  /* Per-call inputs, staged on the host and uploaded once per pass (to
+   * every stage). */
   uint32_t out_rows; /* R: rows of logits computed per output pass */
   int32_t *h_tokens, *h_positions, *h_slots, *h_token_seq, *h_block_table;
 
-  /* What forward.c calls: the backend's own table and queue, or, with
-   * --allow-fallback and an op the backend lacks, the routing table of
-   * fallback.c that runs those ops on the built-in CPU backend. */
-  const qiao_dev_api *ops;
-  qiao_dev_queue *ops_queue;
+  /* --allow-fallback (one stage only): ops the backend lacks run on the
+   * built-in CPU backend through the routing table of fallback.c, which
+   * stage 0's ops point to. */
   bool allow_fallback;
   /* Opened with QIAO_DEV_OPEN_BATCH_INVARIANT (options.batch_invariant);
    * the CPU fallback device is then opened the same way. */
@@ -167,13 +201,25 @@ struct qiao_engine {
   uint8_t fb_sentinel;      /* its address is the error the routing table returns */
 };
 
-/* Turns a backend error (of either backend) into a status naming `what`. */
-qiao_status *qiao__engine_status(qiao_engine *engine, qiao_dev_error *error, const char *what);
+/* Turns an error of a stage's backend (or of the fallback backend) into a
+ * status naming `what`. */
+qiao_status *qiao__engine_status(qiao__stage *stage, qiao_dev_error *error, const char *what);
 /* The same, after noting a QIAO_DEV_DEVICE_LOST (engine.c); the status then
  * starts with "DEVICE_LOST: ". Every device call of the engine goes here. */
-qiao_status *qiao__engine_dev_status(qiao_engine *engine, qiao_dev_error *error, const char *what);
-#define QIAO__DEV(engine, call, what) qiao__engine_dev_status((engine), (call), (what))
-#define QIAO__DEV_TRY(engine, call, what) QIAO__TRY(QIAO__DEV(engine, call, what))
+qiao_status *qiao__engine_dev_status(qiao__stage *stage, qiao_dev_error *error, const char *what);
+#define QIAO__DEV(stage, call, what) qiao__engine_dev_status((stage), (call), (what))
+#define QIAO__DEV_TRY(stage, call, what) QIAO__TRY(QIAO__DEV(stage, call, what))
+
+/* Placement (placement.c): parses options->split (or makes the one stage
+ * of backend/device_index), loads each stage's backend and reads its
+ * device's properties, assigns the layers, computes the bytes each stage
+ * holds and checks that they fit. Fills e->stages (backends loaded, no
+ * device opened). Needs e->hp and the limits (max_batch, n_slots, ...)
+ * set. */
+qiao_status *qiao__placement_make(qiao_engine *engine, const qiao_engine_options *options);
+/* Scratch bytes of one stage; with `sizes` (20 entries) also each buffer's,
+ * in the order of qiao__scratch. */
+uint64_t qiao__scratch_bytes(const qiao_engine *engine, const qiao__stage *stage, uint64_t *sizes);
 
 /* Fallback (fallback.c). Marks (op, dtype) to run on the CPU backend,
  * loading it on first use; fails when it cannot run it either. */
@@ -183,6 +229,10 @@ qiao_status *qiao__fallback_add(qiao_engine *engine, qiao_dev_op op, qiao_dev_dt
 void qiao__fallback_install(qiao_engine *engine);
 /* Destroys mirrors and closes the fallback backend. */
 void qiao__fallback_close(qiao_engine *engine);
+
+/* The layers of this engine's own stages on x (pass->n_tokens, D), given
+ * on the host with the pass's metadata (forward.c). */
+qiao_status *qiao__forward_hidden(qiao_engine *engine, const qiao_engine_pass *pass, float *x);
 
 /* The forward pass over staged inputs: n_tokens tokens of n_seqs sequences
  * whose ids, positions, slots, sequence indices and block table are in the

@@ -14,15 +14,21 @@
 
 #include "engine/engine_internal.h"
 
-qiao_status *qiao__engine_status(qiao_engine *e, qiao_dev_error *error, const char *what) {
+qiao_status *qiao__engine_status(qiao__stage *g, qiao_dev_error *error, const char *what) {
   if (error == NULL) return NULL;
+  qiao_engine *e = g->engine;
   if (error == (qiao_dev_error *)(void *)&e->fb_sentinel) {
     qiao_dev_error *fb = e->fb_error;
     e->fb_error = NULL;
     if (fb == NULL) return qiao__error(QIAO_INTERNAL, "fallback: %s failed", what);
     return qiao__annotate(qiao_backend_status(e->fb_backend, fb, what), "fallback (cpu)");
   }
-  return qiao_backend_status(e->backend, error, what);
+  return qiao_backend_status(g->backend, error, what);
+}
+
+/* The one stage that --allow-fallback works with. */
+static qiao__stage *primary(qiao_engine *e) {
+  return &e->stages[0];
 }
 
 static qiao_status *open_fallback(qiao_engine *e) {
@@ -50,26 +56,26 @@ qiao_status *qiao__fallback_add(qiao_engine *e, qiao_dev_op op, qiao_dev_dtype d
                                 const char *needed_by) {
   if (e->on_fallback[op][dtype]) return NULL;
   if (e->fb_backend == NULL) QIAO__TRY(open_fallback(e));
-  uint32_t supported = 0;
-  QIAO__TRY(qiao_backend_status(
-      e->fb_backend, e->fb_api->op_supported(e->fb_device, op, dtype, &supported), "op_supported"));
+  bool supported = false;
+  QIAO__TRY(qiao_backend_op_supported(e->fb_backend, e->fb_device, op, dtype, &supported));
   if (!supported)
     return qiao__error(QIAO_UNSUPPORTED,
                        "backend %s does not support %s for %s (needed by %s), nor does the cpu "
                        "fallback",
-                       qiao_backend_name(e->backend), qiao_dev_op_name(op),
+                       qiao_backend_name(primary(e)->backend), qiao_dev_op_name(op),
                        qiao_dev_dtype_name(dtype), needed_by);
   e->on_fallback[op][dtype] = 1;
   fprintf(stderr, "fallback: %s for %s (needed by %s) runs on the cpu backend; %s runs the rest\n",
           qiao_dev_op_name(op), qiao_dev_dtype_name(dtype), needed_by,
-          qiao_backend_name(e->backend));
+          qiao_backend_name(primary(e)->backend));
   return NULL;
 }
 
 /* The mirror of a buffer of the primary device on the CPU device. */
 static qiao__buffer_rec *find_rec(qiao_engine *e, const qiao_dev_buffer *buffer) {
-  for (size_t i = 0; i < e->n_buffers; i++)
-    if (e->buffers[i].buffer == buffer) return &e->buffers[i];
+  qiao__stage *g = primary(e);
+  for (size_t i = 0; i < g->n_buffers; i++)
+    if (g->buffers[i].buffer == buffer) return &g->buffers[i];
   return NULL;
 }
 
@@ -136,7 +142,9 @@ static qiao_dev_error *run_on_fallback(qiao_engine *e, qiao_dev_op op, const voi
   qiao_dev_ref *refs[MAX_REFS];
   size_t n = refs_of(op, copy, refs);
   qiao__buffer_rec *recs[MAX_REFS];
-  qiao_dev_error *err = e->api->queue_synchronize(e->queue);
+  const qiao_dev_api *api = primary(e)->api;
+  qiao_dev_queue *queue = primary(e)->queue;
+  qiao_dev_error *err = api->queue_synchronize(queue);
   if (err != NULL) return err; /* the primary's own error */
   /* Bring every non-weight operand over (inputs and outputs alike: an
    * output may be accumulated into). */
@@ -149,12 +157,12 @@ static qiao_dev_error *run_on_fallback(qiao_engine *e, qiao_dev_op op, const voi
     if (r->mirror == NULL) return fail(e, NULL);
     recs[i] = r;
     if (r->host == NULL) {
-      err = e->api->download(e->queue, r->mirror_host, (qiao_dev_ref){r->buffer, 0}, r->size);
+      err = api->download(queue, r->mirror_host, (qiao_dev_ref){r->buffer, 0}, r->size);
       if (err != NULL) return err;
     }
     refs[i]->buffer = r->mirror;
   }
-  if ((err = e->api->queue_synchronize(e->queue)) != NULL) return err;
+  if ((err = api->queue_synchronize(queue)) != NULL) return err;
   qiao_dev_queue *q = e->fb_queue;
   for (size_t i = 0; i < n; i++)
     if (recs[i] != NULL && recs[i]->host == NULL &&
@@ -191,10 +199,10 @@ static qiao_dev_error *run_on_fallback(qiao_engine *e, qiao_dev_op op, const voi
     for (size_t j = 0; j < i; j++)
       seen |= recs[j] == r;
     if (seen) continue;
-    err = e->api->upload(e->queue, (qiao_dev_ref){r->buffer, 0}, r->mirror_host, r->size);
+    err = api->upload(queue, (qiao_dev_ref){r->buffer, 0}, r->mirror_host, r->size);
     if (err != NULL) return err;
   }
-  return e->api->queue_synchronize(e->queue);
+  return api->queue_synchronize(queue);
 }
 
 #define ROUTE(fn, OP, ARGS, DTYPE)                                                                 \
@@ -203,7 +211,7 @@ static qiao_dev_error *run_on_fallback(qiao_engine *e, qiao_dev_op op, const voi
     qiao_dev_dtype dt = (DTYPE);                                                                   \
     if ((unsigned)dt < QIAO_DEV_DTYPE_COUNT && e->on_fallback[OP][dt])                             \
       return run_on_fallback(e, OP, a, sizeof(*a));                                                \
-    return e->api->fn(e->queue, a);                                                                \
+    return primary(e)->api->fn(primary(e)->queue, a);                                              \
   }
 ROUTE(embed, QIAO_DEV_OP_EMBED, qiao_dev_embed_args, a->table_dtype)
 ROUTE(matmul, QIAO_DEV_OP_MATMUL, qiao_dev_matmul_args, a->w_dtype)
@@ -222,20 +230,21 @@ ROUTE(moe_combine, QIAO_DEV_OP_MOE_COMBINE, qiao_dev_moe_combine_args, QIAO_DEV_
 #define PASS(fn, PARAMS, ARGS)                                                                     \
   static qiao_dev_error *route_##fn PARAMS {                                                       \
     qiao_engine *e = ((qiao__route_queue *)(void *)queue)->engine;                                 \
-    return e->api->fn ARGS;                                                                        \
+    return primary(e)->api->fn ARGS;                                                               \
   }
 PASS(upload, (qiao_dev_queue * queue, qiao_dev_ref dst, const void *src, uint64_t size),
-     (e->queue, dst, src, size))
+     (primary(e)->queue, dst, src, size))
 PASS(download, (qiao_dev_queue * queue, void *dst, qiao_dev_ref src, uint64_t size),
-     (e->queue, dst, src, size))
+     (primary(e)->queue, dst, src, size))
 PASS(copy, (qiao_dev_queue * queue, qiao_dev_ref dst, qiao_dev_ref src, uint64_t size),
-     (e->queue, dst, src, size))
-PASS(queue_synchronize, (qiao_dev_queue * queue), (e->queue))
+     (primary(e)->queue, dst, src, size))
+PASS(queue_synchronize, (qiao_dev_queue * queue), (primary(e)->queue))
 #undef PASS
 
 void qiao__fallback_install(qiao_engine *e) {
   if (e->fb_backend == NULL) return;
-  e->route_api = *e->api;
+  qiao__stage *g = primary(e);
+  e->route_api = *g->api;
   e->route_api.embed = route_embed;
   e->route_api.matmul = route_matmul;
   e->route_api.rmsnorm = route_rmsnorm;
@@ -253,8 +262,8 @@ void qiao__fallback_install(qiao_engine *e) {
   e->route_api.copy = route_copy;
   e->route_api.queue_synchronize = route_queue_synchronize;
   e->route_queue.engine = e;
-  e->ops = &e->route_api;
-  e->ops_queue = (qiao_dev_queue *)(void *)&e->route_queue;
+  g->ops = &e->route_api;
+  g->ops_queue = (qiao_dev_queue *)(void *)&e->route_queue;
 }
 
 void qiao__fallback_close(qiao_engine *e) {
@@ -263,9 +272,10 @@ void qiao__fallback_close(qiao_engine *e) {
     e->fb_api->error_destroy(e->fb_api->queue_synchronize(e->fb_queue));
     e->fb_api->queue_destroy(e->fb_queue);
   }
-  for (size_t i = 0; i < e->n_buffers; i++) {
-    e->fb_api->buffer_destroy(e->buffers[i].mirror);
-    free(e->buffers[i].mirror_host);
+  qiao__stage *g = primary(e);
+  for (size_t i = 0; i < g->n_buffers; i++) {
+    e->fb_api->buffer_destroy(g->buffers[i].mirror);
+    free(g->buffers[i].mirror_host);
   }
   e->fb_api->error_destroy(e->fb_error);
   if (e->fb_device) e->fb_api->device_close(e->fb_device);

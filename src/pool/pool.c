@@ -81,10 +81,17 @@ static qiao_status *open_replica(qiao_pool *p, const char *spec, const qiao_pool
                                  replica *r) {
   char backend[sizeof(r->info.spec)];
   uint32_t index = 0;
-  QIAO__TRY(parse_spec(spec, backend, sizeof(backend), &index));
   qiao_engine_options eo = qiao_engine_default_options();
-  eo.backend = backend;
-  eo.device_index = index;
+  if (strchr(spec, ',') != NULL) { /* one replica across several devices */
+    eo.split = spec;
+    eo.split_by = o->split_by;
+    eo.external = o->external;
+    eo.external_user = o->external_user;
+  } else {
+    QIAO__TRY(parse_spec(spec, backend, sizeof(backend), &index));
+    eo.backend = backend;
+    eo.device_index = index;
+  }
   eo.n_threads = o->n_threads;
   eo.max_seqs = o->slots ? o->slots : 8;
   eo.max_context = o->max_context;

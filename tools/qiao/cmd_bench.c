@@ -432,11 +432,58 @@ static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t b
   return st;
 }
 
+/* A JSON string of `text` (device names come from plugins). */
+static void print_json_string(const char *text) {
+  putchar('"');
+  for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+    if (*c == '"' || *c == '\\')
+      printf("\\%c", *c);
+    else if (*c < 0x20)
+      printf("\\u%04x", *c);
+    else
+      putchar(*c);
+  }
+  putchar('"');
+}
+
+/* "placement": each stage's device, layers and bytes, and the bytes per
+ * token that cross each boundary. */
+static void print_placement_json(const qiao_engine *e) {
+  printf("\"placement\": [");
+  for (uint32_t i = 0; i < qiao_engine_stage_count(e); i++) {
+    qiao_engine_stage_info g = {.struct_size = sizeof(g)};
+    qiao_engine_stage_info_get(e, i, &g);
+    printf("%s{\"backend\": ", i ? ", " : "");
+    print_json_string(g.backend);
+    printf(", \"device_index\": %u, \"device\": ", g.device_index);
+    print_json_string(g.device);
+    printf(", \"first_layer\": %u, \"last_layer\": %u, \"embedding\": %s, \"output\": %s, "
+           "\"weight_bytes\": %llu, \"kv_cache_bytes\": %llu, \"scratch_bytes\": %llu, "
+           "\"memory_bytes\": %llu, \"boundary_bytes_per_token\": %llu}",
+           g.first_layer, g.last_layer, g.embedding ? "true" : "false", g.output ? "true" : "false",
+           (unsigned long long)g.weight_bytes, (unsigned long long)g.kv_cache_bytes,
+           (unsigned long long)g.scratch_bytes, (unsigned long long)g.memory_bytes,
+           (unsigned long long)g.boundary_bytes_per_token);
+  }
+  printf("]");
+}
+
+static void print_placement_text(const qiao_engine *e) {
+  uint32_t n = qiao_engine_stage_count(e);
+  qiao_engine_stage_info stages[64];
+  if (n > 64) n = 64;
+  for (uint32_t i = 0; i < n; i++) {
+    stages[i].struct_size = sizeof(stages[i]);
+    qiao_engine_stage_info_get(e, i, &stages[i]);
+  }
+  engine_cli_print_placement(stdout, stages, n);
+}
+
 static void usage(FILE *f) {
   fprintf(
       f,
       "usage: qiao bench (-m MODEL | --shape NAME --type T) [-p 128] [-n 64] [-t N]\n"
-      "                  [--backend B] [--batch N] [--reps R] [--json]\n"
+      "                  [--backend B | --split SPEC] [--batch N] [--reps R] [--json]\n"
       "Measures prefill tokens/s (a p-token prompt) and decode tokens/s (n tokens, median\n"
       "of R runs after a warm-up) against the memory bandwidth bound.\n"
       "  --shape   qwen2.5-0.5b, qwen2.5-7b, llama3-8b, llama3.2-1b, qwen3-0.6b (random weights)\n"
@@ -532,8 +579,10 @@ int qiao_cmd_bench(int argc, char **argv) {
     st = qiao_cli_open_model(&o.model, false, &model);
     if (st == NULL) snprintf(what, sizeof(what), "%s", qiao_model_path(model));
   }
-  qiao_engine *e = NULL;
-  if (st == NULL) st = qiao_engine_create(model, &eo, &e);
+  engine_cli_session s = {.model = model}; /* with --mpi: this rank's share of the layers */
+  if (st == NULL) st = engine_cli_create_engine(&o, &eo, &s);
+  if (st == NULL && s.worker) return engine_cli_end(&s, NULL); /* --mpi, rank > 0: served */
+  qiao_engine *e = s.engine;
   if (st == NULL && dtype == QIAO_DTYPE_COUNT) {
     const qiao_tensor *t = qiao_model_tensor_find(model, "blk.0.attn_q.weight");
     dtype = t ? t->dtype : QIAO_DTYPE_F32;
@@ -558,11 +607,13 @@ int qiao_cmd_bench(int argc, char **argv) {
              "\"bandwidth_bound_tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, "
              "\"backend\": \"%s\", \"device\": \"%s\", \"threads\": %u, \"batch\": %u, "
              "\"prompt_tokens\": %u, \"decode_tokens\": %u, \"decode_cpu_share\": %.2f, "
-             "\"batch_invariant\": %s, \"exact_matmul\": %s, \"%s\": \"%s\", \"type\": \"%s\"}\n",
+             "\"batch_invariant\": %s, \"exact_matmul\": %s, \"%s\": \"%s\", \"type\": \"%s\", ",
              r.prefill_tps, r.decode_tps, (unsigned long long)bpt, bw, bound,
              r.decode_tps / batch / bound, qiao_engine_backend_name(e), qiao_engine_device_name(e),
              threads, batch, p, n, r.decode_cpu_share, o.batch_invariant ? "true" : "false",
              o.exact_matmul ? "true" : "false", shape_name ? "shape" : "model", what, type);
+      print_placement_json(e);
+      printf("}\n");
     } else {
       printf("%s (%s) on %s, %u threads%s%s\n", what, type, qiao_engine_device_name(e), threads,
              o.batch_invariant ? ", batch-invariant" : "", o.exact_matmul ? ", exact" : "");
@@ -573,9 +624,8 @@ int qiao_cmd_bench(int argc, char **argv) {
       printf("  fraction of bound:  %8.3f\n", r.decode_tps / batch / bound);
       printf("  CPU share decoding: %8.2f (below 1: the machine is busy or threads wait)\n",
              r.decode_cpu_share);
+      print_placement_text(e);
     }
   }
-  qiao_engine_destroy(e);
-  qiao_model_close(model);
-  return st ? qiao_cli_fail(st) : 0;
+  return engine_cli_end(&s, st);
 }

@@ -193,6 +193,8 @@ int qiao_cmd_chat(int argc, char **argv) {
   if (!o.seed_given) o.sampling.seed = (uint64_t)time(NULL);
   qiao_engine_options eo = qiao_engine_default_options();
   eo.max_seqs = 1;
+  if (o.mpi)
+    return qiao_cli_usage_error("chat: --mpi is not supported yet (run, logits and bench are)");
   qiao_status *st = engine_cli_open(&o, &eo, &c.s);
   if (st != NULL) return qiao_cli_fail(st);
   if (c.s.tokenizer == NULL) {

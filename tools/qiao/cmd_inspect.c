@@ -3,18 +3,26 @@
  * it is fast on any model size. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "commands.h"
+#include "engine_cli.h"
+#include "qiao/engine.h"
 #include "qiao/model.h"
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: qiao inspect MODEL [--tokenizer tok.bin] [--metadata]\n"
+  fprintf(f, "usage: qiao inspect MODEL [--tokenizer tok.bin] [--metadata] [--split SPEC "
+             "[--split-by layers|memory]]\n"
              "  MODEL         a .qiao or .gguf file, a Hugging Face directory or a llama2.c .bin\n"
              "                (or -m MODEL)\n"
              "  --tokenizer   the tok.bin of a llama2.c model\n"
-             "  --metadata    also list every metadata entry\n");
+             "  --metadata    also list every metadata entry\n"
+             "  --split SPEC  also the placement across devices (as run --split would make it,\n"
+             "                with the engine's default context and slots): each device, its\n"
+             "                layers and the bytes it holds; nothing is loaded\n"
+             "  --split-by    layers (default) or memory, for a --split without ranges\n");
 }
 
 static void print_string(const char *label, const qiao_model *m, const char *key) {
@@ -141,6 +149,7 @@ static void print_tensors(const qiao_model *m) {
 int qiao_cmd_inspect(int argc, char **argv) {
   qiao_cli_model_args model = {0};
   bool metadata = false;
+  qiao_engine_options eo = qiao_engine_default_options();
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     int r = qiao_cli_parse_model_arg(&model, true, argc, argv, &i);
@@ -151,6 +160,15 @@ int qiao_cmd_inspect(int argc, char **argv) {
       return 0;
     } else if (strcmp(a, "--metadata") == 0) {
       metadata = true;
+    } else if (strcmp(a, "--split") == 0 || strcmp(a, "--split-by") == 0) {
+      const char *v = qiao_cli_flag_value(argc, argv, &i);
+      if (v == NULL) return 2;
+      if (a[7] == '\0')
+        eo.split = v;
+      else if (strcmp(v, "layers") == 0 || strcmp(v, "memory") == 0)
+        eo.split_by = v[0] == 'm' ? QIAO_ENGINE_SPLIT_BY_MEMORY : QIAO_ENGINE_SPLIT_BY_LAYERS;
+      else
+        return qiao_cli_usage_error("--split-by: \"%s\" is not layers or memory", v);
     } else {
       return qiao_cli_unknown_arg("inspect", a);
     }
@@ -179,6 +197,13 @@ int qiao_cmd_inspect(int argc, char **argv) {
       printf("\n");
     }
   print_tensors(m);
+  if (eo.split != NULL) {
+    qiao_engine_stage_info *stages = NULL;
+    uint32_t n = 0;
+    st = engine_cli_split_status(qiao_engine_plan(m, &eo, &stages, &n));
+    if (st == NULL) engine_cli_print_placement(stdout, stages, n);
+    free(stages);
+  }
   qiao_model_close(m);
-  return 0;
+  return st ? qiao_cli_fail(st) : 0;
 }

@@ -57,6 +57,10 @@ int qiao_cmd_logits(int argc, char **argv) {
     free(ids);
     return qiao_cli_fail(st);
   }
+  if (s.worker) { /* --mpi, rank > 0: served its layers */
+    free(ids);
+    return engine_cli_end(&s, NULL);
+  }
   uint64_t vocab = qiao_engine_hparams(s.engine)->vocab_size;
   float *logits = malloc(n * vocab * sizeof(float));
   int32_t *seqs = calloc(n, sizeof(int32_t)), *pos = malloc(n * sizeof(int32_t));
@@ -90,6 +94,5 @@ int qiao_cmd_logits(int argc, char **argv) {
   free(pos);
   free(want);
   free(ids);
-  engine_cli_close(&s);
-  return st ? qiao_cli_fail(st) : 0;
+  return engine_cli_end(&s, st);
 }

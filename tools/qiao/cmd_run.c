@@ -89,6 +89,10 @@ int qiao_cmd_run(int argc, char **argv) {
     free(stops);
     return qiao_cli_fail(st);
   }
+  if (s.worker) { /* --mpi, rank > 0: served its layers */
+    free(stops);
+    return engine_cli_end(&s, NULL);
+  }
   int32_t *ids = NULL;
   size_t n_ids = 0;
   if (prompt_ids != NULL) {
@@ -148,6 +152,5 @@ int qiao_cmd_run(int argc, char **argv) {
   grammar_cli_close(&gr);
   free(ids);
   free(stops);
-  engine_cli_close(&s);
-  return st ? qiao_cli_fail(st) : 0;
+  return engine_cli_end(&s, st);
 }

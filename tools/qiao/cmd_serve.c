@@ -20,6 +20,11 @@
 #include "engine_cli.h"
 #include "serve/app.h"
 #include "serve/server.h"
+#ifdef QIAO_HAVE_MPI
+#include "pipeline/pipeline.h"
+#endif
+
+struct qiao_pipeline; /* --mpi (src/pipeline), NULL without */
 
 static void usage(FILE *f) {
   fprintf(
@@ -35,12 +40,17 @@ static void usage(FILE *f) {
       "  -t N                  host threads per device (default: the backend's choice)\n"
       "  --device SPEC         a device to serve on: BACKEND or BACKEND:INDEX (cpu, opencl:0,\n"
       "                        a plugin path); repeat for one replica per device (default cpu)\n"
+      "  --split SPEC          a replica whose layers span devices: cpu:0-11,opencl:12-23 or\n"
+      "                        cpu,opencl (repeatable, mixes with --device)\n"
+      "  --split-by HOW        for a --split without ranges: layers (default) or memory\n"
       "  --slots N             sequences each device runs at once (default 8)\n"
       "  --ctx N               positions per sequence (default: min(model context, 4096))\n"
       "  --api-keys FILE       require keys: lines 'KEY TENANT [max_running=N] [max_queued=N]\n"
       "                        [tpm=N] [weight=N]'; the file must be chmod 600\n"
       "  --chat-template FILE  a Jinja chat template instead of the model's own\n"
       "  --model-name NAME     the model's name in responses (default: the file's name)\n"
+      "  --replica-name NAME   this process's name in the X-Qiao-Replica response header\n"
+      "                        (default HOST:PORT; 1-64 of A-Z a-z 0-9 - . _ : [ ])\n"
       "  --max-queue N         requests waiting, all tenants together (default 64)\n"
       "  --max-body BYTES      largest request body (default 1048576)\n"
       "  --timeout SECONDS     drop idle or slow connections (default 30)\n"
@@ -51,8 +61,17 @@ static void usage(FILE *f) {
       "  --exact               F32 activations for Q8_0/Q4_0 weights too (default: the\n"
       "                        device may quantize them to int8, device ABI 1.2)\n"
       "  --log-prompts         include prompt text in the request log (stderr)\n"
+      "  --mpi                 under mpirun -np N: one replica whose layers are split over\n"
+      "                        the ranks (an even share each, on each rank's --device);\n"
+      "                        rank 0 serves HTTP, the others run their layers. A rank\n"
+      "                        that does not answer within QIAO_MPI_TIMEOUT_S (120) s\n"
+      "                        takes the replica out: /health answers 503\n"
       "The server prints 'qiao serve: listening on http://HOST:PORT' on stderr once it\n"
-      "listens; GET /health answers 503 until the model is loaded, then 200.\n");
+      "listens; GET /health answers 503 until the model is loaded, then 200.\n"
+      "Behind a load balancer (examples/scale-out/), clients send X-Qiao-Session: KEY\n"
+      "(1-128 of A-Z a-z 0-9 - . _ ~ : + / = @) with every request of a conversation;\n"
+      "balancers hash on it so the conversation stays on the replica whose prefix\n"
+      "cache holds it. Every response says who answered in X-Qiao-Replica.\n");
 }
 
 /* Reads a chat template file (at most 1 MiB) and compiles it. */
@@ -82,8 +101,95 @@ static void special_texts(serve_app *app) {
   snprintf(app->eos_text, sizeof(app->eos_text), "%s", eos_text ? eos_text : "");
 }
 
-/* Opens the model, tokenizer, template, pool, scheduler and tenants. */
-static qiao_status *load(serve_app *app, const qiao_cli_model_args *model_args) {
+#ifdef QIAO_HAVE_MPI
+/* --mpi: this rank's engine options, the same on every rank (each opens an
+ * engine whose KV cache limits must equal rank 0's): its --device, the
+ * slots, the context and KV blocks as the pool would pick them, then its
+ * share of the layers. `backend` holds the backend's name. */
+static qiao_status *rank_engine_options(const serve_config *c, struct qiao_pipeline *pipe,
+                                        const qiao_hparams *hp, char *backend, size_t cap,
+                                        qiao_engine_options *eo) {
+  *eo = qiao_engine_default_options();
+  const char *spec = c->devices[0], *colon = strrchr(spec, ':');
+  size_t len = strlen(spec);
+  if (colon != NULL && colon[1] != '\0' && strlen(colon + 1) <= 6 &&
+      strspn(colon + 1, "0123456789") == strlen(colon + 1)) {
+    eo->device_index = (uint32_t)strtoul(colon + 1, NULL, 10);
+    len = (size_t)(colon - spec);
+  }
+  if (len == 0 || len >= cap)
+    return qiao__error(QIAO_INVALID_ARGUMENT, "--device %s: not BACKEND or BACKEND:INDEX", spec);
+  memcpy(backend, spec, len);
+  backend[len] = '\0';
+  eo->backend = backend;
+  eo->n_threads = c->n_threads;
+  eo->max_seqs = c->slots;
+  eo->max_context = c->ctx;
+  uint32_t ctx =
+      c->ctx ? c->ctx
+             : (hp->context_length && hp->context_length < 4096 ? hp->context_length : 4096);
+  uint64_t blocks = ((uint64_t)ctx + 15) / 16 * c->slots; /* 16 positions a block */
+  eo->n_blocks = blocks > UINT32_MAX ? UINT32_MAX : (uint32_t)blocks;
+  eo->batch_invariant = c->batch_invariant;
+  eo->exact_matmul = c->exact_matmul;
+  eo->verbose = true;
+  return qiao__pipeline_engine_options(pipe, hp, eo);
+}
+
+/* --mpi, rank 0: the pool's one replica has the other ranks' layers as
+ * external stages. *spec (owned by pipe) is the replica's split. */
+static qiao_status *mpi_pool_options(const serve_app *app, struct qiao_pipeline *pipe,
+                                     qiao_pool_options *po, const char **spec) {
+  qiao_hparams hp;
+  char backend[160];
+  qiao_engine_options eo;
+  QIAO__TRY(qiao_model_get_hparams(app->model, &hp));
+  QIAO__TRY(rank_engine_options(app->config, pipe, &hp, backend, sizeof(backend), &eo));
+  *spec = eo.split;
+  po->external = eo.external;
+  po->external_user = eo.external_user;
+  po->kv_blocks = eo.n_blocks;
+  po->prefix_cache = false; /* external stages refuse it */
+  return NULL;
+}
+
+/* --mpi, ranks > 0: opens this rank's layers and runs rank 0's passes until
+ * rank 0 stops (or the job ends). */
+static int run_stage_rank(const serve_config *c, const qiao_cli_model_args *model_args,
+                          struct qiao_pipeline *pipe) {
+  /* A signal from mpirun ends this rank (its threads inherited a mask). */
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
+  const int rank = qiao__pipeline_rank(pipe);
+  qiao_model *model = NULL;
+  qiao_engine *engine = NULL;
+  qiao_hparams hp;
+  char backend[160];
+  qiao_engine_options eo;
+  qiao_status *st = qiao_cli_open_model(model_args, false, &model);
+  if (st == NULL) st = qiao_model_get_hparams(model, &hp);
+  if (st == NULL) st = rank_engine_options(c, pipe, &hp, backend, sizeof(backend), &eo);
+  if (st == NULL) st = qiao_engine_create(model, &eo, &engine);
+  if (st == NULL) {
+    fprintf(stderr, "qiao serve: MPI rank %d: ready, serving rank 0's passes\n", rank);
+    fflush(stderr);
+    st = qiao__pipeline_serve(pipe, engine);
+  }
+  int code = st ? qiao_cli_fail(qiao__annotate(st, "MPI rank %d", rank)) : 0;
+  qiao_engine_destroy(engine);
+  qiao_model_close(model);
+  qiao__pipeline_close(pipe, code == 0); /* after an error: ends the job */
+  return code;
+}
+#endif
+
+/* Opens the model, tokenizer, template, pool, scheduler and tenants (with
+ * --mpi, `pipe`: one replica over the ranks). */
+static qiao_status *load(serve_app *app, const qiao_cli_model_args *model_args,
+                         struct qiao_pipeline *pipe) {
   const serve_config *c = app->config;
   fprintf(stderr, "qiao serve: loading the model\n");
   QIAO__TRY(qiao_cli_open_model(model_args, true, &app->model));
@@ -111,8 +217,21 @@ static qiao_status *load(serve_app *app, const qiao_cli_model_args *model_args) 
   po.batch_invariant = c->batch_invariant;
   po.prefix_cache = c->prefix_cache;
   po.exact_matmul = c->exact_matmul;
+  po.split_by = c->split_by_memory ? QIAO_ENGINE_SPLIT_BY_MEMORY : QIAO_ENGINE_SPLIT_BY_LAYERS;
   po.verbose = true;
-  QIAO__TRY(qiao_pool_create(app->model, c->devices, c->n_devices, &po, &app->pool));
+  const char *const *specs = c->devices;
+  size_t n_specs = c->n_devices;
+#ifdef QIAO_HAVE_MPI
+  const char *mpi_spec = NULL;
+  if (pipe != NULL) {
+    QIAO__TRY(mpi_pool_options(app, pipe, &po, &mpi_spec));
+    specs = &mpi_spec;
+    n_specs = 1;
+  }
+#else
+  (void)pipe;
+#endif
+  QIAO__TRY(qiao_pool_create(app->model, specs, n_specs, &po, &app->pool));
   uint32_t model_vocab = qiao_pool_hparams(app->pool)->vocab_size;
   uint32_t tok_vocab = qiao_tokenizer_vocab_size(app->tokenizer);
   app->vocab_size = model_vocab < tok_vocab ? model_vocab : tok_vocab;
@@ -158,7 +277,7 @@ static void set_model_name(serve_app *app, const qiao_cli_model_args *m) {
 }
 
 static int run(serve_config *c, const qiao_cli_model_args *model_args, const char *keys_path,
-               const char *template_path) {
+               const char *template_path, struct qiao_pipeline *pipe) {
   serve_app app;
   memset(&app, 0, sizeof(app));
   app.config = c;
@@ -193,11 +312,17 @@ static int run(serve_config *c, const qiao_cli_model_args *model_args, const cha
   }
   const char *host = c->host;
   bool v6 = strchr(host, ':') != NULL;
+  if (c->replica_name != NULL)
+    snprintf(app.replica_name_buf, sizeof(app.replica_name_buf), "%s", c->replica_name);
+  else
+    serve_replica_name_default(host, serve_server_port(server), app.replica_name_buf,
+                               sizeof(app.replica_name_buf));
+  atomic_store_explicit(&app.replica_name, app.replica_name_buf, memory_order_release);
   fprintf(stderr, "qiao serve: listening on http://%s%s%s:%u\n", v6 ? "[" : "", host, v6 ? "]" : "",
           serve_server_port(server));
   fflush(stderr);
 
-  st = load(&app, model_args);
+  st = load(&app, model_args, pipe);
   if (st != NULL) {
     serve_server_stop(server);
     unload(&app);
@@ -253,6 +378,22 @@ static int parse_flag(serve_config *c, int argc, char **argv, int *i, const char
       st = qiao__error(QIAO_INVALID_ARGUMENT, "--device: empty device spec");
     else
       c->devices[c->n_devices++] = v;
+  } else if (strcmp(a, "--split") == 0) { /* one replica whose layers span several devices */
+    VALUE();
+    if (c->n_devices == SERVE_MAX_DEVICES)
+      st = qiao__error(QIAO_INVALID_ARGUMENT, "--split: at most %d replicas", SERVE_MAX_DEVICES);
+    else if (*v == '\0')
+      st = qiao__error(QIAO_INVALID_ARGUMENT, "--split: empty (want e.g. cpu:0-11,opencl:12-23)");
+    else if (strchr(v, ',') == NULL)
+      st = qiao__error(QIAO_INVALID_ARGUMENT,
+                       "--split: \"%s\" names one device (use --device, or list several)", v);
+    else
+      c->devices[c->n_devices++] = v;
+  } else if (strcmp(a, "--split-by") == 0) {
+    VALUE();
+    if (strcmp(v, "layers") != 0 && strcmp(v, "memory") != 0)
+      st = qiao__error(QIAO_INVALID_ARGUMENT, "--split-by: \"%s\" is not layers or memory", v);
+    c->split_by_memory = strcmp(v, "memory") == 0;
   } else if (strcmp(a, "--slots") == 0) {
     VALUE();
     st = qiao_cli_parse_u32(a, v, 1, 4096, &c->slots);
@@ -270,6 +411,13 @@ static int parse_flag(serve_config *c, int argc, char **argv, int *i, const char
     if (*v == '\0' || strlen(v) > 255)
       st = qiao__error(QIAO_INVALID_ARGUMENT, "--model-name: 1 to 255 bytes");
     c->model_name = v;
+  } else if (strcmp(a, "--replica-name") == 0) {
+    VALUE();
+    if (!serve_replica_name_valid(v))
+      st = qiao__error(QIAO_INVALID_ARGUMENT,
+                       "--replica-name: 1 to %d characters of A-Z a-z 0-9 - . _ : [ ]",
+                       SERVE_REPLICA_NAME_MAX);
+    c->replica_name = v;
   } else if (strcmp(a, "--max-queue") == 0) {
     VALUE();
     st = qiao_cli_parse_u32(a, v, 1, 1000000, &c->max_queue);
@@ -319,10 +467,15 @@ int qiao_cmd_serve(int argc, char **argv) {
   };
   qiao_cli_model_args model = {0};
   const char *keys_path = NULL, *template_path = NULL;
+  bool mpi = false;
   for (int i = 1; i < argc; i++) {
     if (qiao_cli_is_help(argv[i])) {
       usage(stdout);
       return 0;
+    }
+    if (strcmp(argv[i], "--mpi") == 0) {
+      mpi = true;
+      continue;
     }
     int r = qiao_cli_parse_model_arg(&model, false, argc, argv, &i);
     if (r == 2) return 2;
@@ -332,5 +485,28 @@ int qiao_cmd_serve(int argc, char **argv) {
     if (r == 0) return qiao_cli_unknown_arg("serve", argv[i]);
   }
   if (c.n_devices == 0) c.devices[c.n_devices++] = "cpu";
-  return run(&c, &model, keys_path, template_path);
+  if (!mpi) return run(&c, &model, keys_path, template_path, NULL);
+#ifdef QIAO_HAVE_MPI
+  if (c.n_devices > 1 || strchr(c.devices[0], ',') != NULL)
+    return qiao_cli_fail(qiao__error(
+        QIAO_INVALID_ARGUMENT, "--mpi: one --device per rank (--split within a rank: not yet)"));
+  /* MPI starts threads: they must inherit the mask that leaves SIGTERM and
+   * SIGINT to serve's sigwait (see run). */
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+  struct qiao_pipeline *pipe = NULL;
+  qiao_status *st = qiao__pipeline_open(&argc, &argv, &pipe);
+  if (st != NULL) return qiao_cli_fail(st);
+  if (qiao__pipeline_rank(pipe) > 0) return run_stage_rank(&c, &model, pipe);
+  int code = run(&c, &model, keys_path, template_path, pipe);
+  /* Stops the other ranks; after an error, or with a rank lost, ends the
+   * job (MPI_Abort) so that none waits forever. */
+  qiao__pipeline_close(pipe, code == 0);
+  return code;
+#else
+  return qiao_cli_fail(qiao__error(QIAO_UNSUPPORTED, "--mpi: this qiao was built without MPI"));
+#endif
 }

@@ -7,6 +7,9 @@
 
 #include "cli.h"
 #include "core/status_internal.h"
+#ifdef QIAO_HAVE_MPI
+#include "pipeline/pipeline.h"
+#endif
 
 double engine_cli_now(void) {
   struct timespec ts;
@@ -41,6 +44,21 @@ int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i) {
   } else if (strcmp(a, "--device") == 0) {
     VALUE();
     st = qiao_cli_parse_u32(a, v, 0, UINT32_MAX, &o->device_index);
+  } else if (strcmp(a, "--split") == 0) {
+    VALUE();
+    if (v[0] == '\0')
+      st = qiao__error(QIAO_INVALID_ARGUMENT, "--split: empty (want e.g. cpu:0-11,opencl:12-23)");
+    o->split = v;
+  } else if (strcmp(a, "--mpi") == 0) {
+    o->mpi = true;
+  } else if (strcmp(a, "--split-by") == 0) {
+    VALUE();
+    if (strcmp(v, "layers") == 0)
+      o->split_by = QIAO_ENGINE_SPLIT_BY_LAYERS;
+    else if (strcmp(v, "memory") == 0)
+      o->split_by = QIAO_ENGINE_SPLIT_BY_MEMORY;
+    else
+      st = qiao__error(QIAO_INVALID_ARGUMENT, "--split-by: \"%s\" is not layers or memory", v);
   } else if (strcmp(a, "-t") == 0 || strcmp(a, "--threads") == 0) {
     VALUE();
     st = qiao_cli_parse_u32(a, v, 1, 1024, &o->n_threads);
@@ -92,6 +110,12 @@ void engine_cli_print_device_flags(FILE *f) {
       "  -t N                  threads (default: the backend's choice)\n"
       "  --backend NAME|PATH   device backend (default cpu)\n"
       "  --device N            which device of the backend (default 0)\n"
+      "  --split SPEC          layers across devices: cpu:0-11,opencl:12-23 (BACKEND[:DEVICE]:\n"
+      "                        FIRST-LAST, every layer once, in order), or cpu,opencl\n"
+      "  --split-by HOW        for a --split without ranges: layers (even, default) or\n"
+      "                        memory (in proportion to each device's memory)\n"
+      "  --mpi                 under mpirun -np N: each rank runs an even share of the layers\n"
+      "                        on its --backend/--device; rank 0 does the rest\n"
       "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n"
       "  --batch-invariant     results of a sequence independent of the rest of its batch\n"
       "                        (the device must claim QIAO_DEV_FLAG_BATCH_INVARIANT)\n"
@@ -117,6 +141,46 @@ void engine_cli_apply(const engine_cli_opts *o, qiao_engine_options *eo) {
   eo->device_index = o->device_index;
   eo->batch_invariant = o->batch_invariant;
   eo->exact_matmul = o->exact_matmul;
+  eo->split = o->split;
+  eo->split_by = o->split_by;
+}
+
+qiao_status *engine_cli_split_status(qiao_status *st) {
+  if (st != NULL && strncmp(qiao_status_message(st), "split", 5) == 0)
+    return qiao__annotate(st, "--split");
+  return st;
+}
+
+static void print_size(FILE *f, uint64_t bytes) {
+  if (bytes >= (1ull << 30))
+    fprintf(f, "%8.2f GiB", (double)bytes / (1ull << 30));
+  else
+    fprintf(f, "%8.2f MiB", (double)bytes / (1ull << 20));
+}
+
+void engine_cli_print_placement(FILE *f, const qiao_engine_stage_info *stages, uint32_t n) {
+  fprintf(f, "placement: %u stage%s\n", n, n == 1 ? "" : "s");
+  for (uint32_t i = 0; i < n; i++) {
+    const qiao_engine_stage_info *g = &stages[i];
+    fprintf(f, "  stage %u: %s:%u (%s) layers %u-%u%s%s\n", i, g->backend, g->device_index,
+            g->device, g->first_layer, g->last_layer, g->embedding ? ", embedding" : "",
+            g->output ? ", output" : "");
+    fprintf(f, "    weights ");
+    print_size(f, g->weight_bytes);
+    fprintf(f, ", KV cache ");
+    print_size(f, g->kv_cache_bytes);
+    fprintf(f, ", scratch ");
+    print_size(f, g->scratch_bytes);
+    fprintf(f, ", device memory ");
+    if (g->memory_bytes)
+      print_size(f, g->memory_bytes);
+    else
+      fprintf(f, "not reported");
+    fprintf(f, "\n");
+    if (!g->output)
+      fprintf(f, "    to stage %u: %llu bytes per token\n", i + 1,
+              (unsigned long long)g->boundary_bytes_per_token);
+  }
 }
 
 qiao_status *engine_cli_open_tokenizer(const qiao_cli_model_args *a, const qiao_model *model,
@@ -140,12 +204,53 @@ qiao_status *engine_cli_open(const engine_cli_opts *o, qiao_engine_options *eo,
   memset(out, 0, sizeof(*out));
   QIAO__TRY(qiao_cli_open_model(&o->model, false, &out->model));
   qiao_status *st = engine_cli_open_tokenizer(&o->model, out->model, &out->tokenizer);
-  if (st == NULL) {
-    engine_cli_apply(o, eo);
-    st = qiao_engine_create(out->model, eo, &out->engine);
-  }
+  if (st == NULL) st = engine_cli_create_engine(o, eo, out);
   if (st != NULL) engine_cli_close(out);
   return st;
+}
+
+qiao_status *engine_cli_create_engine(const engine_cli_opts *o, qiao_engine_options *eo,
+                                      engine_cli_session *out) {
+  qiao_status *st = NULL;
+  engine_cli_apply(o, eo);
+  if (o->mpi) {
+#ifdef QIAO_HAVE_MPI
+    qiao_hparams hp;
+    st = qiao__pipeline_open(NULL, NULL, &out->pipeline);
+    if (st == NULL) st = qiao_model_get_hparams(out->model, &hp);
+    if (st == NULL) st = qiao__pipeline_engine_options(out->pipeline, &hp, eo);
+    if (st == NULL) st = qiao_engine_create(out->model, eo, &out->engine);
+    if (st == NULL && qiao__pipeline_rank(out->pipeline) > 0) {
+      st = qiao__pipeline_serve(out->pipeline, out->engine);
+      out->worker = st == NULL;
+    }
+    if (st != NULL && out->pipeline != NULL) { /* no rank may wait for this one */
+      fprintf(stderr, "error: rank %d: %s\n", qiao__pipeline_rank(out->pipeline),
+              qiao_status_message(st));
+      qiao__pipeline_close(out->pipeline, false);
+    }
+#else
+    st = qiao__error(QIAO_UNSUPPORTED, "--mpi: this qiao was built without MPI");
+#endif
+  } else {
+    st = engine_cli_split_status(qiao_engine_create(out->model, eo, &out->engine));
+  }
+  return st;
+}
+
+int engine_cli_end(engine_cli_session *s, qiao_status *st) {
+  int code = st ? qiao_cli_fail(st) : 0;
+#ifdef QIAO_HAVE_MPI
+  if (s->pipeline != NULL) {
+    struct qiao_pipeline *p = s->pipeline;
+    s->pipeline = NULL;
+    engine_cli_close(s);
+    qiao__pipeline_close(p, code == 0);
+    return code;
+  }
+#endif
+  engine_cli_close(s);
+  return code;
 }
 
 void engine_cli_close(engine_cli_session *s) {

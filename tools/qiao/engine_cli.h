@@ -19,9 +19,12 @@ typedef struct engine_cli_opts {
   const char *backend;       /* --backend, default "cpu" */
   uint32_t n_threads;
   bool allow_fallback;
-  uint32_t device_index; /* --device N */
-  bool batch_invariant;  /* --batch-invariant */
-  bool exact_matmul;     /* --exact */
+  uint32_t device_index;         /* --device N */
+  bool batch_invariant;          /* --batch-invariant */
+  bool exact_matmul;             /* --exact */
+  const char *split;             /* --split, NULL = one device */
+  qiao_engine_split_by split_by; /* --split-by */
+  bool mpi;                      /* --mpi: this process is one rank of an mpirun job */
   qiao_sampler_params sampling;
   bool seed_given;
 } engine_cli_opts;
@@ -29,7 +32,8 @@ typedef struct engine_cli_opts {
 void engine_cli_opts_init(engine_cli_opts *o);
 
 /* Tries argv[*i] as a common flag (-m, --tokenizer, -t, --backend, --device,
- * --allow-fallback, --batch-invariant, --exact, --temp, --top-k, --top-p, --min-p,
+ * --split, --split-by, --allow-fallback, --batch-invariant, --exact, --temp, --top-k, --top-p,
+ * --min-p,
  * --repeat-penalty,
  * --presence-penalty, --frequency-penalty, --repeat-last-n, --seed).
  * Returns 1 when consumed (advancing *i past its value), 0 when not a common
@@ -41,14 +45,23 @@ int engine_cli_parse_flag(engine_cli_opts *o, int argc, char **argv, int *i);
 void engine_cli_print_device_flags(FILE *f);
 void engine_cli_print_sampling_flags(FILE *f);
 
-/* Copies the backend, device, thread, fallback and batch-invariant flags
- * into engine options. */
+/* Copies the backend, device, split, thread, fallback and batch-invariant
+ * flags into engine options. */
 void engine_cli_apply(const engine_cli_opts *o, qiao_engine_options *engine_options);
+
+/* A status of qiao_engine_create or qiao_engine_plan: one about the split
+ * names the --split flag. */
+qiao_status *engine_cli_split_status(qiao_status *st);
+
+/* Prints the placement (each stage's device, layers and bytes) to f. */
+void engine_cli_print_placement(FILE *f, const qiao_engine_stage_info *stages, uint32_t n);
 
 typedef struct engine_cli_session {
   qiao_model *model;
   qiao_tokenizer *tokenizer; /* NULL when the model has none */
   qiao_engine *engine;
+  struct qiao_pipeline *pipeline; /* --mpi */
+  bool worker;                    /* --mpi, rank > 0: it served its layers and is done */
 } engine_cli_session;
 
 /* The tokenizer of an open model: the --tokenizer file when given (unless
@@ -58,10 +71,24 @@ qiao_status *engine_cli_open_tokenizer(const qiao_cli_model_args *a, const qiao_
                                        qiao_tokenizer **out);
 
 /* Opens the model, its tokenizer (or --tokenizer) and an engine with
- * `engine_options` (backend and threads are filled from the flags). */
+ * `engine_options` (backend and threads are filled from the flags). With
+ * --mpi the engine holds this rank's share of the layers; on ranks > 0 it
+ * then serves rank 0's passes until rank 0 is done, and s->worker is set
+ * (the command just ends, with engine_cli_end). */
 qiao_status *engine_cli_open(const engine_cli_opts *o, qiao_engine_options *engine_options,
                              engine_cli_session *out);
 void engine_cli_close(engine_cli_session *s);
+
+/* The end of a command: prints st's error (if any), closes the session (with
+ * --mpi: stops the other ranks, or ends the job after an error) and returns
+ * the exit code. */
+int engine_cli_end(engine_cli_session *s, qiao_status *st);
+
+/* The engine part of engine_cli_open, for a session whose model the caller
+ * opened (out->model set; out->engine, pipeline and worker filled in). On
+ * failure the caller closes the session. */
+qiao_status *engine_cli_create_engine(const engine_cli_opts *o, qiao_engine_options *eo,
+                                      engine_cli_session *out);
 
 /* Generation of one sequence. */
 typedef struct engine_cli_gen {

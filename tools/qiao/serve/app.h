@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "affinity.h"
 #include "keys.h"
 #include "qiao/model.h"
 #include "qiao/pool.h"
@@ -36,8 +37,10 @@ typedef struct serve_config {
   uint32_t timeout_s; /* idle or slow connections are dropped after this */
   uint32_t grace_s;   /* on SIGTERM, running requests get this long to finish */
   bool prefix_cache, batch_invariant, log_prompts;
-  bool exact_matmul;      /* --exact */
-  const char *model_name; /* NULL: the model file's base name */
+  bool exact_matmul;        /* --exact */
+  bool split_by_memory;     /* --split-by memory */
+  const char *model_name;   /* NULL: the model file's base name */
+  const char *replica_name; /* --replica-name; NULL: HOST:PORT once listening */
 } serve_config;
 
 typedef enum serve_phase {
@@ -50,7 +53,11 @@ typedef struct serve_app {
   const serve_config *config;
   serve_keys *keys; /* NULL: no --api-keys, everyone is tenant "default" */
   char model_name[256];
-  int64_t started;   /* when the server started (Unix time), for /v1/models */
+  int64_t started; /* when the server started (Unix time), for /v1/models */
+  /* X-Qiao-Replica: NULL until named (the default name needs the port, known
+   * only once listening), then points at replica_name_buf and never changes. */
+  _Atomic(const char *) replica_name;
+  char replica_name_buf[SERVE_REPLICA_NAME_MAX + 1];
   _Atomic int phase; /* a serve_phase */
 
   /* Set while loading, read-only once phase is READY. */

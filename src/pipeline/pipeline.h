@@ -1,0 +1,54 @@
+/* Internal: pipeline stages over MPI, above the engine (issue 11).
+ *
+ * `mpirun -np N qiao run|logits|bench|serve ... --mpi`: every rank opens the model and an
+ * engine that holds its share of the layers (an even split, in rank order);
+ * in its engine the other ranks' layers are "external" stages (see
+ * qiao_engine_options.external). Rank 0 owns the tokenizer, the sequences
+ * and the KV cache block tables: for each pass it sends x (T, dim) and the
+ * pass's metadata to the rank of each external stage in turn and gets x
+ * back (a relay through rank 0: the activations are the only traffic); the
+ * other ranks serve such passes with qiao_engine_forward_hidden until rank 0
+ * says stop. A rank that does not answer within QIAO_MPI_TIMEOUT_S seconds
+ * (default 120) fails the pass on rank 0 with an error naming it, and every
+ * later pass at once (the rank is lost for good): run/logits/bench then end
+ * the job (MPI_Abort), serve takes its replica out (answering 503) and ends
+ * the job when stopped, so nothing hangs. Every wait naps rather than spins
+ * (see nap() in pipeline.c), so idle ranks use next to no CPU.
+ *
+ * Threads: MPI runs at MPI_THREAD_SERIALIZED; one thread at a time may use
+ * a pipeline (serve: the replica's thread, then main after it ended).
+ *
+ * MPI stays in this folder: the engine sees only its external-stage
+ * callback. Built only when CMake finds MPI. */
+#ifndef QIAO_PIPELINE_H
+#define QIAO_PIPELINE_H
+
+#include <stdbool.h>
+
+#include "qiao/engine.h"
+#include "qiao/status.h"
+
+typedef struct qiao_pipeline qiao_pipeline;
+
+/* MPI_Init (once per process) and the job's shape. Fails unless there are
+ * at least 2 ranks. */
+qiao_status *qiao__pipeline_open(int *argc, char ***argv, qiao_pipeline **out);
+int qiao__pipeline_rank(const qiao_pipeline *p);
+int qiao__pipeline_size(const qiao_pipeline *p);
+
+/* This rank's engine options: its split ("cpu:0-11,external:12-23" on rank
+ * 0 of 2 with backend "cpu") and, on rank 0, the runner that sends the
+ * external stages to their ranks. `o->backend` and `o->device_index` name
+ * this rank's device; the split string is owned by p. */
+qiao_status *qiao__pipeline_engine_options(qiao_pipeline *p, const qiao_hparams *hp,
+                                           qiao_engine_options *o);
+
+/* Ranks > 0: serves rank 0's passes with `engine` until rank 0 says stop. */
+qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *engine);
+
+/* When `ok` and no rank was lost: rank 0 tells the other ranks to stop; every rank then calls
+ * MPI_Finalize. Else (a rank failed; print the error first) MPI_Abort ends
+ * the whole job, so that no rank waits forever. Accepts NULL. */
+void qiao__pipeline_close(qiao_pipeline *p, bool ok);
+
+#endif

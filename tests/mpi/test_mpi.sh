@@ -1,0 +1,63 @@
+#!/bin/sh
+# qiao --mpi under mpirun on localhost (oversubscribed; as root in CI), on
+# stories260K: 2 ranks give logits byte-identical to one process, 3 ranks the
+# same greedy ids, bench reports the placement; a rank that dies ends the job, with no hang: at once by
+# mpirun's default, or, when mpirun lets the job go on
+# (--mca orte_abort_on_non_zero_status 0), with rank 0's error naming the rank.
+# Usage: test_mpi.sh MPIRUN
+set -eu
+: "${QIAO_BIN:?}" "${QIAO_SHARED:?}"
+MPIRUN="$1"
+M="$QIAO_SHARED/models/stories260K/stories260K.gguf"
+T="${TMPDIR:-/tmp}/qiao_mpi_$$"
+mkdir -p "$T"
+trap 'rm -rf "$T"' EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  [ -s "$T/err" ] && cat "$T/err" >&2
+  exit 1
+}
+[ -f "$M" ] || fail "missing $M"
+mpi() {
+  np=$1
+  shift
+  timeout 120 "$MPIRUN" --allow-run-as-root --oversubscribe -np "$np" "$@"
+}
+
+"$QIAO_BIN" logits -m "$M" --ids "1 403 407 261 378" -o "$T/one.f32" 2> "$T/err" ||
+  fail "logits failed"
+mpi 2 "$QIAO_BIN" logits -m "$M" --ids "1 403 407 261 378" -o "$T/two.f32" --mpi -t 1 \
+  2> "$T/err" || fail "2-rank logits failed"
+cmp -s "$T/one.f32" "$T/two.f32" || fail "2-rank logits differ from one process"
+
+one=$("$QIAO_BIN" run -m "$M" -p "Once upon a time" --temp 0 -n 60 --ids 2> "$T/err") ||
+  fail "run failed"
+three=$(mpi 3 "$QIAO_BIN" run -m "$M" -p "Once upon a time" --temp 0 -n 60 --ids --mpi -t 1 \
+  2> "$T/err") || fail "3-rank run failed"
+[ "$one" = "$three" ] || fail "3-rank ids differ: $three vs $one"
+
+# bench over 2 ranks: its placement names the external stage and the bytes
+# per token that cross to it.
+mpi 2 "$QIAO_BIN" bench -m "$M" -p 16 -n 8 --reps 1 --mpi -t 1 --json > "$T/bench" 2> "$T/err" ||
+  fail "2-rank bench failed"
+grep -q '"backend": "cpu+external".*"first_layer": 0, "last_layer": 2, .*"boundary_bytes_per_token": 256}, {"backend": "external", .*"first_layer": 3, "last_layer": 4, .*"boundary_bytes_per_token": 256}\]}' \
+  "$T/bench" || fail "2-rank bench: no placement: $(cat "$T/bench")"
+
+# Rank 1 dies after 3 passes (a test hook of src/pipeline).
+code=0
+QIAO_PIPELINE_TEST_DIE_AFTER=3 mpi 2 -x QIAO_PIPELINE_TEST_DIE_AFTER "$QIAO_BIN" run -m "$M" \
+  -p "Once upon a time" --temp 0 -n 60 --ids --mpi -t 1 > /dev/null 2> "$T/err" || code=$?
+[ "$code" -ne 0 ] && [ "$code" -ne 124 ] || fail "a dead rank: exit code $code (124: a hang)"
+code=0
+QIAO_PIPELINE_TEST_DIE_AFTER=3 QIAO_MPI_TIMEOUT_S=5 mpi 2 --mca orte_abort_on_non_zero_status 0 \
+  -x QIAO_PIPELINE_TEST_DIE_AFTER -x QIAO_MPI_TIMEOUT_S "$QIAO_BIN" run -m "$M" \
+  -p "Once upon a time" --temp 0 -n 60 --ids --mpi -t 1 > /dev/null 2> "$T/err" || code=$?
+[ "$code" -ne 0 ] && [ "$code" -ne 124 ] || fail "a dead rank, job kept: exit code $code"
+grep -q "^error: .*MPI rank 1 (layers 3-4) did not answer within 5 s" "$T/err" ||
+  fail "rank 0 did not name the dead rank"
+
+# One rank is refused.
+code=0
+mpi 1 "$QIAO_BIN" run -m "$M" -p hi -n 2 --mpi > /dev/null 2> "$T/err" || code=$?
+[ "$code" -ne 0 ] && grep -q "error: --mpi: 1 rank" "$T/err" || fail "1 rank accepted"
+echo "ok"
