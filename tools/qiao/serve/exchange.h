@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "affinity.h"
 #include "app.h"
 #include "buf.h"
 #include "generation.h"
@@ -20,9 +21,10 @@ typedef struct serve_exchange {
   char id[32];   /* random hex: the log's id and the completion id's suffix */
   double t_start;
   char method[16];
-  char route[128]; /* the URL path (sanitized, for the log) */
-  char tenant[64]; /* from the API key, else "default" */
-  serve_buf body;  /* the request body, at most --max-body bytes */
+  char route[128];                     /* the URL path (sanitized, for the log) */
+  char tenant[64];                     /* from the API key, else "default" */
+  char session[SERVE_SESSION_MAX + 1]; /* X-Qiao-Session, "" for none */
+  serve_buf body;                      /* the request body, at most --max-body bytes */
   bool body_too_large;
   uint64_t discarded; /* body bytes dropped after the limit */
   bool responded;     /* a response is queued */

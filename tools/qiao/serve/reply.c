@@ -36,6 +36,8 @@ static enum MHD_Result queue(serve_exchange *x, unsigned status, struct MHD_Resp
   if (r == NULL) return MHD_NO;
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
   MHD_add_response_header(r, "X-Request-Id", x->id);
+  const char *replica = atomic_load_explicit(&x->app->replica_name, memory_order_acquire);
+  if (replica != NULL) MHD_add_response_header(r, SERVE_REPLICA_HEADER, replica);
   if (serve_app_phase(x->app) == SERVE_DRAINING) /* clients should reconnect elsewhere */
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
   enum MHD_Result ok = MHD_queue_response(x->connection, status, r);

@@ -46,6 +46,8 @@ void serve_log_request(const serve_log_entry *e) {
     json_object_object_add(o, "replica", str_or_null(e->gen->replica));
   }
   json_object_object_add(o, "error", str_or_null(e->error));
+  if (e->session != NULL && e->session[0] != '\0')
+    json_object_object_add(o, "session", json_object_new_string(e->session));
   if (e->user != NULL && e->user[0] != '\0')
     json_object_object_add(o, "user", json_object_new_string(e->user));
   if (e->prompt != NULL) json_object_object_add(o, "prompt", json_object_new_string(e->prompt));

@@ -4,6 +4,8 @@
  *    "prompt_tokens":12,"cached_tokens":0,"completion_tokens":40,
  *    "queue_s":0.001,"ttft_s":0.05,"total_s":0.9,"finish":"stop",
  *    "replica":"cpu","error":null}
+ * ("session" too when the request sent X-Qiao-Session; "replica" is the
+ * device that ran it, not the process's X-Qiao-Replica.)
  * Prompt text only with --log-prompts; keys never. */
 #ifndef QIAO_SERVE_LOG_H
 #define QIAO_SERVE_LOG_H
@@ -12,7 +14,8 @@
 
 typedef struct serve_log_entry {
   const char *id, *method, *route, *tenant;
-  const char *user; /* the request's `user` field, "" for none */
+  const char *session; /* X-Qiao-Session, "" for none */
+  const char *user;    /* the request's `user` field, "" for none */
   unsigned status;
   const serve_gen_summary *gen; /* NULL for routes that do not generate */
   double total_s;

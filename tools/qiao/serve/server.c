@@ -135,6 +135,19 @@ static enum MHD_Result begin(serve_exchange *x, const char *url, const char *met
     e.code = "not_found";
     return serve_reply_error(x, &e);
   }
+  const char *session =
+      MHD_lookup_connection_value(x->connection, MHD_HEADER_KIND, SERVE_SESSION_HEADER);
+  if (session != NULL && session[0] != '\0') { /* empty: no session, as balancers see it */
+    if (!serve_session_key_valid(session, strlen(session))) {
+      serve_fail(&e, 400, NULL,
+                 SERVE_SESSION_HEADER
+                 " must be 1 to %d characters of A-Z a-z 0-9 - . _ ~ : + / = @",
+                 SERVE_SESSION_MAX);
+      e.code = "invalid_session_header";
+      return serve_reply_error(x, &e);
+    }
+    snprintf(x->session, sizeof(x->session), "%s", session);
+  }
   bool get_route = strcmp(route->method, "GET") == 0;
   if (get_route ? !is_get(method) : strcmp(method, route->method) != 0) {
     serve_fail(&e, 405, NULL, "%s takes %s, not %s", route->path, route->method, x->method);
@@ -233,6 +246,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
       .method = x->method,
       .route = x->route,
       .tenant = x->tenant,
+      .session = x->session,
       .user = x->has_generation ? x->generation.req.user : NULL,
       .status = x->status,
       .gen = x->has_generation ? &summary : NULL,
