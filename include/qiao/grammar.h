@@ -61,8 +61,11 @@ typedef struct qiao_grammar qiao_grammar;
  * format (date, time, date-time, uuid), minimum / maximum /
  * exclusiveMinimum / exclusiveMaximum (any value for integers; integral
  * values below 1e15 for numbers, which are then written without an
- * exponent), anyOf, oneOf (as anyOf: outputs match at
- * least one branch; exclusivity is not enforced), allOf with one schema,
+ * exponent), anyOf, oneOf whose branches are provably disjoint
+ * (different types, distinct const / enum values, or objects told apart by
+ * a property both require with disjoint schemas, or that one requires and
+ * the other forbids; any other oneOf is QIAO_UNSUPPORTED naming oneOf, its
+ * path and two branches that can both match), allOf with one schema,
  * $ref to "#", "#/$defs/NAME" or "#/definitions/NAME" (recursion included),
  * and the annotations title, description, $schema, $id, $comment, default,
  * examples, deprecated, readOnly, writeOnly, strict. Anything else is

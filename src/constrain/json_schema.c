@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "constrain/grammar_internal.h"
+#include "constrain/schema_shape.h"
 
 #define MAX_GEN_DEPTH 256u /* schema nodes compiled inside one another (via $ref too) */
 #define MAX_DIGITS 19u     /* an int64 */
@@ -878,37 +879,11 @@ static json_object *resolve(sc *c, const char *ref) {
     sfail(c, QIAO_UNSUPPORTED, "$ref '%s' (only references inside the schema, '#...')", ref);
     return NULL;
   }
-  json_object *at = c->root;
-  const char *p = ref + 1;
-  while (*p != '\0' && at != NULL) {
-    if (*p != '/') {
-      sfail(c, QIAO_UNSUPPORTED, "$ref '%s' (only JSON pointers)", ref);
-      return NULL;
-    }
-    p++;
-    char seg[256];
-    size_t n = 0;
-    for (; *p != '\0' && *p != '/'; p++) {
-      char ch = *p;
-      if (ch == '~' && (p[1] == '0' || p[1] == '1')) ch = *++p == '0' ? '~' : '/';
-      if (n + 1 >= sizeof(seg)) {
-        sfail(c, QIAO_LIMIT, "$ref '%s' has a segment too long", ref);
-        return NULL;
-      }
-      seg[n++] = ch;
-    }
-    seg[n] = '\0';
-    json_object *next = NULL;
-    if (json_object_is_type(at, json_type_object)) {
-      json_object_object_get_ex(at, seg, &next);
-    } else if (json_object_is_type(at, json_type_array)) {
-      char *end;
-      unsigned long idx = strtoul(seg, &end, 10);
-      if (*end == '\0' && idx < json_object_array_length(at))
-        next = json_object_array_get_idx(at, idx);
-    }
-    at = next;
+  if (ref[1] != '\0' && ref[1] != '/') {
+    sfail(c, QIAO_UNSUPPORTED, "$ref '%s' (only JSON pointers)", ref);
+    return NULL;
   }
+  json_object *at = qiao__schema_pointer(c->root, ref);
   if (at == NULL) sfail(c, QIAO_MALFORMED, "$ref '%s' points to nothing", ref);
   return at;
 }
@@ -968,6 +943,29 @@ static uint32_t gen_alternatives(sc *c, json_object *list, const char *key) {
     qiao__gb_ref(c->b, r, a);
   }
   return r;
+}
+
+/* oneOf is compiled as anyOf, which is exact only when no instance can be
+ * valid against two branches: refused unless that is proven. */
+static void check_one_of(sc *c, json_object *list) {
+  if (!json_object_is_type(list, json_type_array) || json_object_array_length(list) == 0)
+    return; /* gen_alternatives names the error */
+  size_t n = json_object_array_length(list), i, j;
+  const char *at = c->path_len ? c->path : "/";
+  if (n > QIAO__ONE_OF_MAX_BRANCHES) {
+    qiao__gb_fail(c->b, qiao__error(QIAO_LIMIT,
+                                    "json schema: oneOf at %s: %zu branches; exclusivity is "
+                                    "checked for at most %u",
+                                    at, n, QIAO__ONE_OF_MAX_BRANCHES));
+    return;
+  }
+  if (qiao__one_of_disjoint(c->root, list, &i, &j)) return;
+  qiao__gb_fail(c->b, qiao__error(QIAO_UNSUPPORTED,
+                                  "json schema: oneOf at %s: branches %zu and %zu can both match; "
+                                  "exclusivity is not supported (use anyOf, or make the branches "
+                                  "disjoint: different types, distinct const or enum values, or "
+                                  "a required property with distinct const values)",
+                                  at, i, j));
 }
 
 static uint32_t gen_enum(sc *c, json_object *schema, json_object *list, json_object *type) {
@@ -1041,6 +1039,7 @@ static uint32_t gen(sc *c, json_object *schema) {
     if (sok(c)) r = gen_alternatives(c, v, "anyOf");
   } else if (json_object_object_get_ex(schema, "oneOf", &v)) {
     only(c, schema, ONE_KW, "beside oneOf");
+    if (sok(c)) check_one_of(c, v);
     if (sok(c)) r = gen_alternatives(c, v, "oneOf");
   } else if (json_object_object_get_ex(schema, "allOf", &v)) {
     only(c, schema, ALL_KW, "beside allOf");

@@ -72,6 +72,16 @@ static const char *const deepseek_llm_regexes[] = {
 static const char *const deepseek_coder_regexes[] = {"[\\r\\n]", WS "?\\p{L}+", WS "?\\p{P}+",
                                                      CJK,        "\\p{N}",      NULL};
 
+/* DeepSeek-V3: digits in groups of up to 3, then runs of CJK ideographs and
+ * kana, then a GPT-4-like regex in which an ASCII punctuation character
+ * leads an ASCII word and letters carry their combining marks. */
+static const char *const deepseek_v3_regexes[] = {
+    "\\p{N}{1,3}", "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+",
+    "[!\"#$%&'()*+,\\-./"
+    ":;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
+    "?[\\p{P}\\p{S}]+[\\r\\n]*|" WS "*[\\r\\n]+|" WS "+(?!" NOT_WS ")|" WS "+",
+    NULL};
+
 typedef struct family {
   const char *name;
   const char *const *regexes;
@@ -86,6 +96,7 @@ static const family families[] = {
     {"qwen2", qwen2_regexes},
     {"deepseek-llm", deepseek_llm_regexes},
     {"deepseek-coder", deepseek_coder_regexes},
+    {"deepseek-v3", deepseek_v3_regexes},
 };
 
 static qiao_status *compile(qiao_tokenizer *t, const char *pattern, size_t len, const char *what) {
@@ -121,7 +132,7 @@ qiao_status *qiao__pretok_init(qiao_tokenizer *t, const char *pre, size_t pre_le
   }
   return qiao__error(QIAO_UNSUPPORTED,
                      "tokenizer.pre: unknown pre-tokenizer \"%.*s\" (known: gpt2, llama3, qwen2, "
-                     "deepseek-llm, deepseek-coder, regex)",
+                     "deepseek-llm, deepseek-coder, deepseek-v3, regex)",
                      (int)(pre_len > 64 ? 64 : pre_len), pre);
 }
 

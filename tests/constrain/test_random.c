@@ -37,6 +37,12 @@ static const char *const SCHEMAS[] = {
     "\"number\"},\"city\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":4}},\"required\":["
     "\"lat\","
     "\"city\"]}},\"required\":[\"when\",\"kind\",\"where\"]}",
+    /* oneOf with provably disjoint branches: each output matches exactly one */
+    "{\"type\":\"array\",\"maxItems\":3,\"items\":{\"oneOf\":[{\"type\":\"object\",\"properties\":"
+    "{\"kind\":{\"const\":\"pt\"},\"x\":{\"type\":\"integer\",\"minimum\":-9,\"maximum\":9}},"
+    "\"required\":[\"kind\",\"x\"]},{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":"
+    "\"tag\"},\"x\":{\"type\":\"string\",\"maxLength\":4}},\"required\":[\"kind\"]},{\"type\":"
+    "\"null\"},{\"enum\":[1,2,\"z\"]}]}}",
 };
 
 static uint64_t rng_state = 0x1234567;

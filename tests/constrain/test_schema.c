@@ -9,6 +9,7 @@
 
 #include "qiao/grammar.h"
 #include "test_util.h"
+#include "validate.h"
 
 /* True when `text` is a complete sentence of g. */
 static bool accepts(qiao_grammar *g, const char *text) {
@@ -452,8 +453,138 @@ static void test_mask_small(void) {
   qiao_token_trie_destroy(trie);
 }
 
+/* oneOf: compiled when its branches are provably disjoint (then every
+ * accepted text validates against exactly one branch, checked by the
+ * independent validator), refused naming oneOf, its path and two branches
+ * that can both match otherwise. */
+#define ANIMAL(kind, extra)                                                                        \
+  "{\"type\":\"object\",\"properties\":{\"kind\":{\"const\":\"" kind "\"}," extra                  \
+  "},\"required\":[\"kind\"]}"
+static void test_one_of(void) {
+  static const struct {
+    const char *schema;
+    const char *good[5], *bad[5];
+  } ok[] = {
+      {"{\"oneOf\":[{\"type\":\"string\"},{\"type\":\"integer\"},{\"type\":\"null\"}]}",
+       {"\"a\"", "7", "null"},
+       {"1.5", "true"}},
+      {"{\"oneOf\":[{\"enum\":[\"a\",\"b\"]},{\"enum\":[\"c\",1]},{\"const\":1.5}]}",
+       {"\"a\"", "\"c\"", "1", "1.5"},
+       {"\"d\"", "2"}},
+      /* a discriminator: a required property with distinct const values */
+      {"{\"oneOf\":[" ANIMAL("cat", "\"lives\":{\"type\":\"integer\"}") "," ANIMAL(
+           "dog", "\"bark\":{\"type\":\"string\"}") "]}",
+       {"{\"kind\":\"cat\"}", "{\"kind\":\"cat\",\"lives\":9}",
+        "{\"kind\":\"dog\",\"bark\":\"w\"}"},
+       {"{\"kind\":\"cow\"}", "{\"kind\":\"cat\",\"bark\":\"w\"}", "{}"}},
+      /* the same through $refs, nested in a property */
+      {"{\"$defs\":{\"cat\":" ANIMAL("cat", "\"n\":{\"type\":\"integer\"}") ",\"dog\":" ANIMAL(
+           "dog", "\"n\":{\"type\":\"string\"}") "},\"type\":\"object\",\"properties\":{\"pet\":{"
+                                                 "\"oneOf\":[{\"$ref\":\"#/$defs/cat\"},{\"$ref\":"
+                                                 "\"#/$defs/dog\"}]}},\"required\":[\"pet\"]}",
+       {"{\"pet\":{\"kind\":\"dog\",\"n\":\"x\"}}", "{\"pet\":{\"kind\":\"cat\",\"n\":1}}"},
+       {"{\"pet\":{\"kind\":\"dog\",\"n\":1}}"}},
+      /* a property one branch requires and the other forbids */
+      {"{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
+       "\"required\":[\"a\"],\"additionalProperties\":false},{\"type\":\"object\",\"properties\":"
+       "{\"b\":{\"type\":\"integer\"}},\"required\":[\"b\"],\"additionalProperties\":false}]}",
+       {"{\"a\":1}", "{\"b\":2}"},
+       {"{\"a\":1,\"b\":2}", "{}"}},
+      /* a required property whose types differ */
+      {"{\"oneOf\":[{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"string\"}},"
+       "\"required\":[\"v\"]},{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"array\"}},"
+       "\"required\":[\"v\"]}]}",
+       {"{\"v\":\"s\"}", "{\"v\":[1]}"},
+       {"{\"v\":1}"}},
+      /* recursive: a tree of integers */
+      {"{\"$defs\":{\"t\":{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"array\",\"items\":"
+       "{\"$ref\":\"#/$defs/t\"}}]}},\"$ref\":\"#/$defs/t\"}",
+       {"1", "[1,[2,[]]]"},
+       {"[1.5]", "[\"a\"]"}},
+      /* a const object that the other branch's discriminator excludes */
+      {"{\"oneOf\":[{\"const\":{\"k\":2}}," ANIMAL("x", "\"k\":{\"const\":1}") "]}",
+       {"{\"k\":2}", "{\"kind\":\"x\",\"k\":1}"},
+       {"{\"k\":1}"}},
+  };
+  for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+    qiao_grammar *g = schema(ok[i].schema);
+    if (g == NULL) continue;
+    for (int k = 0; k < 5 && ok[i].good[k]; k++) {
+      char why[256] = "";
+      if (!accepts(g, ok[i].good[k])) {
+        fprintf(stderr, "oneOf schema %s refused %s\n", ok[i].schema, ok[i].good[k]);
+        test_failures++;
+      } else if (!v_check(ok[i].schema, ok[i].good[k], strlen(ok[i].good[k]), why, sizeof(why))) {
+        fprintf(stderr, "oneOf schema %s: %s does not validate: %s\n", ok[i].schema, ok[i].good[k],
+                why);
+        test_failures++;
+      }
+    }
+    for (int k = 0; k < 5 && ok[i].bad[k]; k++)
+      if (accepts(g, ok[i].bad[k])) {
+        fprintf(stderr, "oneOf schema %s accepted %s\n", ok[i].schema, ok[i].bad[k]);
+        test_failures++;
+      }
+    qiao_grammar_destroy(g);
+  }
+  /* Branches that can both match: refused, naming the path and the pair
+   * (the texts show an instance valid against both, which JSON Schema
+   * rejects and anyOf would accept). */
+  static const struct {
+    const char *schema, *message, *both;
+  } overlap[] = {
+      {"{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}",
+       "oneOf at /: branches 0 and 1 can both match", "3"},
+      {"{\"oneOf\":[{\"type\":\"string\"},{\"type\":\"string\",\"maxLength\":3}]}",
+       "branches 0 and 1", "\"ab\""},
+      {"{\"oneOf\":[{\"type\":\"null\"},{\"enum\":[\"a\",\"b\"]},{\"enum\":[\"b\",\"c\"]}]}",
+       "branches 1 and 2", "\"b\""},
+      {"{\"oneOf\":[{\"const\":1},{\"const\":1.0}]}", "branches 0 and 1", "1"},
+      {"{\"type\":\"object\",\"properties\":{\"x\":{\"oneOf\":[{\"type\":\"object\","
+       "\"properties\":{\"a\":{\"type\":\"integer\"}}},{\"type\":\"object\",\"properties\":{"
+       "\"b\":{\"type\":\"integer\"}}}]}}}",
+       "oneOf at /properties/x: branches 0 and 1", "{\"x\":{\"a\":1,\"b\":2}}"},
+      {"{\"oneOf\":[" ANIMAL("x", "\"k\":{\"const\":1}") ",{\"const\":{\"kind\":\"x\",\"k\":1}}]}",
+       "branches 0 and 1", "{\"kind\":\"x\",\"k\":1}"},
+      {"{\"$defs\":{\"t\":{\"oneOf\":[{\"type\":\"integer\"},{\"type\":\"array\",\"items\":"
+       "{\"$ref\":\"#/$defs/t\"}},{\"type\":\"number\"}]}},\"$ref\":\"#/$defs/t\"}",
+       "oneOf at /$defs/t: branches 0 and 2", "[3]"},
+  };
+  for (size_t i = 0; i < sizeof(overlap) / sizeof(overlap[0]); i++) {
+    char why[256] = "";
+    CHECK(!v_check(overlap[i].schema, overlap[i].both, strlen(overlap[i].both), why, sizeof(why)));
+    qiao_grammar *g = NULL;
+    qiao_status *st =
+        qiao_grammar_compile_json_schema(overlap[i].schema, strlen(overlap[i].schema), &g);
+    const char *msg = st ? qiao_status_message(st) : "(compiled)";
+    if (qiao_status_code(st) != QIAO_UNSUPPORTED || strstr(msg, overlap[i].message) == NULL ||
+        strstr(msg, "exclusivity is not supported") == NULL) {
+      fprintf(stderr, "oneOf schema %s: expected \"%s\", got %s\n", overlap[i].schema,
+              overlap[i].message, msg);
+      test_failures++;
+    }
+    CHECK(g == NULL);
+    qiao_status_free(st);
+    qiao_grammar_destroy(g);
+  }
+  /* Too many branches to compare pair by pair: refused, in bounded time. */
+  size_t cap = 300 * 16 + 32, len = 0;
+  char *big = malloc(cap);
+  len += (size_t)snprintf(big + len, cap - len, "{\"oneOf\":[");
+  for (int k = 0; k < 300; k++)
+    len += (size_t)snprintf(big + len, cap - len, "%s{\"const\":%d}", k ? "," : "", k);
+  snprintf(big + len, cap - len, "]}");
+  qiao_grammar *g = NULL;
+  qiao_status *st = qiao_grammar_compile_json_schema(big, strlen(big), &g);
+  CHECK(qiao_status_code(st) == QIAO_LIMIT && strstr(qiao_status_message(st), "oneOf") != NULL);
+  qiao_status_free(st);
+  qiao_grammar_destroy(g);
+  free(big);
+}
+
 int main(void) {
   test_keywords();
+  test_one_of();
   test_unsupported();
   test_hostile();
   test_gbnf();

@@ -62,6 +62,35 @@ static json_object *v_resolve(json_object *root, const char *ref) {
   return at;
 }
 
+/* JSON Schema equality: numbers by value (1 equals 1.0), the rest by
+ * structure. */
+static bool v_equal(json_object *a, json_object *b) {
+  bool na = json_object_is_type(a, json_type_int) || json_object_is_type(a, json_type_double);
+  bool nb = json_object_is_type(b, json_type_int) || json_object_is_type(b, json_type_double);
+  if (na || nb) {
+    if (!(na && nb)) return false;
+    if (json_object_is_type(a, json_type_int) && json_object_is_type(b, json_type_int))
+      return json_object_get_int64(a) == json_object_get_int64(b);
+    return json_object_get_double(a) == json_object_get_double(b);
+  }
+  if (json_object_get_type(a) != json_object_get_type(b)) return false;
+  if (json_object_is_type(a, json_type_array)) {
+    if (json_object_array_length(a) != json_object_array_length(b)) return false;
+    for (size_t i = 0; i < json_object_array_length(a); i++)
+      if (!v_equal(json_object_array_get_idx(a, i), json_object_array_get_idx(b, i))) return false;
+    return true;
+  }
+  if (json_object_is_type(a, json_type_object)) {
+    if (json_object_object_length(a) != json_object_object_length(b)) return false;
+    json_object_object_foreach(a, key, va) {
+      json_object *vb = NULL;
+      if (!json_object_object_get_ex(b, key, &vb) || !v_equal(va, vb)) return false;
+    }
+    return true;
+  }
+  return json_object_equal(a, b);
+}
+
 #define V_FAIL(...)                                                                                \
   do {                                                                                             \
     snprintf(why, n, __VA_ARGS__);                                                                 \
@@ -85,12 +114,11 @@ static bool v_valid(json_object *root, json_object *s, json_object *v, char *why
     if (m != 1) V_FAIL("%d oneOf branches match", m);
     return true;
   }
-  if (json_object_object_get_ex(s, "const", &k) && !json_object_equal(k, v))
-    V_FAIL("const differs");
+  if (json_object_object_get_ex(s, "const", &k) && !v_equal(k, v)) V_FAIL("const differs");
   if (json_object_object_get_ex(s, "enum", &k)) {
     bool found = false;
     for (size_t i = 0; i < json_object_array_length(k); i++)
-      found = found || json_object_equal(json_object_array_get_idx(k, i), v);
+      found = found || v_equal(json_object_array_get_idx(k, i), v);
     if (!found) V_FAIL("not in enum");
   }
   if (json_object_object_get_ex(s, "type", &k)) {
@@ -170,8 +198,14 @@ static bool v_check(const char *schema_text, const char *text, size_t len, char 
   json_tokener *tok = json_tokener_new();
   json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
   json_object *v = json_tokener_parse_ex(tok, text, (int)len);
-  bool parsed = v != NULL && json_tokener_get_error(tok) == json_tokener_success &&
-                json_tokener_get_parse_end(tok) == len;
+  /* (json-c gives null as NULL) */
+  bool parsed =
+      json_tokener_get_error(tok) == json_tokener_success && json_tokener_get_parse_end(tok) == len;
+  if (v == NULL && json_tokener_get_error(tok) == json_tokener_continue &&
+      json_tokener_get_parse_end(tok) == len) { /* a bare literal: ended by the end of the text */
+    v = json_tokener_parse_ex(tok, "", 1);
+    parsed = json_tokener_get_error(tok) == json_tokener_success;
+  }
   json_tokener_free(tok);
   bool ok = parsed;
   if (!parsed)

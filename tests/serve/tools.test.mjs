@@ -3,7 +3,8 @@
 // output below is the constrainer's doing): response_format json_object and
 // json_schema (whole and streamed, chat and completions), schemas refused by
 // keyword, tools with tool_choice required / named / none / auto,
-// parallel_tool_calls, and tool calls streamed as deltas.
+// parallel_tool_calls, and tool calls streamed as deltas (the head of a call,
+// then its arguments in fragments as they are generated).
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, test } from 'node:test';
@@ -112,6 +113,7 @@ test('unsupported or malformed schemas are refused naming the keyword', async ()
     [{ type: 'string', format: 'email' }, /email/],
     [{ type: 'string', pattern: '(a)\\1' }, /backreference/],
     [{ $ref: '#/$defs/missing' }, /missing/],
+    [{ oneOf: [{ type: 'integer' }, { type: 'number' }] }, /oneOf at \/: branches 0 and 1 can both match/],
   ];
   for (const [schema, re] of cases) {
     await assert.rejects(client.chat.completions.create({
@@ -211,31 +213,51 @@ test('tool_choice names a function; parallel_tool_calls false gives one call', a
   }
 });
 
-test('tool calls stream as deltas that the client can join', async () => {
-  const s = await client.chat.completions.create({
-    model: MODEL, messages: MESSAGES, max_completion_tokens: 400, temperature: 1, seed: 8,
-    tools: [WEATHER], tool_choice: 'required', parallel_tool_calls: false, stream: true,
-  });
-  const calls = [];
-  let finish = null;
-  for await (const chunk of s) {
-    const c = chunk.choices[0];
-    if (!c) continue;
-    if (c.finish_reason) finish = c.finish_reason;
-    for (const d of (c.delta && c.delta.tool_calls) || []) {
-      if (!calls[d.index]) calls[d.index] = { id: '', type: 'function', function: { name: '', arguments: '' } };
-      const t = calls[d.index];
-      if (d.id) t.id = d.id;
-      if (d.function && d.function.name) t.function.name += d.function.name;
-      if (d.function && d.function.arguments) t.function.arguments += d.function.arguments;
+test('tool call arguments stream incrementally, as OpenAI streams them', async () => {
+  for (const seed of [8, 9]) {
+    const s = await client.chat.completions.create({
+      model: MODEL, messages: MESSAGES, max_completion_tokens: 400, temperature: 1, seed,
+      tools: [WEATHER], tool_choice: 'required', parallel_tool_calls: false, stream: true,
+    });
+    const calls = [];
+    const argDeltas = [];
+    let finish = null;
+    for await (const chunk of s) {
+      const c = chunk.choices[0];
+      if (!c) continue;
+      if (c.finish_reason) finish = c.finish_reason;
+      for (const d of (c.delta && c.delta.tool_calls) || []) {
+        const what = JSON.stringify(d);
+        if (!calls[d.index]) {
+          // The first delta of a call: index, id, type and name, arguments "".
+          assert.equal(d.index, calls.length, what);
+          assert.match(d.id, /^call_/, what);
+          assert.equal(d.type, 'function', what);
+          assert.equal(d.function.name, 'get_weather', what);
+          assert.equal(d.function.arguments, '', what);
+          calls[d.index] = { id: d.id, type: d.type, function: { name: d.function.name, arguments: '' } };
+          argDeltas[d.index] = 0;
+          continue;
+        }
+        // Later deltas: argument fragments only, of the call that is open.
+        assert.equal(d.index, calls.length - 1, what);
+        assert.equal(d.id, undefined, what);
+        assert.equal(d.function.name, undefined, what);
+        assert.ok(d.function.arguments.length > 0, what);
+        calls[d.index].function.arguments += d.function.arguments;
+        argDeltas[d.index]++;
+      }
     }
+    assert.equal(finish, 'tool_calls');
+    assert.equal(calls.length, 1);
+    const what = JSON.stringify(calls);
+    checkCall(calls[0], what); // the fragments join into valid, schema-valid arguments
+    // {"city": "...", "unit": "c"} takes many tokens of stories260K.
+    assert.ok(argDeltas[0] > 1, `${argDeltas[0]} argument deltas: ${what}`);
   }
-  assert.equal(finish, 'tool_calls');
-  assert.ok(calls.length >= 1);
-  for (const call of calls) checkCall(call, JSON.stringify(calls));
 });
 
-test('parallel calls stream each as soon as it is complete', async () => {
+test('parallel calls stream each while it is generated', async () => {
   const s = await client.chat.completions.create({
     model: MODEL, messages: MESSAGES, max_completion_tokens: 300, temperature: 1, seed: 1,
     tools: [WEATHER, ALARM], tool_choice: 'required', stream: true,

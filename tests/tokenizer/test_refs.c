@@ -1,7 +1,8 @@
 /* Every string of shared/reference/tokenizer_refs.json encodes to exactly
  * the ids the reference library produced (HF tokenizers for qwen3/llama3,
- * sentencepiece for llama2; no BOS), and decodes back to the string.
- * Usage: tokenizer_refs KEY TOKENIZER (KEY: qwen3, llama3, llama2_spm). */
+ * transformers.js for deepseek_v3, sentencepiece for llama2; no BOS), and
+ * decodes back to the string.
+ * Usage: tokenizer_refs KEY TOKENIZER (KEY: qwen3, llama3, deepseek_v3, llama2_spm). */
 #include <json-c/json.h>
 
 #include "format/import_tokenizer.h"
@@ -46,6 +47,22 @@ static void check_settings(const qiao_tokenizer *t, const char *key) {
     CHECK(qiao_tokenizer_vocab_size(t) == 128256);
     CHECK(qiao_tokenizer_bos_id(t) == 128000 && !qiao_tokenizer_adds_bos(t));
     CHECK(n_eos >= 2 && eos[0] == 128001 && qiao_tokenizer_is_eos(t, 128009)); /* <|eot_id|> */
+  } else if (strcmp(key, "deepseek_v3") == 0) {
+    CHECK(qiao_tokenizer_vocab_size(t) == 128815);
+    CHECK(qiao_tokenizer_bos_id(t) == 0 && qiao_tokenizer_adds_bos(t));
+    CHECK(n_eos >= 1 && eos[0] == 1); /* <｜end▁of▁sentence｜> */
+    /* the tool-call tokens are added tokens, matched in text */
+    static const char *const tool_tokens[] = {"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>",
+                                              "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
+                                              "<｜tool▁sep｜>"};
+    static const int32_t tool_ids[] = {128806, 128807, 128808, 128809, 128814};
+    for (size_t i = 0; i < 5; i++) {
+      CHECK(qiao_tokenizer_find_token(t, tool_tokens[i], strlen(tool_tokens[i])) == tool_ids[i]);
+      size_t n;
+      int32_t *ids = tok_encode(t, tool_tokens[i], strlen(tool_tokens[i]), false, true, &n);
+      CHECK(n == 1 && ids[0] == tool_ids[i]);
+      free(ids);
+    }
   } else {
     CHECK(qiao_tokenizer_vocab_size(t) == 32000);
     CHECK(qiao_tokenizer_bos_id(t) == 1 && qiao_tokenizer_adds_bos(t));

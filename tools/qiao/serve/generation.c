@@ -66,6 +66,7 @@ void serve_generation_free(serve_generation *g) {
     serve_buf_free(&g->choices[i].text);
     serve_buf_free(&g->choices[i].content);
     serve_tool_calls_free(g->choices[i].calls, g->choices[i].n_calls);
+    serve_tool_stream_free(&g->choices[i].tool_stream);
     serve_logprobs_free(&g->choices[i].logprobs);
   }
   serve_gen_request_free(&g->req);
@@ -118,50 +119,39 @@ static bool tools_on(const serve_generation *g) {
   return g->req.api == SERVE_API_CHAT && g->req.tools.choice != SERVE_TOOL_CHOICE_NONE;
 }
 
-/* Streams with tools: sends the content that cannot be part of a call. */
-static void stream_safe_content(serve_generation *g, uint32_t i, json_object *logprobs) {
-  serve_choice *c = &g->choices[i];
-  size_t safe = serve_tools_safe_prefix(&g->req.tools, c->text.data, c->text.len);
-  if (safe > c->streamed || logprobs != NULL) {
-    size_t from = c->streamed < safe ? c->streamed : safe;
-    emit(g, serve_resp_chunk_choice(g->req.api, i, false, c->text.data + from, safe - from,
-                                    logprobs, NULL));
-    c->streamed = safe > c->streamed ? safe : c->streamed;
+/* Streams with tools: the deltas of the tool-call stream as chunks; the
+ * token's logprobs go with its first content chunk (or an empty one). */
+typedef struct delta_sink {
+  serve_generation *g;
+  uint32_t i;
+  json_object *logprobs;
+} delta_sink;
+
+static void on_tool_delta(void *ctx, const serve_tool_delta *d) {
+  delta_sink *k = ctx;
+  serve_api api = k->g->req.api;
+  if (d->kind == SERVE_TOOL_DELTA_CONTENT) {
+    emit(k->g, serve_resp_chunk_choice(api, k->i, false, d->text, d->len, k->logprobs, NULL));
+    k->logprobs = NULL;
+    return;
   }
+  json_object *chunk = serve_resp_chunk_choice(api, k->i, false, NULL, 0, NULL, NULL);
+  json_object *delta = NULL, *list = json_object_new_array();
+  json_object_array_add(list, serve_tool_delta_json(d));
+  if (json_object_object_get_ex(chunk, "delta", &delta))
+    json_object_object_add(delta, "tool_calls", list);
+  else
+    json_object_put(list);
+  emit(k->g, chunk);
 }
 
-/* Streams: calls [from, n) as deltas: a head (index, id, name) and the
- * arguments, in two chunks, as OpenAI sends them. */
-static void emit_calls(serve_generation *g, uint32_t i, const serve_tool_call *calls, size_t from,
-                       size_t n) {
-  for (size_t k = from; k < n; k++)
-    for (int part = 0; part < 2; part++) {
-      json_object *chunk = serve_resp_chunk_choice(g->req.api, i, false, NULL, 0, NULL, NULL);
-      json_object *delta = NULL;
-      json_object *list = json_object_new_array();
-      json_object_array_add(list, serve_tool_call_delta(&calls[k], k, part == 0));
-      if (json_object_object_get_ex(chunk, "delta", &delta))
-        json_object_object_add(delta, "tool_calls", list);
-      else
-        json_object_put(list);
-      emit(g, chunk);
-    }
-}
-
-/* Streams: a call whose closing tag just came is sent at once. */
-static void stream_new_calls(serve_generation *g, uint32_t i, const qiao_request_event *ev) {
+static void stream_tools(serve_generation *g, uint32_t i, bool final, json_object *logprobs) {
   serve_choice *c = &g->choices[i];
-  if (g->req.tools.family == SERVE_TOOLS_LLAMA3 || memchr(ev->text, '>', ev->text_len) == NULL)
-    return; /* Llama 3's call is the whole reply: it is known at the end */
-  serve_buf content = {0};
-  serve_tool_call *calls = NULL;
-  size_t n = serve_tools_extract(&g->req.tools, c->text.data, c->text.len, &content, &calls);
-  if (n > c->calls_sent) {
-    emit_calls(g, i, calls, c->calls_sent, n);
-    c->calls_sent = n;
-  }
-  serve_tool_calls_free(calls, n);
-  serve_buf_free(&content);
+  delta_sink sink = {g, i, logprobs};
+  serve_tool_stream_feed(&c->tool_stream, &g->req.tools, c->text.data, c->text.len, final,
+                         on_tool_delta, &sink);
+  if (sink.logprobs != NULL)
+    emit(g, serve_resp_chunk_choice(g->req.api, i, false, "", 0, sink.logprobs, NULL));
 }
 
 static void on_token(serve_generation *g, uint32_t i, const qiao_request_event *ev) {
@@ -170,8 +160,7 @@ static void on_token(serve_generation *g, uint32_t i, const qiao_request_event *
   if (tools_on(g)) {
     serve_buf_append(&c->text, ev->text, ev->text_len);
     if (g->stream && (ev->text_len > 0 || g->req.logprobs))
-      stream_safe_content(g, i, serve_logprobs_take(&c->logprobs));
-    if (g->stream && ev->text_len > 0) stream_new_calls(g, i, ev);
+      stream_tools(g, i, false, serve_logprobs_take(&c->logprobs));
   } else if (!g->stream) {
     serve_buf_append(&c->text, ev->text, ev->text_len);
   } else if (ev->text_len > 0 || g->req.logprobs) {
@@ -205,18 +194,15 @@ static void on_done(serve_generation *g, uint32_t i, const qiao_request_event *e
   const char *reason = serve_finish_reason(ev->finish);
   if (tools_on(g)) {
     serve_buf_append(&c->text, ev->text, ev->text_len);
-    c->n_calls =
-        serve_tools_extract(&g->req.tools, c->text.data, c->text.len, &c->content, &c->calls);
-    /* Cut by max_tokens, "length" stays the reason (a call may be cut). */
-    if (c->n_calls > 0 && ev->finish == QIAO_FINISH_STOP) reason = "tool_calls";
-    if (!g->stream) return;
-    /* The content not sent yet (what was held back, when no call came),
-     * then the calls not sent yet. */
-    size_t sent = c->streamed < c->content.len ? c->streamed : c->content.len;
-    if (c->content.len > sent)
-      emit(g, serve_resp_chunk_choice(g->req.api, i, false, c->content.data + sent,
-                                      c->content.len - sent, NULL, NULL));
-    if (c->n_calls > c->calls_sent) emit_calls(g, i, c->calls, c->calls_sent, c->n_calls);
+    if (!g->stream) {
+      c->n_calls =
+          serve_tools_extract(&g->req.tools, c->text.data, c->text.len, &c->content, &c->calls);
+      return;
+    }
+    /* What was held back settles; the calls are those the stream sent.
+     * Cut by max_tokens, "length" stays the reason (a call may be cut). */
+    stream_tools(g, i, true, NULL);
+    if (c->tool_stream.n_calls > 0 && ev->finish == QIAO_FINISH_STOP) reason = "tool_calls";
     emit(g, serve_resp_chunk_choice(g->req.api, i, false, NULL, 0, NULL, reason));
     return;
   }

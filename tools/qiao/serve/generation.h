@@ -23,6 +23,7 @@
 #include "errors.h"
 #include "request_parse.h"
 #include "responses.h"
+#include "tool_stream.h"
 
 typedef struct serve_choice {
   qiao_request *request;
@@ -31,11 +32,10 @@ typedef struct serve_choice {
   qiao_finish finish;
   char error[256];        /* FINISH_ERROR: what failed */
   serve_buf text;         /* the whole text (whole responses, and streams with tools) */
-  size_t streamed;        /* streams with tools: bytes of text already sent as content */
   serve_buf content;      /* with tools: the text outside the tool calls */
   serve_tool_call *calls; /* (n_calls) the tool calls parsed at the end */
   size_t n_calls;
-  size_t calls_sent; /* streams: calls already sent as deltas */
+  serve_tool_stream tool_stream; /* streams with tools: content and call deltas sent so far */
   serve_logprobs logprobs;
   uint32_t prompt_tokens, cached_tokens, completion_tokens;
   double queue_s, ttft_s;

@@ -10,24 +10,6 @@
 #include "json_in.h"
 #include "text.h"
 
-#define DS_CALLS_BEGIN                                                                             \
-  "<\xef\xbd\x9ctool\xe2\x96\x81"                                                                  \
-  "calls\xe2\x96\x81"                                                                              \
-  "begin\xef\xbd\x9c>"
-#define DS_CALLS_END                                                                               \
-  "<\xef\xbd\x9ctool\xe2\x96\x81"                                                                  \
-  "calls\xe2\x96\x81"                                                                              \
-  "end\xef\xbd\x9c>"
-#define DS_CALL_BEGIN                                                                              \
-  "<\xef\xbd\x9ctool\xe2\x96\x81"                                                                  \
-  "call\xe2\x96\x81"                                                                               \
-  "begin\xef\xbd\x9c>"
-#define DS_CALL_END                                                                                \
-  "<\xef\xbd\x9ctool\xe2\x96\x81"                                                                  \
-  "call\xe2\x96\x81"                                                                               \
-  "end\xef\xbd\x9c>"
-#define DS_SEP "<\xef\xbd\x9ctool\xe2\x96\x81sep\xef\xbd\x9c>"
-
 void serve_tools_free(serve_tools *t) {
   for (size_t i = 0; i < t->n; i++) {
     free(t->tools[i].name);
@@ -51,7 +33,7 @@ static bool valid_name(const char *s, size_t len) {
 
 static serve_tool_family family_of(const qiao_tokenizer *tok) {
   if (tok != NULL) {
-    if (qiao_tokenizer_find_token(tok, DS_CALLS_BEGIN, strlen(DS_CALLS_BEGIN)) >= 0)
+    if (qiao_tokenizer_find_token(tok, SERVE_DS_CALLS_BEGIN, strlen(SERVE_DS_CALLS_BEGIN)) >= 0)
       return SERVE_TOOLS_DEEPSEEK;
     if (qiao_tokenizer_find_token(tok, "<tool_call>", 11) >= 0) return SERVE_TOOLS_HERMES;
     /* Llama 3.1 / 3.2 have <|python_tag|>; every Llama 3 has <|eot_id|>. */
@@ -176,8 +158,8 @@ bool serve_tools_grammar(const serve_tools *t, qiao_grammar **out, serve_error *
       break;
     case SERVE_TOOLS_DEEPSEEK:
       snprintf(head, sizeof(head),
-               "\"" DS_CALL_BEGIN "function" DS_SEP "%s\\n```json\\n\" %s \"\\n```" DS_CALL_END
-               "\"",
+               "\"" SERVE_DS_CALL_BEGIN "function" SERVE_DS_SEP
+               "%s\\n```json\\n\" %s \"\\n```" SERVE_DS_CALL_END "\"",
                t->tools[k].name, names[k - first]);
       break;
     default:
@@ -192,9 +174,10 @@ bool serve_tools_grammar(const serve_tools *t, qiao_grammar **out, serve_error *
   /* Several calls when allowed (Llama 3.1's template takes one). */
   bool many = t->parallel && t->family != SERVE_TOOLS_LLAMA3;
   if (t->family == SERVE_TOOLS_DEEPSEEK)
-    ok = ok && append(&g, many ? "root ::= \"" DS_CALLS_BEGIN
-                                 "\" call (\"\\n\"? call)* \"" DS_CALLS_END "\"\n"
-                               : "root ::= \"" DS_CALLS_BEGIN "\" call \"" DS_CALLS_END "\"\n");
+    ok = ok && append(&g, many ? "root ::= \"" SERVE_DS_CALLS_BEGIN
+                                 "\" call (\"\\n\"? call)* \"" SERVE_DS_CALLS_END "\"\n"
+                               : "root ::= \"" SERVE_DS_CALLS_BEGIN "\" call \"" SERVE_DS_CALLS_END
+                                 "\"\n");
   else
     ok = ok && append(&g, many ? "root ::= call (\"\\n\" call)*\n" : "root ::= call\n");
   if (!ok) {
@@ -291,6 +274,31 @@ static bool call_from_object(serve_tool_call **calls, size_t *n, json_object *v)
   return add_call(calls, n, json_object_get_string(name), args);
 }
 
+static bool is_ws(char c) {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+static void trim_ws(serve_buf *b) {
+  while (b->len > 0 && is_ws(b->data[b->len - 1]))
+    b->len--;
+  if (b->data != NULL) b->data[b->len] = '\0';
+}
+
+/* Appends text outside the calls; DeepSeek's wrapper markers around the
+ * calls are markup, not content. */
+static void append_content(const serve_tools *t, serve_buf *content, const char *p, size_t n) {
+  while (t->family == SERVE_TOOLS_DEEPSEEK && n > 0) {
+    const char *a = find(p, n, SERVE_DS_CALLS_BEGIN), *b = find(p, n, SERVE_DS_CALLS_END);
+    const char *tag = a == NULL || (b != NULL && b < a) ? b : a;
+    if (tag == NULL) break;
+    size_t tl = strlen(tag == a ? SERVE_DS_CALLS_BEGIN : SERVE_DS_CALLS_END);
+    serve_buf_append(content, p, (size_t)(tag - p));
+    n -= (size_t)(tag - p) + tl;
+    p = tag + tl;
+  }
+  serve_buf_append(content, p, n);
+}
+
 size_t serve_tools_extract(const serve_tools *t, const char *text, size_t len, serve_buf *content,
                            serve_tool_call **out_calls) {
   serve_tool_call *calls = NULL;
@@ -308,6 +316,7 @@ size_t serve_tools_extract(const serve_tools *t, const char *text, size_t len, s
     json_object *v = parse_json(s, (size_t)(end - s));
     if (v != NULL && call_from_object(&calls, &n, v)) {
       serve_buf_append(content, text, tag ? (size_t)(tag - text) : 0);
+      trim_ws(content);
     } else {
       serve_buf_append(content, text, len);
     }
@@ -315,8 +324,8 @@ size_t serve_tools_extract(const serve_tools *t, const char *text, size_t len, s
     *out_calls = calls;
     return n;
   }
-  const char *open = t->family == SERVE_TOOLS_DEEPSEEK ? DS_CALL_BEGIN : "<tool_call>";
-  const char *close = t->family == SERVE_TOOLS_DEEPSEEK ? DS_CALL_END : "</tool_call>";
+  const char *open = t->family == SERVE_TOOLS_DEEPSEEK ? SERVE_DS_CALL_BEGIN : "<tool_call>";
+  const char *close = t->family == SERVE_TOOLS_DEEPSEEK ? SERVE_DS_CALL_END : "</tool_call>";
   const char *at = text;
   while (at < end) {
     const char *o = find(at, (size_t)(end - at), open);
@@ -325,10 +334,10 @@ size_t serve_tools_extract(const serve_tools *t, const char *text, size_t len, s
     const char *body = o + strlen(open);
     bool ok = false;
     if (t->family == SERVE_TOOLS_DEEPSEEK) { /* TYPE<sep>NAME\n```json\nARGS\n``` */
-      const char *sep = find(body, (size_t)(c - body), DS_SEP);
+      const char *sep = find(body, (size_t)(c - body), SERVE_DS_SEP);
       const char *nl = sep ? memchr(sep, '\n', (size_t)(c - sep)) : NULL;
       if (nl != NULL) {
-        const char *name = sep + strlen(DS_SEP);
+        const char *name = sep + strlen(SERVE_DS_SEP);
         const char *a = nl + 1, *z = c;
         if ((size_t)(z - a) >= 7 && memcmp(a, "```json", 7) == 0) a += 7;
         while (z > a && (z[-1] == '\n' || z[-1] == ' '))
@@ -347,77 +356,16 @@ size_t serve_tools_extract(const serve_tools *t, const char *text, size_t len, s
       ok = v != NULL && call_from_object(&calls, &n, v);
       json_object_put(v);
     }
-    /* Text before the call is content (not the blank between two calls);
-     * an unparsable call stays content too. */
-    const char *seg_end = ok ? o : c + strlen(close);
-    bool blank = true;
-    for (const char *q = at; q < seg_end && blank; q++)
-      blank = *q == ' ' || *q == '\n' || *q == '\r' || *q == '\t';
-    if (!(blank && ok && n > 1)) serve_buf_append(content, at, (size_t)(seg_end - at));
+    /* Text before the call is content, less the whitespace right before
+     * it; an unparsable call stays content. */
+    append_content(t, content, at, (size_t)((ok ? o : c + strlen(close)) - at));
+    if (ok) trim_ws(content);
     at = c + strlen(close);
   }
-  if (at < end) {
-    /* DeepSeek's wrapper tokens are markup, not content. */
-    const char *rest = at;
-    size_t rlen = (size_t)(end - at);
-    serve_buf_append(content, rest, rlen);
-  }
-  if (t->family == SERVE_TOOLS_DEEPSEEK && content->data != NULL) { /* drop the wrapper tags */
-    const char *tags[] = {DS_CALLS_BEGIN, DS_CALLS_END};
-    for (int k = 0; k < 2; k++) {
-      const char *p;
-      while ((p = find(content->data, content->len, tags[k])) != NULL) {
-        size_t tl = strlen(tags[k]), off = (size_t)(p - content->data);
-        memmove(content->data + off, content->data + off + tl, content->len - off - tl + 1);
-        content->len -= tl;
-      }
-    }
-  }
-  /* Whitespace left between calls is not content. */
-  if (n > 0 && content->data != NULL) {
-    size_t k = content->len;
-    while (k > 0 && (content->data[k - 1] == '\n' || content->data[k - 1] == ' '))
-      k--;
-    content->len = k;
-    content->data[k] = '\0';
-  }
+  append_content(t, content, at, (size_t)(end - at));
+  if (n > 0) trim_ws(content); /* whitespace after the last call is not content */
   *out_calls = calls;
   return n;
-}
-
-size_t serve_tools_safe_prefix(const serve_tools *t, const char *text, size_t len) {
-  if (t->choice == SERVE_TOOL_CHOICE_NONE) return len;
-  if (t->family ==
-      SERVE_TOOLS_LLAMA3) { /* a call is the whole reply: hold a reply that starts one */
-    size_t i = 0;
-    while (i < len && (text[i] == ' ' || text[i] == '\n'))
-      i++;
-    if (i == len || text[i] == '{' || text[i] == '<') return 0;
-    return len;
-  }
-  const char *open = t->family == SERVE_TOOLS_DEEPSEEK ? DS_CALLS_BEGIN : "<tool_call>";
-  size_t ol = strlen(open);
-  const char *o = find(text, len, open);
-  if (o != NULL) return (size_t)(o - text);
-  for (size_t h = ol - 1; h > 0; h--) /* the longest tail that may begin the opener */
-    if (h <= len && memcmp(text + len - h, open, h) == 0) return len - h;
-  return len;
-}
-
-json_object *serve_tool_call_delta(const serve_tool_call *c, size_t k, bool head) {
-  json_object *o = json_object_new_object();
-  json_object_object_add(o, "index", json_object_new_int((int)k));
-  json_object *fn = json_object_new_object();
-  if (head) {
-    json_object_object_add(o, "id", json_object_new_string(c->id));
-    json_object_object_add(o, "type", json_object_new_string("function"));
-    json_object_object_add(fn, "name", json_object_new_string(c->name));
-    json_object_object_add(fn, "arguments", json_object_new_string(""));
-  } else {
-    json_object_object_add(fn, "arguments", json_object_new_string(c->arguments));
-  }
-  json_object_object_add(o, "function", fn);
-  return o;
 }
 
 json_object *serve_tool_calls_json(const serve_tool_call *calls, size_t n) {

@@ -22,6 +22,25 @@
 
 #define SERVE_MAX_TOOLS 128
 
+/* DeepSeek-V3's tool-call markers (single tokens of its vocabulary). */
+#define SERVE_DS_CALLS_BEGIN                                                                       \
+  "<\xef\xbd\x9ctool\xe2\x96\x81"                                                                  \
+  "calls\xe2\x96\x81"                                                                              \
+  "begin\xef\xbd\x9c>"
+#define SERVE_DS_CALLS_END                                                                         \
+  "<\xef\xbd\x9ctool\xe2\x96\x81"                                                                  \
+  "calls\xe2\x96\x81"                                                                              \
+  "end\xef\xbd\x9c>"
+#define SERVE_DS_CALL_BEGIN                                                                        \
+  "<\xef\xbd\x9ctool\xe2\x96\x81"                                                                  \
+  "call\xe2\x96\x81"                                                                               \
+  "begin\xef\xbd\x9c>"
+#define SERVE_DS_CALL_END                                                                          \
+  "<\xef\xbd\x9ctool\xe2\x96\x81"                                                                  \
+  "call\xe2\x96\x81"                                                                               \
+  "end\xef\xbd\x9c>"
+#define SERVE_DS_SEP "<\xef\xbd\x9ctool\xe2\x96\x81sep\xef\xbd\x9c>"
+
 typedef enum serve_tool_family {
   SERVE_TOOLS_HERMES = 0,
   SERVE_TOOLS_LLAMA3 = 1,
@@ -74,13 +93,7 @@ size_t serve_tools_extract(const serve_tools *t, const char *text, size_t len, s
                            serve_tool_call **out_calls);
 void serve_tool_calls_free(serve_tool_call *calls, size_t n);
 
-/* How much of `text` (a prefix of the output) can be shown as content now
- * while streaming: text that may begin a call is held back. */
-size_t serve_tools_safe_prefix(const serve_tools *t, const char *text, size_t len);
-
-/* The message's tool_calls array for a response, and the delta chunks of
- * a stream (`k`-th call). */
+/* The message's tool_calls array for a response (streams: tool_stream.h). */
 json_object *serve_tool_calls_json(const serve_tool_call *calls, size_t n);
-json_object *serve_tool_call_delta(const serve_tool_call *call, size_t k, bool head);
 
 #endif
