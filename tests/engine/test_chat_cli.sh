@@ -42,3 +42,30 @@ for want_reply in "$reply1" "$reply2"; do
   turn=$((turn + 1))
 done
 echo "chat prompts equal qiao template | qiao tokenize for 2 turns"
+
+# Stop at the end of turn: a copy of the model whose EOS is the id the greedy
+# reply reaches at some step k (the first one from k = 2 that did not come
+# earlier) must reply with exactly the k ids before it, printing no text of
+# the EOS itself: the reply equals `qiao run -n k` on the same prompt.
+ids=$("$QIAO_BIN" tokenize -m "$M" -f "$T/r1" --no-bos) || fail "tokenize turn 1"
+reply_ids=$("$QIAO_BIN" run -m "$M" --prompt-ids "$ids" --temp 0 -n 8 -t 1 --no-echo --ids 2> /dev/null) ||
+  fail "run --ids"
+k=0 eos="" seen=" "
+for id in $reply_ids; do
+  if [ $k -ge 2 ]; then
+    case $seen in *" $id "*) ;; *) eos=$id; break ;; esac
+  fi
+  seen="$seen$id "
+  k=$((k + 1))
+done
+[ -n "$eos" ] || fail "no new id from step 2 in the greedy reply: $reply_ids"
+"$MAKE_CHAT_MODEL" "$T/eos.gguf" "$eos" || fail "make_chat_model with EOS $eos"
+want=$("$QIAO_BIN" run -m "$M" --prompt-ids "$ids" --temp 0 -n $k -t 1 --no-echo 2> /dev/null)
+printf 'Hello there.\n' |
+  "$QIAO_BIN" chat -m "$T/eos.gguf" --temp 0 -n 8 -t 1 > "$T/chat_eos" 2> "$T/err" ||
+  fail "chat with EOS $eos: $(cat "$T/err")"
+[ "$(wc -l < "$T/chat_eos")" -eq 1 ] || fail "chat with EOS: one reply line expected: $(cat "$T/chat_eos")"
+got=$(cat "$T/chat_eos")
+[ "$got" = "$want" ] ||
+  fail "chat with EOS $eos (step $k of '$reply_ids'): replied '$got', expected the $k ids before it: '$want'"
+echo "chat stops at EOS $eos after $k tokens and does not print it"
