@@ -80,7 +80,6 @@ _PROTOTYPES = {
         [ctypes.c_void_p, _i32, _P(ctypes.c_void_p), _P(_size)],
     ),
     "qiao_detokenizer_flush": (_status, [ctypes.c_void_p, _P(ctypes.c_void_p), _P(_size)]),
-    "qiao_engine_default_options": (T.EngineOptions, []),
     "qiao_engine_create": (
         _status,
         [ctypes.c_void_p, _P(T.EngineOptions), _P(ctypes.c_void_p)],

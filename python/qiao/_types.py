@@ -18,7 +18,7 @@ class EncodeOptions(_Sized):  # qiao_encode_options
     _fields_ = [("struct_size", _size), ("add_bos", _bool), ("parse_special", _bool)]
 
 
-class EngineOptions(ctypes.Structure):  # qiao_engine_options (all of 0.1)
+class EngineOptions(_Sized):  # qiao_engine_options, the fields of 0.1 (the library reads only these)
     _fields_ = [
         ("struct_size", _size),
         ("backend", ctypes.c_char_p),

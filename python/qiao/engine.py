@@ -34,14 +34,13 @@ class Engine(_Handle):
                  device_index=0, exact_matmul=False, verbose=False):
         self._handle = None
         self.model = model
-        options = lib.qiao_engine_default_options()
-        options.backend = backend.encode() if backend else None
-        options.n_threads = n_threads
-        options.max_context = max_context
-        options.max_seqs = max_seqs
-        options.device_index = device_index
-        options.exact_matmul = exact_matmul
-        options.verbose = verbose
+        # Built here, not by qiao_engine_default_options(): that returns the
+        # whole struct of the library's version, which may be larger than
+        # this mirror (fields are appended); struct_size says what is given.
+        options = T.EngineOptions(
+            backend=backend.encode() if backend else None, n_threads=n_threads,
+            max_context=max_context, max_seqs=max_seqs, device_index=device_index,
+            exact_matmul=exact_matmul, verbose=verbose)
         handle = ctypes.c_void_p()
         check(lib.qiao_engine_create(model._live(), ctypes.byref(options), ctypes.byref(handle)))
         self._handle = handle

@@ -6,6 +6,7 @@
 // (--slots 2 --max-queue 4). Afterwards nothing runs, nothing is queued, no
 // KV block is held, the server still answers correctly and exits 0.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import http from 'node:http';
 import { after, before, test } from 'node:test';
 import {
@@ -18,7 +19,13 @@ let server;
 let port;
 
 before(async () => {
-  server = await startServer(['--slots', '2', '--max-queue', '4', '--timeout', '2', '--chat-template', CHAT_TEMPLATE]);
+  // The CPU backend slowed down by 100 us an op (the faulty test plugin), so
+  // that requests meant to be running or queued still are when the test
+  // looks, whatever the build's speed.
+  const plugin = process.env.QIAO_FAULTY_PLUGIN;
+  if (!plugin || !fs.existsSync(plugin)) throw new Error(`QIAO_FAULTY_PLUGIN (${plugin}) is not a file`);
+  server = await startServer(['--device', plugin, '--slots', '2', '--max-queue', '4', '--timeout', '2',
+    '--chat-template', CHAT_TEMPLATE], { env: { QIAO_FAULTY_OP_DELAY_US: '100' } });
   port = server.port;
 });
 after(async () => {
