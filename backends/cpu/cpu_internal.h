@@ -358,6 +358,18 @@ void qiao__cpu_gemm_q8_scalar_q4_0(const uint8_t *tile, const qiao__cpu_q8_row *
 /* Dequantizes one row of n elements (n a multiple of the block) to f32. */
 void qiao__cpu_dequantize_row(qiao_dev_dtype dtype, const uint8_t *row, uint64_t n, float *out);
 
+/* Scale and min of sub-block j (0..7) of a Q4_K or Q5_K super-block, from
+ * its 12 bytes of packed 6-bit pairs s (format.md section 4.1). */
+static inline void qiao__cpu_k4_scale_min(const uint8_t *s, int j, int *scale, int *min) {
+  if (j < 4) {
+    *scale = s[j] & 63;
+    *min = s[j + 4] & 63;
+  } else {
+    *scale = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+    *min = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
 /* ---- The block types of ABI 1.3 (cpu_kquants.c) ----------------------------
  * Elements and bytes of one block of a quantized dtype (1 and the element
  * size for the float ones, 0 for a value that is not a dtype). */

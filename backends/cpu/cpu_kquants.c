@@ -18,13 +18,7 @@ static float f16_at(const uint8_t *p) {
 static void chunk_q4_k_q5_k(const uint8_t *b, int j, float *out, int five) {
   const uint8_t *s = b + 4, *qh = b + 16, *qs = b + (five ? 48 : 16) + 32 * (j / 2);
   int sc, m;
-  if (j < 4) {
-    sc = s[j] & 63;
-    m = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
+  qiao__cpu_k4_scale_min(s, j, &sc, &m);
   float dl = f16_at(b) * (float)sc, ml = f16_at(b + 2) * (float)m;
   for (int l = 0; l < 32; l++) {
     int q = (j & 1) ? qs[l] >> 4 : qs[l] & 0x0f;
@@ -83,18 +77,23 @@ static void chunk_q3_k(const uint8_t *b, int j, float *out) {
  * i + 16 in its high one): d * q + m. Q5_0: f16 d, u32 qh, 16 bytes: bit i
  * of qh is element i's fifth bit; d * (q - 16). Q5_1: f16 d, f16 m, qh, 16
  * bytes: d * q + m. */
-static void block_q4_1_q5(qiao_dev_dtype dtype, const uint8_t *b, float *out) {
-  float d = f16_at(b), m = dtype == QIAO_DEV_Q5_0 ? 0.0f : f16_at(b + 2);
+static void small_block_quants(qiao_dev_dtype dtype, const uint8_t *b, int q[32]) {
   int hoff = dtype == QIAO_DEV_Q5_0 ? 2 : 4;
   const uint8_t *qs = b + (dtype == QIAO_DEV_Q4_1 ? 4 : hoff + 4);
   uint32_t qh = 0;
   if (dtype != QIAO_DEV_Q4_1)
     qh = (uint32_t)b[hoff] | (uint32_t)b[hoff + 1] << 8 | (uint32_t)b[hoff + 2] << 16 |
          (uint32_t)b[hoff + 3] << 24;
-  for (int i = 0; i < 32; i++) {
-    int q = (i < 16 ? qs[i] & 0x0f : qs[i - 16] >> 4) | (int)((qh >> i) & 1u) << 4;
-    out[i] = dtype == QIAO_DEV_Q5_0 ? d * (float)(q - 16) : d * (float)q + m;
-  }
+  for (int i = 0; i < 32; i++)
+    q[i] = (i < 16 ? qs[i] & 0x0f : qs[i - 16] >> 4) | (int)((qh >> i) & 1u) << 4;
+}
+
+static void block_q4_1_q5(qiao_dev_dtype dtype, const uint8_t *b, float *out) {
+  float d = f16_at(b), m = dtype == QIAO_DEV_Q5_0 ? 0.0f : f16_at(b + 2);
+  int q[32];
+  small_block_quants(dtype, b, q);
+  for (int i = 0; i < 32; i++)
+    out[i] = dtype == QIAO_DEV_Q5_0 ? d * (float)(q[i] - 16) : d * (float)q[i] + m;
 }
 
 void qiao__cpu_dequant_chunk(qiao_dev_dtype dtype, const uint8_t *row, uint64_t c, float *out) {
@@ -139,16 +138,10 @@ static void chunk_ints(qiao_dev_dtype dtype, const uint8_t *row, uint64_t c, int
   if (qiao__cpu_block_elems(dtype) == 32) {
     const uint8_t *b = row + c / 32 * bytes;
     float d = f16_at(b), mn = dtype == QIAO_DEV_Q5_0 ? 0.0f : -f16_at(b + 2);
-    int hoff = dtype == QIAO_DEV_Q5_0 ? 2 : 4;
-    const uint8_t *qs = b + (dtype == QIAO_DEV_Q4_1 ? 4 : hoff + 4);
-    uint32_t qh = 0;
-    if (dtype != QIAO_DEV_Q4_1)
-      qh = (uint32_t)b[hoff] | (uint32_t)b[hoff + 1] << 8 | (uint32_t)b[hoff + 2] << 16 |
-           (uint32_t)b[hoff + 3] << 24;
-    for (int i = 0; i < 32; i++) {
-      int q = (i < 16 ? qs[i] & 0x0f : qs[i - 16] >> 4) | (int)((qh >> i) & 1u) << 4;
-      v[i] = dtype == QIAO_DEV_Q5_0 ? q - 16 : q;
-    }
+    small_block_quants(dtype, b, v);
+    if (dtype == QIAO_DEV_Q5_0)
+      for (int i = 0; i < 32; i++)
+        v[i] -= 16;
     a[0] = a[1] = d, m[0] = m[1] = mn;
     return;
   }
@@ -160,12 +153,7 @@ static void chunk_ints(qiao_dev_dtype dtype, const uint8_t *row, uint64_t c, int
     const uint8_t *s = b + 4, *qh = b + 16;
     const uint8_t *qs = b + (dtype == QIAO_DEV_Q5_K ? 48 : 16) + 32 * (j / 2);
     int sc, mn;
-    if (j < 4) {
-      sc = s[j] & 63, mn = s[j + 4] & 63;
-    } else {
-      sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
-      mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
+    qiao__cpu_k4_scale_min(s, j, &sc, &mn);
     for (int l = 0; l < 32; l++) {
       v[l] = (j & 1) ? qs[l] >> 4 : qs[l] & 0x0f;
       if (dtype == QIAO_DEV_Q5_K) v[l] |= ((qh[l] >> j) & 1) << 4;

@@ -56,11 +56,8 @@ INLINE TVNNI void q4_k_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_
     _mm_prefetch((const char *)b + 2048 + 64, _MM_HINT_T0);
     _mm_prefetch((const char *)b + 2048 + 128, _MM_HINT_T0);
     int sc[8], mn[8];
-    for (int j = 0; j < 4; j++) {
-      sc[j] = sb[j] & 63, mn[j] = sb[j + 4] & 63;
-      sc[j + 4] = (sb[j + 8] & 0x0f) | ((sb[j] >> 6) << 4);
-      mn[j + 4] = (sb[j + 8] >> 4) | ((sb[j + 4] >> 6) << 4);
-    }
+    for (int j = 0; j < 8; j++)
+      qiao__cpu_k4_scale_min(sb, j, &sc[j], &mn[j]);
     __m256 scv = _mm256_mul_ps(_mm256_set1_ps(f16(b)),
                                _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)sc)));
     __m256 mnv = _mm256_mul_ps(_mm256_set1_ps(f16(b + 2)),
@@ -288,11 +285,8 @@ INLINE T2 void q4_k_rows_256(const uint8_t *w, const qiao__cpu_q8_row *x, uint64
     _mm_prefetch((const char *)b + 2048 + 64, _MM_HINT_T0);
     _mm_prefetch((const char *)b + 2048 + 128, _MM_HINT_T0);
     int sc[8], mn[8];
-    for (int j = 0; j < 4; j++) {
-      sc[j] = sb[j] & 63, mn[j] = sb[j + 4] & 63;
-      sc[j + 4] = (sb[j + 8] & 0x0f) | ((sb[j] >> 6) << 4);
-      mn[j + 4] = (sb[j + 8] >> 4) | ((sb[j + 4] >> 6) << 4);
-    }
+    for (int j = 0; j < 8; j++)
+      qiao__cpu_k4_scale_min(sb, j, &sc[j], &mn[j]);
     float d = f16_2(b), dmin = f16_2(b + 2);
     float scf[8], mnf[8];
     for (int j = 0; j < 8; j++)

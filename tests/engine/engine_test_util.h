@@ -6,6 +6,7 @@
 #include <json-c/json.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "qiao/engine.h"
@@ -82,6 +83,29 @@ static inline qiao_status *greedy(qiao_engine *e, const int32_t *prompt, size_t 
   }
   qiao_engine_seq_free(e, seq);
   return st;
+}
+
+/* Runs a shell command; says on stderr which one failed. */
+static inline int run_command(const char *cmd) {
+  int rc = system(cmd);
+  if (rc != 0) fprintf(stderr, "failed (%d): %s\n", rc, cmd);
+  return rc;
+}
+
+/* Logits of every prompt position (max 64) and n_ids greedy ids of model m,
+ * with exact activations: what a converted model is compared on. */
+static inline void evaluate_exact(qiao_model *m, const int32_t *prompt, size_t n_prompt,
+                                  float *logits, int32_t *ids, size_t n_ids) {
+  qiao_engine *e = NULL;
+  qiao_engine_options o = qiao_engine_default_options();
+  o.n_threads = 2;
+  o.max_context = 64;
+  o.exact_matmul = true;
+  CHECK_OK(qiao_engine_create(m, &o, &e));
+  if (e == NULL) return;
+  CHECK_OK(all_logits(e, prompt, n_prompt, logits));
+  CHECK_OK(greedy(e, prompt, n_prompt, ids, n_ids));
+  qiao_engine_destroy(e);
 }
 
 #endif

@@ -25,27 +25,6 @@
 
 #define KERNEL_BOUND 1e-5
 
-static int run(const char *cmd) {
-  int rc = system(cmd);
-  if (rc != 0) fprintf(stderr, "failed (%d): %s\n", rc, cmd);
-  return rc;
-}
-
-/* Logits of every prompt position and greedy ids, exact activations. */
-static void evaluate(qiao_model *m, const int32_t *prompt, size_t n_prompt, float *logits,
-                     int32_t *ids, size_t n_ids) {
-  qiao_engine *e = NULL;
-  qiao_engine_options o = qiao_engine_default_options();
-  o.n_threads = 2;
-  o.max_context = 64;
-  o.exact_matmul = true;
-  CHECK_OK(qiao_engine_create(m, &o, &e));
-  if (e == NULL) return;
-  CHECK_OK(all_logits(e, prompt, n_prompt, logits));
-  CHECK_OK(greedy(e, prompt, n_prompt, ids, n_ids));
-  qiao_engine_destroy(e);
-}
-
 int main(void) {
   const char *bin = getenv("QIAO_BIN");
   if (bin == NULL) {
@@ -87,12 +66,12 @@ int main(void) {
       snprintf(back, sizeof(back), "%s/%s_%s_f32.gguf", tmp, archs[a], types[t]);
       snprintf(cmd, sizeof(cmd), "'%s' convert '%s' '%s' --type %s --quiet 2>/dev/null", bin, dir,
                conv, types[t]);
-      if (run(cmd) != 0) {
+      if (run_command(cmd) != 0) {
         CHECK(!"qiao convert");
         continue;
       }
       snprintf(cmd, sizeof(cmd), "'%s' convert '%s' '%s' --type f32 --quiet", bin, conv, back);
-      CHECK(run(cmd) == 0);
+      CHECK(run_command(cmd) == 0);
       qiao_model *mq = NULL, *mf = NULL;
       CHECK_OK(qiao_model_open(conv, NULL, &mq));
       CHECK_OK(qiao_model_open(back, NULL, &mf));
@@ -111,8 +90,8 @@ int main(void) {
       CHECK(ratio <= 1.0);
       /* 2. the engine on the converted weights = on them dequantized */
       int32_t ids_q[64] = {0}, ids_f[64] = {0};
-      evaluate(mq, prompt, n_prompt, lq, ids_q, n_greedy);
-      evaluate(mf, prompt, n_prompt, lf, ids_f, n_greedy);
+      evaluate_exact(mq, prompt, n_prompt, lq, ids_q, n_greedy);
+      evaluate_exact(mf, prompt, n_prompt, lf, ids_f, n_greedy);
       double kerr = rel_l2(lq, lf, n_prompt * vocab);
       CHECK(kerr < KERNEL_BOUND);
       CHECK(memcmp(ids_q, ids_f, n_greedy * sizeof(int32_t)) == 0);
