@@ -159,6 +159,11 @@ typedef struct qiao__cpu_kernels {
    * qiao__cpu_vec_q8_fn below). */
   void (*vec_q8[QIAO_DEV_DTYPE_COUNT])(const uint8_t *w, const qiao__cpu_q8_row *x, int nr,
                                        uint64_t k, float *out);
+  /* The same on nw consecutive weight rows (qiao__cpu_vec_q8_rows_fn below):
+   * optional, per dtype, the same results as vec_q8. */
+  void (*vec_q8_rows[QIAO_DEV_DTYPE_COUNT])(const uint8_t *w, uint64_t row_bytes, int nw,
+                                            const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                                            float *out);
   /* Exact conversion of one row to f32, by dtype: Q8_0 and Q4_0 always; the
    * float types optionally, for the packed prefill path (k % 32 == 0). */
   qiao__cpu_dequant_fn dequant[QIAO_DEV_DTYPE_COUNT];
@@ -440,6 +445,17 @@ void qiao__cpu_dequant_q5_1(const uint8_t *w, uint64_t k, float *out);
  * (w, x[r], k) only, never on nr or threads. */
 typedef void (*qiao__cpu_vec_q8_fn)(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
                                     float *out);
+/* vec_q8 on nw weight rows, row_bytes apart: out[j * nr + r] = the product
+ * of weight row j with x[r], bit for bit what vec_q8 gives for that row (the
+ * weight rows only share the loads of x in prefill). */
+typedef void (*qiao__cpu_vec_q8_rows_fn)(const uint8_t *w, uint64_t row_bytes, int nw,
+                                         const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
+void qiao__cpu_vec_q8_rows_512_q4_k(const uint8_t *w, uint64_t row_bytes, int nw,
+                                    const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
+void qiao__cpu_vec_q8_rows_512_q5_k(const uint8_t *w, uint64_t row_bytes, int nw,
+                                    const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
+void qiao__cpu_vec_q8_rows_512_q5_0(const uint8_t *w, uint64_t row_bytes, int nw,
+                                    const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
 void qiao__cpu_vec_q8_scalar(qiao_dev_dtype dtype, const uint8_t *w, const qiao__cpu_q8_row *x,
                              int nr, uint64_t k, float *out);
 void qiao__cpu_vec_q8_q4_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,

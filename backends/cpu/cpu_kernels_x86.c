@@ -708,7 +708,10 @@ static const qiao__cpu_kernels avx512_vnni_kernels = {
     .vec_q8 = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_512_q4_k,
                [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_512_q5_k,
                [QIAO_DEV_Q6_K] = qiao__cpu_vec_q8_512_q6_k,
-               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_512_q5_0}};
+               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_512_q5_0},
+    .vec_q8_rows = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_rows_512_q4_k,
+                    [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_rows_512_q5_k,
+                    [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_rows_512_q5_0}};
 
 /* ---- AVX2: steps of 8 elements; a step group of 4 is 32 elements --------- */
 

@@ -5,8 +5,10 @@
  * block's quants are unpacked to unsigned bytes in registers and multiplied
  * with the int8 activations by vpdpbusd (exact integer sums per 4
  * elements); the scales are applied in f32 per lane, 16 lanes summed at the
- * end. Up to 4 rows of x share each unpacked weight vector. A result depends
- * on (w, x row, k) only. */
+ * end. Up to 4 rows of x share each unpacked weight vector; in prefill the
+ * vec_q8_rows kernels (Q5_0, Q4_K, Q5_K) also let several weight rows share
+ * each load of x, with the same operations per pair. A result depends on
+ * (w, x row, k) only. */
 #include "cpu_internal.h"
 
 #if defined(__x86_64__)
@@ -100,6 +102,109 @@ INLINE TVNNI void q4_k_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_
     out[r] = _mm512_reduce_add_ps(acc[r]) - _mm_cvtss_f32(m4);
   }
 }
+
+/* q4_k_rows on WR weight rows at once, each x row's vectors loaded once for
+ * all of them; every (weight row, x row) pair runs the operations of
+ * q4_k_rows in the same order, so the bits are the same. */
+INLINE TVNNI void q4_k_wrows(const uint8_t *w, uint64_t row_bytes, const qiao__cpu_q8_row *x,
+                             uint64_t k, float *out, int out_stride, const int WR, const int NR,
+                             const int FIVE) {
+  const uint64_t block_bytes = FIVE ? 176 : 144;
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  __m512 acc[2][4];
+  __m256 macc[2][4];
+  for (int j = 0; j < WR; j++)
+    for (int r = 0; r < NR; r++)
+      acc[j][r] = _mm512_setzero_ps(), macc[j][r] = _mm256_setzero_ps();
+  for (uint64_t s = 0; s < k / 256; s++) {
+    __m256 scv[2], mnv[2];
+    __m512i l0[2], h0[2], l1[2], h1[2];
+    for (int j = 0; j < WR; j++) {
+      const uint8_t *b = w + j * row_bytes + s * block_bytes, *sb = b + 4;
+      _mm_prefetch((const char *)b + 2048, _MM_HINT_T0);
+      _mm_prefetch((const char *)b + 2048 + 64, _MM_HINT_T0);
+      _mm_prefetch((const char *)b + 2048 + 128, _MM_HINT_T0);
+      int sc[8], mn[8];
+      for (int t = 0; t < 8; t++)
+        qiao__cpu_k4_scale_min(sb, t, &sc[t], &mn[t]);
+      scv[j] = _mm256_mul_ps(_mm256_set1_ps(f16(b)),
+                             _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)sc)));
+      mnv[j] = _mm256_mul_ps(_mm256_set1_ps(f16(b + 2)),
+                             _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)mn)));
+      const uint8_t *qs = b + (FIVE ? 48 : 16);
+      __m512i q0 = _mm512_loadu_si512(qs), q1 = _mm512_loadu_si512(qs + 64);
+      l0[j] = _mm512_and_si512(q0, low), h0[j] = _mm512_and_si512(_mm512_srli_epi16(q0, 4), low);
+      l1[j] = _mm512_and_si512(q1, low), h1[j] = _mm512_and_si512(_mm512_srli_epi16(q1, 4), low);
+      if (FIVE) {
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(b + 16));
+        __m512i qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+        l0[j] = _mm512_or_si512(l0[j], fifth2(qh2, 0, 2));
+        h0[j] = _mm512_or_si512(h0[j], fifth2(qh2, 1, 3));
+        l1[j] = _mm512_or_si512(l1[j], fifth2(qh2, 4, 6));
+        h1[j] = _mm512_or_si512(h1[j], fifth2(qh2, 5, 7));
+      }
+    }
+    for (int r = 0; r < NR; r++) {
+      const int8_t *xq = x[r].q + s * 256;
+      __m256 dx = _mm256_loadu_ps(x[r].d + s * 8);
+      __m512i x02 = x2(xq, xq + 64), x13 = x2(xq + 32, xq + 96);
+      __m512i x46 = x2(xq + 128, xq + 192), x57 = x2(xq + 160, xq + 224);
+      __m256 sums =
+          _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(x[r].sum + s * 8)));
+      for (int j = 0; j < WR; j++) {
+        __m256 f = _mm256_mul_ps(scv[j], dx);
+        __m512i z = _mm512_setzero_si512();
+        __m512i d02 = _mm512_dpbusd_epi32(z, l0[j], x02);
+        __m512i d13 = _mm512_dpbusd_epi32(z, h0[j], x13);
+        __m512i d46 = _mm512_dpbusd_epi32(z, l1[j], x46);
+        __m512i d57 = _mm512_dpbusd_epi32(z, h1[j], x57);
+        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d02), spread2(f, 0, 2), acc[j][r]);
+        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d13), spread2(f, 1, 3), acc[j][r]);
+        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d46), spread2(f, 4, 6), acc[j][r]);
+        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d57), spread2(f, 5, 7), acc[j][r]);
+        macc[j][r] = _mm256_fmadd_ps(_mm256_mul_ps(mnv[j], dx), sums, macc[j][r]);
+      }
+    }
+  }
+  for (int j = 0; j < WR; j++)
+    for (int r = 0; r < NR; r++) {
+      __m256 m = macc[j][r];
+      __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+      m4 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
+      out[j * out_stride + r] = _mm512_reduce_add_ps(acc[j][r]) - _mm_cvtss_f32(m4);
+    }
+}
+
+#define VEC_Q8_ROWS_K4(name, FIVE_)                                                                \
+  TVNNI void name(const uint8_t *w, uint64_t row_bytes, int nw, const qiao__cpu_q8_row *x, int nr, \
+                  uint64_t k, float *out) {                                                        \
+    for (int j0 = 0; j0 < nw; j0 += 2) {                                                           \
+      int wr = nw - j0 < 2 ? 1 : 2;                                                                \
+      const uint8_t *wj = w + (uint64_t)j0 * row_bytes;                                            \
+      for (int r0 = 0; r0 < nr; r0 += 4) {                                                         \
+        int n = nr - r0 < 4 ? nr - r0 : 4;                                                         \
+        float *o = out + j0 * nr + r0;                                                             \
+        if (wr == 2) {                                                                             \
+          switch (n) {                                                                             \
+          case 4: q4_k_wrows(wj, row_bytes, x + r0, k, o, nr, 2, 4, FIVE_); break;                 \
+          case 3: q4_k_wrows(wj, row_bytes, x + r0, k, o, nr, 2, 3, FIVE_); break;                 \
+          case 2: q4_k_wrows(wj, row_bytes, x + r0, k, o, nr, 2, 2, FIVE_); break;                 \
+          default: q4_k_wrows(wj, row_bytes, x + r0, k, o, nr, 2, 1, FIVE_); break;                \
+          }                                                                                        \
+        } else {                                                                                   \
+          switch (n) {                                                                             \
+          case 4: q4_k_wrows(wj, row_bytes, x + r0, k, o, nr, 1, 4, FIVE_); break;                 \
+          case 3: q4_k_wrows(wj, row_bytes, x + r0, k, o, nr, 1, 3, FIVE_); break;                 \
+          case 2: q4_k_wrows(wj, row_bytes, x + r0, k, o, nr, 1, 2, FIVE_); break;                 \
+          default: q4_k_wrows(wj, row_bytes, x + r0, k, o, nr, 1, 1, FIVE_); break;                \
+          }                                                                                        \
+        }                                                                                          \
+      }                                                                                            \
+    }                                                                                              \
+  }
+VEC_Q8_ROWS_K4(qiao__cpu_vec_q8_rows_512_q4_k, 0)
+VEC_Q8_ROWS_K4(qiao__cpu_vec_q8_rows_512_q5_k, 1)
 
 /* ---- Q6_K: per half of a super-block, 128 elements = 4 blocks of x -------- */
 INLINE TVNNI void q6_k_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_t k, float *out,
@@ -225,6 +330,95 @@ INLINE TVNNI void q5_0_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_
   }
   for (int r = 0; r < NR; r++)
     out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+/* Several weight rows per pass for prefill: each x row's vector, its
+ * correction sum(16 * q) and its scales are loaded once for WR weight rows.
+ * Every (weight row, x row) pair runs exactly the operations of q5_0_rows in
+ * the same order (products d_w * d_x per lane, integer sums, one fma per
+ * step), so a result is the same whatever WR, NR or the row's neighbours. */
+INLINE TVNNI void q5_0_wrows(const uint8_t *w, uint64_t row_bytes, const qiao__cpu_q8_row *x,
+                             uint64_t k, float *out, int out_stride, const int WR, const int NR) {
+  const __m512i sixteen = _mm512_set1_epi8(16);
+  __m512 acc[4][4];
+  for (int j = 0; j < WR; j++)
+    for (int r = 0; r < NR; r++)
+      acc[j][r] = _mm512_setzero_ps();
+  const uint64_t nb = k / 32;
+  for (uint64_t bk = 0; bk + 1 < nb; bk += 2) {
+    __m512i v[4];
+    __m512 dw[4];
+    for (int j = 0; j < WR; j++) {
+      const uint8_t *b0 = w + j * row_bytes + bk * 22;
+      _mm_prefetch((const char *)b0 + 2048, _MM_HINT_T0);
+      v[j] = q5_0_quants2(b0);
+      dw[j] = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(f16(b0)), _mm512_set1_ps(f16(b0 + 22)));
+    }
+    for (int r = 0; r < NR; r++) {
+      __m512i xv = _mm512_loadu_si512(x[r].q + bk * 32);
+      __m512i z = _mm512_setzero_si512();
+      /* -sum(16 * q) per lane as the accumulator: the same exact integers */
+      __m512i neg16 = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, sixteen, xv));
+      __m512 dx =
+          _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(x[r].d[bk]), _mm512_set1_ps(x[r].d[bk + 1]));
+      for (int j = 0; j < WR; j++) {
+        __m512i i = _mm512_dpbusd_epi32(neg16, v[j], xv);
+        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw[j], dx), acc[j][r]);
+      }
+    }
+  }
+  if (nb % 2) { /* the last block alone: the other half stays zero */
+    uint64_t bk = nb - 1;
+    for (int j = 0; j < WR; j++) {
+      const uint8_t *b0 = w + j * row_bytes + bk * 22;
+      __m128i a = _mm_loadu_si128((const __m128i *)(const void *)(b0 + 6));
+      __m128i lo = _mm_and_si128(a, _mm_set1_epi8(0x0f));
+      __m128i hi = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_set1_epi8(0x0f));
+      uint32_t qh;
+      memcpy(&qh, b0 + 2, 4);
+      __m256i v0 = _mm256_or_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1),
+                                   _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
+      __m512i v = _mm512_inserti64x4(_mm512_setzero_si512(), v0, 0);
+      float d0 = f16(b0);
+      for (int r = 0; r < NR; r++) {
+        const int8_t *xq = x[r].q + bk * 32;
+        __m512i xv = _mm512_inserti64x4(_mm512_setzero_si512(),
+                                        _mm256_loadu_si256((const __m256i *)(const void *)xq), 0);
+        __m512i z = _mm512_setzero_si512();
+        __m512i i =
+            _mm512_sub_epi32(_mm512_dpbusd_epi32(z, v, xv), _mm512_dpbusd_epi32(z, sixteen, xv));
+        __m512 f =
+            _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0 * x[r].d[bk]), _mm512_set1_ps(0.0f));
+        acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), f, acc[j][r]);
+      }
+    }
+  }
+  for (int j = 0; j < WR; j++)
+    for (int r = 0; r < NR; r++)
+      out[j * out_stride + r] = _mm512_reduce_add_ps(acc[j][r]);
+}
+
+TVNNI void qiao__cpu_vec_q8_rows_512_q5_0(const uint8_t *w, uint64_t row_bytes, int nw,
+                                          const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                                          float *out) {
+  for (int j0 = 0; j0 < nw; j0 += 4) {
+    int wr = nw - j0 < 4 ? nw - j0 : 4;
+    const uint8_t *wj = w + (uint64_t)j0 * row_bytes;
+    float *o = out + j0 * nr;
+    for (int r0 = 0; r0 < nr; r0 += 4) {
+      int n = nr - r0 < 4 ? nr - r0 : 4;
+#define Q5_0_CASE(WR_, NR_)                                                                        \
+  if (wr == WR_ && n == NR_) {                                                                     \
+    q5_0_wrows(wj, row_bytes, x + r0, k, o + r0, nr, WR_, NR_);                                    \
+    continue;                                                                                      \
+  }
+      Q5_0_CASE(4, 4) Q5_0_CASE(4, 3) Q5_0_CASE(4, 2) Q5_0_CASE(4, 1);
+      Q5_0_CASE(3, 4) Q5_0_CASE(3, 3) Q5_0_CASE(3, 2) Q5_0_CASE(3, 1);
+      Q5_0_CASE(2, 4) Q5_0_CASE(2, 3) Q5_0_CASE(2, 2) Q5_0_CASE(2, 1);
+      Q5_0_CASE(1, 4) Q5_0_CASE(1, 3) Q5_0_CASE(1, 2) Q5_0_CASE(1, 1);
+#undef Q5_0_CASE
+    }
+  }
 }
 
 #define VEC_Q8_512(name, rows)                                                                     \

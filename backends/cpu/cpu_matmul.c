@@ -71,6 +71,7 @@
 enum {
   ROW_TILE = 16,                    /* weight rows kept hot while x streams */
   TOKEN_BLOCK = QIAO__CPU_MAX_ROWS, /* x rows per kernel call */
+  VEC_Q8_WROWS = 4,                 /* weight rows per vec_q8_rows call */
   PARALLEL_MACS = 1 << 15           /* below this, dispatching costs more than it saves */
 };
 
@@ -125,6 +126,7 @@ typedef struct rows_job {
   /* Q8 activations on the stored blocks of a 1.3 dtype (no tiles, no
    * copy): q8_rows as above; NULL otherwise. */
   qiao__cpu_vec_q8_fn vec_q8;
+  qiao__cpu_vec_q8_rows_fn vec_q8_rows; /* optional, with vec_q8 */
 } rows_job;
 
 /* Floats of scratch per thread and per element of k: a tile of ROW_TILE
@@ -261,11 +263,24 @@ static void repacked_range(const rows_job *job, uint64_t lo, uint64_t hi) {
 static void vec_q8_range(const rows_job *job, uint64_t lo, uint64_t hi) {
   const float *xs[TOKEN_BLOCK];
   float *os[TOKEN_BLOCK];
-  float dots[TOKEN_BLOCK];
+  float dots[TOKEN_BLOCK], wdots[VEC_Q8_WROWS * TOKEN_BLOCK];
   for (uint64_t j0 = lo; j0 < hi; j0 += ROW_TILE) {
     uint64_t j1 = hi - j0 < ROW_TILE ? hi : j0 + ROW_TILE;
     for (uint64_t t0 = 0; t0 < job->n; t0 += TOKEN_BLOCK) {
       int nr = block_rows(job, t0, xs, os);
+      /* Prefill: weight rows in fours share each x load. Decode (one x row)
+       * stays on vec_q8: a single stream of weights measured faster there. */
+      if (job->vec_q8_rows != NULL && job->n > 1) {
+        for (uint64_t j = j0; j < j1; j += VEC_Q8_WROWS) {
+          int nw = j1 - j < VEC_Q8_WROWS ? (int)(j1 - j) : VEC_Q8_WROWS;
+          job->vec_q8_rows(job->w + j * job->row_bytes, job->row_bytes, nw, job->q8_rows + t0, nr,
+                           job->k, wdots);
+          for (int i = 0; i < nw; i++)
+            for (int r = 0; r < nr; r++)
+              put(job, os[r], j + (uint64_t)i, wdots[i * nr + r]);
+        }
+        continue;
+      }
       for (uint64_t j = j0; j < j1; j++) {
         job->vec_q8(job->w + j * job->row_bytes, job->q8_rows + t0, nr, job->k, dots);
         for (int r = 0; r < nr; r++)
@@ -680,6 +695,7 @@ qiao_dev_error *qiao__cpu_matmul(qiao_dev_queue *queue, const qiao_dev_matmul_ar
     TRY(quantize_rows(dev, job.x, a->n, a->k, &xq));
     job.q8_rows = xq.rows;
     job.vec_q8 = dev->kernels->vec_q8[a->w_dtype];
+    job.vec_q8_rows = dev->kernels->vec_q8_rows[a->w_dtype];
     qiao__cpu_run(dev, matmul_task, &job, worth_parallel(a->n, a->k, a->m));
     free(xq.storage);
     return NULL;
