@@ -55,7 +55,24 @@
 
 #define PLUGIN_DECLARE_ENTRY_POINTS(p) PLUGIN_FOR_EACH_ENTRY(PLUGIN_DECLARE_ONE_, p)
 
-#define PLUGIN_DEFINE_API(p, NAME, VERSION)                                                        \
+/* (ABI 1.4) The entries appended in 1.4. A plugin that implements them adds
+ * PLUGIN_DECLARE_ENTRY_POINTS_1_4(p) and defines its table with
+ * PLUGIN_DEFINE_API_1_4; with PLUGIN_DEFINE_API they are NULL, which the ABI
+ * allows while op_supported never claims their ops. */
+#define PLUGIN_FOR_EACH_ENTRY_1_4(X, p)                                                            \
+  X(p, latent_write)                                                                               \
+  X(p, attention_latent)                                                                           \
+  X(p, moe_route)
+#define PLUGIN_NO_ENTRIES_(X, p)
+
+#define PLUGIN_DECLARE_ENTRY_POINTS_1_4(p) PLUGIN_FOR_EACH_ENTRY_1_4(PLUGIN_DECLARE_ONE_, p)
+
+#define PLUGIN_DEFINE_API(p, NAME, VERSION) PLUGIN_DEFINE_API_(p, NAME, VERSION, PLUGIN_NO_ENTRIES_)
+#define PLUGIN_DEFINE_API_1_4(p, NAME, VERSION)                                                    \
+  PLUGIN_DEFINE_API_(p, NAME, VERSION, PLUGIN_FOR_EACH_ENTRY_1_4)
+
+/* The table: the entries of 1.0-1.3, then those MORE(X, p) lists (none, or 1.4's). */
+#define PLUGIN_DEFINE_API_(p, NAME, VERSION, MORE)                                                 \
   static const qiao_dev_api plugin_api_ = {.struct_size = sizeof(qiao_dev_api),                    \
                                            .abi_major = QIAO_DEVICE_ABI_MAJOR,                     \
                                            .abi_minor = QIAO_DEVICE_ABI_MINOR,                     \
@@ -65,7 +82,8 @@
                                            .error_message = plugin__error_message,                 \
                                            .error_destroy = plugin__error_destroy,                 \
                                            .buffer_wrap_host = NULL,                               \
-                                           PLUGIN_FOR_EACH_ENTRY(PLUGIN_TABLE_ONE_, p)};           \
+                                           PLUGIN_FOR_EACH_ENTRY(PLUGIN_TABLE_ONE_, p)             \
+                                               MORE(PLUGIN_TABLE_ONE_, p)};                        \
   __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(void) {           \
     return &plugin_api_;                                                                           \
   }

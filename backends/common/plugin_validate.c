@@ -2,6 +2,7 @@
  * plugin_validate.h). The order of the checks is part of the contract: the
  * first failing one names the error, identically on every backend. */
 #include "plugin_validate.h"
+#include "plugin_validate_1_4.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -48,6 +49,10 @@ static qiao_dev_error *weight_row(const plugin_rules *r, const char *op, qiao_de
     per = bytes[dtype - QIAO_DEV_Q4_K], div = dtype <= QIAO_DEV_Q3_K ? 256 : 32, *out_align = 2;
     break;
   }
+  case QIAO_DEV_F8_E4M3_B128: /* (1.4) an f32 scale and 128 codes: aligned to 4 (§9) */
+    if (!r->f8_1_4) goto unsupported;
+    per = 132, div = 128, *out_align = 4;
+    break;
   unsupported:
   default:
     return plugin__error(QIAO_DEV_UNSUPPORTED, "%s: %s: weight dtype %d is not supported", r->name,
@@ -489,6 +494,164 @@ qiao_dev_error *plugin__validate_moe_combine(const plugin_rules *r, const qiao_d
   return NULL;
 }
 
+/* ---- the ops of 1.4 (plugin_validate_1_4.h) */
+
+/* A live queue and an args struct at least as large as ABI 1.4's. */
+static qiao_dev_error *check_call_1_4(const plugin_rules *r, const qiao_dev_queue *q,
+                                      const char *op, const void *args, size_t struct_size,
+                                      size_t ours) {
+  TRY(plugin__check_queue(r, q));
+  if (args == NULL) return INVALID("%s: %s: args is NULL", r->name, op);
+  if (struct_size < ours)
+    return INVALID("%s: %s: args struct_size %zu is smaller than ABI 1.4's %zu", r->name, op,
+                   struct_size, ours);
+  return NULL;
+}
+
+#define CHECK_CALL_1_4(op, a)                                                                      \
+  TRY(check_call_1_4(r, q, op, a, (a) == NULL ? 0 : (a)->struct_size, sizeof(*(a))))
+
+/* The rules both latent ops share: the cache dtype, then latent_dim and
+ * rope_dim at least 1 and a row length that fits. */
+static qiao_dev_error *latent_dims(const plugin_rules *r, const char *op, qiao_dev_dtype dtype,
+                                   uint64_t latent_dim, uint64_t rope_dim, uint64_t *es,
+                                   uint64_t *row) {
+  TRY(cache_elem(r, op, dtype, es));
+  if (latent_dim == 0 || rope_dim == 0)
+    return INVALID("%s: %s: %s is 0", r->name, op, latent_dim == 0 ? "latent_dim" : "rope_dim");
+  if (latent_dim > UINT64_MAX - rope_dim) return too_big(r, op, "a cache row");
+  *row = latent_dim + rope_dim;
+  return NULL;
+}
+
+qiao_dev_error *plugin__validate_latent_write(const plugin_rules *r, const qiao_dev_queue *q,
+                                              const qiao_dev_latent_write_args *a,
+                                              plugin_plan *plan) {
+  const char *op = "latent_write";
+  CHECK_CALL_1_4(op, a);
+  uint64_t es = 0, row = 0, lat_bytes, rope_bytes, slots_bytes, cache_bytes;
+  TRY(latent_dims(r, op, a->cache_dtype, a->latent_dim, a->rope_dim, &es, &row));
+  if (!prod(&lat_bytes, a->n_tokens, a->latent_dim, 4)) return too_big(r, op, "latent");
+  if (!prod(&rope_bytes, a->n_tokens, a->rope_dim, 4)) return too_big(r, op, "rope");
+  if (!prod(&slots_bytes, a->n_tokens, 4, 1)) return too_big(r, op, "slots");
+  if (!prod(&cache_bytes, a->n_slots, row, es)) return too_big(r, op, "cache");
+  TRY(check(r, q, op, "latent", a->latent, lat_bytes, 4));
+  TRY(check(r, q, op, "rope", a->rope, rope_bytes, 4));
+  TRY(check(r, q, op, "slots", a->slots, slots_bytes, 4));
+  TRY(check(r, q, op, "cache", a->cache, cache_bytes, es));
+  if (overlap(a->cache, cache_bytes, a->latent, lat_bytes))
+    return overlap_error(r, op, "cache", "latent");
+  if (overlap(a->cache, cache_bytes, a->rope, rope_bytes))
+    return overlap_error(r, op, "cache", "rope");
+  if (overlap(a->cache, cache_bytes, a->slots, slots_bytes))
+    return overlap_error(r, op, "cache", "slots");
+  *plan = (plugin_plan){.empty = a->n_tokens == 0, .cache_elem = es};
+  return NULL;
+}
+
+qiao_dev_error *plugin__validate_attention_latent(const plugin_rules *r, const qiao_dev_queue *q,
+                                                  const qiao_dev_attention_latent_args *a,
+                                                  plugin_plan *plan) {
+  const char *op = "attention_latent";
+  CHECK_CALL_1_4(op, a);
+  uint64_t es = 0, row = 0;
+  TRY(latent_dims(r, op, a->cache_dtype, a->latent_dim, a->rope_dim, &es, &row));
+  if (a->block_size == 0) return INVALID("%s: attention_latent: block_size is 0", r->name);
+  if (a->block_size > UINT32_MAX) /* a limit (UNSUPPORTED) after the shape rules, as attention */
+    return plugin__error(QIAO_DEV_UNSUPPORTED,
+                         "%s: attention_latent: block_size %llu exceeds 2^32 - 1", r->name,
+                         (unsigned long long)a->block_size);
+  uint64_t ql_elems, ql_bytes, qr_elems, qr_bytes, cache_bytes, bt_bytes, tok_bytes;
+  if (!prod(&ql_elems, a->n_tokens, a->n_heads, a->latent_dim) || !prod(&ql_bytes, ql_elems, 4, 1))
+    return too_big(r, op, "q_latent");
+  if (!prod(&qr_elems, a->n_tokens, a->n_heads, a->rope_dim) || !prod(&qr_bytes, qr_elems, 4, 1))
+    return too_big(r, op, "q_rope");
+  if (!prod(&cache_bytes, a->n_slots, row, es)) return too_big(r, op, "cache");
+  if (!prod(&bt_bytes, a->n_seqs, a->max_blocks_per_seq, 4)) return too_big(r, op, "block_table");
+  if (!prod(&tok_bytes, a->n_tokens, 4, 1)) return too_big(r, op, "token_seq");
+  TRY(check(r, q, op, "q_latent", a->q_latent, ql_bytes, 4));
+  TRY(check(r, q, op, "q_rope", a->q_rope, qr_bytes, 4));
+  TRY(check(r, q, op, "cache", a->cache, cache_bytes, es));
+  TRY(check(r, q, op, "block_table", a->block_table, bt_bytes, 4));
+  TRY(check(r, q, op, "token_seq", a->token_seq, tok_bytes, 4));
+  TRY(check(r, q, op, "token_pos", a->token_pos, tok_bytes, 4));
+  TRY(check(r, q, op, "out", a->out, ql_bytes, 4));
+  const struct {
+    const char *name;
+    qiao_dev_ref ref;
+    uint64_t bytes;
+  } inputs[] = {{"q_latent", a->q_latent, ql_bytes},    {"q_rope", a->q_rope, qr_bytes},
+                {"cache", a->cache, cache_bytes},       {"block_table", a->block_table, bt_bytes},
+                {"token_seq", a->token_seq, tok_bytes}, {"token_pos", a->token_pos, tok_bytes}};
+  for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++)
+    if (overlap(a->out, ql_bytes, inputs[i].ref, inputs[i].bytes))
+      return overlap_error(r, op, "out", inputs[i].name);
+  *plan = (plugin_plan){.empty = a->n_tokens == 0 || a->n_heads == 0, .cache_elem = es};
+  return NULL;
+}
+
+qiao_dev_error *plugin__validate_moe_route(const plugin_rules *r, const qiao_dev_queue *q,
+                                           const qiao_dev_moe_route_args *a, plugin_plan *plan) {
+  const char *op = "moe_route";
+  CHECK_CALL_1_4(op, a);
+  if (a->n_experts == 0 || a->n_experts > INT32_MAX || a->k == 0 || a->k > a->n_experts)
+    return INVALID("%s: moe_route: k %llu must be in [1, n_experts %llu] (n_experts < 2^31)",
+                   r->name, (unsigned long long)a->k, (unsigned long long)a->n_experts);
+  if (a->scoring != QIAO_DEV_MOE_SCORE_SOFTMAX && a->scoring != QIAO_DEV_MOE_SCORE_SIGMOID)
+    return INVALID("%s: moe_route: scoring %u is not a QIAO_DEV_MOE_SCORE_*", r->name,
+                   (unsigned)a->scoring);
+  if (a->normalize > 1)
+    return INVALID("%s: moe_route: normalize %u is not 0 or 1", r->name, (unsigned)a->normalize);
+  if (!(a->scale - a->scale == 0.0f)) /* NaN or infinite, without <math.h> */
+    return INVALID("%s: moe_route: scale %g is not finite", r->name, (double)a->scale);
+  if (a->n_groups > 1) {
+    uint64_t per = a->n_experts / a->n_groups;
+    if (a->n_experts % a->n_groups != 0)
+      return INVALID("%s: moe_route: n_experts %llu is not a multiple of n_groups %u", r->name,
+                     (unsigned long long)a->n_experts, (unsigned)a->n_groups);
+    if (a->topk_groups == 0 || a->topk_groups > a->n_groups)
+      return INVALID("%s: moe_route: topk_groups %u is not in [1, n_groups %u]", r->name,
+                     (unsigned)a->topk_groups, (unsigned)a->n_groups);
+    if (a->group_score != QIAO_DEV_MOE_GROUP_MAX && a->group_score != QIAO_DEV_MOE_GROUP_TOP2_SUM)
+      return INVALID("%s: moe_route: group_score %u is not a QIAO_DEV_MOE_GROUP_*", r->name,
+                     (unsigned)a->group_score);
+    if (a->group_score == QIAO_DEV_MOE_GROUP_TOP2_SUM && per < 2)
+      return INVALID("%s: moe_route: group_score TOP2_SUM needs 2 or more experts per group, "
+                     "not %llu",
+                     r->name, (unsigned long long)per);
+    if (a->k > per * a->topk_groups)
+      return INVALID("%s: moe_route: k %llu is more than the %llu experts of the topk_groups %u "
+                     "kept groups",
+                     r->name, (unsigned long long)a->k, (unsigned long long)(per * a->topk_groups),
+                     (unsigned)a->topk_groups);
+  }
+  uint64_t logit_bytes, bias_bytes, out_bytes;
+  if (!prod(&logit_bytes, a->n_tokens, a->n_experts, 4)) return too_big(r, op, "logits");
+  if (!prod(&bias_bytes, a->n_experts, 4, 1)) return too_big(r, op, "bias");
+  if (!prod(&out_bytes, a->n_tokens, a->k, 4)) return too_big(r, op, "ids");
+  TRY(check(r, q, op, "logits", a->logits, logit_bytes, 4));
+  bool has_bias = a->bias.buffer != NULL; /* optional: {NULL, 0} */
+  if (has_bias)
+    TRY(check(r, q, op, "bias", a->bias, bias_bytes, 4));
+  else if (a->bias.offset != 0)
+    return INVALID("%s: moe_route: bias has no buffer but offset %llu", r->name,
+                   (unsigned long long)a->bias.offset);
+  TRY(check(r, q, op, "ids", a->ids, out_bytes, 4));
+  TRY(check(r, q, op, "weights", a->weights, out_bytes, 4));
+  if (overlap(a->ids, out_bytes, a->logits, logit_bytes))
+    return overlap_error(r, op, "ids", "logits");
+  if (overlap(a->weights, out_bytes, a->logits, logit_bytes))
+    return overlap_error(r, op, "weights", "logits");
+  if (overlap(a->weights, out_bytes, a->ids, out_bytes))
+    return overlap_error(r, op, "weights", "ids");
+  if (has_bias && overlap(a->ids, out_bytes, a->bias, bias_bytes))
+    return overlap_error(r, op, "ids", "bias");
+  if (has_bias && overlap(a->weights, out_bytes, a->bias, bias_bytes))
+    return overlap_error(r, op, "weights", "bias");
+  *plan = (plugin_plan){.empty = a->n_tokens == 0, .has_bias = has_bias};
+  return NULL;
+}
+
 /* ---- backend and device entry points */
 
 qiao_dev_error *plugin__check_backend_options(const plugin_rules *r,
@@ -585,6 +748,10 @@ static const char *flag_message(int op) {
   case QIAO_DEV_OP_ATTENTION:
     return "attention: a token_seq, token_pos or block_table value is out of range";
   case QIAO_DEV_OP_MATMUL_EXPERTS: return "matmul_experts: an ids value is outside [0, n_experts)";
+  case QIAO_DEV_OP_LATENT_WRITE:
+    return "latent_write: a slots value is outside [0, n_slots) (that token was not written)";
+  case QIAO_DEV_OP_ATTENTION_LATENT:
+    return "attention_latent: a token_seq, token_pos or block_table value is out of range";
   default: return "an index is out of range";
   }
 }

@@ -38,6 +38,9 @@ typedef struct plugin_rules {
   /* (ABI 1.3) The plugin implements the block types Q4_K .. Q5_1 as weights
    * (embed, matmul, matmul_experts); otherwise they are UNSUPPORTED. */
   bool block_types_1_3;
+  /* (ABI 1.4) The plugin implements F8_E4M3_B128 as weights (embed, matmul,
+   * matmul_experts); otherwise it is UNSUPPORTED. */
+  bool f8_1_4;
 } plugin_rules;
 
 /* What an op's validation found out, for its launch. */

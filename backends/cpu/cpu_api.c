@@ -481,6 +481,9 @@ static const qiao_dev_api cpu_api = {
     .moe_gate = qiao__cpu_moe_gate,
     .matmul_experts = qiao__cpu_matmul_experts,
     .moe_combine = qiao__cpu_moe_combine,
+    .latent_write = qiao__cpu_latent_write,
+    .attention_latent = qiao__cpu_attention_latent,
+    .moe_route = qiao__cpu_moe_route,
 };
 
 const qiao_dev_api *qiao_cpu_get_api(void) {

@@ -299,14 +299,17 @@ uint32_t qiao__cpu_op_dtypes(qiao_dev_op op) {
   case QIAO_DEV_OP_MATMUL:
   case QIAO_DEV_OP_MATMUL_EXPERTS: return weights;
   case QIAO_DEV_OP_KV_WRITE:
-  case QIAO_DEV_OP_ATTENTION: return caches;
+  case QIAO_DEV_OP_ATTENTION:
+  case QIAO_DEV_OP_LATENT_WRITE:
+  case QIAO_DEV_OP_ATTENTION_LATENT: return caches;
   case QIAO_DEV_OP_RMSNORM:
   case QIAO_DEV_OP_ROPE:
   case QIAO_DEV_OP_SWIGLU:
   case QIAO_DEV_OP_ADD:
   case QIAO_DEV_OP_ARGMAX:
   case QIAO_DEV_OP_MOE_GATE:
-  case QIAO_DEV_OP_MOE_COMBINE: return 1u << QIAO_DEV_F32;
+  case QIAO_DEV_OP_MOE_COMBINE:
+  case QIAO_DEV_OP_MOE_ROUTE: return 1u << QIAO_DEV_F32;
   default: return 0;
   }
 }

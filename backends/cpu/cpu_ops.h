@@ -22,5 +22,11 @@ qiao_dev_error *qiao__cpu_add(qiao_dev_queue *queue, const qiao_dev_add_args *ar
 qiao_dev_error *qiao__cpu_argmax(qiao_dev_queue *queue, const qiao_dev_argmax_args *args);
 qiao_dev_error *qiao__cpu_moe_gate(qiao_dev_queue *queue, const qiao_dev_moe_gate_args *args);
 qiao_dev_error *qiao__cpu_moe_combine(qiao_dev_queue *queue, const qiao_dev_moe_combine_args *args);
+/* (1.4) cpu_latent_attention.c and cpu_moe_route.c. */
+qiao_dev_error *qiao__cpu_latent_write(qiao_dev_queue *queue,
+                                       const qiao_dev_latent_write_args *args);
+qiao_dev_error *qiao__cpu_attention_latent(qiao_dev_queue *queue,
+                                           const qiao_dev_attention_latent_args *args);
+qiao_dev_error *qiao__cpu_moe_route(qiao_dev_queue *queue, const qiao_dev_moe_route_args *args);
 
 #endif

@@ -53,15 +53,24 @@ qiao_status *qiao_backend_batch_invariant(const qiao_backend *backend, uint32_t 
                                           bool *out_supported);
 
 /* The device ABI minor version that added `dtype`: 0 for the dtypes of 1.0,
- * 3 for the k-quant and q4_1/q5_0/q5_1 types of 1.3. */
+ * 3 for the k-quant and q4_1/q5_0/q5_1 types of 1.3, 4 for f8_e4m3_b128. */
 uint32_t qiao_dev_dtype_abi_minor(qiao_dev_dtype dtype);
+/* The device ABI minor version that added `op`: 0 for the ops of 1.0, 4 for
+ * latent_write, attention_latent and moe_route. */
+uint32_t qiao_dev_op_abi_minor(qiao_dev_op op);
 
 /* *out_supported = whether `device` (opened from `backend`) implements `op`
- * for `dtype`. A dtype that was added after the plugin's ABI minor version is
- * answered "no" without asking the plugin (a 1.0-1.2 plugin cannot know the
- * dtypes of 1.3, and may index its tables by dtype). */
+ * for `dtype`. An op or dtype that was added after the plugin's ABI minor
+ * version is answered "no" without asking the plugin (a 1.0-1.2 plugin
+ * cannot know the dtypes of 1.3, and may index its tables by dtype), and so
+ * is an op appended in 1.4 whose function the plugin's table leaves NULL. */
 qiao_status *qiao_backend_op_supported(const qiao_backend *backend, qiao_dev_device *device,
                                        qiao_dev_op op, qiao_dev_dtype dtype, bool *out_supported);
+/* Whether a runtime may ask `backend`'s plugin about (op, dtype) at all:
+ * both belong to the plugin's ABI minor version and, for an op appended
+ * after 1.0, the plugin's table has its function. What
+ * qiao_backend_op_supported answers "no" for without asking. */
+bool qiao_backend_may_ask(const qiao_backend *backend, qiao_dev_op op, qiao_dev_dtype dtype);
 
 /* Turns a backend error into a status "<backend> <what>: <message>" and
  * destroys the error. Returns NULL for a NULL error. */

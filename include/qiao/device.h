@@ -1,4 +1,4 @@
-/* qiao/device.h: the qiao device ABI, version 1.3.
+/* qiao/device.h: the qiao device ABI, version 1.4.
  *
  * This header is the whole contract between the qiao runtime and a device
  * backend (a "plugin"). A chip vendor implements it in a shared library named
@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define QIAO_DEVICE_ABI_MAJOR 1
-#define QIAO_DEVICE_ABI_MINOR 3
+#define QIAO_DEVICE_ABI_MINOR 4
 
 /* The name of the one symbol a plugin exports. */
 #define QIAO_DEVICE_ENTRY_POINT "qiao_device_get_api"
@@ -100,9 +100,16 @@ typedef enum qiao_dev_dtype {
   QIAO_DEV_Q4_1 = 11,
   QIAO_DEV_Q5_0 = 12,
   QIAO_DEV_Q5_1 = 13,
+  /* (1.4) Block-scaled FP8 (DeepSeek-V3 / Qwen3-FP8 checkpoints): 128
+   * elements per 132-byte block: an F32 scale d, then 128 bytes, each an
+   * E4M3 value (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; no
+   * infinities; 0x7F and 0xFF are NaN and never stored); x[i] = d * e4m3(q[i])
+   * (docs/spec/format.md §4.2). A runtime never passes it to a plugin whose
+   * abi_minor is below 4. */
+  QIAO_DEV_F8_E4M3_B128 = 14,
   /* The number of dtypes of the version this header describes; grows with
-   * minor versions (6 in 1.0-1.2, 14 in 1.3). */
-  QIAO_DEV_DTYPE_COUNT = 14,
+   * minor versions (6 in 1.0-1.2, 14 in 1.3, 15 in 1.4). */
+  QIAO_DEV_DTYPE_COUNT = 15,
   QIAO_DEV_DTYPE_FORCE_32BIT = 0x7fffffff
 } qiao_dev_dtype;
 
@@ -120,7 +127,14 @@ typedef enum qiao_dev_op {
   QIAO_DEV_OP_MOE_GATE = 9,        /* dtype: F32 */
   QIAO_DEV_OP_MATMUL_EXPERTS = 10, /* dtype: the expert weights' dtype */
   QIAO_DEV_OP_MOE_COMBINE = 11,    /* dtype: F32 */
-  QIAO_DEV_OP_COUNT = 12,
+  /* (1.4) Multi-head latent attention and DeepSeekMoE routing. A runtime
+   * never asks a plugin whose abi_minor is below 4 about these. */
+  QIAO_DEV_OP_LATENT_WRITE = 12,     /* dtype: the cache's dtype */
+  QIAO_DEV_OP_ATTENTION_LATENT = 13, /* dtype: the cache's dtype */
+  QIAO_DEV_OP_MOE_ROUTE = 14,        /* dtype: F32 */
+  /* The number of ops of the version this header describes (12 in 1.0-1.3,
+   * 15 in 1.4). */
+  QIAO_DEV_OP_COUNT = 15,
   QIAO_DEV_OP_FORCE_32BIT = 0x7fffffff
 } qiao_dev_op;
 
@@ -356,6 +370,82 @@ typedef struct qiao_dev_moe_combine_args {
   qiao_dev_ref out;     /* (n_tokens, dim) */
 } qiao_dev_moe_combine_args;
 
+/* (1.4) The latent KV cache of multi-head latent attention (DeepSeek-V2/V3):
+ * one cache per layer whose slot holds one token's compressed latent
+ * (latent_dim values) followed by its rotary key (rope_dim values), shared by
+ * every head: (n_slots, latent_dim + rope_dim) in cache_dtype (F32 or F16),
+ * paged in blocks as described at qiao_dev_kv_write_args.
+ *   cache[slots[t], 0 : latent_dim] = latent[t, :]
+ *   cache[slots[t], latent_dim : latent_dim + rope_dim] = rope[t, :] */
+typedef struct qiao_dev_latent_write_args {
+  size_t struct_size;
+  uint64_t n_tokens, latent_dim, rope_dim, n_slots;
+  qiao_dev_dtype cache_dtype;
+  qiao_dev_ref latent; /* (n_tokens, latent_dim) F32 */
+  qiao_dev_ref rope;   /* (n_tokens, rope_dim) F32 */
+  qiao_dev_ref slots;  /* (n_tokens) I32, each in [0, n_slots) */
+  qiao_dev_ref cache;  /* (n_slots, latent_dim + rope_dim) cache_dtype */
+} qiao_dev_latent_write_args;
+
+/* (1.4) Causal attention over a latent cache, several sequences in one call.
+ * The caller has folded the key up-projection into q_latent and applies the
+ * value up-projection to out, so every head reads the one latent stored per
+ * position. Token t's sequence, position and visible positions j (window
+ * included) and their slots are those of qiao_dev_attention_args; with
+ * C[j] the cache row of position j:
+ *   s_j = scale * (q_latent[t, h, :] . C[j, 0 : latent_dim]
+ *                  + q_rope[t, h, :] . C[j, latent_dim : latent_dim + rope_dim])
+ *   out[t, h, :] = sum_j softmax_j(s) C[j, 0 : latent_dim]
+ * Softmax is computed in F32 with the maximum subtracted. */
+typedef struct qiao_dev_attention_latent_args {
+  size_t struct_size;
+  uint64_t n_tokens, n_heads, latent_dim, rope_dim;
+  uint64_t n_seqs, max_blocks_per_seq, block_size, n_slots;
+  uint64_t window; /* sliding window in tokens; 0 = unlimited */
+  float scale;
+  qiao_dev_dtype cache_dtype;
+  qiao_dev_ref q_latent;    /* (n_tokens, n_heads, latent_dim) */
+  qiao_dev_ref q_rope;      /* (n_tokens, n_heads, rope_dim) */
+  qiao_dev_ref cache;       /* (n_slots, latent_dim + rope_dim) cache_dtype */
+  qiao_dev_ref block_table; /* (n_seqs, max_blocks_per_seq) I32 */
+  qiao_dev_ref token_seq;   /* (n_tokens) I32 */
+  qiao_dev_ref token_pos;   /* (n_tokens) I32 */
+  qiao_dev_ref out;         /* (n_tokens, n_heads, latent_dim) */
+} qiao_dev_attention_latent_args;
+
+/* (1.4) Score functions and group scores of moe_route. */
+#define QIAO_DEV_MOE_SCORE_SOFTMAX 0u  /* p = softmax(logits[t, :]) */
+#define QIAO_DEV_MOE_SCORE_SIGMOID 1u  /* p[e] = 1 / (1 + exp(-logits[t, e])) */
+#define QIAO_DEV_MOE_GROUP_MAX 0u      /* a group's score: its largest c (DeepSeek-V2) */
+#define QIAO_DEV_MOE_GROUP_TOP2_SUM 1u /* the sum of its two largest c (DeepSeek-V3) */
+
+/* (1.4) Mixture-of-experts routing with a score function, a selection bias
+ * and group-limited selection (DeepSeek-V2/V3). For each token t:
+ *   p[e] = the score of expert e (scoring: QIAO_DEV_MOE_SCORE_*)
+ *   c[e] = p[e] + bias[e] (bias only chooses; c = p when bias is absent)
+ *   when n_groups > 1: the experts form n_groups groups of n_experts/n_groups
+ *     consecutive experts; the topk_groups groups of largest group score
+ *     (group_score: QIAO_DEV_MOE_GROUP_*; ties: smaller group index) are
+ *     kept, and c[e] = 0 for every expert of the other groups
+ *   ids[t, :] = the k experts of largest c (ties: smaller index first), in
+ *     descending order of c
+ *   weights[t, i] = p[ids[t, i]]; when normalize != 0 divided by
+ *     (sum_i p[ids[t, i]] + 1e-20); then multiplied by scale. */
+typedef struct qiao_dev_moe_route_args {
+  size_t struct_size;
+  uint64_t n_tokens, n_experts, k;
+  uint32_t scoring;     /* QIAO_DEV_MOE_SCORE_* */
+  uint32_t normalize;   /* 0 or 1 */
+  uint32_t n_groups;    /* 0 or 1: no group limit; else divides n_experts */
+  uint32_t topk_groups; /* groups kept, in [1, n_groups], when n_groups > 1 */
+  uint32_t group_score; /* QIAO_DEV_MOE_GROUP_*; TOP2_SUM needs 2+ experts per group */
+  float scale;          /* the routed scaling factor; 1 for none */
+  qiao_dev_ref logits;  /* (n_tokens, n_experts) */
+  qiao_dev_ref bias;    /* (n_experts) F32, optional */
+  qiao_dev_ref ids;     /* (n_tokens, k) I32 out */
+  qiao_dev_ref weights; /* (n_tokens, k) F32 out */
+} qiao_dev_moe_route_args;
+
 /* ---- The function table ----------------------------------------------------
  * Returned by qiao_device_get_api(); static for the life of the process.
  * Every function pointer of version 1.0 must be non-NULL except
@@ -430,6 +520,14 @@ typedef struct qiao_dev_api {
   qiao_dev_error *(*matmul_experts)(qiao_dev_queue *queue,
                                     const qiao_dev_matmul_experts_args *args);
   qiao_dev_error *(*moe_combine)(qiao_dev_queue *queue, const qiao_dev_moe_combine_args *args);
+
+  /* (1.4) Appended. A runtime calls them only on a plugin whose abi_minor is
+   * 4 or more and whose struct_size covers them; such a plugin may leave
+   * one NULL when op_supported never claims its op. */
+  qiao_dev_error *(*latent_write)(qiao_dev_queue *queue, const qiao_dev_latent_write_args *args);
+  qiao_dev_error *(*attention_latent)(qiao_dev_queue *queue,
+                                      const qiao_dev_attention_latent_args *args);
+  qiao_dev_error *(*moe_route)(qiao_dev_queue *queue, const qiao_dev_moe_route_args *args);
 } qiao_dev_api;
 
 /* The entry point's type. */

@@ -38,5 +38,8 @@ void qiao__cf_drain(actx *x);
  * rules, zero-sized work, read-only wrapped memory, alignment and
  * asynchronous errors (abi_rules_checks.c). */
 void qiao__cf_abi_rules(actx *x);
+/* The argument rules of the ops of ABI 1.4 (abi_rules_1_4_checks.c), run by
+ * qiao__cf_abi_rules: only on a plugin the runtime may ask about them. */
+void qiao__cf_abi_rules_1_4(actx *x);
 
 #endif

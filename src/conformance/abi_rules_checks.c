@@ -855,4 +855,5 @@ void qiao__cf_abi_rules(actx *x) {
   async_errors(x, b);
   qiao__cf_drain(x);
   api->buffer_destroy(b);
+  qiao__cf_abi_rules_1_4(x);
 }

@@ -126,6 +126,7 @@ qiao_status *qiao_conformance_run(const qiao_conformance_options *options,
       for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
         for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
           uint32_t s = 0;
+          if (!qiao_backend_may_ask(target.backend, (qiao_dev_op)op, (qiao_dev_dtype)dt)) continue;
           qiao_dev_error *e =
               api->op_supported(target.device, (qiao_dev_op)op, (qiao_dev_dtype)dt, &s);
           if (e) api->error_destroy(e);
@@ -209,12 +210,12 @@ void qiao_conformance_print_summary(const qiao_conformance_report *r, FILE *out)
               a->failed ? "FAIL" : "PASS", a->checks, a->failed);
   }
   if (r->area_ops.ran) {
-    fprintf(out, "\n  op x dtype      ");
+    fprintf(out, "\n  op x dtype       ");
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++)
       fprintf(out, " %-5s", qiao_dev_dtype_name((qiao_dev_dtype)dt));
     fprintf(out, "\n");
     for (int op = 0; op < QIAO_DEV_OP_COUNT; op++) {
-      fprintf(out, "  %-15s ", qiao_dev_op_name((qiao_dev_op)op));
+      fprintf(out, "  %-16s ", qiao_dev_op_name((qiao_dev_op)op));
       for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
         const char *s = cap_state(r, op, dt);
         const char *mark = strcmp(s, "certified") == 0     ? "ok"

@@ -125,6 +125,7 @@ uint64_t qiao__cf_dtype_bytes(qiao_dev_dtype dtype, uint64_t count) {
   case QIAO_DEV_Q6_K: return count / 256 * 210;
   case QIAO_DEV_Q2_K: return count / 256 * 84;
   case QIAO_DEV_Q3_K: return count / 256 * 110;
+  case QIAO_DEV_F8_E4M3_B128: return count / 128 * 132; /* 1.4 */
   default: return 0;
   }
 }
@@ -141,6 +142,7 @@ uint64_t qiao__cf_block_elems(qiao_dev_dtype dtype) {
   case QIAO_DEV_Q6_K:
   case QIAO_DEV_Q2_K:
   case QIAO_DEV_Q3_K: return 256;
+  case QIAO_DEV_F8_E4M3_B128: return 128;
   default: return 1;
   }
 }
@@ -149,6 +151,7 @@ uint64_t qiao__cf_row_len(qiao_dev_dtype dtype, uint64_t quant, uint64_t plain) 
   uint64_t block = qiao__cf_block_elems(dtype);
   if (block == 1) return plain;
   if (block == 32) return quant;
+  if (block == 128) return quant * 4 > 4352 ? 4352 : quant * 4;
   return quant * 8 > 4352 ? 4352 : quant * 8;
 }
 
@@ -184,6 +187,18 @@ void *qiao__cf_random_weights(cf_rng *rng, qiao_dev_dtype dtype, uint64_t count)
       memcpy(&u, &v, 4);
       uint16_t h = dtype == QIAO_DEV_F16 ? qiao__cf_f32_to_f16(v) : (uint16_t)(u >> 16);
       memcpy(p + 2 * i, &h, 2);
+    }
+  } else if (dtype == QIAO_DEV_F8_E4M3_B128) {
+    /* (1.4) an F32 scale of either sign, then any code but the NaNs (0x7F,
+     * 0xFF, which a file never holds) */
+    for (uint64_t b = 0; b < count / 128; b++) {
+      uint8_t *blk = p + b * 132;
+      float d = qiao__cf_uniform(rng, 0.0005f, 0.01f) * (qiao__cf_next(rng) & 1 ? -1.0f : 1.0f);
+      memcpy(blk, &d, 4);
+      for (int j = 0; j < 128; j++) {
+        uint8_t q = (uint8_t)qiao__cf_next(rng);
+        blk[4 + j] = (q & 0x7f) == 0x7f ? (uint8_t)(q - 1) : q;
+      }
     }
   } else { /* quantized: f16 scales of either sign, then random bytes (every
             * possible quant and sub-block scale) */
@@ -247,20 +262,24 @@ double qiao__cf_row_error(const float *a, const float *b, uint64_t rows, uint64_
 bool qiao__cf_defined(qiao_dev_op op, qiao_dev_dtype dtype) {
   bool weight = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16 || dtype == QIAO_DEV_BF16 ||
                 dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0 ||
-                (dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1); /* 1.3 */
+                (dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1) || /* 1.3 */
+                dtype == QIAO_DEV_F8_E4M3_B128;                       /* 1.4 */
   switch (op) {
   case QIAO_DEV_OP_EMBED:
   case QIAO_DEV_OP_MATMUL:
   case QIAO_DEV_OP_MATMUL_EXPERTS: return weight;
   case QIAO_DEV_OP_KV_WRITE:
-  case QIAO_DEV_OP_ATTENTION: return dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16;
+  case QIAO_DEV_OP_ATTENTION:
+  case QIAO_DEV_OP_LATENT_WRITE: /* 1.4 */
+  case QIAO_DEV_OP_ATTENTION_LATENT: return dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16;
   case QIAO_DEV_OP_RMSNORM:
   case QIAO_DEV_OP_ROPE:
   case QIAO_DEV_OP_SWIGLU:
   case QIAO_DEV_OP_ADD:
   case QIAO_DEV_OP_ARGMAX:
   case QIAO_DEV_OP_MOE_GATE:
-  case QIAO_DEV_OP_MOE_COMBINE: return dtype == QIAO_DEV_F32;
+  case QIAO_DEV_OP_MOE_COMBINE:
+  case QIAO_DEV_OP_MOE_ROUTE: return dtype == QIAO_DEV_F32; /* (1.4) */
   default: return false;
   }
 }
@@ -270,15 +289,18 @@ double qiao__cf_budget(qiao_dev_op op, qiao_dev_dtype dtype) {
   case QIAO_DEV_OP_EMBED:
   case QIAO_DEV_OP_KV_WRITE:
   case QIAO_DEV_OP_ADD:
-  case QIAO_DEV_OP_ARGMAX: return 0; /* exact */
+  case QIAO_DEV_OP_ARGMAX:
+  case QIAO_DEV_OP_LATENT_WRITE: return 0; /* exact */
   case QIAO_DEV_OP_MATMUL:
   case QIAO_DEV_OP_MATMUL_EXPERTS:
-  case QIAO_DEV_OP_ATTENTION: return 1e-4;
+  case QIAO_DEV_OP_ATTENTION:
+  case QIAO_DEV_OP_ATTENTION_LATENT: return 1e-4;
   case QIAO_DEV_OP_RMSNORM:
   case QIAO_DEV_OP_ROPE:
   case QIAO_DEV_OP_SWIGLU:
   case QIAO_DEV_OP_MOE_GATE:
-  case QIAO_DEV_OP_MOE_COMBINE: return 1e-5;
+  case QIAO_DEV_OP_MOE_COMBINE:
+  case QIAO_DEV_OP_MOE_ROUTE: return 1e-5;
   default: return 0;
   }
 }

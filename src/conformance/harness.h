@@ -114,6 +114,11 @@ void qiao__cf_run_invariance(qiao_conformance_report *report, cf_device *target,
                              const char *backend, uint32_t device_index, uint64_t seed,
                              uint32_t op_mask);
 
+/* Part of the ops level (§12.1, §14): the batch invariance of attention_latent
+ * and moe_route on a device opened in the mode (run by qiao__cf_run_invariance). */
+void qiao__cf_run_invariance_1_4(qiao_conformance_report *report, cf_device *inv, uint64_t seed,
+                                 uint32_t op_mask);
+
 /* Part of the ops level (§12.1): matmul with x_precision = Q8 (§11.4, ABI
  * 1.2) on every claimed weight dtype, exact or within the Q8 budget. */
 void qiao__cf_run_q8_activations(qiao_conformance_report *report, cf_device *target, uint64_t seed,

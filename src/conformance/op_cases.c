@@ -98,6 +98,11 @@ static void nonnegative_block(qiao_dev_dtype dt, uint8_t *b) {
     for (int j = 0; j < 4; j++) /* the top bit of every 6-bit scale: scale - 32 >= 0 */
       b[104 + j] |= 0xaa;
     break;
+  case QIAO_DEV_F8_E4M3_B128: /* (1.4) the sign bits of the F32 scale and of every code */
+    b[3] &= 0x7f;
+    for (int j = 0; j < 128; j++)
+      b[4 + j] &= 0x7f;
+    break;
   default: break;
   }
 }
@@ -157,7 +162,89 @@ static void embed_case(ctx *x, qiao_dev_dtype dt, uint64_t n, uint64_t vocab, ui
   run_case(x, &c);
 }
 
+/* ---- F8_E4M3_B128 (1.4): every code ---------------------------------------
+ * `count` elements (a multiple of 128) whose codes run through all 256 in
+ * order, the two NaN codes replaced by +0 and -0 (so negative zero appears),
+ * and whose block scales cycle through `scales`: 1, extremes (the smallest
+ * subnormal-producing, a subnormal scale, a large one), -0 and negatives. */
+static void *f8_all_codes(uint64_t count) {
+  static const float scales[] = {1.0f,     0x1p-120f, 1e-39f, 0x1p100f, -0.0f,
+                                 -0.0625f, 3.0f,      -7e-3f, 0x1p-8f};
+  uint8_t *p = malloc(count / 128 * 132);
+  for (uint64_t b = 0; p && b < count / 128; b++) {
+    memcpy(p + 132 * b, &scales[b % (sizeof(scales) / sizeof(scales[0]))], 4);
+    for (uint64_t j = 0; j < 128; j++) {
+      uint8_t q = (uint8_t)(b * 128 + j);
+      p[132 * b + 4 + j] = q == 0x7f ? 0x00 : q == 0xff ? 0x80 : q;
+    }
+  }
+  return p;
+}
+
+/* embed: every code and scale, exactly (budget 0); matmul and
+ * matmul_experts: the same weights in products. */
+static void f8_code_cases(ctx *x, qiao_dev_op op) {
+  const qiao_dev_dtype dt = QIAO_DEV_F8_E4M3_B128;
+  cf_case c;
+  start(&c, op, dt);
+  if (op == QIAO_DEV_OP_EMBED) {
+    uint64_t vocab = 9, dim = 256, n = 9;
+    SHAPE(&c, "n_tokens=%llu vocab=%llu dim=%llu every-code", (unsigned long long)n,
+          (unsigned long long)vocab, (unsigned long long)dim);
+    int32_t *ids = i32s(n, 0);
+    for (uint64_t t = 0; ids && t < n; t++)
+      ids[t] = (int32_t)((t * 4 + 3) % vocab);
+    c.args.embed = (qiao_dev_embed_args){.struct_size = sizeof(qiao_dev_embed_args),
+                                         .n_tokens = n,
+                                         .vocab = vocab,
+                                         .dim = dim,
+                                         .table_dtype = dt};
+    BIND(&c, embed.table,
+         qiao__cf_operand(&c, "table", f8_all_codes(vocab * dim),
+                          qiao__cf_dtype_bytes(dt, vocab * dim), CF_INPUT, 0));
+    BIND(&c, embed.ids, qiao__cf_operand(&c, "ids", ids, n * 4, CF_INPUT, 0));
+    BIND(&c, embed.out, qiao__cf_operand(&c, "out", nans(n * dim), n * dim * 4, CF_OUT_F32, dim));
+  } else if (op == QIAO_DEV_OP_MATMUL) {
+    uint64_t n = 3, k = 256, m = 9;
+    SHAPE(&c, "n=%llu k=%llu m=%llu every-code", (unsigned long long)n, (unsigned long long)k,
+          (unsigned long long)m);
+    c.args.matmul = (qiao_dev_matmul_args){
+        .struct_size = sizeof(qiao_dev_matmul_args), .n = n, .k = k, .m = m, .w_dtype = dt};
+    BIND(&c, matmul.x, qiao__cf_operand(&c, "x", f32s(x, n * k, -1, 1), n * k * 4, CF_INPUT, 0));
+    BIND(&c, matmul.w,
+         qiao__cf_operand(&c, "w", f8_all_codes(m * k), qiao__cf_dtype_bytes(dt, m * k), CF_INPUT,
+                          0));
+    BIND(&c, matmul.out, qiao__cf_operand(&c, "out", nans(n * m), n * m * 4, CF_OUT_F32, m));
+  } else {
+    uint64_t n = 2, k = 2, e = 3, in_dim = 256, out_dim = 3;
+    SHAPE(&c, "n_tokens=%llu k=%llu n_experts=%llu in_dim=%llu out_dim=%llu every-code",
+          (unsigned long long)n, (unsigned long long)k, (unsigned long long)e,
+          (unsigned long long)in_dim, (unsigned long long)out_dim);
+    c.args.matmul_experts =
+        (qiao_dev_matmul_experts_args){.struct_size = sizeof(qiao_dev_matmul_experts_args),
+                                       .n_tokens = n,
+                                       .k = k,
+                                       .n_experts = e,
+                                       .in_dim = in_dim,
+                                       .out_dim = out_dim,
+                                       .w_dtype = dt};
+    uint64_t nw = e * out_dim * in_dim;
+    BIND(&c, matmul_experts.x,
+         qiao__cf_operand(&c, "x", f32s(x, n * in_dim, -1, 1), n * in_dim * 4, CF_INPUT, 0));
+    BIND(&c, matmul_experts.w,
+         qiao__cf_operand(&c, "w", f8_all_codes(nw), qiao__cf_dtype_bytes(dt, nw), CF_INPUT, 0));
+    int32_t *ids = i32s(n * k, 0);
+    if (ids) ids[0] = 2, ids[1] = 0, ids[2] = 1, ids[3] = 2;
+    BIND(&c, matmul_experts.ids, qiao__cf_operand(&c, "ids", ids, n * k * 4, CF_INPUT, 0));
+    BIND(&c, matmul_experts.out,
+         qiao__cf_operand(&c, "out", nans(n * k * out_dim), n * k * out_dim * 4, CF_OUT_F32,
+                          out_dim));
+  }
+  run_case(x, &c);
+}
+
 static void embed_cases(ctx *x, qiao_dev_dtype dt) {
+  if (dt == QIAO_DEV_F8_E4M3_B128) f8_code_cases(x, QIAO_DEV_OP_EMBED);
   embed_case(x, dt, 1, 1, kq(dt, 32, 1));
   embed_case(x, dt, 7, 33, kq(dt, 96, 67));
   embed_case(x, dt, 3, 50, kq(dt, 4128, 4099));
@@ -189,6 +276,7 @@ static void matmul_case(ctx *x, qiao_dev_dtype dt, uint64_t n, uint64_t k, uint6
 
 static void matmul_cases(ctx *x, qiao_dev_dtype dt) {
   bool q = quantized(dt);
+  if (dt == QIAO_DEV_F8_E4M3_B128) f8_code_cases(x, QIAO_DEV_OP_MATMUL);
   matmul_case(x, dt, 1, kq(dt, 32, 32), 1, false, false);
   if (!q) matmul_case(x, dt, 2, 1, 3, false, false);
   matmul_case(x, dt, 3, kq(dt, 64, 33), 5, true, false);
@@ -642,6 +730,7 @@ static void matmul_experts_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, ui
 }
 
 static void matmul_experts_cases(ctx *x, qiao_dev_dtype dt) {
+  if (dt == QIAO_DEV_F8_E4M3_B128) f8_code_cases(x, QIAO_DEV_OP_MATMUL_EXPERTS);
   matmul_experts_case(x, dt, 1, 1, 1, kq(dt, 32, 32), 1, false);
   matmul_experts_case(x, dt, 3, 2, 8, kq(dt, 64, 64), 48, false);
   matmul_experts_case(x, dt, 3, 2, 8, kq(dt, 96, 97), 33, true);
@@ -667,6 +756,330 @@ static void moe_combine_case(ctx *x, uint64_t n_tokens, uint64_t k, uint64_t dim
        qiao__cf_operand(&c, "out", accumulate ? f32s(x, no, -1, 1) : nans(no), no * 4, CF_OUT_F32,
                         dim));
   run_case(x, &c);
+}
+
+/* ---- latent_write and attention_latent (1.4) ------------------------------- */
+
+static void latent_write_case(ctx *x, qiao_dev_dtype dt, uint64_t n_tokens, uint64_t latent_dim,
+                              uint64_t rope_dim, uint64_t n_slots) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_LATENT_WRITE, dt);
+  SHAPE(&c, "n_tokens=%llu latent_dim=%llu rope_dim=%llu n_slots=%llu",
+        (unsigned long long)n_tokens, (unsigned long long)latent_dim, (unsigned long long)rope_dim,
+        (unsigned long long)n_slots);
+  uint64_t row = latent_dim + rope_dim;
+  qiao_dev_latent_write_args *a = &c.args.latent_write;
+  *a = (qiao_dev_latent_write_args){.struct_size = sizeof(*a),
+                                    .n_tokens = n_tokens,
+                                    .latent_dim = latent_dim,
+                                    .rope_dim = rope_dim,
+                                    .n_slots = n_slots,
+                                    .cache_dtype = dt};
+  uint64_t nl = n_tokens * latent_dim, nr = n_tokens * rope_dim;
+  float *latent = f32s(x, nl, -1, 1), *rope = f32s(x, nr, -4, 4);
+  /* values where rounding to F16 is a tie, F16 subnormals, large ones */
+  static const float special[] = {1.00048828125f, -2.0009765625f, 3e-6f, -5.96046448e-8f,
+                                  60000.0f,       -65504.0f,      -0.0f, 65520.0f};
+  for (size_t i = 0; latent && rope && i < sizeof(special) / sizeof(special[0]); i++) {
+    if (i < nl) latent[i] = special[i];
+    if (i < nr) rope[nr - 1 - i] = special[i];
+  }
+  BIND(&c, latent_write.latent, qiao__cf_operand(&c, "latent", latent, nl * 4, CF_INPUT, 0));
+  BIND(&c, latent_write.rope, qiao__cf_operand(&c, "rope", rope, nr * 4, CF_INPUT, 0));
+  /* distinct slots: a random permutation's prefix (the other rows must stay) */
+  int32_t *perm = i32s(n_slots, 0), *slots = i32s(n_tokens, 0);
+  for (uint64_t i = 0; perm && i < n_slots; i++)
+    perm[i] = (int32_t)i;
+  for (uint64_t i = 0; perm && i + 1 < n_slots; i++) {
+    uint64_t j = i + qiao__cf_below(&x->rng, n_slots - i);
+    int32_t t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+  for (uint64_t t = 0; perm && slots && t < n_tokens; t++)
+    slots[t] = perm[t];
+  free(perm);
+  BIND(&c, latent_write.slots, qiao__cf_operand(&c, "slots", slots, n_tokens * 4, CF_INPUT, 0));
+  uint64_t cache = n_slots * row;
+  BIND(&c, latent_write.cache,
+       qiao__cf_operand(&c, "cache", cache_values(x, dt, cache), qiao__cf_dtype_bytes(dt, cache),
+                        dt == QIAO_DEV_F16 ? CF_OUT_F16 : CF_OUT_F32, row));
+  run_case(x, &c);
+}
+
+static void latent_write_cases(ctx *x, qiao_dev_dtype dt) {
+  latent_write_case(x, dt, 1, 1, 1, 1);
+  latent_write_case(x, dt, 4, 32, 8, 37);   /* the tiny reference model's L and R */
+  latent_write_case(x, dt, 9, 512, 64, 20); /* DeepSeek-V2/V3's */
+  latent_write_case(x, dt, 100, 33, 7, 128);
+}
+
+typedef struct latent_shape {
+  uint64_t n_heads, latent_dim, rope_dim, block_size, window;
+  uint64_t n_seqs;
+  uint64_t seq_len[4];    /* positions each sequence holds after this call */
+  uint64_t new_tokens[4]; /* of which the last new_tokens[s] are in the call */
+} latent_shape;
+
+static void attention_latent_case(ctx *x, qiao_dev_dtype dt, const latent_shape *s) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_ATTENTION_LATENT, dt);
+  uint64_t n_tokens = 0, max_blocks = 1, total_blocks = 0;
+  char lens[96] = "";
+  for (uint64_t i = 0; i < s->n_seqs; i++) {
+    n_tokens += s->new_tokens[i];
+    uint64_t blocks = (s->seq_len[i] + s->block_size - 1) / s->block_size;
+    if (blocks + 1 > max_blocks) max_blocks = blocks + 1; /* one unused entry at the end */
+    total_blocks += blocks;
+    size_t used = strlen(lens);
+    snprintf(lens + used, sizeof(lens) - used, "%s%llu/%llu", i ? "," : "",
+             (unsigned long long)s->new_tokens[i], (unsigned long long)s->seq_len[i]);
+  }
+  total_blocks += 3; /* blocks nobody uses */
+  uint64_t n_slots = total_blocks * s->block_size, row = s->latent_dim + s->rope_dim;
+  SHAPE(&c,
+        "n_tokens=%llu heads=%llu latent_dim=%llu rope_dim=%llu block_size=%llu window=%llu "
+        "seqs(new/len)=%s n_slots=%llu",
+        (unsigned long long)n_tokens, (unsigned long long)s->n_heads,
+        (unsigned long long)s->latent_dim, (unsigned long long)s->rope_dim,
+        (unsigned long long)s->block_size, (unsigned long long)s->window, lens,
+        (unsigned long long)n_slots);
+  qiao_dev_attention_latent_args *a = &c.args.attention_latent;
+  /* a scale like DeepSeek's 1 / sqrt(qk_nope_head_dim + qk_rope_head_dim),
+   * with latent_dim / 4 for the nope part (DeepSeek: 512 / 4 = 128) */
+  *a = (qiao_dev_attention_latent_args){.struct_size = sizeof(*a),
+                                        .n_tokens = n_tokens,
+                                        .n_heads = s->n_heads,
+                                        .latent_dim = s->latent_dim,
+                                        .rope_dim = s->rope_dim,
+                                        .n_seqs = s->n_seqs,
+                                        .max_blocks_per_seq = max_blocks,
+                                        .block_size = s->block_size,
+                                        .n_slots = n_slots,
+                                        .window = s->window,
+                                        .scale =
+                                            1.0f / sqrtf((float)(s->latent_dim / 4 + s->rope_dim)),
+                                        .cache_dtype = dt};
+  /* physical blocks: a random permutation; unused table entries are -1 */
+  int32_t *perm = i32s(total_blocks, 0), *table = i32s(s->n_seqs * max_blocks, -1);
+  int32_t *seq = i32s(n_tokens, 0), *pos = i32s(n_tokens, 0);
+  bool *attended = calloc(n_slots, 1);
+  if (perm && table && seq && pos && attended) {
+    for (uint64_t i = 0; i < total_blocks; i++)
+      perm[i] = (int32_t)i;
+    for (uint64_t i = 0; i + 1 < total_blocks; i++) {
+      uint64_t j = i + qiao__cf_below(&x->rng, total_blocks - i);
+      int32_t t = perm[i];
+      perm[i] = perm[j];
+      perm[j] = t;
+    }
+    uint64_t next = 0, t = 0;
+    for (uint64_t i = 0; i < s->n_seqs; i++) {
+      uint64_t blocks = (s->seq_len[i] + s->block_size - 1) / s->block_size;
+      for (uint64_t b = 0; b < blocks; b++)
+        table[i * max_blocks + b] = perm[next++];
+    }
+    /* tokens of the sequences interleaved, round robin */
+    uint64_t done[4] = {0};
+    while (t < n_tokens)
+      for (uint64_t i = 0; i < s->n_seqs; i++)
+        if (done[i] < s->new_tokens[i]) {
+          uint64_t p = s->seq_len[i] - s->new_tokens[i] + done[i]++;
+          seq[t] = (int32_t)i;
+          pos[t] = (int32_t)p;
+          uint64_t lo = s->window && p + 1 > s->window ? p + 1 - s->window : 0;
+          for (uint64_t j = lo; j <= p; j++)
+            attended[(uint64_t)table[i * max_blocks + j / s->block_size] * s->block_size +
+                     j % s->block_size] = true;
+          t++;
+        }
+  }
+  free(perm);
+  uint64_t nl = n_tokens * s->n_heads * s->latent_dim, nr = n_tokens * s->n_heads * s->rope_dim;
+  BIND(&c, attention_latent.q_latent,
+       qiao__cf_operand(&c, "q_latent", f32s(x, nl, -1, 1), nl * 4, CF_INPUT, 0));
+  /* the rope part large enough to matter: a kernel that drops it fails */
+  BIND(&c, attention_latent.q_rope,
+       qiao__cf_operand(&c, "q_rope", f32s(x, nr, -3, 3), nr * 4, CF_INPUT, 0));
+  /* the cache: random where attended, NaN everywhere else (it must not be read) */
+  uint64_t nc = n_slots * row;
+  float *cf = f32s(x, nc, -1, 1);
+  for (uint64_t i = 0; cf && attended && i < nc; i++)
+    if (!attended[i / row]) cf[i] = NAN;
+  free(attended);
+  void *cache = cf;
+  if (dt == QIAO_DEV_F16 && cf) {
+    uint16_t *ch = malloc(nc * 2 + 2);
+    for (uint64_t i = 0; ch && i < nc; i++)
+      ch[i] = qiao__cf_f32_to_f16(cf[i]);
+    free(cf);
+    cache = ch;
+  }
+  BIND(&c, attention_latent.cache,
+       qiao__cf_operand(&c, "cache", cache, qiao__cf_dtype_bytes(dt, nc), CF_INPUT, 0));
+  BIND(&c, attention_latent.block_table,
+       qiao__cf_operand(&c, "block_table", table, s->n_seqs * max_blocks * 4, CF_INPUT, 0));
+  BIND(&c, attention_latent.token_seq,
+       qiao__cf_operand(&c, "token_seq", seq, n_tokens * 4, CF_INPUT, 0));
+  BIND(&c, attention_latent.token_pos,
+       qiao__cf_operand(&c, "token_pos", pos, n_tokens * 4, CF_INPUT, 0));
+  BIND(&c, attention_latent.out,
+       qiao__cf_operand(&c, "out", nans(nl), nl * 4, CF_OUT_F32, s->latent_dim));
+  run_case(x, &c);
+}
+
+static void attention_latent_cases(ctx *x, qiao_dev_dtype dt) {
+  static const latent_shape shapes[] = {
+      /* heads latent rope block window seqs lens new */
+      {1, 1, 1, 1, 0, 1, {1}, {1}},                           /* everything 1 */
+      {4, 32, 8, 16, 0, 3, {6, 17, 33}, {1, 1, 1}},           /* tiny model: decode, 3 seqs */
+      {4, 32, 8, 16, 0, 1, {40}, {40}},                       /* tiny model: prefill */
+      {16, 64, 16, 8, 7, 2, {30, 9}, {5, 9}},                 /* sliding window, many heads */
+      {128, 512, 64, 16, 0, 2, {5, 3}, {2, 3}},               /* DeepSeek-V2/V3's size, small T */
+      {128, 512, 64, 16, 0, 1, {70}, {1}},                    /* the same, decode */
+      {20, 40, 12, 5, 16, 4, {23, 3, 50, 16}, {3, 3, 2, 16}}, /* odd block size, window, 4 seqs */
+      {3, 33, 7, 32, 0, 1, {1100}, {1}},                      /* long context, odd dims */
+      {9, 16, 2, 4, 0, 2, {12, 5}, {12, 5}},                  /* two prefills, odd heads */
+  };
+  for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+    attention_latent_case(x, dt, &shapes[i]);
+}
+
+/* ---- moe_route (1.4) -------------------------------------------------------- */
+
+typedef struct route_shape {
+  uint64_t n_tokens, n_experts, k;
+  uint32_t scoring, normalize, n_groups, topk_groups, group_score;
+  float scale;
+  int bias;  /* 0 none, 1 small (a correction bias), 2 negative: every c < 0 */
+  bool ties; /* exact ties planted in token 0 */
+} route_shape;
+
+/* The choice as the spec defines it, in double, for token t: whether every
+ * comparison that decides ids (the group boundary, the order of the top k
+ * and the boundary after them) is either an exact tie or at least `gap`
+ * apart, so that no binary32 rounding can flip it. */
+static bool route_separated(const route_shape *s, const float *l, const float *bias, double gap) {
+  uint64_t ne = s->n_experts, ng = s->n_groups > 1 ? s->n_groups : 1, per = ne / ng;
+  double p[256], c[256], gs[256], sorted[257];
+  double max = -INFINITY, total = 0;
+  for (uint64_t e = 0; e < ne; e++)
+    max = fmax(max, l[e]);
+  for (uint64_t e = 0; e < ne; e++)
+    total += p[e] =
+        s->scoring == QIAO_DEV_MOE_SCORE_SOFTMAX ? exp(l[e] - max) : 1 / (1 + exp(-l[e]));
+  for (uint64_t e = 0; e < ne; e++) {
+    if (s->scoring == QIAO_DEV_MOE_SCORE_SOFTMAX) p[e] /= total;
+    c[e] = p[e] + (bias ? bias[e] : 0);
+  }
+  /* descending insertion sort of n values into sorted[] */
+#define SORT_DESC(src, n)                                                                          \
+  for (uint64_t i_ = 0; i_ < (n); i_++) {                                                          \
+    uint64_t j_ = i_;                                                                              \
+    while (j_ > 0 && sorted[j_ - 1] < (src)[i_]) {                                                 \
+      sorted[j_] = sorted[j_ - 1];                                                                 \
+      j_--;                                                                                        \
+    }                                                                                              \
+    sorted[j_] = (src)[i_];                                                                        \
+  }
+#define APART(a, b) ((a) == (b) || fabs((a) - (b)) >= gap)
+  if (ng > 1) {
+    for (uint64_t g = 0; g < ng; g++) {
+      SORT_DESC(c + g * per, per);
+      if (per > 1 && !APART(sorted[0], sorted[1])) return false; /* which is second */
+      if (per > 2 && s->group_score == QIAO_DEV_MOE_GROUP_TOP2_SUM && !APART(sorted[1], sorted[2]))
+        return false;
+      gs[g] = sorted[0] + (s->group_score == QIAO_DEV_MOE_GROUP_TOP2_SUM ? sorted[1] : 0);
+    }
+    SORT_DESC(gs, ng);
+    if (s->topk_groups < ng && !APART(sorted[s->topk_groups - 1], sorted[s->topk_groups]))
+      return false;
+    double cut = sorted[s->topk_groups - 1];
+    for (uint64_t g = 0; g < ng; g++)
+      if (gs[g] < cut)
+        for (uint64_t e = 0; e < per; e++)
+          c[g * per + e] = 0;
+  }
+  SORT_DESC(c, ne);
+  for (uint64_t i = 0; i + 1 < ne && i < s->k; i++)
+    if (!APART(sorted[i], sorted[i + 1])) return false;
+#undef APART
+#undef SORT_DESC
+  return true;
+}
+
+static void moe_route_case(ctx *x, const route_shape *s) {
+  cf_case c;
+  start(&c, QIAO_DEV_OP_MOE_ROUTE, QIAO_DEV_F32);
+  static const char *const bias_names[] = {"", " bias", " negative-bias"};
+  SHAPE(
+      &c, "n_tokens=%llu n_experts=%llu k=%llu %s groups=%u/%u%s%s scale=%g%s%s",
+      (unsigned long long)s->n_tokens, (unsigned long long)s->n_experts, (unsigned long long)s->k,
+      s->scoring == QIAO_DEV_MOE_SCORE_SIGMOID ? "sigmoid" : "softmax", s->topk_groups, s->n_groups,
+      s->n_groups > 1 ? (s->group_score == QIAO_DEV_MOE_GROUP_TOP2_SUM ? " top2_sum" : " max") : "",
+      s->normalize ? " normalize" : "", (double)s->scale, bias_names[s->bias],
+      s->ties ? " ties" : "");
+  c.args.moe_route = (qiao_dev_moe_route_args){.struct_size = sizeof(qiao_dev_moe_route_args),
+                                               .n_tokens = s->n_tokens,
+                                               .n_experts = s->n_experts,
+                                               .k = s->k,
+                                               .scoring = s->scoring,
+                                               .normalize = s->normalize,
+                                               .n_groups = s->n_groups,
+                                               .topk_groups = s->topk_groups,
+                                               .group_score = s->group_score,
+                                               .scale = s->scale};
+  uint64_t ne = s->n_experts, ng = s->n_groups > 1 ? s->n_groups : 1, per = ne / ng;
+  float *bias = NULL;
+  if (s->bias == 1) bias = f32s(x, ne, -0.05f, 0.05f);
+  if (s->bias == 2) bias = f32s(x, ne, -1.6f, -1.5f);
+  if (bias && s->ties && ng > 1) /* the last group a copy of the first, bias included */
+    memcpy(bias + (ng - 1) * per, bias, per * sizeof(float));
+  if (bias && s->ties && ng == 1 && ne >= 3) bias[ne - 1] = bias[1];
+  float *logits = nans(s->n_tokens * ne);
+  for (uint64_t t = 0; logits && t < s->n_tokens; t++) {
+    float *l = logits + t * ne;
+    for (int tries = 0; tries < 1000; tries++) {
+      for (uint64_t e = 0; e < ne; e++)
+        l[e] = qiao__cf_uniform(&x->rng, -4, 4);
+      if (t == 0 && s->ties && ng > 1) { /* two equal top groups: ties at both levels */
+        for (uint64_t e = 0; e < per; e++)
+          l[(ng - 1) * per + e] = l[e] += 3;
+      } else if (t == 0 && s->ties && ne >= 3) { /* two equal top experts */
+        l[1] = l[ne - 1] = 6;
+      }
+      if (route_separated(s, l, bias, 1e-5)) break;
+    }
+  }
+  BIND(&c, moe_route.logits,
+       qiao__cf_operand(&c, "logits", logits, s->n_tokens * ne * 4, CF_INPUT, 0));
+  if (bias) BIND(&c, moe_route.bias, qiao__cf_operand(&c, "bias", bias, ne * 4, CF_INPUT, 0));
+  uint64_t nk = s->n_tokens * s->k;
+  BIND(&c, moe_route.ids, qiao__cf_operand(&c, "ids", i32s(nk, -7), nk * 4, CF_OUT_I32, s->k));
+  BIND(&c, moe_route.weights, qiao__cf_operand(&c, "weights", nans(nk), nk * 4, CF_OUT_F32, s->k));
+  run_case(x, &c);
+}
+
+static void moe_route_cases(ctx *x) {
+  enum { SOFTMAX = QIAO_DEV_MOE_SCORE_SOFTMAX, SIGMOID = QIAO_DEV_MOE_SCORE_SIGMOID };
+  enum { MAX = QIAO_DEV_MOE_GROUP_MAX, TOP2 = QIAO_DEV_MOE_GROUP_TOP2_SUM };
+  static const route_shape shapes[] = {
+      /* tokens experts k scoring normalize groups topk score scale bias ties */
+      {1, 1, 1, SOFTMAX, 1, 0, 0, MAX, 1.0f, 0, false},     /* everything 1 */
+      {5, 64, 6, SOFTMAX, 0, 0, 0, MAX, 1.0f, 0, true},     /* DeepSeek-V2-Lite: greedy */
+      {4, 160, 6, SOFTMAX, 0, 8, 3, MAX, 16.0f, 0, true},   /* DeepSeek-V2: group_limited_greedy */
+      {7, 256, 8, SIGMOID, 1, 8, 4, TOP2, 2.5f, 1, true},   /* DeepSeek-V3: noaux_tc */
+      {6, 64, 8, SIGMOID, 1, 8, 2, TOP2, 1.0f, 2, false},   /* masked experts (c = 0) win */
+      {3, 16, 4, SIGMOID, 0, 0, 0, MAX, 1.5f, 1, false},    /* sigmoid + bias, no groups */
+      {6, 32, 4, SOFTMAX, 1, 4, 2, MAX, 1.0f, 1, true},     /* softmax + bias + groups */
+      {4, 16, 3, SIGMOID, 1, 4, 4, TOP2, 1.0f, 1, false},   /* every group kept */
+      {3, 12, 2, SIGMOID, 1, 1, 0, TOP2, 1.0f, 0, true},    /* n_groups 1: no group limit */
+      {2, 8, 8, SOFTMAX, 1, 0, 0, MAX, 1.0f, 0, false},     /* k = n_experts */
+      {3, 24, 5, SIGMOID, 0, 8, 2, TOP2, 1.0f, 1, false},   /* k > one group's experts */
+      {300, 64, 6, SIGMOID, 1, 8, 3, TOP2, 2.5f, 1, false}, /* many tokens */
+  };
+  for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+    moe_route_case(x, &shapes[i]);
 }
 
 /* ---- The level ------------------------------------------------------------ */
@@ -710,6 +1123,9 @@ static void run_op(ctx *x, qiao_dev_op op, qiao_dev_dtype dt) {
     moe_combine_case(x, 5, 2, 64, false);
     moe_combine_case(x, 3, 8, 4099, true);
     break;
+  case QIAO_DEV_OP_LATENT_WRITE: latent_write_cases(x, dt); break;
+  case QIAO_DEV_OP_ATTENTION_LATENT: attention_latent_cases(x, dt); break;
+  case QIAO_DEV_OP_MOE_ROUTE: moe_route_cases(x); break;
   default: break;
   }
 }
@@ -720,8 +1136,9 @@ void qiao__cf_run_ops(qiao_conformance_report *report, cf_device *target, cf_dev
   report->area_ops.ran = true;
   for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
-      /* a dtype of a later minor version than the plugin's: never asked */
-      if (target->api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)dt)) continue;
+      /* an op or dtype of a later minor version than the plugin's, or an
+       * appended op whose function its table leaves NULL: never asked */
+      if (!qiao_backend_may_ask(target->backend, (qiao_dev_op)op, (qiao_dev_dtype)dt)) continue;
       uint32_t supported = 0;
       qiao_status *st =
           qiao__cf_dev_status(target,
@@ -773,7 +1190,7 @@ void qiao__cf_run_ops_in_mode(qiao_conformance_report *report, cf_device *target
   ctx x = {report, target, NULL, {seed ^ 0x5eedu}, mode};
   for (int op = 0; op < QIAO_DEV_OP_COUNT; op++)
     for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
-      if (target->api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)dt)) continue;
+      if (!qiao_backend_may_ask(target->backend, (qiao_dev_op)op, (qiao_dev_dtype)dt)) continue;
       uint32_t supported = 0;
       qiao_dev_error *e = target->api->op_supported(target->device, (qiao_dev_op)op,
                                                     (qiao_dev_dtype)dt, &supported);

@@ -57,6 +57,10 @@ static qiao_dev_error *enqueue_op(const qiao_dev_api *api, qiao_dev_queue *q, qi
   case QIAO_DEV_OP_MOE_GATE: return api->moe_gate(q, &a->moe_gate);
   case QIAO_DEV_OP_MATMUL_EXPERTS: return api->matmul_experts(q, &a->matmul_experts);
   case QIAO_DEV_OP_MOE_COMBINE: return api->moe_combine(q, &a->moe_combine);
+  /* (1.4) only reached when the plugin has the function (qiao_backend_may_ask) */
+  case QIAO_DEV_OP_LATENT_WRITE: return api->latent_write(q, &a->latent_write);
+  case QIAO_DEV_OP_ATTENTION_LATENT: return api->attention_latent(q, &a->attention_latent);
+  case QIAO_DEV_OP_MOE_ROUTE: return api->moe_route(q, &a->moe_route);
   default: return NULL;
   }
 }

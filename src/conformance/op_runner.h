@@ -39,6 +39,9 @@ typedef union cf_args {
   qiao_dev_moe_gate_args moe_gate;
   qiao_dev_matmul_experts_args matmul_experts;
   qiao_dev_moe_combine_args moe_combine;
+  qiao_dev_latent_write_args latent_write;         /* 1.4 */
+  qiao_dev_attention_latent_args attention_latent; /* 1.4 */
+  qiao_dev_moe_route_args moe_route;               /* 1.4 */
 } cf_args;
 
 typedef struct cf_case {

@@ -95,6 +95,20 @@ static double ref_32_element(const uint8_t *p, qiao_dev_dtype dtype, uint64_t i)
   return d * q + f16_value(u16_at(b + 2));
 }
 
+/* (1.4) F8_E4M3_B128, element i of a row: blocks of 128 in 132 bytes, an
+ * F32 scale d then E4M3 codes (sign, exponent e of 4 bits with bias 7,
+ * mantissa m of 3 bits; e = 0: m/8 * 2^-6; else (1 + m/8) * 2^(e-7); 0x7F
+ * and 0xFF NaN). d * value is exact in float64 (24 + 4 significant bits). */
+static double ref_f8_element(const uint8_t *p, uint64_t i) {
+  const uint8_t *b = p + (i / 128) * 132;
+  unsigned q = b[4 + i % 128], e = (q >> 3) & 15, m = q & 7;
+  if ((q & 0x7f) == 0x7f) return NAN;
+  double v = e == 0 ? ldexp(m, -9) : ldexp(8 + m, (int)e - 10);
+  float d;
+  memcpy(&d, b, 4);
+  return (double)d * (q & 0x80 ? -v : v);
+}
+
 double qiao__cf_ref_element(const void *data, qiao_dev_dtype dtype, uint64_t i) {
   const uint8_t *p = data;
   switch (dtype) {
@@ -133,6 +147,7 @@ double qiao__cf_ref_element(const void *data, qiao_dev_dtype dtype, uint64_t i) 
   case QIAO_DEV_Q4_1:
   case QIAO_DEV_Q5_0:
   case QIAO_DEV_Q5_1: return ref_32_element(p, dtype, i);
+  case QIAO_DEV_F8_E4M3_B128: return ref_f8_element(p, i);
   default: return NAN;
   }
 }
@@ -421,10 +436,158 @@ static void moe_combine(ref *r) {
     }
 }
 
+/* ---- The ops of ABI 1.4 ---------------------------------------------------- */
+
+/* Stores v into element e of a cache of dtype F32 or F16 (rounded once). */
+static void out_cache(const ref *r, int index, qiao_dev_dtype dtype, uint64_t e, double v) {
+  if (dtype == QIAO_DEV_F16) {
+    uint16_t h = qiao__cf_ref_to_f16(v);
+    memcpy(r->expected[index] + 2 * e, &h, 2);
+  } else {
+    out_f32(r, index, e, v);
+  }
+}
+
+static void latent_write(ref *r) {
+  const qiao_dev_latent_write_args *a = &r->c->args.latent_write;
+  int latent = AT(r, latent_write.latent), rope = AT(r, latent_write.rope);
+  int slots = AT(r, latent_write.slots), cache = AT(r, latent_write.cache);
+  uint64_t row = a->latent_dim + a->rope_dim;
+  for (uint64_t t = 0; t < a->n_tokens; t++) {
+    uint64_t slot = (uint64_t)in_i32(r, slots, t);
+    for (uint64_t j = 0; j < a->latent_dim; j++)
+      out_cache(r, cache, a->cache_dtype, slot * row + j,
+                in(r, latent, QIAO_DEV_F32, t * a->latent_dim + j));
+    for (uint64_t j = 0; j < a->rope_dim; j++)
+      out_cache(r, cache, a->cache_dtype, slot * row + a->latent_dim + j,
+                in(r, rope, QIAO_DEV_F32, t * a->rope_dim + j));
+  }
+}
+
+static void attention_latent(ref *r) {
+  const qiao_dev_attention_latent_args *a = &r->c->args.attention_latent;
+  int ql = AT(r, attention_latent.q_latent), qr = AT(r, attention_latent.q_rope);
+  int cache = AT(r, attention_latent.cache), table = AT(r, attention_latent.block_table);
+  int seqs = AT(r, attention_latent.token_seq), positions = AT(r, attention_latent.token_pos);
+  int out = AT(r, attention_latent.out);
+  uint64_t L = a->latent_dim, R = a->rope_dim, row = L + R;
+  for (uint64_t t = 0; t < a->n_tokens; t++) {
+    uint64_t s = (uint64_t)in_i32(r, seqs, t), p = (uint64_t)in_i32(r, positions, t);
+    uint64_t lo = a->window > 0 && p + 1 > a->window ? p + 1 - a->window : 0;
+    double *score = malloc((p - lo + 1) * sizeof(double));
+    uint64_t *base = malloc((p - lo + 1) * sizeof(uint64_t));
+    if (score == NULL || base == NULL) {
+      free(score);
+      free(base);
+      r->out_of_memory = true;
+      return;
+    }
+    for (uint64_t j = lo; j <= p; j++) {
+      uint64_t block = (uint64_t)in_i32(r, table, s * a->max_blocks_per_seq + j / a->block_size);
+      base[j - lo] = (block * a->block_size + j % a->block_size) * row;
+    }
+    for (uint64_t h = 0; h < a->n_heads; h++) {
+      uint64_t lbase = (t * a->n_heads + h) * L, rbase = (t * a->n_heads + h) * R;
+      double max = -INFINITY, total = 0;
+      for (uint64_t j = lo; j <= p; j++) {
+        double dot = 0;
+        for (uint64_t d = 0; d < L; d++)
+          dot +=
+              in(r, ql, QIAO_DEV_F32, lbase + d) * in(r, cache, a->cache_dtype, base[j - lo] + d);
+        for (uint64_t d = 0; d < R; d++)
+          dot += in(r, qr, QIAO_DEV_F32, rbase + d) *
+                 in(r, cache, a->cache_dtype, base[j - lo] + L + d);
+        score[j - lo] = (double)a->scale * dot;
+        if (score[j - lo] > max) max = score[j - lo];
+      }
+      for (uint64_t j = lo; j <= p; j++)
+        total += score[j - lo] = exp(score[j - lo] - max);
+      for (uint64_t d = 0; d < L; d++) {
+        double sum = 0;
+        for (uint64_t j = lo; j <= p; j++)
+          sum += score[j - lo] / total * in(r, cache, a->cache_dtype, base[j - lo] + d);
+        out_f32(r, out, lbase + d, sum);
+      }
+    }
+    free(score);
+    free(base);
+  }
+}
+
+/* Index of the largest of v[0..n) not yet taken; ties to the smaller index. */
+static uint64_t ref_best(const double *v, const bool *taken, uint64_t n) {
+  uint64_t best = n;
+  for (uint64_t i = 0; i < n; i++)
+    if (!taken[i] && (best == n || v[i] > v[best])) best = i;
+  return best;
+}
+
+static void moe_route(ref *r) {
+  const qiao_dev_moe_route_args *a = &r->c->args.moe_route;
+  int logits = AT(r, moe_route.logits), bias = AT(r, moe_route.bias);
+  int ids = AT(r, moe_route.ids), weights = AT(r, moe_route.weights);
+  uint64_t ne = a->n_experts, ng = a->n_groups > 1 ? a->n_groups : 1, per = ne / ng;
+  double *p = malloc(ne * sizeof(double)), *c = malloc(ne * sizeof(double));
+  double *gs = malloc(ng * sizeof(double));
+  bool *taken = malloc(ne + ng);
+  uint64_t *picked = malloc(a->k * sizeof(uint64_t));
+  if (!p || !c || !gs || !taken || !picked) r->out_of_memory = true;
+  for (uint64_t t = 0; !r->out_of_memory && t < a->n_tokens; t++) {
+    double max = -INFINITY, total = 0;
+    for (uint64_t e = 0; e < ne; e++)
+      max = fmax(max, in(r, logits, QIAO_DEV_F32, t * ne + e));
+    for (uint64_t e = 0; e < ne; e++) {
+      double l = in(r, logits, QIAO_DEV_F32, t * ne + e);
+      if (a->scoring == QIAO_DEV_MOE_SCORE_SOFTMAX)
+        total += p[e] = exp(l - max);
+      else
+        p[e] = 1 / (1 + exp(-l));
+    }
+    for (uint64_t e = 0; e < ne; e++) {
+      if (a->scoring == QIAO_DEV_MOE_SCORE_SOFTMAX) p[e] /= total;
+      c[e] = p[e] + (bias >= 0 ? in(r, bias, QIAO_DEV_F32, e) : 0);
+      taken[e] = false;
+    }
+    if (ng > 1) { /* group scores, the kept groups, c = 0 in the others */
+      bool *kept = taken + ne;
+      for (uint64_t g = 0; g < ng; g++) {
+        uint64_t first = ref_best(c + g * per, taken + g * per, per);
+        gs[g] = c[g * per + first];
+        if (a->group_score == QIAO_DEV_MOE_GROUP_TOP2_SUM) {
+          taken[g * per + first] = true;
+          gs[g] += c[g * per + ref_best(c + g * per, taken + g * per, per)];
+          taken[g * per + first] = false;
+        }
+        kept[g] = false;
+      }
+      for (uint32_t i = 0; i < a->topk_groups; i++)
+        kept[ref_best(gs, kept, ng)] = true;
+      for (uint64_t e = 0; e < ne; e++)
+        if (!kept[e / per]) c[e] = 0;
+    }
+    double chosen = 0;
+    for (uint64_t i = 0; i < a->k; i++) {
+      picked[i] = ref_best(c, taken, ne);
+      taken[picked[i]] = true;
+      chosen += p[picked[i]];
+    }
+    for (uint64_t i = 0; i < a->k; i++) {
+      double w = a->normalize ? p[picked[i]] / (chosen + 1e-20) : p[picked[i]];
+      out_i32(r, ids, t * a->k + i, (int32_t)picked[i]);
+      out_f32(r, weights, t * a->k + i, w * (double)a->scale);
+    }
+  }
+  free(p);
+  free(c);
+  free(gs);
+  free(taken);
+  free(picked);
+}
+
 /* ---- Entry point ----------------------------------------------------------- */
 
 bool qiao__cf_ref_has(qiao_dev_op op) {
-  return op >= QIAO_DEV_OP_EMBED && op <= QIAO_DEV_OP_MOE_COMBINE;
+  return op >= QIAO_DEV_OP_EMBED && op <= QIAO_DEV_OP_MOE_ROUTE;
 }
 
 bool qiao__cf_ref_covers(const cf_case *c) {
@@ -456,6 +619,9 @@ qiao_status *qiao__cf_reference_run(const cf_case *c, uint8_t *expected[]) {
   case QIAO_DEV_OP_MOE_GATE: moe_gate(&r); break;
   case QIAO_DEV_OP_MATMUL_EXPERTS: matmul_experts(&r); break;
   case QIAO_DEV_OP_MOE_COMBINE: moe_combine(&r); break;
+  case QIAO_DEV_OP_LATENT_WRITE: latent_write(&r); break;
+  case QIAO_DEV_OP_ATTENTION_LATENT: attention_latent(&r); break;
+  case QIAO_DEV_OP_MOE_ROUTE: moe_route(&r); break;
   default: break;
   }
   return r.out_of_memory ? qiao__error(QIAO_OUT_OF_MEMORY, "reference: out of memory") : NULL;

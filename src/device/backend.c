@@ -425,26 +425,53 @@ qiao_status *qiao_backend_batch_invariant(const qiao_backend *backend, uint32_t 
 
 const char *qiao_dev_op_name(qiao_dev_op op) {
   static const char *const names[QIAO_DEV_OP_COUNT] = {
-      "embed",  "matmul", "rmsnorm", "rope",     "kv_write",       "attention",
-      "swiglu", "add",    "argmax",  "moe_gate", "matmul_experts", "moe_combine"};
+      "embed",        "matmul",           "rmsnorm",        "rope",
+      "kv_write",     "attention",        "swiglu",         "add",
+      "argmax",       "moe_gate",         "matmul_experts", "moe_combine",
+      "latent_write", "attention_latent", "moe_route"};
   return (unsigned)op < QIAO_DEV_OP_COUNT ? names[op] : "unknown-op";
 }
 
 const char *qiao_dev_dtype_name(qiao_dev_dtype dtype) {
-  static const char *const names[QIAO_DEV_DTYPE_COUNT] = {"f32",  "f16",  "bf16", "q8_0", "q4_0",
-                                                          "i32",  "q4_k", "q5_k", "q6_k", "q2_k",
-                                                          "q3_k", "q4_1", "q5_0", "q5_1"};
+  static const char *const names[QIAO_DEV_DTYPE_COUNT] = {
+      "f32",  "f16",  "bf16", "q8_0", "q4_0", "i32",  "q4_k",        "q5_k",
+      "q6_k", "q2_k", "q3_k", "q4_1", "q5_0", "q5_1", "f8_e4m3_b128"};
   return (unsigned)dtype < QIAO_DEV_DTYPE_COUNT ? names[dtype] : "unknown-dtype";
 }
 
 uint32_t qiao_dev_dtype_abi_minor(qiao_dev_dtype dtype) {
-  return (unsigned)dtype <= QIAO_DEV_I32 ? 0 : 3;
+  if ((unsigned)dtype <= QIAO_DEV_I32) return 0;
+  return dtype == QIAO_DEV_F8_E4M3_B128 ? 4 : 3;
+}
+
+uint32_t qiao_dev_op_abi_minor(qiao_dev_op op) {
+  return (unsigned)op <= QIAO_DEV_OP_MOE_COMBINE ? 0 : 4;
+}
+
+/* The function of an op appended after 1.0 (NULL for the ops of 1.0, whose
+ * functions every table has): the table was zero-filled past the plugin's
+ * struct_size, so a function the plugin's table does not reach is NULL. */
+static bool appended_op_missing(const qiao_dev_api *api, qiao_dev_op op) {
+  switch (op) {
+  case QIAO_DEV_OP_LATENT_WRITE: return api->latent_write == NULL;
+  case QIAO_DEV_OP_ATTENTION_LATENT: return api->attention_latent == NULL;
+  case QIAO_DEV_OP_MOE_ROUTE: return api->moe_route == NULL;
+  default: return false;
+  }
+}
+
+bool qiao_backend_may_ask(const qiao_backend *backend, qiao_dev_op op, qiao_dev_dtype dtype) {
+  /* A plugin is asked only about the ops and dtypes of its own ABI minor
+   * version, and never about an op whose function it does not provide. */
+  return (unsigned)dtype < QIAO_DEV_DTYPE_COUNT && (unsigned)op < QIAO_DEV_OP_COUNT &&
+         backend->api.abi_minor >= qiao_dev_dtype_abi_minor(dtype) &&
+         backend->api.abi_minor >= qiao_dev_op_abi_minor(op) &&
+         !appended_op_missing(&backend->api, op);
 }
 
 qiao_status *qiao_backend_op_supported(const qiao_backend *backend, qiao_dev_device *device,
                                        qiao_dev_op op, qiao_dev_dtype dtype, bool *out_supported) {
-  if ((unsigned)dtype >= QIAO_DEV_DTYPE_COUNT ||
-      backend->api.abi_minor < qiao_dev_dtype_abi_minor(dtype)) {
+  if (!qiao_backend_may_ask(backend, op, dtype)) {
     *out_supported = false;
     return NULL;
   }

@@ -121,6 +121,16 @@ static size_t refs_of(qiao_dev_op op, void *args, qiao_dev_ref **out) {
     R(qiao_dev_matmul_experts_args, &a->x, &a->w, &a->ids, &a->out);
     break;
   case QIAO_DEV_OP_MOE_COMBINE: R(qiao_dev_moe_combine_args, &a->x, &a->weights, &a->out); break;
+  case QIAO_DEV_OP_LATENT_WRITE:
+    R(qiao_dev_latent_write_args, &a->latent, &a->rope, &a->slots, &a->cache);
+    break;
+  case QIAO_DEV_OP_ATTENTION_LATENT:
+    R(qiao_dev_attention_latent_args, &a->q_latent, &a->q_rope, &a->cache, &a->block_table,
+      &a->token_seq, &a->token_pos, &a->out);
+    break;
+  case QIAO_DEV_OP_MOE_ROUTE:
+    R(qiao_dev_moe_route_args, &a->logits, &a->bias, &a->ids, &a->weights);
+    break;
   default: break;
   }
 #undef R
@@ -182,6 +192,9 @@ static qiao_dev_error *run_on_fallback(qiao_engine *e, qiao_dev_op op, const voi
   case QIAO_DEV_OP_MOE_GATE: err = e->fb_api->moe_gate(q, (void *)copy); break;
   case QIAO_DEV_OP_MATMUL_EXPERTS: err = e->fb_api->matmul_experts(q, (void *)copy); break;
   case QIAO_DEV_OP_MOE_COMBINE: err = e->fb_api->moe_combine(q, (void *)copy); break;
+  case QIAO_DEV_OP_LATENT_WRITE: err = e->fb_api->latent_write(q, (void *)copy); break;
+  case QIAO_DEV_OP_ATTENTION_LATENT: err = e->fb_api->attention_latent(q, (void *)copy); break;
+  case QIAO_DEV_OP_MOE_ROUTE: err = e->fb_api->moe_route(q, (void *)copy); break;
   default: return fail(e, NULL);
   }
   for (size_t i = 0; i < n && err == NULL; i++)
@@ -225,6 +238,10 @@ ROUTE(argmax, QIAO_DEV_OP_ARGMAX, qiao_dev_argmax_args, QIAO_DEV_F32)
 ROUTE(moe_gate, QIAO_DEV_OP_MOE_GATE, qiao_dev_moe_gate_args, QIAO_DEV_F32)
 ROUTE(matmul_experts, QIAO_DEV_OP_MATMUL_EXPERTS, qiao_dev_matmul_experts_args, a->w_dtype)
 ROUTE(moe_combine, QIAO_DEV_OP_MOE_COMBINE, qiao_dev_moe_combine_args, QIAO_DEV_F32)
+ROUTE(latent_write, QIAO_DEV_OP_LATENT_WRITE, qiao_dev_latent_write_args, a->cache_dtype)
+ROUTE(attention_latent, QIAO_DEV_OP_ATTENTION_LATENT, qiao_dev_attention_latent_args,
+      a->cache_dtype)
+ROUTE(moe_route, QIAO_DEV_OP_MOE_ROUTE, qiao_dev_moe_route_args, QIAO_DEV_F32)
 #undef ROUTE
 
 #define PASS(fn, PARAMS, ARGS)                                                                     \
@@ -257,6 +274,9 @@ void qiao__fallback_install(qiao_engine *e) {
   e->route_api.moe_gate = route_moe_gate;
   e->route_api.matmul_experts = route_matmul_experts;
   e->route_api.moe_combine = route_moe_combine;
+  e->route_api.latent_write = route_latent_write;
+  e->route_api.attention_latent = route_attention_latent;
+  e->route_api.moe_route = route_moe_route;
   e->route_api.upload = route_upload;
   e->route_api.download = route_download;
   e->route_api.copy = route_copy;

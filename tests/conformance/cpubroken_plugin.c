@@ -14,6 +14,13 @@
  *   moe_tie      moe_gate ranks experts by binary32 p instead of by logit, so
  *                logits that differ but round to the same p tie to the
  *                smaller index
+ *   latent_rope  (1.4) attention_latent ignores the rotary part of the
+ *                scores (q_rope . C[j, latent_dim:])
+ *   route_bias   (1.4) moe_route ignores the selection bias
+ *   route_inf    (1.4) moe_route gives the experts of the groups not kept
+ *                c = -inf instead of 0, so when every kept expert's c is
+ *                negative it still picks kept ones (transformers picks the
+ *                masked ones: masked_fill with 0.0)
  * and, for the ABI level (each breaks one rule of device-abi.md):
  *   abi_major    backend_open ignores runtime_abi_major
  *   small_options backend_open and device_open accept options structs
@@ -44,6 +51,8 @@
  *                buffer, an offset beyond the end)
  *   props_overwrite device_get_properties writes the whole struct whatever
  *                the caller's struct_size
+ *   route_groups (1.4) moe_route accepts n_experts not divisible by
+ *                n_groups (and routes without groups)
  * Anything else (or unset) breaks nothing. The wrappers use only the ABI,
  * but for errors (made by the CPU backend's own constructor) and
  * foreign_device (which writes through the CPU backend's buffer struct, as a
@@ -486,6 +495,112 @@ static qiao_dev_error *overwriting_properties(qiao_dev_backend *b, uint32_t inde
   return e;
 }
 
+/* latent_rope: the scores without their rotary part (q_rope read as zeros). */
+static qiao_dev_error *ropeless_attention_latent(qiao_dev_queue *q,
+                                                 const qiao_dev_attention_latent_args *a) {
+  uint64_t bytes = a->n_tokens * a->n_heads * a->rope_dim * 4;
+  qiao_dev_buffer *zeros = NULL;
+  if (last_device == NULL || cpu->buffer_create(last_device, bytes, &zeros) != NULL)
+    return cpu->attention_latent(q, a);
+  qiao_dev_attention_latent_args b = *a;
+  b.q_rope = (qiao_dev_ref){zeros, 0}; /* buffer_create zero-fills */
+  qiao_dev_error *e = cpu->attention_latent(q, &b);
+  qiao_dev_error *s = cpu->queue_synchronize(q);
+  if (e == NULL)
+    e = s;
+  else if (s != NULL)
+    cpu->error_destroy(s);
+  cpu->buffer_destroy(zeros);
+  return e;
+}
+
+/* route_bias: as if no bias were given. */
+static qiao_dev_error *biasless_moe_route(qiao_dev_queue *q, const qiao_dev_moe_route_args *a) {
+  qiao_dev_moe_route_args b = *a;
+  b.bias = (qiao_dev_ref){NULL, 0};
+  return cpu->moe_route(q, &b);
+}
+
+/* route_groups: n_groups that do not divide n_experts read as no groups. */
+static qiao_dev_error *lax_moe_route(qiao_dev_queue *q, const qiao_dev_moe_route_args *a) {
+  qiao_dev_moe_route_args b = *a;
+  if (b.n_groups > 1 && b.n_experts % b.n_groups != 0) b.n_groups = 0;
+  return cpu->moe_route(q, &b);
+}
+
+/* route_inf: the real op (its checks and outputs), then each token routed
+ * again on the host with -inf in the groups not kept, written over them
+ * (through the CPU backend's buffer structs: its queues run at once). */
+static qiao_dev_error *minus_inf_moe_route(qiao_dev_queue *q, const qiao_dev_moe_route_args *a) {
+  qiao_dev_error *e = cpu->moe_route(q, a);
+  if (e != NULL || a->n_groups <= 1 || a->n_tokens == 0) return e;
+  uint64_t ne = a->n_experts, ng = a->n_groups, per = ne / ng;
+  const float *logits = (const float *)(void *)(a->logits.buffer->data + a->logits.offset);
+  const float *bias =
+      a->bias.buffer ? (const float *)(void *)(a->bias.buffer->data + a->bias.offset) : NULL;
+  int32_t *ids = (int32_t *)(void *)(a->ids.buffer->data + a->ids.offset);
+  float *weights = (float *)(void *)(a->weights.buffer->data + a->weights.offset);
+  float *p = malloc(ne * sizeof(float)), *c = malloc(ne * sizeof(float));
+  float *gs = malloc(ng * sizeof(float));
+  bool *taken = calloc(ne + ng, 1);
+  for (uint64_t t = 0; p && c && gs && taken && t < a->n_tokens; t++) {
+    const float *l = logits + t * ne;
+    float max = l[0];
+    double sum = 0;
+    for (uint64_t i = 1; i < ne; i++)
+      max = l[i] > max ? l[i] : max;
+    for (uint64_t i = 0; i < ne; i++) {
+      p[i] =
+          a->scoring == QIAO_DEV_MOE_SCORE_SIGMOID ? 1.0f / (1.0f + expf(-l[i])) : expf(l[i] - max);
+      sum += p[i];
+    }
+    for (uint64_t i = 0; i < ne; i++) {
+      if (a->scoring != QIAO_DEV_MOE_SCORE_SIGMOID) p[i] = (float)(p[i] / sum);
+      c[i] = p[i] + (bias ? bias[i] : 0.0f);
+      taken[i] = false;
+    }
+    bool *kept = taken + ne;
+    for (uint64_t g = 0; g < ng; g++) {
+      float first = -INFINITY, second = -INFINITY;
+      for (uint64_t i = g * per; i < (g + 1) * per; i++)
+        if (c[i] > first) {
+          second = first;
+          first = c[i];
+        } else if (c[i] > second) {
+          second = c[i];
+        }
+      gs[g] = a->group_score == QIAO_DEV_MOE_GROUP_TOP2_SUM ? first + second : first;
+      kept[g] = false;
+    }
+    for (uint32_t k = 0; k < a->topk_groups; k++) {
+      uint64_t best = ng;
+      for (uint64_t g = 0; g < ng; g++)
+        if (!kept[g] && (best == ng || gs[g] > gs[best])) best = g;
+      kept[best] = true;
+    }
+    for (uint64_t i = 0; i < ne; i++)
+      if (!kept[i / per]) c[i] = -INFINITY; /* the bug: transformers fills 0.0 */
+    double chosen = 0;
+    for (uint64_t k = 0; k < a->k; k++) {
+      uint64_t best = ne;
+      for (uint64_t i = 0; i < ne; i++)
+        if (!taken[i] && (best == ne || c[i] > c[best])) best = i;
+      taken[best] = true;
+      ids[t * a->k + k] = (int32_t)best;
+      weights[t * a->k + k] = p[best];
+      chosen += p[best];
+    }
+    for (uint64_t k = 0; k < a->k; k++)
+      weights[t * a->k + k] =
+          (float)(weights[t * a->k + k] / (a->normalize ? chosen + 1e-20 : 1.0) * a->scale);
+  }
+  free(p);
+  free(c);
+  free(gs);
+  free(taken);
+  return NULL;
+}
+
 __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(void) {
   if (cpu == NULL) {
     cpu = qiao_cpu_get_api();
@@ -532,6 +647,10 @@ __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(v
       table.copy = unchecked_zero_copy;
     }
     if (strcmp(mode, "props_overwrite") == 0) table.device_get_properties = overwriting_properties;
+    if (strcmp(mode, "latent_rope") == 0) table.attention_latent = ropeless_attention_latent;
+    if (strcmp(mode, "route_bias") == 0) table.moe_route = biasless_moe_route;
+    if (strcmp(mode, "route_inf") == 0) table.moe_route = minus_inf_moe_route;
+    if (strcmp(mode, "route_groups") == 0) table.moe_route = lax_moe_route;
   }
   return &table;
 }

@@ -314,10 +314,10 @@ int main(void) {
   f16_converters();
   CHECK_OK(qiao__cf_device_open("cpu", 0, "reference", &dev));
   if (dev.api == NULL) TEST_END();
-  const qiao_dev_dtype weights[] = {QIAO_DEV_F32,  QIAO_DEV_F16,  QIAO_DEV_BF16, QIAO_DEV_Q8_0,
-                                    QIAO_DEV_Q4_0, QIAO_DEV_Q4_K, QIAO_DEV_Q5_K, QIAO_DEV_Q6_K,
-                                    QIAO_DEV_Q2_K, QIAO_DEV_Q3_K, /* 1.3 */
-                                    QIAO_DEV_Q4_1, QIAO_DEV_Q5_0, QIAO_DEV_Q5_1};
+  const qiao_dev_dtype weights[] = {
+      QIAO_DEV_F32,  QIAO_DEV_F16,  QIAO_DEV_BF16, QIAO_DEV_Q8_0,        QIAO_DEV_Q4_0,
+      QIAO_DEV_Q4_K, QIAO_DEV_Q5_K, QIAO_DEV_Q6_K, QIAO_DEV_Q2_K,        QIAO_DEV_Q3_K, /* 1.3 */
+      QIAO_DEV_Q4_1, QIAO_DEV_Q5_0, QIAO_DEV_Q5_1, QIAO_DEV_F8_E4M3_B128 /* 1.4 */};
   for (size_t i = 0; i < sizeof(weights) / sizeof(weights[0]); i++) {
     /* k in whole blocks (4352 = 17 super-blocks of 256 for the k-quants) */
     matmul(weights[i], 3, qiao__cf_row_len(weights[i], 4128, 4103), 37);

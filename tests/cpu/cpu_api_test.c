@@ -104,8 +104,10 @@ static void test_backend_and_device(void) {
       EXPECT_OK(api->op_supported(d, (qiao_dev_op)op, (qiao_dev_dtype)dt, &s));
       uint32_t want;
       if (op == QIAO_DEV_OP_EMBED || op == QIAO_DEV_OP_MATMUL || op == QIAO_DEV_OP_MATMUL_EXPERTS)
-        want = dt <= QIAO_DEV_Q4_0 || (dt >= QIAO_DEV_Q4_K && dt <= QIAO_DEV_Q5_1); /* 1.3 */
-      else if (op == QIAO_DEV_OP_KV_WRITE || op == QIAO_DEV_OP_ATTENTION)
+        want = dt <= QIAO_DEV_Q4_0 || (dt >= QIAO_DEV_Q4_K && dt <= QIAO_DEV_Q5_1) || /* 1.3 */
+               dt == QIAO_DEV_F8_E4M3_B128;                                           /* 1.4 */
+      else if (op == QIAO_DEV_OP_KV_WRITE || op == QIAO_DEV_OP_ATTENTION ||
+               op == QIAO_DEV_OP_LATENT_WRITE || op == QIAO_DEV_OP_ATTENTION_LATENT) /* 1.4 */
         want = dt == QIAO_DEV_F32 || dt == QIAO_DEV_F16;
       else
         want = dt == QIAO_DEV_F32;
@@ -241,7 +243,7 @@ static void test_op_errors(env *t) {
   EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_INVALID_ARGUMENT, "struct_size");
   e = m, e.w_dtype = (qiao_dev_dtype)QIAO_DEV_DTYPE_COUNT; /* the first of a later version */
   /* an unknown dtype value is an unclaimed pair (device-abi.md §6, §10.1) */
-  EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_UNSUPPORTED, "matmul: w_dtype 14 is not a dtype");
+  EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_UNSUPPORTED, "matmul: w_dtype 15 is not a dtype");
   e = m, e.w_dtype = QIAO_DEV_I32;
   EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_UNSUPPORTED, "w_dtype I32");
   e = m, e.w_dtype = QIAO_DEV_Q8_0, e.k = 48;

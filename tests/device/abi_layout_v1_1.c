@@ -31,7 +31,9 @@ int main(void) {
   CHECK(sizeof(qiao_dev_properties) == 288);
   CHECK(offsetof(qiao_dev_properties, flags) == 284);
   CHECK(sizeof(qiao_dev_backend_options) == 16);
-  CHECK(sizeof(qiao_dev_api) == 280);
+  /* the table of 1.0-1.3 ends at 280 bytes; 1.4 appended functions after it */
+  CHECK(offsetof(qiao_dev_api, moe_combine) + sizeof(void *) == 280);
+  CHECK(sizeof(qiao_dev_api) >= 280);
 
   TEST_END();
 }

@@ -118,6 +118,57 @@ int main(int argc, char **argv) {
     }
   }
   qiao_backend_unload(backend);
+
+  /* A plugin built for ABI 1.3 (a 280-byte table without the functions of
+   * 1.4) still loads in a 1.4 runtime: what lies past its struct_size is
+   * never read (the runtime's copy of its table has NULL there), and it is
+   * asked about the ops and dtypes of 1.3 (it claims them all) but never
+   * about the ops or the dtype 1.4 appended. */
+  snprintf(path, sizeof(path), "%s/libqiao-testv13.so", dir);
+  backend = NULL;
+  CHECK_OK(qiao_backend_load(path, &backend));
+  if (backend != NULL) {
+    const qiao_dev_api *api = qiao_backend_api(backend);
+    CHECK(api->abi_minor == 3 && api->moe_combine != NULL);
+    CHECK(api->latent_write == NULL && api->attention_latent == NULL && api->moe_route == NULL);
+    bool yes = false;
+    CHECK_OK(qiao_backend_op_supported(backend, NULL, QIAO_DEV_OP_MATMUL, QIAO_DEV_Q4_K, &yes));
+    CHECK(yes);
+    CHECK(qiao_backend_may_ask(backend, QIAO_DEV_OP_MOE_COMBINE, QIAO_DEV_Q5_1));
+    for (int op = QIAO_DEV_OP_LATENT_WRITE; op < QIAO_DEV_OP_COUNT; op++)
+      for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
+        yes = true;
+        CHECK_OK(
+            qiao_backend_op_supported(backend, NULL, (qiao_dev_op)op, (qiao_dev_dtype)dt, &yes));
+        CHECK(!yes);
+        CHECK(!qiao_backend_may_ask(backend, (qiao_dev_op)op, (qiao_dev_dtype)dt));
+      }
+    yes = true;
+    CHECK_OK(
+        qiao_backend_op_supported(backend, NULL, QIAO_DEV_OP_MATMUL, QIAO_DEV_F8_E4M3_B128, &yes));
+    CHECK(!yes);
+  }
+  qiao_backend_unload(backend);
+
+  /* A 1.4 plugin that leaves an appended function NULL is never asked about
+   * that op (it would claim it), and is asked about the others. */
+  snprintf(path, sizeof(path), "%s/libqiao-testv14partial.so", dir);
+  backend = NULL;
+  CHECK_OK(qiao_backend_load(path, &backend));
+  if (backend != NULL) {
+    bool yes = true;
+    CHECK_OK(
+        qiao_backend_op_supported(backend, NULL, QIAO_DEV_OP_LATENT_WRITE, QIAO_DEV_F32, &yes));
+    CHECK(!yes);
+    yes = false;
+    CHECK_OK(
+        qiao_backend_op_supported(backend, NULL, QIAO_DEV_OP_ATTENTION_LATENT, QIAO_DEV_F16, &yes));
+    CHECK(yes);
+    yes = false;
+    CHECK_OK(qiao_backend_op_supported(backend, NULL, QIAO_DEV_OP_MOE_ROUTE, QIAO_DEV_F32, &yes));
+    CHECK(yes);
+  }
+  qiao_backend_unload(backend);
   /* The CPU backend (1.1) claims the mode. */
   backend = NULL;
   CHECK_OK(qiao_backend_load("cpu", &backend));
@@ -195,8 +246,9 @@ int main(int argc, char **argv) {
   qiao_backend_entry *entries = NULL;
   size_t n = 0;
   CHECK_OK(qiao_backend_discover(&entries, &n));
-  const char *expected[] = {"testvalid", "testmajor2", "testnoentry", "testnullfn",
-                            "testsmall", "testnewer",  "testv10",     "testnoversion"};
+  const char *expected[] = {"testvalid", "testmajor2",    "testnoentry", "testnullfn",
+                            "testsmall", "testnewer",     "testv10",     "testnoversion",
+                            "testv13",   "testv14partial"};
   for (size_t e = 0; e < sizeof(expected) / sizeof(expected[0]); e++) {
     int found = 0;
     for (size_t i = 0; i < n; i++)

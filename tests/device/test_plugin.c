@@ -9,7 +9,12 @@
  *   KIND_NEWER      a plugin of a later minor version (1.7): a larger table
  *                   with functions this runtime does not know
  *   KIND_V1_0       a plugin built for ABI 1.0 (abi_minor 0): still loads
- *   KIND_NO_VERSION the table's `version` is NULL */
+ *   KIND_NO_VERSION the table's `version` is NULL
+ *   KIND_V1_3       a plugin built for ABI 1.3 (abi_minor 3, the 1.3 table of
+ *                   280 bytes, without 1.4's functions): still loads; past its
+ *                   struct_size lie pointers to a function that aborts
+ *   KIND_V1_4_PARTIAL a 1.4 plugin that leaves latent_write NULL (and has
+ *                   the two other 1.4 functions) */
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +28,13 @@
 #define KIND_NEWER 5
 #define KIND_V1_0 6
 #define KIND_NO_VERSION 7
+#define KIND_V1_3 8
+#define KIND_V1_4_PARTIAL 9
+/* The plugins that claim whatever they are asked (so a test sees whether the
+ * runtime asked them at all). */
+#define CLAIMS_ALL                                                                                 \
+  (TEST_PLUGIN_KIND == KIND_V1_0 || TEST_PLUGIN_KIND == KIND_V1_3 ||                               \
+   TEST_PLUGIN_KIND == KIND_V1_4_PARTIAL)
 
 struct qiao_dev_error {
   qiao_dev_code code;
@@ -67,11 +79,11 @@ static qiao_dev_error *device_open(qiao_dev_backend *b, uint32_t i,
   return fail();
 }
 static void device_close(qiao_dev_device *d) {}
-/* KIND_V1_0 claims whatever it is asked (so a test sees whether the
- * runtime asked it at all: it must never be asked about a dtype of 1.3). */
+/* CLAIMS_ALL: it must never be asked about an op or dtype of a later minor
+ * version than its own, nor about an op whose function it leaves NULL. */
 static qiao_dev_error *op_supported(qiao_dev_device *d, qiao_dev_op op, qiao_dev_dtype t,
                                     uint32_t *out) {
-  *out = TEST_PLUGIN_KIND == KIND_V1_0;
+  *out = CLAIMS_ALL;
   return NULL;
 }
 static qiao_dev_error *buffer_create(qiao_dev_device *d, uint64_t s, qiao_dev_buffer **out) {
@@ -110,6 +122,22 @@ OP(argmax)
 OP(moe_gate)
 OP(matmul_experts)
 OP(moe_combine)
+#if TEST_PLUGIN_KIND == KIND_V1_4_PARTIAL
+OP(attention_latent)
+OP(moe_route)
+#endif
+
+/* What KIND_V1_3 has past its struct_size: a runtime that called one read
+ * beyond the table the plugin gave. */
+#define BEYOND(name)                                                                               \
+  static qiao_dev_error *beyond_##name(qiao_dev_queue *q, const qiao_dev_##name##_args *a) {       \
+    abort();                                                                                       \
+  }
+#if TEST_PLUGIN_KIND == KIND_V1_3
+BEYOND(latent_write)
+BEYOND(attention_latent)
+BEYOND(moe_route)
+#endif
 
 /* The 1.0 table, then (for KIND_NEWER) what a later minor version appended. */
 static void future_function(void) {}
@@ -122,12 +150,13 @@ static const struct {
             .struct_size = TEST_PLUGIN_KIND == KIND_SMALL ? offsetof(qiao_dev_api, embed)
                            : TEST_PLUGIN_KIND == KIND_NEWER
                                ? sizeof(qiao_dev_api) + 3 * sizeof(void (*)(void))
-                               : sizeof(qiao_dev_api),
+                           : TEST_PLUGIN_KIND == KIND_V1_3 ? offsetof(qiao_dev_api, latent_write)
+                                                           : sizeof(qiao_dev_api),
             .abi_major = TEST_PLUGIN_KIND == KIND_MAJOR2 ? 2 : QIAO_DEVICE_ABI_MAJOR,
-            .abi_minor = TEST_PLUGIN_KIND == KIND_NEWER ? 7
-                         : TEST_PLUGIN_KIND == KIND_V1_0 || TEST_PLUGIN_KIND == KIND_MAJOR2
-                             ? 0
-                             : QIAO_DEVICE_ABI_MINOR,
+            .abi_minor = TEST_PLUGIN_KIND == KIND_NEWER                                     ? 7
+                         : TEST_PLUGIN_KIND == KIND_V1_0 || TEST_PLUGIN_KIND == KIND_MAJOR2 ? 0
+                         : TEST_PLUGIN_KIND == KIND_V1_3                                    ? 3
+                                                         : QIAO_DEVICE_ABI_MINOR,
             .name = "test",
             .version = TEST_PLUGIN_KIND == KIND_NO_VERSION ? NULL : "0",
             .error_code = error_code,
@@ -160,6 +189,14 @@ static const struct {
             .moe_gate = moe_gate,
             .matmul_experts = matmul_experts,
             .moe_combine = moe_combine,
+#if TEST_PLUGIN_KIND == KIND_V1_3
+            .latent_write = beyond_latent_write,
+            .attention_latent = beyond_attention_latent,
+            .moe_route = beyond_moe_route,
+#elif TEST_PLUGIN_KIND == KIND_V1_4_PARTIAL
+            .attention_latent = attention_latent,
+            .moe_route = moe_route,
+#endif
         },
     .appended = {future_function, future_function, future_function},
 };

@@ -65,7 +65,7 @@ static qiao_status *parse_ops(const char *text, uint32_t *out) {
           strncmp(qiao_dev_op_name((qiao_dev_op)op), p, len) == 0)
         found = op;
     if (found < 0)
-      return qiao__error(QIAO_INVALID_ARGUMENT, "--op: '%.*s' is not an op of device ABI 1.0",
+      return qiao__error(QIAO_INVALID_ARGUMENT, "--op: '%.*s' is not an op of the device ABI",
                          (int)len, p);
     mask |= 1u << found;
     p += len + (end ? 1 : 0);

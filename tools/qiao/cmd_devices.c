@@ -84,16 +84,17 @@ static int show_backend(const char *what) {
       qiao_status_free(st);
       continue;
     }
-    printf("    capabilities   ");
+    printf("    capabilities     ");
     for (int t = 0; t < QIAO_DEV_DTYPE_COUNT; t++)
       printf(" %-5s", qiao_dev_dtype_name((qiao_dev_dtype)t));
     printf("\n");
     for (int op = 0; op < QIAO_DEV_OP_COUNT; op++) {
-      printf("      %-14s", qiao_dev_op_name((qiao_dev_op)op));
+      printf("      %-16s", qiao_dev_op_name((qiao_dev_op)op));
       for (int t = 0; t < QIAO_DEV_DTYPE_COUNT; t++) {
         uint32_t s = 0;
-        /* a dtype of a later minor version than the plugin's: never asked (1.3) */
-        qiao_dev_error *e = api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)t)
+        /* an op or dtype of a later minor version than the plugin's (1.3,
+         * 1.4), or an appended op the plugin has no function for: never asked */
+        qiao_dev_error *e = !qiao_backend_may_ask(backend, (qiao_dev_op)op, (qiao_dev_dtype)t)
                                 ? NULL
                                 : api->op_supported(device, (qiao_dev_op)op, (qiao_dev_dtype)t, &s);
         if (e != NULL) {
