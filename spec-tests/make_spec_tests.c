@@ -762,6 +762,47 @@ static void put_block(FILE *o, const char *kind, const float *x, const uint8_t *
   fprintf(o, "\n");
 }
 
+/* E4M3 (format.md §4.1, 1.2): the value of a code from its fields, and the
+ * code nearest to an f32 by searching all of them (ties: the even code;
+ * beyond 448 and infinities: +-448; NaN: 0; the sign of x kept). */
+static double ref_e4m3_value(unsigned q) {
+  unsigned e = (q >> 3) & 15u, m = q & 7u;
+  double v = e == 0 ? (m / 8.0) * ldexp(1.0, -6) : (1.0 + m / 8.0) * ldexp(1.0, (int)e - 7);
+  return q & 0x80u ? -v : v;
+}
+
+static unsigned ref_e4m3(float x) {
+  if (isnan(x)) return 0;
+  unsigned sign = signbit(x) ? 0x80u : 0u, best = sign;
+  if (isinf(x)) return sign | 0x7eu;
+  double a = fabs((double)x), best_d = INFINITY;
+  for (unsigned c = 0; c <= 0x7e; c++) { /* the non-negative codes, in order */
+    double d = fabs(ref_e4m3_value(c) - a);
+    if (d < best_d || (d == best_d && c % 2 == 0)) best_d = d, best = sign | c;
+  }
+  return best;
+}
+
+static void write_e4m3_vectors(FILE *o) {
+  for (unsigned c = 0; c < 256; c++)
+    if ((c & 0x7fu) != 0x7fu) fprintf(o, "e4m3v %02x %08x\n", c, bits_of((float)ref_e4m3_value(c)));
+  /* every value, the midpoints between neighbours (ties) and the floats just
+   * beside them, of both signs; then beyond the range and the special values */
+  for (unsigned c = 0; c <= 0x7e; c++) {
+    float v = (float)ref_e4m3_value(c);
+    float mid = c < 0x7e ? (float)((ref_e4m3_value(c) + ref_e4m3_value(c + 1)) / 2) : 464.0f;
+    const float xs[] = {v, mid, nextafterf(mid, 0.0f), nextafterf(mid, INFINITY)};
+    for (int i = 0; i < 4; i++) {
+      fprintf(o, "e4m3 %08x %02x\n", bits_of(xs[i]), ref_e4m3(xs[i]));
+      fprintf(o, "e4m3 %08x %02x\n", bits_of(-xs[i]), ref_e4m3(-xs[i]));
+    }
+  }
+  const float specials[] = {448.5f,   480.0f,   1e30f,  INFINITY, -INFINITY, NAN,    -NAN,
+                            0x1p-10f, 0x1p-11f, 1e-30f, -1e-30f,  0x1p-149f, 3.4e38f};
+  for (size_t i = 0; i < sizeof(specials) / sizeof(specials[0]); i++)
+    fprintf(o, "e4m3 %08x %02x\n", bits_of(specials[i]), ref_e4m3(specials[i]));
+}
+
 static void write_conversion_vectors(void) {
   char path[4096];
   snprintf(path, sizeof(path), "%s/conversions.txt", out_dir);
@@ -770,13 +811,16 @@ static void write_conversion_vectors(void) {
     fprintf(stderr, "make_spec_tests: cannot write %s\n", path);
     exit(1);
   }
-  fprintf(o, "# The reference conversions of format.md §4.2. Every number is hex: the bits of\n"
-             "# an f32 (little-endian when stored), of an f16 or bf16, or the bytes of a\n"
-             "# block in file order.\n"
-             "#   f16  F32 F16\n"
-             "#   bf16 F32 BF16\n"
-             "#   q8_0 32 x F32 = 34 bytes\n"
-             "#   q4_0 32 x F32 = 18 bytes\n");
+  fprintf(o,
+          "# The reference conversions of format.md §4.2. Every number is hex: the bits of\n"
+          "# an f32 (little-endian when stored), of an f16 or bf16, or the bytes of a\n"
+          "# block in file order.\n"
+          "#   f16  F32 F16\n"
+          "#   bf16 F32 BF16\n"
+          "#   q8_0 32 x F32 = 34 bytes\n"
+          "#   q4_0 32 x F32 = 18 bytes\n"
+          "#   e4m3v CODE F32     (1.2) the value of an E4M3 code (not the NaNs 7f, ff)\n"
+          "#   e4m3 F32 CODE      (1.2) the nearest E4M3 code (f8_e4m3_b128's q = e4m3(x / d))\n");
   static const uint32_t f16_cases[] = {0x3f800000,
                                        0xc0000000,
                                        0x00000000,
@@ -885,6 +929,7 @@ static void write_conversion_vectors(void) {
     ref_q4_0(x, block);
     put_block(o, "q4_0", x, block, 18);
   }
+  write_e4m3_vectors(o);
   fclose(o);
 }
 

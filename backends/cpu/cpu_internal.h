@@ -390,6 +390,7 @@ static inline uint64_t qiao__cpu_block_elems(qiao_dev_dtype dtype) {
   case QIAO_DEV_Q6_K:
   case QIAO_DEV_Q2_K:
   case QIAO_DEV_Q3_K: return 256;
+  case QIAO_DEV_F8_E4M3_B128: return 128;
   case QIAO_DEV_F32:
   case QIAO_DEV_F16:
   case QIAO_DEV_BF16:
@@ -413,18 +414,27 @@ static inline uint64_t qiao__cpu_block_bytes(qiao_dev_dtype dtype) {
   case QIAO_DEV_Q4_1: return 20;
   case QIAO_DEV_Q5_0: return 22;
   case QIAO_DEV_Q5_1: return 24;
+  case QIAO_DEV_F8_E4M3_B128: return 132;
   default: return 0;
   }
 }
-/* The dtypes of 1.3: all quantized, none with the older kernels' tables. */
+/* The block dtypes of 1.3 and 1.4 (F8_E4M3_B128): all quantized, none with
+ * the older kernels' tables. */
 static inline int qiao__cpu_new_block_dtype(qiao_dev_dtype dtype) {
-  return dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1;
+  return (dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1) || dtype == QIAO_DEV_F8_E4M3_B128;
 }
 #define QIAO__CPU_NEW_BLOCK_DTYPES                                                                 \
   ((1u << QIAO_DEV_Q4_K) | (1u << QIAO_DEV_Q5_K) | (1u << QIAO_DEV_Q6_K) | (1u << QIAO_DEV_Q2_K) | \
-   (1u << QIAO_DEV_Q3_K) | (1u << QIAO_DEV_Q4_1) | (1u << QIAO_DEV_Q5_0) | (1u << QIAO_DEV_Q5_1))
-/* Elements [c, c + 32) of a row of a 1.3 dtype (c % 32 == 0) to f32, exactly. */
+   (1u << QIAO_DEV_Q3_K) | (1u << QIAO_DEV_Q4_1) | (1u << QIAO_DEV_Q5_0) | (1u << QIAO_DEV_Q5_1) | \
+   (1u << QIAO_DEV_F8_E4M3_B128))
+/* Elements [c, c + 32) of a row of a 1.3 or 1.4 block dtype (c % 32 == 0)
+ * to f32, exactly. */
 void qiao__cpu_dequant_chunk(qiao_dev_dtype dtype, const uint8_t *row, uint64_t c, float *out);
+/* F8_E4M3_B128 (cpu_fp8.c): the 256 E4M3 values (NaN for 0x7F, 0xFF), the
+ * chunk conversion, and the whole-row one for the kernel tables. */
+const float *qiao__cpu_e4m3_table(void);
+void qiao__cpu_dequant_chunk_f8(const uint8_t *row, uint64_t c, float *out);
+void qiao__cpu_dequant_f8_e4m3_b128(const uint8_t *w, uint64_t k, float *out);
 /* qiao__cpu_dequant_fn of each, for the kernel tables' dequant entries. */
 void qiao__cpu_dequant_q4_k(const uint8_t *w, uint64_t k, float *out);
 void qiao__cpu_dequant_q5_k(const uint8_t *w, uint64_t k, float *out);
@@ -502,5 +512,7 @@ void qiao__cpu_vec_q8_256_q5_0(const uint8_t *w, const qiao__cpu_q8_row *x, int 
   [QIAO_DEV_Q6_K] = qiao__cpu_dequant_q6_k, [QIAO_DEV_Q2_K] = qiao__cpu_dequant_q2_k,              \
   [QIAO_DEV_Q3_K] = qiao__cpu_dequant_q3_k, [QIAO_DEV_Q4_1] = qiao__cpu_dequant_q4_1,              \
   [QIAO_DEV_Q5_0] = qiao__cpu_dequant_q5_0, [QIAO_DEV_Q5_1] = qiao__cpu_dequant_q5_1
+/* (each kernel set adds its own [QIAO_DEV_F8_E4M3_B128] dequant: the SIMD
+ * sets convert 16 or 8 codes at a time, to the same bits) */
 
 #endif

@@ -61,10 +61,36 @@ INLINE T512 __m512 quants16(const uint8_t *block, const int a, const int dt) {
   return _mm512_permutexvar_ps(a ? _mm512_srli_epi32(v, 4) : v, table);
 }
 
+/* F8_E4M3_B128 (1.4): the 16 codes at `off` of a 132-byte block (F32 scale
+ * d, then 128 E4M3 codes) times d, exactly as the scalar table gives them.
+ * Normal codes (exponent e > 0) are the f32 with exponent e + 120 and the
+ * 3 mantissa bits on top; subnormal ones (e = 0) m * 2^-9, computed apart
+ * so that no f32 subnormal is involved (exact under DAZ too). */
+INLINE T512 __m512 f8x16(const uint8_t *block, uint64_t off) {
+  __m512i v =
+      _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 4 + off)));
+  __m512i mag = _mm512_and_si512(v, _mm512_set1_epi32(0x7f));
+  __m512 normal = _mm512_castsi512_ps(
+      _mm512_add_epi32(_mm512_slli_epi32(mag, 20), _mm512_set1_epi32(120 << 23)));
+  __m512 sub = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(7))),
+                             _mm512_set1_ps(0x1p-9f));
+  __mmask16 is_sub = _mm512_testn_epi32_mask(v, _mm512_set1_epi32(0x78));
+  __m512i sign = _mm512_slli_epi32(_mm512_and_si512(v, _mm512_set1_epi32(0x80)), 24);
+  __m512 value = _mm512_castsi512_ps(
+      _mm512_or_si512(_mm512_castps_si512(_mm512_mask_blend_ps(is_sub, normal, sub)), sign));
+  float d;
+  memcpy(&d, block, 4);
+  return _mm512_mul_ps(_mm512_set1_ps(d), value);
+}
+
 /* Weights of step s + a (s even; a in {0, 1}, constant, so the half of a
  * quantized block is known at compile time). */
 INLINE T512 __m512 w16(const uint8_t *w, uint64_t s, const int a, const int dt) {
   switch (dt) {
+  case QIAO_DEV_F8_E4M3_B128: {
+    uint64_t e = (s + a) * 16;
+    return f8x16(w + e / 128 * 132, e % 128);
+  }
   case QIAO_DEV_F32: return _mm512_loadu_ps((const float *)(const void *)w + (s + a) * 16);
   case QIAO_DEV_F16:
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(w + (s + a) * 32)));
@@ -157,7 +183,7 @@ INLINE T512 void dot512(const uint8_t *w0, const uint8_t *w1, const float *const
     STEP512(1);
   }
   if (s < steps) STEP512(0);
-  if (dt != QIAO_DEV_Q8_0 && dt != QIAO_DEV_Q4_0 && k % 16 != 0) {
+  if (dt != QIAO_DEV_Q8_0 && dt != QIAO_DEV_Q4_0 && dt != QIAO_DEV_F8_E4M3_B128 && k % 16 != 0) {
     __mmask16 m = (__mmask16)((1u << (k % 16)) - 1);
     __m512 wv0 = w16_tail(w0, steps, m, dt), wv1 = NW == 2 ? w16_tail(w1, steps, m, dt) : wv0;
     for (int r = 0; r < NR; r++) {
@@ -214,12 +240,14 @@ GEMV512(gemv512_f16, QIAO_DEV_F16)
 GEMV512(gemv512_bf16, QIAO_DEV_BF16)
 GEMV512(gemv512_q8_0, QIAO_DEV_Q8_0)
 GEMV512(gemv512_q4_0, QIAO_DEV_Q4_0)
+GEMV512(gemv512_f8, QIAO_DEV_F8_E4M3_B128)
 
 DOT512(dot512_f32, dot2_512_f32, QIAO_DEV_F32)
 DOT512(dot512_f16, dot2_512_f16, QIAO_DEV_F16)
 DOT512(dot512_bf16, dot2_512_bf16, QIAO_DEV_BF16)
 DOT512(dot512_q8_0, dot2_512_q8_0, QIAO_DEV_Q8_0)
 DOT512(dot512_q4_0, dot2_512_q4_0, QIAO_DEV_Q4_0)
+DOT512(dot512_f8, dot2_512_f8, QIAO_DEV_F8_E4M3_B128)
 
 #define DEQUANT512(name, dtype)                                                                    \
   static T512 void name(const uint8_t *w, uint64_t k, float *out) {                                \
@@ -233,6 +261,7 @@ DEQUANT512(dequant512_f16, QIAO_DEV_F16)
 DEQUANT512(dequant512_bf16, QIAO_DEV_BF16)
 DEQUANT512(dequant512_q8_0, QIAO_DEV_Q8_0)
 DEQUANT512(dequant512_q4_0, QIAO_DEV_Q4_0)
+DEQUANT512(dequant512_f8, QIAO_DEV_F8_E4M3_B128)
 
 /* ---- AVX-512 packed GEMM (prefill): see cpu_internal.h ------------------ */
 
@@ -684,9 +713,27 @@ static T512 void axpy512_f16(float *y, float a, const uint8_t *x, uint64_t n) {
 /* The AVX-512 set; with AVX512-VNNI it also has the Q8-activation kernel. */
 #define AVX512_KERNELS                                                                             \
   .name = "avx512", .quant_dot_any_nr = 0, /* dot512_q1 */                                         \
-      .dot = {dot512_f32, dot512_f16, dot512_bf16, dot512_q8_0, dot512_q4_0, NULL},                \
-  .dot2 = {dot2_512_f32, dot2_512_f16, dot2_512_bf16, dot2_512_q8_0, dot2_512_q4_0, NULL},         \
-  .gemv = {gemv512_f32, gemv512_f16, gemv512_bf16, gemv512_q8_0, gemv512_q4_0, NULL},              \
+      .dot = {dot512_f32,                                                                          \
+              dot512_f16,                                                                          \
+              dot512_bf16,                                                                         \
+              dot512_q8_0,                                                                         \
+              dot512_q4_0,                                                                         \
+              NULL,                                                                                \
+              [QIAO_DEV_F8_E4M3_B128] = dot512_f8},                                                \
+  .dot2 = {dot2_512_f32,                                                                           \
+           dot2_512_f16,                                                                           \
+           dot2_512_bf16,                                                                          \
+           dot2_512_q8_0,                                                                          \
+           dot2_512_q4_0,                                                                          \
+           NULL,                                                                                   \
+           [QIAO_DEV_F8_E4M3_B128] = dot2_512_f8},                                                 \
+  .gemv = {gemv512_f32,                                                                            \
+           gemv512_f16,                                                                            \
+           gemv512_bf16,                                                                           \
+           gemv512_q8_0,                                                                           \
+           gemv512_q4_0,                                                                           \
+           NULL,                                                                                   \
+           [QIAO_DEV_F8_E4M3_B128] = gemv512_f8},                                                  \
   .pack = pack512, .gemm = gemm512,                                                                \
   .gemv_packed = {gemv_packed512_f32,  gemv_packed512_f16,  gemv_packed512_bf16,                   \
                   gemv_packed512_q8_0, gemv_packed512_q4_0, NULL},                                 \
@@ -698,7 +745,8 @@ static T512 void axpy512_f16(float *y, float a, const uint8_t *x, uint64_t n) {
               dequant512_q8_0,                                                                     \
               dequant512_q4_0,                                                                     \
               NULL,                                                                                \
-              QIAO__CPU_NEW_BLOCK_DEQUANT},                                                        \
+              QIAO__CPU_NEW_BLOCK_DEQUANT,                                                         \
+              [QIAO_DEV_F8_E4M3_B128] = dequant512_f8},                                            \
   .axpy = {axpy512_f32, axpy512_f16},
 static const qiao__cpu_kernels avx512_kernels = {AVX512_KERNELS};
 static const qiao__cpu_kernels avx512_vnni_kernels = {
@@ -715,8 +763,31 @@ static const qiao__cpu_kernels avx512_vnni_kernels = {
 
 /* ---- AVX2: steps of 8 elements; a step group of 4 is 32 elements --------- */
 
+/* F8_E4M3_B128 (1.4): as f8x16, 8 codes at a time. */
+INLINE T256 __m256 f8x8(const uint8_t *block, uint64_t off) {
+  __m256i v =
+      _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(block + 4 + off)));
+  __m256i mag = _mm256_and_si256(v, _mm256_set1_epi32(0x7f));
+  __m256 normal = _mm256_castsi256_ps(
+      _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23)));
+  __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(7))),
+                             _mm256_set1_ps(0x1p-9f));
+  __m256 is_sub = _mm256_castsi256_ps(
+      _mm256_cmpeq_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x78)), _mm256_setzero_si256()));
+  __m256i sign = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24);
+  __m256 value = _mm256_castsi256_ps(
+      _mm256_or_si256(_mm256_castps_si256(_mm256_blendv_ps(normal, sub, is_sub)), sign));
+  float d;
+  memcpy(&d, block, 4);
+  return _mm256_mul_ps(_mm256_set1_ps(d), value);
+}
+
 INLINE T256 __m256 w8(const uint8_t *w, uint64_t s, const int a, const int dt) {
   switch (dt) {
+  case QIAO_DEV_F8_E4M3_B128: {
+    uint64_t e = (s + a) * 8;
+    return f8x8(w + e / 128 * 132, e % 128);
+  }
   case QIAO_DEV_F32: return _mm256_loadu_ps((const float *)(const void *)w + (s + a) * 8);
   case QIAO_DEV_F16:
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w + (s + a) * 16)));
@@ -785,7 +856,7 @@ INLINE T256 void dot256(const uint8_t *w, const float *const *x, uint64_t k, flo
   if (steps - s >= 3) STEP256(2);
   for (int r = 0; r < NR; r++) {
     float tail = 0.0f;
-    if (dt != QIAO_DEV_Q8_0 && dt != QIAO_DEV_Q4_0)
+    if (dt != QIAO_DEV_Q8_0 && dt != QIAO_DEV_Q4_0 && dt != QIAO_DEV_F8_E4M3_B128)
       for (uint64_t i = steps * 8; i < k; i++)
         tail += w_scalar(w, i, dt) * x[r][i];
     out[r] = hsum256(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]),
@@ -806,6 +877,12 @@ DOT256(dot256_f16, QIAO_DEV_F16)
 DOT256(dot256_bf16, QIAO_DEV_BF16)
 DOT256(dot256_q8_0, QIAO_DEV_Q8_0)
 DOT256(dot256_q4_0, QIAO_DEV_Q4_0)
+DOT256(dot256_f8, QIAO_DEV_F8_E4M3_B128)
+
+static T256 void dequant256_f8(const uint8_t *w, uint64_t k, float *out) {
+  for (uint64_t s = 0; s < k / 8; s++)
+    _mm256_storeu_ps(out + s * 8, w8(w, s, 0, QIAO_DEV_F8_E4M3_B128));
+}
 
 static void dequant_row_q8_0(const uint8_t *w, uint64_t k, float *out) {
   qiao__cpu_dequantize_row(QIAO_DEV_Q8_0, w, k, out);
@@ -938,10 +1015,12 @@ static T256 void quantize_q8_256(const float *x, uint64_t k, int8_t *q, float *d
 static const qiao__cpu_kernels avx2_kernels = {
     .name = "avx2",
     .quant_dot_any_nr = 1,
-    .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0, NULL},
+    .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0,
+            NULL, [QIAO_DEV_F8_E4M3_B128] = dot256_f8},
     .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0,
                 [QIAO_DEV_Q4_0] = dequant_row_q4_0,
-                QIAO__CPU_NEW_BLOCK_DEQUANT},
+                QIAO__CPU_NEW_BLOCK_DEQUANT,
+                [QIAO_DEV_F8_E4M3_B128] = dequant256_f8},
     .axpy = {axpy256_f32, axpy256_f16},
     .vec_q8 = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_256_q4_k,
                [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_256_q5_k,
@@ -952,10 +1031,12 @@ static const qiao__cpu_kernels avx2_kernels = {
 static const qiao__cpu_kernels avx2_vnni_kernels = {
     .name = "avx2",
     .quant_dot_any_nr = 1,
-    .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0, NULL},
+    .dot = {dot256_f32, dot256_f16, dot256_bf16, dot256_q8_0, dot256_q4_0,
+            NULL, [QIAO_DEV_F8_E4M3_B128] = dot256_f8},
     .dequant = {[QIAO_DEV_Q8_0] = dequant_row_q8_0,
                 [QIAO_DEV_Q4_0] = dequant_row_q4_0,
-                QIAO__CPU_NEW_BLOCK_DEQUANT},
+                QIAO__CPU_NEW_BLOCK_DEQUANT,
+                [QIAO_DEV_F8_E4M3_B128] = dequant256_f8},
     .axpy = {axpy256_f32, axpy256_f16},
     .gemm_q8 = {[QIAO_DEV_Q8_0] = gemm_q8_256_q8_0, [QIAO_DEV_Q4_0] = gemm_q8_256_q4_0},
     .quantize_q8 = quantize_q8_256,

@@ -97,6 +97,10 @@ static void block_q4_1_q5(qiao_dev_dtype dtype, const uint8_t *b, float *out) {
 }
 
 void qiao__cpu_dequant_chunk(qiao_dev_dtype dtype, const uint8_t *row, uint64_t c, float *out) {
+  if (dtype == QIAO_DEV_F8_E4M3_B128) {
+    qiao__cpu_dequant_chunk_f8(row, c, out);
+    return;
+  }
   uint64_t bytes = qiao__cpu_block_bytes(dtype);
   if (qiao__cpu_block_elems(dtype) == 32) {
     block_q4_1_q5(dtype, row + c / 32 * bytes, out);

@@ -32,6 +32,8 @@ static const qiao_dtype_info dtype_infos[QIAO_DTYPE_COUNT] = {
     [QIAO_DTYPE_Q5_0] = {"q5_0", 32, 22, 5, "f16"},
     /* 32 values: f16 d, f16 m, 4 bytes of fifth bits, 16 bytes of nibbles */
     [QIAO_DTYPE_Q5_1] = {"q5_1", 32, 24, 5, "f16"},
+    /* Format 1.2 (format.md §4.1). 128 values: f32 d, then 128 E4M3 codes */
+    [QIAO_DTYPE_F8_E4M3_B128] = {"f8_e4m3_b128", 128, 132, 8, "f32"},
 };
 
 const qiao_dtype_info *qiao_dtype_get_info(qiao_dtype dtype) {
@@ -48,7 +50,7 @@ qiao_status *qiao_dtype_from_name(const char *name, qiao_dtype *out_dtype) {
   }
   return qiao__error(QIAO_INVALID_ARGUMENT,
                      "unknown dtype '%s' (expected f32, f16, bf16, q8_0, q4_0, i32, q4_k, "
-                     "q5_k, q6_k, q2_k, q3_k, q4_1, q5_0 or q5_1)",
+                     "q5_k, q6_k, q2_k, q3_k, q4_1, q5_0, q5_1 or f8_e4m3_b128)",
                      name ? name : "");
 }
 

@@ -1,6 +1,7 @@
 /* Element conversions between dtypes (see dtype_convert.h). The block
  * layouts match GGUF's so that files stay loadable by llama.cpp. */
 #include "format/dtype_convert.h"
+#include "format/fp8.h"
 #include "format/quantize_k.h"
 
 #include <math.h>
@@ -248,6 +249,7 @@ void qiao__dtype_to_f32(qiao_dtype dtype, const void *src_v, float *dst, uint64_
       dequant_q4_1_q5(src + bytes * b, dst + 32 * b, dtype);
     break;
   }
+  case QIAO_DTYPE_F8_E4M3_B128: qiao__f8b128_to_f32(src, dst, n); break;
   default: break;
   }
 }
@@ -313,6 +315,7 @@ void qiao__dtype_from_f32(qiao_dtype dtype, const float *src, void *dst_v, uint6
     for (uint64_t b = 0; b < n / 32; b++)
       quantize_q4_0(src + 32 * b, dst + 18 * b);
     break;
+  case QIAO_DTYPE_F8_E4M3_B128: qiao__f8b128_from_f32(src, dst, n); break;
   default: /* the k-quants and q4_1 / q5_0 / q5_1 (quantize_k.c) */
     if (qiao__quantize_k_supports(dtype)) qiao__quantize_k(dtype, src, dst, n);
     break;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "format/import_hf_fp8.h"
 #include "format/import_hf_internal.h"
 #include "format/import_tokenizer.h"
 
@@ -160,6 +161,7 @@ static qiao_status *import_dir(qiao_model *model, const char *dir, hf_weights *w
   QIAO__TRY(st);
 
   QIAO__TRY(qiao__hf_load_weights(model, dir, weights));
+  QIAO__TRY(qiao__hf_fp8_pair(model, dir, weights)); /* FP8 checkpoints */
   QIAO__TRY(qiao__hf_add_tensors(model, dir, &cfg, weights));
   QIAO__TRY(qiao__hf_set_hparams(model, dir, &cfg));
 

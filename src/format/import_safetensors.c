@@ -32,14 +32,19 @@ void qiao__st_table_free(qiao_st_table *table) {
 }
 
 /* Maps a safetensors dtype string; the formats qiao does not store are
- * refused by name. */
+ * refused by name. F8_E4M3 (DeepSeek-V3 and Qwen3-FP8 checkpoints) is
+ * marked as such: it becomes f8_e4m3_b128 once paired with its scales. */
 static qiao_status *parse_dtype(const char *file, const char *tensor, json_object *value,
-                                qiao_dtype *out) {
+                                qiao_dtype *out, bool *out_f8) {
   if (value == NULL || !json_object_is_type(value, json_type_string))
     return qiao__error(QIAO_MALFORMED, "%s: tensor '%s': dtype: missing or not a string", file,
                        tensor);
   const char *s = json_object_get_string(value);
-  if (strcmp(s, "F32") == 0) {
+  *out_f8 = false;
+  if (strcmp(s, "F8_E4M3") == 0) {
+    *out = QIAO_DTYPE_UNKNOWN;
+    *out_f8 = true;
+  } else if (strcmp(s, "F32") == 0) {
     *out = QIAO_DTYPE_F32;
   } else if (strcmp(s, "F16") == 0) {
     *out = QIAO_DTYPE_F16;
@@ -47,8 +52,8 @@ static qiao_status *parse_dtype(const char *file, const char *tensor, json_objec
     *out = QIAO_DTYPE_BF16;
   } else {
     return qiao__error(QIAO_UNSUPPORTED,
-                       "%s: tensor '%s': dtype '%.32s' is not supported (F32, F16, BF16)", file,
-                       tensor, s);
+                       "%s: tensor '%s': dtype '%.32s' is not supported (F32, F16, BF16, F8_E4M3)",
+                       file, tensor, s);
   }
   return NULL;
 }
@@ -104,7 +109,7 @@ static qiao_status *parse_entry(const char *file, const char *tensor, json_objec
   json_object_object_get_ex(desc, "dtype", &dtype);
   json_object_object_get_ex(desc, "shape", &shape);
   json_object_object_get_ex(desc, "data_offsets", &offsets);
-  QIAO__TRY(parse_dtype(file, tensor, dtype, &t->dtype));
+  QIAO__TRY(parse_dtype(file, tensor, dtype, &t->dtype, &t->f8_e4m3));
   uint64_t elems = 0;
   QIAO__TRY(parse_shape(file, tensor, shape, t, &elems));
 
@@ -126,15 +131,16 @@ static qiao_status *parse_entry(const char *file, const char *tensor, json_objec
                        "%s: tensor '%s': data_offsets: end %llu is past the end of the "
                        "data section (%llu bytes)",
                        file, tensor, (unsigned long long)end, (unsigned long long)data_size);
-  const qiao_dtype_info *info = qiao_dtype_get_info(t->dtype);
+  const qiao_dtype_info *info = t->f8_e4m3 ? NULL : qiao_dtype_get_info(t->dtype);
+  uint32_t elem_bytes = info ? info->block_bytes : 1;
   uint64_t want;
-  if (!qiao__mul_u64(elems, info->block_bytes, &want) || want != end - begin)
+  if (!qiao__mul_u64(elems, elem_bytes, &want) || want != end - begin)
     return qiao__error(QIAO_MALFORMED,
                        "%s: tensor '%s': data_offsets: [%llu, %llu) holds %llu bytes but "
                        "the shape and dtype %s need %llu elements x %u bytes",
                        file, tensor, (unsigned long long)begin, (unsigned long long)end,
-                       (unsigned long long)(end - begin), info->name, (unsigned long long)elems,
-                       info->block_bytes);
+                       (unsigned long long)(end - begin), info ? info->name : "F8_E4M3",
+                       (unsigned long long)elems, elem_bytes);
   t->n_bytes = end - begin;
   range->begin = begin;
   range->end = end;
@@ -299,8 +305,15 @@ qiao_status *qiao__st_parse(const uint8_t *data, uint64_t size, const char *name
 }
 
 qiao_status *qiao__st_add_tensor(qiao_model *model, const qiao_st_tensor *t, const char *name) {
+  if (t->f8_e4m3)
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "tensor '%s': F8_E4M3 weights are used with their block scales "
+                       "('%s_scale_inv'): open the Hugging Face directory that holds both",
+                       t->name, t->name);
   const void *data = t->data;
-  uint32_t align = qiao_dtype_get_info(t->dtype)->block_bytes;
+  /* an element's size; the F32 scales of f8_e4m3_b128 blocks (132 bytes) */
+  uint32_t align =
+      t->dtype == QIAO_DTYPE_F8_E4M3_B128 ? 4 : qiao_dtype_get_info(t->dtype)->block_bytes;
   if ((uintptr_t)data % align != 0) {
     void *copy;
     QIAO__TRY(qiao__model_alloc(model, t->n_bytes, &copy));

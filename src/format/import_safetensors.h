@@ -5,6 +5,7 @@
 #ifndef QIAO_IMPORT_SAFETENSORS_H
 #define QIAO_IMPORT_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "format/model_internal.h"
@@ -14,6 +15,10 @@
 
 typedef struct qiao_st_tensor {
   char *name; /* the Hugging Face name, NUL-terminated, owned by the table */
+  /* F8_E4M3 codes, one byte each, without their scales: dtype is then
+   * QIAO_DTYPE_UNKNOWN until the Hugging Face importer pairs the tensor
+   * with its weight_scale_inv (import_hf_fp8.c); added alone it is refused. */
+  bool f8_e4m3;
   qiao_dtype dtype;
   uint32_t n_dims;
   uint64_t shape[QIAO_MAX_DIMS];

@@ -15,6 +15,7 @@
 
 #include "core/checked.h"
 #include "format/dtype_convert.h"
+#include "format/fp8.h"
 #include "format/model_write.h"
 
 /* Elements converted per step: 4 MiB of floats. A multiple of every block. */
@@ -54,6 +55,17 @@ static qiao_status *write_one(const qiao_model *model, qiao__writer *w, qiao__te
                               uint8_t *out, float *back, error_sums *errors) {
   const qiao_tensor *t = p->src;
   XXH3_64bits_reset(hash);
+  /* FP8 data never holds a NaN code (format.md §4.1): neither copied nor
+   * converted into a file */
+  if (t->dtype == QIAO_DTYPE_F8_E4M3_B128)
+    for (uint64_t b = 0; b < t->n_bytes / QIAO__F8_BLOCK_BYTES; b++) {
+      const uint8_t *codes = (const uint8_t *)t->data + b * QIAO__F8_BLOCK_BYTES + 4;
+      uint64_t j = qiao__e4m3_find_nan(codes, QIAO__F8_BLOCK);
+      if (j < QIAO__F8_BLOCK)
+        return qiao__error(QIAO_MALFORMED, "%s: element %llu is the FP8 NaN code 0x%02x",
+                           qiao_model_path(model), (unsigned long long)(b * QIAO__F8_BLOCK + j),
+                           codes[j]);
+    }
   /* A source that stores a hash of the tensor (.qiao) is checked as it is
    * read (in the same pass), so that corrupt data is never written out
    * under a fresh hash; the temporary file is removed on the error. */
@@ -230,7 +242,7 @@ qiao_status *qiao_model_write_quantized(const qiao_model *model, const char *pat
   if (want != QIAO_DTYPE_COUNT && (qiao_dtype_get_info(want) == NULL || want == QIAO_DTYPE_I32))
     return qiao__error(QIAO_INVALID_ARGUMENT,
                        "qiao_model_write: weights can be converted to f32, f16, bf16, q8_0, "
-                       "q4_0, q4_k, q5_k, q6_k, q2_k, q3_k, q4_1, q5_0 or q5_1");
+                       "q4_0, q4_k, q5_k, q6_k, q2_k, q3_k, q4_1, q5_0, q5_1 or f8_e4m3_b128");
   qiao_quant_mix mix = quant ? quant->mix : QIAO_MIX_NONE;
   bool report_error = quant && quant->report_error;
 
@@ -254,6 +266,13 @@ qiao_status *qiao_model_write_quantized(const qiao_model *model, const char *pat
     plans[i].src = t;
     plans[i].dtype = dtypes[i];
     st = qiao__tensor_bytes(plans[i].dtype, t->n_dims, t->shape, &plans[i].n_bytes);
+    /* GGUF has no block-scaled FP8 type: such weights need a --type */
+    if (st == NULL && options->format == QIAO_FILE_GGUF &&
+        plans[i].dtype == QIAO_DTYPE_F8_E4M3_B128)
+      st = qiao__error(QIAO_UNSUPPORTED,
+                       "%s: tensor %s: GGUF has no type for f8_e4m3_b128 (block-scaled FP8) "
+                       "weights; convert them with --type (for example q8_0, bf16 or q4_k_m)",
+                       path, t->name);
   }
   free(dtypes);
   char *tmp = NULL;

@@ -21,6 +21,7 @@ static int layer_of(const char *name) {
   return layer;
 }
 
+/* The types of 1.1 and 1.2 (llama.cpp's rule of which tensors to quantize). */
 static bool is_new_type(qiao_dtype t) {
   return t != QIAO_DTYPE_F32 && t != QIAO_DTYPE_F16 && t != QIAO_DTYPE_BF16 &&
          t != QIAO_DTYPE_Q8_0 && t != QIAO_DTYPE_Q4_0;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "format/fp8.h"
 #include "format/model_internal.h"
 
 typedef struct checker {
@@ -50,6 +51,58 @@ static qiao_status *expect(checker *c, const char *name, bool required, uint32_t
   return qiao_model_tensor_check(c->m, t);
 }
 
+#define LAYER(suffix) (snprintf(name, sizeof(name), "blk.%u.%s", i, suffix), name)
+
+/* The FFN of layer i: dense, or experts (with DeepSeekMoE's shared experts
+ * and selection bias when the hyperparameters have them). */
+static qiao_status *check_ffn(checker *c, const qiao_hparams *h, uint32_t i) {
+  char name[96];
+  bool moe = h->n_experts > 0 && qiao_model_tensor_find(c->m, LAYER("ffn_gate_inp.weight"));
+  if (moe) {
+    uint64_t e = h->n_experts, f = h->expert_ffn_dim, sf = (uint64_t)h->n_shared_experts * f;
+    QIAO__TRY(expect(c, LAYER("ffn_gate_inp.weight"), true, 2, e, h->dim, 0));
+    QIAO__TRY(expect(c, LAYER("ffn_gate_exps.weight"), true, 3, e, f, h->dim));
+    QIAO__TRY(expect(c, LAYER("ffn_up_exps.weight"), true, 3, e, f, h->dim));
+    QIAO__TRY(expect(c, LAYER("ffn_down_exps.weight"), true, 3, e, h->dim, f));
+    if (h->kv_lora_rank == 0) return NULL;
+    QIAO__TRY(expect(c, LAYER("exp_probs_b.bias"), false, 1, e, 0, 0));
+    QIAO__TRY(expect(c, LAYER("ffn_gate_shexp.weight"), sf > 0, 2, sf, h->dim, 0));
+    QIAO__TRY(expect(c, LAYER("ffn_up_shexp.weight"), sf > 0, 2, sf, h->dim, 0));
+    return expect(c, LAYER("ffn_down_shexp.weight"), sf > 0, 2, h->dim, sf, 0);
+  }
+  if (h->ffn_dim == 0)
+    return qiao__error(QIAO_MALFORMED,
+                       "%s: tensor %s: missing (layer %u is not dense: model.ffn_dim is 0)",
+                       c->file, LAYER("ffn_gate_inp.weight"), i);
+  QIAO__TRY(expect(c, LAYER("ffn_gate.weight"), true, 2, h->ffn_dim, h->dim, 0));
+  QIAO__TRY(expect(c, LAYER("ffn_up.weight"), true, 2, h->ffn_dim, h->dim, 0));
+  return expect(c, LAYER("ffn_down.weight"), true, 2, h->dim, h->ffn_dim, 0);
+}
+
+/* Multi-head latent attention of layer i (deepseek2): the q path (low-rank
+ * or direct), the latent and rope key projection, and the up-projection as
+ * one attn_kv_b or split into attn_k_b and attn_v_b. */
+static qiao_status *check_mla(checker *c, const qiao_hparams *h, uint32_t i) {
+  char name[96];
+  const uint64_t H = h->n_heads, L = h->kv_lora_rank, R = h->rope_dim, V = h->v_head_dim;
+  const uint64_t N = h->head_dim - R, D = h->dim, ql = h->q_lora_rank;
+  if (ql > 0) {
+    QIAO__TRY(expect(c, LAYER("attn_q_a.weight"), true, 2, ql, D, 0));
+    QIAO__TRY(expect(c, LAYER("attn_q_a_norm.weight"), true, 1, ql, 0, 0));
+    QIAO__TRY(expect(c, LAYER("attn_q_b.weight"), true, 2, H * h->head_dim, ql, 0));
+  } else {
+    QIAO__TRY(expect(c, LAYER("attn_q.weight"), true, 2, H * h->head_dim, D, 0));
+  }
+  QIAO__TRY(expect(c, LAYER("attn_kv_a_mqa.weight"), true, 2, L + R, D, 0));
+  QIAO__TRY(expect(c, LAYER("attn_kv_a_norm.weight"), true, 1, L, 0, 0));
+  bool split = qiao_model_tensor_find(c->m, LAYER("attn_k_b.weight")) != NULL;
+  QIAO__TRY(expect(c, LAYER("attn_kv_b.weight"), !split, 2, H * (N + V), L, 0));
+  QIAO__TRY(expect(c, LAYER("attn_k_b.weight"), split, 3, H, L, N));
+  QIAO__TRY(expect(c, LAYER("attn_v_b.weight"), split, 3, H, V, L));
+  return expect(c, LAYER("attn_output.weight"), true, 2, D, H * V, 0);
+}
+#undef LAYER
+
 static qiao_status *check_tensors(checker *c, const qiao_hparams *h) {
   uint64_t q_dim = (uint64_t)h->n_heads * h->head_dim,
            kv_dim = (uint64_t)h->n_kv_heads * h->head_dim;
@@ -65,6 +118,12 @@ static qiao_status *check_tensors(checker *c, const qiao_hparams *h) {
 #define LAYER(suffix) (snprintf(name, sizeof(name), "blk.%u.%s", i, suffix), name)
   for (uint32_t i = 0; i < h->n_layers; i++) {
     QIAO__TRY(expect(c, LAYER("attn_norm.weight"), true, 1, h->dim, 0, 0));
+    QIAO__TRY(expect(c, LAYER("ffn_norm.weight"), true, 1, h->dim, 0, 0));
+    QIAO__TRY(check_ffn(c, h, i));
+    if (h->kv_lora_rank > 0) {
+      QIAO__TRY(check_mla(c, h, i));
+      continue;
+    }
     QIAO__TRY(expect(c, LAYER("attn_q.weight"), true, 2, q_dim, h->dim, 0));
     QIAO__TRY(expect(c, LAYER("attn_k.weight"), true, 2, kv_dim, h->dim, 0));
     QIAO__TRY(expect(c, LAYER("attn_v.weight"), true, 2, kv_dim, h->dim, 0));
@@ -74,23 +133,6 @@ static qiao_status *check_tensors(checker *c, const qiao_hparams *h) {
     QIAO__TRY(expect(c, LAYER("attn_v.bias"), h->qkv_bias, 1, kv_dim, 0, 0));
     QIAO__TRY(expect(c, LAYER("attn_q_norm.weight"), h->qk_norm, 1, h->head_dim, 0, 0));
     QIAO__TRY(expect(c, LAYER("attn_k_norm.weight"), h->qk_norm, 1, h->head_dim, 0, 0));
-    QIAO__TRY(expect(c, LAYER("ffn_norm.weight"), true, 1, h->dim, 0, 0));
-    bool moe = h->n_experts > 0 && qiao_model_tensor_find(c->m, LAYER("ffn_gate_inp.weight"));
-    if (moe) {
-      uint64_t e = h->n_experts, f = h->expert_ffn_dim;
-      QIAO__TRY(expect(c, LAYER("ffn_gate_inp.weight"), true, 2, e, h->dim, 0));
-      QIAO__TRY(expect(c, LAYER("ffn_gate_exps.weight"), true, 3, e, f, h->dim));
-      QIAO__TRY(expect(c, LAYER("ffn_up_exps.weight"), true, 3, e, f, h->dim));
-      QIAO__TRY(expect(c, LAYER("ffn_down_exps.weight"), true, 3, e, h->dim, f));
-    } else {
-      if (h->ffn_dim == 0)
-        return qiao__error(QIAO_MALFORMED,
-                           "%s: tensor %s: missing (layer %u is not dense: model.ffn_dim is 0)",
-                           c->file, LAYER("ffn_gate_inp.weight"), i);
-      QIAO__TRY(expect(c, LAYER("ffn_gate.weight"), true, 2, h->ffn_dim, h->dim, 0));
-      QIAO__TRY(expect(c, LAYER("ffn_up.weight"), true, 2, h->ffn_dim, h->dim, 0));
-      QIAO__TRY(expect(c, LAYER("ffn_down.weight"), true, 2, h->dim, h->ffn_dim, 0));
-    }
   }
 #undef LAYER
   for (uint64_t i = 0; i < qiao_model_tensor_count(c->m); i++)
@@ -197,6 +239,22 @@ static uint64_t hash_tensor(const qiao_model *m, const qiao_tensor *t) {
   return h;
 }
 
+/* f8_e4m3_b128 data never holds the NaN codes 0x7F / 0xFF (format.md §4.1). */
+static qiao_status *check_fp8_codes(const checker *c, const qiao_tensor *t, uint64_t offset) {
+  const uint8_t *p = t->data;
+  for (uint64_t b = 0; b < t->n_bytes / QIAO__F8_BLOCK_BYTES; b++) {
+    const uint8_t *codes = p + b * QIAO__F8_BLOCK_BYTES + 4;
+    uint64_t j = qiao__e4m3_find_nan(codes, QIAO__F8_BLOCK);
+    if (j < QIAO__F8_BLOCK)
+      return qiao__error(QIAO_MALFORMED,
+                         "%s: tensor %s: element %" PRIu64 " is the FP8 NaN code 0x%02x at byte "
+                         "offset %" PRIu64,
+                         c->file, t->name, b * QIAO__F8_BLOCK + j, codes[j],
+                         offset + b * QIAO__F8_BLOCK_BYTES + 4 + j);
+  }
+  return NULL;
+}
+
 static qiao_status *check_hashes(const checker *c) {
   for (uint64_t i = 0; i < qiao_model_tensor_count(c->m); i++) {
     const qiao__tensor_origin *o = qiao__model_tensor_origin(c->m, i);
@@ -209,6 +267,7 @@ static qiao_status *check_hashes(const checker *c) {
                          " does not match the stored %016" PRIx64
                          " (corrupt data) at byte offset %" PRIu64,
                          c->file, t->name, h, o->hash, o->offset);
+    if (t->dtype == QIAO_DTYPE_F8_E4M3_B128) QIAO__TRY(check_fp8_codes(c, t, o->offset));
   }
   return NULL;
 }

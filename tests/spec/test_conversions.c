@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "format/dtype_convert.h"
+#include "format/fp8.h"
 #include "test_util.h"
 
 static float float_of(uint32_t u) {
@@ -45,7 +46,7 @@ int main(int argc, char **argv) {
   CHECK(f != NULL);
   if (f == NULL) return 1;
   char line[1024];
-  int n[4] = {0, 0, 0, 0};
+  int n[4] = {0, 0, 0, 0}, n_e4m3 = 0;
   while (fgets(line, sizeof(line), f) != NULL) {
     if (line[0] == '#' || line[0] == '\n') continue;
     if (strncmp(line, "f16 ", 4) == 0 || strncmp(line, "bf16 ", 5) == 0) {
@@ -72,14 +73,28 @@ int main(int argc, char **argv) {
       }
       CHECK(memcmp(got, want, (size_t)bytes) == 0);
       n[q8 ? 2 : 3]++;
+    } else if (strncmp(line, "e4m3v ", 6) == 0) { /* (1.2) a code's value */
+      unsigned code, want;
+      CHECK(sscanf(line + 6, "%x %x", &code, &want) == 2);
+      float got = qiao__e4m3_to_f32((uint8_t)code), w = float_of(want);
+      if (memcmp(&got, &w, 4) != 0) fprintf(stderr, "e4m3v %02x: got %g, want %g\n", code, got, w);
+      CHECK(memcmp(&got, &w, 4) == 0);
+      n_e4m3++;
+    } else if (strncmp(line, "e4m3 ", 5) == 0) { /* (1.2) the nearest code */
+      unsigned in, want;
+      CHECK(sscanf(line + 5, "%x %x", &in, &want) == 2);
+      unsigned got = qiao__f32_to_e4m3(float_of(in));
+      if (got != want) fprintf(stderr, "e4m3 %08x: got %02x, want %02x\n", in, got, want);
+      CHECK(got == want);
+      n_e4m3++;
     } else {
       fprintf(stderr, "bad line: %s", line);
       CHECK(0);
     }
   }
   fclose(f);
-  CHECK(n[0] > 20 && n[1] > 10 && n[2] > 5 && n[3] > 5);
-  printf("conversions: %d f16, %d bf16, %d q8_0, %d q4_0 as the reference\n", n[0], n[1], n[2],
-         n[3]);
+  CHECK(n[0] > 20 && n[1] > 10 && n[2] > 5 && n[3] > 5 && n_e4m3 > 1000);
+  printf("conversions: %d f16, %d bf16, %d q8_0, %d q4_0, %d e4m3 as the reference\n", n[0], n[1],
+         n[2], n[3], n_e4m3);
   TEST_END();
 }
