@@ -137,6 +137,11 @@ const char *qiao_engine_device_name(const qiao_engine *engine);
 /* Bytes of weights one decoded token reads (every matmul weight once; for
  * MoE layers only the experts used; the one embedding row). */
 uint64_t qiao_engine_weight_bytes_per_token(const qiao_engine *engine);
+/* Bytes of KV cache one token takes in every layer: K and V rows
+ * (2 * n_kv_heads * head_dim values per layer), or with multi-head latent
+ * attention one row of kv_lora_rank + rope_dim values per layer; times the
+ * cache dtype's size. */
+uint64_t qiao_engine_kv_bytes_per_token(const qiao_engine *engine);
 
 /* ---- Placement ----------------------------------------------------------- */
 

@@ -43,7 +43,10 @@ typedef enum qiao_dtype {
   QIAO_DTYPE_Q4_1 = 11,
   QIAO_DTYPE_Q5_0 = 12,
   QIAO_DTYPE_Q5_1 = 13,
-  QIAO_DTYPE_COUNT = 14,
+  /* Added in format 1.2: block-scaled FP8 E4M3, 128 elements per block with
+   * an F32 scale (format.md §4.2). */
+  QIAO_DTYPE_F8_E4M3_B128 = 14,
+  QIAO_DTYPE_COUNT = 15,
   /* A tensor whose element type this version of the library does not know
    * (one a later 1.x minor version of the format adds): it is listed, its
    * number is in qiao_tensor.stored_dtype, and any use of it fails naming
@@ -165,12 +168,13 @@ qiao_status *qiao_model_tensor_check(const qiao_model *model, const qiao_tensor 
 typedef enum qiao_rope_scaling {
   QIAO_ROPE_SCALING_NONE = 0,
   QIAO_ROPE_SCALING_LINEAR = 1,
-  QIAO_ROPE_SCALING_LLAMA3 = 2
+  QIAO_ROPE_SCALING_LLAMA3 = 2,
+  QIAO_ROPE_SCALING_YARN = 3
 } qiao_rope_scaling;
 
 /* The hyperparameters of a decoder, read from the canonical keys. */
 typedef struct qiao_hparams {
-  char architecture[32]; /* "llama", "qwen2", "qwen3", "qwen3moe" */
+  char architecture[32]; /* "llama", "qwen2", "qwen3", "qwen3moe", "deepseek2" */
   uint32_t vocab_size;
   uint32_t context_length;
   uint32_t dim; /* model (embedding) width */
@@ -196,6 +200,23 @@ typedef struct qiao_hparams {
   uint32_t n_experts_used;
   uint32_t expert_ffn_dim;
   bool expert_norm_topk;
+  /* Appended for DeepSeek-V2/V3 ("deepseek2"): multi-head latent attention
+   * (MLA) when kv_lora_rank > 0. Then head_dim is the query/key width per
+   * head (nope part head_dim - rope_dim, then the rope part rope_dim), and
+   * v_head_dim the value width per head. */
+  uint32_t q_lora_rank;  /* 0: q straight from x (attn_q) */
+  uint32_t kv_lora_rank; /* L: the latent per token; 0 = not MLA */
+  uint32_t v_head_dim;
+  float attn_scale_mul; /* attention scale multiplier (YaRN mscale^2); 1 when none */
+  float rope_yarn_beta_fast, rope_yarn_beta_slow; /* YaRN ramp (rope.scaling.type yarn) */
+  /* DeepSeekMoE routing (format.md §7.2 model.moe.*) */
+  uint32_t n_shared_experts; /* always-on experts, one MLP of n * expert_ffn_dim */
+  uint32_t n_dense_lead;     /* leading dense layers (informational) */
+  uint32_t expert_gating;    /* 0 softmax, 1 sigmoid (QIAO_DEV_MOE_SCORE_*) */
+  uint32_t expert_groups;    /* 0 or 1: no group limit */
+  uint32_t expert_groups_used;
+  uint32_t expert_group_score; /* 0 max, 1 sum of the top two (QIAO_DEV_MOE_GROUP_*) */
+  float expert_scale;          /* routed scaling factor applied to the weights; 1 = none */
 } qiao_hparams;
 
 /* Reads and checks the hyperparameters (non-zero counts, heads divisible by

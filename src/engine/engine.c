@@ -1,6 +1,7 @@
 /* The engine: a model's weights on one device (or split by layers across
  * several, placement.c), a paged KV cache, sequences, and batching of
  * forward calls (the pass itself is in forward.c). */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "core/checked.h"
 #include "engine/engine_internal.h"
+#include "format/dtype_convert.h"
 
 /* ---- Ownership lists ------------------------------------------------------ */
 
@@ -110,13 +112,11 @@ static const char *shape_text(const qiao_tensor *t, char *buf, size_t size) {
   return buf;
 }
 
-/* Finds tensor `name` with the given shape (n_dims values) and puts it on
- * the stage's device. `vector` tensors (norms, biases) are converted to F32.
- * When `required` is false and the tensor is absent, leaves *out zeroed. */
-static qiao_status *load_weight(qiao__stage *g, const char *name, bool required, bool vector,
-                                uint32_t n_dims, const uint64_t *shape, qiao__weight *out) {
-  qiao_engine *e = g->engine;
-  memset(out, 0, sizeof(*out));
+/* Tensor `name` (NULL in *out when absent and not `required`), checked to
+ * have the given shape and a dtype this library can use. */
+static qiao_status *find_checked(const qiao_engine *e, const char *name, bool required,
+                                 uint32_t n_dims, const uint64_t *shape, const qiao_tensor **out) {
+  *out = NULL;
   const qiao_tensor *t = qiao_model_tensor_find(e->model, name);
   if (t == NULL) {
     if (!required) return NULL;
@@ -136,6 +136,20 @@ static qiao_status *load_weight(qiao__stage *g, const char *name, bool required,
                        qiao_model_path(e->model), name, shape_text(t, found, sizeof(found)),
                        shape_text(&expect, want, sizeof(want)));
   }
+  *out = t;
+  return NULL;
+}
+
+/* Finds tensor `name` with the given shape (n_dims values) and puts it on
+ * the stage's device. `vector` tensors (norms, biases) are converted to F32.
+ * When `required` is false and the tensor is absent, leaves *out zeroed. */
+static qiao_status *load_weight(qiao__stage *g, const char *name, bool required, bool vector,
+                                uint32_t n_dims, const uint64_t *shape, qiao__weight *out) {
+  qiao_engine *e = g->engine;
+  memset(out, 0, sizeof(*out));
+  const qiao_tensor *t = NULL;
+  QIAO__TRY(find_checked(e, name, required, n_dims, shape, &t));
+  if (t == NULL) return NULL;
   const void *data = t->data;
   uint64_t n_bytes = t->n_bytes;
   qiao_dev_dtype dtype = (qiao_dev_dtype)t->dtype;
@@ -167,6 +181,126 @@ static qiao_status *load_weight(qiao__stage *g, const char *name, bool required,
   return NULL;
 }
 
+/* blk.{l}.{suffix}, required, with the given shape. */
+static qiao_status *find_tensor(qiao__stage *g, uint32_t l, const char *suffix, uint32_t n_dims,
+                                const uint64_t *shape, const qiao_tensor **out) {
+  char name[128];
+  snprintf(name, sizeof(name), "blk.%u.%s", l, suffix);
+  return find_checked(g->engine, name, true, n_dims, shape, out);
+}
+
+/* A weight made at load from rows of tensor t: row_count rows starting at
+ * each of `n_runs` first rows (run r starts at firsts[r]), in the stored
+ * dtype, concatenated. */
+static qiao_status *gather_rows(qiao__stage *g, const qiao_tensor *t, const uint64_t *firsts,
+                                uint64_t n_runs, uint64_t row_count, const char *what,
+                                qiao__weight *out) {
+  const uint64_t rows = t->shape[0], row_bytes = t->n_bytes / rows;
+  uint8_t *dst = NULL;
+  QIAO__TRY(host_alloc(g->engine, n_runs * row_count * row_bytes, (void **)&dst));
+  for (uint64_t r = 0; r < n_runs; r++) {
+    assert(firsts[r] + row_count <= rows);
+    memcpy(dst + r * row_count * row_bytes, (const uint8_t *)t->data + firsts[r] * row_bytes,
+           row_count * row_bytes);
+  }
+  out->dtype = (qiao_dev_dtype)t->dtype;
+  out->n_bytes = n_runs * row_count * row_bytes;
+  return device_put(g, dst, out->n_bytes, what, &out->ref);
+}
+
+/* W_UK^T (H, L, N) from attn_kv_b (H*(N+V), L): uk_t[h][l][n] =
+ * kv_b[h*(N+V) + n][l], in F32 when kv_b is F32, else F16; and W_UV
+ * (H, V, L): rows h*(N+V) + N .. + V of kv_b as stored. */
+static qiao_status *split_kv_b(qiao__stage *g, const qiao_tensor *kv_b, const char *name,
+                               qiao__layer *L) {
+  qiao_engine *e = g->engine;
+  const qiao_hparams *hp = &e->hp;
+  const uint64_t H = hp->n_heads, Lr = hp->kv_lora_rank, N = hp->head_dim - hp->rope_dim;
+  const uint64_t V = hp->v_head_dim, row_bytes = kv_b->n_bytes / kv_b->shape[0];
+  const bool f32 = kv_b->dtype == QIAO_DTYPE_F32;
+  float *row = NULL;
+  void *uk = NULL;
+  QIAO__TRY(host_alloc(e, Lr * 4, (void **)&row));
+  QIAO__TRY(host_alloc(e, H * Lr * N * (f32 ? 4 : 2), &uk));
+  for (uint64_t h = 0; h < H; h++) {
+    for (uint64_t n = 0; n < N; n++) {
+      qiao__dtype_to_f32(kv_b->dtype, (const uint8_t *)kv_b->data + (h * (N + V) + n) * row_bytes,
+                         row, Lr);
+      for (uint64_t l = 0; l < Lr; l++) {
+        uint64_t at = (h * Lr + l) * N + n;
+        if (f32)
+          ((float *)uk)[at] = row[l];
+        else
+          ((uint16_t *)uk)[at] = qiao__f32_to_f16(row[l]);
+      }
+    }
+  }
+  L->uk_t.dtype = f32 ? QIAO_DEV_F32 : QIAO_DEV_F16;
+  L->uk_t.n_bytes = H * Lr * N * (f32 ? 4 : 2);
+  QIAO__TRY(device_put(g, uk, L->uk_t.n_bytes, name, &L->uk_t.ref));
+  uint64_t *firsts = NULL;
+  QIAO__TRY(host_alloc(e, H * 8, (void **)&firsts));
+  for (uint64_t h = 0; h < H; h++)
+    firsts[h] = h * (N + V) + N;
+  return gather_rows(g, kv_b, firsts, H, V, name, &L->uv);
+}
+
+/* Multi-head latent attention's weights of layer l (deepseek2): the q path
+ * split into its nope and rope rows, attn_kv_a_mqa's two row ranges, and
+ * W_UK^T / W_UV (attn_k_b / attn_v_b as stored, or made from attn_kv_b). */
+static qiao_status *load_mla(qiao__stage *g, uint32_t l, qiao__layer *L) {
+  qiao_engine *e = g->engine;
+  const qiao_hparams *hp = &e->hp;
+  const uint64_t D = hp->dim, H = hp->n_heads, R = hp->rope_dim, N = hp->head_dim - R;
+  const uint64_t Lr = hp->kv_lora_rank, V = hp->v_head_dim, QL = hp->q_lora_rank;
+  const uint64_t in = QL ? QL : D;
+  char name[128];
+  qiao__weight full;
+#define W(field, suffix, req, vec, nd, ...)                                                        \
+  do {                                                                                             \
+    snprintf(name, sizeof(name), "blk.%u.%s", l, suffix);                                          \
+    const uint64_t shape_[] = {__VA_ARGS__};                                                       \
+    QIAO__TRY(load_weight(g, name, req, vec, nd, shape_, &L->field));                              \
+  } while (0)
+  W(q_a, "attn_q_a.weight", QL > 0, false, 2, QL, D);
+  W(q_a_norm, "attn_q_a_norm.weight", QL > 0, true, 1, QL);
+  W(kv_a_norm, "attn_kv_a_norm.weight", true, true, 1, Lr);
+  W(o, "attn_output.weight", true, false, 2, D, H * V);
+#undef W
+  /* q: (H*(N+R), in) viewed (H, N+R, in): rows h*(N+R) + [0, N) are q_nope's */
+  const qiao_tensor *q = NULL;
+  QIAO__TRY(find_tensor(g, l, QL ? "attn_q_b.weight" : "attn_q.weight", 2,
+                        (const uint64_t[]){H * (N + R), in}, &q));
+  uint64_t *firsts = NULL;
+  QIAO__TRY(host_alloc(e, H * 8, (void **)&firsts));
+  snprintf(name, sizeof(name), "blk.%u.%s (nope rows)", l,
+           QL ? "attn_q_b.weight" : "attn_q.weight");
+  for (uint64_t h = 0; h < H; h++)
+    firsts[h] = h * (N + R);
+  QIAO__TRY(gather_rows(g, q, firsts, H, N, name, &L->q_nope));
+  for (uint64_t h = 0; h < H; h++)
+    firsts[h] = h * (N + R) + N;
+  QIAO__TRY(gather_rows(g, q, firsts, H, R, name, &L->q_rope));
+  /* attn_kv_a_mqa (L+R, D): two views of one buffer */
+  snprintf(name, sizeof(name), "blk.%u.attn_kv_a_mqa.weight", l);
+  QIAO__TRY(load_weight(g, name, true, false, 2, (const uint64_t[]){Lr + R, D}, &full));
+  L->kv_a_latent = L->kv_a_rope = full;
+  L->kv_a_latent.n_bytes = full.n_bytes / (Lr + R) * Lr;
+  L->kv_a_rope.n_bytes = full.n_bytes / (Lr + R) * R;
+  L->kv_a_rope.ref.offset += L->kv_a_latent.n_bytes;
+  /* W_UK^T and W_UV */
+  snprintf(name, sizeof(name), "blk.%u.attn_k_b.weight", l);
+  if (qiao_model_tensor_find(e->model, name) != NULL) {
+    QIAO__TRY(load_weight(g, name, true, false, 3, (const uint64_t[]){H, Lr, N}, &L->uk_t));
+    snprintf(name, sizeof(name), "blk.%u.attn_v_b.weight", l);
+    return load_weight(g, name, true, false, 3, (const uint64_t[]){H, V, Lr}, &L->uv);
+  }
+  const qiao_tensor *kv_b = NULL;
+  QIAO__TRY(find_tensor(g, l, "attn_kv_b.weight", 2, (const uint64_t[]){H * (N + V), Lr}, &kv_b));
+  snprintf(name, sizeof(name), "blk.%u.attn_kv_b.weight", l);
+  return split_kv_b(g, kv_b, name, L);
+}
+
 static qiao_status *load_layer(qiao__stage *g, uint32_t l, qiao__layer *L) {
   qiao_engine *e = g->engine;
   const qiao_hparams *hp = &e->hp;
@@ -179,16 +313,20 @@ static qiao_status *load_layer(qiao__stage *g, uint32_t l, qiao__layer *L) {
     QIAO__TRY(load_weight(g, name, req, vec, nd, shape_, &L->field));                              \
   } while (0)
   W(attn_norm, "attn_norm.weight", true, true, 1, D);
-  W(q, "attn_q.weight", true, false, 2, qd, D);
-  W(k, "attn_k.weight", true, false, 2, kvd, D);
-  W(v, "attn_v.weight", true, false, 2, kvd, D);
-  W(o, "attn_output.weight", true, false, 2, D, qd);
-  W(q_bias, "attn_q.bias", hp->qkv_bias, true, 1, qd);
-  W(k_bias, "attn_k.bias", hp->qkv_bias, true, 1, kvd);
-  W(v_bias, "attn_v.bias", hp->qkv_bias, true, 1, kvd);
-  W(q_norm, "attn_q_norm.weight", hp->qk_norm, true, 1, hp->head_dim);
-  W(k_norm, "attn_k_norm.weight", hp->qk_norm, true, 1, hp->head_dim);
   W(ffn_norm, "ffn_norm.weight", true, true, 1, D);
+  if (e->mla) {
+    QIAO__TRY(load_mla(g, l, L)); /* latent attention's weights */
+  } else {
+    W(q, "attn_q.weight", true, false, 2, qd, D);
+    W(k, "attn_k.weight", true, false, 2, kvd, D);
+    W(v, "attn_v.weight", true, false, 2, kvd, D);
+    W(o, "attn_output.weight", true, false, 2, D, qd);
+    W(q_bias, "attn_q.bias", hp->qkv_bias, true, 1, qd);
+    W(k_bias, "attn_k.bias", hp->qkv_bias, true, 1, kvd);
+    W(v_bias, "attn_v.bias", hp->qkv_bias, true, 1, kvd);
+    W(q_norm, "attn_q_norm.weight", hp->qk_norm, true, 1, hp->head_dim);
+    W(k_norm, "attn_k_norm.weight", hp->qk_norm, true, 1, hp->head_dim);
+  }
   snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.weight", l);
   L->moe = hp->n_experts > 0 && qiao_model_tensor_find(e->model, name) != NULL;
   if (L->moe) {
@@ -197,6 +335,11 @@ static qiao_status *load_layer(qiao__stage *g, uint32_t l, qiao__layer *L) {
     W(gate_exps, "ffn_gate_exps.weight", true, false, 3, E, EF, D);
     W(up_exps, "ffn_up_exps.weight", true, false, 3, E, EF, D);
     W(down_exps, "ffn_down_exps.weight", true, false, 3, E, D, EF);
+    const uint64_t SF = (uint64_t)hp->n_shared_experts * EF; /* DeepSeekMoE */
+    W(exp_bias, "exp_probs_b.bias", false, true, 1, E);
+    W(gate_sh, "ffn_gate_shexp.weight", SF > 0, false, 2, SF, D);
+    W(up_sh, "ffn_up_shexp.weight", SF > 0, false, 2, SF, D);
+    W(down_sh, "ffn_down_shexp.weight", SF > 0, false, 2, D, SF);
   } else {
     if (hp->ffn_dim == 0)
       return qiao__error(QIAO_MALFORMED, "model %s: layer %u is dense but model.ffn_dim is 0",
@@ -231,6 +374,19 @@ static qiao_status *load_rope_freqs(qiao__stage *g) {
       freq /= d;
     } else if (hp->rope_scaling == QIAO_ROPE_SCALING_LINEAR) {
       freq /= hp->rope_factor;
+    } else if (hp->rope_scaling == QIAO_ROPE_SCALING_YARN) {
+      /* YaRN: interpolated (freq / factor) below the ramp, extrapolated
+       * (freq) above it, blended linearly between the dimensions where
+       * beta_fast and beta_slow rotations fit the original context. */
+      double dim = hp->rope_dim, ctx = hp->rope_original_context, base = hp->rope_theta;
+      double low = floor(dim * log(ctx / (hp->rope_yarn_beta_fast * 2 * M_PI)) / (2 * log(base)));
+      double high = ceil(dim * log(ctx / (hp->rope_yarn_beta_slow * 2 * M_PI)) / (2 * log(base)));
+      if (low < 0) low = 0;
+      if (high > dim - 1) high = dim - 1;
+      if (low == high) high += 0.001;
+      double ramp = (i - low) / (high - low);
+      ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+      freq = freq / hp->rope_factor * ramp + freq * (1 - ramp);
     } else if (hp->rope_scaling == QIAO_ROPE_SCALING_LLAMA3) {
       double factor = hp->rope_factor, lo = hp->rope_low_freq_factor,
              hi = hp->rope_high_freq_factor;
@@ -274,8 +430,13 @@ static qiao_status *check_capabilities(qiao__stage *g) {
   if (first) QIAO__TRY(require_op(g, QIAO_DEV_OP_EMBED, e->token_embd.dtype, "token_embd.weight"));
   QIAO__TRY(require_op(g, QIAO_DEV_OP_RMSNORM, QIAO_DEV_F32, "blk.0.attn_norm.weight"));
   QIAO__TRY(require_op(g, QIAO_DEV_OP_ROPE, QIAO_DEV_F32, "rope"));
-  QIAO__TRY(require_op(g, QIAO_DEV_OP_KV_WRITE, e->cache_dtype, "the KV cache"));
-  QIAO__TRY(require_op(g, QIAO_DEV_OP_ATTENTION, e->cache_dtype, "the KV cache"));
+  if (e->mla) {
+    QIAO__TRY(require_op(g, QIAO_DEV_OP_LATENT_WRITE, e->cache_dtype, "the latent KV cache"));
+    QIAO__TRY(require_op(g, QIAO_DEV_OP_ATTENTION_LATENT, e->cache_dtype, "the latent KV cache"));
+  } else {
+    QIAO__TRY(require_op(g, QIAO_DEV_OP_KV_WRITE, e->cache_dtype, "the KV cache"));
+    QIAO__TRY(require_op(g, QIAO_DEV_OP_ATTENTION, e->cache_dtype, "the KV cache"));
+  }
   QIAO__TRY(require_op(g, QIAO_DEV_OP_SWIGLU, QIAO_DEV_F32, "the FFN"));
   if (last) {
     QIAO__TRY(require_op(g, QIAO_DEV_OP_ARGMAX, QIAO_DEV_F32, "greedy sampling"));
@@ -299,7 +460,16 @@ static qiao_status *check_capabilities(qiao__stage *g) {
                 {&L->router, QIAO_DEV_OP_MATMUL, "ffn_gate_inp.weight"},
                 {&L->gate_exps, QIAO_DEV_OP_MATMUL_EXPERTS, "ffn_gate_exps.weight"},
                 {&L->up_exps, QIAO_DEV_OP_MATMUL_EXPERTS, "ffn_up_exps.weight"},
-                {&L->down_exps, QIAO_DEV_OP_MATMUL_EXPERTS, "ffn_down_exps.weight"}};
+                {&L->down_exps, QIAO_DEV_OP_MATMUL_EXPERTS, "ffn_down_exps.weight"},
+                {&L->q_a, QIAO_DEV_OP_MATMUL, "attn_q_a.weight"},
+                {&L->q_nope, QIAO_DEV_OP_MATMUL, "attn_q_b.weight"},
+                {&L->q_rope, QIAO_DEV_OP_MATMUL, "attn_q_b.weight"},
+                {&L->kv_a_latent, QIAO_DEV_OP_MATMUL, "attn_kv_a_mqa.weight"},
+                {&L->uk_t, QIAO_DEV_OP_MATMUL_EXPERTS, "attn_kv_b.weight (W_UK^T)"},
+                {&L->uv, QIAO_DEV_OP_MATMUL_EXPERTS, "attn_kv_b.weight (W_UV)"},
+                {&L->gate_sh, QIAO_DEV_OP_MATMUL, "ffn_gate_shexp.weight"},
+                {&L->up_sh, QIAO_DEV_OP_MATMUL, "ffn_up_shexp.weight"},
+                {&L->down_sh, QIAO_DEV_OP_MATMUL, "ffn_down_shexp.weight"}};
     for (size_t i = 0; i < sizeof(uses) / sizeof(uses[0]); i++) {
       if (uses[i].w->ref.buffer == NULL) continue;
       snprintf(name, sizeof(name), "blk.%u.%s", l, uses[i].suffix);
@@ -307,7 +477,9 @@ static qiao_status *check_capabilities(qiao__stage *g) {
     }
     if (L->moe) {
       snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.weight", l);
-      QIAO__TRY(require_op(g, QIAO_DEV_OP_MOE_GATE, QIAO_DEV_F32, name));
+      /* DeepSeekMoE routing is moe_route's (1.4); the others' moe_gate's */
+      QIAO__TRY(
+          require_op(g, e->mla ? QIAO_DEV_OP_MOE_ROUTE : QIAO_DEV_OP_MOE_GATE, QIAO_DEV_F32, name));
       QIAO__TRY(require_op(g, QIAO_DEV_OP_MOE_COMBINE, QIAO_DEV_F32, name));
     }
   }
@@ -384,7 +556,9 @@ static qiao_status *set_limits(qiao_engine *e, const qiao_engine_options *o) {
   if (o->cache_dtype != QIAO_DTYPE_F32 && o->cache_dtype != QIAO_DTYPE_F16)
     return qiao__error(QIAO_INVALID_ARGUMENT, "engine options: cache dtype must be f32 or f16");
   e->cache_dtype = (qiao_dev_dtype)o->cache_dtype;
-  e->kv_dim = (uint64_t)hp->n_kv_heads * hp->head_dim;
+  e->mla = hp->kv_lora_rank > 0;
+  e->kv_dim = e->mla ? (uint64_t)hp->kv_lora_rank + hp->rope_dim /* the latent, then the rope key */
+                     : (uint64_t)hp->n_kv_heads * hp->head_dim;
   uint64_t kv_bytes = 0;
   if (!qiao__mul_u64((uint64_t)e->n_blocks, e->block_size, &e->n_slots) ||
       !qiao__mul_u64(e->n_slots, e->kv_dim * (e->cache_dtype == QIAO_DEV_F16 ? 2 : 4), &kv_bytes) ||
@@ -486,6 +660,10 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
     bytes += matmul_bytes(&L->q) + matmul_bytes(&L->k) + matmul_bytes(&L->v) + matmul_bytes(&L->o) +
              matmul_bytes(&L->gate) + matmul_bytes(&L->up) + matmul_bytes(&L->down) +
              matmul_bytes(&L->router);
+    bytes += matmul_bytes(&L->q_a) + matmul_bytes(&L->q_nope) + matmul_bytes(&L->q_rope) +
+             matmul_bytes(&L->kv_a_latent) + matmul_bytes(&L->kv_a_rope) + matmul_bytes(&L->uk_t) +
+             matmul_bytes(&L->uv) + matmul_bytes(&L->gate_sh) + matmul_bytes(&L->up_sh) +
+             matmul_bytes(&L->down_sh);
     if (L->moe)
       bytes +=
           (matmul_bytes(&L->gate_exps) + matmul_bytes(&L->up_exps) + matmul_bytes(&L->down_exps)) /
@@ -493,13 +671,15 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
   }
   e->weight_bytes_per_token = bytes;
 
-  /* KV cache: one K and one V array per layer, on the layer's device. */
+  /* KV cache: one K and one V array per layer, on the layer's device; with
+   * latent attention one array of (latent, rope key) rows per layer. */
   const uint64_t kv_bytes = e->n_slots * e->kv_dim * (e->cache_dtype == QIAO_DEV_F16 ? 2 : 4);
   for (uint32_t l = 0; l < hp->n_layers; l++) {
     qiao__stage *g = &e->stages[e->layers[l].stage];
     if (g->external) continue;
-    QIAO__TRY(device_alloc(g, kv_bytes, "k cache", &e->layers[l].k_cache));
-    QIAO__TRY(device_alloc(g, kv_bytes, "v cache", &e->layers[l].v_cache));
+    QIAO__TRY(
+        device_alloc(g, kv_bytes, e->mla ? "latent cache" : "k cache", &e->layers[l].k_cache));
+    if (!e->mla) QIAO__TRY(device_alloc(g, kv_bytes, "v cache", &e->layers[l].v_cache));
   }
   e->free_blocks = malloc((size_t)e->n_blocks * sizeof(int32_t));
   e->seqs = calloc(e->max_seqs, sizeof(*e->seqs));
@@ -516,23 +696,34 @@ static qiao_status *create(qiao_engine *e, const qiao_engine_options *o) {
 
   /* Scratch activations for max_batch tokens on every stage (the logits on
    * the last only). */
-  static const char *const scratch_names[20] = {
-      "x",     "xn",         "q",           "k",           "v",       "att",    "gate",
-      "up",    "moe logits", "moe ids",     "moe weights", "moe out", "tokens", "positions",
-      "slots", "token_seq",  "block table", "output rows", "logits",  "argmax"};
+  static const char *const scratch_names[QIAO__N_SCRATCH] = {
+      "x",      "xn",         "q",           "k",           "v",        "att",     "gate",
+      "up",     "moe logits", "moe ids",     "moe weights", "moe out",  "tokens",  "positions",
+      "slots",  "token_seq",  "block table", "output rows", "logits",   "argmax",  "q low",
+      "q rope", "latent",     "k rope",      "q latent",    "o latent", "head ids"};
   for (uint32_t i = 0; i < e->n_stages; i++) {
     qiao__stage *g = &e->stages[i];
     if (g->external) continue;
     qiao__scratch *s = &g->s;
-    qiao_dev_ref *refs[20] = {&s->x,           &s->xn,        &s->q,           &s->k,
-                              &s->v,           &s->att,       &s->gate,        &s->up,
-                              &s->moe_logits,  &s->moe_ids,   &s->moe_weights, &s->moe_out,
-                              &s->tokens,      &s->positions, &s->slots,       &s->token_seq,
-                              &s->block_table, &s->rows_x,    &s->logits,      &s->argmax};
-    uint64_t sizes[20];
+    qiao_dev_ref *refs[QIAO__N_SCRATCH] = {
+        &s->x,      &s->xn,        &s->q,          &s->k,         &s->v,           &s->att,
+        &s->gate,   &s->up,        &s->moe_logits, &s->moe_ids,   &s->moe_weights, &s->moe_out,
+        &s->tokens, &s->positions, &s->slots,      &s->token_seq, &s->block_table, &s->rows_x,
+        &s->logits, &s->argmax,    &s->q_low,      &s->q_rope,    &s->latent,      &s->k_rope,
+        &s->q_lat,  &s->o_lat,     &s->head_ids};
+    uint64_t sizes[QIAO__N_SCRATCH];
     qiao__scratch_bytes(e, g, sizes);
-    for (size_t k = 0; k < 20; k++)
+    for (size_t k = 0; k < QIAO__N_SCRATCH; k++)
       QIAO__TRY(device_alloc(g, sizes[k], scratch_names[k], refs[k]));
+    if (e->mla) { /* the per-head matmuls' expert ids: head h in column h of every row */
+      const uint64_t H = hp->n_heads;
+      int32_t *ids = NULL;
+      QIAO__TRY(host_alloc(e, e->max_batch * H * 4, (void **)&ids));
+      for (uint64_t i = 0; i < e->max_batch * H; i++)
+        ids[i] = (int32_t)(i % H);
+      QIAO__DEV_TRY(g, g->api->upload(g->queue, s->head_ids, ids, e->max_batch * H * 4),
+                    "upload head ids");
+    }
   }
   const uint64_t T = e->max_batch;
   e->h_tokens = malloc(T * 4);
@@ -691,6 +882,9 @@ const char *qiao_engine_device_name(const qiao_engine *e) {
 }
 uint64_t qiao_engine_weight_bytes_per_token(const qiao_engine *e) {
   return e->weight_bytes_per_token;
+}
+uint64_t qiao_engine_kv_bytes_per_token(const qiao_engine *e) {
+  return e->kv_dim * (e->mla ? 1 : 2) * e->hp.n_layers * (e->cache_dtype == QIAO_DEV_F16 ? 2 : 4);
 }
 uint32_t qiao_engine_stage_count(const qiao_engine *e) {
   return e->n_stages;
@@ -990,7 +1184,7 @@ static qiao_status *copy_on_write(qiao_engine *e, qiao__seq *q, uint32_t bi) {
     qiao__stage *g = &e->stages[L->stage];
     if (g->external) continue; /* not reached: external stages refuse the prefix cache */
     qiao_dev_ref caches[2] = {L->k_cache, L->v_cache};
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < (e->mla ? 1 : 2); c++) { /* latent attention: one cache */
       qiao_dev_ref dst = {caches[c].buffer, caches[c].offset + (uint64_t)to * bytes};
       qiao_dev_ref src = {caches[c].buffer, caches[c].offset + (uint64_t)from * bytes};
       QIAO__DEV_TRY(g, g->ops->copy(g->ops_queue, dst, src, bytes), "copy on write of a KV block");

@@ -29,6 +29,18 @@ typedef struct qiao__layer {
   qiao__weight gate_exps, up_exps, down_exps; /* (E, eff, dim), (E, eff, dim), (E, dim, eff) */
   qiao_dev_ref k_cache, v_cache;              /* (n_slots, kv_dim) cache dtype */
   uint32_t stage;                             /* the stage (device) that holds it */
+  /* Multi-head latent attention (deepseek2; H heads, N = head_dim - R nope
+   * and R = rope_dim rope widths, L = kv_lora_rank, V = v_head_dim, QL =
+   * q_lora_rank or dim). The cache is k_cache: (n_slots, L + R); no v_cache. */
+  qiao__weight q_a, q_a_norm;           /* (q_lora, dim), (q_lora); absent without q_lora */
+  qiao__weight q_nope, q_rope;          /* rows of attn_q_b (or attn_q): (H*N, QL), (H*R, QL) */
+  qiao__weight kv_a_latent;             /* rows [0, L) of attn_kv_a_mqa: (L, dim) */
+  qiao__weight kv_a_rope;               /* rows [L, L+R) of it: (R, dim) */
+  qiao__weight kv_a_norm;               /* (L) */
+  qiao__weight uk_t;                    /* W_UK^T per head: (H, L, N), F32 or F16 */
+  qiao__weight uv;                      /* W_UV per head: (H, V, L) */
+  qiao__weight exp_bias;                /* DeepSeekMoE selection bias: (n_experts) F32, optional */
+  qiao__weight gate_sh, up_sh, down_sh; /* shared experts: (S, dim), (S, dim), (dim, S) */
 } qiao__layer;
 
 typedef struct qiao__seq {
@@ -80,7 +92,18 @@ typedef struct qiao__scratch {
   qiao_dev_ref rows_x;                              /* (R, dim) the rows whose logits are wanted */
   qiao_dev_ref logits;                              /* (R, vocab) */
   qiao_dev_ref argmax;                              /* (R) I32 */
+  /* Multi-head latent attention only (4 bytes each otherwise): */
+  qiao_dev_ref q_low;    /* (T, q_lora) */
+  qiao_dev_ref q_rope;   /* (T, H, R) */
+  qiao_dev_ref latent;   /* (T, L) */
+  qiao_dev_ref k_rope;   /* (T, R) */
+  qiao_dev_ref q_lat;    /* (T, H, L) */
+  qiao_dev_ref o_lat;    /* (T, H, L) */
+  qiao_dev_ref head_ids; /* (T, H) I32: 0..H-1 in every row, uploaded once */
 } qiao__scratch;
+
+/* The buffers of qiao__scratch, in its order. */
+#define QIAO__N_SCRATCH 27
 
 /* A device buffer the engine owns, with what the fallback device needs. */
 typedef struct qiao__buffer_rec {
@@ -158,8 +181,9 @@ struct qiao_engine {
   /* Paged KV cache. */
   qiao_dev_dtype cache_dtype;
   uint32_t block_size, n_blocks, max_blocks_per_seq, max_context, max_seqs, max_batch;
-  uint64_t kv_dim, n_slots;
-  int32_t *free_blocks; /* a stack of free block ids */
+  uint64_t kv_dim, n_slots; /* kv_dim: values per slot of one cache (L + R for MLA) */
+  bool mla;                 /* multi-head latent attention: one cache per layer, no V */
+  int32_t *free_blocks;     /* a stack of free block ids */
   uint32_t n_free;
   qiao__seq *seqs;
   qiao__block *blocks; /* (n_blocks) */
@@ -217,8 +241,8 @@ qiao_status *qiao__engine_dev_status(qiao__stage *stage, qiao_dev_error *error, 
  * device opened). Needs e->hp and the limits (max_batch, n_slots, ...)
  * set. */
 qiao_status *qiao__placement_make(qiao_engine *engine, const qiao_engine_options *options);
-/* Scratch bytes of one stage; with `sizes` (20 entries) also each buffer's,
- * in the order of qiao__scratch. */
+/* Scratch bytes of one stage; with `sizes` (QIAO__N_SCRATCH entries) also
+ * each buffer's, in the order of qiao__scratch. */
 uint64_t qiao__scratch_bytes(const qiao_engine *engine, const qiao__stage *stage, uint64_t *sizes);
 
 /* Fallback (fallback.c). Marks (op, dtype) to run on the CPU backend,

@@ -155,8 +155,57 @@ static uint64_t tensor_bytes(const qiao_engine *e, const char *name, bool vector
   return t->n_bytes;
 }
 
+/* Multi-head latent attention's weights as the engine holds them: the q
+ * path (attn_q_b or attn_q split by rows), attn_kv_a_mqa, and W_UK^T / W_UV
+ * (attn_k_b / attn_v_b as stored, or made from attn_kv_b: W_UK^T in F32 when
+ * it is F32 else F16, W_UV its rows in the stored dtype). */
+static uint64_t mla_weight_bytes(const qiao_engine *e, uint32_t l) {
+  const qiao_hparams *hp = &e->hp;
+  static const char *const stored[] = {
+      "attn_q_a.weight",       "attn_q_a_norm.weight", "attn_q_b.weight",
+      "attn_q.weight",         "attn_kv_a_mqa.weight", "attn_kv_a_norm.weight",
+      "attn_k_b.weight",       "attn_v_b.weight",      "exp_probs_b.bias",
+      "ffn_gate_shexp.weight", "ffn_up_shexp.weight",  "ffn_down_shexp.weight"};
+  char name[128];
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < sizeof(stored) / sizeof(stored[0]); i++) {
+    snprintf(name, sizeof(name), "blk.%u.%s", l, stored[i]);
+    bytes += tensor_bytes(e, name, strstr(stored[i], "norm") || strstr(stored[i], "bias"));
+  }
+  snprintf(name, sizeof(name), "blk.%u.attn_kv_b.weight", l);
+  const qiao_tensor *kv_b = qiao_model_tensor_find(e->model, name);
+  snprintf(name, sizeof(name), "blk.%u.attn_k_b.weight", l);
+  if (kv_b != NULL && kv_b->n_dims == 2 && kv_b->shape[0] > 0 &&
+      qiao_model_tensor_find(e->model, name) == NULL) {
+    const uint64_t H = hp->n_heads, L = hp->kv_lora_rank, R = hp->rope_dim;
+    const uint64_t N = hp->head_dim - R, V = hp->v_head_dim;
+    bytes += H * L * N * (kv_b->dtype == QIAO_DTYPE_F32 ? 4 : 2); /* W_UK^T */
+    bytes += kv_b->n_bytes / kv_b->shape[0] * H * V;              /* W_UV */
+  }
+  return bytes;
+}
+
 static uint64_t layer_weight_bytes(const qiao_engine *e, uint32_t l) {
   const qiao_hparams *hp = &e->hp;
+  if (e->mla) {
+    static const char *const ffn[] = {"attn_norm.weight", "attn_output.weight", "ffn_norm.weight"};
+    uint64_t bytes = mla_weight_bytes(e, l);
+    char name[128];
+    for (size_t i = 0; i < sizeof(ffn) / sizeof(ffn[0]); i++) {
+      snprintf(name, sizeof(name), "blk.%u.%s", l, ffn[i]);
+      bytes += tensor_bytes(e, name, strstr(ffn[i], "norm") != NULL);
+    }
+    static const char *const mlp[] = {
+        "ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight",
+        "ffn_gate.weight",     "ffn_up.weight",        "ffn_down.weight"};
+    snprintf(name, sizeof(name), "blk.%u.ffn_gate_inp.weight", l);
+    bool moe = hp->n_experts > 0 && qiao_model_tensor_find(e->model, name) != NULL;
+    for (size_t i = moe ? 0 : 4; i < (moe ? 4u : 7u); i++) {
+      snprintf(name, sizeof(name), "blk.%u.%s", l, mlp[i]);
+      bytes += tensor_bytes(e, name, false);
+    }
+    return bytes;
+  }
   static const struct {
     const char *suffix;
     bool vector;
@@ -188,33 +237,47 @@ static uint64_t layer_weight_bytes(const qiao_engine *e, uint32_t l) {
 uint64_t qiao__scratch_bytes(const qiao_engine *e, const qiao__stage *g, uint64_t *sizes) {
   const qiao_hparams *hp = &e->hp;
   const uint64_t T = e->max_batch, D = hp->dim, V = hp->vocab_size, K = hp->n_experts_used;
-  const uint64_t qd = (uint64_t)hp->n_heads * hp->head_dim;
+  const uint64_t H = hp->n_heads;
+  uint64_t qd = H * hp->head_dim;
+  if (H * hp->v_head_dim > qd) qd = H * hp->v_head_dim; /* att holds (T, H*V) with MLA */
   uint64_t ffn = hp->ffn_dim;
   if (hp->n_experts > 0 && K * hp->expert_ffn_dim > ffn) ffn = K * hp->expert_ffn_dim;
+  if ((uint64_t)hp->n_shared_experts * hp->expert_ffn_dim > ffn)
+    ffn = (uint64_t)hp->n_shared_experts * hp->expert_ffn_dim;
+  const uint64_t kvd = e->mla ? 0 : e->kv_dim; /* MLA keeps no K and V rows */
+  const uint64_t L = e->mla ? hp->kv_lora_rank : 0, R = e->mla ? hp->rope_dim : 0;
+  const uint64_t QL = e->mla ? hp->q_lora_rank : 0, HM = e->mla ? H : 0;
   const bool last = e->output_stage >= 0 && g == &e->stages[e->output_stage];
-  const uint64_t R = last ? e->out_rows : 0; /* only the output stage computes logits */
-  const uint64_t b[20] = {T * D * 4,
-                          T * D * 4,
-                          T * qd * 4,
-                          T * e->kv_dim * 4,
-                          T * e->kv_dim * 4,
-                          T * qd * 4,
-                          T * ffn * 4,
-                          T * ffn * 4,
-                          T * hp->n_experts * 4,
-                          T * K * 4,
-                          T * K * 4,
-                          T * K * D * 4,
-                          T * 4,
-                          T * 4,
-                          T * 4,
-                          T * 4,
-                          (uint64_t)e->max_seqs * e->max_blocks_per_seq * 4,
-                          R * D * 4,
-                          R * V * 4,
-                          R * 4};
+  const uint64_t Rows = last ? e->out_rows : 0; /* only the output stage computes logits */
+  const uint64_t b[QIAO__N_SCRATCH] = {T * D * 4,
+                                       T * D * 4,
+                                       T * qd * 4,
+                                       T * kvd * 4,
+                                       T * kvd * 4,
+                                       T * qd * 4,
+                                       T * ffn * 4,
+                                       T * ffn * 4,
+                                       T * hp->n_experts * 4,
+                                       T * K * 4,
+                                       T * K * 4,
+                                       T * K * D * 4,
+                                       T * 4,
+                                       T * 4,
+                                       T * 4,
+                                       T * 4,
+                                       (uint64_t)e->max_seqs * e->max_blocks_per_seq * 4,
+                                       Rows * D * 4,
+                                       Rows * V * 4,
+                                       Rows * 4,
+                                       T * QL * 4,
+                                       T * HM * R * 4,
+                                       T * L * 4,
+                                       T * R * 4,
+                                       T * HM * L * 4,
+                                       T * HM * L * 4,
+                                       T * HM * 4};
   uint64_t total = 0;
-  for (int i = 0; i < 20; i++) {
+  for (int i = 0; i < QIAO__N_SCRATCH; i++) {
     if (sizes != NULL) sizes[i] = b[i];
     total += b[i] ? b[i] : 4; /* an empty buffer still takes 4 bytes */
   }
@@ -282,11 +345,11 @@ static qiao_status *check_fit(qiao_engine *e) {
   const uint64_t kv_layer = e->n_slots * e->kv_dim * (e->cache_dtype == QIAO_DEV_F16 ? 2 : 4);
   for (uint32_t i = 0; i < e->n_stages; i++) {
     const qiao__stage *g = &e->stages[i];
-    uint64_t max = g->max_buffer_bytes, sizes[20];
+    uint64_t max = g->max_buffer_bytes, sizes[QIAO__N_SCRATCH];
     if (max == 0) continue;
     qiao__scratch_bytes(e, g, sizes);
     uint64_t big_scratch = 0;
-    for (int k = 0; k < 20; k++)
+    for (int k = 0; k < QIAO__N_SCRATCH; k++)
       if (sizes[k] > big_scratch) big_scratch = sizes[k];
     if (kv_layer > max)
       return qiao__error(QIAO_LIMIT,
@@ -381,7 +444,9 @@ static qiao_status *stage_bytes(qiao_engine *e, uint32_t i) {
   }
   info->weight_bytes = w;
   const uint64_t elem = e->cache_dtype == QIAO_DEV_F16 ? 2 : 4;
-  if (!qiao__mul_u64(2ull * (g->end_layer - g->first_layer), e->n_slots * e->kv_dim * elem,
+  /* K and V per layer; one latent cache per layer with MLA */
+  const uint64_t caches = e->mla ? 1 : 2;
+  if (!qiao__mul_u64(caches * (g->end_layer - g->first_layer), e->n_slots * e->kv_dim * elem,
                      &info->kv_cache_bytes))
     return qiao__error(QIAO_LIMIT, "engine options: KV cache of %u blocks is too large",
                        e->n_blocks);

@@ -27,6 +27,19 @@ const qiao__gguf_key qiao__gguf_keys[] = {
     {"expert_used_count", "model.moe.n_experts_used", QIAO__CONV_U32, 1},
     {"expert_feed_forward_length", "model.moe.ffn_dim", QIAO__CONV_U32, 1},
     {"expert_weights_norm", "model.moe.norm_topk_prob", QIAO__CONV_BOOL, 1},
+    /* deepseek2 (the key and value widths and expert_gating_func are read
+     * and written by qiao__gguf_deepseek2_key, below) */
+    {"attention.q_lora_rank", "model.mla.q_lora_rank", QIAO__CONV_U32, 1},
+    {"attention.kv_lora_rank", "model.mla.kv_lora_rank", QIAO__CONV_U32, 1},
+    {"expert_shared_count", "model.moe.n_shared_experts", QIAO__CONV_U32, 1},
+    {"leading_dense_block_count", "model.moe.n_dense_lead", QIAO__CONV_U32, 1},
+    {"expert_weights_scale", "model.moe.routed_scale", QIAO__CONV_F32, 1},
+    {"expert_group_count", "model.moe.n_groups", QIAO__CONV_U32, 1},
+    {"expert_group_used_count", "model.moe.n_groups_used", QIAO__CONV_U32, 1},
+    {"rope.scaling.yarn_log_multiplier", "model.rope.scaling.yarn_log_multiplier", QIAO__CONV_F32,
+     1},
+    {"rope.scaling.yarn_beta_fast", "model.rope.scaling.yarn_beta_fast", QIAO__CONV_F32, 1},
+    {"rope.scaling.yarn_beta_slow", "model.rope.scaling.yarn_beta_slow", QIAO__CONV_F32, 1},
     /* general */
     {"general.name", "general.name", QIAO__CONV_STRING, 0},
     {"general.license", "general.license", QIAO__CONV_STRING, 0},
@@ -59,6 +72,24 @@ const qiao__gguf_key *qiao__gguf_key_from_gguf(const char *arch, const char *key
       return k;
     }
   }
+  return NULL;
+}
+
+const char *qiao__gguf_deepseek2_key(const char *arch, const char *key, bool mla_form) {
+  if (arch == NULL || strcmp(arch, "deepseek2") != 0) return NULL;
+  size_t n = strlen(arch);
+  if (strncmp(key, arch, n) != 0 || key[n] != '.') return NULL;
+  const char *k = key + n + 1;
+  if (strcmp(k, "expert_gating_func") == 0) return "model.moe.gating";
+  if (mla_form) { /* key_length, value_length, head_count_kv describe the latent as one head */
+    if (strcmp(k, "attention.key_length_mla") == 0) return "model.head_dim";
+    if (strcmp(k, "attention.value_length_mla") == 0) return "model.mla.v_head_dim";
+    if (strcmp(k, "attention.key_length") == 0 || strcmp(k, "attention.value_length") == 0 ||
+        strcmp(k, "attention.head_count_kv") == 0)
+      return "";
+    return NULL;
+  }
+  if (strcmp(k, "attention.value_length") == 0) return "model.mla.v_head_dim";
   return NULL;
 }
 

@@ -3,6 +3,7 @@
 #ifndef QIAO_GGUF_KEYS_H
 #define QIAO_GGUF_KEYS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* How a value is converted between the two. */
@@ -33,6 +34,16 @@ extern const qiao__gguf_key qiao__gguf_keys[];
 /* The table entry for the GGUF key `key` in a file of architecture `arch`
  * (may be NULL), or NULL when the key has no canonical name. */
 const qiao__gguf_key *qiao__gguf_key_from_gguf(const char *arch, const char *key);
+
+/* deepseek2 files come in two forms: with attn_kv_b (key_length = the
+ * query/key width per head, value_length = v_head_dim) or with
+ * attn_k_b/attn_v_b ("MLA form": key_length_mla and value_length_mla hold
+ * those; key_length, value_length and head_count_kv describe the latent as
+ * one shared head and are derived). For such a key of a deepseek2 file:
+ * its canonical name, "" when it is derived (dropped), NULL when it is an
+ * ordinary key. expert_gating_func (1 softmax, 2 sigmoid) maps to
+ * model.moe.gating. */
+const char *qiao__gguf_deepseek2_key(const char *arch, const char *key, bool mla_form);
 
 /* tokenizer.ggml.pre values that differ from qiao's tokenizer.pre; NULL
  * when the value is the same in both. */

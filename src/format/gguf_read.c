@@ -35,8 +35,27 @@ static int eos_rank(const char *key) {
   return 2;
 }
 
+/* A deepseek2 key whose meaning depends on the file's form (gguf_keys.h). */
+static qiao_status *convert_deepseek2(qiao_model *m, const char *name, const char *canonical,
+                                      const qiao__raw_kv *kv) {
+  const qiao_kv *v = &kv->v;
+  if (canonical[0] == '\0') return NULL; /* derived: written again from the canonical keys */
+  if (v->type != QIAO_VALUE_U32) return qiao__raw_wrong_type(name, kv, "a u32");
+  if (strcmp(canonical, "model.moe.gating") != 0)
+    return qiao__model_set_u32(m, canonical, (uint32_t)v->v.u);
+  if (v->v.u > 2) /* llama.cpp's 3 and 4 are gating functions qiao does not implement */
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "%s: metadata key %s: gating function %llu is not supported "
+                       "(1 softmax, 2 sigmoid)",
+                       name, kv->key, (unsigned long long)v->v.u);
+  return v->v.u == 2 ? qiao__model_set_string(m, canonical, "sigmoid", 7)
+                     : qiao__model_set_string(m, canonical, "softmax", 7);
+}
+
 static qiao_status *convert_kv(qiao_model *m, const char *name, const char *arch,
-                               const qiao__raw_kv *kv, eos_list *eos) {
+                               const qiao__raw_kv *kv, eos_list *eos, bool mla_form) {
+  const char *special = qiao__gguf_deepseek2_key(arch, kv->key, mla_form);
+  if (special != NULL) return convert_deepseek2(m, name, special, kv);
   const qiao__gguf_key *map = qiao__gguf_key_from_gguf(arch, kv->key);
   if (map == NULL) return qiao__raw_kv_store(m, kv->key, kv, name); /* kept under its own name */
   const qiao_kv *v = &kv->v;
@@ -382,10 +401,14 @@ static qiao_status *import(qiao_model *m, reader *r, qiao__raw_kv **kvs_out, ggu
   char arch_buf[64];
   const char *arch = find_arch(kvs, n_kv, arch_buf, sizeof(arch_buf));
   eos_list eos = {0};
+  bool mla_form = false; /* a deepseek2 file with key_length_mla (gguf_keys.h) */
+  for (uint64_t i = 0; i < n_kv && arch != NULL; i++)
+    mla_form |= strncmp(kvs[i].key, arch, strlen(arch)) == 0 &&
+                strcmp(kvs[i].key + strlen(arch), ".attention.key_length_mla") == 0;
   for (uint64_t i = 0; i < n_kv; i++) {
     if (strcmp(kvs[i].key, "general.alignment") == 0) continue; /* a property of this file */
     kvs[i].v.key = kvs[i].key; /* the array may have moved since read_kv */
-    qiao_status *st = convert_kv(m, r->name, arch, &kvs[i], &eos);
+    qiao_status *st = convert_kv(m, r->name, arch, &kvs[i], &eos, mla_form);
     if (st) {
       if (strncmp(qiao_status_message(st), r->name, strlen(r->name)) == 0) return st;
       return qiao__annotate(st, "%s (metadata entry at byte offset %llu)", r->name,

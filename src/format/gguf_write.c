@@ -3,6 +3,7 @@
  * (llama.cpp ignores them, qiao reads them back). Shapes are written
  * innermost first, data aligned to 32 bytes. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,6 +136,43 @@ static bool written_from_head_dim(const qiao_model *model, const char *arch, con
   return strncmp(key, arch, n) == 0 && strcmp(key + n, ".attention.value_length") == 0;
 }
 
+/* deepseek2: keys written by put_deepseek2 rather than one by one. */
+static bool deepseek2_special(const char *arch, const char *key) {
+  return arch != NULL && strcmp(arch, "deepseek2") == 0 &&
+         (strcmp(key, "model.head_dim") == 0 || strcmp(key, "model.mla.v_head_dim") == 0 ||
+          strcmp(key, "model.n_kv_heads") == 0 || strcmp(key, "model.moe.gating") == 0);
+}
+
+/* The widths of a deepseek2 file in the form of its tensors (gguf_keys.h):
+ * with attn_k_b/attn_v_b the latent is one shared head (key_length L + R,
+ * value_length L, one KV head) and the per-head widths go to the _mla keys;
+ * with attn_kv_b the per-head widths are key_length and value_length. */
+static void put_deepseek2(meta_writer *m, const qiao_model *model) {
+  uint32_t hd = 0, v = 0, kvh = 0, lora = 0, rot = 0;
+  qiao_status_free(qiao_model_get_u32(model, "model.head_dim", &hd));
+  qiao_status_free(qiao_model_get_u32(model, "model.mla.v_head_dim", &v));
+  qiao_status_free(qiao_model_get_u32(model, "model.mla.kv_lora_rank", &lora));
+  qiao_status_free(qiao_model_get_u32(model, "model.rope.dim", &rot));
+  qiao_status *st = qiao_model_get_u32(model, "model.n_kv_heads", &kvh);
+  if (st != NULL) qiao_status_free(qiao_model_get_u32(model, "model.n_heads", &kvh));
+  qiao_status_free(st);
+  if (qiao_model_tensor_find(model, "blk.0.attn_k_b.weight") != NULL) {
+    put_u32(m, "deepseek2.attention.key_length", lora + rot);
+    put_u32(m, "deepseek2.attention.value_length", lora);
+    put_u32(m, "deepseek2.attention.key_length_mla", hd);
+    put_u32(m, "deepseek2.attention.value_length_mla", v);
+    put_u32(m, "deepseek2.attention.head_count_kv", 1);
+  } else {
+    put_u32(m, "deepseek2.attention.key_length", hd);
+    put_u32(m, "deepseek2.attention.value_length", v);
+    put_u32(m, "deepseek2.attention.head_count_kv", kvh);
+  }
+  qiao_string gating = {"softmax", 7};
+  qiao_status_free(qiao_model_get_string(model, "model.moe.gating", &gating));
+  put_u32(m, "deepseek2.expert_gating_func",
+          gating.len == 7 && memcmp(gating.data, "sigmoid", 7) == 0 ? 2u : 1u);
+}
+
 static void build_meta(const qiao_model *model, qiao__tensor_plan *plans, uint64_t n,
                        qiao__writer *w) {
   const qiao_kv *scaling = qiao_model_kv_find(model, "model.rope.scaling.type");
@@ -159,10 +197,11 @@ static void build_meta(const qiao_model *model, qiao__tensor_plan *plans, uint64
   for (uint64_t i = 0; i < qiao_model_kv_count(model); i++) {
     const qiao_kv *kv = qiao_model_kv_at(model, i);
     if (strcmp(kv->key, "general.architecture") == 0 || strcmp(kv->key, "general.alignment") == 0 ||
-        written_from_head_dim(model, arch, kv->key))
+        written_from_head_dim(model, arch, kv->key) || deepseek2_special(arch, kv->key))
       continue;
     put_translated(&m, arch, kv);
   }
+  if (arch != NULL && strcmp(arch, "deepseek2") == 0) put_deepseek2(&m, model);
   if (qiao_model_kv_find(model, "general.source_format") == NULL) {
     const char *fmt = qiao_model_format(model);
     put_str(&m, "general.source_format", fmt, strlen(fmt));

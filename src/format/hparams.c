@@ -63,10 +63,60 @@ static qiao_status *bad(const char *key, const char *problem) {
   return qiao__error(QIAO_MALFORMED, "metadata key %s: %s", key, problem);
 }
 
+/* Multi-head latent attention and DeepSeekMoE routing (deepseek2). */
+static qiao_status *read_mla_moe(const qiao_model *m, qiao_hparams *h) {
+  static const char *const gatings[] = {"softmax", "sigmoid", NULL};
+  static const char *const group_scores[] = {"max", "top2_sum", NULL};
+  const bool deepseek = strcmp(h->architecture, "deepseek2") == 0;
+  QIAO__TRY(opt_u32(m, "model.mla.kv_lora_rank", 0, &h->kv_lora_rank));
+  QIAO__TRY(opt_u32(m, "model.mla.q_lora_rank", 0, &h->q_lora_rank));
+  if (deepseek && h->kv_lora_rank == 0)
+    return bad("model.mla.kv_lora_rank", "missing or zero for a deepseek2 model");
+  if (!deepseek && (h->kv_lora_rank != 0 || h->q_lora_rank != 0))
+    return bad("model.mla.kv_lora_rank", "set for an architecture without latent attention");
+  if (deepseek) {
+    QIAO__TRY(req_nonzero(m, "model.mla.v_head_dim", &h->v_head_dim));
+    if (h->rope_dim == 0 || h->rope_dim >= h->head_dim)
+      return bad("model.rope.dim", "must be in [2, head_dim) for latent attention");
+    if ((uint64_t)h->v_head_dim * h->n_heads > UINT32_MAX)
+      return bad("model.mla.v_head_dim", "n_heads * v_head_dim overflows");
+    if ((uint64_t)h->kv_lora_rank + h->rope_dim > UINT32_MAX)
+      return bad("model.mla.kv_lora_rank", "kv_lora_rank + rope dim overflows");
+  }
+  int gating, score;
+  QIAO__TRY(opt_u32(m, "model.moe.n_shared_experts", 0, &h->n_shared_experts));
+  QIAO__TRY(opt_u32(m, "model.moe.n_dense_lead", 0, &h->n_dense_lead));
+  QIAO__TRY(opt_choice(m, "model.moe.gating", gatings, 0, &gating));
+  h->expert_gating = (uint32_t)gating;
+  QIAO__TRY(opt_choice(m, "model.moe.group_score", group_scores, gating == 1 ? 1 : 0, &score));
+  h->expert_group_score = (uint32_t)score;
+  QIAO__TRY(opt_u32(m, "model.moe.n_groups", 0, &h->expert_groups));
+  QIAO__TRY(opt_u32(m, "model.moe.n_groups_used", h->expert_groups, &h->expert_groups_used));
+  QIAO__TRY(opt_f32(m, "model.moe.routed_scale", 1.0f, &h->expert_scale));
+  if (!(h->expert_scale > 0)) return bad("model.moe.routed_scale", "must be positive");
+  if (!deepseek &&
+      (h->n_shared_experts != 0 || gating != 0 || h->expert_groups > 1 || h->expert_scale != 1.0f))
+    return bad("model.moe.gating", "DeepSeekMoE routing set for an architecture without it");
+  if ((h->n_shared_experts || h->expert_groups > 1) && h->n_experts == 0)
+    return bad("model.moe.n_experts", "missing or zero with shared experts or expert groups");
+  if (h->expert_groups > 1) {
+    uint32_t per = h->n_experts / h->expert_groups;
+    if (h->n_experts % h->expert_groups != 0)
+      return bad("model.moe.n_groups", "does not divide model.moe.n_experts");
+    if (h->expert_groups_used == 0 || h->expert_groups_used > h->expert_groups)
+      return bad("model.moe.n_groups_used", "not in [1, model.moe.n_groups]");
+    if (score == 1 && per < 2)
+      return bad("model.moe.group_score", "top2_sum needs at least 2 experts per group");
+    if ((uint64_t)per * h->expert_groups_used < h->n_experts_used)
+      return bad("model.moe.n_groups_used", "the kept groups hold fewer experts than are used");
+  }
+  return NULL;
+}
+
 static qiao_status *read_hparams(const qiao_model *m, qiao_hparams *h) {
-  static const char *const archs[] = {"llama", "qwen2", "qwen3", "qwen3moe", NULL};
+  static const char *const archs[] = {"llama", "qwen2", "qwen3", "qwen3moe", "deepseek2", NULL};
   static const char *const styles[] = {"normal", "neox", NULL};
-  static const char *const scalings[] = {"none", "linear", "llama3", NULL};
+  static const char *const scalings[] = {"none", "linear", "llama3", "yarn", NULL};
   memset(h, 0, sizeof(*h));
 
   int arch;
@@ -119,8 +169,8 @@ static qiao_status *read_hparams(const qiao_model *m, qiao_hparams *h) {
   if (h->rope_dim > 0 && h->head_dim % 2 != 0)
     return bad("model.head_dim", "must be even when RoPE is applied");
   int style;
-  QIAO__TRY(opt_choice(m, "model.rope.style", styles, strcmp(h->architecture, "llama") == 0 ? 0 : 1,
-                       &style));
+  bool pairs = strcmp(h->architecture, "llama") == 0 || strcmp(h->architecture, "deepseek2") == 0;
+  QIAO__TRY(opt_choice(m, "model.rope.style", styles, pairs ? 0 : 1, &style));
   h->rope_neox = (uint32_t)style;
   int scaling;
   QIAO__TRY(opt_choice(m, "model.rope.scaling.type", scalings, 0, &scaling));
@@ -138,6 +188,21 @@ static qiao_status *read_hparams(const qiao_model *m, qiao_hparams *h) {
     if (h->rope_original_context == 0)
       return bad("model.rope.scaling.original_context_length", "must not be zero");
   }
+
+  h->attn_scale_mul = 1.0f;
+  QIAO__TRY(opt_f32(m, "model.rope.scaling.yarn_beta_fast", 32.0f, &h->rope_yarn_beta_fast));
+  QIAO__TRY(opt_f32(m, "model.rope.scaling.yarn_beta_slow", 1.0f, &h->rope_yarn_beta_slow));
+  if (h->rope_scaling == QIAO_ROPE_SCALING_YARN) {
+    if (!(h->rope_yarn_beta_fast > 0) || !(h->rope_yarn_beta_slow > 0))
+      return bad("model.rope.scaling.yarn_beta_fast", "the YaRN betas must be positive");
+    if (h->rope_original_context == 0)
+      return bad("model.rope.scaling.original_context_length", "must not be zero");
+    float log_mul = 0;
+    QIAO__TRY(opt_f32(m, "model.rope.scaling.yarn_log_multiplier", 0.0f, &log_mul));
+    double mscale = h->rope_factor > 1 ? 1.0 + log_mul * log((double)h->rope_factor) : 1.0;
+    h->attn_scale_mul = (float)(mscale * mscale);
+  }
+  QIAO__TRY(read_mla_moe(m, h));
 
   QIAO__TRY(opt_u32(m, "model.sliding_window", 0, &h->sliding_window));
   QIAO__TRY(opt_bool(m, "model.tied_embeddings", false, &h->tied_embeddings));

@@ -97,15 +97,17 @@ qiao_status *qiao__hf_append_ids(const char *what, json_object *value, uint32_t 
 
 typedef struct arch_entry {
   const char *hf_name, *architecture;
-  bool permute_qk, qkv_bias, qk_norm, moe;
+  bool permute_qk, qkv_bias, qk_norm, moe, mla;
 } arch_entry;
 
 static const arch_entry architectures[] = {
-    {"LlamaForCausalLM", "llama", true, false, false, false},
-    {"MistralForCausalLM", "llama", true, false, false, false},
-    {"Qwen2ForCausalLM", "qwen2", false, true, false, false},
-    {"Qwen3ForCausalLM", "qwen3", false, false, true, false},
-    {"Qwen3MoeForCausalLM", "qwen3moe", false, false, true, true},
+    {"LlamaForCausalLM", "llama", true, false, false, false, false},
+    {"MistralForCausalLM", "llama", true, false, false, false, false},
+    {"Qwen2ForCausalLM", "qwen2", false, true, false, false, false},
+    {"Qwen3ForCausalLM", "qwen3", false, false, true, false, false},
+    {"Qwen3MoeForCausalLM", "qwen3moe", false, false, true, true, false},
+    {"DeepseekV2ForCausalLM", "deepseek2", false, false, false, false, true},
+    {"DeepseekV3ForCausalLM", "deepseek2", false, false, false, false, true},
 };
 
 static qiao_status *parse_architecture(const char *dir, json_object *config, hf_config *cfg,
@@ -127,8 +129,46 @@ static qiao_status *parse_architecture(const char *dir, json_object *config, hf_
   }
   return qiao__error(QIAO_UNSUPPORTED,
                      "%s/" CONFIG ": architectures: '%.64s' is not supported (Llama, "
-                     "Mistral, Qwen2, Qwen3, Qwen3Moe ForCausalLM)",
+                     "Mistral, Qwen2, Qwen3, Qwen3Moe, DeepseekV2, DeepseekV3 ForCausalLM)",
                      dir, name);
+}
+
+/* YaRN's ramp, its original context and DeepSeek's attention-scale
+ * correction: mscale(s, m) = 0.1 m ln(s) + 1; the scores are scaled by
+ * mscale(factor, mscale_all_dim)^2 (kept as yarn_log_multiplier = 0.1
+ * mscale_all_dim, as GGUF does). A cos/sin multiplier other than 1
+ * (mscale differing from mscale_all_dim, or attention_factor) is refused. */
+static qiao_status *parse_yarn(const char *dir, json_object *scaling, hf_config *cfg) {
+  float factor = 1, mscale = 0, mscale_all = 0, attention_factor = 0;
+  QIAO__TRY(get_f32(dir, scaling, "factor", 1.0f, &factor));
+  QIAO__TRY(get_u32(dir, scaling, "original_max_position_embeddings", true, 0,
+                    &cfg->rope_original_context));
+  QIAO__TRY(get_f32(dir, scaling, "beta_fast", 32.0f, &cfg->yarn_beta_fast));
+  QIAO__TRY(get_f32(dir, scaling, "beta_slow", 1.0f, &cfg->yarn_beta_slow));
+  QIAO__TRY(get_f32(dir, scaling, "mscale", 0.0f, &mscale));
+  QIAO__TRY(get_f32(dir, scaling, "mscale_all_dim", 0.0f, &mscale_all));
+  QIAO__TRY(get_f32(dir, scaling, "attention_factor", 0.0f, &attention_factor));
+  bool truncate = true;
+  QIAO__TRY(get_bool(dir, scaling, "truncate", true, &truncate, NULL));
+  if (!truncate)
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "%s/" CONFIG ": rope_scaling.truncate: false is not "
+                       "supported",
+                       dir);
+  if (!(factor >= 1))
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": rope_scaling.factor: below 1", dir);
+  double ln = log((double)factor);
+  double cos_sin = attention_factor;
+  if (attention_factor == 0)
+    cos_sin = mscale != 0 && mscale_all != 0 ? (0.1 * mscale * ln + 1) / (0.1 * mscale_all * ln + 1)
+                                             : 0.1 * ln + 1;
+  if (fabs(cos_sin - 1.0) > 1e-6)
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "%s/" CONFIG ": rope_scaling: a YaRN attention factor of %g on cos/sin is "
+                       "not supported (mscale must equal mscale_all_dim)",
+                       dir, cos_sin);
+  cfg->yarn_log_multiplier = 0.1f * mscale_all;
+  return NULL;
 }
 
 /* rope_theta and scaling, from either spelling. */
@@ -172,10 +212,13 @@ static qiao_status *parse_rope(const char *dir, json_object *config, hf_config *
     QIAO__TRY(get_f32(dir, scaling, "high_freq_factor", 4.0f, &cfg->rope_high_freq_factor));
     QIAO__TRY(get_u32(dir, scaling, "original_max_position_embeddings", false, 8192,
                       &cfg->rope_original_context));
+  } else if (strcmp(t, "yarn") == 0 && strcmp(cfg->architecture, "deepseek2") == 0) {
+    cfg->rope_scaling = "yarn";
+    QIAO__TRY(parse_yarn(dir, scaling, cfg));
   } else {
     return qiao__error(QIAO_UNSUPPORTED,
                        "%s/" CONFIG ": rope_type: '%.32s' scaling is not supported "
-                       "(default, linear, llama3)",
+                       "(default, linear, llama3; yarn for DeepSeek)",
                        dir, t);
   }
   QIAO__TRY(get_f32(dir, scaling, "factor", 1.0f, &cfg->rope_factor));
@@ -213,10 +256,80 @@ static qiao_status *parse_moe(const char *dir, json_object *config, hf_config *c
   return NULL;
 }
 
+/* DeepSeek-V2/V3: latent attention sizes and DeepSeekMoE routing. */
+static qiao_status *parse_deepseek(const char *dir, json_object *config, hf_config *cfg) {
+  cfg->mla = true;
+  QIAO__TRY(get_u32(dir, config, "q_lora_rank", false, 0, &cfg->q_lora_rank));
+  QIAO__TRY(get_u32(dir, config, "kv_lora_rank", true, 0, &cfg->kv_lora_rank));
+  QIAO__TRY(get_u32(dir, config, "qk_nope_head_dim", true, 0, &cfg->qk_nope_dim));
+  QIAO__TRY(get_u32(dir, config, "qk_rope_head_dim", true, 0, &cfg->qk_rope_dim));
+  QIAO__TRY(get_u32(dir, config, "v_head_dim", true, 0, &cfg->v_head_dim));
+  QIAO__TRY(get_bool(dir, config, "rope_interleave", true, &cfg->rope_interleave, NULL));
+  if (cfg->kv_lora_rank == 0 || cfg->qk_nope_dim == 0 || cfg->v_head_dim == 0 ||
+      cfg->qk_rope_dim == 0 || cfg->qk_rope_dim % 2 != 0 || cfg->kv_lora_rank > 65536 ||
+      cfg->qk_nope_dim > 65536 || cfg->qk_rope_dim > 65536 || cfg->v_head_dim > 65536)
+    return qiao__error(QIAO_MALFORMED,
+                       "%s/" CONFIG ": kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim (even) "
+                       "and v_head_dim must be in 1..65536",
+                       dir);
+  cfg->head_dim = cfg->qk_nope_dim + cfg->qk_rope_dim;
+  QIAO__TRY(get_u32(dir, config, "intermediate_size", true, 0, &cfg->ffn_dim));
+  if (field(config, "n_routed_experts") == NULL) return NULL; /* dense throughout */
+  QIAO__TRY(get_u32(dir, config, "n_routed_experts", true, 0, &cfg->n_experts));
+  QIAO__TRY(get_u32(dir, config, "num_experts_per_tok", true, 0, &cfg->n_experts_used));
+  QIAO__TRY(get_u32(dir, config, "moe_intermediate_size", true, 0, &cfg->moe_ffn_dim));
+  QIAO__TRY(get_bool(dir, config, "norm_topk_prob", false, &cfg->norm_topk_prob, NULL));
+  QIAO__TRY(get_u32(dir, config, "n_shared_experts", false, 0, &cfg->n_shared_experts));
+  QIAO__TRY(get_u32(dir, config, "first_k_dense_replace", false, 0, &cfg->n_dense_lead));
+  QIAO__TRY(get_u32(dir, config, "n_group", false, 0, &cfg->n_groups));
+  QIAO__TRY(get_u32(dir, config, "topk_group", false, cfg->n_groups, &cfg->n_groups_used));
+  QIAO__TRY(get_f32(dir, config, "routed_scaling_factor", 1.0f, &cfg->routed_scale));
+  if (cfg->n_experts == 0 || cfg->n_experts > QIAO__HF_MAX_EXPERTS)
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": n_routed_experts: %u is outside 1..%u", dir,
+                       cfg->n_experts, QIAO__HF_MAX_EXPERTS);
+  if (cfg->n_experts_used == 0 || cfg->n_experts_used > cfg->n_experts)
+    return qiao__error(QIAO_MALFORMED, "%s/" CONFIG ": num_experts_per_tok: %u is outside 1..%u",
+                       dir, cfg->n_experts_used, cfg->n_experts);
+  uint32_t freq = 1;
+  QIAO__TRY(get_u32(dir, config, "moe_layer_freq", false, 1, &freq));
+  if (freq != 1)
+    return qiao__error(QIAO_UNSUPPORTED, "%s/" CONFIG ": moe_layer_freq: %u is not supported (1)",
+                       dir, freq);
+  bool v3 = strcmp(cfg->source_architecture, "DeepseekV3ForCausalLM") == 0;
+  const char *scoring = v3 ? "sigmoid" : "softmax", *method = v3 ? "noaux_tc" : "greedy";
+  json_object *v = field(config, "scoring_func");
+  if (v != NULL && json_object_is_type(v, json_type_string)) scoring = json_object_get_string(v);
+  v = field(config, "topk_method");
+  if (v != NULL && json_object_is_type(v, json_type_string)) method = json_object_get_string(v);
+  if (strcmp(scoring, "softmax") != 0 && strcmp(scoring, "sigmoid") != 0)
+    return qiao__error(QIAO_UNSUPPORTED, "%s/" CONFIG ": scoring_func: '%.32s' is not supported",
+                       dir, scoring);
+  cfg->gating = strcmp(scoring, "sigmoid") == 0 ? "sigmoid" : "softmax";
+  if (strcmp(method, "noaux_tc") == 0) {
+    cfg->group_score = "top2_sum";
+  } else if (strcmp(method, "group_limited_greedy") == 0) {
+    cfg->group_score = "max";
+  } else if (strcmp(method, "greedy") == 0) {
+    cfg->group_score = "max";
+    cfg->n_groups = cfg->n_groups_used = 0;
+  } else {
+    return qiao__error(QIAO_UNSUPPORTED, "%s/" CONFIG ": topk_method: '%.32s' is not supported",
+                       dir, method);
+  }
+  /* DeepSeek-V2 scales only the weights it does not normalize. */
+  if (!v3 && cfg->norm_topk_prob && cfg->n_experts_used > 1) cfg->routed_scale = 1.0f;
+  return NULL;
+}
+
 static qiao_status *check_unsupported(const char *dir, json_object *config) {
   static const char *const refused[] = {"quantization_config", "mlp_bias"};
   for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
     json_object *v = field(config, refused[i]);
+    /* FP8 checkpoints: the weights' importer checks the rest (import_hf_fp8.c) */
+    json_object *method = i == 0 ? field(v, "quant_method") : NULL;
+    if (method != NULL && json_object_is_type(method, json_type_string) &&
+        strcmp(json_object_get_string(method), "fp8") == 0)
+      continue;
     if (v != NULL && !(json_object_is_type(v, json_type_boolean) && !json_object_get_boolean(v)))
       return qiao__error(QIAO_UNSUPPORTED, "%s/" CONFIG ": %s: not supported", dir, refused[i]);
   }
@@ -274,7 +387,9 @@ qiao_status *qiao__hf_parse_config(const char *dir, json_object *config, hf_conf
   if (!bias) QIAO__TRY(get_bool(dir, config, "attention_bias", false, &bias, NULL));
   cfg->qkv_bias = bias;
 
-  if (arch->moe) {
+  if (arch->mla) {
+    QIAO__TRY(parse_deepseek(dir, config, cfg));
+  } else if (arch->moe) {
     QIAO__TRY(parse_moe(dir, config, cfg));
   } else {
     QIAO__TRY(get_u32(dir, config, "intermediate_size", true, 0, &cfg->ffn_dim));
@@ -321,8 +436,10 @@ qiao_status *qiao__hf_set_hparams(qiao_model *model, const char *dir, const hf_c
   QIAO__TRY(qiao__model_set_u32(model, "model.ffn_dim", cfg->ffn_dim));
   QIAO__TRY(qiao__model_set_f32(model, "model.norm_eps", cfg->norm_eps));
   QIAO__TRY(qiao__model_set_f32(model, "model.rope.theta", cfg->rope_theta));
-  QIAO__TRY(qiao__model_set_u32(model, "model.rope.dim", cfg->head_dim));
-  QIAO__TRY(set_str(model, "model.rope.style", cfg->permute_qk ? "normal" : "neox"));
+  QIAO__TRY(
+      qiao__model_set_u32(model, "model.rope.dim", cfg->mla ? cfg->qk_rope_dim : cfg->head_dim));
+  bool pairs = cfg->permute_qk || (cfg->mla && cfg->rope_interleave);
+  QIAO__TRY(set_str(model, "model.rope.style", pairs ? "normal" : "neox"));
   QIAO__TRY(set_str(model, "model.rope.scaling.type", cfg->rope_scaling));
   if (strcmp(cfg->rope_scaling, "none") != 0)
     QIAO__TRY(qiao__model_set_f32(model, "model.rope.scaling.factor", cfg->rope_factor));
@@ -334,6 +451,14 @@ qiao_status *qiao__hf_set_hparams(qiao_model *model, const char *dir, const hf_c
     QIAO__TRY(qiao__model_set_u32(model, "model.rope.scaling.original_context_length",
                                   cfg->rope_original_context));
   }
+  if (strcmp(cfg->rope_scaling, "yarn") == 0) {
+    QIAO__TRY(qiao__model_set_u32(model, "model.rope.scaling.original_context_length",
+                                  cfg->rope_original_context));
+    QIAO__TRY(qiao__model_set_f32(model, "model.rope.scaling.yarn_beta_fast", cfg->yarn_beta_fast));
+    QIAO__TRY(qiao__model_set_f32(model, "model.rope.scaling.yarn_beta_slow", cfg->yarn_beta_slow));
+    QIAO__TRY(qiao__model_set_f32(model, "model.rope.scaling.yarn_log_multiplier",
+                                  cfg->yarn_log_multiplier));
+  }
   QIAO__TRY(qiao__model_set_u32(model, "model.sliding_window", cfg->sliding_window));
   QIAO__TRY(qiao__model_set_bool(model, "model.tied_embeddings", cfg->tied_embeddings));
   QIAO__TRY(qiao__model_set_bool(model, "model.qkv_bias", cfg->qkv_bias));
@@ -343,6 +468,21 @@ qiao_status *qiao__hf_set_hparams(qiao_model *model, const char *dir, const hf_c
     QIAO__TRY(qiao__model_set_u32(model, "model.moe.n_experts_used", cfg->n_experts_used));
     QIAO__TRY(qiao__model_set_u32(model, "model.moe.ffn_dim", cfg->moe_ffn_dim));
     QIAO__TRY(qiao__model_set_bool(model, "model.moe.norm_topk_prob", cfg->norm_topk_prob));
+  }
+  if (cfg->mla) {
+    if (cfg->q_lora_rank > 0)
+      QIAO__TRY(qiao__model_set_u32(model, "model.mla.q_lora_rank", cfg->q_lora_rank));
+    QIAO__TRY(qiao__model_set_u32(model, "model.mla.kv_lora_rank", cfg->kv_lora_rank));
+    QIAO__TRY(qiao__model_set_u32(model, "model.mla.v_head_dim", cfg->v_head_dim));
+  }
+  if (cfg->mla && cfg->n_experts > 0) {
+    QIAO__TRY(qiao__model_set_u32(model, "model.moe.n_shared_experts", cfg->n_shared_experts));
+    QIAO__TRY(qiao__model_set_u32(model, "model.moe.n_dense_lead", cfg->n_dense_lead));
+    QIAO__TRY(set_str(model, "model.moe.gating", cfg->gating));
+    QIAO__TRY(set_str(model, "model.moe.group_score", cfg->group_score));
+    QIAO__TRY(qiao__model_set_u32(model, "model.moe.n_groups", cfg->n_groups));
+    QIAO__TRY(qiao__model_set_u32(model, "model.moe.n_groups_used", cfg->n_groups_used));
+    QIAO__TRY(qiao__model_set_f32(model, "model.moe.routed_scale", cfg->routed_scale));
   }
   return NULL;
 }

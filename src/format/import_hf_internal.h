@@ -24,11 +24,11 @@
 /* What config.json says, in canonical terms. */
 typedef struct hf_config {
   char source_architecture[64]; /* "LlamaForCausalLM" */
-  const char *architecture;     /* "llama", "qwen2", "qwen3", "qwen3moe" */
+  const char *architecture;     /* "llama", "qwen2", "qwen3", "qwen3moe", "deepseek2" */
   bool permute_qk;              /* llama: rows of q/k moved to the pair order of normal RoPE */
   uint32_t vocab_size, context_length, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim;
   float norm_eps, rope_theta;
-  const char *rope_scaling; /* "none", "linear", "llama3" */
+  const char *rope_scaling; /* "none", "linear", "llama3", "yarn" */
   float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
   uint32_t rope_original_context;
   uint32_t sliding_window;
@@ -36,6 +36,14 @@ typedef struct hf_config {
   bool qkv_bias, qk_norm;
   uint32_t n_experts, n_experts_used, moe_ffn_dim;
   bool norm_topk_prob;
+  /* deepseek2: latent attention, DeepSeekMoE routing, YaRN */
+  bool mla;
+  uint32_t q_lora_rank, kv_lora_rank, qk_nope_dim, qk_rope_dim, v_head_dim;
+  bool rope_interleave;
+  uint32_t n_shared_experts, n_dense_lead, n_groups, n_groups_used;
+  const char *gating, *group_score; /* "softmax"/"sigmoid", "max"/"top2_sum" */
+  float routed_scale;
+  float yarn_beta_fast, yarn_beta_slow, yarn_log_multiplier;
   bool has_bos;
   uint32_t bos_id;
   uint32_t n_eos;

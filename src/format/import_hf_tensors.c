@@ -12,6 +12,13 @@
  *   model.layers.{i}.mlp.experts.{e}.{gate,up,down}_proj
  *                                              blk.{i}.ffn_{gate,up,down}_exps,
  *                                              stacked: expert e at index e
+ * DeepSeek-V2/V3 (self_attn. and mlp. prefixes left out):
+ *   q_a_proj, q_a_layernorm, q_b_proj          blk.{i}.attn_q_a, attn_q_a_norm, attn_q_b
+ *   kv_a_proj_with_mqa, kv_a_layernorm         blk.{i}.attn_kv_a_mqa, attn_kv_a_norm
+ *   kv_b_proj                                  blk.{i}.attn_kv_b
+ *   gate.e_score_correction_bias               blk.{i}.exp_probs_b.bias
+ *   shared_experts.{gate,up,down}_proj         blk.{i}.ffn_{gate,up,down}_shexp
+ *   layers from num_hidden_layers on (multi-token prediction) are dropped
  *
  * For `llama` the rows of q_proj and k_proj (weights and biases) are
  * permuted within each head from the half-split order HF uses to the
@@ -67,6 +74,17 @@ static const layer_rename layer_renames[] = {
     {"mlp.up_proj.weight", "ffn_up.weight", 0},
     {"mlp.down_proj.weight", "ffn_down.weight", 0},
     {"mlp.gate.weight", "ffn_gate_inp.weight", 0},
+    /* DeepSeek-V2/V3 (llama.cpp's deepseek2 names) */
+    {"self_attn.q_a_proj.weight", "attn_q_a.weight", 0},
+    {"self_attn.q_a_layernorm.weight", "attn_q_a_norm.weight", 0},
+    {"self_attn.q_b_proj.weight", "attn_q_b.weight", 0},
+    {"self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight", 0},
+    {"self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight", 0},
+    {"self_attn.kv_b_proj.weight", "attn_kv_b.weight", 0},
+    {"mlp.gate.e_score_correction_bias", "exp_probs_b.bias", 0},
+    {"mlp.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight", 0},
+    {"mlp.shared_experts.up_proj.weight", "ffn_up_shexp.weight", 0},
+    {"mlp.shared_experts.down_proj.weight", "ffn_down_shexp.weight", 0},
 };
 
 /* Parses a decimal index without sign or leading zeros; advances *s. */
@@ -137,6 +155,12 @@ static qiao_status *map_name(const char *dir, const hf_config *cfg, const char *
   } else if (strncmp(hf_name, layers, sizeof(layers) - 1) == 0) {
     const char *p = hf_name + sizeof(layers) - 1;
     uint32_t layer;
+    const char *at = p;
+    if (cfg->mla && parse_index(&at, cfg->n_layers + 64u, &layer) && *at == '.' &&
+        layer >= cfg->n_layers) { /* a multi-token-prediction layer: not used */
+      out->kind = KIND_DROP;
+      return NULL;
+    }
     if (!parse_index(&p, cfg->n_layers, &layer) || *p != '.')
       return qiao__error(QIAO_MALFORMED,
                          "%s: tensor '%s': layer index beyond num_hidden_layers (%u)", dir, hf_name,

@@ -284,6 +284,215 @@ static qiao_status *build_shape(const shape *sh, qiao_dtype dtype, uint32_t n_th
   return NULL;
 }
 
+/* ---- DeepSeek shapes (deepseek2: latent attention, DeepSeekMoE) ---------- */
+
+typedef struct deepseek_shape {
+  const char *name;
+  uint32_t dim, n_layers, n_heads, q_lora, kv_lora, rope, nope, v_head;
+  uint32_t n_experts, used, shared, expert_ffn, dense_lead, dense_ffn, vocab, groups, groups_kept;
+  bool sigmoid, norm_topk;
+  float scale;
+  bool buildable; /* small enough to build here; else only the memory math */
+} deepseek_shape;
+
+static const deepseek_shape deepseek_shapes[] = {
+    {.name = "deepseek-v2-lite",
+     .dim = 2048,
+     .n_layers = 27,
+     .n_heads = 16,
+     .q_lora = 0,
+     .kv_lora = 512,
+     .rope = 64,
+     .nope = 128,
+     .v_head = 128,
+     .n_experts = 64,
+     .used = 6,
+     .shared = 2,
+     .expert_ffn = 1408,
+     .dense_lead = 1,
+     .dense_ffn = 10944,
+     .vocab = 102400,
+     .groups = 0,
+     .groups_kept = 0,
+     .sigmoid = false,
+     .norm_topk = false,
+     .scale = 1.0f,
+     .buildable = true},
+    {.name = "deepseek-v3",
+     .dim = 7168,
+     .n_layers = 61,
+     .n_heads = 128,
+     .q_lora = 1536,
+     .kv_lora = 512,
+     .rope = 64,
+     .nope = 128,
+     .v_head = 128,
+     .n_experts = 256,
+     .used = 8,
+     .shared = 1,
+     .expert_ffn = 2048,
+     .dense_lead = 3,
+     .dense_ffn = 18432,
+     .vocab = 129280,
+     .groups = 8,
+     .groups_kept = 4,
+     .sigmoid = true,
+     .norm_topk = true,
+     .scale = 2.5f,
+     .buildable = false},
+};
+
+static const deepseek_shape *find_deepseek_shape(const char *name) {
+  for (size_t i = 0; i < sizeof(deepseek_shapes) / sizeof(deepseek_shapes[0]); i++)
+    if (strcmp(deepseek_shapes[i].name, name) == 0) return &deepseek_shapes[i];
+  return NULL;
+}
+
+/* A deepseek2 model of the shape with random weights (norms 1, no tokenizer). */
+static qiao_status *build_deepseek_shape(const deepseek_shape *sh, qiao_dtype dtype,
+                                         uint32_t n_threads, qiao_model **out) {
+  qiao_model *m = NULL;
+  QIAO__TRY(qiao__model_create(sh->name, "qiao", &m));
+  qiao_status *st = NULL;
+#define T(x)                                                                                       \
+  do {                                                                                             \
+    if (st == NULL) st = (x);                                                                      \
+  } while (0)
+  T(qiao__model_set_string(m, "general.architecture", "deepseek2", 9));
+  T(qiao__model_set_string(m, "general.name", sh->name, strlen(sh->name)));
+  T(qiao__model_set_u32(m, "model.vocab_size", sh->vocab));
+  T(qiao__model_set_u32(m, "model.context_length", 4096));
+  T(qiao__model_set_u32(m, "model.dim", sh->dim));
+  T(qiao__model_set_u32(m, "model.n_layers", sh->n_layers));
+  T(qiao__model_set_u32(m, "model.n_heads", sh->n_heads));
+  T(qiao__model_set_u32(m, "model.head_dim", sh->nope + sh->rope));
+  T(qiao__model_set_u32(m, "model.ffn_dim", sh->dense_ffn));
+  T(qiao__model_set_f32(m, "model.norm_eps", 1e-6f));
+  T(qiao__model_set_f32(m, "model.rope.theta", 10000.0f));
+  T(qiao__model_set_u32(m, "model.rope.dim", sh->rope));
+  T(qiao__model_set_u32(m, "model.mla.q_lora_rank", sh->q_lora));
+  T(qiao__model_set_u32(m, "model.mla.kv_lora_rank", sh->kv_lora));
+  T(qiao__model_set_u32(m, "model.mla.v_head_dim", sh->v_head));
+  T(qiao__model_set_u32(m, "model.moe.n_experts", sh->n_experts));
+  T(qiao__model_set_u32(m, "model.moe.n_experts_used", sh->used));
+  T(qiao__model_set_u32(m, "model.moe.ffn_dim", sh->expert_ffn));
+  T(qiao__model_set_bool(m, "model.moe.norm_topk_prob", sh->norm_topk));
+  T(qiao__model_set_u32(m, "model.moe.n_shared_experts", sh->shared));
+  T(qiao__model_set_u32(m, "model.moe.n_dense_lead", sh->dense_lead));
+  T(qiao__model_set_string(m, "model.moe.gating", sh->sigmoid ? "sigmoid" : "softmax", 7));
+  T(qiao__model_set_u32(m, "model.moe.n_groups", sh->groups));
+  T(qiao__model_set_u32(m, "model.moe.n_groups_used", sh->groups_kept));
+  T(qiao__model_set_f32(m, "model.moe.routed_scale", sh->scale));
+  T(qiao__model_set_bool(m, "model.tied_embeddings", false));
+  T(qiao__model_set_string(m, "tokenizer.model", "none", 4));
+  const uint64_t D = sh->dim, H = sh->n_heads, L = sh->kv_lora, R = sh->rope, N = sh->nope;
+  const uint64_t V = sh->v_head, QL = sh->q_lora, E = sh->n_experts, EF = sh->expert_ffn;
+  const uint64_t SF = (uint64_t)sh->shared * EF, F = sh->dense_ffn;
+  uint64_t seed = 1;
+  const uint64_t embd[] = {sh->vocab, D};
+  T(add_random(m, "token_embd.weight", dtype, 2, embd, seed++, n_threads));
+  T(add_random(m, "output.weight", dtype, 2, embd, seed++, n_threads));
+  T(add_ones(m, "output_norm.weight", D));
+  char name[128];
+  for (uint32_t l = 0; l < sh->n_layers && st == NULL; l++) {
+    const bool moe = l >= sh->dense_lead;
+    const struct {
+      const char *suffix;
+      uint32_t n_dims;
+      uint64_t d0, d1, d2;
+      bool use;
+    } mats[] = {{"attn_q_a.weight", 2, QL, D, 0, QL > 0},
+                {"attn_q_b.weight", 2, H * (N + R), QL, 0, QL > 0},
+                {"attn_q.weight", 2, H * (N + R), D, 0, QL == 0},
+                {"attn_kv_a_mqa.weight", 2, L + R, D, 0, true},
+                {"attn_kv_b.weight", 2, H * (N + V), L, 0, true},
+                {"attn_output.weight", 2, D, H * V, 0, true},
+                {"ffn_gate.weight", 2, F, D, 0, !moe},
+                {"ffn_up.weight", 2, F, D, 0, !moe},
+                {"ffn_down.weight", 2, D, F, 0, !moe},
+                {"ffn_gate_inp.weight", 2, E, D, 0, moe},
+                {"ffn_gate_exps.weight", 3, E, EF, D, moe},
+                {"ffn_up_exps.weight", 3, E, EF, D, moe},
+                {"ffn_down_exps.weight", 3, E, D, EF, moe},
+                {"ffn_gate_shexp.weight", 2, SF, D, 0, moe && SF > 0},
+                {"ffn_up_shexp.weight", 2, SF, D, 0, moe && SF > 0},
+                {"ffn_down_shexp.weight", 2, D, SF, 0, moe && SF > 0}};
+    for (size_t i = 0; i < sizeof(mats) / sizeof(mats[0]); i++) {
+      if (!mats[i].use) continue;
+      snprintf(name, sizeof(name), "blk.%u.%s", l, mats[i].suffix);
+      const uint64_t dims[] = {mats[i].d0, mats[i].d1, mats[i].d2};
+      T(add_random(m, name, dtype, mats[i].n_dims, dims, seed++, n_threads));
+    }
+    const struct {
+      const char *suffix;
+      uint64_t n;
+      bool use;
+    } norms[] = {{"attn_norm.weight", D, true},
+                 {"ffn_norm.weight", D, true},
+                 {"attn_q_a_norm.weight", QL, QL > 0},
+                 {"attn_kv_a_norm.weight", L, true}};
+    for (size_t i = 0; i < sizeof(norms) / sizeof(norms[0]); i++) {
+      if (!norms[i].use) continue;
+      snprintf(name, sizeof(name), "blk.%u.%s", l, norms[i].suffix);
+      T(add_ones(m, name, norms[i].n));
+    }
+    if (moe && sh->sigmoid) {
+      snprintf(name, sizeof(name), "blk.%u.exp_probs_b.bias", l);
+      T(add_random(m, name, QIAO_DTYPE_F32, 1, &E, seed++, 1));
+    }
+  }
+#undef T
+  if (st != NULL) {
+    qiao_model_close(m);
+    return st;
+  }
+  *out = m;
+  return NULL;
+}
+
+/* The memory math of a DeepSeek shape in `dtype`, without building it:
+ * weights read per decoded token (the used and shared experts only), all
+ * the weights, and the KV cache per token (the latent and rope key per
+ * layer) beside what a cache of full keys and values would take. */
+static qiao_status *print_deepseek_memory(const deepseek_shape *sh, qiao_dtype dtype, bool json) {
+  const uint64_t D = sh->dim, H = sh->n_heads, L = sh->kv_lora, R = sh->rope, N = sh->nope;
+  const uint64_t V = sh->v_head, QL = sh->q_lora, E = sh->n_experts, EF = sh->expert_ffn;
+  uint64_t bytes_32 = 0; /* bytes of 32 elements (every dimension here is a multiple of 32) */
+  QIAO__TRY(qiao_dtype_row_bytes(dtype, 32, &bytes_32));
+  const uint64_t attn = (QL ? QL * D + H * (N + R) * QL : H * (N + R) * D) + (L + R) * D +
+                        H * (N + V) * L + D * H * V;
+  const uint64_t dense = 3 * D * sh->dense_ffn, router = E * D, expert = 3 * D * EF;
+  const uint64_t n_dense = sh->dense_lead, n_moe = sh->n_layers - sh->dense_lead;
+  const uint64_t active = sh->n_layers * attn + n_dense * dense +
+                          n_moe * (router + (uint64_t)(sh->used + sh->shared) * expert) + D +
+                          (uint64_t)sh->vocab * D; /* one embedding row, the output */
+  const uint64_t total = sh->n_layers * attn + n_dense * dense +
+                         n_moe * (router + (uint64_t)(E + sh->shared) * expert) +
+                         2ull * sh->vocab * D;
+  const uint64_t kv_values = (L + R) * sh->n_layers, full_values = H * (N + R + V) * sh->n_layers;
+  const char *type = qiao_dtype_get_info(dtype)->name;
+  if (json) {
+    printf("{\"shape\": \"%s\", \"type\": \"%s\", \"memory_math_only\": true, "
+           "\"weight_bytes_per_token\": %llu, \"weight_bytes\": %llu, "
+           "\"kv_bytes_per_token\": %llu, \"kv_bytes_per_token_f32\": %llu, "
+           "\"uncompressed_kv_bytes_per_token\": %llu}\n",
+           sh->name, type, (unsigned long long)(active / 32 * bytes_32),
+           (unsigned long long)(total / 32 * bytes_32), (unsigned long long)(kv_values * 2),
+           (unsigned long long)(kv_values * 4), (unsigned long long)(full_values * 2));
+    return NULL;
+  }
+  printf("%s (%s), memory math only (too large to build here)\n", sh->name, type);
+  printf("  weights per token:  %8.2f GB (%u of %u experts + %u shared in %llu MoE layers)\n",
+         (double)(active / 32 * bytes_32) / 1e9, sh->used, sh->n_experts, sh->shared,
+         (unsigned long long)n_moe);
+  printf("  all weights:        %8.1f GB\n", (double)(total / 32 * bytes_32) / 1e9);
+  printf("  KV cache per token: %8.1f KB f16 (%llu values: (%llu + %llu) x %u layers); full "
+         "keys and values would take %.1f KB\n",
+         (double)kv_values * 2 / 1e3, (unsigned long long)kv_values, (unsigned long long)L,
+         (unsigned long long)R, sh->n_layers, (double)full_values * 2 / 1e3);
+  return NULL;
+}
+
 /* ---- Memory bandwidth: threads summing a buffer much larger than caches -- */
 
 typedef struct read_job {
@@ -480,19 +689,19 @@ static void print_placement_text(const qiao_engine *e) {
 }
 
 static void usage(FILE *f) {
-  fprintf(
-      f,
-      "usage: qiao bench (-m MODEL | --shape NAME --type T) [-p 128] [-n 64] [-t N]\n"
-      "                  [--backend B | --split SPEC] [--batch N] [--reps R] [--json]\n"
-      "Measures prefill tokens/s (a p-token prompt) and decode tokens/s (n tokens, median\n"
-      "of R runs after a warm-up) against the memory bandwidth bound.\n"
-      "  --shape   qwen2.5-0.5b, qwen2.5-7b, llama3-8b, llama3.2-1b, qwen3-0.6b (random weights)\n"
-      "  --type    q8_0, q4_0, f16, bf16, f32 (with --shape)\n"
-      "  --batch N decode N sequences in one batch (throughput of all of them)\n"
-      "  --reps R  decode runs to take the median of (default 3)\n"
-      "  --json    one JSON object on stdout instead of the table\n"
-      "  --save OUT.gguf|OUT.qiao  with --shape: write the model (random weights) and exit;\n"
-      "            --tokenizer tokenizer.json adds that vocabulary (padded to the shape's)\n");
+  fprintf(f,
+          "usage: qiao bench (-m MODEL | --shape NAME --type T) [-p 128] [-n 64] [-t N]\n"
+          "                  [--backend B | --split SPEC] [--batch N] [--reps R] [--json]\n"
+          "Measures prefill tokens/s (a p-token prompt) and decode tokens/s (n tokens, median\n"
+          "of R runs after a warm-up) against the memory bandwidth bound.\n"
+          "  --shape   qwen2.5-0.5b, qwen2.5-7b, llama3-8b, llama3.2-1b, qwen3-0.6b,\n"
+          "            deepseek-v2-lite (random weights); deepseek-v3 (its memory math only)\n"
+          "  --type    q8_0, q4_0, f16, bf16, f32 (with --shape)\n"
+          "  --batch N decode N sequences in one batch (throughput of all of them)\n"
+          "  --reps R  decode runs to take the median of (default 3)\n"
+          "  --json    one JSON object on stdout instead of the table\n"
+          "  --save OUT.gguf|OUT.qiao  with --shape: write the model (random weights) and exit;\n"
+          "            --tokenizer tokenizer.json adds that vocabulary (padded to the shape's)\n");
   engine_cli_print_device_flags(f);
 }
 
@@ -554,7 +763,26 @@ int qiao_cmd_bench(int argc, char **argv) {
   qiao_status *st = NULL;
   qiao_dtype dtype = QIAO_DTYPE_COUNT;
   char what[4096];
-  if (shape_name != NULL) {
+  const deepseek_shape *ds = shape_name ? find_deepseek_shape(shape_name) : NULL;
+  if (ds != NULL) {
+    st = qiao_dtype_from_name(type_name, &dtype);
+    if (st == NULL && dtype == QIAO_DTYPE_I32)
+      st = qiao__error(QIAO_INVALID_ARGUMENT, "--type i32");
+    if (st == NULL && !ds->buildable) st = print_deepseek_memory(ds, dtype, json);
+    if (st != NULL || !ds->buildable) return st ? qiao_cli_fail(st) : 0;
+    fprintf(stderr, "bench: building %s with random %s weights\n", ds->name, type_name);
+    st = build_deepseek_shape(ds, dtype, threads, &model);
+    snprintf(what, sizeof(what), "%s", ds->name);
+    if (st == NULL && save_path != NULL) { /* a model file for other tools: no benchmark */
+      size_t len = strlen(save_path);
+      qiao_convert_options co = {sizeof(co), QIAO_FILE_QIAO, QIAO_DTYPE_COUNT, true};
+      if (len >= 5 && strcmp(save_path + len - 5, ".gguf") == 0) co.format = QIAO_FILE_GGUF;
+      st = qiao_model_write(model, save_path, &co);
+      qiao_model_close(model);
+      if (st == NULL) fprintf(stderr, "bench: wrote %s\n", save_path);
+      return st ? qiao_cli_fail(st) : 0;
+    }
+  } else if (shape_name != NULL) {
     const shape *sh = NULL;
     for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
       if (strcmp(shapes[i].name, shape_name) == 0) sh = &shapes[i];
@@ -603,12 +831,14 @@ int qiao_cmd_bench(int argc, char **argv) {
     const char *type = qiao_dtype_get_info(dtype)->name;
     if (json) {
       printf("{\"prefill_tokens_per_s\": %.2f, \"decode_tokens_per_s\": %.2f, "
-             "\"weight_bytes_per_token\": %llu, \"memory_bandwidth_gb_s\": %.2f, "
+             "\"weight_bytes_per_token\": %llu, \"kv_bytes_per_token\": %llu, "
+             "\"memory_bandwidth_gb_s\": %.2f, "
              "\"bandwidth_bound_tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, "
              "\"backend\": \"%s\", \"device\": \"%s\", \"threads\": %u, \"batch\": %u, "
              "\"prompt_tokens\": %u, \"decode_tokens\": %u, \"decode_cpu_share\": %.2f, "
              "\"batch_invariant\": %s, \"exact_matmul\": %s, \"%s\": \"%s\", \"type\": \"%s\", ",
-             r.prefill_tps, r.decode_tps, (unsigned long long)bpt, bw, bound,
+             r.prefill_tps, r.decode_tps, (unsigned long long)bpt,
+             (unsigned long long)qiao_engine_kv_bytes_per_token(e), bw, bound,
              r.decode_tps / batch / bound, qiao_engine_backend_name(e), qiao_engine_device_name(e),
              threads, batch, p, n, r.decode_cpu_share, o.batch_invariant ? "true" : "false",
              o.exact_matmul ? "true" : "false", shape_name ? "shape" : "model", what, type);
@@ -620,6 +850,8 @@ int qiao_cmd_bench(int argc, char **argv) {
       printf("  prefill %u tokens:   %8.1f tokens/s\n", p, r.prefill_tps);
       printf("  decode (batch %u):   %8.1f tokens/s\n", batch, r.decode_tps);
       printf("  weights per token:  %8.1f MB\n", (double)bpt / 1e6);
+      printf("  KV cache per token: %8.1f KB (every layer)\n",
+             (double)qiao_engine_kv_bytes_per_token(e) / 1e3);
       printf("  memory bandwidth:   %8.1f GB/s -> bound %.1f tokens/s per sequence\n", bw, bound);
       printf("  fraction of bound:  %8.3f\n", r.decode_tps / batch / bound);
       printf("  CPU share decoding: %8.2f (below 1: the machine is busy or threads wait)\n",

@@ -54,11 +54,30 @@ static void print_hparams(const qiao_model *m) {
   printf("  rope                 theta %g, dim %u, %s", (double)h.rope_theta, h.rope_dim,
          h.rope_neox ? "neox" : "normal");
   if (h.rope_scaling == QIAO_ROPE_SCALING_LINEAR) printf(", linear x%g", (double)h.rope_factor);
+  if (h.rope_scaling == QIAO_ROPE_SCALING_YARN)
+    printf(", yarn x%g (original context %u, attention scale x%g)", (double)h.rope_factor,
+           h.rope_original_context, (double)h.attn_scale_mul);
   if (h.rope_scaling == QIAO_ROPE_SCALING_LLAMA3)
     printf(", llama3 x%g (low %g, high %g, original context %u)", (double)h.rope_factor,
            (double)h.rope_low_freq_factor, (double)h.rope_high_freq_factor,
            h.rope_original_context);
   printf("\n");
+  if (h.kv_lora_rank)
+    printf("  latent attention     kv_lora_rank %u, q_lora_rank %u, nope %u + rope %u, "
+           "v_head_dim %u\n",
+           h.kv_lora_rank, h.q_lora_rank, h.head_dim - h.rope_dim, h.rope_dim, h.v_head_dim);
+  if (h.n_experts && h.kv_lora_rank)
+    printf("  routing              %s, %u shared, groups %u (keep %u, %s), scale %g\n",
+           h.expert_gating ? "sigmoid" : "softmax", h.n_shared_experts, h.expert_groups,
+           h.expert_groups_used, h.expert_group_score ? "top-2 sum" : "max",
+           (double)h.expert_scale);
+  /* The KV cache per token: K and V rows, or one latent row with MLA. */
+  uint64_t kv_values =
+      h.kv_lora_rank ? (uint64_t)h.kv_lora_rank + h.rope_dim : 2ull * h.n_kv_heads * h.head_dim;
+  printf("  kv_bytes_per_token   %llu (f16 cache), %llu (f32), %llu values per layer%s\n",
+         (unsigned long long)(kv_values * h.n_layers * 2),
+         (unsigned long long)(kv_values * h.n_layers * 4), (unsigned long long)kv_values,
+         h.kv_lora_rank ? " (latent + rope key)" : " (K and V)");
   if (h.sliding_window) printf("  sliding_window       %u\n", h.sliding_window);
   printf("  tied_embeddings      %s\n", h.tied_embeddings ? "yes" : "no");
   printf("  qkv_bias             %s\n", h.qkv_bias ? "yes" : "no");
