@@ -221,7 +221,7 @@ qiao_status *engine_cli_create_engine(const engine_cli_opts *o, qiao_engine_opti
     if (st == NULL) st = qiao__pipeline_engine_options(out->pipeline, &hp, eo);
     if (st == NULL) st = qiao_engine_create(out->model, eo, &out->engine);
     if (st == NULL && qiao__pipeline_rank(out->pipeline) > 0) {
-      st = qiao__pipeline_serve(out->pipeline, out->engine);
+      st = qiao__pipeline_serve(out->pipeline, &out->engine, 1);
       out->worker = st == NULL;
     }
     if (st != NULL && out->pipeline != NULL) { /* no rank may wait for this one */
@@ -294,7 +294,12 @@ static qiao_status *feed(engine_cli_session *s, int32_t seq, qiao_sampler *sampl
   return st;
 }
 
-static qiao_status *show(FILE *out, const char *text, size_t len) {
+static qiao_status *show(const engine_cli_gen *g, const char *text, size_t len) {
+  FILE *out = g->out;
+  if (g->on_text != NULL) {
+    if (len > 0) g->on_text(g->on_text_ctx, text, len);
+    return NULL;
+  }
   if (len > 0 && fwrite(text, 1, len, out) != len)
     return qiao__error(QIAO_IO, "writing the output failed");
   fflush(out);
@@ -345,7 +350,7 @@ qiao_status *engine_cli_generate(engine_cli_session *s, int32_t seq, qiao_sample
     } else if (detok != NULL) {
       st = qiao_detokenizer_push(detok, next, &text, &len);
       if (st == NULL) st = qiao_stopper_push(stopper, text, len, &text, &len, &stopped);
-      if (st == NULL) st = show(g->out, text, len);
+      if (st == NULL) st = show(g, text, len);
     }
     if (st != NULL || stopped || g->n_generated >= g->max_new ||
         qiao_engine_seq_length(s->engine, seq) >= max_ctx)
@@ -357,10 +362,10 @@ qiao_status *engine_cli_generate(engine_cli_session *s, int32_t seq, qiao_sample
   if (st == NULL && detok != NULL && !stopped) {
     st = qiao_detokenizer_flush(detok, &text, &len);
     if (st == NULL) st = qiao_stopper_push(stopper, text, len, &text, &len, &stopped);
-    if (st == NULL) st = show(g->out, text, len);
+    if (st == NULL) st = show(g, text, len);
     if (st == NULL && !stopped) {
       qiao_stopper_flush(stopper, &text, &len);
-      st = show(g->out, text, len);
+      st = show(g, text, len);
     }
   }
   if (st == NULL && g->print_ids) fputc('\n', g->out);

@@ -97,6 +97,10 @@ typedef struct engine_cli_gen {
   const char *const *stops; /* stop strings */
   size_t n_stops;
   FILE *out; /* where text or ids go */
+  /* Optional: the text goes here instead of `out` (e.g. chat telling a
+   * reasoning model's thinking from its answer). */
+  void (*on_text)(void *ctx, const char *text, size_t len);
+  void *on_text_ctx;
   /* Optional: constrained decoding (grammar_cli.h). */
   struct grammar_cli *grammar;
   /* Filled in: */

@@ -48,6 +48,26 @@ static qiao_status *read_file(const char *path, char **out, size_t *out_len) {
 qiao_status *grammar_cli_open(const char *schema_path, const char *grammar_path,
                               const qiao_tokenizer *tokenizer, uint32_t model_vocab,
                               grammar_cli *g) {
+  return grammar_cli_open_after(schema_path, grammar_path, NULL, tokenizer, model_vocab, g);
+}
+
+/* root ::= thought answer, answer being the schema. */
+static qiao_status *compile_schema_after(const char *before, const char *schema, size_t len,
+                                         qiao_grammar **out) {
+  const char *root = "root ::= thought answer\n";
+  size_t n = strlen(before) + strlen(root);
+  char *text = malloc(n + 1);
+  if (text == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "out of memory");
+  snprintf(text, n + 1, "%s%s", before, root);
+  qiao_grammar_schema_rule answer = {"answer", schema, len};
+  qiao_status *st = qiao_grammar_compile_gbnf_with_schemas(text, n, NULL, &answer, 1, out);
+  free(text);
+  return st;
+}
+
+qiao_status *grammar_cli_open_after(const char *schema_path, const char *grammar_path,
+                                    const char *schema_before, const qiao_tokenizer *tokenizer,
+                                    uint32_t model_vocab, grammar_cli *g) {
   memset(g, 0, sizeof(*g));
   if (schema_path == NULL && grammar_path == NULL) return NULL;
   if (schema_path != NULL && grammar_path != NULL)
@@ -58,8 +78,9 @@ qiao_status *grammar_cli_open(const char *schema_path, const char *grammar_path,
   char *text = NULL;
   size_t len = 0;
   QIAO__TRY(read_file(path, &text, &len));
-  qiao_status *st = schema_path ? qiao_grammar_compile_json_schema(text, len, &g->grammar)
-                                : qiao_grammar_compile_gbnf(text, len, NULL, &g->grammar);
+  qiao_status *st = schema_path == NULL ? qiao_grammar_compile_gbnf(text, len, NULL, &g->grammar)
+                    : schema_before ? compile_schema_after(schema_before, text, len, &g->grammar)
+                                    : qiao_grammar_compile_json_schema(text, len, &g->grammar);
   free(text);
   if (st != NULL) return qiao__annotate(st, "%s", path);
   g->model_vocab = model_vocab;

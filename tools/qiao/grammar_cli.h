@@ -30,6 +30,11 @@ void grammar_cli_print_flags(FILE *f);
 qiao_status *grammar_cli_open(const char *schema_path, const char *grammar_path,
                               const qiao_tokenizer *tokenizer, uint32_t model_vocab,
                               grammar_cli *g);
+/* The same; with `schema_before` (GBNF rules defining `thought`, a reasoning
+ * model's thinking), a --json-schema constrains what follows it. */
+qiao_status *grammar_cli_open_after(const char *schema_path, const char *grammar_path,
+                                    const char *schema_before, const qiao_tokenizer *tokenizer,
+                                    uint32_t model_vocab, grammar_cli *g);
 void grammar_cli_close(grammar_cli *g);
 
 /* The allowed tokens over the model's vocabulary. */

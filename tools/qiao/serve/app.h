@@ -41,6 +41,7 @@ typedef struct serve_config {
   bool split_by_memory;     /* --split-by memory */
   const char *model_name;   /* NULL: the model file's base name */
   const char *replica_name; /* --replica-name; NULL: HOST:PORT once listening */
+  int reasoning_format;     /* --reasoning-format: a serve_reasoning_format (reasoning.h) */
 } serve_config;
 
 typedef enum serve_phase {
@@ -68,6 +69,10 @@ typedef struct serve_app {
   qiao_template *chat_template;      /* NULL: the model has none and no --chat-template */
   char bos_text[256], eos_text[256]; /* the template's bos_token / eos_token */
   uint32_t vocab_size, max_context;
+  /* Chat replies' <think> part goes to reasoning_content (--reasoning-format
+   * deepseek, or auto and the vocabulary has the tags); requests may turn it
+   * off. */
+  bool reasoning;
 
   /* HTTP requests between their first byte and their last response byte:
    * shutdown waits for this to reach 0. */

@@ -143,8 +143,8 @@ static json_object *normalize(json_object *messages, bool args_as_object, serve_
     json_object *calls = serve_json_get(m, "tool_calls");
     if (calls != NULL && json_object_is_type(calls, json_type_array))
       json_object_object_add(msg, "tool_calls", tool_calls_for_template(calls, args_as_object));
-    static const char *const keep[] = {"tool_call_id", "name"};
-    for (int k = 0; k < 2; k++) {
+    static const char *const keep[] = {"tool_call_id", "name", "reasoning_content"};
+    for (int k = 0; k < 3; k++) {
       json_object *v = serve_json_get(m, keep[k]);
       if (v != NULL && json_object_is_type(v, json_type_string))
         json_object_object_add(msg, keep[k], json_object_get(v));
@@ -158,14 +158,38 @@ static json_object *normalize(json_object *messages, bool args_as_object, serve_
   return out;
 }
 
+/* The variables the server gives every template. */
+static bool reserved_var(const char *name) {
+  static const char *const names[] = {"messages", "tools", "add_generation_prompt", "bos_token",
+                                      "eos_token"};
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (strcmp(name, names[i]) == 0) return true;
+  return false;
+}
+
 bool serve_chat_prompt(serve_app *app, json_object *messages, json_object *tools,
-                       bool args_as_object, int32_t **ids, size_t *n, char **rendered,
-                       serve_error *e) {
+                       json_object *kwargs, bool args_as_object, int32_t **ids, size_t *n,
+                       char **rendered, serve_error *e) {
   if (app->chat_template == NULL)
     return serve_bad_request(e, "messages", "model has no chat template; pass --chat-template");
-  json_object *normalized = normalize(messages, args_as_object, e);
-  if (normalized == NULL) return false;
+  if (kwargs != NULL && !json_object_is_type(kwargs, json_type_object))
+    return serve_bad_request(e, "chat_template_kwargs", "chat_template_kwargs must be an object");
   json_object *vars = json_object_new_object();
+  if (kwargs != NULL) {
+    json_object_object_foreach(kwargs, key, value) {
+      if (reserved_var(key)) {
+        json_object_put(vars);
+        return serve_bad_request(e, "chat_template_kwargs",
+                                 "chat_template_kwargs.%.64s is set by the server", key);
+      }
+      json_object_object_add(vars, key, json_object_get(value));
+    }
+  }
+  json_object *normalized = normalize(messages, args_as_object, e);
+  if (normalized == NULL) {
+    json_object_put(vars);
+    return false;
+  }
   json_object_object_add(vars, "messages", normalized);
   if (tools != NULL) json_object_object_add(vars, "tools", json_object_get(tools));
   json_object_object_add(vars, "add_generation_prompt", json_object_new_boolean(1));

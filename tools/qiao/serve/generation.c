@@ -25,8 +25,10 @@ bool serve_generation_start(serve_generation *g, serve_app *app, serve_gen_reque
   snprintf(g->id, sizeof(g->id), "%s%s", g->req.api == SERVE_API_CHAT ? "chatcmpl-" : "cmpl-",
            request_id);
   g->head = (serve_resp_head){g->req.api, g->id, (int64_t)time(NULL), app->model_name};
-  for (uint32_t i = 0; i < g->req.n; i++)
+  for (uint32_t i = 0; i < g->req.n; i++) {
     serve_logprobs_init(&g->choices[i].logprobs, g->req.api);
+    serve_reasoning_begin(&g->choices[i].reasoning, g->req.think_open);
+  }
 
   qiao_request_params p = {.struct_size = sizeof(p)};
   p.tenant = tenant;
@@ -65,6 +67,8 @@ void serve_generation_free(serve_generation *g) {
   for (uint32_t i = 0; i < SERVE_MAX_CHOICES; i++) {
     serve_buf_free(&g->choices[i].text);
     serve_buf_free(&g->choices[i].content);
+    serve_buf_free(&g->choices[i].thinking);
+    serve_reasoning_free(&g->choices[i].reasoning);
     serve_tool_calls_free(g->choices[i].calls, g->choices[i].n_calls);
     serve_tool_stream_free(&g->choices[i].tool_stream);
     serve_logprobs_free(&g->choices[i].logprobs);
@@ -154,10 +158,66 @@ static void stream_tools(serve_generation *g, uint32_t i, bool final, json_objec
     emit(g, serve_resp_chunk_choice(g->req.api, i, false, "", 0, sink.logprobs, NULL));
 }
 
+/* The reply's <think> part goes to reasoning_content (chat only). */
+static bool reasoning_on(const serve_generation *g) {
+  return g->req.api == SERVE_API_CHAT && g->req.reasoning;
+}
+
+/* With reasoning: the pieces of the splitter. Thinking is kept (whole
+ * responses) or sent as reasoning_content deltas; the answer is kept in
+ * `text` (whole responses, and tool calls, which are parsed from the answer
+ * only) or sent as content deltas. The token's logprobs go with its first
+ * chunk. */
+typedef struct split_sink {
+  serve_generation *g;
+  uint32_t i;
+  json_object *logprobs;
+  bool answer_grew;
+} split_sink;
+
+static void on_split(void *ctx, bool reasoning, const char *text, size_t len) {
+  split_sink *k = ctx;
+  serve_generation *g = k->g;
+  serve_choice *c = &g->choices[k->i];
+  if (!g->stream || (!reasoning && tools_on(g))) {
+    serve_buf_append(reasoning ? &c->thinking : &c->text, text, len);
+    k->answer_grew = k->answer_grew || !reasoning;
+    return;
+  }
+  json_object *chunk = serve_resp_chunk_choice(g->req.api, k->i, false, reasoning ? NULL : text,
+                                               reasoning ? 0 : len, k->logprobs, NULL);
+  k->logprobs = NULL;
+  json_object *delta = NULL;
+  if (reasoning && json_object_object_get_ex(chunk, "delta", &delta))
+    json_object_object_add(delta, "reasoning_content", json_object_new_string_len(text, (int)len));
+  emit(g, chunk);
+}
+
+/* Feeds the splitter; then streams what the answer gave to the tool calls
+ * and sends logprobs no chunk took (in an empty chunk). */
+static void split(serve_generation *g, uint32_t i, const char *text, size_t len, bool final,
+                  json_object *logprobs) {
+  serve_choice *c = &g->choices[i];
+  split_sink k = {g, i, logprobs, false};
+  serve_reasoning_feed(&c->reasoning, text, len, final, on_split, &k);
+  if (!g->stream) return;
+  if (tools_on(g) && (k.answer_grew || k.logprobs != NULL || final)) {
+    stream_tools(g, i, final, k.logprobs);
+    k.logprobs = NULL;
+  }
+  if (k.logprobs != NULL)
+    emit(g, serve_resp_chunk_choice(g->req.api, i, false, "", 0, k.logprobs, NULL));
+}
+
 static void on_token(serve_generation *g, uint32_t i, const qiao_request_event *ev) {
   serve_choice *c = &g->choices[i];
   if (g->req.logprobs) serve_logprobs_add(&c->logprobs, g->app->tokenizer, ev);
-  if (tools_on(g)) {
+  if (reasoning_on(g)) {
+    if (!g->stream)
+      split(g, i, ev->text, ev->text_len, false, NULL);
+    else if (ev->text_len > 0 || g->req.logprobs)
+      split(g, i, ev->text, ev->text_len, false, serve_logprobs_take(&c->logprobs));
+  } else if (tools_on(g)) {
     serve_buf_append(&c->text, ev->text, ev->text_len);
     if (g->stream && (ev->text_len > 0 || g->req.logprobs))
       stream_tools(g, i, false, serve_logprobs_take(&c->logprobs));
@@ -192,6 +252,17 @@ static void on_done(serve_generation *g, uint32_t i, const qiao_request_event *e
     return;
   }
   const char *reason = serve_finish_reason(ev->finish);
+  if (reasoning_on(g)) { /* what was held back settles; tool calls are streamed there */
+    split(g, i, ev->text, ev->text_len, true, NULL);
+    if (!g->stream && tools_on(g))
+      c->n_calls =
+          serve_tools_extract(&g->req.tools, c->text.data, c->text.len, &c->content, &c->calls);
+    if (!g->stream) return;
+    if (tools_on(g) && c->tool_stream.n_calls > 0 && ev->finish == QIAO_FINISH_STOP)
+      reason = "tool_calls";
+    emit(g, serve_resp_chunk_choice(g->req.api, i, false, NULL, 0, NULL, reason));
+    return;
+  }
   if (tools_on(g)) {
     serve_buf_append(&c->text, ev->text, ev->text_len);
     if (!g->stream) {
@@ -264,6 +335,19 @@ static bool pump(serve_generation *g) {
   return true;
 }
 
+/* A whole reply with thinking: message.reasoning_content, and content null
+ * when there is no answer (cut by max_tokens inside the thinking). */
+static void add_reasoning(json_object *choice, const serve_choice *c) {
+  json_object *message = NULL, *content = NULL;
+  if (!c->reasoning.thought || !json_object_object_get_ex(choice, "message", &message)) return;
+  json_object_object_add(
+      message, "reasoning_content",
+      json_object_new_string_len(c->thinking.data ? c->thinking.data : "", (int)c->thinking.len));
+  if (json_object_object_get_ex(message, "content", &content) &&
+      json_object_get_string_len(content) == 0)
+    json_object_object_add(message, "content", NULL);
+}
+
 serve_wait serve_generation_wait(serve_generation *g, json_object **out_json, serve_error *e) {
   while (!all_done(g))
     if (!pump(g)) return SERVE_WAIT_CLIENT_GONE;
@@ -276,10 +360,11 @@ serve_wait serve_generation_wait(serve_generation *g, json_object **out_json, se
   for (uint32_t i = 0; i < g->n_submitted; i++) {
     serve_choice *c = &g->choices[i];
     if (!tools_on(g)) {
-      json_object_array_add(serve_resp_choices(r),
-                            serve_resp_choice(g->req.api, i, c->text.data, c->text.len,
-                                              serve_logprobs_take(&c->logprobs),
-                                              serve_finish_reason(c->finish)));
+      json_object *choice =
+          serve_resp_choice(g->req.api, i, c->text.data, c->text.len,
+                            serve_logprobs_take(&c->logprobs), serve_finish_reason(c->finish));
+      add_reasoning(choice, c);
+      json_object_array_add(serve_resp_choices(r), choice);
     } else { /* content outside the calls (null when there is none), and the calls */
       json_object *choice = serve_resp_choice(
           g->req.api, i, c->content.data, c->content.len, serve_logprobs_take(&c->logprobs),
@@ -290,6 +375,7 @@ serve_wait serve_generation_wait(serve_generation *g, json_object **out_json, se
         if (c->content.len == 0) json_object_object_add(message, "content", NULL);
         json_object_object_add(message, "tool_calls", serve_tool_calls_json(c->calls, c->n_calls));
       }
+      add_reasoning(choice, c);
       json_object_array_add(serve_resp_choices(r), choice);
     }
     completion += c->completion_tokens;

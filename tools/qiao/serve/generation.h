@@ -21,6 +21,7 @@
 #include "app.h"
 #include "buf.h"
 #include "errors.h"
+#include "reasoning.h"
 #include "request_parse.h"
 #include "responses.h"
 #include "tool_stream.h"
@@ -30,10 +31,13 @@ typedef struct serve_choice {
   bool got_event; /* the first event came */
   bool done;      /* the DONE event came */
   qiao_finish finish;
-  char error[256];        /* FINISH_ERROR: what failed */
-  serve_buf text;         /* the whole text (whole responses, and streams with tools) */
-  serve_buf content;      /* with tools: the text outside the tool calls */
-  serve_tool_call *calls; /* (n_calls) the tool calls parsed at the end */
+  char error[256];           /* FINISH_ERROR: what failed */
+  serve_buf text;            /* the whole text (whole responses, and streams with tools);
+                                with reasoning, the text after the thinking */
+  serve_reasoning reasoning; /* with reasoning: thinking and answer told apart */
+  serve_buf thinking;        /* whole responses with reasoning: the reasoning_content */
+  serve_buf content;         /* with tools: the text outside the tool calls */
+  serve_tool_call *calls;    /* (n_calls) the tool calls parsed at the end */
   size_t n_calls;
   serve_tool_stream tool_stream; /* streams with tools: content and call deltas sent so far */
   serve_logprobs logprobs;

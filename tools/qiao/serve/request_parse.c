@@ -10,6 +10,7 @@
 #include "chat_prompt.h"
 #include "grammar_cache.h"
 #include "json_in.h"
+#include "reasoning.h"
 #include "text.h"
 
 void serve_gen_request_free(serve_gen_request *r) {
@@ -242,13 +243,34 @@ static bool parse_prompt(serve_app *app, json_object *body, serve_gen_request *r
   return parse_ids(app, p, "prompt", r, e);
 }
 
-/* Compiles a JSON schema given as a JSON value into r->grammar; the error
- * (400) names `field` and says what the compiler refused. */
+/* The GBNF rules of the thinking before a constrained answer, when the
+ * request's reply has one (reasoning.h), else NULL. */
+static const char *thought_rules(const serve_gen_request *r) {
+  return r->reasoning ? serve_reasoning_gbnf(r->think_open) : NULL;
+}
+
+/* Compiles a JSON schema given as a JSON value into r->grammar (after the
+ * thinking of a reasoning model's reply: the schema constrains the answer);
+ * the error (400) names `field` and says what the compiler refused. */
 static bool compile_schema(json_object *schema, const char *field, serve_gen_request *r,
                            serve_error *e) {
   const char *text = json_object_to_json_string_ext(schema, JSON_C_TO_STRING_PLAIN);
   if (text == NULL) return serve_fail(e, 500, NULL, "out of memory");
-  qiao_status *st = serve_grammar_json_schema(text, strlen(text), &r->grammar);
+  qiao_status *st = NULL;
+  const char *thought = thought_rules(r);
+  if (thought == NULL) {
+    st = serve_grammar_json_schema(text, strlen(text), &r->grammar);
+  } else {
+    serve_buf g = {0};
+    qiao_grammar_schema_rule answer = {"answer", text, strlen(text)};
+    if (!serve_buf_append(&g, thought, strlen(thought)) ||
+        !serve_buf_append(&g, "root ::= thought answer\n", 24)) {
+      serve_buf_free(&g);
+      return serve_fail(e, 500, NULL, "out of memory");
+    }
+    st = serve_grammar_gbnf(g.data, g.len, &answer, 1, &r->grammar);
+    serve_buf_free(&g);
+  }
   if (st == NULL) return true;
   serve_bad_request(e, field, "%s: %s", field, qiao_status_message(st));
   qiao_status_free(st);
@@ -294,6 +316,23 @@ static bool parse_response_format(json_object *body, serve_gen_request *r, serve
   return compile_schema(schema, "response_format.json_schema.schema", r, e);
 }
 
+/* grammar: a GBNF grammar (as llama-server takes it) that constrains the
+ * raw output, a reasoning model's <think> part included; not with
+ * response_format. */
+static bool parse_grammar(json_object *body, serve_gen_request *r, serve_error *e) {
+  const char *text = NULL;
+  size_t len = 0;
+  if (!serve_json_string(body, "grammar", &text, &len, e)) return false;
+  if (text == NULL) return true;
+  if (r->grammar != NULL)
+    return serve_bad_request(e, "grammar", "grammar cannot be combined with response_format");
+  qiao_status *st = serve_grammar_gbnf(text, len, NULL, 0, &r->grammar);
+  if (st == NULL) return true;
+  serve_bad_request(e, "grammar", "grammar: %s", qiao_status_message(st));
+  qiao_status_free(st);
+  return false;
+}
+
 bool serve_parse_completion(serve_app *app, json_object *body, serve_gen_request *r,
                             serve_error *e) {
   init(r, SERVE_API_COMPLETIONS);
@@ -303,7 +342,7 @@ bool serve_parse_completion(serve_app *app, json_object *body, serve_gen_request
       !serve_json_int(body, "logprobs", 0, 5, &logprobs, e))
     return false;
   if (echo) return serve_bad_request(e, "echo", "echo is not supported yet");
-  if (!parse_response_format(body, r, e)) return false;
+  if (!parse_response_format(body, r, e) || !parse_grammar(body, r, e)) return false;
   if (logprobs >= 0) {
     r->logprobs = true;
     r->top_logprobs = (uint32_t)logprobs;
@@ -311,34 +350,57 @@ bool serve_parse_completion(serve_app *app, json_object *body, serve_gen_request
   return parse_prompt(app, body, r, e);
 }
 
+/* reasoning_format (as llama-server takes it per request): the server's
+ * setting unless "none" or "deepseek" is asked for. */
+static bool parse_reasoning(serve_app *app, json_object *body, serve_gen_request *r,
+                            serve_error *e) {
+  const char *name = NULL;
+  serve_reasoning_format f = SERVE_REASONING_AUTO;
+  if (!serve_json_string(body, "reasoning_format", &name, NULL, e)) return false;
+  if (name != NULL && !serve_reasoning_format_parse(name, &f))
+    return serve_bad_request(e, "reasoning_format",
+                             "reasoning_format must be auto, deepseek or none");
+  r->reasoning = f == SERVE_REASONING_DEEPSEEK || (f == SERVE_REASONING_AUTO && app->reasoning);
+  return true;
+}
+
 bool serve_parse_chat(serve_app *app, json_object *body, serve_gen_request *r, serve_error *e) {
   init(r, SERVE_API_CHAT);
   int64_t top = -1;
-  if (!parse_common(app, body, r, e) || !parse_response_format(body, r, e) ||
-      !serve_tools_parse(body, app->tokenizer, &r->tools, e) ||
+  if (!parse_common(app, body, r, e) || !serve_tools_parse(body, app->tokenizer, &r->tools, e) ||
       !parse_max_tokens(body, "max_completion_tokens", &r->max_tokens, e) ||
       !serve_json_bool(body, "logprobs", &r->logprobs, e) ||
-      !serve_json_int(body, "top_logprobs", 0, 20, &top, e))
+      !serve_json_int(body, "top_logprobs", 0, 20, &top, e) || !parse_reasoning(app, body, r, e))
     return false;
   if (top >= 0) {
     if (!r->logprobs)
       return serve_bad_request(e, "top_logprobs", "top_logprobs needs logprobs set to true");
     r->top_logprobs = (uint32_t)top;
   }
+  char *rendered = NULL;
+  if (!serve_chat_prompt(app, serve_json_get(body, "messages"), r->tools.json,
+                         serve_json_get(body, "chat_template_kwargs"),
+                         r->tools.family != SERVE_TOOLS_DEEPSEEK, &r->prompt, &r->n_prompt,
+                         &rendered, e))
+    return false;
+  /* The template may have opened the thinking (DeepSeek-R1, QwQ). */
+  r->think_open = r->reasoning && serve_reasoning_prompt_open(rendered, strlen(rendered));
+  if (app->config->log_prompts)
+    r->prompt_log = rendered;
+  else
+    free(rendered);
+  if (r->n_prompt > app->max_context) return too_long(app, "messages", r->n_prompt, e);
+  /* Grammars come after the prompt: with thinking, they constrain the
+   * answer after it. */
+  if (!parse_response_format(body, r, e) || !parse_grammar(body, r, e)) return false;
   /* A forced call: decoding is constrained to a valid call of the allowed
    * function(s). */
   if (r->tools.choice == SERVE_TOOL_CHOICE_REQUIRED || r->tools.choice == SERVE_TOOL_CHOICE_NAMED) {
-    if (r->grammar != NULL)
-      return serve_bad_request(e, "response_format",
-                               "response_format cannot be combined with a forced tool_choice");
-    if (!serve_tools_grammar(&r->tools, &r->grammar, e)) return false;
+    if (r->grammar != NULL) {
+      const char *field = serve_json_get(body, "grammar") ? "grammar" : "response_format";
+      return serve_bad_request(e, field, "%s cannot be combined with a forced tool_choice", field);
+    }
+    if (!serve_tools_grammar_after(&r->tools, thought_rules(r), &r->grammar, e)) return false;
   }
-  char *rendered = NULL;
-  if (!serve_chat_prompt(app, serve_json_get(body, "messages"), r->tools.json,
-                         r->tools.family != SERVE_TOOLS_DEEPSEEK, &r->prompt, &r->n_prompt,
-                         app->config->log_prompts ? &rendered : NULL, e))
-    return false;
-  r->prompt_log = rendered;
-  if (r->n_prompt > app->max_context) return too_long(app, "messages", r->n_prompt, e);
   return true;
 }

@@ -41,7 +41,9 @@ typedef struct serve_gen_request {
   uint32_t top_logprobs; /* and this many alternatives */
   uint32_t n;            /* choices */
   bool stream, include_usage;
-  qiao_grammar *grammar; /* response_format or forced tool calls: constrained decoding */
+  qiao_grammar *grammar; /* response_format, grammar or forced tool calls: constrained decoding */
+  bool reasoning;        /* chat: the reply's <think> part goes to reasoning_content */
+  bool think_open;       /* and the prompt ended inside it (reasoning.h) */
   serve_tools tools;     /* tools and tool_choice (chat) */
   char user[128];        /* the `user` field, for the log only */
   char *prompt_log;      /* the prompt text for --log-prompts, else NULL */

@@ -52,6 +52,13 @@ void serve_text_sanitize(char *s) {
   }
 }
 
+size_t serve_text_partial_tail(const char *text, size_t len, const char *marker) {
+  size_t n = strlen(marker), h = n > 0 ? n - 1 : 0;
+  for (h = h < len ? h : len; h > 0; h--)
+    if (memcmp(text + len - h, marker, h) == 0) return h;
+  return 0;
+}
+
 /* getrandom never fails for small sizes once the pool is ready; the clock
  * is a last resort that still gives distinct ids. */
 static void random_bytes(void *buf, size_t n) {

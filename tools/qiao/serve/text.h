@@ -16,6 +16,11 @@ bool serve_utf8_valid(const char *s, size_t len);
  * control character except tab, with '?', in place (for logs and messages). */
 void serve_text_sanitize(char *s);
 
+/* The length of the longest tail of text[0..len) that is the start of
+ * `marker` without being all of it: bytes a stream must hold back because
+ * the marker may still be arriving (split across tokens). */
+size_t serve_text_partial_tail(const char *text, size_t len, const char *marker);
+
 /* Fills out[0..2n] with 2n random hex digits and a NUL. */
 void serve_random_hex(char *out, size_t n);
 

@@ -232,12 +232,8 @@ static void out_step(serve_tool_stream *s, const serve_tools *t, const char *tex
   }
   size_t hold = 0; /* a tail that may begin an opener */
   for (size_t k = 0; k < n_ops && !final; k++) {
-    size_t n = strlen(ops[k].text) - 1;
-    for (size_t h = n < len - s->pos ? n : len - s->pos; h > hold; h--)
-      if (memcmp(text + len - h, ops[k].text, h) == 0) {
-        hold = h;
-        break;
-      }
+    size_t h = serve_text_partial_tail(text + s->pos, len - s->pos, ops[k].text);
+    if (h > hold) hold = h;
   }
   content(s, text + s->pos, len - hold - s->pos, fn, ctx);
   s->pos = len - hold;

@@ -138,6 +138,11 @@ static bool append(serve_buf *b, const char *s) {
 }
 
 bool serve_tools_grammar(const serve_tools *t, qiao_grammar **out, serve_error *e) {
+  return serve_tools_grammar_after(t, NULL, out, e);
+}
+
+bool serve_tools_grammar_after(const serve_tools *t, const char *before, qiao_grammar **out,
+                               serve_error *e) {
   size_t first = t->choice == SERVE_TOOL_CHOICE_NAMED ? t->named : 0;
   size_t last = t->choice == SERVE_TOOL_CHOICE_NAMED ? t->named + 1 : t->n;
   serve_buf g = {0};
@@ -173,13 +178,18 @@ bool serve_tools_grammar(const serve_tools *t, qiao_grammar **out, serve_error *
   ok = ok && append(&g, "\n");
   /* Several calls when allowed (Llama 3.1's template takes one). */
   bool many = t->parallel && t->family != SERVE_TOOLS_LLAMA3;
-  if (t->family == SERVE_TOOLS_DEEPSEEK)
-    ok = ok && append(&g, many ? "root ::= \"" SERVE_DS_CALLS_BEGIN
-                                 "\" call (\"\\n\"? call)* \"" SERVE_DS_CALLS_END "\"\n"
-                               : "root ::= \"" SERVE_DS_CALLS_BEGIN "\" call \"" SERVE_DS_CALLS_END
-                                 "\"\n");
+  /* With a part before, the calls' rule is `calls` and root puts it after. */
+  if (before != NULL)
+    ok = ok && append(&g, before) && append(&g, "root ::= thought calls\n") && append(&g, "calls");
   else
-    ok = ok && append(&g, many ? "root ::= call (\"\\n\" call)*\n" : "root ::= call\n");
+    ok = ok && append(&g, "root");
+  if (t->family == SERVE_TOOLS_DEEPSEEK)
+    ok = ok &&
+         append(&g, many ? " ::= \"" SERVE_DS_CALLS_BEGIN
+                           "\" call (\"\\n\"? call)* \"" SERVE_DS_CALLS_END "\"\n"
+                         : " ::= \"" SERVE_DS_CALLS_BEGIN "\" call \"" SERVE_DS_CALLS_END "\"\n");
+  else
+    ok = ok && append(&g, many ? " ::= call (\"\\n\" call)*\n" : " ::= call\n");
   if (!ok) {
     free(rules);
     free(names);

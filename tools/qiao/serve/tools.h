@@ -79,6 +79,11 @@ void serve_tools_free(serve_tools *t);
  * whose arguments are valid against the function's parameters. A schema
  * the compiler refuses is a 400 naming the tool. */
 bool serve_tools_grammar(const serve_tools *t, qiao_grammar **out, serve_error *e);
+/* The same after a part the calls do not constrain: `before` holds GBNF
+ * rules defining `thought` (a reasoning model's thinking, reasoning.h),
+ * which the output begins with. */
+bool serve_tools_grammar_after(const serve_tools *t, const char *before, qiao_grammar **out,
+                               serve_error *e);
 
 typedef struct serve_tool_call {
   char id[40];
