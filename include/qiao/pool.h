@@ -47,6 +47,15 @@ typedef struct qiao_pool_options {
    * Such a replica refuses prefix_cache. */
   qiao_engine_external_fn external;
   void *external_user;
+  /* Appended in 0.3: when not NULL, replica i's engine gets
+   * external_users[i] instead of external_user (an array of as many entries
+   * as qiao_pool_create's specs, read during the call only): e.g. one MPI
+   * channel per replica, so several replicas' passes are in flight. */
+  void *const *external_users;
+  /* Appended in 0.3: the replicas share their devices (e.g. the virtual
+   * replicas of one MPI pipeline): when one is taken out (device lost, or
+   * failed steps), every replica is, with the same failure. */
+  bool shared_fate;
 } qiao_pool_options;
 
 qiao_pool_options qiao_pool_default_options(void);

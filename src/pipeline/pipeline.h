@@ -15,8 +15,16 @@
  * the job when stopped, so nothing hangs. Every wait naps rather than spins
  * (see nap() in pipeline.c), so idle ranks use next to no CPU.
  *
- * Threads: MPI runs at MPI_THREAD_SERIALIZED; one thread at a time may use
- * a pipeline (serve: the replica's thread, then main after it ended).
+ * Pipelining (serve): with a depth of D, rank 0 runs D replicas, each
+ * with its own sequences and KV cache and its own channel to the other
+ * ranks, which hold D engines (one per channel). While one replica's pass
+ * runs on rank 1, another runs its own layers on rank 0: up to D passes are
+ * in flight, so every stage works at once (virtual replicas, as vLLM's
+ * pipeline parallelism). Depth 1 is a relay: one stage works at a time.
+ *
+ * Threads: MPI runs at MPI_THREAD_SERIALIZED; on rank 0 each channel is
+ * used by one thread at a time (its replica's) and every MPI call holds the
+ * pipeline's lock; the other ranks use one thread.
  *
  * MPI stays in this folder: the engine sees only its external-stage
  * callback. Built only when CMake finds MPI. */
@@ -24,6 +32,7 @@
 #define QIAO_PIPELINE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "qiao/engine.h"
 #include "qiao/status.h"
@@ -43,8 +52,19 @@ int qiao__pipeline_size(const qiao_pipeline *p);
 qiao_status *qiao__pipeline_engine_options(qiao_pipeline *p, const qiao_hparams *hp,
                                            qiao_engine_options *o);
 
-/* Ranks > 0: serves rank 0's passes with `engine` until rank 0 says stop. */
-qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *engine);
+/* The pipeline's depth (1 to 16; default 1), the same on every rank, set
+ * before any engine is created. */
+qiao_status *qiao__pipeline_set_depth(qiao_pipeline *p, uint32_t depth);
+uint32_t qiao__pipeline_depth(const qiao_pipeline *p);
+
+/* Rank 0: the external_user of replica i's engine (i < depth; the options
+ * of qiao__pipeline_engine_options give channel 0's). NULL past the depth. */
+void *qiao__pipeline_channel(qiao_pipeline *p, uint32_t i);
+
+/* Ranks > 0: serves rank 0's passes with engines[c] for channel c (one per
+ * channel: n_engines must equal the depth) until rank 0 says stop. */
+qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
+                                  uint32_t n_engines);
 
 /* When `ok` and no rank was lost: rank 0 tells the other ranks to stop; every rank then calls
  * MPI_Finalize. Else (a rank failed; print the error first) MPI_Abort ends

@@ -32,6 +32,7 @@ struct qiao_pool {
   size_t n;
   qiao_hparams hp;
   uint32_t max_context;
+  bool shared_fate; /* options.shared_fate */
 };
 
 qiao_pool_options qiao_pool_default_options(void) {
@@ -78,7 +79,7 @@ static void refresh_info_locked(replica *r) {
 }
 
 static qiao_status *open_replica(qiao_pool *p, const char *spec, const qiao_pool_options *o,
-                                 replica *r) {
+                                 void *external_user, replica *r) {
   char backend[sizeof(r->info.spec)];
   uint32_t index = 0;
   qiao_engine_options eo = qiao_engine_default_options();
@@ -86,7 +87,7 @@ static qiao_status *open_replica(qiao_pool *p, const char *spec, const qiao_pool
     eo.split = spec;
     eo.split_by = o->split_by;
     eo.external = o->external;
-    eo.external_user = o->external_user;
+    eo.external_user = external_user;
   } else {
     QIAO__TRY(parse_spec(spec, backend, sizeof(backend), &index));
     eo.backend = backend;
@@ -133,6 +134,7 @@ qiao_status *qiao_pool_create(const qiao_model *model, const char *const *specs,
   qiao_pool *p = calloc(1, sizeof(*p));
   if (p == NULL) return qiao__error(QIAO_OUT_OF_MEMORY, "pool: out of memory");
   p->model = model;
+  p->shared_fate = o.shared_fate;
   pthread_mutex_init(&p->mu, NULL);
   p->replicas = calloc(n, sizeof(*p->replicas));
   qiao_status *st = p->replicas ? qiao_model_get_hparams(model, &p->hp)
@@ -141,7 +143,8 @@ qiao_status *qiao_pool_create(const qiao_model *model, const char *const *specs,
     pthread_mutex_init(&p->replicas[i].engine_mu, NULL);
     p->n = i + 1;
     if (o.verbose) fprintf(stderr, "pool: opening %s (%zu of %zu)\n", specs[i], i + 1, n);
-    st = open_replica(p, specs[i], &o, &p->replicas[i]);
+    void *external_user = o.external_users ? o.external_users[i] : o.external_user;
+    st = open_replica(p, specs[i], &o, external_user, &p->replicas[i]);
   }
   if (st != NULL) {
     qiao_pool_destroy(p);
@@ -250,6 +253,12 @@ static bool report(qiao_pool *p, size_t i, const qiao_status *step_status) {
             r->info.failure, sizeof(r->info.failure), "%s%s",
             lost ? "device lost: " : "failed 3 steps in a row: ", qiao_status_message(step_status));
         out = true;
+        for (size_t j = 0; p->shared_fate && j < p->n; j++) {
+          if (j == i || !p->replicas[j].info.ok) continue;
+          p->replicas[j].info.ok = false; /* its devices are this one's */
+          snprintf(p->replicas[j].info.failure, sizeof(p->replicas[j].info.failure), "%s",
+                   r->info.failure);
+        }
       }
     }
     refresh_info_locked(r);

@@ -415,6 +415,21 @@ static void row_free(row_result *res) {
   qiao_status_free(res->error);
 }
 
+/* A replica the pool took out meanwhile (with another whose devices it
+ * shares, see qiao_pool_options.shared_fate) leaves the service too: its
+ * requests fail with the pool's reason. Called with s->mu held. */
+static bool taken_out_by_pool(qiao__replica_state *rs) {
+  qiao_pool_replica_info info;
+  qiao_pool_replica_info_get(rs->sched->pool, rs->index, &info);
+  if (info.ok) return false;
+  char message[512];
+  snprintf(message, sizeof(message), "device %s failed: %s", info.spec, info.failure);
+  rs->out = true;
+  fail_running(rs, message);
+  fail_queue_if_no_device(rs->sched);
+  return true;
+}
+
 void *qiao__replica_main(void *arg) {
   qiao__replica_state *rs = arg;
   qiao_scheduler *s = rs->sched;
@@ -434,6 +449,7 @@ void *qiao__replica_main(void *arg) {
         end_request(rs, rs->running, QIAO_FINISH_CANCELLED, NULL, NULL, 0);
       break;
     }
+    if (taken_out_by_pool(rs)) break;
     for (qiao_request *r = rs->running, *next; r != NULL; r = next) {
       next = r->next;
       if (r->cancel) end_request(rs, r, QIAO_FINISH_CANCELLED, NULL, NULL, 0);

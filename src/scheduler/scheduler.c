@@ -472,8 +472,12 @@ void qiao_scheduler_health_get(qiao_scheduler *s, qiao_scheduler_health *out) {
   memset(out, 0, sizeof(*out));
   pthread_mutex_lock(&s->mu);
   out->replicas = s->n_replicas;
-  for (size_t i = 0; i < s->n_replicas; i++)
-    out->replicas_ok += !s->replicas[i].out;
+  for (size_t i = 0; i < s->n_replicas; i++) {
+    /* The pool may have taken a replica out before its thread noticed. */
+    qiao_pool_replica_info info;
+    qiao_pool_replica_info_get(s->pool, i, &info);
+    out->replicas_ok += !s->replicas[i].out && info.ok;
+  }
   out->running = s->n_running;
   out->queued = s->n_queued;
   out->draining = s->draining;

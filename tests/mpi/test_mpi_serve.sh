@@ -46,13 +46,13 @@ sys.stdout.write(out[len("Once upon a time"):-1])
 PY
 
 # Starts `mpirun -np 2 qiao serve --mpi` in the background ($1: extra mpirun
-# flags) and waits for "ready"; sets JOB and PORT.
+# flags, $2: extra serve flags) and waits for "ready"; sets JOB and PORT.
 start() {
   : > "$T/log"
   # shellcheck disable=SC2086
   QIAO_MPI_TIMEOUT_S=5 "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 $1 \
     -x QIAO_MPI_TIMEOUT_S -x ASAN_OPTIONS -x UBSAN_OPTIONS \
-    "$QIAO_BIN" serve -m "$M" --mpi --port 0 -t 1 --slots 4 --grace 2 > "$T/log" 2>&1 &
+    "$QIAO_BIN" serve -m "$M" --mpi --port 0 -t 1 --slots 4 --grace 2 ${2:-} > "$T/log" 2>&1 &
   JOB=$!
   i=0
   until grep -q "qiao serve: ready" "$T/log"; do
@@ -92,11 +92,16 @@ health() {
     HEALTH=000
 }
 
-# 1. Serving: the greedy text of llama2.c, twice (one at a time, then two at once).
+# 1. Serving: the greedy text of llama2.c, twice (one at a time, then two at
+# once); the default depth is the number of ranks: two replicas (channels)
+# whose passes are in flight together, each paired with its engine on rank 1.
 start ""
 health
 [ "$HEALTH" = 200 ] || fail "/health: $HEALTH $(cat "$T/health")"
-grep -q '"spec": *"cpu:0:0-2,external:3-4"' "$T/health" || fail "/health spec: $(cat "$T/health")"
+[ "$(grep -o '"spec": *"cpu:0:0-2,external:3-4"' "$T/health" | wc -l)" = 2 ] ||
+  fail "/health: not 2 replicas of spec cpu:0:0-2,external:3-4: $(cat "$T/health")"
+grep -q "MPI rank 1: ready, serving rank 0's passes (2 channels)" "$T/log" ||
+  fail "rank 1 does not serve 2 channels"
 GREEDY='{"prompt": "Once upon a time", "max_tokens": 60, "temperature": 0}'
 check_text() {
   python3 -c '
@@ -118,12 +123,39 @@ wait "$c1" || fail "the concurrent completion failed"
 check_text "$T/body"
 check_text "$T/b1"
 
+# Four at once: they run on both replicas, every text the reference.
+for k in 1 2 3 4; do
+  curl -s -m 60 -o "$T/c$k" -H 'Content-Type: application/json' -d "$GREEDY" \
+    "http://127.0.0.1:$PORT/v1/completions" &
+  eval "p$k=\$!"
+done
+for k in 1 2 3 4; do
+  eval "wait \$p$k" || fail "concurrent completion $k failed"
+  check_text "$T/c$k"
+done
+
 # 2. SIGTERM to rank 0 ends every rank, exit 0.
 kill -TERM "$(rank_pid 0)"
 wait_end "$JOB" 30
 JOB=""
 [ "$CODE" = 0 ] || fail "SIGTERM to rank 0: mpirun exit code $CODE"
 grep -q "qiao serve: stopped" "$T/log" || fail "rank 0 did not stop cleanly"
+
+# Depth 1 (a relay: one replica) serves the same text; a bad depth is refused.
+start "" "--mpi-depth 1"
+grep -q "serving rank 0's passes (1 channel)" "$T/log" || fail "--mpi-depth 1: not 1 channel"
+complete "$GREEDY"
+[ "$STATUS" = 200 ] || fail "completion at depth 1: $STATUS $(cat "$T/body")"
+check_text "$T/body"
+kill -TERM "$(rank_pid 0)"
+wait_end "$JOB" 30
+JOB=""
+[ "$CODE" = 0 ] || fail "SIGTERM to rank 0 at depth 1: mpirun exit code $CODE"
+CODE=0
+"$MPIRUN" --allow-run-as-root --oversubscribe -np 2 -x ASAN_OPTIONS \
+  "$QIAO_BIN" serve -m "$M" --mpi --port 0 --mpi-depth 17 > "$T/log" 2>&1 || CODE=$?
+[ "$CODE" != 0 ] || fail "--mpi-depth 17 was accepted"
+grep -q "error: --mpi-depth" "$T/log" || fail "--mpi-depth 17: no error naming the flag"
 
 # 3. Rank 1 killed while mpirun lets the job go on: a long request in flight
 # fails naming the rank; /health answers 503 naming it; new requests get

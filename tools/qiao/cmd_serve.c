@@ -19,6 +19,7 @@
 #include "core/status_internal.h"
 #include "engine_cli.h"
 #include "serve/app.h"
+#include "serve/reasoning.h"
 #include "serve/server.h"
 #ifdef QIAO_HAVE_MPI
 #include "pipeline/pipeline.h"
@@ -61,11 +62,19 @@ static void usage(FILE *f) {
       "  --exact               F32 activations for Q8_0/Q4_0 weights too (default: the\n"
       "                        device may quantize them to int8, device ABI 1.2)\n"
       "  --log-prompts         include prompt text in the request log (stderr)\n"
+      "  --reasoning-format F  chat replies of reasoning models (DeepSeek-R1, Qwen3, QwQ):\n"
+      "                        deepseek: the <think> part goes to reasoning_content; none:\n"
+      "                        it stays in content; auto (default): deepseek when the\n"
+      "                        vocabulary has <think> and </think> tokens\n"
       "  --mpi                 under mpirun -np N: one replica whose layers are split over\n"
       "                        the ranks (an even share each, on each rank's --device);\n"
       "                        rank 0 serves HTTP, the others run their layers. A rank\n"
       "                        that does not answer within QIAO_MPI_TIMEOUT_S (120) s\n"
       "                        takes the replica out: /health answers 503\n"
+      "  --mpi-depth N         with --mpi: N replicas over the same ranks, each with its own\n"
+      "                        --slots and KV cache, their passes in flight together so\n"
+      "                        every rank works at once (default: the number of ranks;\n"
+      "                        1 = a relay, one rank at a time)\n"
       "The server prints 'qiao serve: listening on http://HOST:PORT' on stderr once it\n"
       "listens; GET /health answers 503 until the model is loaded, then 200.\n"
       "Behind a load balancer (examples/scale-out/), clients send X-Qiao-Session: KEY\n"
@@ -136,18 +145,23 @@ static qiao_status *rank_engine_options(const serve_config *c, struct qiao_pipel
   return qiao__pipeline_engine_options(pipe, hp, eo);
 }
 
-/* --mpi, rank 0: the pool's one replica has the other ranks' layers as
- * external stages. *spec (owned by pipe) is the replica's split. */
+/* --mpi, rank 0: the pool's replicas (one per channel of the pipeline's
+ * depth) have the other ranks' layers as external stages. specs[i] (owned
+ * by pipe) is replica i's split, users[i] its channel. */
 static qiao_status *mpi_pool_options(const serve_app *app, struct qiao_pipeline *pipe,
-                                     qiao_pool_options *po, const char **spec) {
+                                     qiao_pool_options *po, const char **specs, void **users) {
   qiao_hparams hp;
   char backend[160];
   qiao_engine_options eo;
   QIAO__TRY(qiao_model_get_hparams(app->model, &hp));
   QIAO__TRY(rank_engine_options(app->config, pipe, &hp, backend, sizeof(backend), &eo));
-  *spec = eo.split;
+  for (uint32_t i = 0; i < qiao__pipeline_depth(pipe); i++) {
+    specs[i] = eo.split;
+    users[i] = qiao__pipeline_channel(pipe, i);
+  }
   po->external = eo.external;
-  po->external_user = eo.external_user;
+  po->external_users = users;
+  po->shared_fate = true; /* a lost rank is every replica's */
   po->kv_blocks = eo.n_blocks;
   po->prefix_cache = false; /* external stages refuse it */
   return NULL;
@@ -164,22 +178,26 @@ static int run_stage_rank(const serve_config *c, const qiao_cli_model_args *mode
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, NULL);
   const int rank = qiao__pipeline_rank(pipe);
+  const uint32_t depth = qiao__pipeline_depth(pipe);
   qiao_model *model = NULL;
-  qiao_engine *engine = NULL;
+  qiao_engine *engines[16] = {NULL}; /* one per channel (depth <= 16) */
   qiao_hparams hp;
   char backend[160];
   qiao_engine_options eo;
   qiao_status *st = qiao_cli_open_model(model_args, false, &model);
   if (st == NULL) st = qiao_model_get_hparams(model, &hp);
   if (st == NULL) st = rank_engine_options(c, pipe, &hp, backend, sizeof(backend), &eo);
-  if (st == NULL) st = qiao_engine_create(model, &eo, &engine);
+  for (uint32_t i = 0; st == NULL && i < depth; i++)
+    st = qiao_engine_create(model, &eo, &engines[i]);
   if (st == NULL) {
-    fprintf(stderr, "qiao serve: MPI rank %d: ready, serving rank 0's passes\n", rank);
+    fprintf(stderr, "qiao serve: MPI rank %d: ready, serving rank 0's passes (%u channel%s)\n",
+            rank, depth, depth == 1 ? "" : "s");
     fflush(stderr);
-    st = qiao__pipeline_serve(pipe, engine);
+    st = qiao__pipeline_serve(pipe, engines, depth);
   }
   int code = st ? qiao_cli_fail(qiao__annotate(st, "MPI rank %d", rank)) : 0;
-  qiao_engine_destroy(engine);
+  for (uint32_t i = 0; i < depth; i++)
+    qiao_engine_destroy(engines[i]);
   qiao_model_close(model);
   qiao__pipeline_close(pipe, code == 0); /* after an error: ends the job */
   return code;
@@ -209,6 +227,14 @@ static qiao_status *load(serve_app *app, const qiao_cli_model_args *model_args,
     }
   }
   special_texts(app);
+  app->reasoning = c->reasoning_format == SERVE_REASONING_DEEPSEEK ||
+                   (c->reasoning_format == SERVE_REASONING_AUTO &&
+                    serve_reasoning_vocab_has_tags(app->tokenizer));
+  if (app->reasoning)
+    fprintf(stderr, "qiao serve: chat replies' <think> part goes to reasoning_content%s\n",
+            c->reasoning_format == SERVE_REASONING_AUTO
+                ? " (the vocabulary has the tags; --reasoning-format none keeps it in content)"
+                : "");
 
   qiao_pool_options po = qiao_pool_default_options();
   po.n_threads = c->n_threads;
@@ -222,11 +248,12 @@ static qiao_status *load(serve_app *app, const qiao_cli_model_args *model_args,
   const char *const *specs = c->devices;
   size_t n_specs = c->n_devices;
 #ifdef QIAO_HAVE_MPI
-  const char *mpi_spec = NULL;
+  const char *mpi_specs[16];
+  void *mpi_users[16];
   if (pipe != NULL) {
-    QIAO__TRY(mpi_pool_options(app, pipe, &po, &mpi_spec));
-    specs = &mpi_spec;
-    n_specs = 1;
+    QIAO__TRY(mpi_pool_options(app, pipe, &po, mpi_specs, mpi_users));
+    specs = mpi_specs;
+    n_specs = qiao__pipeline_depth(pipe);
   }
 #else
   (void)pipe;
@@ -442,6 +469,13 @@ static int parse_flag(serve_config *c, int argc, char **argv, int *i, const char
     c->exact_matmul = true;
   } else if (strcmp(a, "--log-prompts") == 0) {
     c->log_prompts = true;
+  } else if (strcmp(a, "--reasoning-format") == 0) {
+    VALUE();
+    serve_reasoning_format f = SERVE_REASONING_AUTO;
+    if (!serve_reasoning_format_parse(v, &f))
+      st = qiao__error(QIAO_INVALID_ARGUMENT,
+                       "--reasoning-format: \"%s\" is not auto, deepseek or none", v);
+    c->reasoning_format = (int)f;
   } else {
     return 0;
   }
@@ -468,6 +502,7 @@ int qiao_cmd_serve(int argc, char **argv) {
   qiao_cli_model_args model = {0};
   const char *keys_path = NULL, *template_path = NULL;
   bool mpi = false;
+  const char *mpi_depth = NULL; /* --mpi-depth: default the number of ranks */
   for (int i = 1; i < argc; i++) {
     if (qiao_cli_is_help(argv[i])) {
       usage(stdout);
@@ -475,6 +510,10 @@ int qiao_cmd_serve(int argc, char **argv) {
     }
     if (strcmp(argv[i], "--mpi") == 0) {
       mpi = true;
+      continue;
+    }
+    if (strcmp(argv[i], "--mpi-depth") == 0) {
+      if ((mpi_depth = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
       continue;
     }
     int r = qiao_cli_parse_model_arg(&model, false, argc, argv, &i);
@@ -485,6 +524,8 @@ int qiao_cmd_serve(int argc, char **argv) {
     if (r == 0) return qiao_cli_unknown_arg("serve", argv[i]);
   }
   if (c.n_devices == 0) c.devices[c.n_devices++] = "cpu";
+  if (!mpi && mpi_depth != NULL)
+    return qiao_cli_fail(qiao__error(QIAO_INVALID_ARGUMENT, "--mpi-depth: only with --mpi"));
   if (!mpi) return run(&c, &model, keys_path, template_path, NULL);
 #ifdef QIAO_HAVE_MPI
   if (c.n_devices > 1 || strchr(c.devices[0], ',') != NULL)
@@ -500,6 +541,14 @@ int qiao_cmd_serve(int argc, char **argv) {
   struct qiao_pipeline *pipe = NULL;
   qiao_status *st = qiao__pipeline_open(&argc, &argv, &pipe);
   if (st != NULL) return qiao_cli_fail(st);
+  uint32_t depth = (uint32_t)qiao__pipeline_size(pipe);
+  if (mpi_depth != NULL) st = qiao_cli_parse_u32("--mpi-depth", mpi_depth, 1, 16, &depth);
+  if (st == NULL) st = qiao__pipeline_set_depth(pipe, depth);
+  if (st != NULL) {
+    qiao_cli_fail(st);
+    qiao__pipeline_close(pipe, false);
+    return 2;
+  }
   if (qiao__pipeline_rank(pipe) > 0) return run_stage_rank(&c, &model, pipe);
   int code = run(&c, &model, keys_path, template_path, pipe);
   /* Stops the other ranks; after an error, or with a rank lost, ends the
