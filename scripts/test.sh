@@ -19,6 +19,9 @@ echo "== Release build" >&2
 # lacking OpenCL would drop the backend and its certification silently.
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DQIAO_OPENCL=ON >/dev/null
 cmake --build build -j"$jobs" >/dev/null
+# The CUDA backend's tests run here, where it is built (the ASan build below has
+# it off): loading, host-side argument checks, and with a GPU its kernels.
+ctest --test-dir build -R '^cuda_' --output-on-failure >&2
 
 echo "== libFuzzer smoke run" >&2
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQIAO_FUZZ=ON \

@@ -2,4 +2,4 @@
  * (backends/common/plugin_api.h). */
 #include "cuda_internal.h"
 
-PLUGIN_DEFINE_API(cuq, "cuda", "0.1.0")
+PLUGIN_DEFINE_API_1_4(cuq, "cuda", "0.1.0")

@@ -160,7 +160,9 @@ void cuq__device_close(qiao_dev_device *device) {
   free(device); /* the primary context stays for the life of the process */
 }
 
-/* ---- capabilities: exactly what the kernels implement (the shared GPU table) */
+/* ---- capabilities: exactly what the kernels implement: the shared GPU
+ * table, (1.3) the block types Q4_K .. Q5_1 and (1.4) F8_E4M3_B128 as
+ * weights, and (1.4) the latent cache ops (cache F32 or F16) and moe_route */
 
 qiao_dev_error *cuq__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
                                   uint32_t *out_supported) {
@@ -168,6 +170,13 @@ qiao_dev_error *cuq__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_
       plugin__check_handle(&cuq__rules, device, CUQ_MAGIC_DEVICE, "op_supported: ", "device"));
   if (out_supported == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "cuda: op_supported: out_supported is NULL");
-  *out_supported = plugin__claims(op, dtype) ? 1 : 0;
+  bool weight_op =
+      op == QIAO_DEV_OP_EMBED || op == QIAO_DEV_OP_MATMUL || op == QIAO_DEV_OP_MATMUL_EXPERTS;
+  bool cache = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16;
+  *out_supported =
+      plugin__claims(op, dtype) ||
+      (weight_op && dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_F8_E4M3_B128) ||
+      ((op == QIAO_DEV_OP_LATENT_WRITE || op == QIAO_DEV_OP_ATTENTION_LATENT) && cache) ||
+      (op == QIAO_DEV_OP_MOE_ROUTE && dtype == QIAO_DEV_F32);
   return NULL;
 }

@@ -15,6 +15,7 @@
 #include "cuda_launch.h"
 #include "plugin_api.h"
 #include "plugin_validate.h"
+#include "plugin_validate_1_4.h"
 #include "qiao/device.h"
 
 /* Magic numbers at the start of every handle: a handle of another backend (or
@@ -72,11 +73,12 @@ struct qiao_dev_queue {
   uint64_t scratch_bytes;
 };
 
-/* The entry points of the function table, cuq__backend_open ... cuq__moe_combine,
- * with qiao_dev_api's types (backends/common/plugin_api.h): the backend and
- * devices in cuda_device.c, buffers, queues and data movement in
+/* The entry points of the function table, cuq__backend_open ... cuq__moe_route
+ * (1.4), with qiao_dev_api's types (backends/common/plugin_api.h): the backend
+ * and devices in cuda_device.c, buffers, queues and data movement in
  * cuda_memory.c, the ops in cuda_ops.c. */
 PLUGIN_DECLARE_ENTRY_POINTS(cuq)
+PLUGIN_DECLARE_ENTRY_POINTS_1_4(cuq)
 
 /* ---- errors (cuda_error.c; the error object is backends/common/plugin_error.h) */
 /* "cuda: <call>(<what>): cudaErrorX: <description>" with the code mapped from the error. */

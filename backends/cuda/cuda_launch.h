@@ -95,6 +95,42 @@ cuq_status cuq_attention(cudaStream_t s, int cache_f16, const cuq_attention_dims
                          const int32_t *token_seq, const int32_t *token_pos, float *out,
                          void *scratch, int *flags);
 
+/* Combines the d->n_split partial results (m, l, acc of head_dim values) of
+ * each (token, head) into out: the second kernel of flash-decoding, shared
+ * with attention_latent. */
+cuq_status cuq_attention_merge(cudaStream_t s, const cuq_attention_dims *d, const float *partial,
+                               float *out);
+
+/* ---- (ABI 1.4) multi-head latent attention (kernels_latent.cu) */
+/* Largest latent_dim and rope_dim the kernels hold in registers: the ABI's
+ * minimum limits (spec §14.3; DeepSeek-V2/V3 use 512 and 64). */
+#define CUQ_MAX_LATENT_DIM 1024
+#define CUQ_MAX_LATENT_ROPE_DIM 128
+cuq_status cuq_latent_write(cudaStream_t s, int cache_f16, const float *latent, const float *rope,
+                            const int32_t *slots, void *cache, uint64_t n_tokens,
+                            uint64_t latent_dim, uint64_t rope_dim, uint64_t n_slots, int *flags);
+typedef struct cuq_latent_dims {
+  uint64_t n_tokens, n_heads, latent_dim, rope_dim;
+  uint64_t n_seqs, max_blocks_per_seq, block_size, n_blocks; /* n_blocks = n_slots / block_size */
+  uint64_t window;                                           /* 0 = unlimited, else <= 2^31 */
+  float scale;
+  uint32_t n_split; /* as cuq_attention_dims */
+  uint64_t chunk;
+} cuq_latent_dims;
+/* Scratch bytes for n_split > 1 (the partial results), 0 when n_split == 1. */
+uint64_t cuq_attention_latent_scratch(const cuq_latent_dims *d);
+cuq_status cuq_attention_latent(cudaStream_t s, int cache_f16, const cuq_latent_dims *d,
+                                const float *q_latent, const float *q_rope, const void *cache,
+                                const int32_t *block_table, const int32_t *token_seq,
+                                const int32_t *token_pos, float *out, void *scratch, int *flags);
+
+/* ---- (ABI 1.4) moe_route (kernels_elementwise.cu). scratch: n_tokens *
+ * (n_experts + n_groups) floats (the biased scores c and the group scores). */
+cuq_status cuq_moe_route(cudaStream_t s, const float *logits, const float *bias, int32_t *ids,
+                         float *weights, float *scratch, uint64_t n_tokens, uint64_t n_experts,
+                         uint64_t k, int sigmoid, int normalize, uint64_t n_groups,
+                         uint64_t topk_groups, int top2_sum, float scale);
+
 #ifdef __cplusplus
 }
 #endif

@@ -123,6 +123,8 @@ const plugin_rules cuq__rules = {
     .queue_magic = CUQ_MAGIC_QUEUE,
     .buffer_info = buffer_info,
     .runtime_minor = runtime_minor,
+    .block_types_1_3 = true, /* Q4_K .. Q5_1: cuda_dequant.h */
+    .f8_1_4 = true,          /* F8_E4M3_B128: cuda_dequant.h */
 };
 
 qiao_dev_error *cuq__queue_synchronize(qiao_dev_queue *queue) {

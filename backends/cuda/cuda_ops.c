@@ -1,4 +1,4 @@
-/* cuda_ops.c: the twelve ops of the ABI. Each runs the shared argument
+/* cuda_ops.c: the fifteen ops of the ABI (1.4). Each runs the shared argument
  * validation on the host in plain C before any CUDA call
  * (backends/common/plugin_validate.c: shapes, dtypes, every operand inside
  * its buffer, alignment, forbidden overlaps; the same rules, codes and
@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "cuda_paged.h"
 
 #define TRY PLUGIN_TRY
 
@@ -102,29 +103,12 @@ qiao_dev_error *cuq__attention(qiao_dev_queue *q, const qiao_dev_attention_args 
   /* Positions are I32, so a window beyond 2^31 is the same as none. */
   d.window = a->window > 0x80000000u ? 0x80000000u : a->window;
   d.scale = a->scale;
-  /* Flash-decoding: when there are too few (token, head) pairs to fill the
-   * GPU, split each token's KV positions into chunks handled by separate
-   * blocks, merged by a second kernel. The sequence lengths live on the
-   * device, so the split is sized by the longest possible one. */
-  /* Chunks are counted from a token's first attended position, so a sliding
-   * window bounds the length to split. */
-  uint64_t max_len; /* positions are I32: at most 2^31 of them */
-  if (__builtin_mul_overflow(a->max_blocks_per_seq, a->block_size, &max_len) ||
-      max_len > 0x80000000u)
-    max_len = 0x80000000u;
-  if (d.window > 0 && d.window < max_len) max_len = d.window;
-  uint64_t units = a->n_tokens * a->n_heads, target = 4ull * q->device->info.sm_count;
-  uint64_t n_split = 1;
-  if (units < target && max_len > 256) {
-    n_split = (target + units - 1) / units;
-    uint64_t max_split = (max_len + 255) / 256; /* at least 256 positions per chunk */
-    if (n_split > max_split) n_split = max_split;
-    if (n_split > 1024) n_split = 1024;
-  }
-  d.n_split = (uint32_t)n_split;
-  d.chunk = n_split > 1 ? (max_len + n_split - 1) / n_split : 0;
+  /* Flash-decoding when there are too few (token, head) pairs to fill the GPU (cuda_paged.h). */
+  cuq_attention_split(q->device->info.sm_count, a->n_tokens * a->n_heads, a->max_blocks_per_seq,
+                      a->block_size, d.window, &d.n_split, &d.chunk);
   void *scratch = NULL;
   uint64_t need = cuq_attention_scratch(&d);
+  TRY(cuq__select(q->device, "attention")); /* the scratch is allocated on the queue's device */
   if (need > 0) TRY(cuq__scratch(q, need, &scratch));
   q->flags_dirty = true;
   LAUNCH(q, "attention",
@@ -170,4 +154,76 @@ qiao_dev_error *cuq__moe_combine(qiao_dev_queue *q, const qiao_dev_moe_combine_a
   LAUNCH(q, "moe_combine",
          cuq_moe_combine(q->stream, cuq__ptr(a->x), cuq__ptr(a->weights), cuq__ptr(a->out),
                          a->n_tokens, a->k, a->dim, a->accumulate != 0));
+}
+
+/* ---- (1.4) multi-head latent attention and DeepSeekMoE routing */
+
+qiao_dev_error *cuq__latent_write(qiao_dev_queue *q, const qiao_dev_latent_write_args *a) {
+  VALIDATE(latent_write, q, a);
+  q->flags_dirty = true;
+  LAUNCH(q, "latent_write",
+         cuq_latent_write(q->stream, p.cache_elem == 2, cuq__ptr(a->latent), cuq__ptr(a->rope),
+                          cuq__ptr(a->slots), cuq__ptr(a->cache), a->n_tokens, a->latent_dim,
+                          a->rope_dim, a->n_slots, q->flags));
+}
+
+qiao_dev_error *cuq__attention_latent(qiao_dev_queue *q, const qiao_dev_attention_latent_args *a) {
+  const char *op = "attention_latent";
+  plugin_plan p;
+  TRY(plugin__validate_attention_latent(&cuq__rules, q, a, &p));
+  /* The kernel holds a head's query and output in registers: a limit
+   * (UNSUPPORTED), checked after every shape rule, with work or without. */
+  if (a->latent_dim > CUQ_MAX_LATENT_DIM || a->rope_dim > CUQ_MAX_LATENT_ROPE_DIM)
+    return plugin__error(QIAO_DEV_UNSUPPORTED,
+                         "cuda: %s: latent_dim %llu / rope_dim %llu exceed this backend's %d / %d",
+                         op, (unsigned long long)a->latent_dim, (unsigned long long)a->rope_dim,
+                         CUQ_MAX_LATENT_DIM, CUQ_MAX_LATENT_ROPE_DIM);
+  if (p.empty) return NULL;
+  cuq_latent_dims d;
+  memset(&d, 0, sizeof(d));
+  d.n_tokens = a->n_tokens;
+  d.n_heads = a->n_heads;
+  d.latent_dim = a->latent_dim;
+  d.rope_dim = a->rope_dim;
+  d.n_seqs = a->n_seqs;
+  d.max_blocks_per_seq = a->max_blocks_per_seq;
+  d.block_size = a->block_size;
+  d.n_blocks = a->n_slots / a->block_size;
+  /* Positions are I32, so a window beyond 2^31 is the same as none. */
+  d.window = a->window > 0x80000000u ? 0x80000000u : a->window;
+  d.scale = a->scale;
+  /* Flash-decoding when there are too few (token, head) pairs to fill the GPU (cuda_paged.h). */
+  cuq_attention_split(q->device->info.sm_count, a->n_tokens * a->n_heads, a->max_blocks_per_seq,
+                      a->block_size, d.window, &d.n_split, &d.chunk);
+  void *scratch = NULL;
+  uint64_t need = cuq_attention_latent_scratch(&d);
+  TRY(cuq__select(q->device, op)); /* the scratch is allocated on the queue's device */
+  if (need > 0) TRY(cuq__scratch(q, need, &scratch));
+  q->flags_dirty = true;
+  LAUNCH(q, op,
+         cuq_attention_latent(q->stream, p.cache_elem == 2, &d, cuq__ptr(a->q_latent),
+                              cuq__ptr(a->q_rope), cuq__ptr(a->cache), cuq__ptr(a->block_table),
+                              cuq__ptr(a->token_seq), cuq__ptr(a->token_pos), cuq__ptr(a->out),
+                              scratch, q->flags));
+}
+
+qiao_dev_error *cuq__moe_route(qiao_dev_queue *q, const qiao_dev_moe_route_args *a) {
+  const char *op = "moe_route";
+  VALIDATE(moe_route, q, a);
+  /* Scratch: each token's biased scores c and group scores (cuda_route.h). */
+  uint64_t groups = a->n_groups > 1 ? a->n_groups : 0, per_token, need;
+  if (__builtin_add_overflow(a->n_experts, groups, &per_token) ||
+      __builtin_mul_overflow(per_token, a->n_tokens, &need) ||
+      __builtin_mul_overflow(need, sizeof(float), &need))
+    return plugin__error(QIAO_DEV_OUT_OF_MEMORY, "cuda: %s: scratch for %llu tokens overflows", op,
+                         (unsigned long long)a->n_tokens);
+  void *scratch = NULL;
+  TRY(cuq__select(q->device, op));
+  TRY(cuq__scratch(q, need, &scratch));
+  return cuq__launch_error(
+      cuq_moe_route(q->stream, cuq__ptr(a->logits), cuq__ptr(a->bias), cuq__ptr(a->ids),
+                    cuq__ptr(a->weights), scratch, a->n_tokens, a->n_experts, a->k,
+                    a->scoring == QIAO_DEV_MOE_SCORE_SIGMOID, a->normalize != 0, groups,
+                    a->topk_groups, a->group_score == QIAO_DEV_MOE_GROUP_TOP2_SUM, a->scale),
+      op);
 }

@@ -13,12 +13,15 @@
  * (split s: [lo + s*chunk, lo + (s+1)*chunk)); each split writes (m, l, acc)
  * to scratch and attention_merge_kernel combines them.
  *
- * Only attended positions are read: slots before the window, after p, or of
+ * Which positions a token attends to and their slots are cuda_paged.h's
+ * (shared with attention_latent, tested on the host by cuda_paged). Only
+ * attended positions are read: slots before the window, after p, or of
  * blocks not in the table never enter a product (they may hold NaN). Bad
  * token_seq / token_pos / block_table values raise the attention flag and
  * the position (or the token) is skipped. */
 #include <math.h>
 
+#include "cuda_paged.h"
 #include "kernels_common.cuh"
 
 #define WARPS 4
@@ -42,18 +45,12 @@ __global__ void __launch_bounds__(32 * WARPS)
   for (uint64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
     const uint64_t sp = unit % d.n_split, th = unit / d.n_split;
     const uint64_t t = th / d.n_heads, h = th % d.n_heads, g = h / group;
-    const int32_t seq = token_seq[t], pos = token_pos[t];
-    const bool valid = seq >= 0 && (uint64_t)seq < d.n_seqs && pos >= 0 &&
-                       (uint64_t)pos / d.block_size < d.max_blocks_per_seq;
+    const int32_t seq = token_seq[t];
+    uint64_t start, end; /* inclusive */
+    const bool valid = cuq_paged_span(seq, token_pos[t], d.n_seqs, d.max_blocks_per_seq,
+                                      d.block_size, d.window, d.n_split, d.chunk, sp, &start, &end);
     if (!valid && threadIdx.x == 0 && h == 0 && sp == 0) cuq_flag(flags, QIAO_DEV_OP_ATTENTION);
-    const uint64_t p = valid ? (uint64_t)pos : 0;
-    const uint64_t lo = (d.window > 0 && p + 1 > d.window) ? p + 1 - d.window : 0;
-    uint64_t start = lo, end = p; /* inclusive */
-    if (d.n_split > 1) {
-      start = lo + sp * d.chunk;
-      if (start + d.chunk - 1 < end) end = start + d.chunk - 1;
-    }
-    const bool empty = !valid || start > end;
+    const bool empty = start > end;
 
     float qv[PER_LANE], acc[PER_LANE];
     const float *qrow = q + th * D;
@@ -64,14 +61,14 @@ __global__ void __launch_bounds__(32 * WARPS)
       acc[i] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    const int32_t *bt = block_table + (valid ? (uint64_t)seq * d.max_blocks_per_seq : 0);
     for (uint64_t j = start + warp; !empty && j <= end; j += WARPS) {
-      const int32_t b = bt[j / d.block_size];
-      if (b < 0 || (uint64_t)b >= d.n_blocks) { /* lane-uniform */
+      uint64_t slot;
+      if (!cuq_paged_slot(block_table, seq, d.max_blocks_per_seq, d.block_size, d.n_blocks, j,
+                          &slot)) { /* lane-uniform */
         if (lane == 0) cuq_flag(flags, QIAO_DEV_OP_ATTENTION);
         continue;
       }
-      const uint64_t row = ((uint64_t)b * d.block_size + j % d.block_size) * d.n_kv_heads + g;
+      const uint64_t row = slot * d.n_kv_heads + g;
       float dot = 0.0f;
 #pragma unroll
       for (int i = 0; i < PER_LANE; i++) {
@@ -173,6 +170,11 @@ extern "C" cuq_status cuq_attention(cudaStream_t s, int cache_f16, const cuq_att
                                                      token_seq, token_pos, out, partial, flags);
   cuq_status st = cuq_launched("cudaLaunchKernel(attention)");
   if (st.call != NULL || d->n_split <= 1) return st;
+  return cuq_attention_merge(s, d, partial, out);
+}
+
+extern "C" cuq_status cuq_attention_merge(cudaStream_t s, const cuq_attention_dims *d,
+                                          const float *partial, float *out) {
   attention_merge_kernel<<<cuq_grid(d->n_tokens * d->n_heads, 1), 128, 0, s>>>(*d, partial, out);
   return cuq_launched("cudaLaunchKernel(attention_merge)");
 }

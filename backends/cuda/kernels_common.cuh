@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "cuda_dequant.h"
 #include "cuda_launch.h"
 
 /* Grids are capped and kernels loop with a grid stride, so that any count
@@ -28,6 +29,12 @@ static inline cuq_status cuq_launched(const char *name) {
     st.call = name;
     st.cuda_error = (int)err;
   }
+  return st;
+}
+
+/* A launcher asked for a dtype it has no kernel for (a host-side bug). */
+static inline cuq_status cuq_bad_dtype(const char *kernel) {
+  cuq_status st = {kernel, (int)cudaErrorInvalidValue, 0};
   return st;
 }
 
@@ -64,9 +71,38 @@ __device__ __forceinline__ void cuq_flag(int *flags, int op) {
   atomicExch(&flags[op], 1);
 }
 
+/* Launches KERNEL<dtype> for every weight dtype the kernels implement. The
+ * host validation lets no other dtype through; one that comes anyway is an
+ * internal error, never a silent no-op. */
+#define CUQ_LAUNCH_FOR_DTYPE(dtype, KERNEL, grid, block, smem, stream, ...)                        \
+  switch (dtype) {                                                                                 \
+  case QIAO_DEV_F32: KERNEL<QIAO_DEV_F32><<<grid, block, smem, stream>>>(__VA_ARGS__); break;      \
+  case QIAO_DEV_F16: KERNEL<QIAO_DEV_F16><<<grid, block, smem, stream>>>(__VA_ARGS__); break;      \
+  case QIAO_DEV_BF16: KERNEL<QIAO_DEV_BF16><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q8_0: KERNEL<QIAO_DEV_Q8_0><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q4_0: KERNEL<QIAO_DEV_Q4_0><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q4_K: KERNEL<QIAO_DEV_Q4_K><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q5_K: KERNEL<QIAO_DEV_Q5_K><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q6_K: KERNEL<QIAO_DEV_Q6_K><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q2_K: KERNEL<QIAO_DEV_Q2_K><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q3_K: KERNEL<QIAO_DEV_Q3_K><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q4_1: KERNEL<QIAO_DEV_Q4_1><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q5_0: KERNEL<QIAO_DEV_Q5_0><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_Q5_1: KERNEL<QIAO_DEV_Q5_1><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
+  case QIAO_DEV_F8_E4M3_B128:                                                                      \
+    KERNEL<QIAO_DEV_F8_E4M3_B128><<<grid, block, smem, stream>>>(__VA_ARGS__);                     \
+    break;                                                                                         \
+  default: return cuq_bad_dtype(#KERNEL);                                                          \
+  }
+
+/* Whether DT is a block type of ABI 1.3 or 1.4 (Q4_K .. Q5_1, F8_E4M3_B128),
+ * dequantized by cuda_dequant.h. */
+#define CUQ_IS_NEW_BLOCK_TYPE(DT) ((DT) >= QIAO_DEV_Q4_K && (DT) <= QIAO_DEV_F8_E4M3_B128)
+
 /* Element i of a weight row in its stored dtype, dequantized exactly
- * (row: the row's first byte; quantized rows are whole 32-element blocks). */
+ * (row: the row's first byte; quantized rows are whole blocks). */
 template <int DT> __device__ __forceinline__ float load_elem(const unsigned char *row, uint64_t i) {
+  if (CUQ_IS_NEW_BLOCK_TYPE(DT)) return cuq_dequant(DT, row, i);
   if (DT == QIAO_DEV_F32) return __ldg((const float *)row + i);
   if (DT == QIAO_DEV_F16) return cuq_h2f(cuq_ld16(row + 2 * i));
   if (DT == QIAO_DEV_BF16) return cuq_bf2f(cuq_ld16(row + 2 * i));

@@ -1,10 +1,11 @@
 /* kernels_elementwise.cu: embed, rmsnorm, rope, kv_write, swiglu, add,
- * argmax, moe_gate and moe_combine. Simple, one thread per element or one
- * block (or warp) per row; every loop is a grid-stride loop over 64-bit
- * counts. Math follows docs/spec/device-abi.md section 11 in F32 without
- * fast-math (expf, sincosf and sqrtf are the accurate versions). */
+ * argmax, moe_gate, moe_route (1.4) and moe_combine. Simple, one thread per
+ * element or one block (or warp) per row; every loop is a grid-stride loop
+ * over 64-bit counts. Math follows docs/spec/device-abi.md section 11 in F32
+ * without fast-math (expf, sincosf and sqrtf are the accurate versions). */
 #include <math.h>
 
+#include "cuda_route.h"
 #include "kernels_common.cuh"
 
 #define THREADS 256
@@ -33,28 +34,8 @@ extern "C" cuq_status cuq_embed(cudaStream_t s, qiao_dev_dtype dtype, const void
                                 uint64_t n_tokens, uint64_t vocab, uint64_t dim, int *flags) {
   const unsigned g = cuq_grid(n_tokens * dim, THREADS);
   const unsigned char *t = (const unsigned char *)table;
-  switch (dtype) {
-  case QIAO_DEV_F32:
-    embed_kernel<QIAO_DEV_F32>
-        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
-    break;
-  case QIAO_DEV_F16:
-    embed_kernel<QIAO_DEV_F16>
-        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
-    break;
-  case QIAO_DEV_BF16:
-    embed_kernel<QIAO_DEV_BF16>
-        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
-    break;
-  case QIAO_DEV_Q8_0:
-    embed_kernel<QIAO_DEV_Q8_0>
-        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
-    break;
-  default:
-    embed_kernel<QIAO_DEV_Q4_0>
-        <<<g, THREADS, 0, s>>>(t, row_bytes, ids, out, n_tokens, vocab, dim, flags);
-    break;
-  }
+  CUQ_LAUNCH_FOR_DTYPE(dtype, embed_kernel, g, THREADS, 0, s, t, row_bytes, ids, out, n_tokens,
+                       vocab, dim, flags);
   return cuq_launched("cudaLaunchKernel(embed)");
 }
 
@@ -250,16 +231,8 @@ extern "C" cuq_status cuq_argmax(cudaStream_t s, const float *x, int32_t *out, u
 /* ---- moe_gate: one warp per token. Experts are ranked by logit (the same
  * ranking as by p, without p's rounding ties), ties to the smaller index,
  * NaN never beats a number; the i-th pick is the best expert ranked strictly
- * after the (i-1)-th, so no "taken" set is needed. The softmax sum is in
- * double, like the reference. */
-
-/* Whether expert (v, e) ranks before (w, f): larger logit, NaN last, ties by index. */
-__device__ __forceinline__ bool ranks_before(float v, int e, float w, int f) {
-  const bool vn = v != v, wn = w != w;
-  if (vn != wn) return wn;
-  if (!vn && v != w) return v > w;
-  return e < f;
-}
+ * after the (i-1)-th, so no "taken" set is needed (cuq_ranks_before,
+ * cuda_route.h). The softmax sum is in double, like the reference. */
 
 __global__ void moe_gate_kernel(const float *logits, int32_t *ids, float *weights,
                                 uint64_t n_tokens, uint64_t n_experts, uint64_t k, int normalize) {
@@ -285,8 +258,8 @@ __global__ void moe_gate_kernel(const float *logits, int32_t *ids, float *weight
       int be = -1;
       for (uint64_t e = lane; e < n_experts; e += 32) {
         const float v = l[e];
-        if (prev_e >= 0 && !ranks_before(prev_v, prev_e, v, (int)e)) continue;
-        if (be < 0 || ranks_before(v, (int)e, bv, be)) {
+        if (prev_e >= 0 && !cuq_ranks_before(prev_v, prev_e, v, (int)e)) continue;
+        if (be < 0 || cuq_ranks_before(v, (int)e, bv, be)) {
           bv = v;
           be = (int)e;
         }
@@ -294,7 +267,7 @@ __global__ void moe_gate_kernel(const float *logits, int32_t *ids, float *weight
       for (int o = 16; o > 0; o >>= 1) {
         const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
         const int oe = __shfl_xor_sync(0xffffffffu, be, o);
-        if (oe >= 0 && (be < 0 || ranks_before(ov, oe, bv, be))) {
+        if (oe >= 0 && (be < 0 || cuq_ranks_before(ov, oe, bv, be))) {
           bv = ov;
           be = oe;
         }
@@ -323,6 +296,32 @@ extern "C" cuq_status cuq_moe_gate(cudaStream_t s, const float *logits, int32_t 
   moe_gate_kernel<<<cuq_grid(n_tokens, 4), 128, 0, s>>>(logits, ids, weights, n_tokens, n_experts,
                                                         k, normalize);
   return cuq_launched("cudaLaunchKernel(moe_gate)");
+}
+
+/* ---- (1.4) moe_route: one warp per token, cuda_route.h's algorithm (the
+ * same code that tests/cuda/test_cuda_route.c runs on the host against the
+ * CPU backend). */
+
+__global__ void moe_route_kernel(cuq_route_args a) {
+  const int lane = threadIdx.x & 31;
+  const uint64_t warps = (uint64_t)gridDim.x * (blockDim.x >> 5);
+  for (uint64_t t = blockIdx.x * (uint64_t)(blockDim.x >> 5) + (threadIdx.x >> 5); t < a.n_tokens;
+       t += warps)
+    cuq_route_token(&a, t, lane);
+}
+
+extern "C" cuq_status cuq_moe_route(cudaStream_t s, const float *logits, const float *bias,
+                                    int32_t *ids, float *weights, float *scratch, uint64_t n_tokens,
+                                    uint64_t n_experts, uint64_t k, int sigmoid, int normalize,
+                                    uint64_t n_groups, uint64_t topk_groups, int top2_sum,
+                                    float scale) {
+  cuq_route_args a;
+  a.logits = logits, a.bias = bias, a.ids = ids, a.weights = weights, a.scratch = scratch;
+  a.n_tokens = n_tokens, a.n_experts = n_experts, a.k = k;
+  a.n_groups = n_groups, a.topk_groups = topk_groups;
+  a.sigmoid = sigmoid, a.normalize = normalize, a.top2_sum = top2_sum, a.scale = scale;
+  moe_route_kernel<<<cuq_grid(n_tokens, 4), 128, 0, s>>>(a);
+  return cuq_launched("cudaLaunchKernel(moe_route)");
 }
 
 /* ---- moe_combine: out[t, :] = (acc ? out[t, :] : 0) + sum_i weights[t, i] x[t, i, :] */

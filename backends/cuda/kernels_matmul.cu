@@ -6,7 +6,9 @@
  *    expanded in memory); F32 accumulation, warp-shuffle reduction. 16-byte
  *    loads of F32/F16/BF16 rows when the row is 16-byte aligned; Q8_0/Q4_0
  *    blocks (34 and 18 bytes) are only 2-byte aligned, so they are read as
- *    16-bit words, consecutive lanes on consecutive words (coalesced).
+ *    16-bit words, consecutive lanes on consecutive words (coalesced). The
+ *    block types of 1.3/1.4 (k-quants, Q4_1, Q5_0, Q5_1, F8) are read in
+ *    groups of 8 elements, each dequantized exactly (cuda_dequant.h).
  *  - large n, F32/F16/BF16 weights: cuBLAS. The ABI forbids rounding the F32
  *    activations (section 11: "MUST NOT quantize activations"), and one F16
  *    rounding of x already costs ~5e-4 > the 1e-4 budget. So x is split into
@@ -19,7 +21,7 @@
  *      BF16: x = hi + mid + lo (three BF16, 24 significand bits: exact for
  *            normal x). Three GEMMs accumulating into out (beta = 1).
  *      F32:  one GEMM with CUBLAS_COMPUTE_32F_PEDANTIC (no TF32).
- *  - large n otherwise (Q8_0/Q4_0, or QIAO_CUDA_NO_CUBLAS=1): 64x64 output
+ *  - large n otherwise (every block type, or QIAO_CUDA_NO_CUBLAS=1): 64x64 output
  *    tiles, the weight tile dequantized into shared memory (correctness
  *    first: a tensor-core version is future work).
  * matmul_experts is the small-n kernel with one (slot, row) per warp. */
@@ -73,7 +75,26 @@ __device__ __forceinline__ void row_dot(const unsigned char *w, uint64_t k, cons
     }
     return;
   }
-  /* Quantized: a unit is a quarter block (8 elements); units of consecutive
+  /* The block types of 1.3 and 1.4: groups of 8 consecutive elements, each
+   * dequantized exactly (cuda_dequant.h: one sub-block's scale and offset,
+   * eight levels), then multiplied with x; consecutive lanes take
+   * consecutive groups. */
+  if (CUQ_IS_NEW_BLOCK_TYPE(DT)) {
+    for (uint64_t g = lane; g < k / 8; g += 32) {
+      float wv[8];
+      cuq_dequant8(DT, w, g, wv);
+#pragma unroll
+      for (int t = 0; t < NT; t++) {
+        if (t >= nt) break;
+        const float *xs = x + t * x_stride + 8 * g;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+          acc[t] = fmaf(wv[i], __ldg(xs + i), acc[t]);
+      }
+    }
+    return;
+  }
+  /* Q8_0 and Q4_0: a unit is a quarter block (8 elements); units of consecutive
    * lanes are consecutive in memory. */
   const uint64_t units = k / 32 * 4;
   for (uint64_t u = lane; u < units; u += 32) {
@@ -151,23 +172,14 @@ __global__ void matmul_small_kernel(const float *x, const unsigned char *w, uint
   }
 }
 
-#define DISPATCH_DT(dtype, KERNEL, grid, block, smem, stream, ...)                                 \
-  switch (dtype) {                                                                                 \
-  case QIAO_DEV_F32: KERNEL<QIAO_DEV_F32><<<grid, block, smem, stream>>>(__VA_ARGS__); break;      \
-  case QIAO_DEV_F16: KERNEL<QIAO_DEV_F16><<<grid, block, smem, stream>>>(__VA_ARGS__); break;      \
-  case QIAO_DEV_BF16: KERNEL<QIAO_DEV_BF16><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
-  case QIAO_DEV_Q8_0: KERNEL<QIAO_DEV_Q8_0><<<grid, block, smem, stream>>>(__VA_ARGS__); break;    \
-  default: KERNEL<QIAO_DEV_Q4_0><<<grid, block, smem, stream>>>(__VA_ARGS__); break;               \
-  }
-
 extern "C" cuq_status cuq_matmul_small(cudaStream_t s, qiao_dev_dtype dtype, const float *x,
                                        const void *w, uint64_t row_bytes, const float *bias,
                                        float *out, uint64_t n, uint64_t k, uint64_t m,
                                        int accumulate) {
   const unsigned g = cuq_grid(m, SMALL_WARPS);
   const unsigned char *wb = (const unsigned char *)w;
-  DISPATCH_DT(dtype, matmul_small_kernel, g, 32 * SMALL_WARPS, 0, s, x, wb, row_bytes, bias, out,
-              (int)n, k, m, accumulate);
+  CUQ_LAUNCH_FOR_DTYPE(dtype, matmul_small_kernel, g, 32 * SMALL_WARPS, 0, s, x, wb, row_bytes,
+                       bias, out, (int)n, k, m, accumulate);
   return cuq_launched("cudaLaunchKernel(matmul_small)");
 }
 
@@ -206,8 +218,9 @@ extern "C" cuq_status cuq_matmul_experts(cudaStream_t s, qiao_dev_dtype dtype, c
   const uint64_t slots = n_tokens * k;
   const unsigned g = cuq_grid(slots * out_dim, SMALL_WARPS);
   const unsigned char *wb = (const unsigned char *)w;
-  DISPATCH_DT(dtype, matmul_experts_kernel, g, 32 * SMALL_WARPS, 0, s, x, wb, row_bytes,
-              expert_bytes, ids, out, slots, k, n_experts, in_dim, out_dim, x_per_slot, flags);
+  CUQ_LAUNCH_FOR_DTYPE(dtype, matmul_experts_kernel, g, 32 * SMALL_WARPS, 0, s, x, wb, row_bytes,
+                       expert_bytes, ids, out, slots, k, n_experts, in_dim, out_dim, x_per_slot,
+                       flags);
   return cuq_launched("cudaLaunchKernel(matmul_experts)");
 }
 
@@ -236,8 +249,21 @@ __global__ void __launch_bounds__(256)
         const int r = e / TK, c = e % TK;
         const uint64_t p = k0 + c;
         xs[r][c] = (n0 + r < n && p < k) ? x[(n0 + r) * k + p] : 0.0f;
-        ws[r][c] = (m0 + r < m && p < k) ? load_elem<DT>(w + (m0 + r) * row_bytes, p) : 0.0f;
+        if (!CUQ_IS_NEW_BLOCK_TYPE(DT))
+          ws[r][c] = (m0 + r < m && p < k) ? load_elem<DT>(w + (m0 + r) * row_bytes, p) : 0.0f;
       }
+      /* The block types of 1.3/1.4 in groups of 8 (one sub-block's scale and
+       * offset computed once); k is a multiple of their block size (>= 32),
+       * so the step's 32 columns are whole groups inside the row. */
+      if (CUQ_IS_NEW_BLOCK_TYPE(DT))
+        for (int e = tid; e < TILE * (TK / 8); e += 256) {
+          const int r = e / (TK / 8), c = 8 * (e % (TK / 8));
+          float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+          if (m0 + r < m) cuq_dequant8(DT, w + (m0 + r) * row_bytes, (k0 + c) / 8, v);
+#pragma unroll
+          for (int i = 0; i < 8; i++)
+            ws[r][c + i] = v[i];
+        }
       __syncthreads();
 #pragma unroll 8
       for (int kk = 0; kk < TK; kk++) {
@@ -278,8 +304,8 @@ extern "C" cuq_status cuq_matmul_tiled(cudaStream_t s, qiao_dev_dtype dtype, con
   const uint64_t tiles = ((m + TILE - 1) / TILE) * ((n + TILE - 1) / TILE);
   const unsigned g = cuq_grid(tiles, 1);
   const unsigned char *wb = (const unsigned char *)w;
-  DISPATCH_DT(dtype, matmul_tiled_kernel, g, 256, 0, s, x, wb, row_bytes, bias, out, n, k, m,
-              accumulate);
+  CUQ_LAUNCH_FOR_DTYPE(dtype, matmul_tiled_kernel, g, 256, 0, s, x, wb, row_bytes, bias, out, n, k,
+                       m, accumulate);
   return cuq_launched("cudaLaunchKernel(matmul_tiled)");
 }
 

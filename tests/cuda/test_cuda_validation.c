@@ -88,6 +88,26 @@ cuq_status cuq_attention(cudaStream_t s, int cache_f16, const cuq_attention_dims
                          void *scratch, int *flags) {
   return stub();
 }
+cuq_status cuq_latent_write(cudaStream_t s, int cache_f16, const float *latent, const float *rope,
+                            const int32_t *slots, void *cache, uint64_t n_tokens,
+                            uint64_t latent_dim, uint64_t rope_dim, uint64_t n_slots, int *flags) {
+  return stub();
+}
+uint64_t cuq_attention_latent_scratch(const cuq_latent_dims *d) {
+  return 0;
+}
+cuq_status cuq_attention_latent(cudaStream_t s, int cache_f16, const cuq_latent_dims *d,
+                                const float *q_latent, const float *q_rope, const void *cache,
+                                const int32_t *block_table, const int32_t *token_seq,
+                                const int32_t *token_pos, float *out, void *scratch, int *flags) {
+  return stub();
+}
+cuq_status cuq_moe_route(cudaStream_t s, const float *logits, const float *bias, int32_t *ids,
+                         float *weights, float *scratch, uint64_t n_tokens, uint64_t n_experts,
+                         uint64_t k, int sigmoid, int normalize, uint64_t n_groups,
+                         uint64_t topk_groups, int top2_sum, float scale) {
+  return stub();
+}
 
 /* ---- checks */
 
@@ -122,9 +142,16 @@ static void passes(qiao_dev_error *e, int line) {
 #define PASSES(e) passes((e), __LINE__)
 
 int main(void) {
+  /* The backend the shared checks ask for the runtime's ABI minor (fields
+   * of later versions are read only from a runtime that knows them). */
+  qiao_dev_backend backend;
+  memset(&backend, 0, sizeof(backend));
+  backend.magic = CUQ_MAGIC_BACKEND;
+  backend.runtime_minor = QIAO_DEVICE_ABI_MINOR;
   qiao_dev_device dev, other;
   memset(&dev, 0, sizeof(dev));
   dev.magic = CUQ_MAGIC_DEVICE;
+  dev.backend = &backend;
   dev.info.memory_bytes = 1ull << 30;
   dev.info.sm_count = 1;
   other = dev;
@@ -183,6 +210,35 @@ int main(void) {
   dead.magic = CUQ_MAGIC_DEAD;
   a = mm, a.w.buffer = &dead;
   EXPECT(cuq__matmul(&q, &a), QIAO_DEV_BAD_HANDLE, NULL);
+
+  /* (1.3) The block types: rows of whole blocks (256 for the k-quants, 32
+   * for Q4_1/Q5_0/Q5_1), operands aligned to 2 bytes, all three weight ops. */
+  const qiao_dev_dtype k_quants[] = {QIAO_DEV_Q4_K, QIAO_DEV_Q5_K, QIAO_DEV_Q6_K, QIAO_DEV_Q2_K,
+                                     QIAO_DEV_Q3_K};
+  for (size_t i = 0; i < sizeof(k_quants) / sizeof(k_quants[0]); i++) {
+    a = mm, a.w_dtype = k_quants[i], a.k = 256, a.x = (qiao_dev_ref){&out, 8192};
+    PASSES(cuq__matmul(&q, &a));
+    a.k = 128;
+    EXPECT(cuq__matmul(&q, &a), QIAO_DEV_INVALID_ARGUMENT, "multiple of the block size");
+    a.k = 256, a.w.offset = 4097;
+    EXPECT(cuq__matmul(&q, &a), QIAO_DEV_INVALID_ARGUMENT, "multiple");
+  }
+  const qiao_dev_dtype small_blocks[] = {QIAO_DEV_Q4_1, QIAO_DEV_Q5_0, QIAO_DEV_Q5_1};
+  for (size_t i = 0; i < sizeof(small_blocks) / sizeof(small_blocks[0]); i++) {
+    a = mm, a.w_dtype = small_blocks[i], a.k = 96, a.x = (qiao_dev_ref){&out, 8192};
+    PASSES(cuq__matmul(&q, &a));
+    a.k = 48;
+    EXPECT(cuq__matmul(&q, &a), QIAO_DEV_INVALID_ARGUMENT, "multiple of the block size");
+  }
+  /* (1.4) FP8: rows of whole 128-element blocks of 132 bytes, operands aligned to 4. */
+  a = mm, a.w_dtype = QIAO_DEV_F8_E4M3_B128, a.k = 256, a.x = (qiao_dev_ref){&out, 8192};
+  PASSES(cuq__matmul(&q, &a));
+  a.k = 192;
+  EXPECT(cuq__matmul(&q, &a), QIAO_DEV_INVALID_ARGUMENT, "multiple of the block size");
+  a.k = 256, a.w.offset = 4098;
+  EXPECT(cuq__matmul(&q, &a), QIAO_DEV_INVALID_ARGUMENT, "multiple");
+  a = mm, a.w_dtype = QIAO_DEV_Q6_K, a.k = 256, a.m = 5000; /* 5000 rows of 210 bytes > 1 MiB */
+  EXPECT(cuq__matmul(&q, &a), QIAO_DEV_INVALID_ARGUMENT, "exceed");
 
   /* rope: rot_dim even and <= head_dim; style known. */
   qiao_dev_rope_args rp = {sizeof(rp), 3, 2, 8, 8, QIAO_DEV_ROPE_NEOX, O, B, {&big, 64}};
@@ -260,6 +316,12 @@ int main(void) {
   PASSES(cuq__matmul_experts(&q, &me));
   me.in_dim = 40;
   EXPECT(cuq__matmul_experts(&q, &me), QIAO_DEV_INVALID_ARGUMENT, "block size");
+  me.in_dim = 256, me.w_dtype = QIAO_DEV_Q5_K, me.x = (qiao_dev_ref){&out, 8192};
+  PASSES(cuq__matmul_experts(&q, &me));
+  em.vocab = 10, em.dim = 512, em.table_dtype = QIAO_DEV_Q3_K;
+  PASSES(cuq__embed(&q, &em));
+  em.dim = 500;
+  EXPECT(cuq__embed(&q, &em), QIAO_DEV_INVALID_ARGUMENT, "block size");
   qiao_dev_moe_combine_args mc = {sizeof(mc), 2, 2, 8, 0, B, {&big, 4096}, O};
   PASSES(cuq__moe_combine(&q, &mc));
   mc.dim = 1ull << 62;
@@ -270,6 +332,111 @@ int main(void) {
   PASSES(cuq__rmsnorm(&q, &rn));
   rn.out.offset = 4;
   EXPECT(cuq__rmsnorm(&q, &rn), QIAO_DEV_INVALID_ARGUMENT, "overlaps");
+
+  /* (1.4) latent_write: latent_dim and rope_dim >= 1, the cache's dtype and range, overlaps. */
+  qiao_dev_latent_write_args lw = {.struct_size = sizeof(lw),
+                                   .n_tokens = 2,
+                                   .latent_dim = 32,
+                                   .rope_dim = 8,
+                                   .n_slots = 16,
+                                   .cache_dtype = QIAO_DEV_F16,
+                                   .latent = B,
+                                   .rope = {&big, 4096},
+                                   .slots = {&big, 8192},
+                                   .cache = O};
+  PASSES(cuq__latent_write(&q, &lw));
+  qiao_dev_latent_write_args w = lw;
+  w.latent_dim = 0;
+  EXPECT(cuq__latent_write(&q, &w), QIAO_DEV_INVALID_ARGUMENT, "latent_dim");
+  w = lw, w.cache_dtype = QIAO_DEV_BF16;
+  EXPECT(cuq__latent_write(&q, &w), QIAO_DEV_UNSUPPORTED, "cache dtype");
+  w = lw, w.cache = (qiao_dev_ref){&big, 4000};
+  EXPECT(cuq__latent_write(&q, &w), QIAO_DEV_INVALID_ARGUMENT, "overlaps");
+  w = lw, w.n_slots = 1u << 20;
+  EXPECT(cuq__latent_write(&q, &w), QIAO_DEV_INVALID_ARGUMENT, "exceed");
+  w = lw, w.struct_size = sizeof(lw) - 8;
+  EXPECT(cuq__latent_write(&q, &w), QIAO_DEV_INVALID_ARGUMENT, "struct_size");
+  w = lw, w.n_tokens = 0;
+  launches = 0;
+  CHECK(cuq__latent_write(&q, &w) == NULL && launches == 0);
+
+  /* (1.4) attention_latent: the shape rules, then this backend's limits (latent_dim <= 1024,
+   * rope_dim <= 128: UNSUPPORTED, with or without work). */
+  qiao_dev_attention_latent_args al = {.struct_size = sizeof(al),
+                                       .n_tokens = 2,
+                                       .n_heads = 4,
+                                       .latent_dim = 32,
+                                       .rope_dim = 8,
+                                       .n_seqs = 1,
+                                       .max_blocks_per_seq = 4,
+                                       .block_size = 8,
+                                       .n_slots = 32,
+                                       .scale = 0.125f,
+                                       .cache_dtype = QIAO_DEV_F32,
+                                       .q_latent = B,
+                                       .q_rope = {&big, 4096},
+                                       .cache = {&big, 8192},
+                                       .block_table = {&big, 65536},
+                                       .token_seq = {&big, 65600},
+                                       .token_pos = {&big, 65700},
+                                       .out = O};
+  PASSES(cuq__attention_latent(&q, &al));
+  qiao_dev_attention_latent_args l = al;
+  l.block_size = 0;
+  EXPECT(cuq__attention_latent(&q, &l), QIAO_DEV_INVALID_ARGUMENT, "block_size");
+  l = al, l.rope_dim = 0;
+  EXPECT(cuq__attention_latent(&q, &l), QIAO_DEV_INVALID_ARGUMENT, "rope_dim");
+  l = al, l.cache_dtype = QIAO_DEV_Q8_0;
+  EXPECT(cuq__attention_latent(&q, &l), QIAO_DEV_UNSUPPORTED, "cache dtype");
+  l = al, l.out = (qiao_dev_ref){&big, 8192};
+  EXPECT(cuq__attention_latent(&q, &l), QIAO_DEV_INVALID_ARGUMENT, "overlaps");
+  l = al, l.latent_dim = 1025, l.q_rope.offset = 32768, l.cache.offset = 98304;
+  EXPECT(cuq__attention_latent(&q, &l), QIAO_DEV_UNSUPPORTED, "latent_dim");
+  l.n_tokens = 0;
+  EXPECT(cuq__attention_latent(&q, &l), QIAO_DEV_UNSUPPORTED, "latent_dim");
+  l = al, l.rope_dim = 129, l.cache.offset = 16384;
+  EXPECT(cuq__attention_latent(&q, &l), QIAO_DEV_UNSUPPORTED, "rope_dim");
+  l = al, l.latent_dim = 512, l.rope_dim = 64, l.n_tokens = 1, l.n_heads = 2, l.n_slots = 16;
+  l.q_rope.offset = 8192, l.cache.offset = 16384, l.block_table.offset = 65536 + 4096;
+  PASSES(cuq__attention_latent(&q, &l)); /* DeepSeek-V3's dimensions */
+  l = al, l.n_heads = 0;
+  launches = 0;
+  CHECK(cuq__attention_latent(&q, &l) == NULL && launches == 0);
+
+  /* (1.4) moe_route: k, scoring, normalize, groups, the optional bias. */
+  qiao_dev_moe_route_args mr = {.struct_size = sizeof(mr),
+                                .n_tokens = 2,
+                                .n_experts = 8,
+                                .k = 2,
+                                .scoring = QIAO_DEV_MOE_SCORE_SIGMOID,
+                                .normalize = 1,
+                                .n_groups = 4,
+                                .topk_groups = 2,
+                                .group_score = QIAO_DEV_MOE_GROUP_TOP2_SUM,
+                                .scale = 2.5f,
+                                .logits = B,
+                                .bias = {&big, 4096},
+                                .ids = O,
+                                .weights = {&out, 64}};
+  PASSES(cuq__moe_route(&q, &mr));
+  qiao_dev_moe_route_args m = mr;
+  m.bias = (qiao_dev_ref){NULL, 0}, m.n_groups = 0, m.scoring = QIAO_DEV_MOE_SCORE_SOFTMAX;
+  PASSES(cuq__moe_route(&q, &m));
+  m = mr, m.n_groups = 3;
+  EXPECT(cuq__moe_route(&q, &m), QIAO_DEV_INVALID_ARGUMENT, "n_groups");
+  m = mr, m.k = 5; /* more than the 2 kept groups' 4 experts */
+  EXPECT(cuq__moe_route(&q, &m), QIAO_DEV_INVALID_ARGUMENT, "kept groups");
+  m = mr, m.scoring = 7;
+  EXPECT(cuq__moe_route(&q, &m), QIAO_DEV_INVALID_ARGUMENT, "scoring");
+  m = mr, m.k = 0;
+  EXPECT(cuq__moe_route(&q, &m), QIAO_DEV_INVALID_ARGUMENT, "k 0");
+  m = mr, m.bias = (qiao_dev_ref){NULL, 8};
+  EXPECT(cuq__moe_route(&q, &m), QIAO_DEV_INVALID_ARGUMENT, "bias");
+  m = mr, m.weights = (qiao_dev_ref){&out, 4};
+  EXPECT(cuq__moe_route(&q, &m), QIAO_DEV_INVALID_ARGUMENT, "overlaps");
+  m = mr, m.n_tokens = 0;
+  launches = 0;
+  CHECK(cuq__moe_route(&q, &m) == NULL && launches == 0);
 
   /* Data movement: ranges, NULL host pointers, overlap, size 0. */
   char host[16] = {0};
@@ -286,9 +453,42 @@ int main(void) {
   CHECK(!plugin__claims(QIAO_DEV_OP_ATTENTION, QIAO_DEV_BF16));
   CHECK(!plugin__claims(QIAO_DEV_OP_ADD, QIAO_DEV_F16));
   CHECK(!plugin__claims(QIAO_DEV_OP_MATMUL, QIAO_DEV_I32));
-  CHECK(!plugin__claims((qiao_dev_op)12, QIAO_DEV_F32));
+  CHECK(!plugin__claims(QIAO_DEV_OP_COUNT, QIAO_DEV_F32));
   uint32_t yes = 5;
-  CHECK(cuq__op_supported(&dev, (qiao_dev_op)12, (qiao_dev_dtype)77, &yes) == NULL && yes == 0);
+  CHECK(cuq__op_supported(&dev, QIAO_DEV_OP_COUNT, (qiao_dev_dtype)77, &yes) == NULL && yes == 0);
+  yes = 5;
+  CHECK(cuq__op_supported(&dev, QIAO_DEV_OP_MATMUL, QIAO_DEV_DTYPE_COUNT, &yes) == NULL &&
+        yes == 0);
+  /* (1.3, 1.4) every block type for the three weight ops, and for nothing else */
+  for (int dt = QIAO_DEV_Q4_K; dt <= QIAO_DEV_F8_E4M3_B128; dt++) {
+    const qiao_dev_op weight_ops[] = {QIAO_DEV_OP_EMBED, QIAO_DEV_OP_MATMUL,
+                                      QIAO_DEV_OP_MATMUL_EXPERTS};
+    for (int o = 0; o < 3; o++) {
+      yes = 0;
+      CHECK(cuq__op_supported(&dev, weight_ops[o], (qiao_dev_dtype)dt, &yes) == NULL && yes == 1);
+    }
+    yes = 5;
+    CHECK(cuq__op_supported(&dev, QIAO_DEV_OP_ATTENTION, (qiao_dev_dtype)dt, &yes) == NULL &&
+          yes == 0);
+  }
+  /* (1.4) the latent cache ops on F32 and F16 caches, moe_route on F32 */
+  const struct {
+    qiao_dev_op op;
+    qiao_dev_dtype dtype;
+    uint32_t claimed;
+  } claims[] = {{QIAO_DEV_OP_LATENT_WRITE, QIAO_DEV_F32, 1},
+                {QIAO_DEV_OP_LATENT_WRITE, QIAO_DEV_F16, 1},
+                {QIAO_DEV_OP_LATENT_WRITE, QIAO_DEV_BF16, 0},
+                {QIAO_DEV_OP_ATTENTION_LATENT, QIAO_DEV_F32, 1},
+                {QIAO_DEV_OP_ATTENTION_LATENT, QIAO_DEV_F16, 1},
+                {QIAO_DEV_OP_ATTENTION_LATENT, QIAO_DEV_Q8_0, 0},
+                {QIAO_DEV_OP_MOE_ROUTE, QIAO_DEV_F32, 1},
+                {QIAO_DEV_OP_MOE_ROUTE, QIAO_DEV_F16, 0}};
+  for (size_t i = 0; i < sizeof(claims) / sizeof(claims[0]); i++) {
+    yes = 5;
+    CHECK(cuq__op_supported(&dev, claims[i].op, claims[i].dtype, &yes) == NULL &&
+          yes == claims[i].claimed);
+  }
   qiao_dev_buffer *nb = NULL;
   EXPECT(cuq__buffer_create(&dev, UINT64_MAX, &nb), QIAO_DEV_OUT_OF_MEMORY, NULL);
   EXPECT(cuq__buffer_create(&dev, 1ull << 62, &nb), QIAO_DEV_OUT_OF_MEMORY, NULL);
