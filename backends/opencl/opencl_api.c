@@ -2,4 +2,4 @@
  * (backends/common/plugin_api.h). */
 #include "opencl_internal.h"
 
-PLUGIN_DEFINE_API(ocl, "opencl", "0.1.0")
+PLUGIN_DEFINE_API_1_4(ocl, "opencl", "0.1.0")

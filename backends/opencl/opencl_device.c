@@ -42,6 +42,7 @@ static const char *const kernel_names[K_COUNT] = {"embed_f32",
                                                   "embed_q4_1",
                                                   "embed_q5_0",
                                                   "embed_q5_1",
+                                                  "embed_f8_e4m3_b128",
                                                   "matmul_q4_k",
                                                   "matmul_q5_k",
                                                   "matmul_q6_k",
@@ -50,6 +51,7 @@ static const char *const kernel_names[K_COUNT] = {"embed_f32",
                                                   "matmul_q4_1",
                                                   "matmul_q5_0",
                                                   "matmul_q5_1",
+                                                  "matmul_f8_e4m3_b128",
                                                   "matmul_experts_q4_k",
                                                   "matmul_experts_q5_k",
                                                   "matmul_experts_q6_k",
@@ -57,7 +59,13 @@ static const char *const kernel_names[K_COUNT] = {"embed_f32",
                                                   "matmul_experts_q3_k",
                                                   "matmul_experts_q4_1",
                                                   "matmul_experts_q5_0",
-                                                  "matmul_experts_q5_1"};
+                                                  "matmul_experts_q5_1",
+                                                  "matmul_experts_f8_e4m3_b128",
+                                                  "latent_write_f32",
+                                                  "latent_write_f16",
+                                                  "attention_latent_f32",
+                                                  "attention_latent_f16",
+                                                  "moe_route"};
 
 const char *ocl__kernel_name(ocl_kernel kernel) {
   return (unsigned)kernel < K_COUNT ? kernel_names[kernel] : "?";
@@ -322,10 +330,15 @@ qiao_dev_error *ocl__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_
       plugin__check_handle(&ocl__rules, device, OCL_MAGIC_DEVICE, "op_supported: ", "device"));
   if (out_supported == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: op_supported: out_supported is NULL");
-  /* and (1.3) the block types for embed, matmul and matmul_experts */
+  /* and the block types of 1.3 and FP8 of 1.4 for embed, matmul and
+   * matmul_experts, and (1.4) the latent cache ops and moe_route */
   bool weight_op =
       op == QIAO_DEV_OP_EMBED || op == QIAO_DEV_OP_MATMUL || op == QIAO_DEV_OP_MATMUL_EXPERTS;
+  bool cache = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16;
   *out_supported =
-      plugin__claims(op, dtype) || (weight_op && dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1);
+      plugin__claims(op, dtype) ||
+      (weight_op && dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_F8_E4M3_B128) ||
+      ((op == QIAO_DEV_OP_LATENT_WRITE || op == QIAO_DEV_OP_ATTENTION_LATENT) && cache) ||
+      (op == QIAO_DEV_OP_MOE_ROUTE && dtype == QIAO_DEV_F32);
   return NULL;
 }

@@ -36,15 +36,20 @@ typedef enum ocl_kernel {
   K_ARGMAX,
   K_MOE_GATE,
   K_MOE_COMBINE,
-  /* (ABI 1.3) the same three families for Q4_K .. Q5_1: + (dtype - Q4_K), 8 */
+  /* (ABI 1.3, 1.4) the same three families for the dtypes added later, Q4_K
+   * .. Q5_1 (1.3) and F8_E4M3_B128 (1.4): + (dtype - Q4_K), 9 */
   K_EMBED_1_3,
-  K_MATMUL_1_3 = K_EMBED_1_3 + 8,
-  K_MATMUL_EXPERTS_1_3 = K_MATMUL_1_3 + 8,
-  K_COUNT = K_MATMUL_EXPERTS_1_3 + 8
+  K_MATMUL_1_3 = K_EMBED_1_3 + 9,
+  K_MATMUL_EXPERTS_1_3 = K_MATMUL_1_3 + 9,
+  /* (ABI 1.4) multi-head latent attention and DeepSeekMoE routing */
+  K_LATENT_WRITE = K_MATMUL_EXPERTS_1_3 + 9, /* + (cache is F16), 2 */
+  K_ATTENTION_LATENT = K_LATENT_WRITE + 2,   /* + (cache is F16), 2 */
+  K_MOE_ROUTE = K_ATTENTION_LATENT + 2,
+  K_COUNT
 } ocl_kernel;
 
 /* The kernel of a dtype-keyed family: `first` for F32 .. Q4_0, `first_1_3`
- * for the dtypes of 1.3. */
+ * for the dtypes of 1.3 and 1.4 (Q4_K .. F8_E4M3_B128). */
 static inline ocl_kernel ocl__weight_kernel(ocl_kernel first, ocl_kernel first_1_3,
                                             qiao_dev_dtype dtype) {
   return dtype >= QIAO_DEV_Q4_K ? (ocl_kernel)(first_1_3 + (dtype - QIAO_DEV_Q4_K))
@@ -96,11 +101,12 @@ struct qiao_dev_queue {
   bool flags_dirty; /* a kernel that may set flags ran since the last synchronize */
 };
 
-/* The entry points of the function table, ocl__backend_open ... ocl__moe_combine,
+/* The entry points of the function table, ocl__backend_open ... ocl__moe_route,
  * with qiao_dev_api's types (backends/common/plugin_api.h): the backend and
  * devices in opencl_device.c, buffers, queues and data movement in
  * opencl_memory.c, the ops in opencl_ops.c. */
 PLUGIN_DECLARE_ENTRY_POINTS(ocl)
+PLUGIN_DECLARE_ENTRY_POINTS_1_4(ocl)
 
 /* ---- errors (opencl_error.c; the error object is backends/common/plugin_error.h) */
 /* "<call>(<what>): CL_..." with the code mapped from the CL status. */

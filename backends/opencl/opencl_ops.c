@@ -1,4 +1,4 @@
-/* opencl_ops.c: the twelve ops of the ABI: the shared argument validation
+/* opencl_ops.c: the fifteen ops of the ABI (1.4): the shared argument validation
  * on the host (backends/common/plugin_validate.c: shapes, dtypes, every
  * operand inside its buffer, alignment, forbidden overlaps), then one kernel
  * launch each. Values inside device buffers (ids, slots, block tables) are
@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "opencl_internal.h"
+#include "plugin_validate_1_4.h"
 
 #define TRY PLUGIN_TRY
 
@@ -304,4 +305,76 @@ qiao_dev_error *ocl__moe_combine(qiao_dev_queue *q, const qiao_dev_moe_combine_a
   arg_u64(&l, a->dim);
   arg_i32(&l, a->accumulate != 0);
   return launch_run(&l, 2, global, NULL);
+}
+
+/* ---- (1.4) multi-head latent attention and DeepSeekMoE routing */
+
+qiao_dev_error *ocl__latent_write(qiao_dev_queue *q, const qiao_dev_latent_write_args *a) {
+  VALIDATE(latent_write, q, a);
+  uint64_t es = p.cache_elem;
+  /* latent_dim + rope_dim fits: latent and rope (n_tokens > 0 rows) lie in buffers */
+  size_t global[2] = {(size_t)(a->latent_dim + a->rope_dim), (size_t)a->n_tokens};
+  launch l = launch_begin(q, K_LATENT_WRITE + (es == 2));
+  arg_ref(&l, a->latent, 4);
+  arg_ref(&l, a->rope, 4);
+  arg_ref(&l, a->slots, 4);
+  arg_ref(&l, a->cache, es);
+  arg_u64(&l, a->latent_dim);
+  arg_u64(&l, a->rope_dim);
+  arg_u64(&l, a->n_slots);
+  arg_mem(&l, q->flags);
+  q->flags_dirty = true;
+  return launch_run(&l, 2, global, NULL);
+}
+
+qiao_dev_error *ocl__attention_latent(qiao_dev_queue *q, const qiao_dev_attention_latent_args *a) {
+  VALIDATE(attention_latent, q, a);
+  uint64_t es = p.cache_elem;
+  /* Positions are I32, so a window beyond 2^31 is the same as none. */
+  uint64_t window = a->window > 0x80000000u ? 0x80000000u : a->window;
+  size_t wg = q->device->wg, global[2], local[2] = {wg, 1};
+  TRY(groups("attention_latent", a->n_heads, wg, &global[0]));
+  global[1] = (size_t)a->n_tokens;
+  launch l = launch_begin(q, K_ATTENTION_LATENT + (es == 2));
+  arg_ref(&l, a->q_latent, 4);
+  arg_ref(&l, a->q_rope, 4);
+  arg_ref(&l, a->cache, es);
+  arg_ref(&l, a->block_table, 4);
+  arg_ref(&l, a->token_seq, 4);
+  arg_ref(&l, a->token_pos, 4);
+  arg_ref(&l, a->out, 4);
+  arg_u64(&l, a->n_heads);
+  arg_u64(&l, a->latent_dim);
+  arg_u64(&l, a->rope_dim);
+  arg_u64(&l, a->n_seqs);
+  arg_u64(&l, a->max_blocks_per_seq);
+  arg_u64(&l, a->block_size);
+  arg_u64(&l, a->n_slots);
+  arg_u64(&l, window);
+  arg_f32(&l, a->scale);
+  arg_mem(&l, q->flags);
+  q->flags_dirty = true;
+  return launch_run(&l, 2, global, local);
+}
+
+qiao_dev_error *ocl__moe_route(qiao_dev_queue *q, const qiao_dev_moe_route_args *a) {
+  VALIDATE(moe_route, q, a);
+  size_t global[1] = {(size_t)a->n_tokens};
+  launch l = launch_begin(q, K_MOE_ROUTE);
+  arg_ref(&l, a->logits, 4);
+  arg_opt_ref(&l, a->bias, 4);
+  arg_i32(&l, p.has_bias);
+  arg_ref(&l, a->ids, 4);
+  arg_ref(&l, a->weights, 4);
+  arg_u64(&l, a->n_tokens);
+  arg_u64(&l, a->n_experts);
+  arg_u64(&l, a->k);
+  arg_i32(&l, a->scoring == QIAO_DEV_MOE_SCORE_SIGMOID);
+  arg_i32(&l, a->normalize != 0);
+  /* n_groups 0 or 1: no group limit (the kernel tests n_groups > 1) */
+  arg_u64(&l, a->n_groups);
+  arg_u64(&l, a->topk_groups);
+  arg_i32(&l, a->group_score == QIAO_DEV_MOE_GROUP_TOP2_SUM);
+  arg_f32(&l, a->scale);
+  return launch_run(&l, 1, global, NULL);
 }

@@ -189,6 +189,7 @@ static inline uint16_t f2h(float f) {
 
 static inline const char *dtype_name(qiao_dev_dtype t) {
   static const char *names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "i32"};
+  if (t == QIAO_DEV_F8_E4M3_B128) return "f8_e4m3_b128";
   return (unsigned)t < 6 ? names[t] : "?";
 }
 
@@ -200,11 +201,13 @@ static inline size_t weight_bytes(qiao_dev_dtype t, size_t rows, size_t cols) {
   case QIAO_DEV_BF16: return rows * cols * 2;
   case QIAO_DEV_Q8_0: return rows * (cols / 32) * 34;
   case QIAO_DEV_Q4_0: return rows * (cols / 32) * 18;
+  case QIAO_DEV_F8_E4M3_B128: return rows * (cols / 128) * 132;
   default: return 0;
   }
 }
 
-/* Random, finite weights in dtype t: block scales are f16 in [0.002, 0.05). */
+/* Random, finite weights in dtype t: block scales are f16 in [0.002, 0.05)
+ * (F8_E4M3_B128: f32 in [0.0005, 0.01), the NaN codes 0x7f/0xff never). */
 static inline unsigned char *rand_weights(qiao_dev_dtype t, size_t rows, size_t cols) {
   size_t bytes = weight_bytes(t, rows, cols);
   unsigned char *w = malloc(bytes ? bytes : 1);
@@ -224,6 +227,15 @@ static inline unsigned char *rand_weights(qiao_dev_dtype t, size_t rows, size_t 
       memcpy(&x, &f, 4);
       uint16_t b = (uint16_t)(x >> 16);
       memcpy(w + 2 * i, &b, 2);
+    }
+  } else if (t == QIAO_DEV_F8_E4M3_B128) {
+    for (size_t b = 0; b < n / 128; b++) {
+      float d = 0.0005f + (float)(rnd() % 1000) * 0.0000095f;
+      memcpy(w + b * 132, &d, 4);
+      for (size_t j = 4; j < 132; j++) {
+        unsigned char q = (unsigned char)rnd();
+        w[b * 132 + j] = (q & 0x7f) == 0x7f ? (unsigned char)(q - 1) : q;
+      }
     }
   } else {
     size_t bs = t == QIAO_DEV_Q8_0 ? 34 : 18, nb = n / 32;

@@ -51,14 +51,17 @@ static void test_capabilities(void) {
   for (int op = 0; op < QIAO_DEV_OP_COUNT + 2; op++)
     for (int t = 0; t < QIAO_DEV_DTYPE_COUNT + 1; t++) {
       uint32_t got = 7, want = 0;
-      int weights = t <= QIAO_DEV_Q4_0 || (t >= QIAO_DEV_Q4_K && t <= QIAO_DEV_Q5_1); /* 1.3 */
+      /* the block types of 1.3 and FP8 of 1.4 */
+      int weights = t <= QIAO_DEV_Q4_0 || (t >= QIAO_DEV_Q4_K && t <= QIAO_DEV_F8_E4M3_B128);
       int cache = t == QIAO_DEV_F32 || t == QIAO_DEV_F16;
       switch (op) {
       case QIAO_DEV_OP_EMBED:
       case QIAO_DEV_OP_MATMUL:
       case QIAO_DEV_OP_MATMUL_EXPERTS: want = (uint32_t)weights; break;
       case QIAO_DEV_OP_KV_WRITE:
-      case QIAO_DEV_OP_ATTENTION: want = (uint32_t)cache; break;
+      case QIAO_DEV_OP_ATTENTION:
+      case QIAO_DEV_OP_LATENT_WRITE: /* (1.4) */
+      case QIAO_DEV_OP_ATTENTION_LATENT: want = (uint32_t)cache; break;
       case QIAO_DEV_OP_COUNT:
       case QIAO_DEV_OP_COUNT + 1: want = 0; break;
       default: want = t == QIAO_DEV_F32;
@@ -198,6 +201,55 @@ static void test_arguments(void) {
                            .positions = rw,
                            .freqs = ro};
   DEV_ERR(&D, D.api->rope(D.queue, &rp), QIAO_DEV_INVALID_ARGUMENT, "rot_dim");
+
+  /* (1.4) the shared checks reach the new ops */
+  qiao_dev_latent_write_args lw = {.struct_size = sizeof(lw),
+                                   .n_tokens = 1,
+                                   .latent_dim = 4,
+                                   .rope_dim = 0,
+                                   .n_slots = 2,
+                                   .cache_dtype = QIAO_DEV_F16,
+                                   .latent = rx,
+                                   .rope = rw,
+                                   .slots = rw,
+                                   .cache = ro};
+  DEV_ERR(&D, D.api->latent_write(D.queue, &lw), QIAO_DEV_INVALID_ARGUMENT, "rope_dim");
+  lw.rope_dim = 2, lw.cache = rx;
+  DEV_ERR(&D, D.api->latent_write(D.queue, &lw), QIAO_DEV_INVALID_ARGUMENT, "overlaps");
+  qiao_dev_attention_latent_args al = {.struct_size = sizeof(al),
+                                       .n_tokens = 1,
+                                       .n_heads = 2,
+                                       .latent_dim = 4,
+                                       .rope_dim = 2,
+                                       .n_seqs = 1,
+                                       .max_blocks_per_seq = 1,
+                                       .block_size = 4,
+                                       .n_slots = 2,
+                                       .scale = 1,
+                                       .cache_dtype = QIAO_DEV_BF16,
+                                       .q_latent = rx,
+                                       .q_rope = rx,
+                                       .cache = rw,
+                                       .block_table = rw,
+                                       .token_seq = rw,
+                                       .token_pos = rw,
+                                       .out = ro};
+  DEV_ERR(&D, D.api->attention_latent(D.queue, &al), QIAO_DEV_UNSUPPORTED, NULL);
+  al.cache_dtype = QIAO_DEV_F32, al.struct_size = sizeof(al) - 8;
+  DEV_ERR(&D, D.api->attention_latent(D.queue, &al), QIAO_DEV_INVALID_ARGUMENT, "struct_size");
+  qiao_dev_moe_route_args mr = {.struct_size = sizeof(mr),
+                                .n_tokens = 1,
+                                .n_experts = 8,
+                                .k = 2,
+                                .n_groups = 3,
+                                .topk_groups = 1,
+                                .scale = 1,
+                                .logits = rx,
+                                .ids = ro,
+                                .weights = rw};
+  DEV_ERR(&D, D.api->moe_route(D.queue, &mr), QIAO_DEV_INVALID_ARGUMENT, "n_groups");
+  bad = m, bad.w_dtype = QIAO_DEV_F8_E4M3_B128, bad.k = 64; /* FP8 rows are 128-element blocks */
+  DEV_ERR(&D, D.api->matmul(D.queue, &bad), QIAO_DEV_INVALID_ARGUMENT, "multiple of the block");
   dev_reset(&D);
 }
 
@@ -275,6 +327,41 @@ static void test_zero_dims(void) {
   qiao_dev_moe_combine_args mc = {
       .struct_size = sizeof(mc), .n_tokens = 2, .k = 3, .dim = 0, .x = r, .weights = r, .out = o};
   DEV_OK(&D, D.api->moe_combine(D.queue, &mc));
+  qiao_dev_latent_write_args lw = {.struct_size = sizeof(lw),
+                                   .n_tokens = 0,
+                                   .latent_dim = 8,
+                                   .rope_dim = 4,
+                                   .n_slots = 1,
+                                   .cache_dtype = QIAO_DEV_F16,
+                                   .latent = r,
+                                   .rope = r,
+                                   .slots = r,
+                                   .cache = o};
+  DEV_OK(&D, D.api->latent_write(D.queue, &lw));
+  qiao_dev_attention_latent_args al = {.struct_size = sizeof(al),
+                                       .n_tokens = 1,
+                                       .n_heads = 0,
+                                       .latent_dim = 8,
+                                       .rope_dim = 4,
+                                       .block_size = 16,
+                                       .cache_dtype = QIAO_DEV_F32,
+                                       .q_latent = r,
+                                       .q_rope = r,
+                                       .cache = r,
+                                       .block_table = r,
+                                       .token_seq = r,
+                                       .token_pos = r,
+                                       .out = o};
+  DEV_OK(&D, D.api->attention_latent(D.queue, &al));
+  qiao_dev_moe_route_args mr = {.struct_size = sizeof(mr),
+                                .n_tokens = 0,
+                                .n_experts = 4,
+                                .k = 2,
+                                .scale = 1,
+                                .logits = r,
+                                .ids = o,
+                                .weights = {o.buffer, o.offset + 32}};
+  DEV_OK(&D, D.api->moe_route(D.queue, &mr));
   float back[64];
   get(&D, o, back, sizeof(back));
   CHECK(memcmp(back, x, sizeof(x)) == 0);
@@ -363,6 +450,51 @@ static void test_device_checks(void) {
   DEV_ERR(&D, D.api->queue_synchronize(D.queue), QIAO_DEV_INVALID_ARGUMENT, "attention");
   float zero[8];
   get(&D, at.out, zero, sizeof(zero));
+  for (int i = 0; i < 8; i++)
+    CHECK(zero[i] == 0.0f);
+
+  /* (1.4) the latent cache: a slot out of range is not written */
+  int32_t lslots[2] = {1, 4};
+  qiao_dev_latent_write_args lw = {.struct_size = sizeof(lw),
+                                   .n_tokens = 2,
+                                   .latent_dim = 4,
+                                   .rope_dim = 2,
+                                   .n_slots = 4,
+                                   .cache_dtype = QIAO_DEV_F32,
+                                   .latent = up(&D, x, 2 * 4 * 4),
+                                   .rope = up(&D, x, 2 * 2 * 4),
+                                   .slots = up(&D, lslots, 8),
+                                   .cache = up(&D, NULL, 4 * 6 * 4)};
+  DEV_OK(&D, D.api->latent_write(D.queue, &lw));
+  DEV_ERR(&D, D.api->queue_synchronize(D.queue), QIAO_DEV_INVALID_ARGUMENT, "latent_write");
+  float lc[4 * 6];
+  get(&D, lw.cache, lc, sizeof(lc));
+  for (int i = 0; i < 4 * 6; i++)
+    CHECK(lc[i] == (i >= 6 && i < 12 ? 1.0f : 0.0f)); /* slot 1 only */
+  qiao_dev_attention_latent_args al = {.struct_size = sizeof(al),
+                                       .n_tokens = 1,
+                                       .n_heads = 2,
+                                       .latent_dim = 4,
+                                       .rope_dim = 2,
+                                       .n_seqs = 1,
+                                       .max_blocks_per_seq = 1,
+                                       .block_size = 4,
+                                       .n_slots = 4,
+                                       .scale = 0.5f,
+                                       .cache_dtype = QIAO_DEV_F32,
+                                       .q_latent = up(&D, x, 2 * 4 * 4),
+                                       .q_rope = up(&D, x, 2 * 2 * 4),
+                                       .cache = lw.cache,
+                                       .block_table = at.block_table, /* block 5 */
+                                       .token_seq = up(&D, seq, 4),
+                                       .token_pos = at.token_pos,
+                                       .out = up(&D, NULL, 2 * 4 * 4)};
+  DEV_OK(&D, D.api->attention_latent(D.queue, &al));
+  DEV_ERR(&D, D.api->queue_synchronize(D.queue), QIAO_DEV_INVALID_ARGUMENT, "attention_latent");
+  al.token_seq = at.token_seq; /* sequence 1 of 1 */
+  DEV_OK(&D, D.api->attention_latent(D.queue, &al));
+  DEV_ERR(&D, D.api->queue_synchronize(D.queue), QIAO_DEV_INVALID_ARGUMENT, "attention_latent");
+  get(&D, al.out, zero, sizeof(zero));
   for (int i = 0; i < 8; i++)
     CHECK(zero[i] == 0.0f);
   dev_reset(&D);

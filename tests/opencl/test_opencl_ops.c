@@ -1,8 +1,10 @@
 /* Every op of the OpenCL backend, op by op, against the CPU reference backend
- * on the same random inputs: all claimed dtypes, edge shapes (n = 1, k = 32,
- * odd m, long rows, several sequences, KV crossing block boundaries, GQA,
- * sliding windows), operands at non-zero buffer offsets. Tolerances are
- * f32-level (relative L2 per row 1e-5); ids and copied values are exact. */
+ * on the same random inputs: all claimed dtypes except the block types of
+ * 1.3 (conformance's float64 cases cover those, and every FP8 code), edge
+ * shapes (n = 1, k = 32, odd m, long rows, several sequences, KV crossing
+ * block boundaries, GQA, sliding windows, DeepSeek's latent rows and
+ * routing), operands at non-zero buffer offsets. Tolerances are f32-level
+ * (relative L2 per row 1e-5); ids and copied values are exact. */
 #include <stdarg.h>
 
 #include "cpu_backend.h"
@@ -427,6 +429,172 @@ static void test_moe_combine(size_t n_tokens, size_t k, size_t dim, int acc) {
   free(x), free(w), free(o0), free(out[0]), free(out[1]);
 }
 
+/* ---- (1.4) latent_write */
+static void test_latent_write(qiao_dev_dtype t, size_t n_tokens, size_t L, size_t R,
+                              size_t n_slots) {
+  size_t row = L + R, es = t == QIAO_DEV_F32 ? 4 : 2, cb = n_slots * row * es;
+  float *lat = rand_f32(n_tokens * L, 3.0f), *rope = rand_f32(n_tokens * R, 3.0f);
+  void *c0 = rand_cache(t, n_slots * row);
+  int32_t *slots = malloc(n_tokens * 4);
+  for (size_t i = 0; i < n_tokens; i++)
+    slots[i] = (int32_t)((i * 7 + 3) % n_slots); /* distinct */
+  unsigned char *c[2];
+  for (int d = 0; d < 2; d++) {
+    dev *D = &devs[d];
+    qiao_dev_latent_write_args a = {.struct_size = sizeof(a),
+                                    .n_tokens = n_tokens,
+                                    .latent_dim = L,
+                                    .rope_dim = R,
+                                    .n_slots = n_slots,
+                                    .cache_dtype = t,
+                                    .latent = up(D, lat, n_tokens * L * 4),
+                                    .rope = up(D, rope, n_tokens * R * 4),
+                                    .slots = up(D, slots, n_tokens * 4),
+                                    .cache = up(D, c0, cb)};
+    DEV_OK(D, D->api->latent_write(D->queue, &a));
+    c[d] = malloc(cb);
+    get(D, a.cache, c[d], cb);
+    dev_reset(D);
+  }
+  char what[96];
+  label(what, sizeof(what), "latent_write %s tokens=%zu latent=%zu rope=%zu", dtype_name(t),
+        n_tokens, L, R);
+  compare_exact(what, c[0], c[1], cb);
+  free(lat), free(rope), free(c0), free(slots), free(c[0]), free(c[1]);
+}
+
+/* ---- (1.4) attention_latent: sequences, queries, block table and NaN in
+ * every slot no query attends to, as in test_attention; a cache row is
+ * (latent_dim + rope_dim). */
+static void test_attention_latent(qiao_dev_dtype t, size_t n_heads, size_t L, size_t R, size_t bs,
+                                  size_t n_seqs, const int *lens, int q_per_seq, size_t window) {
+  size_t max_len = 0, n_tokens = 0, row = L + R;
+  for (size_t s = 0; s < n_seqs; s++) {
+    if ((size_t)lens[s] > max_len) max_len = (size_t)lens[s];
+    n_tokens += (size_t)(q_per_seq < lens[s] ? q_per_seq : lens[s]);
+  }
+  size_t max_blocks = (max_len + bs - 1) / bs + 1, n_blocks = n_seqs * max_blocks;
+  size_t n_slots = n_blocks * bs, es = t == QIAO_DEV_F32 ? 4 : 2, cb = n_slots * row * es;
+  int32_t *bt = malloc(n_blocks * 4);
+  for (size_t i = 0; i < n_blocks; i++)
+    bt[i] = (int32_t)i;
+  for (size_t i = n_blocks - 1; i > 0; i--) { /* shuffle */
+    size_t j = rnd() % (i + 1);
+    int32_t tmp = bt[i];
+    bt[i] = bt[j], bt[j] = tmp;
+  }
+  int32_t *seq = malloc(n_tokens * 4), *pos = malloc(n_tokens * 4);
+  size_t n = 0;
+  for (int i = 0; i < q_per_seq; i++)
+    for (size_t s = 0; s < n_seqs; s++)
+      if (i < lens[s]) {
+        int first = lens[s] - (q_per_seq < lens[s] ? q_per_seq : lens[s]);
+        seq[n] = (int32_t)s, pos[n] = first + i, n++;
+      }
+  void *cache = rand_cache(t, n_slots * row);
+  for (size_t s = 0; s < n_seqs; s++) {
+    int first = lens[s] - (q_per_seq < lens[s] ? q_per_seq : lens[s]);
+    long lo = window > 0 ? (long)first - (long)window + 1 : 0;
+    for (size_t j = 0; j < max_blocks * bs; j++) {
+      if ((long)j >= lo && j < (size_t)lens[s]) continue;
+      size_t slot = (size_t)bt[s * max_blocks + j / bs] * bs + j % bs;
+      for (size_t c = 0; c < row; c++) {
+        if (t == QIAO_DEV_F32)
+          ((float *)cache)[slot * row + c] = NAN;
+        else
+          ((uint16_t *)cache)[slot * row + c] = 0x7e00;
+      }
+    }
+    for (size_t b = ((size_t)lens[s] + bs - 1) / bs; b < max_blocks; b++)
+      bt[s * max_blocks + b] = -1;
+  }
+  size_t qlb = n_tokens * n_heads * L * 4, qrb = n_tokens * n_heads * R * 4;
+  float *ql = rand_f32(qlb / 4, 1.0f), *qr = rand_f32(qrb / 4, 2.0f);
+  float *out[2];
+  for (int d = 0; d < 2; d++) {
+    dev *D = &devs[d];
+    qiao_dev_attention_latent_args a = {.struct_size = sizeof(a),
+                                        .n_tokens = n_tokens,
+                                        .n_heads = n_heads,
+                                        .latent_dim = L,
+                                        .rope_dim = R,
+                                        .n_seqs = n_seqs,
+                                        .max_blocks_per_seq = max_blocks,
+                                        .block_size = bs,
+                                        .n_slots = n_slots,
+                                        .window = window,
+                                        .scale = 1.0f / sqrtf((float)(L / 4 + R)),
+                                        .cache_dtype = t,
+                                        .q_latent = up(D, ql, qlb),
+                                        .q_rope = up(D, qr, qrb),
+                                        .cache = up(D, cache, cb),
+                                        .block_table = up(D, bt, n_blocks * 4),
+                                        .token_seq = up(D, seq, n_tokens * 4),
+                                        .token_pos = up(D, pos, n_tokens * 4),
+                                        .out = up(D, NULL, qlb)};
+    DEV_OK(D, D->api->attention_latent(D->queue, &a));
+    out[d] = malloc(qlb);
+    get(D, a.out, out[d], qlb);
+    dev_reset(D);
+  }
+  char what[160];
+  label(what, sizeof(what),
+        "attention_latent %s heads=%zu latent=%zu rope=%zu block=%zu seqs=%zu window=%zu",
+        dtype_name(t), n_heads, L, R, bs, n_seqs, window);
+  compare_rows(what, out[0], out[1], n_tokens * n_heads, L, TOL);
+  free(bt), free(seq), free(pos), free(cache), free(ql), free(qr), free(out[0]), free(out[1]);
+}
+
+/* ---- (1.4) moe_route; ties: logits and bias that depend only on (e / 2) % 3,
+ * so experts tie in pairs and groups of 4 or 6 tie with each other */
+static void test_moe_route(size_t n_tokens, size_t n_experts, size_t k, uint32_t scoring,
+                           uint32_t normalize, uint32_t n_groups, uint32_t topk_groups,
+                           uint32_t group_score, int bias, float scale, int ties) {
+  float *logits = rand_f32(n_tokens * n_experts, 4.0f), *b = rand_f32(n_experts, 0.5f);
+  for (size_t e = 0; e < n_experts && ties; e++) {
+    b[e] = 0.125f * (float)((e / 2) % 3);
+    for (size_t t = 0; t < n_tokens; t++)
+      logits[t * n_experts + e] = (float)((e / 2) % 3) - (float)(t % 2);
+  }
+  size_t ob = n_tokens * k * 4;
+  int32_t *ids[2];
+  float *w[2];
+  for (int d = 0; d < 2; d++) {
+    dev *D = &devs[d];
+    qiao_dev_moe_route_args a = {.struct_size = sizeof(a),
+                                 .n_tokens = n_tokens,
+                                 .n_experts = n_experts,
+                                 .k = k,
+                                 .scoring = scoring,
+                                 .normalize = normalize,
+                                 .n_groups = n_groups,
+                                 .topk_groups = topk_groups,
+                                 .group_score = group_score,
+                                 .scale = scale,
+                                 .logits = up(D, logits, n_tokens * n_experts * 4),
+                                 .ids = up(D, NULL, ob),
+                                 .weights = up(D, NULL, ob)};
+    if (bias) a.bias = up(D, b, n_experts * 4);
+    DEV_OK(D, D->api->moe_route(D->queue, &a));
+    ids[d] = malloc(ob), w[d] = malloc(ob);
+    get(D, a.ids, ids[d], ob);
+    get(D, a.weights, w[d], ob);
+    dev_reset(D);
+  }
+  char what[192];
+  label(what, sizeof(what),
+        "moe_route tokens=%zu experts=%zu k=%zu %s normalize=%u groups=%u/%u %s bias=%d "
+        "scale=%g ties=%d",
+        n_tokens, n_experts, k, scoring == QIAO_DEV_MOE_SCORE_SIGMOID ? "sigmoid" : "softmax",
+        normalize, topk_groups, n_groups,
+        group_score == QIAO_DEV_MOE_GROUP_TOP2_SUM ? "top2_sum" : "max", bias, (double)scale, ties);
+  compare_exact(what, ids[0], ids[1], ob);
+  compare_rows(what, w[0], w[1], n_tokens, k, TOL);
+  free(logits), free(b);
+  for (int d = 0; d < 2; d++)
+    free(ids[d]), free(w[d]);
+}
+
 /* QIAO_TEST_ONLY=<op> runs one op's cases (for debugging). */
 static int want(const char *op) {
   const char *only = getenv("QIAO_TEST_ONLY");
@@ -498,6 +666,42 @@ int main(void) {
   if (want("moe_combine")) test_moe_combine(1, 1, 1, 0);
   if (want("moe_combine")) test_moe_combine(3, 2, 64, 1);
   if (want("moe_combine")) test_moe_combine(4, 8, 100, 0);
+
+  /* (1.4) */
+  const qiao_dev_dtype F8 = QIAO_DEV_F8_E4M3_B128; /* rows of 128-element blocks */
+  if (want("embed")) test_embed(F8, 1, 5, 128);
+  if (want("embed")) test_embed(F8, 7, 300, 384);
+  if (want("matmul")) test_matmul(F8, 1, 128, 1, 0, 0);
+  if (want("matmul")) test_matmul(F8, 5, 256, 33, 1, 1);
+  if (want("matmul")) test_matmul(F8, 9, 384, 17, 0, 1);
+  if (want("matmul")) test_matmul(F8, 3, 4096, 5, 1, 0); /* long rows */
+  if (want("matmul_experts")) test_experts(F8, 1, 1, 1, 128, 3, 0);
+  if (want("matmul_experts")) test_experts(F8, 3, 2, 4, 256, 9, 0);
+  if (want("matmul_experts")) test_experts(F8, 4, 3, 5, 128, 7, 1);
+  for (int i = 0; i < 2; i++) {
+    qiao_dev_dtype t = ctypes[i];
+    static const int one[] = {1}, lens3[] = {5, 17, 9}, lens2[] = {150, 70},
+                     lens4[] = {3, 33, 1, 12};
+    if (want("latent_write")) test_latent_write(t, 1, 32, 8, 4);
+    if (want("latent_write")) test_latent_write(t, 5, 512, 64, 16); /* DeepSeek's row */
+    if (want("attention_latent")) test_attention_latent(t, 1, 32, 8, 4, 1, one, 1, 0);
+    if (want("attention_latent")) test_attention_latent(t, 4, 32, 8, 4, 3, lens3, 4, 0);
+    if (want("attention_latent"))
+      test_attention_latent(t, 3, 512, 64, 16, 2, lens2, 2, 0); /* > one work-group of keys */
+    if (want("attention_latent"))
+      test_attention_latent(t, 2, 40, 24, 8, 4, lens4, 3, 5); /* window */
+  }
+  const uint32_t SM = QIAO_DEV_MOE_SCORE_SOFTMAX, SG = QIAO_DEV_MOE_SCORE_SIGMOID;
+  const uint32_t MAX = QIAO_DEV_MOE_GROUP_MAX, TOP2 = QIAO_DEV_MOE_GROUP_TOP2_SUM;
+  if (want("moe_route")) test_moe_route(1, 1, 1, SM, 0, 0, 0, MAX, 0, 1.0f, 0);
+  if (want("moe_route")) test_moe_route(5, 16, 4, SM, 0, 0, 0, MAX, 0, 1.0f, 0); /* V2 greedy */
+  if (want("moe_route"))
+    test_moe_route(4, 64, 6, SM, 0, 8, 3, MAX, 0, 16.0f, 0); /* V2 group-limited */
+  if (want("moe_route")) test_moe_route(4, 256, 8, SG, 1, 8, 4, TOP2, 1, 2.5f, 0); /* V3 */
+  if (want("moe_route")) test_moe_route(3, 32, 4, SG, 1, 1, 1, MAX, 1, 1.0f, 0);   /* n_groups 1 */
+  if (want("moe_route")) test_moe_route(2, 24, 6, SG, 0, 4, 2, TOP2, 1, 1.0f, 1);  /* ties */
+  if (want("moe_route")) test_moe_route(2, 24, 5, SM, 1, 6, 2, MAX, 0, 1.0f, 1);   /* ties */
+  if (want("moe_route")) test_moe_route(3, 16, 16, SM, 1, 0, 0, MAX, 1, 1.0f, 1); /* every expert */
 
   dev_close(&devs[0]);
   dev_close(&devs[1]);

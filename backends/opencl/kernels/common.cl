@@ -1,7 +1,7 @@
 /* common.cl: definitions shared by every qiao OpenCL kernel (OpenCL C 1.2,
  * no extensions). The host concatenates the kernel files in the order
- * common, linear, norm_rope, attention, elementwise, select and compiles them
- * once per device with -DWG=<work-group size> (a power of two >= 8).
+ * common, linear, norm_rope, attention, latent, elementwise, select and
+ * compiles them once per device with -DWG=<work-group size> (a power of two >= 8).
  *
  * Conventions: every buffer argument comes with an element offset (or, for
  * weights in any dtype, a byte offset) because a qiao_dev_ref may point into
@@ -21,6 +21,8 @@
 #define OP_KV_WRITE 4
 #define OP_ATTENTION 5
 #define OP_MATMUL_EXPERTS 10
+#define OP_LATENT_WRITE 12
+#define OP_ATTENTION_LATENT 13
 
 /* Weight dtypes (qiao_dev_dtype). */
 #define DT_F32 0
@@ -37,6 +39,8 @@
 #define DT_Q4_1 11
 #define DT_Q5_0 12
 #define DT_Q5_1 13
+/* (ABI 1.4) block-scaled FP8 (device.h): an F32 scale, then 128 E4M3FN bytes. */
+#define DT_F8_E4M3_B128 14
 
 /* A little-endian IEEE half at p (2-byte aligned): vload_half is core
  * OpenCL and needs no cl_khr_fp16. */
@@ -92,9 +96,29 @@ float load_weight_1_3(int dtype, __global const uchar *r, ulong j) {
   return half_at(b + 108) * (float)scale * (float)q;
 }
 
+/* The value of an E4M3FN byte: sign, 4 exponent bits (bias 7), 3 mantissa
+ * bits; exponent 0 is subnormal (m/8 * 2^-6), 0x7F/0xFF are NaN (never
+ * stored). Both cases are an integer significand times a power of two, so
+ * ldexp gives the value exactly. */
+float e4m3_value(uint q) {
+  uint e = (q >> 3) & 15, m = q & 7;
+  float v = (e == 15 && m == 7) ? NAN : ldexp((float)(e != 0 ? 8 + m : m), (int)max(e, 1u) - 10);
+  return (q & 0x80) ? -v : v;
+}
+
+/* (ABI 1.4) Element j of an F8_E4M3_B128 row: x = d * e4m3(q), one binary32
+ * product. The scale is read bytewise (vload4), so a block needs no 4-byte
+ * alignment of its own. */
+float load_weight_f8(__global const uchar *r, ulong j) {
+  __global const uchar *blk = r + (j / 128) * 132;
+  float d = as_float(vload4(0, blk));
+  return d * e4m3_value(blk[4 + j % 128]);
+}
+
 /* Element j of a weight row that starts at byte `row` of w. */
 float load_weight(int dtype, __global const uchar *w, ulong row, ulong j) {
   __global const uchar *r = w + row;
+  if (dtype == DT_F8_E4M3_B128) return load_weight_f8(r, j);
   if (dtype >= DT_Q4_K) return load_weight_1_3(dtype, r, j);
   if (dtype == DT_F32) return ((__global const float *)r)[j];
   if (dtype == DT_F16) return vload_half(j, (__global const half *)r);

@@ -78,6 +78,7 @@ EMBED_KERNEL(q3_k, DT_Q3_K)
 EMBED_KERNEL(q4_1, DT_Q4_1)
 EMBED_KERNEL(q5_0, DT_Q5_0)
 EMBED_KERNEL(q5_1, DT_Q5_1)
+EMBED_KERNEL(f8_e4m3_b128, DT_F8_E4M3_B128)
 
 /* ---- matmul: out[i, j] = (accumulate ? out[i, j] : 0) + bias[j] + x[i, :] . w[j, :]
  * Work-group (j, i0 / NT) computes one weight row against NT tokens, so a row
@@ -128,6 +129,7 @@ MATMUL_KERNEL(q3_k, DT_Q3_K)
 MATMUL_KERNEL(q4_1, DT_Q4_1)
 MATMUL_KERNEL(q5_0, DT_Q5_0)
 MATMUL_KERNEL(q5_1, DT_Q5_1)
+MATMUL_KERNEL(f8_e4m3_b128, DT_F8_E4M3_B128)
 
 /* ---- matmul_experts: out[t, i, r] = w[ids[t, i]][r, :] . x_row
  * Work-group (r, slot) with slot = t * k_sel + i; global (out_dim * WG, n_tokens * k_sel). */
@@ -175,3 +177,4 @@ EXPERTS_KERNEL(q3_k, DT_Q3_K)
 EXPERTS_KERNEL(q4_1, DT_Q4_1)
 EXPERTS_KERNEL(q5_0, DT_Q5_0)
 EXPERTS_KERNEL(q5_1, DT_Q5_1)
+EXPERTS_KERNEL(f8_e4m3_b128, DT_F8_E4M3_B128)
