@@ -22,12 +22,50 @@ enum { CHUNK = 64 }; /* positions scored before each softmax update */
  * the op does nothing. */
 #define DATA_ERROR(...) qiao__cpu_defer(queue, qiao__cpu_error(__VA_ARGS__))
 
-static qiao_dev_error *mul_dims(const char *op, const char *a_name, uint64_t a, const char *b_name,
-                                uint64_t b, uint64_t *out) {
+qiao_dev_error *qiao__cpu_mul_dims(const char *op, const char *a_name, uint64_t a,
+                                   const char *b_name, uint64_t b, uint64_t *out) {
   if (a != 0 && b > UINT64_MAX / a)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %s %llu * %s %llu overflows", op, a_name,
                            (unsigned long long)a, b_name, (unsigned long long)b);
   *out = a * b;
+  return NULL;
+}
+
+qiao_dev_error *qiao__cpu_check_paged_tokens(const char *op, const int32_t *ts, const int32_t *tp,
+                                             const int32_t *bt, uint64_t n_tokens, uint64_t n_seqs,
+                                             uint64_t max_blocks_per_seq, uint64_t block_size,
+                                             uint64_t n_slots, uint64_t window) {
+  uint64_t n_blocks = n_slots / block_size;
+  for (uint64_t t = 0; t < n_tokens; t++) {
+    if (ts[t] < 0 || (uint64_t)ts[t] >= n_seqs)
+      return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
+                             "%s: token_seq[%llu] = %d is not in [0, n_seqs %llu)", op,
+                             (unsigned long long)t, ts[t], (unsigned long long)n_seqs);
+    if (tp[t] < 0)
+      return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: token_pos[%llu] = %d is negative", op,
+                             (unsigned long long)t, tp[t]);
+    uint64_t p = (uint64_t)tp[t], last = p / block_size;
+    if (last >= max_blocks_per_seq)
+      return qiao__cpu_error(
+          QIAO_DEV_INVALID_ARGUMENT,
+          "%s: token_pos[%llu] = %llu needs block %llu >= max_blocks_per_seq %llu", op,
+          (unsigned long long)t, (unsigned long long)p, (unsigned long long)last,
+          (unsigned long long)max_blocks_per_seq);
+    uint64_t lo = (window > 0 && p + 1 > window) ? p + 1 - window : 0;
+    const int32_t *row = bt + (uint64_t)ts[t] * max_blocks_per_seq;
+    for (uint64_t b = lo / block_size; b <= last; b++) {
+      if (row[b] < 0)
+        return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
+                               "%s: block_table[%d,%llu] = %d is negative", op, ts[t],
+                               (unsigned long long)b, row[b]);
+      if ((uint64_t)row[b] >= n_blocks)
+        return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,
+                               "%s: block_table[%d,%llu] = %d >= n_blocks %llu (n_slots / "
+                               "block_size)",
+                               op, ts[t], (unsigned long long)b, row[b],
+                               (unsigned long long)n_blocks);
+    }
+  }
   return NULL;
 }
 
@@ -156,8 +194,8 @@ qiao_dev_error *qiao__cpu_attention(qiao_dev_queue *queue, const qiao_dev_attent
   if (a->block_size == 0)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: block_size is 0", op);
   uint64_t q_dim = 0, kv_dim = 0, q_bytes = 0, cache_bytes = 0, table_bytes = 0, tok_bytes = 0;
-  TRY(mul_dims(op, "n_heads", a->n_heads, "head_dim", a->head_dim, &q_dim));
-  TRY(mul_dims(op, "n_kv_heads", a->n_kv_heads, "head_dim", a->head_dim, &kv_dim));
+  TRY(qiao__cpu_mul_dims(op, "n_heads", a->n_heads, "head_dim", a->head_dim, &q_dim));
+  TRY(qiao__cpu_mul_dims(op, "n_kv_heads", a->n_kv_heads, "head_dim", a->head_dim, &kv_dim));
   TRY(qiao__cpu_extent(op, "q", QIAO_DEV_F32, a->n_tokens, q_dim, &q_bytes));
   TRY(qiao__cpu_extent(op, "k_cache", a->cache_dtype, a->n_slots, kv_dim, &cache_bytes));
   TRY(qiao__cpu_extent(op, "block_table", QIAO_DEV_I32, a->n_seqs, a->max_blocks_per_seq,
@@ -181,34 +219,10 @@ qiao_dev_error *qiao__cpu_attention(qiao_dev_queue *queue, const qiao_dev_attent
   const int32_t *ts = (const int32_t *)(const void *)seq.ptr;
   const int32_t *tp = (const int32_t *)(const void *)pos.ptr;
   const int32_t *bt = (const int32_t *)(const void *)table.ptr;
-  uint64_t n_blocks = a->n_slots / a->block_size;
-  for (uint64_t t = 0; t < a->n_tokens; t++) {
-    if (ts[t] < 0 || (uint64_t)ts[t] >= a->n_seqs)
-      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT,
-                        "%s: token_seq[%llu] = %d is not in [0, n_seqs %llu)", op,
-                        (unsigned long long)t, ts[t], (unsigned long long)a->n_seqs);
-    if (tp[t] < 0)
-      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT, "%s: token_pos[%llu] = %d is negative", op,
-                        (unsigned long long)t, tp[t]);
-    uint64_t p = (uint64_t)tp[t], last = p / a->block_size;
-    if (last >= a->max_blocks_per_seq)
-      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT,
-                        "%s: token_pos[%llu] = %llu needs block %llu >= max_blocks_per_seq %llu",
-                        op, (unsigned long long)t, (unsigned long long)p, (unsigned long long)last,
-                        (unsigned long long)a->max_blocks_per_seq);
-    uint64_t lo = (a->window > 0 && p + 1 > a->window) ? p + 1 - a->window : 0;
-    const int32_t *row = bt + (uint64_t)ts[t] * a->max_blocks_per_seq;
-    for (uint64_t b = lo / a->block_size; b <= last; b++) {
-      if (row[b] < 0)
-        return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT, "%s: block_table[%d,%llu] = %d is negative",
-                          op, ts[t], (unsigned long long)b, row[b]);
-      if ((uint64_t)row[b] >= n_blocks)
-        return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT,
-                          "%s: block_table[%d,%llu] = %d >= n_blocks %llu (n_slots / "
-                          "block_size)",
-                          op, ts[t], (unsigned long long)b, row[b], (unsigned long long)n_blocks);
-    }
-  }
+  qiao_dev_error *bad =
+      qiao__cpu_check_paged_tokens(op, ts, tp, bt, a->n_tokens, a->n_seqs, a->max_blocks_per_seq,
+                                   a->block_size, a->n_slots, a->window);
+  if (bad != NULL) return qiao__cpu_defer(queue, bad);
   if (a->n_tokens == 0 || a->n_heads == 0 || a->head_dim == 0) return NULL;
 
   uint64_t per_thread = a->head_dim + CHUNK;

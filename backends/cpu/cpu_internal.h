@@ -289,6 +289,21 @@ qiao_dev_error *qiao__cpu_operand_get(qiao_dev_device *device, const char *op, c
                                       qiao_dev_ref ref, uint64_t bytes, qiao_dev_dtype dtype,
                                       unsigned flags, qiao__cpu_operand *out);
 
+/* a * b in *out, or INVALID_ARGUMENT naming both when it overflows. */
+qiao_dev_error *qiao__cpu_mul_dims(const char *op, const char *a_name, uint64_t a,
+                                   const char *b_name, uint64_t b, uint64_t *out);
+
+/* The paged-cache rules of attention and attention_latent, checked on the
+ * device data before anything is read through it: every token's sequence
+ * (token_seq, in [0, n_seqs)), position (token_pos, >= 0, its block within
+ * max_blocks_per_seq) and the block-table entries of its visible positions
+ * (in [0, n_slots / block_size)). INVALID_ARGUMENT naming the first bad one. */
+qiao_dev_error *qiao__cpu_check_paged_tokens(const char *op, const int32_t *token_seq,
+                                             const int32_t *token_pos, const int32_t *block_table,
+                                             uint64_t n_tokens, uint64_t n_seqs,
+                                             uint64_t max_blocks_per_seq, uint64_t block_size,
+                                             uint64_t n_slots, uint64_t window);
+
 /* INVALID_ARGUMENT when out overlaps in (exactly equal ranges are allowed
  * when allow_equal). */
 qiao_dev_error *qiao__cpu_no_overlap(const char *op, const qiao__cpu_operand *out,

@@ -42,15 +42,6 @@ static qiao_dev_error *check_dims(const char *op, qiao_dev_dtype cache_dtype, ui
   return NULL;
 }
 
-static qiao_dev_error *mul_dims(const char *op, const char *a_name, uint64_t a, const char *b_name,
-                                uint64_t b, uint64_t *out) {
-  if (a != 0 && b > UINT64_MAX / a)
-    return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: %s %llu * %s %llu overflows", op, a_name,
-                           (unsigned long long)a, b_name, (unsigned long long)b);
-  *out = a * b;
-  return NULL;
-}
-
 /* Stores n floats into a cache row part of dtype F32 or F16. */
 static void store(uint8_t *dst, qiao_dev_dtype dtype, const float *src, uint64_t n) {
   if (dtype == QIAO_DEV_F32) {
@@ -203,8 +194,8 @@ qiao_dev_error *qiao__cpu_attention_latent(qiao_dev_queue *queue,
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "%s: block_size is 0", op);
   uint64_t ql_dim = 0, qr_dim = 0, ql_bytes = 0, qr_bytes = 0, cache_bytes = 0, table_bytes = 0,
            tok_bytes = 0;
-  TRY(mul_dims(op, "n_heads", a->n_heads, "latent_dim", a->latent_dim, &ql_dim));
-  TRY(mul_dims(op, "n_heads", a->n_heads, "rope_dim", a->rope_dim, &qr_dim));
+  TRY(qiao__cpu_mul_dims(op, "n_heads", a->n_heads, "latent_dim", a->latent_dim, &ql_dim));
+  TRY(qiao__cpu_mul_dims(op, "n_heads", a->n_heads, "rope_dim", a->rope_dim, &qr_dim));
   TRY(qiao__cpu_extent(op, "q_latent", QIAO_DEV_F32, a->n_tokens, ql_dim, &ql_bytes));
   TRY(qiao__cpu_extent(op, "q_rope", QIAO_DEV_F32, a->n_tokens, qr_dim, &qr_bytes));
   TRY(qiao__cpu_extent(op, "cache", a->cache_dtype, a->n_slots, row, &cache_bytes));
@@ -229,34 +220,10 @@ qiao_dev_error *qiao__cpu_attention_latent(qiao_dev_queue *queue,
   const int32_t *ts = (const int32_t *)(const void *)seq.ptr;
   const int32_t *tp = (const int32_t *)(const void *)pos.ptr;
   const int32_t *bt = (const int32_t *)(const void *)table.ptr;
-  uint64_t n_blocks = a->n_slots / a->block_size;
-  for (uint64_t t = 0; t < a->n_tokens; t++) {
-    if (ts[t] < 0 || (uint64_t)ts[t] >= a->n_seqs)
-      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT,
-                        "%s: token_seq[%llu] = %d is not in [0, n_seqs %llu)", op,
-                        (unsigned long long)t, ts[t], (unsigned long long)a->n_seqs);
-    if (tp[t] < 0)
-      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT, "%s: token_pos[%llu] = %d is negative", op,
-                        (unsigned long long)t, tp[t]);
-    uint64_t p = (uint64_t)tp[t], last = p / a->block_size;
-    if (last >= a->max_blocks_per_seq)
-      return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT,
-                        "%s: token_pos[%llu] = %llu needs block %llu >= max_blocks_per_seq %llu",
-                        op, (unsigned long long)t, (unsigned long long)p, (unsigned long long)last,
-                        (unsigned long long)a->max_blocks_per_seq);
-    uint64_t lo = (a->window > 0 && p + 1 > a->window) ? p + 1 - a->window : 0;
-    const int32_t *brow = bt + (uint64_t)ts[t] * a->max_blocks_per_seq;
-    for (uint64_t b = lo / a->block_size; b <= last; b++) {
-      if (brow[b] < 0)
-        return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT, "%s: block_table[%d,%llu] = %d is negative",
-                          op, ts[t], (unsigned long long)b, brow[b]);
-      if ((uint64_t)brow[b] >= n_blocks)
-        return DATA_ERROR(QIAO_DEV_INVALID_ARGUMENT,
-                          "%s: block_table[%d,%llu] = %d >= n_blocks %llu (n_slots / "
-                          "block_size)",
-                          op, ts[t], (unsigned long long)b, brow[b], (unsigned long long)n_blocks);
-    }
-  }
+  qiao_dev_error *bad =
+      qiao__cpu_check_paged_tokens(op, ts, tp, bt, a->n_tokens, a->n_seqs, a->max_blocks_per_seq,
+                                   a->block_size, a->n_slots, a->window);
+  if (bad != NULL) return qiao__cpu_defer(queue, bad);
   if (a->n_tokens == 0 || a->n_heads == 0) return NULL;
 
   uint64_t per_thread = HEADS * (a->latent_dim + 2 * CHUNK + 3);

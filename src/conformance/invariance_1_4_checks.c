@@ -9,91 +9,29 @@
 #include <string.h>
 
 #include "conformance/harness.h"
+#include "conformance/invariance.h"
 #include "core/status_internal.h"
 
 static const uint64_t batch_sizes[] = {2, 3, 5, 8, 17, 33};
 #define N_SIZES (sizeof(batch_sizes) / sizeof(batch_sizes[0]))
 
-typedef struct ictx {
-  qiao_conformance_report *report;
-  cf_device *dev; /* opened in batch-invariant mode */
-  cf_rng rng;
-} ictx;
-
-static void record(ictx *x, qiao_dev_op op, qiao_dev_dtype dt, const char *shape, bool pass,
-                   const char *why) {
-  json_object *j = json_object_new_object();
-  json_object_object_add(j, "op", json_object_new_string(qiao_dev_op_name(op)));
-  json_object_object_add(j, "dtype", json_object_new_string(qiao_dev_dtype_name(dt)));
-  json_object_object_add(j, "shape", json_object_new_string(shape));
-  json_object_object_add(j, "check", json_object_new_string("batch_invariance"));
-  json_object_object_add(j, "result", json_object_new_string(pass ? "pass" : "fail"));
-  if (!pass) json_object_object_add(j, "detail", json_object_new_string(why));
-  json_object_array_add(x->report->ops, j);
-  x->report->area_ops.checks++;
-  if (!pass) {
-    x->report->failed[op][dt] = true;
-    qiao__cf_fail(x->report, &x->report->area_ops, "%s %s [%s]: %s", qiao_dev_op_name(op),
-                  qiao_dev_dtype_name(dt), shape, why);
-  }
-}
-
-#define MAX_BUFS 8
-typedef struct bufs {
-  qiao_dev_buffer *b[MAX_BUFS];
-  int n;
-} bufs;
-
-static qiao_status *upload(ictx *x, bufs *bs, const void *host, uint64_t bytes, qiao_dev_ref *out) {
-  const qiao_dev_api *api = x->dev->api;
-  qiao_dev_buffer *b = NULL;
-  qiao_status *st = qiao__cf_dev_status(
-      x->dev, api->buffer_create(x->dev->device, bytes ? bytes : 4, &b), "buffer_create");
-  if (st != NULL) return st;
-  bs->b[bs->n++] = b;
-  *out = (qiao_dev_ref){b, 0};
-  if (host != NULL && bytes > 0)
-    return qiao__cf_dev_status(x->dev, api->upload(x->dev->queue, *out, host, bytes), "upload");
-  return NULL;
-}
-
 /* Downloads `bytes` of out, synchronizes, and frees every buffer. */
-static qiao_status *finish(ictx *x, bufs *bs, qiao_status *st, void *host, qiao_dev_ref out,
-                           uint64_t bytes) {
+static qiao_status *finish(qiao__cf_inv *x, qiao__cf_inv_bufs *bs, qiao_status *st, void *host,
+                           qiao_dev_ref out, uint64_t bytes) {
   const qiao_dev_api *api = x->dev->api;
   if (st == NULL)
     st = qiao__cf_dev_status(x->dev, api->download(x->dev->queue, host, out, bytes), "download");
   if (st == NULL)
     st = qiao__cf_dev_status(x->dev, api->queue_synchronize(x->dev->queue), "synchronize");
-  qiao_dev_error *e = api->queue_synchronize(x->dev->queue);
-  if (e != NULL) api->error_destroy(e);
-  for (int i = 0; i < bs->n; i++)
-    api->buffer_destroy(bs->b[i]);
-  bs->n = 0;
+  qiao__cf_inv_release(x, bs);
   return st;
 }
 
-static int target_rows(uint64_t n, uint64_t rows[3]) {
-  rows[0] = 0;
-  int count = 1;
-  if (n / 2 != 0) rows[count++] = n / 2;
-  if (n - 1 != n / 2 && n > 1) rows[count++] = n - 1;
-  return count;
-}
-
-static float *randoms(ictx *x, uint64_t n, float scale) {
+static float *randoms(qiao__cf_inv *x, uint64_t n, float scale) {
   float *p = malloc((n ? n : 1) * 4);
   for (uint64_t i = 0; p && i < n; i++)
     p[i] = qiao__cf_uniform(&x->rng, -scale, scale);
   return p;
-}
-
-/* The first byte-level difference of n floats, or -1. */
-static int64_t first_difference(const void *got, const void *want, uint64_t n) {
-  const uint8_t *g = got, *w = want;
-  for (uint64_t i = 0; i < n; i++)
-    if (memcmp(g + 4 * i, w + 4 * i, 4) != 0) return (int64_t)i;
-  return -1;
 }
 
 /* ---- attention_latent ----------------------------------------------------------- */
@@ -117,16 +55,7 @@ typedef struct call {
   bool shuffle;
 } call;
 
-static void put(uint8_t *cache, qiao_dev_dtype dt, uint64_t i, float v) {
-  if (dt == QIAO_DEV_F16) {
-    uint16_t h = qiao__cf_f32_to_f16(v);
-    memcpy(cache + 2 * i, &h, 2);
-  } else {
-    memcpy(cache + 4 * i, &v, 4);
-  }
-}
-
-static qiao_status *latent_rows(ictx *x, qiao_dev_dtype dt, const call *c, float *out) {
+static qiao_status *latent_rows(qiao__cf_inv *x, qiao_dev_dtype dt, const call *c, float *out) {
   uint64_t max_blocks = 0, total = 3; /* 3 spare blocks nobody uses */
   for (int s = 0; s < c->n_seqs; s++) {
     uint64_t b = (c->seqs[s].len + c->block_size - 1) / c->block_size;
@@ -153,24 +82,25 @@ static qiao_status *latent_rows(ictx *x, qiao_dev_dtype dt, const call *c, float
       table[(uint64_t)s * max_blocks + b] =
           b * c->block_size < c->seqs[s].len ? (int32_t)order[next++] : -1;
   for (uint64_t i = 0; st == NULL && i < n_slots * ROW; i++) /* no token attends: NaN */
-    put(cache, dt, i, NAN);
+    qiao__cf_inv_put(cache, dt, i, NAN);
   for (int s = 0; st == NULL && s < c->n_seqs; s++)
     for (uint64_t j = 0; j < c->seqs[s].len; j++) {
       uint64_t slot =
           (uint64_t)table[(uint64_t)s * max_blocks + j / c->block_size] * c->block_size +
           j % c->block_size;
       for (uint64_t i = 0; i < ROW; i++)
-        put(cache, dt, slot * ROW + i, c->seqs[s].rows[j * ROW + i]);
+        qiao__cf_inv_put(cache, dt, slot * ROW + i, c->seqs[s].rows[j * ROW + i]);
     }
-  bufs bs = {0};
+  qiao__cf_inv_bufs bs = {0};
   qiao_dev_ref ql, qr, cr, tb, ts, tp, o = {0};
-  if (st == NULL) st = upload(x, &bs, c->ql, c->n * QL * 4, &ql);
-  if (st == NULL) st = upload(x, &bs, c->qr, c->n * QR * 4, &qr);
-  if (st == NULL) st = upload(x, &bs, cache, n_slots * ROW * esz, &cr);
-  if (st == NULL) st = upload(x, &bs, table, (uint64_t)c->n_seqs * max_blocks * 4, &tb);
-  if (st == NULL) st = upload(x, &bs, c->tok_seq, c->n * 4, &ts);
-  if (st == NULL) st = upload(x, &bs, c->tok_pos, c->n * 4, &tp);
-  if (st == NULL) st = upload(x, &bs, NULL, c->n * QL * 4, &o);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, c->ql, c->n * QL * 4, &ql);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, c->qr, c->n * QR * 4, &qr);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, cache, n_slots * ROW * esz, &cr);
+  if (st == NULL)
+    st = qiao__cf_inv_upload(x, &bs, table, (uint64_t)c->n_seqs * max_blocks * 4, &tb);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, c->tok_seq, c->n * 4, &ts);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, c->tok_pos, c->n * 4, &tp);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, NULL, c->n * QL * 4, &o);
   if (st == NULL) {
     qiao_dev_attention_latent_args a = {.struct_size = sizeof(a),
                                         .n_tokens = c->n,
@@ -201,7 +131,7 @@ static qiao_status *latent_rows(ictx *x, qiao_dev_dtype dt, const call *c, float
   return st;
 }
 
-static void attention_latent_case(ictx *x, qiao_dev_dtype dt, uint64_t window) {
+static void attention_latent_case(qiao__cf_inv *x, qiao_dev_dtype dt, uint64_t window) {
   char shape[160], why[256] = "";
   snprintf(shape, sizeof(shape),
            "n_tokens=1..33 n_heads=%d latent_dim=%d rope_dim=%d pos=%d window=%llu "
@@ -238,7 +168,7 @@ static void attention_latent_case(ictx *x, qiao_dev_dtype dt, uint64_t window) {
       ts[i] = (int32_t)qiao__cf_below(&x->rng, (uint64_t)n_seqs);
       tp[i] = (int32_t)qiao__cf_below(&x->rng, seqs[ts[i]].len ? seqs[ts[i]].len : 1);
     }
-    int count = target_rows(n, rows);
+    int count = qiao__cf_inv_target_rows(n, rows);
     for (int r = 0; r < count; r++) {
       ts[rows[r]] = at;
       tp[rows[r]] = TARGET_LEN - 1;
@@ -252,7 +182,7 @@ static void attention_latent_case(ictx *x, qiao_dev_dtype dt, uint64_t window) {
       snprintf(why, sizeof(why), "out of memory building inputs");
     }
     for (int r = 0; st == NULL && pass && r < count; r++) {
-      int64_t j = first_difference(out + rows[r] * QL, alone, QL);
+      int64_t j = qiao__cf_inv_first_difference(out + rows[r] * QL, alone, QL);
       if (j < 0) continue;
       pass = false;
       snprintf(why, sizeof(why),
@@ -269,7 +199,7 @@ static void attention_latent_case(ictx *x, qiao_dev_dtype dt, uint64_t window) {
     snprintf(why, sizeof(why), "%s", qiao_status_message(st));
     qiao_status_free(st);
   }
-  record(x, QIAO_DEV_OP_ATTENTION_LATENT, dt, shape, pass, why);
+  qiao__cf_inv_record(x, QIAO_DEV_OP_ATTENTION_LATENT, dt, shape, pass, why);
   free(target.rows);
   free(tql);
   free(tqr);
@@ -283,14 +213,14 @@ static void attention_latent_case(ictx *x, qiao_dev_dtype dt, uint64_t window) {
 
 enum { EXPERTS = 256, K = 8 };
 
-static qiao_status *route_rows(ictx *x, uint64_t n, const float *logits, const float *bias,
+static qiao_status *route_rows(qiao__cf_inv *x, uint64_t n, const float *logits, const float *bias,
                                int32_t *ids, float *weights) {
-  bufs bs = {0};
+  qiao__cf_inv_bufs bs = {0};
   qiao_dev_ref l, b, i, w = {0};
-  qiao_status *st = upload(x, &bs, logits, n * EXPERTS * 4, &l);
-  if (st == NULL) st = upload(x, &bs, bias, EXPERTS * 4, &b);
-  if (st == NULL) st = upload(x, &bs, NULL, n * K * 4, &i);
-  if (st == NULL) st = upload(x, &bs, NULL, n * K * 4, &w);
+  qiao_status *st = qiao__cf_inv_upload(x, &bs, logits, n * EXPERTS * 4, &l);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, bias, EXPERTS * 4, &b);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, NULL, n * K * 4, &i);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, NULL, n * K * 4, &w);
   if (st == NULL) {
     /* DeepSeek-V3's routing */
     qiao_dev_moe_route_args a = {.struct_size = sizeof(a),
@@ -315,7 +245,7 @@ static qiao_status *route_rows(ictx *x, uint64_t n, const float *logits, const f
   return finish(x, &bs, st, weights, w, n * K * 4);
 }
 
-static void moe_route_case(ictx *x) {
+static void moe_route_case(qiao__cf_inv *x) {
   char shape[96], why[256] = "";
   snprintf(shape, sizeof(shape),
            "n_tokens=1..33 n_experts=%d k=%d sigmoid groups=4/8 top2_sum bias batch-invariant",
@@ -330,15 +260,15 @@ static void moe_route_case(ictx *x) {
     uint64_t n = batch_sizes[si], rows[3];
     for (uint64_t i = 0; i < n * EXPERTS; i++)
       logits[i] = qiao__cf_uniform(&x->rng, -4, 4);
-    int count = target_rows(n, rows);
+    int count = qiao__cf_inv_target_rows(n, rows);
     for (int r = 0; r < count; r++)
       memcpy(logits + rows[r] * EXPERTS, target, EXPERTS * 4);
     st = route_rows(x, n, logits, bias, ids, weights);
     for (int r = 0; st == NULL && pass && r < count; r++) {
-      int64_t j = first_difference(ids + rows[r] * K, alone_ids, K);
+      int64_t j = qiao__cf_inv_first_difference(ids + rows[r] * K, alone_ids, K);
       const char *what = "ids";
       if (j < 0) {
-        j = first_difference(weights + rows[r] * K, alone_w, K);
+        j = qiao__cf_inv_first_difference(weights + rows[r] * K, alone_w, K);
         what = "weights";
       }
       if (j < 0) continue;
@@ -354,7 +284,7 @@ static void moe_route_case(ictx *x) {
     snprintf(why, sizeof(why), "%s", qiao_status_message(st));
     qiao_status_free(st);
   }
-  record(x, QIAO_DEV_OP_MOE_ROUTE, QIAO_DEV_F32, shape, pass, why);
+  qiao__cf_inv_record(x, QIAO_DEV_OP_MOE_ROUTE, QIAO_DEV_F32, shape, pass, why);
   free(bias);
   free(target);
   free(logits);
@@ -364,7 +294,7 @@ static void moe_route_case(ictx *x) {
 
 void qiao__cf_run_invariance_1_4(qiao_conformance_report *report, cf_device *inv, uint64_t seed,
                                  uint32_t op_mask) {
-  ictx x = {report, inv, {seed ^ 0x14140014u}};
+  qiao__cf_inv x = {report, inv, {seed ^ 0x14140014u}};
   for (int dt = QIAO_DEV_F32; dt <= QIAO_DEV_F16; dt++) {
     bool yes = false;
     qiao_status *st = qiao_backend_op_supported(

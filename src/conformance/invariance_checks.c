@@ -10,20 +10,14 @@
 #include <string.h>
 
 #include "conformance/harness.h"
+#include "conformance/invariance.h"
 #include "core/status_internal.h"
 
 static const uint64_t batch_sizes[] = {2, 3, 5, 8, 17, 33};
 #define N_SIZES (sizeof(batch_sizes) / sizeof(batch_sizes[0]))
 
-typedef struct ictx {
-  qiao_conformance_report *report;
-  cf_device *dev; /* opened in batch-invariant mode */
-  cf_rng rng;
-} ictx;
-
-/* Records one invariance case in the report's ops array. */
-static void record(ictx *x, qiao_dev_op op, qiao_dev_dtype dt, const char *shape, bool pass,
-                   const char *why) {
+void qiao__cf_inv_record(qiao__cf_inv *x, qiao_dev_op op, qiao_dev_dtype dt, const char *shape,
+                         bool pass, const char *why) {
   json_object *j = json_object_new_object();
   json_object_object_add(j, "op", json_object_new_string(qiao_dev_op_name(op)));
   json_object_object_add(j, "dtype", json_object_new_string(qiao_dev_dtype_name(dt)));
@@ -40,15 +34,8 @@ static void record(ictx *x, qiao_dev_op op, qiao_dev_dtype dt, const char *shape
   }
 }
 
-/* Device buffers holding copies of host arrays; run() enqueues the op on
- * them. NULL hosts are outputs (bytes only). */
-#define MAX_BUFS 8
-typedef struct bufs {
-  qiao_dev_buffer *b[MAX_BUFS];
-  int n;
-} bufs;
-
-static qiao_status *upload(ictx *x, bufs *bs, const void *host, uint64_t bytes, qiao_dev_ref *out) {
+qiao_status *qiao__cf_inv_upload(qiao__cf_inv *x, qiao__cf_inv_bufs *bs, const void *host,
+                                 uint64_t bytes, qiao_dev_ref *out) {
   const qiao_dev_api *api = x->dev->api;
   qiao_dev_buffer *b = NULL;
   qiao_status *st = qiao__cf_dev_status(
@@ -61,7 +48,7 @@ static qiao_status *upload(ictx *x, bufs *bs, const void *host, uint64_t bytes, 
   return NULL;
 }
 
-static void release(ictx *x, bufs *bs) {
+void qiao__cf_inv_release(qiao__cf_inv *x, qiao__cf_inv_bufs *bs) {
   qiao_dev_error *e = x->dev->api->queue_synchronize(x->dev->queue);
   if (e != NULL) x->dev->api->error_destroy(e);
   for (int i = 0; i < bs->n; i++)
@@ -69,15 +56,14 @@ static void release(ictx *x, bufs *bs) {
   bs->n = 0;
 }
 
-/* The first element where `got` and `want` differ in bits, or -1. */
-static int64_t first_difference(const float *got, const float *want, uint64_t n) {
+int64_t qiao__cf_inv_first_difference(const void *got, const void *want, uint64_t n) {
+  const uint8_t *g = got, *w = want;
   for (uint64_t i = 0; i < n; i++)
-    if (memcmp(&got[i], &want[i], sizeof(float)) != 0) return (int64_t)i;
+    if (memcmp(g + 4 * i, w + 4 * i, 4) != 0) return (int64_t)i;
   return -1;
 }
 
-/* The positions of the target row in a call of n rows: first, middle, last. */
-static int target_rows(uint64_t n, uint64_t rows[3]) {
+int qiao__cf_inv_target_rows(uint64_t n, uint64_t rows[3]) {
   rows[0] = 0;
   int count = 1;
   if (n / 2 != 0) rows[count++] = n / 2;
@@ -89,13 +75,14 @@ static int target_rows(uint64_t n, uint64_t rows[3]) {
 
 /* out (n, m) of x (n, k) and the weights on the device, with activation
  * precision `precision` (QIAO_DEV_PRECISION_*, ABI 1.2). */
-static qiao_status *matmul_rows(ictx *x, qiao_dev_dtype dt, const void *w, uint64_t k, uint64_t m,
-                                uint64_t n, const float *xs, uint32_t precision, float *out) {
-  bufs bs = {0};
+static qiao_status *matmul_rows(qiao__cf_inv *x, qiao_dev_dtype dt, const void *w, uint64_t k,
+                                uint64_t m, uint64_t n, const float *xs, uint32_t precision,
+                                float *out) {
+  qiao__cf_inv_bufs bs = {0};
   qiao_dev_ref xr, wr, outr;
-  qiao_status *st = upload(x, &bs, xs, n * k * 4, &xr);
-  if (st == NULL) st = upload(x, &bs, w, qiao__cf_dtype_bytes(dt, m * k), &wr);
-  if (st == NULL) st = upload(x, &bs, NULL, n * m * 4, &outr);
+  qiao_status *st = qiao__cf_inv_upload(x, &bs, xs, n * k * 4, &xr);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, w, qiao__cf_dtype_bytes(dt, m * k), &wr);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, NULL, n * m * 4, &outr);
   if (st == NULL) {
     qiao_dev_matmul_args a = {.struct_size = sizeof(a),
                               .n = n,
@@ -113,11 +100,12 @@ static qiao_status *matmul_rows(ictx *x, qiao_dev_dtype dt, const void *w, uint6
                              "download");
   if (st == NULL)
     st = qiao__cf_dev_status(x->dev, x->dev->api->queue_synchronize(x->dev->queue), "synchronize");
-  release(x, &bs);
+  qiao__cf_inv_release(x, &bs);
   return st;
 }
 
-static void matmul_case(ictx *x, qiao_dev_dtype dt, uint64_t k, uint64_t m, uint32_t precision) {
+static void matmul_case(qiao__cf_inv *x, qiao_dev_dtype dt, uint64_t k, uint64_t m,
+                        uint32_t precision) {
   char shape[112], why[256] = "";
   snprintf(shape, sizeof(shape), "n=1..33 k=%llu m=%llu%s batch-invariant", (unsigned long long)k,
            (unsigned long long)m, precision == QIAO_DEV_PRECISION_Q8 ? " x_precision=Q8" : "");
@@ -131,14 +119,14 @@ static void matmul_case(ictx *x, qiao_dev_dtype dt, uint64_t k, uint64_t m, uint
   qiao_status *st = pass ? matmul_rows(x, dt, w, k, m, 1, target, precision, alone) : NULL;
   for (size_t s = 0; pass && st == NULL && s < N_SIZES; s++) {
     uint64_t n = batch_sizes[s], rows[3];
-    int count = target_rows(n, rows);
+    int count = qiao__cf_inv_target_rows(n, rows);
     for (uint64_t i = 0; i < n * k; i++)
       xs[i] = qiao__cf_uniform(&x->rng, -1, 1);
     for (int r = 0; r < count; r++)
       memcpy(xs + rows[r] * k, target, k * 4);
     st = matmul_rows(x, dt, w, k, m, n, xs, precision, out);
     for (int r = 0; st == NULL && pass && r < count; r++) {
-      int64_t j = first_difference(out + rows[r] * m, alone, m);
+      int64_t j = qiao__cf_inv_first_difference(out + rows[r] * m, alone, m);
       if (j < 0) continue;
       pass = false;
       snprintf(why, sizeof(why),
@@ -153,7 +141,7 @@ static void matmul_case(ictx *x, qiao_dev_dtype dt, uint64_t k, uint64_t m, uint
     snprintf(why, sizeof(why), "%s", qiao_status_message(st));
     qiao_status_free(st);
   }
-  record(x, QIAO_DEV_OP_MATMUL, dt, shape, pass, why);
+  qiao__cf_inv_record(x, QIAO_DEV_OP_MATMUL, dt, shape, pass, why);
   free(w);
   free(target);
   free(alone);
@@ -184,8 +172,7 @@ typedef struct call {
   bool shuffle;
 } call;
 
-/* Writes element i of a cache of dtype dt. */
-static void put(uint8_t *cache, qiao_dev_dtype dt, uint64_t i, float v) {
+void qiao__cf_inv_put(uint8_t *cache, qiao_dev_dtype dt, uint64_t i, float v) {
   if (dt == QIAO_DEV_F16) {
     uint16_t h = qiao__cf_f32_to_f16(v);
     memcpy(cache + 2 * i, &h, 2);
@@ -194,7 +181,7 @@ static void put(uint8_t *cache, qiao_dev_dtype dt, uint64_t i, float v) {
   }
 }
 
-static qiao_status *attention_rows(ictx *x, qiao_dev_dtype dt, const call *c, float *out) {
+static qiao_status *attention_rows(qiao__cf_inv *x, qiao_dev_dtype dt, const call *c, float *out) {
   uint64_t max_blocks = 0, total = 3; /* 3 spare blocks nobody uses */
   for (int s = 0; s < c->n_seqs; s++) {
     uint64_t b = (c->seqs[s].len + c->block_size - 1) / c->block_size;
@@ -222,7 +209,7 @@ static qiao_status *attention_rows(ictx *x, qiao_dev_dtype dt, const call *c, fl
           b * c->block_size < c->seqs[s].len ? (int32_t)order[next++] : -1;
   for (int kv = 0; st == NULL && kv < 2; kv++) {
     for (uint64_t i = 0; i < n_slots * KV_DIM; i++)
-      put(caches[kv], dt, i, NAN);
+      qiao__cf_inv_put(caches[kv], dt, i, NAN);
     for (int s = 0; s < c->n_seqs; s++)
       for (uint64_t j = 0; j < c->seqs[s].len; j++) {
         uint64_t slot =
@@ -230,18 +217,19 @@ static qiao_status *attention_rows(ictx *x, qiao_dev_dtype dt, const call *c, fl
             j % c->block_size;
         const float *row = c->seqs[s].kv + ((uint64_t)kv * c->seqs[s].len + j) * KV_DIM;
         for (uint64_t i = 0; i < KV_DIM; i++)
-          put(caches[kv], dt, slot * KV_DIM + i, row[i]);
+          qiao__cf_inv_put(caches[kv], dt, slot * KV_DIM + i, row[i]);
       }
   }
-  bufs bs = {0};
+  qiao__cf_inv_bufs bs = {0};
   qiao_dev_ref q, kc, vc, tb, ts, tp, o;
-  if (st == NULL) st = upload(x, &bs, c->q, c->n * Q_LEN * 4, &q);
-  if (st == NULL) st = upload(x, &bs, caches[0], n_slots * KV_DIM * esz, &kc);
-  if (st == NULL) st = upload(x, &bs, caches[1], n_slots * KV_DIM * esz, &vc);
-  if (st == NULL) st = upload(x, &bs, table, (uint64_t)c->n_seqs * max_blocks * 4, &tb);
-  if (st == NULL) st = upload(x, &bs, c->tok_seq, c->n * 4, &ts);
-  if (st == NULL) st = upload(x, &bs, c->tok_pos, c->n * 4, &tp);
-  if (st == NULL) st = upload(x, &bs, NULL, c->n * Q_LEN * 4, &o);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, c->q, c->n * Q_LEN * 4, &q);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, caches[0], n_slots * KV_DIM * esz, &kc);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, caches[1], n_slots * KV_DIM * esz, &vc);
+  if (st == NULL)
+    st = qiao__cf_inv_upload(x, &bs, table, (uint64_t)c->n_seqs * max_blocks * 4, &tb);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, c->tok_seq, c->n * 4, &ts);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, c->tok_pos, c->n * 4, &tp);
+  if (st == NULL) st = qiao__cf_inv_upload(x, &bs, NULL, c->n * Q_LEN * 4, &o);
   if (st == NULL) {
     qiao_dev_attention_args a = {.struct_size = sizeof(a),
                                  .n_tokens = c->n,
@@ -269,7 +257,7 @@ static qiao_status *attention_rows(ictx *x, qiao_dev_dtype dt, const call *c, fl
                              "download");
   if (st == NULL)
     st = qiao__cf_dev_status(x->dev, x->dev->api->queue_synchronize(x->dev->queue), "synchronize");
-  release(x, &bs);
+  qiao__cf_inv_release(x, &bs);
   free(order);
   free(table);
   free(caches[0]);
@@ -277,14 +265,14 @@ static qiao_status *attention_rows(ictx *x, qiao_dev_dtype dt, const call *c, fl
   return st;
 }
 
-static float *randoms(ictx *x, uint64_t n) {
+static float *randoms(qiao__cf_inv *x, uint64_t n) {
   float *p = malloc((n ? n : 1) * 4);
   for (uint64_t i = 0; p && i < n; i++)
     p[i] = qiao__cf_uniform(&x->rng, -1, 1);
   return p;
 }
 
-static void attention_case(ictx *x, qiao_dev_dtype dt, uint64_t window) {
+static void attention_case(qiao__cf_inv *x, qiao_dev_dtype dt, uint64_t window) {
   char shape[160], why[256] = "";
   snprintf(shape, sizeof(shape),
            "n_tokens=1..33 n_heads=%d n_kv_heads=%d head_dim=%d pos=%d window=%llu "
@@ -321,7 +309,7 @@ static void attention_case(ictx *x, qiao_dev_dtype dt, uint64_t window) {
       ts[i] = (int32_t)qiao__cf_below(&x->rng, (uint64_t)n_seqs);
       tp[i] = (int32_t)qiao__cf_below(&x->rng, seqs[ts[i]].len ? seqs[ts[i]].len : 1);
     }
-    int count = target_rows(n, rows);
+    int count = qiao__cf_inv_target_rows(n, rows);
     for (int r = 0; r < count; r++) {
       ts[rows[r]] = at;
       tp[rows[r]] = TARGET_LEN - 1;
@@ -334,7 +322,7 @@ static void attention_case(ictx *x, qiao_dev_dtype dt, uint64_t window) {
       snprintf(why, sizeof(why), "out of memory building inputs");
     }
     for (int r = 0; st == NULL && pass && r < count; r++) {
-      int64_t j = first_difference(out + rows[r] * Q_LEN, alone, Q_LEN);
+      int64_t j = qiao__cf_inv_first_difference(out + rows[r] * Q_LEN, alone, Q_LEN);
       if (j < 0) continue;
       pass = false;
       snprintf(why, sizeof(why),
@@ -351,7 +339,7 @@ static void attention_case(ictx *x, qiao_dev_dtype dt, uint64_t window) {
     snprintf(why, sizeof(why), "%s", qiao_status_message(st));
     qiao_status_free(st);
   }
-  record(x, QIAO_DEV_OP_ATTENTION, dt, shape, pass, why);
+  qiao__cf_inv_record(x, QIAO_DEV_OP_ATTENTION, dt, shape, pass, why);
   free(target.kv);
   free(tq);
   free(alone);
@@ -416,7 +404,7 @@ void qiao__cf_run_invariance(qiao_conformance_report *report, cf_device *target,
     qiao_status_free(st);
     return;
   }
-  ictx x = {report, &inv, {seed ^ 0x1badb002u}};
+  qiao__cf_inv x = {report, &inv, {seed ^ 0x1badb002u}};
   const qiao_dev_api *api = inv.api;
   for (int dt = 0; dt < QIAO_DEV_DTYPE_COUNT; dt++) {
     if (api->abi_minor < qiao_dev_dtype_abi_minor((qiao_dev_dtype)dt)) continue;

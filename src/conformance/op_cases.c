@@ -425,6 +425,68 @@ static void kv_write_cases(ctx *x, qiao_dev_dtype dt) {
 
 /* ---- attention ------------------------------------------------------------ */
 
+/* The paged layout of an attention call over n_seqs sequences, each holding
+ * seq_len[i] positions of which the last new_tokens[i] are in the call: the
+ * tokens, the block table's width (one unused entry at the end), the
+ * physical blocks (3 that nobody uses) and "new/len" of each for the shape. */
+static void paged_counts(uint64_t n_seqs, const uint64_t *seq_len, const uint64_t *new_tokens,
+                         uint64_t block_size, uint64_t *n_tokens, uint64_t *max_blocks,
+                         uint64_t *total_blocks, char *lens, size_t cap) {
+  *n_tokens = 0;
+  *max_blocks = 1;
+  *total_blocks = 3;
+  lens[0] = '\0';
+  for (uint64_t i = 0; i < n_seqs; i++) {
+    *n_tokens += new_tokens[i];
+    uint64_t blocks = (seq_len[i] + block_size - 1) / block_size;
+    if (blocks + 1 > *max_blocks) *max_blocks = blocks + 1;
+    *total_blocks += blocks;
+    size_t used = strlen(lens);
+    snprintf(lens + used, cap - used, "%s%llu/%llu", i ? "," : "",
+             (unsigned long long)new_tokens[i], (unsigned long long)seq_len[i]);
+  }
+}
+
+/* Fills the block table (physical blocks in a random order; unused entries
+ * stay -1), each token's sequence and position (the sequences' new tokens
+ * interleaved round robin) and which slots some token attends (window
+ * included). */
+static void paged_fill(ctx *x, uint64_t n_seqs, const uint64_t *seq_len, const uint64_t *new_tokens,
+                       uint64_t block_size, uint64_t window, uint64_t max_blocks,
+                       uint64_t total_blocks, uint64_t n_tokens, int32_t *table, int32_t *seq,
+                       int32_t *pos, bool *attended) {
+  int32_t *perm = i32s(total_blocks, 0);
+  if (perm == NULL) return;
+  for (uint64_t i = 0; i < total_blocks; i++)
+    perm[i] = (int32_t)i;
+  for (uint64_t i = 0; i + 1 < total_blocks; i++) {
+    uint64_t j = i + qiao__cf_below(&x->rng, total_blocks - i);
+    int32_t t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+  uint64_t next = 0, t = 0;
+  for (uint64_t i = 0; i < n_seqs; i++) {
+    uint64_t blocks = (seq_len[i] + block_size - 1) / block_size;
+    for (uint64_t b = 0; b < blocks; b++)
+      table[i * max_blocks + b] = perm[next++];
+  }
+  uint64_t done[4] = {0};
+  while (t < n_tokens)
+    for (uint64_t i = 0; i < n_seqs; i++)
+      if (done[i] < new_tokens[i]) {
+        uint64_t p = seq_len[i] - new_tokens[i] + done[i]++;
+        seq[t] = (int32_t)i;
+        pos[t] = (int32_t)p;
+        uint64_t lo = window && p + 1 > window ? p + 1 - window : 0;
+        for (uint64_t j = lo; j <= p; j++)
+          attended[(uint64_t)table[i * max_blocks + j / block_size] * block_size + j % block_size] =
+              true;
+        t++;
+      }
+  free(perm);
+}
+
 typedef struct attn_shape {
   uint64_t n_heads, n_kv_heads, head_dim, block_size, window;
   uint64_t n_seqs;
@@ -435,18 +497,10 @@ typedef struct attn_shape {
 static void attention_case(ctx *x, qiao_dev_dtype dt, const attn_shape *s) {
   cf_case c;
   start(&c, QIAO_DEV_OP_ATTENTION, dt);
-  uint64_t n_tokens = 0, max_blocks = 1, total_blocks = 0;
-  char lens[96] = "";
-  for (uint64_t i = 0; i < s->n_seqs; i++) {
-    n_tokens += s->new_tokens[i];
-    uint64_t blocks = (s->seq_len[i] + s->block_size - 1) / s->block_size;
-    if (blocks + 1 > max_blocks) max_blocks = blocks + 1; /* one unused entry at the end */
-    total_blocks += blocks;
-    size_t used = strlen(lens);
-    snprintf(lens + used, sizeof(lens) - used, "%s%llu/%llu", i ? "," : "",
-             (unsigned long long)s->new_tokens[i], (unsigned long long)s->seq_len[i]);
-  }
-  total_blocks += 3; /* blocks nobody uses */
+  uint64_t n_tokens, max_blocks, total_blocks;
+  char lens[96];
+  paged_counts(s->n_seqs, s->seq_len, s->new_tokens, s->block_size, &n_tokens, &max_blocks,
+               &total_blocks, lens, sizeof(lens));
   uint64_t n_slots = total_blocks * s->block_size, kv_dim = s->n_kv_heads * s->head_dim;
   SHAPE(&c,
         "n_tokens=%llu heads=%llu kv_heads=%llu head_dim=%llu block_size=%llu window=%llu "
@@ -468,41 +522,12 @@ static void attention_case(ctx *x, qiao_dev_dtype dt, const attn_shape *s) {
                                  .window = s->window,
                                  .scale = 1.0f / sqrtf((float)s->head_dim),
                                  .cache_dtype = dt};
-  /* physical blocks: a random permutation; unused table entries are -1 */
-  int32_t *perm = i32s(total_blocks, 0), *table = i32s(s->n_seqs * max_blocks, -1);
+  int32_t *table = i32s(s->n_seqs * max_blocks, -1);
   int32_t *seq = i32s(n_tokens, 0), *pos = i32s(n_tokens, 0);
   bool *attended = calloc(n_slots, 1);
-  if (perm && table && seq && pos && attended) {
-    for (uint64_t i = 0; i < total_blocks; i++)
-      perm[i] = (int32_t)i;
-    for (uint64_t i = 0; i + 1 < total_blocks; i++) {
-      uint64_t j = i + qiao__cf_below(&x->rng, total_blocks - i);
-      int32_t t = perm[i];
-      perm[i] = perm[j];
-      perm[j] = t;
-    }
-    uint64_t next = 0, t = 0;
-    for (uint64_t i = 0; i < s->n_seqs; i++) {
-      uint64_t blocks = (s->seq_len[i] + s->block_size - 1) / s->block_size;
-      for (uint64_t b = 0; b < blocks; b++)
-        table[i * max_blocks + b] = perm[next++];
-    }
-    /* tokens of the sequences interleaved, round robin */
-    uint64_t done[4] = {0};
-    while (t < n_tokens)
-      for (uint64_t i = 0; i < s->n_seqs; i++)
-        if (done[i] < s->new_tokens[i]) {
-          uint64_t p = s->seq_len[i] - s->new_tokens[i] + done[i]++;
-          seq[t] = (int32_t)i;
-          pos[t] = (int32_t)p;
-          uint64_t lo = s->window && p + 1 > s->window ? p + 1 - s->window : 0;
-          for (uint64_t j = lo; j <= p; j++)
-            attended[(uint64_t)table[i * max_blocks + j / s->block_size] * s->block_size +
-                     j % s->block_size] = true;
-          t++;
-        }
-  }
-  free(perm);
+  if (table && seq && pos && attended)
+    paged_fill(x, s->n_seqs, s->seq_len, s->new_tokens, s->block_size, s->window, max_blocks,
+               total_blocks, n_tokens, table, seq, pos, attended);
   uint64_t nq = n_tokens * s->n_heads * s->head_dim;
   BIND(&c, attention.q, qiao__cf_operand(&c, "q", f32s(x, nq, -3, 3), nq * 4, CF_INPUT, 0));
   /* the cache: random where attended, NaN everywhere else (it must not be read) */
@@ -824,18 +849,10 @@ typedef struct latent_shape {
 static void attention_latent_case(ctx *x, qiao_dev_dtype dt, const latent_shape *s) {
   cf_case c;
   start(&c, QIAO_DEV_OP_ATTENTION_LATENT, dt);
-  uint64_t n_tokens = 0, max_blocks = 1, total_blocks = 0;
-  char lens[96] = "";
-  for (uint64_t i = 0; i < s->n_seqs; i++) {
-    n_tokens += s->new_tokens[i];
-    uint64_t blocks = (s->seq_len[i] + s->block_size - 1) / s->block_size;
-    if (blocks + 1 > max_blocks) max_blocks = blocks + 1; /* one unused entry at the end */
-    total_blocks += blocks;
-    size_t used = strlen(lens);
-    snprintf(lens + used, sizeof(lens) - used, "%s%llu/%llu", i ? "," : "",
-             (unsigned long long)s->new_tokens[i], (unsigned long long)s->seq_len[i]);
-  }
-  total_blocks += 3; /* blocks nobody uses */
+  uint64_t n_tokens, max_blocks, total_blocks;
+  char lens[96];
+  paged_counts(s->n_seqs, s->seq_len, s->new_tokens, s->block_size, &n_tokens, &max_blocks,
+               &total_blocks, lens, sizeof(lens));
   uint64_t n_slots = total_blocks * s->block_size, row = s->latent_dim + s->rope_dim;
   SHAPE(&c,
         "n_tokens=%llu heads=%llu latent_dim=%llu rope_dim=%llu block_size=%llu window=%llu "
@@ -860,41 +877,12 @@ static void attention_latent_case(ctx *x, qiao_dev_dtype dt, const latent_shape 
                                         .scale =
                                             1.0f / sqrtf((float)(s->latent_dim / 4 + s->rope_dim)),
                                         .cache_dtype = dt};
-  /* physical blocks: a random permutation; unused table entries are -1 */
-  int32_t *perm = i32s(total_blocks, 0), *table = i32s(s->n_seqs * max_blocks, -1);
+  int32_t *table = i32s(s->n_seqs * max_blocks, -1);
   int32_t *seq = i32s(n_tokens, 0), *pos = i32s(n_tokens, 0);
   bool *attended = calloc(n_slots, 1);
-  if (perm && table && seq && pos && attended) {
-    for (uint64_t i = 0; i < total_blocks; i++)
-      perm[i] = (int32_t)i;
-    for (uint64_t i = 0; i + 1 < total_blocks; i++) {
-      uint64_t j = i + qiao__cf_below(&x->rng, total_blocks - i);
-      int32_t t = perm[i];
-      perm[i] = perm[j];
-      perm[j] = t;
-    }
-    uint64_t next = 0, t = 0;
-    for (uint64_t i = 0; i < s->n_seqs; i++) {
-      uint64_t blocks = (s->seq_len[i] + s->block_size - 1) / s->block_size;
-      for (uint64_t b = 0; b < blocks; b++)
-        table[i * max_blocks + b] = perm[next++];
-    }
-    /* tokens of the sequences interleaved, round robin */
-    uint64_t done[4] = {0};
-    while (t < n_tokens)
-      for (uint64_t i = 0; i < s->n_seqs; i++)
-        if (done[i] < s->new_tokens[i]) {
-          uint64_t p = s->seq_len[i] - s->new_tokens[i] + done[i]++;
-          seq[t] = (int32_t)i;
-          pos[t] = (int32_t)p;
-          uint64_t lo = s->window && p + 1 > s->window ? p + 1 - s->window : 0;
-          for (uint64_t j = lo; j <= p; j++)
-            attended[(uint64_t)table[i * max_blocks + j / s->block_size] * s->block_size +
-                     j % s->block_size] = true;
-          t++;
-        }
-  }
-  free(perm);
+  if (table && seq && pos && attended)
+    paged_fill(x, s->n_seqs, s->seq_len, s->new_tokens, s->block_size, s->window, max_blocks,
+               total_blocks, n_tokens, table, seq, pos, attended);
   uint64_t nl = n_tokens * s->n_heads * s->latent_dim, nr = n_tokens * s->n_heads * s->rope_dim;
   BIND(&c, attention_latent.q_latent,
        qiao__cf_operand(&c, "q_latent", f32s(x, nl, -1, 1), nl * 4, CF_INPUT, 0));

@@ -23,10 +23,8 @@
 
 #include "cpu_backend.h"
 #include "cuda_dequant.h"
+#include "cuda_host_test.h"
 #include "qiao/device.h"
-
-static int failures = 0;
-static const qiao_dev_api *api;
 
 #define EXPECT(cond)                                                                               \
   do {                                                                                             \
@@ -35,23 +33,6 @@ static const qiao_dev_api *api;
       failures++;                                                                                  \
     }                                                                                              \
   } while (0)
-
-/* Returns 1 when e is NULL; else prints it, counts a failure, returns 0. */
-static int ok(qiao_dev_error *e, const char *what) {
-  if (e == NULL) return 1;
-  fprintf(stderr, "%s: %s\n", what, api->error_message(e));
-  api->error_destroy(e);
-  failures++;
-  return 0;
-}
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd_u32(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 32);
-}
 
 static uint32_t bits_of(float f) {
   uint32_t u;
@@ -274,6 +255,7 @@ static void test_dtype(int dt) {
 }
 
 int main(void) {
+  rng_state = 0x9e3779b97f4a7c15ull;
   api = qiao_cpu_get_api();
   if (!cpu_open()) return 1;
   test_f16_all();

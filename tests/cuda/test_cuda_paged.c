@@ -19,32 +19,12 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "cuda_host_test.h"
 #include "cuda_paged.h"
 #include "qiao/device.h"
 
-static int failures = 0;
-static const qiao_dev_api *api;
 static qiao_dev_device *cpu_device;
 static qiao_dev_queue *cpu_queue;
-
-static int ok(qiao_dev_error *e, const char *what) {
-  if (e == NULL) return 1;
-  fprintf(stderr, "%s: %s\n", what, api->error_message(e));
-  api->error_destroy(e);
-  failures++;
-  return 0;
-}
-
-static uint64_t rng_state = 0x13198a2e03707344ull;
-static uint32_t rnd_u32(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 32);
-}
-static float rnd_unit(void) {
-  return (float)(rnd_u32() % 2000001u) / 1e6f - 1.0f;
-}
 
 typedef struct paged_case {
   const char *name;
@@ -207,6 +187,7 @@ static void run_case(const paged_case *pc) {
 }
 
 int main(void) {
+  rng_state = 0x13198a2e03707344ull;
   api = qiao_cpu_get_api();
   qiao_dev_backend *backend = NULL;
   qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};

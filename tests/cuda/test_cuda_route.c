@@ -16,33 +16,13 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "cuda_host_test.h"
 #include "cuda_route.h"
 #include "qiao/device.h"
 
-static int failures = 0;
-static const qiao_dev_api *api;
 static qiao_dev_backend *cpu_backend;
 static qiao_dev_device *cpu_device;
 static qiao_dev_queue *cpu_queue;
-
-static int ok(qiao_dev_error *e, const char *what) {
-  if (e == NULL) return 1;
-  fprintf(stderr, "%s: %s\n", what, api->error_message(e));
-  api->error_destroy(e);
-  failures++;
-  return 0;
-}
-
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
-static uint32_t rnd_u32(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return (uint32_t)(rng_state >> 32);
-}
-static float rnd_unit(void) {
-  return (float)(rnd_u32() % 2000001u) / 1e6f - 1.0f;
-}
 
 typedef struct route_case {
   const char *name;
@@ -144,6 +124,7 @@ static void run_case(const route_case *rc) {
 }
 
 int main(void) {
+  rng_state = 0x243f6a8885a308d3ull;
   api = qiao_cpu_get_api();
   qiao_dev_backend_options bo = {sizeof(bo), QIAO_DEVICE_ABI_MAJOR, QIAO_DEVICE_ABI_MINOR};
   if (!ok(api->backend_open(&bo, &cpu_backend), "backend_open") ||
