@@ -1,7 +1,7 @@
 #!/bin/sh
 # qiao --mpi under mpirun on localhost (oversubscribed; as root in CI), on
 # stories260K: 2 ranks give logits byte-identical to one process, 3 ranks the
-# same greedy ids, bench reports the placement; a rank that dies ends the job, with no hang: at once by
+# same greedy ids, chat the same replies, bench reports the placement; a rank that dies ends the job, with no hang: at once by
 # mpirun's default, or, when mpirun lets the job go on
 # (--mca orte_abort_on_non_zero_status 0), with rank 0's error naming the rank.
 # Usage: test_mpi.sh MPIRUN
@@ -35,6 +35,14 @@ one=$("$QIAO_BIN" run -m "$M" -p "Once upon a time" --temp 0 -n 60 --ids 2> "$T/
 three=$(mpi 3 "$QIAO_BIN" run -m "$M" -p "Once upon a time" --temp 0 -n 60 --ids --mpi -t 1 \
   2> "$T/err") || fail "3-rank run failed"
 [ "$one" = "$three" ] || fail "3-rank ids differ: $three vs $one"
+
+# chat over 2 ranks (stdin reaches rank 0): the same replies as one process.
+printf 'Once upon a time\nThe end\n' | "$QIAO_BIN" chat -m "$M" --temp 0 -n 30 > "$T/chat1" \
+  2> "$T/err" || fail "chat failed"
+printf 'Once upon a time\nThe end\n' | mpi 2 "$QIAO_BIN" chat -m "$M" --temp 0 -n 30 --mpi -t 1 \
+  > "$T/chat2" 2> "$T/err" || fail "2-rank chat failed"
+[ -s "$T/chat1" ] && cmp -s "$T/chat1" "$T/chat2" ||
+  fail "2-rank chat differs: $(cat "$T/chat2") vs $(cat "$T/chat1")"
 
 # bench over 2 ranks: its placement names the external stage and the bytes
 # per token that cross to it.

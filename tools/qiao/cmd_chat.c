@@ -293,14 +293,11 @@ int qiao_cmd_chat(int argc, char **argv) {
   if (!o.seed_given) o.sampling.seed = (uint64_t)time(NULL);
   qiao_engine_options eo = qiao_engine_default_options();
   eo.max_seqs = 1;
-  if (o.mpi)
-    return qiao_cli_usage_error("chat: --mpi is not supported yet (run, logits and bench are)");
   qiao_status *st = engine_cli_open(&o, &eo, &c.s);
   if (st != NULL) return qiao_cli_fail(st);
-  if (c.s.tokenizer == NULL) {
-    engine_cli_close(&c.s);
-    return qiao_cli_fail(qiao__error(QIAO_UNSUPPORTED, "chat: the model has no tokenizer"));
-  }
+  if (c.s.worker) return engine_cli_end(&c.s, NULL); /* --mpi, rank > 0: served its layers */
+  if (c.s.tokenizer == NULL)
+    return engine_cli_end(&c.s, qiao__error(QIAO_UNSUPPORTED, "chat: the model has no tokenizer"));
   qiao_string tmpl_text;
   qiao_status *no_tmpl = qiao_model_get_string(c.s.model, "tokenizer.chat_template", &tmpl_text);
   if (no_tmpl == NULL) {
@@ -361,6 +358,5 @@ int qiao_cmd_chat(int argc, char **argv) {
   qiao_sampler_destroy(sampler);
   grammar_cli_close(&c.grammar);
   qiao_template_destroy(c.tmpl);
-  engine_cli_close(&c.s);
-  return st ? qiao_cli_fail(st) : 0;
+  return engine_cli_end(&c.s, st); /* with --mpi: stops the other ranks */
 }
