@@ -348,9 +348,37 @@ static const deepseek_shape *find_deepseek_shape(const char *name) {
   return NULL;
 }
 
-/* A deepseek2 model of the shape with random weights (norms 1, no tokenizer). */
-static qiao_status *build_deepseek_shape(const deepseek_shape *sh, qiao_dtype dtype,
-                                         uint32_t n_threads, qiao_model **out) {
+/* The number of tokens of a tokenizer.json. */
+static qiao_status *tokenizer_size(const char *path, uint32_t *out) {
+  char dir[4096];
+  snprintf(dir, sizeof(dir), "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash) *slash = '\0';
+  qiao_model *t = NULL;
+  QIAO__TRY(qiao__model_create(path, "hf", &t));
+  qiao_status *st = qiao__import_tokenizer_json(t, path, slash ? dir : ".");
+  const qiao_kv *kv = st == NULL ? qiao_model_kv_find(t, "tokenizer.tokens") : NULL;
+  if (st == NULL && (kv == NULL || kv->type != QIAO_VALUE_ARRAY || kv->array_len > UINT32_MAX))
+    st = qiao__error(QIAO_MALFORMED, "%s: no tokens", path);
+  if (st == NULL) *out = (uint32_t)kv->array_len;
+  qiao_model_close(t);
+  return st;
+}
+
+/* A deepseek2 model of the shape with random weights (norms 1), with the
+ * vocabulary of tokenizer_json when given (the embedding and output grow to
+ * it when it is larger than the shape's: DeepSeek-V3's 129280 tokens on
+ * V2-Lite's shape), else none. */
+static qiao_status *build_deepseek_shape(const deepseek_shape *shape, qiao_dtype dtype,
+                                         uint32_t n_threads, const char *tokenizer_json,
+                                         qiao_model **out) {
+  deepseek_shape grown = *shape;
+  const deepseek_shape *sh = &grown;
+  if (tokenizer_json != NULL) {
+    uint32_t tokens = 0;
+    QIAO__TRY(tokenizer_size(tokenizer_json, &tokens));
+    if (tokens > grown.vocab) grown.vocab = tokens;
+  }
   qiao_model *m = NULL;
   QIAO__TRY(qiao__model_create(sh->name, "qiao", &m));
   qiao_status *st = NULL;
@@ -384,7 +412,10 @@ static qiao_status *build_deepseek_shape(const deepseek_shape *sh, qiao_dtype dt
   T(qiao__model_set_u32(m, "model.moe.n_groups_used", sh->groups_kept));
   T(qiao__model_set_f32(m, "model.moe.routed_scale", sh->scale));
   T(qiao__model_set_bool(m, "model.tied_embeddings", false));
-  T(qiao__model_set_string(m, "tokenizer.model", "none", 4));
+  if (tokenizer_json != NULL)
+    T(add_tokenizer(m, tokenizer_json, sh->vocab));
+  else
+    T(qiao__model_set_string(m, "tokenizer.model", "none", 4));
   const uint64_t D = sh->dim, H = sh->n_heads, L = sh->kv_lora, R = sh->rope, N = sh->nope;
   const uint64_t V = sh->v_head, QL = sh->q_lora, E = sh->n_experts, EF = sh->expert_ffn;
   const uint64_t SF = (uint64_t)sh->shared * EF, F = sh->dense_ffn;
@@ -701,7 +732,8 @@ static void usage(FILE *f) {
           "  --reps R  decode runs to take the median of (default 3)\n"
           "  --json    one JSON object on stdout instead of the table\n"
           "  --save OUT.gguf|OUT.qiao  with --shape: write the model (random weights) and exit;\n"
-          "            --tokenizer tokenizer.json adds that vocabulary (padded to the shape's)\n");
+          "            --tokenizer tokenizer.json adds that vocabulary (padded to the shape's;\n"
+          "            a deepseek shape grows to a larger one)\n");
   engine_cli_print_device_flags(f);
 }
 
@@ -771,7 +803,7 @@ int qiao_cmd_bench(int argc, char **argv) {
     if (st == NULL && !ds->buildable) st = print_deepseek_memory(ds, dtype, json);
     if (st != NULL || !ds->buildable) return st ? qiao_cli_fail(st) : 0;
     fprintf(stderr, "bench: building %s with random %s weights\n", ds->name, type_name);
-    st = build_deepseek_shape(ds, dtype, threads, &model);
+    st = build_deepseek_shape(ds, dtype, threads, o.model.tokenizer_path, &model);
     snprintf(what, sizeof(what), "%s", ds->name);
     if (st == NULL && save_path != NULL) { /* a model file for other tools: no benchmark */
       size_t len = strlen(save_path);
