@@ -13,6 +13,9 @@
 #   SHAPE         qwen2.5-0.5b    TYPES  "q8_0 q4_0 f16"
 #   THREADS 2  PROMPT 128  GEN 64  ROUNDS 4
 #   QIAO_ARGS     extra flags for qiao bench (e.g. --exact)
+#   TOKENIZER     a tokenizer.json the written GGUFs get (llama-bench needs a
+#                 vocabulary; e.g. ../shared/tokenizers/deepseek_v3/tokenizer.json
+#                 with SHAPE=deepseek-v2-lite TYPES=q4_0)
 # Prints a Markdown table on stdout; progress and raw numbers on stderr.
 set -eu
 QIAO="${QIAO:-./build/qiao}"
@@ -37,7 +40,8 @@ for type in $TYPES; do
   model="$MODELS/$SHAPE-random-$type.gguf"
   if [ ! -f "$model" ]; then
     echo "compare_llama_bench: writing $model" >&2
-    "$QIAO" bench --shape "$SHAPE" --type "$type" --save "$model" >&2
+    "$QIAO" bench --shape "$SHAPE" --type "$type" ${TOKENIZER:+--tokenizer "$TOKENIZER"} \
+      --save "$model" >&2
   fi
   raw=$(mktemp)
   r=1
