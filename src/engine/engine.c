@@ -208,16 +208,24 @@ static qiao_status *gather_rows(qiao__stage *g, const qiao_tensor *t, const uint
   return device_put(g, dst, out->n_bytes, what, &out->ref);
 }
 
+qiao_dev_dtype qiao__uk_t_dtype(qiao_dtype kv_b_dtype) {
+  /* F32 and FP8 values (an E4M3 code times its block's F32 scale) are kept
+   * exactly; the others (f16, bf16, the block types) lose little in F16,
+   * which halves what decode reads. */
+  return kv_b_dtype == QIAO_DTYPE_F32 || kv_b_dtype == QIAO_DTYPE_F8_E4M3_B128 ? QIAO_DEV_F32
+                                                                               : QIAO_DEV_F16;
+}
+
 /* W_UK^T (H, L, N) from attn_kv_b (H*(N+V), L): uk_t[h][l][n] =
- * kv_b[h*(N+V) + n][l], in F32 when kv_b is F32, else F16; and W_UV
- * (H, V, L): rows h*(N+V) + N .. + V of kv_b as stored. */
+ * kv_b[h*(N+V) + n][l], in qiao__uk_t_dtype(kv_b); and W_UV (H, V, L):
+ * rows h*(N+V) + N .. + V of kv_b as stored. */
 static qiao_status *split_kv_b(qiao__stage *g, const qiao_tensor *kv_b, const char *name,
                                qiao__layer *L) {
   qiao_engine *e = g->engine;
   const qiao_hparams *hp = &e->hp;
   const uint64_t H = hp->n_heads, Lr = hp->kv_lora_rank, N = hp->head_dim - hp->rope_dim;
   const uint64_t V = hp->v_head_dim, row_bytes = kv_b->n_bytes / kv_b->shape[0];
-  const bool f32 = kv_b->dtype == QIAO_DTYPE_F32;
+  const bool f32 = qiao__uk_t_dtype(kv_b->dtype) == QIAO_DEV_F32;
   float *row = NULL;
   void *uk = NULL;
   QIAO__TRY(host_alloc(e, Lr * 4, (void **)&row));

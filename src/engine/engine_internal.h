@@ -266,4 +266,8 @@ qiao_status *qiao__forward(qiao_engine *engine, uint32_t n_tokens, uint32_t n_se
                            const uint32_t *rows, uint32_t n_rows, float *out_logits,
                            int32_t *out_argmax);
 
+/* The dtype of W_UK^T, which the engine makes from a latent-attention
+ * layer's attn_kv_b of dtype kv_b_dtype (engine.c; placement.c counts it). */
+qiao_dev_dtype qiao__uk_t_dtype(qiao_dtype kv_b_dtype);
+
 #endif

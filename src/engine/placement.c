@@ -157,8 +157,8 @@ static uint64_t tensor_bytes(const qiao_engine *e, const char *name, bool vector
 
 /* Multi-head latent attention's weights as the engine holds them: the q
  * path (attn_q_b or attn_q split by rows), attn_kv_a_mqa, and W_UK^T / W_UV
- * (attn_k_b / attn_v_b as stored, or made from attn_kv_b: W_UK^T in F32 when
- * it is F32 else F16, W_UV its rows in the stored dtype). */
+ * (attn_k_b / attn_v_b as stored, or made from attn_kv_b: W_UK^T in
+ * qiao__uk_t_dtype, W_UV its rows in the stored dtype). */
 static uint64_t mla_weight_bytes(const qiao_engine *e, uint32_t l) {
   const qiao_hparams *hp = &e->hp;
   static const char *const stored[] = {
@@ -179,8 +179,8 @@ static uint64_t mla_weight_bytes(const qiao_engine *e, uint32_t l) {
       qiao_model_tensor_find(e->model, name) == NULL) {
     const uint64_t H = hp->n_heads, L = hp->kv_lora_rank, R = hp->rope_dim;
     const uint64_t N = hp->head_dim - R, V = hp->v_head_dim;
-    bytes += H * L * N * (kv_b->dtype == QIAO_DTYPE_F32 ? 4 : 2); /* W_UK^T */
-    bytes += kv_b->n_bytes / kv_b->shape[0] * H * V;              /* W_UV */
+    bytes += H * L * N * (qiao__uk_t_dtype(kv_b->dtype) == QIAO_DEV_F32 ? 4 : 2); /* W_UK^T */
+    bytes += kv_b->n_bytes / kv_b->shape[0] * H * V;                              /* W_UV */
   }
   return bytes;
 }

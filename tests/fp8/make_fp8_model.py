@@ -5,7 +5,7 @@ a 128 x 128 block scale tensor `X.weight_scale_inv` in F32, and
 config.json's quantization_config), and as the f32 checkpoint of exactly
 the weights the FP8 one holds (e4m3(q) * scale, rounded once to f32).
 
-usage: make_fp8_model.py OUT_DIR [--arch llama|qwen3_moe] [--break KIND]
+usage: make_fp8_model.py OUT_DIR [--arch llama|qwen3_moe|deepseek_v3] [--break KIND]
   OUT_DIR/fp8 and OUT_DIR/f32 are written (OUT_DIR/f32 only without --break).
   --break writes a malformed FP8 directory instead:
     nan          one weight byte is the NaN code 0x7F
@@ -124,6 +124,7 @@ def main():
     dim, n_layers, n_heads, n_kv, head_dim, vocab = 256, 2, 4, 2, 64, 300
     ffn = 320 if brk == "oddrow" else 384
     n_experts, moe_ffn, top_k = 4, 128, 2
+    ds_heads, ds_lora, ds_nope, ds_rope, ds_v = 2, 128, 64, 32, 64
     config = {
         "hidden_size": dim, "num_hidden_layers": n_layers, "num_attention_heads": n_heads,
         "num_key_value_heads": n_kv, "head_dim": head_dim, "vocab_size": vocab,
@@ -138,6 +139,22 @@ def main():
                        "num_experts": n_experts, "num_experts_per_tok": top_k,
                        "moe_intermediate_size": moe_ffn, "norm_topk_prob": True,
                        "decoder_sparse_step": 1, "mlp_only_layers": []})
+    elif arch == "deepseek_v3":
+        # multi-head latent attention and DeepSeekMoE, every linear in-dim a
+        # multiple of 128 (q_lora 128, kv_lora 128, heads x v_head 128)
+        config.update({"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+                       "num_attention_heads": ds_heads, "num_key_value_heads": ds_heads,
+                       "head_dim": ds_rope, "q_lora_rank": 128, "kv_lora_rank": ds_lora,
+                       "qk_nope_head_dim": ds_nope, "qk_rope_head_dim": ds_rope,
+                       "qk_head_dim": ds_nope + ds_rope, "v_head_dim": ds_v,
+                       "n_routed_experts": n_experts, "num_experts_per_tok": top_k,
+                       "n_group": 2, "topk_group": 1, "n_shared_experts": 1,
+                       "moe_intermediate_size": moe_ffn, "first_k_dense_replace": 1,
+                       "routed_scaling_factor": 2.5, "norm_topk_prob": True,
+                       "rope_interleave": True, "hidden_act": "silu", "attention_bias": False,
+                       "num_nextn_predict_layers": 0,
+                       "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}})
+        del config["rope_theta"]
     else:
         sys.exit("unknown --arch " + arch)
 
@@ -155,11 +172,28 @@ def main():
         p = "model.layers.%d." % l
         plain += [(p + "input_layernorm.weight", (dim,), norm(dim)),
                   (p + "post_attention_layernorm.weight", (dim,), norm(dim))]
-        linears += [(p + "self_attn.q_proj.weight", n_heads * head_dim, dim),
-                    (p + "self_attn.k_proj.weight", n_kv * head_dim, dim),
-                    (p + "self_attn.v_proj.weight", n_kv * head_dim, dim),
-                    (p + "self_attn.o_proj.weight", dim, n_heads * head_dim)]
-        if arch == "qwen3_moe":
+        if arch == "deepseek_v3":
+            a = p + "self_attn."
+            plain += [(a + "q_a_layernorm.weight", (128,), norm(128)),
+                      (a + "kv_a_layernorm.weight", (ds_lora,), norm(ds_lora))]
+            linears += [(a + "q_a_proj.weight", 128, dim),
+                        (a + "q_b_proj.weight", ds_heads * (ds_nope + ds_rope), 128),
+                        (a + "kv_a_proj_with_mqa.weight", ds_lora + ds_rope, dim),
+                        (a + "kv_b_proj.weight", ds_heads * (ds_nope + ds_v), ds_lora),
+                        (a + "o_proj.weight", dim, ds_heads * ds_v)]
+        else:
+            linears += [(p + "self_attn.q_proj.weight", n_heads * head_dim, dim),
+                        (p + "self_attn.k_proj.weight", n_kv * head_dim, dim),
+                        (p + "self_attn.v_proj.weight", n_kv * head_dim, dim),
+                        (p + "self_attn.o_proj.weight", dim, n_heads * head_dim)]
+        if arch == "deepseek_v3" and l >= 1:  # layer 0 dense (first_k_dense_replace)
+            plain += [(p + "mlp.gate.weight", (n_experts, dim), rand(n_experts * dim, 0.2)),
+                      (p + "mlp.gate.e_score_correction_bias", (n_experts,),
+                       [rng.uniform(-0.05, 0.05) for _ in range(n_experts)])]
+            for q in [p + "mlp.experts.%d." % e for e in range(n_experts)] + [p + "mlp.shared_experts."]:
+                linears += [(q + "gate_proj.weight", moe_ffn, dim), (q + "up_proj.weight", moe_ffn, dim),
+                            (q + "down_proj.weight", dim, moe_ffn)]
+        elif arch == "qwen3_moe":
             plain += [(p + "self_attn.q_norm.weight", (head_dim,), norm(head_dim)),
                       (p + "self_attn.k_norm.weight", (head_dim,), norm(head_dim)),
                       (p + "mlp.gate.weight", (n_experts, dim), rand(n_experts * dim, 0.2))]

@@ -1,5 +1,6 @@
 #!/bin/sh
-# FP8 checkpoints load directly: a random llama and a qwen3_moe model written
+# FP8 checkpoints load directly: a random llama, qwen3_moe and deepseek_v3
+# (multi-head latent attention, DeepSeekMoE) model written
 # at test time as FP8 (F8_E4M3 weights, 128 x 128 F32 block scales) and as
 # the f32 twin of exactly those weights give the same logits within the
 # matmul budget (1e-4, exact activations) and identical greedy ids; the
@@ -7,11 +8,15 @@
 # Uses $QIAO_BIN (set by CTest).
 . "$(dirname "$0")/fp8_common.sh"
 ids="1 5 9 33 100 7 250 42 299 0 13"
-for arch in llama qwen3_moe; do
+for arch in llama qwen3_moe deepseek_v3; do
   make_model "$dir/$arch" --arch "$arch"
   "$QIAO_BIN" inspect "$dir/$arch/fp8" > "$dir/inspect.txt" 2>&1 || say "$arch: inspect: $(cat "$dir/inspect.txt")"
-  grep -q "blk.1.attn_k.weight *f8_e4m3_b128 (128, 256) *33792$" "$dir/inspect.txt" ||
-    say "$arch: attn_k is not f8_e4m3_b128 of 33792 bytes: $(grep attn_k "$dir/inspect.txt")"
+  if [ "$arch" = deepseek_v3 ]; then # kv_b: the latent's up-projection, 2 heads x (64 + 64)
+    want="blk.1.attn_kv_b.weight *f8_e4m3_b128 (256, 128) *33792$"
+  else
+    want="blk.1.attn_k.weight *f8_e4m3_b128 (128, 256) *33792$"
+  fi
+  grep -q "$want" "$dir/inspect.txt" || say "$arch: no '$want' in: $(grep blk.1.attn "$dir/inspect.txt")"
   grep -q "token_embd.weight *f32" "$dir/inspect.txt" || say "$arch: token_embd changed type"
   "$QIAO_BIN" validate "$dir/$arch/fp8" > /dev/null 2> "$dir/err.txt" || say "$arch: validate: $(cat "$dir/err.txt")"
   for m in fp8 f32; do
