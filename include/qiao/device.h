@@ -104,7 +104,7 @@ typedef enum qiao_dev_dtype {
    * elements per 132-byte block: an F32 scale d, then 128 bytes, each an
    * E4M3 value (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; no
    * infinities; 0x7F and 0xFF are NaN and never stored); x[i] = d * e4m3(q[i])
-   * (docs/spec/format.md §4.2). A runtime never passes it to a plugin whose
+   * (docs/spec/format.md §4.1). A runtime never passes it to a plugin whose
    * abi_minor is below 4. */
   QIAO_DEV_F8_E4M3_B128 = 14,
   /* The number of dtypes of the version this header describes; grows with

@@ -44,7 +44,7 @@ typedef enum qiao_dtype {
   QIAO_DTYPE_Q5_0 = 12,
   QIAO_DTYPE_Q5_1 = 13,
   /* Added in format 1.2: block-scaled FP8 E4M3, 128 elements per block with
-   * an F32 scale (format.md §4.2). */
+   * an F32 scale (format.md §4.1; its HF import in §4.2). */
   QIAO_DTYPE_F8_E4M3_B128 = 14,
   QIAO_DTYPE_COUNT = 15,
   /* A tensor whose element type this version of the library does not know
