@@ -69,12 +69,18 @@ test('both devices up and serving the same greedy tokens', async () => {
 test('the fault: in-flight requests on it fail naming it; everything after is served by cpu', async () => {
   const long = { prompt: REF_PROMPT, max_tokens: 400, temperature: 0, ignore_eos: true };
   // 4 running (2 per device): 2 streams and 2 whole responses.
+  // A stream commits to 200 with its first token; a fault before that is a
+  // plain 500. Wait for each stream's first token so the streams meet the
+  // fault mid-stream, as this test means them to.
   const jobs = [];
+  const streamsStarted = new Set();
   for (let i = 0; i < 4; i++) {
-    jobs.push(i % 2 ? post(port, '/v1/completions', long) : stream(port, '/v1/completions', { ...long, stream: true }));
+    const onEvent = (ev) => { if (ev.choices && ev.choices.length) streamsStarted.add(i); };
+    jobs.push(i % 2 ? post(port, '/v1/completions', long) : stream(port, '/v1/completions', { ...long, stream: true }, {}, { onEvent }));
   }
-  await pollUntil(async () => Object.values(await perDevice('qiao_device_requests_running')).reduce((a, v) => a + v, 0) === 4,
-    30000, '4 requests running');
+  await pollUntil(async () => streamsStarted.size === 2
+    && Object.values(await perDevice('qiao_device_requests_running')).reduce((a, v) => a + v, 0) === 4,
+  30000, '4 requests running and both streams started');
   const running = await perDevice('qiao_device_requests_running');
   assert.equal(running[PLUGIN], 2, `the faulty device does not run 2: ${JSON.stringify(running)}`);
   // The 4 hold every slot: this one queues and is served by cpu after the fault.
