@@ -1,4 +1,4 @@
-/* qiao/device.h: the qiao device ABI, version 1.4.
+/* qiao/device.h: the qiao device ABI, version 1.5.
  *
  * This header is the whole contract between the qiao runtime and a device
  * backend (a "plugin"). A chip vendor implements it in a shared library named
@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define QIAO_DEVICE_ABI_MAJOR 1
-#define QIAO_DEVICE_ABI_MINOR 4
+#define QIAO_DEVICE_ABI_MINOR 5
 
 /* The name of the one symbol a plugin exports. */
 #define QIAO_DEVICE_ENTRY_POINT "qiao_device_get_api"
@@ -353,6 +353,11 @@ typedef struct qiao_dev_matmul_experts_args {
   size_t struct_size;
   uint64_t n_tokens, k, n_experts, in_dim, out_dim;
   uint32_t x_per_slot;
+  /* (1.5) QIAO_DEV_PRECISION_*, as qiao_dev_matmul_args.x_precision (spec
+   * §15.1). These 4 bytes were padding in 1.0-1.4 (sizeof is 128 in every
+   * version), so a backend reads them only when the runtime that opened it
+   * said runtime_abi_minor >= 5, and as EXACT otherwise. */
+  uint32_t x_precision;
   qiao_dev_ref x; /* (n_tokens, in_dim) or (n_tokens * k, in_dim) */
   qiao_dev_dtype w_dtype;
   qiao_dev_ref w;   /* (n_experts, out_dim, in_dim) w_dtype */
