@@ -44,7 +44,8 @@ typedef struct qiao_pool_options {
   qiao_engine_split_by split_by;
   /* Appended in 0.2: the runner of a split's "external" stages (see
    * qiao_engine_options.external; e.g. pipeline stages in other processes).
-   * Such a replica refuses prefix_cache. */
+   * With prefix_cache, the copies on write reach those stages with the
+   * pass (qiao_engine_pass.copies). */
   qiao_engine_external_fn external;
   void *external_user;
   /* Appended in 0.3: when not NULL, replica i's engine gets
@@ -104,6 +105,13 @@ void qiao_pool_seq_free(qiao_pool *pool, size_t replica, int32_t seq);
  * fails at once. */
 qiao_status *qiao_pool_forward(qiao_pool *pool, size_t replica, const qiao_batch *batch,
                                float *out_logits, bool *out_taken_out);
+
+/* Takes the replica out of the pool for good, from any thread, as a failed
+ * device would be (its info then says `why`; with shared_fate, every
+ * replica): for a health check outside the pool that saw its device die
+ * while idle (e.g. serve --mpi's heartbeat). The scheduler's thread for it
+ * sees this between steps. A replica already out keeps its first failure. */
+void qiao_pool_take_out(qiao_pool *pool, size_t replica, const char *why);
 
 /* Leading prompt positions the replica's prefix cache would serve now, for
  * routing from any thread; 0 while the replica is in the middle of a step

@@ -523,7 +523,8 @@ static qiao_status *create_block_state(qiao_engine *e, bool prefix_cache) {
   e->table = malloc(table_size * sizeof(int32_t));
   e->block_tokens = malloc(e->n_slots * sizeof(int32_t));
   e->cow_mark = calloc((size_t)e->max_seqs * e->max_blocks_per_seq, 1);
-  if (e->table == NULL || e->block_tokens == NULL || e->cow_mark == NULL)
+  e->ext_copies = malloc((size_t)e->max_seqs * e->max_blocks_per_seq * 2 * sizeof(int32_t));
+  if (e->table == NULL || e->block_tokens == NULL || e->cow_mark == NULL || e->ext_copies == NULL)
     return qiao__error(QIAO_OUT_OF_MEMORY, "engine: out of memory for the prefix cache");
   memset(e->table, 0xff, table_size * sizeof(int32_t)); /* -1: empty */
   for (uint32_t s = 0; s < e->max_seqs; s++) {
@@ -868,6 +869,7 @@ void qiao_engine_destroy(qiao_engine *e) {
   free(e->table);
   free(e->block_tokens);
   free(e->cow_mark);
+  free(e->ext_copies);
   free(e->h_tokens);
   free(e->h_positions);
   free(e->h_slots);
@@ -1178,19 +1180,15 @@ qiao_status *qiao_engine_seq_truncate(qiao_engine *e, int32_t seq, uint32_t n) {
   return NULL;
 }
 
-/* Gives sequence q a private copy of its block bi, which is keyed or
- * shared, before the caller writes into it: K and V rows of every layer. */
-static qiao_status *copy_on_write(qiao_engine *e, qiao__seq *q, uint32_t bi) {
-  int32_t from = q->blocks[bi], to = take_block(e); /* `from` is held: never taken here */
-  q->blocks[bi] = to;
-  drop_ref(e, from); /* a keyed block stays cached; the copy below is queued before any reuse */
-  if (q->n_keyed > bi) q->n_keyed = bi;
+/* Copies KV block `from` to `to` on this engine's own stages (K and V rows
+ * of each of their layers), queued on their devices. */
+static qiao_status *copy_block(qiao_engine *e, int32_t from, int32_t to) {
   const uint64_t bytes =
       (uint64_t)e->block_size * e->kv_dim * (e->cache_dtype == QIAO_DEV_F16 ? 2 : 4);
   for (uint32_t l = 0; l < e->hp.n_layers; l++) {
     const qiao__layer *L = &e->layers[l];
     qiao__stage *g = &e->stages[L->stage];
-    if (g->external) continue; /* not reached: external stages refuse the prefix cache */
+    if (g->external) continue; /* its engine repeats the copy (qiao_engine_pass.copies) */
     qiao_dev_ref caches[2] = {L->k_cache, L->v_cache};
     for (int c = 0; c < (e->mla ? 1 : 2); c++) { /* latent attention: one cache */
       qiao_dev_ref dst = {caches[c].buffer, caches[c].offset + (uint64_t)to * bytes};
@@ -1199,6 +1197,25 @@ static qiao_status *copy_on_write(qiao_engine *e, qiao__seq *q, uint32_t bi) {
     }
   }
   return NULL;
+}
+
+/* Gives sequence q a private copy of its block bi, which is keyed or
+ * shared, before the caller writes into it; external stages get the copy
+ * with the call's first pass (e->ext_copies). */
+static qiao_status *copy_on_write(qiao_engine *e, qiao__seq *q, uint32_t bi) {
+  int32_t from = q->blocks[bi], to = take_block(e); /* `from` is held: never taken here */
+  q->blocks[bi] = to;
+  drop_ref(e, from); /* a keyed block stays cached; the copy below is queued before any reuse */
+  if (q->n_keyed > bi) q->n_keyed = bi;
+  bool any_external = false;
+  for (uint32_t i = 0; i < e->n_stages; i++)
+    any_external |= e->stages[i].external;
+  if (any_external) {
+    e->ext_copies[2 * e->n_ext_copies] = from;
+    e->ext_copies[2 * e->n_ext_copies + 1] = to;
+    e->n_ext_copies++;
+  }
+  return copy_block(e, from, to);
 }
 
 /* ---- Forward: checks, block allocation, passes of max_batch tokens -------- */
@@ -1242,6 +1259,7 @@ qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out
                        "engine forward: the first stage is external, so this engine has no "
                        "embedding (use qiao_engine_forward_hidden)");
   const uint32_t n = (uint32_t)b->n_tokens;
+  e->n_ext_copies = 0;
 
   /* Check every token and find each sequence's new length. */
   call_seq *cs = calloc(e->max_seqs, sizeof(*cs));
@@ -1346,6 +1364,14 @@ qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out
     st = qiao__forward(e, T, n_local, rows, n_rows, out_logits ? out_logits + out_row * V : NULL,
                        out_argmax ? out_argmax + out_row : NULL);
     out_row += n_rows;
+    if (st == NULL) e->n_ext_copies = 0; /* the external stages made them */
+  }
+  if (st != NULL && e->n_ext_copies > 0) {
+    /* An external stage may have missed a copy: its KV cache may no longer
+     * match this one, and nothing can tell which blocks differ. */
+    e->device_lost = true;
+    e->n_ext_copies = 0;
+    st = qiao__annotate(st, "DEVICE_LOST: a pass with KV block copies for external stages failed");
   }
   if (st != NULL) {
     if (writes) /* let queued work finish before the caller's buffers go away */
@@ -1386,7 +1412,9 @@ qiao_status *qiao_engine_forward(qiao_engine *e, const qiao_batch *b, float *out
 }
 
 qiao_status *qiao_engine_forward_hidden(qiao_engine *e, const qiao_engine_pass *p, float *x) {
-  if (e == NULL || p == NULL || x == NULL || p->struct_size < sizeof(*p) || p->positions == NULL ||
+  /* A caller of 0.3 knows the fields up to block_table. */
+  const size_t size_0_3 = offsetof(qiao_engine_pass, block_table) + sizeof(p->block_table);
+  if (e == NULL || p == NULL || x == NULL || p->struct_size < size_0_3 || p->positions == NULL ||
       p->slots == NULL || p->token_seq == NULL || p->block_table == NULL)
     return qiao__error(QIAO_INVALID_ARGUMENT, "engine forward_hidden: NULL or short argument");
   if (e->device_lost)
@@ -1415,11 +1443,26 @@ qiao_status *qiao_engine_forward_hidden(qiao_engine *e, const qiao_engine_pass *
       return qiao__error(QIAO_INVALID_ARGUMENT,
                          "engine forward_hidden: block table entry %llu: block %d not in [0, %u)",
                          (unsigned long long)i, p->block_table[i], e->n_blocks);
+  const bool has_copies = p->struct_size >= sizeof(*p) && p->n_copies > 0;
+  if (has_copies && (p->copies == NULL || p->n_copies > e->n_blocks))
+    return qiao__error(QIAO_INVALID_ARGUMENT,
+                       "engine forward_hidden: %u block copies (at most %u, with the list)",
+                       p->n_copies, e->n_blocks);
+  for (uint32_t i = 0; has_copies && i < 2 * p->n_copies; i++)
+    if (p->copies[i] < 0 || (uint32_t)p->copies[i] >= e->n_blocks)
+      return qiao__error(QIAO_INVALID_ARGUMENT,
+                         "engine forward_hidden: block copy %u: block %d not in [0, %u)", i / 2,
+                         p->copies[i], e->n_blocks);
+  /* The copies on write of the engine that sent the pass, first (in order:
+   * a block may be copied from after an earlier copy wrote it). */
+  qiao_status *st = NULL;
+  for (uint32_t i = 0; has_copies && i < p->n_copies && st == NULL; i++)
+    st = copy_block(e, p->copies[2 * i], p->copies[2 * i + 1]);
   memcpy(e->h_positions, p->positions, (size_t)p->n_tokens * 4);
   memcpy(e->h_slots, p->slots, (size_t)p->n_tokens * 4);
   memcpy(e->h_token_seq, p->token_seq, (size_t)p->n_tokens * 4);
   memcpy(e->h_block_table, p->block_table, (size_t)table * 4);
-  qiao_status *st = qiao__forward_hidden(e, p, x);
+  if (st == NULL) st = qiao__forward_hidden(e, p, x);
   if (st != NULL) /* let queued work finish before the caller's x goes away */
     for (uint32_t i = 0; i < e->n_stages; i++)
       if (!e->stages[i].external)

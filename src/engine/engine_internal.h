@@ -198,7 +198,12 @@ struct qiao_engine {
   uint64_t hit_tokens, evicted_blocks;
   qiao__block_key_fn block_key;
   uint8_t *cow_mark; /* (max_seqs, max_blocks_per_seq) scratch of forward */
-  bool device_lost;  /* a backend call returned QIAO_DEV_DEVICE_LOST */
+  /* With external stages: the copies on write of this forward call, (from,
+   * to) pairs for the external stages to repeat (qiao_engine_pass.copies);
+   * room for one per cow_mark. */
+  int32_t *ext_copies;
+  uint32_t n_ext_copies;
+  bool device_lost; /* a backend call returned QIAO_DEV_DEVICE_LOST */
 
   /* Per-call inputs, staged on the host and uploaded once per pass (to
    * every stage). */

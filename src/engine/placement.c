@@ -573,9 +573,6 @@ qiao_status *qiao__placement_make(qiao_engine *e, const qiao_engine_options *o) 
     else if (e->embed_stage >= 0 && o->external == NULL)
       st = qiao__error(QIAO_INVALID_ARGUMENT,
                        "split \"%s\": external stages need a runner (options.external)", spec);
-    else if (o->prefix_cache)
-      st = qiao__error(QIAO_UNSUPPORTED,
-                       "split \"%s\": the prefix cache does not work with external stages", spec);
   }
   e->external = o->external;
   e->external_user = o->external_user;

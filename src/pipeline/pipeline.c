@@ -18,11 +18,14 @@
 /* Tags: every pass header goes on TAG_PASS (one ordered stream from rank 0
  * to each rank); a channel's x and reply go on their own tags, so passes of
  * several channels in flight never mix. */
-enum { TAG_PASS = 1, TAG_X_BASE = 100, TAG_REPLY_BASE = 200 };
-enum { CMD_STOP = 0, CMD_PASS = 1 };
-/* A pass message: {cmd, T, n_seqs, max_blocks_per_seq, channel}, then
- * positions, slots and token_seq (T each), then the block table. */
-#define HEADER_INTS 5
+enum { TAG_PASS = 1, TAG_PONG = 2, TAG_X_BASE = 100, TAG_REPLY_BASE = 200 };
+/* CMD_PING (the idle heartbeat): a header alone, answered on TAG_PONG with
+ * the ping's number (its channel field). */
+enum { CMD_STOP = 0, CMD_PASS = 1, CMD_PING = 2 };
+/* A pass message: {cmd, T, n_seqs, max_blocks_per_seq, channel, n_copies},
+ * then positions, slots and token_seq (T each), the block table, then the
+ * KV block copies (n_copies pairs, see qiao_engine_pass.copies). */
+#define HEADER_INTS 6
 #define MESSAGE_BYTES 256
 #define STATUS_INTS (1 + MESSAGE_BYTES / 4)
 #define MAX_DEPTH 16
@@ -43,7 +46,7 @@ typedef struct channel {
 
 struct qiao_pipeline {
   int rank, size;
-  uint32_t dim;
+  uint32_t dim, n_layers;
   uint32_t depth; /* channels (rank 0's replicas in flight at once); 1 = a relay */
   char split[4096];
   double timeout_s;
@@ -56,6 +59,16 @@ struct qiao_pipeline {
    * (its buffers may still be in MPI's hands, so they are never reused). */
   int lost_rank;
   char lost_why[256];
+  /* Rank 0 (serve): the idle heartbeat. passes_in_flight and last_pass
+   * (when the last one ended) are guarded by lock; stop_heartbeat too. */
+  double heartbeat_s;
+  uint32_t passes_in_flight;
+  struct timespec last_pass;
+  bool heartbeat_running, stop_heartbeat;
+  pthread_t heartbeat;
+  void (*on_lost)(void *user, const char *why);
+  void *on_lost_user;
+  int32_t ping[HEADER_INTS], pong; /* never reused once a ping failed */
 };
 
 static qiao_status *mpi_error(int code, const char *what) {
@@ -96,11 +109,19 @@ qiao_status *qiao__pipeline_open(int *argc, char ***argv, qiao_pipeline **out) {
   pthread_mutex_init(&p->lock, NULL);
   const char *t = getenv("QIAO_MPI_TIMEOUT_S");
   p->timeout_s = t && atof(t) > 0 ? atof(t) : 120;
+  const char *h = getenv("QIAO_MPI_HEARTBEAT_S");
+  char *h_end = NULL;
+  p->heartbeat_s = h && h[0] != '\0' ? strtod(h, &h_end) : 5; /* 0: off */
+  bool bad_heartbeat =
+      h_end != NULL && (*h_end != '\0' || !(p->heartbeat_s >= 0) || p->heartbeat_s > 86400);
+  clock_gettime(CLOCK_MONOTONIC, &p->last_pass);
   const char *refusal = NULL;
   if (p->size < 2)
     refusal = "--mpi: 1 rank; start at least 2 with mpirun -np N (each runs a share of the layers)";
   else if (provided < MPI_THREAD_SERIALIZED)
     refusal = "--mpi: this MPI library does not support MPI_THREAD_SERIALIZED";
+  else if (bad_heartbeat)
+    refusal = "QIAO_MPI_HEARTBEAT_S: not a number of seconds in [0, 86400] (0: no heartbeat)";
   if (refusal != NULL) {
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -217,6 +238,31 @@ static qiao_status *lost_locked(const qiao_pipeline *p) {
   return qiao__error(QIAO_DEVICE, "MPI rank %d is lost: it %s", p->lost_rank, p->lost_why);
 }
 
+/* The rank whose share holds `layer`. */
+static int rank_of_layer(const qiao_pipeline *p, uint32_t layer) {
+  for (int r = 1; r < p->size; r++) {
+    uint32_t first, end;
+    share(p->n_layers, p->size, r, &first, &end);
+    if (layer >= first && layer < end) return r;
+  }
+  return 0; /* not an external stage's layer: an internal bug */
+}
+
+/* The passes in flight on rank 0, for the heartbeat (see heartbeat_main). */
+static void pass_begin(qiao_pipeline *p) {
+  pthread_mutex_lock(&p->lock);
+  p->passes_in_flight++;
+  pthread_mutex_unlock(&p->lock);
+}
+static void pass_end(qiao_pipeline *p) {
+  pthread_mutex_lock(&p->lock);
+  p->passes_in_flight--;
+  clock_gettime(CLOCK_MONOTONIC, &p->last_pass);
+  pthread_mutex_unlock(&p->lock);
+}
+
+static qiao_status *relay_pass(channel *c, const qiao_engine_pass *pass, float *x);
+
 /* Sends x and the pass to rank `to` on channel `user`, gets x back; waits at
  * most timeout_s. A rank that does not answer (or an MPI error talking to
  * it) is lost for good: this pass and every later one, on every channel,
@@ -225,13 +271,26 @@ static qiao_status *lost_locked(const qiao_pipeline *p) {
 static qiao_status *relay(void *user, const qiao_engine_pass *pass, float *x) {
   channel *c = user;
   qiao_pipeline *p = c->p;
-  const int to = (int)pass->stage; /* stage r of the split is rank r */
   pthread_mutex_lock(&p->lock);
   qiao_status *lost = lost_locked(p);
   pthread_mutex_unlock(&p->lock);
   if (lost != NULL) return lost;
+  pass_begin(p);
+  qiao_status *st = relay_pass(c, pass, x);
+  pass_end(p);
+  return st;
+}
+
+/* relay's pass, counted in flight (the heartbeat waits for quiet). */
+static qiao_status *relay_pass(channel *c, const qiao_engine_pass *pass, float *x) {
+  qiao_pipeline *p = c->p;
+  const int to = rank_of_layer(p, pass->first_layer); /* ranks may hold several stages */
+  if (to == 0)
+    return qiao__error(QIAO_INVALID_ARGUMENT, "pipeline: layers %u-%u are on no other rank",
+                       pass->first_layer, pass->last_layer);
   const size_t T = pass->n_tokens, table = (size_t)pass->n_seqs * pass->max_blocks_per_seq;
-  const size_t ints = HEADER_INTS + 3 * T + table, floats = T * p->dim;
+  const size_t copies = 2 * (size_t)pass->n_copies;
+  const size_t ints = HEADER_INTS + 3 * T + table + copies, floats = T * p->dim;
   if (ints > INT32_MAX || floats > INT32_MAX)
     return qiao__error(QIAO_LIMIT, "MPI rank %d: a pass of %zu tokens is too large", to, T);
   QIAO__TRY(grow(c, ints, floats));
@@ -241,10 +300,12 @@ static qiao_status *relay(void *user, const qiao_engine_pass *pass, float *x) {
   m[2] = (int32_t)pass->n_seqs;
   m[3] = (int32_t)pass->max_blocks_per_seq;
   m[4] = (int32_t)c->id;
+  m[5] = (int32_t)pass->n_copies;
   memcpy(m + HEADER_INTS, pass->positions, T * sizeof(int32_t));
   memcpy(m + HEADER_INTS + T, pass->slots, T * sizeof(int32_t));
   memcpy(m + HEADER_INTS + 2 * T, pass->token_seq, T * sizeof(int32_t));
   memcpy(m + HEADER_INTS + 3 * T, pass->block_table, table * sizeof(int32_t));
+  if (copies > 0) memcpy(m + HEADER_INTS + 3 * T + table, pass->copies, copies * sizeof(int32_t));
   memcpy(c->buf, x, floats * sizeof(float));
   const int tag_x = TAG_X_BASE + (int)c->id, tag_reply = TAG_REPLY_BASE + (int)c->id;
   MPI_Request req[4];
@@ -287,38 +348,179 @@ static qiao_status *relay(void *user, const qiao_engine_pass *pass, float *x) {
   return NULL;
 }
 
+/* Appends this rank's stages, layers [first, end), to p->split at *len:
+ * `devices` ("cpu:0", or a --split list without layer ranges such as
+ * "cpu,opencl:0"; modified) share them evenly, in order. */
+static qiao_status *own_stages(qiao_pipeline *p, char *devices, uint32_t first, uint32_t end,
+                               const char *sep, size_t *len) {
+  uint32_t n_devices = 1;
+  for (const char *c = devices; *c; c++)
+    n_devices += *c == ',';
+  if (n_devices > end - first)
+    return qiao__error(QIAO_INVALID_ARGUMENT,
+                       "--mpi: rank %d has %u layers (%u-%u) for the %u devices of --split %s",
+                       p->rank, end - first, first, end - 1, n_devices, devices);
+  char *item = devices;
+  for (uint32_t d = 0; d < n_devices; d++) {
+    char *comma = strchr(item, ',');
+    if (comma != NULL) *comma = '\0';
+    const char *colon = strrchr(item, ':');
+    if (*item == '\0' || (colon != NULL && strchr(colon, '-') != NULL))
+      return qiao__error(QIAO_INVALID_ARGUMENT,
+                         "--mpi with --split: \"%s\": name devices without layer ranges (each "
+                         "rank splits its own share of the layers among them)",
+                         item);
+    uint32_t a, b;
+    share(end - first, (int)n_devices, (int)d, &a, &b);
+    int n = snprintf(p->split + *len, sizeof(p->split) - *len, "%s%s:%u-%u", d ? "," : sep, item,
+                     first + a, first + b - 1);
+    if (n < 0 || (size_t)n >= sizeof(p->split) - *len)
+      return qiao__error(QIAO_LIMIT, "--mpi: the split of %d ranks is too long", p->size);
+    *len += (size_t)n;
+    item = comma != NULL ? comma + 1 : item;
+  }
+  return NULL;
+}
+
 qiao_status *qiao__pipeline_engine_options(qiao_pipeline *p, const qiao_hparams *hp,
                                            qiao_engine_options *o) {
   const uint32_t n_layers = hp->n_layers;
   p->dim = hp->dim;
+  p->n_layers = n_layers;
   if (n_layers < (uint32_t)p->size)
     return qiao__error(QIAO_INVALID_ARGUMENT,
                        "--mpi: %d ranks for %u layers (a layer or more each)", p->size, n_layers);
-  if (o->split != NULL && o->split[0] != '\0')
-    return qiao__error(QIAO_UNSUPPORTED, "--mpi with --split: not yet (one device per rank)");
-  const char *backend = o->backend ? o->backend : "cpu";
+  const bool own_split = o->split != NULL && o->split[0] != '\0';
+  if (own_split && o->split_by == QIAO_ENGINE_SPLIT_BY_MEMORY)
+    return qiao__error(QIAO_UNSUPPORTED,
+                       "--mpi with --split-by memory: not yet (a rank splits its share of the "
+                       "layers evenly among its --split devices)");
+  char own[sizeof(p->split)];
+  if (own_split) {
+    if (strlen(o->split) >= sizeof(own))
+      return qiao__error(QIAO_LIMIT, "--mpi: --split is longer than %zu characters",
+                         sizeof(own) - 1);
+    memcpy(own, o->split, strlen(o->split) + 1);
+  } else {
+    snprintf(own, sizeof(own), "%s:%u", o->backend ? o->backend : "cpu", o->device_index);
+  }
   size_t len = 0;
   for (int r = 0; r < p->size; r++) {
     uint32_t first, end;
     share(n_layers, p->size, r, &first, &end);
-    int n;
-    if (r == p->rank)
-      n = snprintf(p->split + len, sizeof(p->split) - len, "%s%s:%u:%u-%u", r ? "," : "", backend,
-                   o->device_index, first, end - 1);
-    else
-      n = snprintf(p->split + len, sizeof(p->split) - len, "%sexternal:%u-%u", r ? "," : "", first,
-                   end - 1);
+    if (r == p->rank) {
+      QIAO__TRY(own_stages(p, own, first, end, r ? "," : "", &len));
+      continue;
+    }
+    int n = snprintf(p->split + len, sizeof(p->split) - len, "%sexternal:%u-%u", r ? "," : "",
+                     first, end - 1);
     if (n < 0 || (size_t)n >= sizeof(p->split) - len)
       return qiao__error(QIAO_LIMIT, "--mpi: the split of %d ranks is too long", p->size);
     len += (size_t)n;
   }
   o->split = p->split;
-  o->prefix_cache = false;
+  o->split_by = QIAO_ENGINE_SPLIT_BY_LAYERS;
   if (p->rank == 0) {
     o->external = relay;
     o->external_user = &p->channels[0];
   }
   return NULL;
+}
+
+/* Rank 0: pings rank r and waits for its answer, at most timeout_s. False
+ * (p->lost_* set, unless a pass lost a rank first) when it does not answer:
+ * it died or hangs. */
+static bool ping(qiao_pipeline *p, int r, int32_t number) {
+  int32_t *m = p->ping;
+  memset(m, 0, sizeof(p->ping));
+  m[0] = CMD_PING;
+  m[4] = number;
+  MPI_Request req[2];
+  pthread_mutex_lock(&p->lock);
+  int rc = MPI_Isend(m, HEADER_INTS, MPI_INT32_T, r, TAG_PASS, MPI_COMM_WORLD, &req[0]);
+  if (rc == MPI_SUCCESS)
+    rc = MPI_Irecv(&p->pong, 1, MPI_INT32_T, r, TAG_PONG, MPI_COMM_WORLD, &req[1]);
+  pthread_mutex_unlock(&p->lock);
+  bool timed_out = false;
+  qiao_status *st =
+      rc == MPI_SUCCESS ? wait_all(p, 2, req, p->timeout_s, &timed_out) : mpi_error(rc, "send");
+  bool ok = st == NULL && !timed_out && p->pong == number;
+  if (!ok) {
+    pthread_mutex_lock(&p->lock);
+    if (p->lost_rank < 0) {
+      p->lost_rank = r;
+      if (st != NULL)
+        snprintf(p->lost_why, sizeof(p->lost_why), "failed a heartbeat: %s",
+                 qiao_status_message(st));
+      else if (timed_out)
+        snprintf(p->lost_why, sizeof(p->lost_why),
+                 "did not answer a heartbeat within %.0f s: it died or hangs (QIAO_MPI_TIMEOUT_S)",
+                 p->timeout_s);
+      else
+        snprintf(p->lost_why, sizeof(p->lost_why), "answered heartbeat %d with %d", number,
+                 p->pong);
+    }
+    pthread_mutex_unlock(&p->lock);
+  }
+  qiao_status_free(st);
+  return ok;
+}
+
+/* Rank 0's heartbeat thread: whenever no pass has been in flight for
+ * heartbeat_s, pings every other rank in turn (a pass would have noticed a
+ * lost rank itself). The first rank lost, by a ping or by a pass, is
+ * reported once through on_lost; then the thread ends. */
+static void *heartbeat_main(void *arg) {
+  qiao_pipeline *p = arg;
+  int32_t number = 0;
+  for (;;) {
+    struct timespec tick = {0, 100 * 1000 * 1000}; /* stop is seen within 0.1 s */
+    nanosleep(&tick, NULL);
+    pthread_mutex_lock(&p->lock);
+    bool stop = p->stop_heartbeat, lost = p->lost_rank >= 0;
+    bool due = p->passes_in_flight == 0 && seconds_since(&p->last_pass) >= p->heartbeat_s;
+    pthread_mutex_unlock(&p->lock);
+    if (stop) return NULL;
+    for (int r = 1; !lost && due && r < p->size; r++)
+      lost = !ping(p, r, ++number);
+    if (lost) break;
+    if (due) {
+      pthread_mutex_lock(&p->lock);
+      clock_gettime(CLOCK_MONOTONIC, &p->last_pass); /* the next one in heartbeat_s */
+      pthread_mutex_unlock(&p->lock);
+    }
+  }
+  char why[sizeof(p->lost_why) + 64];
+  pthread_mutex_lock(&p->lock);
+  snprintf(why, sizeof(why), "MPI rank %d is lost: it %s", p->lost_rank, p->lost_why);
+  pthread_mutex_unlock(&p->lock);
+  if (p->on_lost != NULL) p->on_lost(p->on_lost_user, why);
+  return NULL;
+}
+
+qiao_status *qiao__pipeline_heartbeat_start(qiao_pipeline *p,
+                                            void (*on_lost)(void *user, const char *why),
+                                            void *user) {
+  if (p->rank != 0 || p->heartbeat_s <= 0 || p->heartbeat_running) return NULL;
+  p->on_lost = on_lost;
+  p->on_lost_user = user;
+  p->stop_heartbeat = false;
+  pthread_mutex_lock(&p->lock);
+  clock_gettime(CLOCK_MONOTONIC, &p->last_pass);
+  pthread_mutex_unlock(&p->lock);
+  int rc = pthread_create(&p->heartbeat, NULL, heartbeat_main, p);
+  if (rc != 0) return qiao__error(QIAO_OUT_OF_MEMORY, "--mpi: cannot start the heartbeat thread");
+  p->heartbeat_running = true;
+  return NULL;
+}
+
+void qiao__pipeline_heartbeat_stop(qiao_pipeline *p) {
+  if (p == NULL || !p->heartbeat_running) return;
+  pthread_mutex_lock(&p->lock);
+  p->stop_heartbeat = true;
+  pthread_mutex_unlock(&p->lock);
+  pthread_join(p->heartbeat, NULL); /* a ping in flight ends within timeout_s */
+  p->heartbeat_running = false;
 }
 
 qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
@@ -351,10 +553,19 @@ qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
     MPI_TRY(MPI_Recv(m, count, MPI_INT32_T, 0, TAG_PASS, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
             "receive");
     if (m[0] == CMD_STOP) return NULL;
+    if (m[0] == CMD_PING) { /* the heartbeat: its number back */
+      MPI_Request pong;
+      bool timed_out = false;
+      MPI_TRY(MPI_Isend(&m[4], 1, MPI_INT32_T, 0, TAG_PONG, MPI_COMM_WORLD, &pong), "send");
+      QIAO__TRY(wait_all(p, 1, &pong, 0, &timed_out));
+      continue;
+    }
     if (die_after >= 0 && passes++ >= die_after) _exit(3);
     if (m[0] != CMD_PASS || m[1] <= 0 || m[1] > 65536 || m[2] <= 0 || m[2] > 65536 || m[3] <= 0 ||
-        m[3] > (1 << 24) || m[4] < 0 || (uint32_t)m[4] >= n_engines ||
-        (uint64_t)count != HEADER_INTS + 3 * (uint64_t)m[1] + (uint64_t)m[2] * (uint64_t)m[3])
+        m[3] > (1 << 24) || m[4] < 0 || (uint32_t)m[4] >= n_engines || m[5] < 0 ||
+        m[5] > (1 << 24) ||
+        (uint64_t)count !=
+            HEADER_INTS + 3 * (uint64_t)m[1] + (uint64_t)m[2] * (uint64_t)m[3] + 2 * (uint64_t)m[5])
       return qiao__error(QIAO_MALFORMED, "pipeline: rank 0 sent a bad pass header");
     const size_t T = (size_t)m[1];
     const int ch = m[4], tag_x = TAG_X_BASE + ch, tag_reply = TAG_REPLY_BASE + ch;
@@ -371,7 +582,9 @@ qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
                              .positions = m + HEADER_INTS,
                              .slots = m + HEADER_INTS + T,
                              .token_seq = m + HEADER_INTS + 2 * T,
-                             .block_table = m + HEADER_INTS + 3 * T};
+                             .block_table = m + HEADER_INTS + 3 * T,
+                             .n_copies = (uint32_t)m[5],
+                             .copies = m + HEADER_INTS + 3 * T + (size_t)m[2] * (size_t)m[3]};
     qiao_status *st = qiao_engine_forward_hidden(engines[ch], &pass, c->buf);
     memset(c->status, 0, sizeof(c->status));
     if (st != NULL) {
@@ -390,6 +603,7 @@ qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
 
 void qiao__pipeline_close(qiao_pipeline *p, bool ok) {
   if (p == NULL) return;
+  qiao__pipeline_heartbeat_stop(p); /* no MPI call from it after this */
   /* After an error the others may wait on a pass or a reply, and a lost
    * rank never answers a stop (nor MPI_Finalize). */
   if (ok && p->lost_rank >= 0) {
@@ -399,7 +613,7 @@ void qiao__pipeline_close(qiao_pipeline *p, bool ok) {
   }
   if (!ok || p->lost_rank >= 0) MPI_Abort(MPI_COMM_WORLD, 1);
   if (p->rank == 0) {
-    int32_t stop[HEADER_INTS] = {CMD_STOP, 0, 0, 0, 0};
+    int32_t stop[HEADER_INTS] = {CMD_STOP, 0, 0, 0, 0, 0};
     for (int r = 1; r < p->size; r++)
       MPI_Send(stop, HEADER_INTS, MPI_INT32_T, r, TAG_PASS, MPI_COMM_WORLD);
   }

@@ -15,7 +15,8 @@
  * the job when stopped, so nothing hangs. Every wait naps rather than spins
  * (see nap() in pipeline.c), so idle ranks use next to no CPU.
  *
- * Pipelining (serve): with a depth of D, rank 0 runs D replicas, each
+ * Pipelining (serve; bench --mpi-depth, whose micro-batches are D groups
+ * of its sequences): with a depth of D, rank 0 runs D replicas, each
  * with its own sequences and KV cache and its own channel to the other
  * ranks, which hold D engines (one per channel). While one replica's pass
  * runs on rank 1, another runs its own layers on rank 0: up to D passes are
@@ -48,7 +49,9 @@ int qiao__pipeline_size(const qiao_pipeline *p);
 /* This rank's engine options: its split ("cpu:0-11,external:12-23" on rank
  * 0 of 2 with backend "cpu") and, on rank 0, the runner that sends the
  * external stages to their ranks. `o->backend` and `o->device_index` name
- * this rank's device; the split string is owned by p. */
+ * this rank's device, or `o->split` (devices without layer ranges) the
+ * devices this rank's share is split over, evenly; the split string is
+ * owned by p. */
 qiao_status *qiao__pipeline_engine_options(qiao_pipeline *p, const qiao_hparams *hp,
                                            qiao_engine_options *o);
 
@@ -65,6 +68,20 @@ void *qiao__pipeline_channel(qiao_pipeline *p, uint32_t i);
  * channel: n_engines must equal the depth) until rank 0 says stop. */
 qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
                                   uint32_t n_engines);
+
+/* Rank 0 (serve): the idle heartbeat. Every QIAO_MPI_HEARTBEAT_S seconds
+ * (default 5; 0 = off) without a pass in flight, a thread pings each other
+ * rank (a header on the pass stream, answered at once); one that does not
+ * answer within QIAO_MPI_TIMEOUT_S is lost, as after a failed pass, and
+ * on_lost(user, why) is called once, from that thread, with a message
+ * naming the rank (serve takes its replicas out: /health answers 503). A
+ * no-op on other ranks and when off. */
+qiao_status *qiao__pipeline_heartbeat_start(qiao_pipeline *p,
+                                            void (*on_lost)(void *user, const char *why),
+                                            void *user);
+/* Stops it (waits for a ping in flight: at most QIAO_MPI_TIMEOUT_S); before
+ * what on_lost uses goes away. Idempotent; close calls it too. */
+void qiao__pipeline_heartbeat_stop(qiao_pipeline *p);
 
 /* When `ok` and no rank was lost: rank 0 tells the other ranks to stop; every rank then calls
  * MPI_Finalize. Else (a rank failed; print the error first) MPI_Abort ends

@@ -236,6 +236,16 @@ uint32_t qiao_pool_prefix_cached(qiao_pool *p, size_t i, const int32_t *tokens, 
   return cached;
 }
 
+/* Takes replica i out for good (the caller holds p->mu), and with
+ * shared_fate every other replica too, with the same failure. */
+static void take_out_locked(qiao_pool *p, size_t i, const char *failure) {
+  for (size_t j = 0; j < p->n; j++) {
+    if ((j != i && !p->shared_fate) || !p->replicas[j].info.ok) continue;
+    p->replicas[j].info.ok = false; /* with shared_fate: its devices are this one's */
+    snprintf(p->replicas[j].info.failure, sizeof(p->replicas[j].info.failure), "%s", failure);
+  }
+}
+
 /* Counts a step's outcome; returns true when it takes the replica out. */
 static bool report(qiao_pool *p, size_t i, const qiao_status *step_status) {
   replica *r = &p->replicas[i];
@@ -248,23 +258,25 @@ static bool report(qiao_pool *p, size_t i, const qiao_status *step_status) {
       r->consecutive_failures++;
       bool lost = qiao_engine_device_lost(r->engine);
       if (lost || r->consecutive_failures >= MAX_CONSECUTIVE_FAILURES) {
-        r->info.ok = false;
+        char failure[sizeof(r->info.failure)];
         snprintf(
-            r->info.failure, sizeof(r->info.failure), "%s%s",
+            failure, sizeof(failure), "%s%s",
             lost ? "device lost: " : "failed 3 steps in a row: ", qiao_status_message(step_status));
+        take_out_locked(p, i, failure);
         out = true;
-        for (size_t j = 0; p->shared_fate && j < p->n; j++) {
-          if (j == i || !p->replicas[j].info.ok) continue;
-          p->replicas[j].info.ok = false; /* its devices are this one's */
-          snprintf(p->replicas[j].info.failure, sizeof(p->replicas[j].info.failure), "%s",
-                   r->info.failure);
-        }
       }
     }
     refresh_info_locked(r);
   }
   pthread_mutex_unlock(&p->mu);
   return out;
+}
+
+void qiao_pool_take_out(qiao_pool *p, size_t i, const char *why) {
+  if (p == NULL || i >= p->n) return;
+  pthread_mutex_lock(&p->mu);
+  if (p->replicas[i].info.ok) take_out_locked(p, i, why ? why : "taken out");
+  pthread_mutex_unlock(&p->mu);
 }
 
 qiao_status *qiao_pool_forward(qiao_pool *p, size_t i, const qiao_batch *batch, float *out_logits,

@@ -15,6 +15,7 @@
  * the exact shortfall in bytes; split by memory follows the devices'
  * reported memory and is refused when its share does not fit. */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,23 +353,103 @@ static void check_external(const qiao_model *m, const float *single, const int32
     slot = 0;
     table[3] = 99;
     CHECK_ERR(qiao_engine_forward_hidden(b, &bad, logits), QIAO_INVALID_ARGUMENT);
+    /* A caller of 0.3 (no copies in its pass) is still served; a copy of a
+     * block out of range is refused. */
+    table[3] = 0;
+    qiao_engine_pass old = bad;
+    old.struct_size = offsetof(qiao_engine_pass, n_copies);
+    CHECK_OK(qiao_engine_forward_hidden(b, &old, logits));
+    int32_t copy[2] = {0, 1 << 20};
+    bad.n_copies = 1;
+    bad.copies = copy;
+    CHECK_ERR(qiao_engine_forward_hidden(b, &bad, logits), QIAO_INVALID_ARGUMENT);
     free(logits);
     qiao_engine_destroy(a);
     qiao_engine_destroy(b);
   }
-  /* No runner, the prefix cache, every stage external: refused. */
+  /* No runner, every stage external: refused. */
   qiao_engine *e = NULL;
   qiao_engine_options o = qiao_engine_default_options();
   o.max_context = 64;
   o.split = "cpu:0-1,external:2-4";
   CHECK_ERR(qiao_engine_create(m, &o, &e), QIAO_INVALID_ARGUMENT);
   o.external = run_on_b;
-  o.prefix_cache = true;
-  CHECK_ERR(qiao_engine_create(m, &o, &e), QIAO_UNSUPPORTED);
-  o.prefix_cache = false;
   o.split = "external:0-1,external:2-4";
   CHECK_ERR(qiao_engine_create(m, &o, &e), QIAO_INVALID_ARGUMENT);
   CHECK(e == NULL);
+}
+
+/* The last row's logits of `n` tokens of `ids` from position `from` of seq. */
+static qiao_status *last_logits(qiao_engine *e, int32_t seq, const int32_t *ids, uint32_t from,
+                                uint32_t n, float *out) {
+  int32_t tokens[64], seqs[64], pos[64];
+  for (uint32_t i = 0; i < n - from; i++) {
+    tokens[i] = ids[from + i];
+    seqs[i] = seq;
+    pos[i] = (int32_t)(from + i);
+  }
+  qiao_batch b = {n - from, tokens, seqs, pos, NULL};
+  return qiao_engine_forward(e, &b, out, NULL);
+}
+
+/* The prefix cache with an external stage: a sequence that takes cached
+ * blocks and writes into one (after a truncate) gets a private copy of it,
+ * and engine B (the external stage) must make the same copy, or its KV of
+ * the copied positions is stale. Logits bit-identical to one engine that
+ * computed the same tokens from scratch. */
+static void check_external_prefix_cache(const qiao_model *m) {
+  qiao_engine *a = NULL, *b = NULL, *one = NULL;
+  qiao_engine_options o = qiao_engine_default_options();
+  o.n_threads = 2;
+  o.max_context = 64;
+  CHECK_OK(qiao_engine_create(m, &o, &one));
+  o.split = "external:0-1,cpu:2-4";
+  CHECK_OK(qiao_engine_create(m, &o, &b));
+  o.split = "cpu:0-1,external:2-4";
+  o.external = run_on_b;
+  o.external_user = b;
+  o.prefix_cache = true;
+  CHECK_OK(qiao_engine_create(m, &o, &a));
+  if (a == NULL || b == NULL || one == NULL) {
+    qiao_engine_destroy(a);
+    qiao_engine_destroy(b);
+    qiao_engine_destroy(one);
+    return;
+  }
+  const uint32_t V = qiao_engine_hparams(a)->vocab_size;
+  qiao_engine_cache_stats cs = {.struct_size = sizeof(cs)};
+  qiao_engine_cache_stats_get(a, &cs);
+  const uint32_t B = cs.block_size, n = 2 * B + 8, cut = B + B / 2; /* cut: inside block 1 */
+  CHECK(n <= 64);
+  int32_t ids[64], other[64];
+  for (uint32_t i = 0; i < n; i++) {
+    ids[i] = (int32_t)(1 + (i * 37 + 5) % (V - 1));
+    other[i] = i < cut ? ids[i] : (int32_t)(1 + (i * 53 + 11) % (V - 1));
+  }
+  float *got = malloc(V * sizeof(float)), *want = malloc(V * sizeof(float));
+  int32_t s1 = -1, s2 = -1, s3 = -1;
+  uint32_t cached = 0;
+  /* A computes ids (keying blocks 0 and 1), then forgets the sequence. */
+  CHECK_OK(qiao_engine_seq_create(a, &s1));
+  CHECK_OK(last_logits(a, s1, ids, 0, n, got));
+  qiao_engine_seq_free(a, s1);
+  /* A new sequence takes blocks 0-1 from the cache, is cut back into block
+   * 1 and goes on with other tokens: block 1 is copied before the write. */
+  CHECK_OK(qiao_engine_seq_create_cached(a, ids, n, &s2, &cached));
+  CHECK(cached == 2 * B);
+  CHECK_OK(qiao_engine_seq_truncate(a, s2, cut));
+  CHECK_OK(last_logits(a, s2, other, cut, n, got));
+  CHECK_OK(qiao_engine_seq_create(one, &s3));
+  CHECK_OK(last_logits(one, s3, other, 0, n, want));
+  bool same = memcmp(got, want, V * sizeof(float)) == 0;
+  printf("external stage with the prefix cache: %u positions cached, a copy on write: logits %s\n",
+         cached, same ? "bit-identical" : "DIFFER");
+  CHECK(same);
+  free(got);
+  free(want);
+  qiao_engine_destroy(a);
+  qiao_engine_destroy(b);
+  qiao_engine_destroy(one);
 }
 
 /* stories260K from BOS for 256 tokens: llama2.c's ids, on a cpu+opencl split. */
@@ -433,6 +514,7 @@ int main(int argc, char **argv) {
         CHECK(run(model, NULL, prompt, n_prompt, single, ids, n_greedy));
         check_memory(model, single, prompt, n_prompt);
         check_external(model, single, ids, prompt, n_prompt, n_greedy);
+        check_external_prefix_cache(model);
         free(single);
         if (opencl != NULL) check_bos_256(model);
       }

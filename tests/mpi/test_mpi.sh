@@ -1,7 +1,8 @@
 #!/bin/sh
 # qiao --mpi under mpirun on localhost (oversubscribed; as root in CI), on
 # stories260K: 2 ranks give logits byte-identical to one process, 3 ranks the
-# same greedy ids, chat the same replies, bench reports the placement; a rank that dies ends the job, with no hang: at once by
+# same greedy ids, chat the same replies, bench reports the placement and
+# runs micro-batches (--mpi-depth); a rank that dies ends the job, with no hang: at once by
 # mpirun's default, or, when mpirun lets the job go on
 # (--mca orte_abort_on_non_zero_status 0), with rank 0's error naming the rank.
 # Usage: test_mpi.sh MPIRUN
@@ -50,6 +51,19 @@ mpi 2 "$QIAO_BIN" bench -m "$M" -p 16 -n 8 --reps 1 --mpi -t 1 --json > "$T/benc
   fail "2-rank bench failed"
 grep -q '"backend": "cpu+external".*"first_layer": 0, "last_layer": 2, .*"boundary_bytes_per_token": 256}, {"backend": "external", .*"first_layer": 3, "last_layer": 4, .*"boundary_bytes_per_token": 256}\]}' \
   "$T/bench" || fail "2-rank bench: no placement: $(cat "$T/bench")"
+
+# bench's micro-batches: --batch 4 --mpi-depth 2 decodes two groups of 2 on
+# two engines (one MPI channel each), their passes in flight together.
+mpi 2 "$QIAO_BIN" bench -m "$M" -p 16 -n 8 --reps 1 --mpi -t 1 --batch 4 --mpi-depth 2 --json \
+  > "$T/bench" 2> "$T/err" || fail "2-rank bench with --mpi-depth 2 failed"
+grep -q '"batch": 4, "micro_batches": 2,' "$T/bench" ||
+  fail "bench --mpi-depth 2: not 2 micro-batches: $(cat "$T/bench")"
+python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); sys.exit(r["decode_tokens_per_s"] <= 0)' \
+  "$T/bench" || fail "bench --mpi-depth 2: no decode speed: $(cat "$T/bench")"
+code=0
+"$QIAO_BIN" bench -m "$M" -p 16 -n 8 --batch 4 --mpi-depth 2 > /dev/null 2> "$T/err" || code=$?
+[ "$code" -ne 0 ] && grep -q "error: bench: --mpi-depth 2 needs --mpi" "$T/err" ||
+  fail "bench --mpi-depth without --mpi accepted"
 
 # Rank 1 dies after 3 passes (a test hook of src/pipeline).
 code=0

@@ -598,11 +598,58 @@ static double cpu_seconds(void) {
          ((double)u.ru_utime.tv_usec + (double)u.ru_stime.tv_usec) * 1e-6;
 }
 
+/* One engine's share of the decode: n steps of its `count` sequences (ids),
+ * one token each per call, from position p; next (count) holds each
+ * sequence's last token and gets the next. */
+typedef struct decode_group {
+  qiao_engine *engine;
+  const int32_t *ids;
+  int32_t *next;
+  uint32_t count, p, n;
+  qiao_status *st;
+} decode_group;
+
+static void *decode_steps(void *arg) {
+  decode_group *g = arg;
+  int32_t *tokens = malloc(g->count * 4), *seqs = malloc(g->count * 4), *pos = malloc(g->count * 4);
+  uint8_t *want = malloc(g->count);
+  if (!tokens || !seqs || !pos || !want)
+    g->st = qiao__error(QIAO_OUT_OF_MEMORY, "bench: out of memory");
+  if (want != NULL) memset(want, 1, g->count);
+  for (uint32_t step = 0; g->st == NULL && step < g->n; step++) {
+    for (uint32_t b = 0; b < g->count; b++) {
+      tokens[b] = g->next[b] >= 0 ? g->next[b] : 0;
+      seqs[b] = g->ids[b];
+      pos[b] = (int32_t)(g->p + step);
+    }
+    qiao_batch db = {g->count, tokens, seqs, pos, want};
+    g->st = qiao_engine_forward(g->engine, &db, NULL, g->next);
+  }
+  free(tokens);
+  free(seqs);
+  free(pos);
+  free(want);
+  return NULL;
+}
+
 /* Prefill of p tokens (one sequence), then n decode steps of `batch`
- * sequences, one token each per call, greedy on the device. */
-static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t batch, uint32_t reps,
-                              uint32_t threads, bench_result *out) {
+ * sequences, one token each per call, greedy on the device. With several
+ * engines (bench --mpi --mpi-depth D: one MPI channel each), the sequences
+ * are split into D micro-batches, one per engine, decoded by one thread
+ * each, so that their passes are in flight on the ranks together. */
+static qiao_status *run_bench(qiao_engine *const *engines, uint32_t n_engines, uint32_t p,
+                              uint32_t n, uint32_t batch, uint32_t reps, uint32_t threads,
+                              bench_result *out) {
+  qiao_engine *e = engines[0];
   uint32_t vocab = qiao_engine_hparams(e)->vocab_size;
+  decode_group groups[16];
+  uint32_t first_of[16]; /* group g: sequences first_of[g] ... (the first groups one more) */
+  for (uint32_t g = 0, first = 0; g < n_engines; g++) {
+    uint32_t count = batch / n_engines + (g < batch % n_engines ? 1 : 0);
+    groups[g] = (decode_group){.engine = engines[g], .count = count, .p = p, .n = n};
+    first_of[g] = first;
+    first += count;
+  }
   uint32_t total = p > batch ? p : batch;
   int32_t *tokens = malloc(total * 4), *seqs = malloc(total * 4), *pos = malloc(total * 4);
   int32_t *next = malloc(total * 4), *ids = malloc(batch * 4);
@@ -612,14 +659,19 @@ static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t b
   uint64_t rng = 42;
   for (uint32_t i = 0; st == NULL && i < total; i++)
     tokens[i] = (int32_t)(rng_next(&rng) % vocab);
-  for (uint32_t b = 0; st == NULL && b < batch; b++)
-    st = qiao_engine_seq_create(e, &ids[b]);
+  for (uint32_t g = 0; st == NULL && g < n_engines; g++) {
+    groups[g].ids = ids + first_of[g];
+    groups[g].next = next + first_of[g];
+    for (uint32_t b = first_of[g]; st == NULL && b < first_of[g] + groups[g].count; b++)
+      st = qiao_engine_seq_create(groups[g].engine, &ids[b]);
+  }
   double prefill[16], decode[16], share[16];
   /* Run 0 is the warm-up. */
   for (uint32_t r = 0; st == NULL && r <= reps; r++) {
     fprintf(stderr, "bench: run %u/%u%s\n", r, reps, r == 0 ? " (warm-up)" : "");
-    for (uint32_t b = 0; st == NULL && b < batch; b++)
-      st = qiao_engine_seq_truncate(e, ids[b], 0);
+    for (uint32_t g = 0; st == NULL && g < n_engines; g++)
+      for (uint32_t b = 0; st == NULL && b < groups[g].count; b++)
+        st = qiao_engine_seq_truncate(groups[g].engine, groups[g].ids[b], 0);
     for (uint32_t i = 0; i < p; i++) {
       seqs[i] = ids[0];
       pos[i] = (int32_t)i;
@@ -630,24 +682,33 @@ static qiao_status *run_bench(qiao_engine *e, uint32_t p, uint32_t n, uint32_t b
     double t1 = engine_cli_now();
     /* The other sequences of a batch get the same prompt, hence the same
      * first token (a prefill writes next[0] only). */
-    for (uint32_t b = 1; st == NULL && b < batch; b++) {
-      for (uint32_t i = 0; i < p; i++)
-        seqs[i] = ids[b];
-      st = qiao_engine_forward(e, &pb, NULL, next);
+    for (uint32_t g = 0; st == NULL && g < n_engines; g++) {
+      for (uint32_t b = g == 0 ? 1 : 0; st == NULL && b < groups[g].count; b++) {
+        for (uint32_t i = 0; i < p; i++)
+          seqs[i] = groups[g].ids[b];
+        int32_t first = 0;
+        st = qiao_engine_forward(groups[g].engine, &pb, NULL, &first);
+      }
     }
     for (uint32_t b = 1; b < batch; b++)
       next[b] = next[0];
     double t2 = engine_cli_now(), c2 = cpu_seconds();
-    for (uint32_t step = 0; st == NULL && step < n; step++) {
-      for (uint32_t b = 0; b < batch; b++) {
-        tokens[b] = next[b] >= 0 ? next[b] : 0;
-        seqs[b] = ids[b];
-        pos[b] = (int32_t)(p + step);
-      }
-      uint8_t want_all[256];
-      memset(want_all, 1, sizeof(want_all));
-      qiao_batch db = {batch, tokens, seqs, pos, batch <= 256 ? want_all : NULL};
-      st = qiao_engine_forward(e, &db, NULL, next);
+    pthread_t th[16];
+    bool started[16] = {false};
+    for (uint32_t g = 0; st == NULL && g < n_engines; g++) {
+      groups[g].st = NULL;
+      if (n_engines > 1 && pthread_create(&th[g], NULL, decode_steps, &groups[g]) == 0)
+        started[g] = true;
+      else
+        decode_steps(&groups[g]); /* one engine (or no thread): here */
+    }
+    for (uint32_t g = 0; g < n_engines; g++) {
+      if (started[g]) pthread_join(th[g], NULL);
+      if (st == NULL)
+        st = groups[g].st;
+      else
+        qiao_status_free(groups[g].st);
+      groups[g].st = NULL;
     }
     double t3 = engine_cli_now(), c3 = cpu_seconds();
     if (r > 0 && st == NULL) {
@@ -723,12 +784,16 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: qiao bench (-m MODEL | --shape NAME --type T) [-p 128] [-n 64] [-t N]\n"
           "                  [--backend B | --split SPEC] [--batch N] [--reps R] [--json]\n"
+          "                  [--mpi [--mpi-depth D]]\n"
           "Measures prefill tokens/s (a p-token prompt) and decode tokens/s (n tokens, median\n"
           "of R runs after a warm-up) against the memory bandwidth bound.\n"
           "  --shape   qwen2.5-0.5b, qwen2.5-7b, llama3-8b, llama3.2-1b, qwen3-0.6b,\n"
           "            deepseek-v2-lite (random weights); deepseek-v3 (its memory math only)\n"
           "  --type    q8_0, q4_0, f16, bf16, f32 (with --shape)\n"
           "  --batch N decode N sequences in one batch (throughput of all of them)\n"
+          "  --mpi-depth D  with --mpi: the N sequences in D micro-batches, one engine and\n"
+          "            MPI channel each, decoded by D threads so that every rank works at once\n"
+          "            (the same D on every rank; default 1: one batch, a relay)\n"
           "  --reps R  decode runs to take the median of (default 3)\n"
           "  --json    one JSON object on stdout instead of the table\n"
           "  --save OUT.gguf|OUT.qiao  with --shape: write the model (random weights) and exit;\n"
@@ -758,7 +823,7 @@ int qiao_cmd_bench(int argc, char **argv) {
       continue;
     } else if (strcmp(a, "--shape") != 0 && strcmp(a, "--type") != 0 && strcmp(a, "-p") != 0 &&
                strcmp(a, "-n") != 0 && strcmp(a, "--batch") != 0 && strcmp(a, "--reps") != 0 &&
-               strcmp(a, "--save") != 0) {
+               strcmp(a, "--save") != 0 && strcmp(a, "--mpi-depth") != 0) {
       return qiao_cli_unknown_arg("bench", a);
     }
     if ((v = qiao_cli_flag_value(argc, argv, &i)) == NULL) return 2;
@@ -774,6 +839,8 @@ int qiao_cmd_bench(int argc, char **argv) {
       st = qiao_cli_parse_u32(a, v, 1, 65536, &n);
     else if (strcmp(a, "--batch") == 0)
       st = qiao_cli_parse_u32(a, v, 1, 256, &batch);
+    else if (strcmp(a, "--mpi-depth") == 0)
+      st = qiao_cli_parse_u32(a, v, 1, 16, &o.mpi_depth);
     else
       st = qiao_cli_parse_u32(a, v, 1, 16, &reps);
     if (st != NULL) return qiao_cli_fail(st) + 1;
@@ -782,6 +849,9 @@ int qiao_cmd_bench(int argc, char **argv) {
     return qiao_cli_usage_error("bench: give -m or --shape, not both");
   if (save_path != NULL && shape_name == NULL)
     return qiao_cli_usage_error("bench: --save needs --shape");
+  if (o.mpi_depth > 1 && (!o.mpi || o.mpi_depth > batch))
+    return qiao_cli_usage_error("bench: --mpi-depth %u needs --mpi and a --batch of %u or more",
+                                o.mpi_depth, o.mpi_depth);
   uint32_t threads = o.n_threads ? o.n_threads : 2;
 
   qiao_engine_options eo = qiao_engine_default_options();
@@ -853,7 +923,10 @@ int qiao_cmd_bench(int argc, char **argv) {
             qiao_engine_backend_name(e), qiao_engine_device_name(e), threads,
             o.batch_invariant ? ", batch-invariant" : "", o.exact_matmul ? ", exact" : "", p, n,
             batch);
-    st = run_bench(e, p, n, batch, reps, threads, &r);
+    qiao_engine *engines[16] = {e};
+    for (uint32_t i = 0; i < s.n_more; i++)
+      engines[i + 1] = s.more[i];
+    st = run_bench(engines, 1 + s.n_more, p, n, batch, reps, threads, &r);
   }
   if (st == NULL) {
     fprintf(stderr, "bench: measuring memory read bandwidth\n");
@@ -867,20 +940,24 @@ int qiao_cmd_bench(int argc, char **argv) {
              "\"memory_bandwidth_gb_s\": %.2f, "
              "\"bandwidth_bound_tokens_per_s\": %.2f, \"fraction_of_bound\": %.3f, "
              "\"backend\": \"%s\", \"device\": \"%s\", \"threads\": %u, \"batch\": %u, "
+             "\"micro_batches\": %u, "
              "\"prompt_tokens\": %u, \"decode_tokens\": %u, \"decode_cpu_share\": %.2f, "
              "\"batch_invariant\": %s, \"exact_matmul\": %s, \"%s\": \"%s\", \"type\": \"%s\", ",
              r.prefill_tps, r.decode_tps, (unsigned long long)bpt,
              (unsigned long long)qiao_engine_kv_bytes_per_token(e), bw, bound,
              r.decode_tps / batch / bound, qiao_engine_backend_name(e), qiao_engine_device_name(e),
-             threads, batch, p, n, r.decode_cpu_share, o.batch_invariant ? "true" : "false",
-             o.exact_matmul ? "true" : "false", shape_name ? "shape" : "model", what, type);
+             threads, batch, 1 + s.n_more, p, n, r.decode_cpu_share,
+             o.batch_invariant ? "true" : "false", o.exact_matmul ? "true" : "false",
+             shape_name ? "shape" : "model", what, type);
       print_placement_json(e);
       printf("}\n");
     } else {
       printf("%s (%s) on %s, %u threads%s%s\n", what, type, qiao_engine_device_name(e), threads,
              o.batch_invariant ? ", batch-invariant" : "", o.exact_matmul ? ", exact" : "");
       printf("  prefill %u tokens:   %8.1f tokens/s\n", p, r.prefill_tps);
-      printf("  decode (batch %u):   %8.1f tokens/s\n", batch, r.decode_tps);
+      printf("  decode (batch %u):   %8.1f tokens/s", batch, r.decode_tps);
+      if (s.n_more > 0) printf(" (%u micro-batches in flight)", 1 + s.n_more);
+      printf("\n");
       printf("  weights per token:  %8.1f MB\n", (double)bpt / 1e6);
       printf("  KV cache per token: %8.1f KB (every layer)\n",
              (double)qiao_engine_kv_bytes_per_token(e) / 1e3);

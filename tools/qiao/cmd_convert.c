@@ -19,8 +19,9 @@ static void usage(FILE *f) {
              "  OUT           ends in .qiao or .gguf\n"
              "  --type T      convert weight matrices (2-D, and 3-D expert stacks) to T:\n"
              "                f32 f16 bf16 q8_0 q4_0 (every weight matrix);\n"
-             "                q4_k q5_k q6_k q2_k q3_k q4_1 q5_0 q5_1 f8_e4m3_b128 (every\n"
-             "                weight matrix llama.cpp quantizes: not norms, not MoE routers);\n"
+             "                q4_k q5_k q6_k q2_k q3_k q4_1 q5_0 q5_1 f8_e4m3_b128 iq4_nl\n"
+             "                iq4_xs (every weight matrix llama.cpp quantizes: not norms,\n"
+             "                not MoE routers);\n"
              "                q4_k_m q4_k_s q5_k_m q5_k_s (llama.cpp's per-tensor mixes);\n"
              "                1-D tensors (norms, biases) become f32; rows that are not whole\n"
              "                blocks fall back to another type (said on stderr);\n"
@@ -129,7 +130,8 @@ int qiao_cmd_convert(int argc, char **argv) {
     return qiao_cli_usage_error("convert: OUT must end in .qiao or .gguf: '%s'", out);
   if (type != NULL && !parse_type(type, &copts.weight_dtype, &quant.mix))
     return qiao_cli_usage_error("convert: --type: expected f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, "
-                                "q6_k, q2_k, q3_k, q4_1, q5_0, q5_1, f8_e4m3_b128, q4_k_m, q4_k_s, "
+                                "q6_k, q2_k, q3_k, q4_1, q5_0, q5_1, f8_e4m3_b128, iq4_nl, iq4_xs, "
+                                "q4_k_m, q4_k_s, "
                                 "q5_k_m or q5_k_s, got '%s'",
                                 type);
   qiao_model *m;

@@ -67,10 +67,13 @@ static void usage(FILE *f) {
       "                        it stays in content; auto (default): deepseek when the\n"
       "                        vocabulary has <think> and </think> tokens\n"
       "  --mpi                 under mpirun -np N: one replica whose layers are split over\n"
-      "                        the ranks (an even share each, on each rank's --device);\n"
+      "                        the ranks (an even share each, on each rank's --device,\n"
+      "                        or split evenly over its --split devices, no ranges);\n"
       "                        rank 0 serves HTTP, the others run their layers. A rank\n"
       "                        that does not answer within QIAO_MPI_TIMEOUT_S (120) s\n"
-      "                        takes the replica out: /health answers 503\n"
+      "                        takes the replica out: /health answers 503. While idle,\n"
+      "                        rank 0 checks the others every QIAO_MPI_HEARTBEAT_S (5) s\n"
+      "                        (0: never)\n"
       "  --mpi-depth N         with --mpi: N replicas over the same ranks, each with its own\n"
       "                        --slots and KV cache, their passes in flight together so\n"
       "                        every rank works at once (default: the number of ranks;\n"
@@ -121,6 +124,12 @@ static qiao_status *rank_engine_options(const serve_config *c, struct qiao_pipel
   *eo = qiao_engine_default_options();
   const char *spec = c->devices[0], *colon = strrchr(spec, ':');
   size_t len = strlen(spec);
+  if (strchr(spec, ',') != NULL) { /* --split: this rank's share over its devices */
+    eo->split = spec;
+    spec = "cpu";
+    colon = NULL;
+    len = 3;
+  }
   if (colon != NULL && colon[1] != '\0' && strlen(colon + 1) <= 6 &&
       strspn(colon + 1, "0123456789") == strlen(colon + 1)) {
     eo->device_index = (uint32_t)strtoul(colon + 1, NULL, 10);
@@ -141,6 +150,7 @@ static qiao_status *rank_engine_options(const serve_config *c, struct qiao_pipel
   eo->n_blocks = blocks > UINT32_MAX ? UINT32_MAX : (uint32_t)blocks;
   eo->batch_invariant = c->batch_invariant;
   eo->exact_matmul = c->exact_matmul;
+  eo->split_by = c->split_by_memory ? QIAO_ENGINE_SPLIT_BY_MEMORY : QIAO_ENGINE_SPLIT_BY_LAYERS;
   eo->verbose = true;
   return qiao__pipeline_engine_options(pipe, hp, eo);
 }
@@ -160,11 +170,18 @@ static qiao_status *mpi_pool_options(const serve_app *app, struct qiao_pipeline 
     users[i] = qiao__pipeline_channel(pipe, i);
   }
   po->external = eo.external;
+  po->split_by = eo.split_by; /* each rank's ranges are in its split */
   po->external_users = users;
   po->shared_fate = true; /* a lost rank is every replica's */
   po->kv_blocks = eo.n_blocks;
-  po->prefix_cache = false; /* external stages refuse it */
   return NULL;
+}
+
+/* --mpi, rank 0: the idle heartbeat lost a rank: every replica is out
+ * (shared_fate), so /health answers 503 naming it and requests fail fast. */
+static void mpi_rank_lost(void *user, const char *why) {
+  serve_app *app = user;
+  qiao_pool_take_out(app->pool, 0, why);
 }
 
 /* --mpi, ranks > 0: opens this rank's layers and runs rank 0's passes until
@@ -192,7 +209,7 @@ static int run_stage_rank(const serve_config *c, const qiao_cli_model_args *mode
   if (st == NULL) {
     fprintf(stderr, "qiao serve: MPI rank %d: ready, serving rank 0's passes (%u channel%s)\n",
             rank, depth, depth == 1 ? "" : "s");
-    fflush(stderr);
+    engine_cli_print_rank_stages(stderr, rank, engines[0]);
     st = qiao__pipeline_serve(pipe, engines, depth);
   }
   int code = st ? qiao_cli_fail(qiao__annotate(st, "MPI rank %d", rank)) : 0;
@@ -355,6 +372,14 @@ static int run(serve_config *c, const qiao_cli_model_args *model_args, const cha
     unload(&app);
     return qiao_cli_fail(st);
   }
+#ifdef QIAO_HAVE_MPI
+  if (pipe != NULL) st = qiao__pipeline_heartbeat_start(pipe, mpi_rank_lost, &app);
+  if (st != NULL) {
+    serve_server_stop(server);
+    unload(&app);
+    return qiao_cli_fail(st);
+  }
+#endif
   atomic_store_explicit(&app.phase, SERVE_READY, memory_order_release);
   fprintf(stderr, "qiao serve: ready: model %s on %zu device(s), %u slots each, context %u\n",
           app.model_name, c->n_devices, c->slots, app.max_context);
@@ -372,6 +397,9 @@ static int run(serve_config *c, const qiao_cli_model_args *model_args, const cha
    * clients: give them until the idle timeout. */
   serve_server_wait_idle(server, c->timeout_s * 1000u);
   serve_server_stop(server);
+#ifdef QIAO_HAVE_MPI
+  qiao__pipeline_heartbeat_stop(pipe); /* before the pool it takes out goes */
+#endif
   unload(&app);
   fprintf(stderr, "qiao serve: stopped\n");
   return 0;
@@ -528,9 +556,10 @@ int qiao_cmd_serve(int argc, char **argv) {
     return qiao_cli_fail(qiao__error(QIAO_INVALID_ARGUMENT, "--mpi-depth: only with --mpi"));
   if (!mpi) return run(&c, &model, keys_path, template_path, NULL);
 #ifdef QIAO_HAVE_MPI
-  if (c.n_devices > 1 || strchr(c.devices[0], ',') != NULL)
-    return qiao_cli_fail(qiao__error(
-        QIAO_INVALID_ARGUMENT, "--mpi: one --device per rank (--split within a rank: not yet)"));
+  if (c.n_devices > 1)
+    return qiao_cli_fail(qiao__error(QIAO_INVALID_ARGUMENT,
+                                     "--mpi: one --device or --split per rank (replicas over the "
+                                     "same ranks: --mpi-depth)"));
   /* MPI starts threads: they must inherit the mask that leaves SIGTERM and
    * SIGINT to serve's sigwait (see run). */
   sigset_t stop_signals;

@@ -115,7 +115,8 @@ void engine_cli_print_device_flags(FILE *f) {
       "  --split-by HOW        for a --split without ranges: layers (even, default) or\n"
       "                        memory (in proportion to each device's memory)\n"
       "  --mpi                 under mpirun -np N: each rank runs an even share of the layers\n"
-      "                        on its --backend/--device; rank 0 does the rest\n"
+      "                        on its --backend/--device, or split evenly over the devices\n"
+      "                        of its --split (no ranges); rank 0 does the rest\n"
       "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n"
       "  --batch-invariant     results of a sequence independent of the rest of its batch\n"
       "                        (the device must claim QIAO_DEV_FLAG_BATCH_INVARIANT)\n"
@@ -183,6 +184,20 @@ void engine_cli_print_placement(FILE *f, const qiao_engine_stage_info *stages, u
   }
 }
 
+void engine_cli_print_rank_stages(FILE *f, int rank, const qiao_engine *engine) {
+  fprintf(f, "MPI rank %d: layers on", rank);
+  const char *sep = " ";
+  for (uint32_t i = 0; i < qiao_engine_stage_count(engine); i++) {
+    qiao_engine_stage_info g = {.struct_size = sizeof(g)};
+    qiao_engine_stage_info_get(engine, i, &g);
+    if (strcmp(g.backend, "external") == 0) continue;
+    fprintf(f, "%s%s:%u (%u-%u)", sep, g.backend, g.device_index, g.first_layer, g.last_layer);
+    sep = ", ";
+  }
+  fprintf(f, "\n");
+  fflush(f);
+}
+
 qiao_status *engine_cli_open_tokenizer(const qiao_cli_model_args *a, const qiao_model *model,
                                        qiao_tokenizer **out) {
   /* The --tokenizer file when given (unless it was attached to a llama2.c
@@ -217,11 +232,23 @@ qiao_status *engine_cli_create_engine(const engine_cli_opts *o, qiao_engine_opti
 #ifdef QIAO_HAVE_MPI
     qiao_hparams hp;
     st = qiao__pipeline_open(NULL, NULL, &out->pipeline);
+    const uint32_t depth = o->mpi_depth > 1 ? o->mpi_depth : 1;
+    if (st == NULL) st = qiao__pipeline_set_depth(out->pipeline, depth);
     if (st == NULL) st = qiao_model_get_hparams(out->model, &hp);
     if (st == NULL) st = qiao__pipeline_engine_options(out->pipeline, &hp, eo);
     if (st == NULL) st = qiao_engine_create(out->model, eo, &out->engine);
+    for (uint32_t i = 1; st == NULL && i < depth; i++) { /* one engine per channel */
+      qiao_engine_options more = *eo;
+      if (more.external != NULL) more.external_user = qiao__pipeline_channel(out->pipeline, i);
+      st = qiao_engine_create(out->model, &more, &out->more[i - 1]);
+      if (st == NULL) out->n_more = i;
+    }
     if (st == NULL && qiao__pipeline_rank(out->pipeline) > 0) {
-      st = qiao__pipeline_serve(out->pipeline, &out->engine, 1);
+      engine_cli_print_rank_stages(stderr, qiao__pipeline_rank(out->pipeline), out->engine);
+      qiao_engine *engines[16] = {out->engine};
+      for (uint32_t i = 1; i < depth; i++)
+        engines[i] = out->more[i - 1];
+      st = qiao__pipeline_serve(out->pipeline, engines, depth);
       out->worker = st == NULL;
     }
     if (st != NULL && out->pipeline != NULL) { /* no rank may wait for this one */
@@ -254,6 +281,8 @@ int engine_cli_end(engine_cli_session *s, qiao_status *st) {
 }
 
 void engine_cli_close(engine_cli_session *s) {
+  for (uint32_t i = 0; i < s->n_more; i++)
+    qiao_engine_destroy(s->more[i]);
   qiao_engine_destroy(s->engine);
   qiao_tokenizer_destroy(s->tokenizer);
   qiao_model_close(s->model);

@@ -25,6 +25,7 @@ typedef struct engine_cli_opts {
   const char *split;             /* --split, NULL = one device */
   qiao_engine_split_by split_by; /* --split-by */
   bool mpi;                      /* --mpi: this process is one rank of an mpirun job */
+  uint32_t mpi_depth;            /* bench --mpi-depth: engines (MPI channels) per rank; 0 = 1 */
   qiao_sampler_params sampling;
   bool seed_given;
 } engine_cli_opts;
@@ -55,6 +56,9 @@ qiao_status *engine_cli_split_status(qiao_status *st);
 
 /* Prints the placement (each stage's device, layers and bytes) to f. */
 void engine_cli_print_placement(FILE *f, const qiao_engine_stage_info *stages, uint32_t n);
+/* --mpi, ranks > 0: "MPI rank R: layers F-L on cpu:0 (3-3), opencl:0 (4-4)",
+ * the engine's own stages (not the external ones), on one line. */
+void engine_cli_print_rank_stages(FILE *f, int rank, const qiao_engine *engine);
 
 typedef struct engine_cli_session {
   qiao_model *model;
@@ -62,6 +66,11 @@ typedef struct engine_cli_session {
   qiao_engine *engine;
   struct qiao_pipeline *pipeline; /* --mpi */
   bool worker;                    /* --mpi, rank > 0: it served its layers and is done */
+  /* --mpi with mpi_depth D > 1: engines 1 to D-1 (engine is the first), one
+   * MPI channel each, so that D groups of sequences have passes in flight
+   * together (bench's micro-batches). */
+  qiao_engine *more[15];
+  uint32_t n_more;
 } engine_cli_session;
 
 /* The tokenizer of an open model: the --tokenizer file when given (unless
