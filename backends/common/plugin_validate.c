@@ -53,6 +53,12 @@ static qiao_dev_error *weight_row(const plugin_rules *r, const char *op, qiao_de
     if (!r->f8_1_4) goto unsupported;
     per = 132, div = 128, *out_align = 4;
     break;
+  case QIAO_DEV_IQ4_NL: /* (1.5) an f16 scale first: aligned to 2 */
+  case QIAO_DEV_IQ4_XS:
+    if (!r->iq4_1_5) goto unsupported;
+    per = dtype == QIAO_DEV_IQ4_NL ? 18 : 136, div = dtype == QIAO_DEV_IQ4_NL ? 32 : 256;
+    *out_align = 2;
+    break;
   unsupported:
   default:
     return plugin__error(QIAO_DEV_UNSUPPORTED, "%s: %s: weight dtype %d is not supported", r->name,
@@ -462,6 +468,12 @@ qiao_dev_error *plugin__validate_matmul_experts(const plugin_rules *r, const qia
   if (overlap(a->out, out_bytes, a->x, x_bytes)) return overlap_error(r, op, "out", "x");
   if (overlap(a->out, out_bytes, a->w, w_bytes)) return overlap_error(r, op, "out", "w");
   if (overlap(a->out, out_bytes, a->ids, ids_bytes)) return overlap_error(r, op, "out", "ids");
+  /* (1.5) x_precision, in what was padding: read from a 1.5 runtime only.
+   * These backends take the permission of Q8 but compute exactly. */
+  if (r->runtime_minor != NULL && r->runtime_minor(q) >= 5 &&
+      a->x_precision > QIAO_DEV_PRECISION_Q8)
+    return INVALID("%s: matmul_experts: x_precision %u is not a precision", r->name,
+                   a->x_precision);
   plugin_plan p = {.empty = slots == 0 || a->out_dim == 0,
                    .row_bytes = row,
                    .expert_bytes = expert_bytes,

@@ -41,6 +41,9 @@ typedef struct plugin_rules {
   /* (ABI 1.4) The plugin implements F8_E4M3_B128 as weights (embed, matmul,
    * matmul_experts); otherwise it is UNSUPPORTED. */
   bool f8_1_4;
+  /* (ABI 1.5) The plugin implements IQ4_NL and IQ4_XS as weights (embed,
+   * matmul, matmul_experts); otherwise they are UNSUPPORTED. */
+  bool iq4_1_5;
 } plugin_rules;
 
 /* What an op's validation found out, for its launch. */

@@ -43,8 +43,8 @@ qiao_dev_error *qiao__cpu_defer(qiao_dev_queue *queue, qiao_dev_error *error) {
 
 const char *qiao__cpu_dtype_name(qiao_dev_dtype dtype) {
   static const char *const names[QIAO_DEV_DTYPE_COUNT] = {
-      "F32",  "F16",  "BF16", "Q8_0", "Q4_0", "I32",  "Q4_K",        "Q5_K",
-      "Q6_K", "Q2_K", "Q3_K", "Q4_1", "Q5_0", "Q5_1", "F8_E4M3_B128"};
+      "F32",  "F16",  "BF16", "Q8_0", "Q4_0", "I32",          "Q4_K",   "Q5_K",  "Q6_K",
+      "Q2_K", "Q3_K", "Q4_1", "Q5_0", "Q5_1", "F8_E4M3_B128", "IQ4_NL", "IQ4_XS"};
   return (unsigned)dtype < QIAO_DEV_DTYPE_COUNT ? names[dtype] : "?";
 }
 
@@ -94,7 +94,9 @@ qiao_dev_error *qiao__cpu_extent(const char *op, const char *arg, qiao_dev_dtype
   case QIAO_DEV_Q4_1:
   case QIAO_DEV_Q5_0:
   case QIAO_DEV_Q5_1:
-  case QIAO_DEV_F8_E4M3_B128: {
+  case QIAO_DEV_F8_E4M3_B128:
+  case QIAO_DEV_IQ4_NL:
+  case QIAO_DEV_IQ4_XS: {
     uint64_t per = qiao__cpu_block_elems(dtype);
     if (cols % per != 0)
       return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT,

@@ -156,7 +156,7 @@ typedef struct qiao__cpu_kernels {
   qiao__cpu_gemm_q8_fn gemm_q8[QIAO_DEV_DTYPE_COUNT]; /* optional: Q8 activations, Q8_0/Q4_0 */
   qiao__cpu_quantize_q8_fn quantize_q8;               /* optional, with gemm_q8 */
   /* Q8 activations on the 1.3 dtypes' stored blocks (optional, per dtype;
-   * qiao__cpu_vec_q8_fn below). */
+   * qiao__cpu_vec_q8_fn below); Q8_0 and Q4_0 for matmul_experts only. */
   void (*vec_q8[QIAO_DEV_DTYPE_COUNT])(const uint8_t *w, const qiao__cpu_q8_row *x, int nr,
                                        uint64_t k, float *out);
   /* The same on nw consecutive weight rows (qiao__cpu_vec_q8_rows_fn below):
@@ -399,7 +399,9 @@ static inline uint64_t qiao__cpu_block_elems(qiao_dev_dtype dtype) {
   case QIAO_DEV_Q4_0:
   case QIAO_DEV_Q4_1:
   case QIAO_DEV_Q5_0:
-  case QIAO_DEV_Q5_1: return 32;
+  case QIAO_DEV_Q5_1:
+  case QIAO_DEV_IQ4_NL: return 32;
+  case QIAO_DEV_IQ4_XS:
   case QIAO_DEV_Q4_K:
   case QIAO_DEV_Q5_K:
   case QIAO_DEV_Q6_K:
@@ -430,26 +432,38 @@ static inline uint64_t qiao__cpu_block_bytes(qiao_dev_dtype dtype) {
   case QIAO_DEV_Q5_0: return 22;
   case QIAO_DEV_Q5_1: return 24;
   case QIAO_DEV_F8_E4M3_B128: return 132;
+  case QIAO_DEV_IQ4_NL: return 18;
+  case QIAO_DEV_IQ4_XS: return 136;
   default: return 0;
   }
 }
-/* The block dtypes of 1.3 and 1.4 (F8_E4M3_B128): all quantized, none with
- * the older kernels' tables. */
+/* The block dtypes of 1.3, 1.4 (F8_E4M3_B128) and 1.5 (IQ4_NL, IQ4_XS): all
+ * quantized, none with the older kernels' tables. */
 static inline int qiao__cpu_new_block_dtype(qiao_dev_dtype dtype) {
-  return (dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1) || dtype == QIAO_DEV_F8_E4M3_B128;
+  return (dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1) || dtype == QIAO_DEV_F8_E4M3_B128 ||
+         dtype == QIAO_DEV_IQ4_NL || dtype == QIAO_DEV_IQ4_XS;
 }
 #define QIAO__CPU_NEW_BLOCK_DTYPES                                                                 \
   ((1u << QIAO_DEV_Q4_K) | (1u << QIAO_DEV_Q5_K) | (1u << QIAO_DEV_Q6_K) | (1u << QIAO_DEV_Q2_K) | \
    (1u << QIAO_DEV_Q3_K) | (1u << QIAO_DEV_Q4_1) | (1u << QIAO_DEV_Q5_0) | (1u << QIAO_DEV_Q5_1) | \
-   (1u << QIAO_DEV_F8_E4M3_B128))
-/* Elements [c, c + 32) of a row of a 1.3 or 1.4 block dtype (c % 32 == 0)
- * to f32, exactly. */
+   (1u << QIAO_DEV_F8_E4M3_B128) | (1u << QIAO_DEV_IQ4_NL) | (1u << QIAO_DEV_IQ4_XS))
+/* Elements [c, c + 32) of a row of a 1.3, 1.4 or 1.5 block dtype (c % 32 ==
+ * 0) to f32, exactly. */
 void qiao__cpu_dequant_chunk(qiao_dev_dtype dtype, const uint8_t *row, uint64_t c, float *out);
 /* F8_E4M3_B128 (cpu_fp8.c): the 256 E4M3 values (NaN for 0x7F, 0xFF), the
  * chunk conversion, and the whole-row one for the kernel tables. */
 const float *qiao__cpu_e4m3_table(void);
 void qiao__cpu_dequant_chunk_f8(const uint8_t *row, uint64_t c, float *out);
 void qiao__cpu_dequant_f8_e4m3_b128(const uint8_t *w, uint64_t k, float *out);
+/* IQ4_NL and IQ4_XS (cpu_iq4.c): the 16 levels a nibble indexes, the
+ * 6-bit scale minus 32 of sub-block ib (0..7) of an IQ4_XS super-block, the
+ * chunk conversion, the whole-row ones, and the Q8-activation kernels
+ * (portable; AVX2 in cpu_iq4_x86.c). */
+extern const int8_t qiao__cpu_iq4_levels[16];
+int qiao__cpu_iq4_xs_scale(const uint8_t *block, int ib);
+void qiao__cpu_dequant_chunk_iq4(qiao_dev_dtype dtype, const uint8_t *row, uint64_t c, float *out);
+void qiao__cpu_dequant_iq4_nl(const uint8_t *w, uint64_t k, float *out);
+void qiao__cpu_dequant_iq4_xs(const uint8_t *w, uint64_t k, float *out);
 /* qiao__cpu_dequant_fn of each, for the kernel tables' dequant entries. */
 void qiao__cpu_dequant_q4_k(const uint8_t *w, uint64_t k, float *out);
 void qiao__cpu_dequant_q5_k(const uint8_t *w, uint64_t k, float *out);
@@ -481,6 +495,10 @@ void qiao__cpu_vec_q8_rows_512_q5_k(const uint8_t *w, uint64_t row_bytes, int nw
                                     const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
 void qiao__cpu_vec_q8_rows_512_q5_0(const uint8_t *w, uint64_t row_bytes, int nw,
                                     const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
+void qiao__cpu_vec_q8_rows_512_q4_1(const uint8_t *w, uint64_t row_bytes, int nw,
+                                    const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
+void qiao__cpu_vec_q8_rows_512_q5_1(const uint8_t *w, uint64_t row_bytes, int nw,
+                                    const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
 void qiao__cpu_vec_q8_scalar(qiao_dev_dtype dtype, const uint8_t *w, const qiao__cpu_q8_row *x,
                              int nr, uint64_t k, float *out);
 void qiao__cpu_vec_q8_q4_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
@@ -499,6 +517,40 @@ void qiao__cpu_vec_q8_q5_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, 
                            float *out);
 void qiao__cpu_vec_q8_q5_1(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
                            float *out);
+/* Q8_0 and Q4_0 on their stored blocks (element = d * v, v an integer):
+ * for matmul_experts (ABI 1.5), which has no tile copies; matmul takes
+ * them only for the 1.3 dtypes. Portable (cpu_kquants.c), AVX-512 VNNI and
+ * AVX2 (cpu_vec_q8_x86.c). */
+void qiao__cpu_vec_q8_q8_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+void qiao__cpu_vec_q8_q4_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                           float *out);
+void qiao__cpu_vec_q8_512_q8_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_512_q4_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_256_q8_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_256_q4_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_rows_512_q4_0(const uint8_t *w, uint64_t row_bytes, int nw,
+                                    const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
+void qiao__cpu_vec_q8_iq4_nl(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                             float *out);
+void qiao__cpu_vec_q8_iq4_xs(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                             float *out);
+void qiao__cpu_vec_q8_256_iq4_nl(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                                 float *out);
+void qiao__cpu_vec_q8_256_iq4_xs(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                                 float *out);
+void qiao__cpu_vec_q8_512_iq4_nl(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                                 float *out);
+void qiao__cpu_vec_q8_512_iq4_xs(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                                 float *out);
+void qiao__cpu_vec_q8_rows_512_iq4_nl(const uint8_t *w, uint64_t row_bytes, int nw,
+                                      const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
+void qiao__cpu_vec_q8_rows_512_iq4_xs(const uint8_t *w, uint64_t row_bytes, int nw,
+                                      const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out);
 /* AVX-512 VNNI (cpu_kquants_x86.c; x86-64 only). */
 void qiao__cpu_vec_q8_512_q4_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
                                float *out);
@@ -507,6 +559,15 @@ void qiao__cpu_vec_q8_512_q5_k(const uint8_t *w, const qiao__cpu_q8_row *x, int 
 void qiao__cpu_vec_q8_512_q6_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
                                float *out);
 void qiao__cpu_vec_q8_512_q5_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+/* Q2_K, Q3_K (cpu_q2_k_q3_k_x86.c), Q4_1, Q5_1 (cpu_q4_1_q5_1_x86.c). */
+void qiao__cpu_vec_q8_512_q2_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_512_q3_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_512_q4_1(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_512_q5_1(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
                                float *out);
 /* AVX2+FMA+F16C (cpu_kquants_x86.c; x86-64 only). */
 void qiao__cpu_vec_q8_256_q4_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
@@ -517,16 +578,26 @@ void qiao__cpu_vec_q8_256_q6_k(const uint8_t *w, const qiao__cpu_q8_row *x, int 
                                float *out);
 void qiao__cpu_vec_q8_256_q5_0(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
                                float *out);
+void qiao__cpu_vec_q8_256_q2_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_256_q3_k(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_256_q4_1(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
+void qiao__cpu_vec_q8_256_q5_1(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k,
+                               float *out);
 #define QIAO__CPU_NEW_BLOCK_VEC_Q8                                                                 \
   [QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_q4_k, [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_q5_k,                \
   [QIAO_DEV_Q6_K] = qiao__cpu_vec_q8_q6_k, [QIAO_DEV_Q2_K] = qiao__cpu_vec_q8_q2_k,                \
   [QIAO_DEV_Q3_K] = qiao__cpu_vec_q8_q3_k, [QIAO_DEV_Q4_1] = qiao__cpu_vec_q8_q4_1,                \
-  [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_q5_0, [QIAO_DEV_Q5_1] = qiao__cpu_vec_q8_q5_1
+  [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_q5_0, [QIAO_DEV_Q5_1] = qiao__cpu_vec_q8_q5_1,                \
+  [QIAO_DEV_IQ4_NL] = qiao__cpu_vec_q8_iq4_nl, [QIAO_DEV_IQ4_XS] = qiao__cpu_vec_q8_iq4_xs
 #define QIAO__CPU_NEW_BLOCK_DEQUANT                                                                \
   [QIAO_DEV_Q4_K] = qiao__cpu_dequant_q4_k, [QIAO_DEV_Q5_K] = qiao__cpu_dequant_q5_k,              \
   [QIAO_DEV_Q6_K] = qiao__cpu_dequant_q6_k, [QIAO_DEV_Q2_K] = qiao__cpu_dequant_q2_k,              \
   [QIAO_DEV_Q3_K] = qiao__cpu_dequant_q3_k, [QIAO_DEV_Q4_1] = qiao__cpu_dequant_q4_1,              \
-  [QIAO_DEV_Q5_0] = qiao__cpu_dequant_q5_0, [QIAO_DEV_Q5_1] = qiao__cpu_dequant_q5_1
+  [QIAO_DEV_Q5_0] = qiao__cpu_dequant_q5_0, [QIAO_DEV_Q5_1] = qiao__cpu_dequant_q5_1,              \
+  [QIAO_DEV_IQ4_NL] = qiao__cpu_dequant_iq4_nl, [QIAO_DEV_IQ4_XS] = qiao__cpu_dequant_iq4_xs
 /* (each kernel set adds its own [QIAO_DEV_F8_E4M3_B128] dequant: the SIMD
  * sets convert 16 or 8 codes at a time, to the same bits) */
 

@@ -61,6 +61,8 @@ DOT(dot_q4_1, QIAO_DEV_Q4_1)
 DOT(dot_q5_0, QIAO_DEV_Q5_0)
 DOT(dot_q5_1, QIAO_DEV_Q5_1)
 DOT(dot_f8_e4m3_b128, QIAO_DEV_F8_E4M3_B128)
+DOT(dot_iq4_nl, QIAO_DEV_IQ4_NL)
+DOT(dot_iq4_xs, QIAO_DEV_IQ4_XS)
 
 static void axpy_f32(float *y, float a, const uint8_t *x, uint64_t n) {
   const float *xf = (const float *)(const void *)x;
@@ -84,13 +86,15 @@ static const qiao__cpu_kernels scalar_kernels = {
     .name = "scalar",
     .quant_dot_any_nr = 1,
     .dot = {dot_f32, dot_f16, dot_bf16, dot_q8_0, dot_q4_0, NULL, dot_q4_k, dot_q5_k, dot_q6_k,
-            dot_q2_k, dot_q3_k, dot_q4_1, dot_q5_0, dot_q5_1, dot_f8_e4m3_b128},
+            dot_q2_k, dot_q3_k, dot_q4_1, dot_q5_0, dot_q5_1, dot_f8_e4m3_b128, dot_iq4_nl,
+            dot_iq4_xs},
     .dequant = {[QIAO_DEV_Q8_0] = dequant_q8_0,
                 [QIAO_DEV_Q4_0] = dequant_q4_0,
                 QIAO__CPU_NEW_BLOCK_DEQUANT,
                 [QIAO_DEV_F8_E4M3_B128] = qiao__cpu_dequant_f8_e4m3_b128},
     .axpy = {axpy_f32, axpy_f16},
-    .vec_q8 = {QIAO__CPU_NEW_BLOCK_VEC_Q8},
+    .vec_q8 = {QIAO__CPU_NEW_BLOCK_VEC_Q8, [QIAO_DEV_Q8_0] = qiao__cpu_vec_q8_q8_0,
+               [QIAO_DEV_Q4_0] = qiao__cpu_vec_q8_q4_0},
     .gemm_q8 = {[QIAO_DEV_Q8_0] = qiao__cpu_gemm_q8_scalar_q8_0,
                 [QIAO_DEV_Q4_0] = qiao__cpu_gemm_q8_scalar_q4_0},
 };

@@ -756,10 +756,23 @@ static const qiao__cpu_kernels avx512_vnni_kernels = {
     .vec_q8 = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_512_q4_k,
                [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_512_q5_k,
                [QIAO_DEV_Q6_K] = qiao__cpu_vec_q8_512_q6_k,
-               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_512_q5_0},
+               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_512_q5_0,
+               [QIAO_DEV_Q2_K] = qiao__cpu_vec_q8_512_q2_k,
+               [QIAO_DEV_Q3_K] = qiao__cpu_vec_q8_512_q3_k,
+               [QIAO_DEV_Q4_1] = qiao__cpu_vec_q8_512_q4_1,
+               [QIAO_DEV_Q5_1] = qiao__cpu_vec_q8_512_q5_1,
+               [QIAO_DEV_Q8_0] = qiao__cpu_vec_q8_512_q8_0,
+               [QIAO_DEV_Q4_0] = qiao__cpu_vec_q8_512_q4_0,
+               [QIAO_DEV_IQ4_NL] = qiao__cpu_vec_q8_512_iq4_nl,
+               [QIAO_DEV_IQ4_XS] = qiao__cpu_vec_q8_512_iq4_xs},
     .vec_q8_rows = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_rows_512_q4_k,
                     [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_rows_512_q5_k,
-                    [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_rows_512_q5_0}};
+                    [QIAO_DEV_Q4_1] = qiao__cpu_vec_q8_rows_512_q4_1,
+                    [QIAO_DEV_Q5_1] = qiao__cpu_vec_q8_rows_512_q5_1,
+                    [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_rows_512_q5_0,
+                    [QIAO_DEV_Q4_0] = qiao__cpu_vec_q8_rows_512_q4_0,
+                    [QIAO_DEV_IQ4_NL] = qiao__cpu_vec_q8_rows_512_iq4_nl,
+                    [QIAO_DEV_IQ4_XS] = qiao__cpu_vec_q8_rows_512_iq4_xs}};
 
 /* ---- AVX2: steps of 8 elements; a step group of 4 is 32 elements --------- */
 
@@ -1025,7 +1038,15 @@ static const qiao__cpu_kernels avx2_kernels = {
     .vec_q8 = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_256_q4_k,
                [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_256_q5_k,
                [QIAO_DEV_Q6_K] = qiao__cpu_vec_q8_256_q6_k,
-               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_256_q5_0},
+               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_256_q5_0,
+               [QIAO_DEV_Q2_K] = qiao__cpu_vec_q8_256_q2_k,
+               [QIAO_DEV_Q3_K] = qiao__cpu_vec_q8_256_q3_k,
+               [QIAO_DEV_Q4_1] = qiao__cpu_vec_q8_256_q4_1,
+               [QIAO_DEV_Q5_1] = qiao__cpu_vec_q8_256_q5_1,
+               [QIAO_DEV_Q8_0] = qiao__cpu_vec_q8_256_q8_0,
+               [QIAO_DEV_Q4_0] = qiao__cpu_vec_q8_256_q4_0,
+               [QIAO_DEV_IQ4_NL] = qiao__cpu_vec_q8_256_iq4_nl,
+               [QIAO_DEV_IQ4_XS] = qiao__cpu_vec_q8_256_iq4_xs},
 };
 /* The same with AVX-VNNI: Q8 activations too. */
 static const qiao__cpu_kernels avx2_vnni_kernels = {
@@ -1043,7 +1064,15 @@ static const qiao__cpu_kernels avx2_vnni_kernels = {
     .vec_q8 = {[QIAO_DEV_Q4_K] = qiao__cpu_vec_q8_256_q4_k,
                [QIAO_DEV_Q5_K] = qiao__cpu_vec_q8_256_q5_k,
                [QIAO_DEV_Q6_K] = qiao__cpu_vec_q8_256_q6_k,
-               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_256_q5_0},
+               [QIAO_DEV_Q5_0] = qiao__cpu_vec_q8_256_q5_0,
+               [QIAO_DEV_Q2_K] = qiao__cpu_vec_q8_256_q2_k,
+               [QIAO_DEV_Q3_K] = qiao__cpu_vec_q8_256_q3_k,
+               [QIAO_DEV_Q4_1] = qiao__cpu_vec_q8_256_q4_1,
+               [QIAO_DEV_Q5_1] = qiao__cpu_vec_q8_256_q5_1,
+               [QIAO_DEV_Q8_0] = qiao__cpu_vec_q8_256_q8_0,
+               [QIAO_DEV_Q4_0] = qiao__cpu_vec_q8_256_q4_0,
+               [QIAO_DEV_IQ4_NL] = qiao__cpu_vec_q8_256_iq4_nl,
+               [QIAO_DEV_IQ4_XS] = qiao__cpu_vec_q8_256_iq4_xs},
 };
 
 const qiao__cpu_kernels *qiao__cpu_kernels_avx512(void) {

@@ -101,6 +101,10 @@ void qiao__cpu_dequant_chunk(qiao_dev_dtype dtype, const uint8_t *row, uint64_t 
     qiao__cpu_dequant_chunk_f8(row, c, out);
     return;
   }
+  if (dtype == QIAO_DEV_IQ4_NL || dtype == QIAO_DEV_IQ4_XS) { /* cpu_iq4.c */
+    qiao__cpu_dequant_chunk_iq4(dtype, row, c, out);
+    return;
+  }
   uint64_t bytes = qiao__cpu_block_bytes(dtype);
   if (qiao__cpu_block_elems(dtype) == 32) {
     block_q4_1_q5(dtype, row + c / 32 * bytes, out);
@@ -135,10 +139,18 @@ DEQUANT(qiao__cpu_dequant_q5_1, QIAO_DEV_Q5_1)
 /* ---- Q8 activations (device ABI 1.2's x_precision, spec §11.4) -------------
  * Chunk c (32 elements) of a row in integer form: element i is exactly
  * a[i / 16] * v[i] - m[i / 16], a and m f32 products of the block's f16
- * scales and its integer sub-block scales and mins, v a small integer. */
+ * scales and its integer sub-block scales and mins, v a small integer.
+ * Q8_0 and Q4_0 too (a = d, m = 0): matmul_experts' path (ABI 1.5). */
 static void chunk_ints(qiao_dev_dtype dtype, const uint8_t *row, uint64_t c, int v[32], float a[2],
                        float m[2]) {
   uint64_t bytes = qiao__cpu_block_bytes(dtype);
+  if (dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0) { /* d * v (matmul_experts, 1.5) */
+    const uint8_t *b = row + c / 32 * bytes, *qs = b + 2;
+    for (int i = 0; i < 32; i++)
+      v[i] = dtype == QIAO_DEV_Q8_0 ? (int8_t)qs[i] : (i < 16 ? qs[i] & 0x0f : qs[i - 16] >> 4) - 8;
+    a[0] = a[1] = f16_at(b), m[0] = m[1] = 0.0f;
+    return;
+  }
   if (qiao__cpu_block_elems(dtype) == 32) {
     const uint8_t *b = row + c / 32 * bytes;
     float d = f16_at(b), mn = dtype == QIAO_DEV_Q5_0 ? 0.0f : -f16_at(b + 2);
@@ -239,3 +251,5 @@ VEC_Q8(qiao__cpu_vec_q8_q3_k, QIAO_DEV_Q3_K)
 VEC_Q8(qiao__cpu_vec_q8_q4_1, QIAO_DEV_Q4_1)
 VEC_Q8(qiao__cpu_vec_q8_q5_0, QIAO_DEV_Q5_0)
 VEC_Q8(qiao__cpu_vec_q8_q5_1, QIAO_DEV_Q5_1)
+VEC_Q8(qiao__cpu_vec_q8_q8_0, QIAO_DEV_Q8_0)
+VEC_Q8(qiao__cpu_vec_q8_q4_0, QIAO_DEV_Q4_0)

@@ -1,7 +1,8 @@
 /* AVX-512 VNNI kernels for Q8 activations on the block types of ABI 1.3
  * read as stored (qiao__cpu_vec_q8_fn, cpu_internal.h): Q4_K, Q5_K, Q6_K and
- * Q5_0, what llama.cpp's Q4_K_M, Q5_K_M and Q6_K files mostly hold. Decode is bound by the
- * bytes of weights read, so the weights are never expanded or copied: each
+ * Q5_0, what llama.cpp's Q4_K_M, Q5_K_M and Q6_K files mostly hold (Q2_K,
+ * Q3_K: cpu_q2_k_q3_k_x86.c; Q4_1, Q5_1: cpu_q4_1_q5_1_x86.c). Decode is
+ * bound by the bytes of weights read, so the weights are never expanded or copied: each
  * block's quants are unpacked to unsigned bytes in registers and multiplied
  * with the int8 activations by vpdpbusd (exact integer sums per 4
  * elements); the scales are applied in f32 per lane, 16 lanes summed at the
@@ -12,28 +13,7 @@
 #include "cpu_internal.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define INLINE static inline __attribute__((always_inline))
-#define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-
-INLINE TVNNI float f16(const uint8_t *p) {
-  return _cvtsh_ss(qiao__cpu_load_u16(p));
-}
-
-/* 16 lanes: lanes 0..7 = v[a], lanes 8..15 = v[b] of an 8-float vector. */
-INLINE TVNNI __m512 spread2(__m256 v, int a, int b) {
-  __m512i idx =
-      _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(a)), _mm256_set1_epi32(b), 1);
-  return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(v));
-}
-
-/* Two 32-byte runs of activations as one vector. */
-INLINE TVNNI __m512i x2(const int8_t *lo, const int8_t *hi) {
-  return _mm512_inserti64x4(
-      _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(const void *)lo)),
-      _mm256_loadu_si256((const __m256i *)(const void *)hi), 1);
-}
+#include "cpu_simd_x86.h"
 
 /* The fifth bits of Q5_K sub-blocks a (bytes 0..31) and b (32..63) at 16,
  * from the 32 bytes qh repeated in both halves. */
@@ -235,31 +215,24 @@ INLINE TVNNI void q6_k_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_
       __m512i vb = _mm512_or_si512(
           _mm512_and_si512(_mm512_srli_epi16(ql, 4), low),
           _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh2, shift_b), two), 4));
-      /* lane i of a product covers elements 4i..4i+3: sub-block 8h + i / 4 */
-      __m512i sa = _mm512_permutexvar_epi32(
-          _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), scales);
-      __m512i sbv = _mm512_permutexvar_epi32(
-          _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7), scales);
-      if (h) {
-        sa = _mm512_permutexvar_epi32(
-            _mm512_setr_epi32(8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11), scales);
-        sbv = _mm512_permutexvar_epi32(
-            _mm512_setr_epi32(12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15),
-            scales);
-      }
+      /* lane i of a product covers elements 4i..4i+3: sub-block 8h + i / 4;
+       * its factor d * scale is exact in f32 (11 by 8 bits) */
+      __m512 fa = _mm512_mul_ps(_mm512_cvtepi32_ps(scale_lanes(scales, 8 * h)), _mm512_set1_ps(d));
+      __m512 fb =
+          _mm512_mul_ps(_mm512_cvtepi32_ps(scale_lanes(scales, 8 * h + 4)), _mm512_set1_ps(d));
       for (int r = 0; r < NR; r++) {
         const int8_t *xq = x[r].q + s * 256 + 128 * h;
         __m512i xa = _mm512_loadu_si512(xq), xb = _mm512_loadu_si512(xq + 64);
         __m512i z = _mm512_setzero_si512();
-        __m512i ia = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, va, xa),
-                                      _mm512_dpbusd_epi32(z, thirty_two, xa));
-        __m512i ib = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, vb, xb),
-                                      _mm512_dpbusd_epi32(z, thirty_two, xb));
-        __m256 f = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(x[r].d + s * 8));
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_mullo_epi32(ia, sa)),
-                                 spread2(f, 4 * h, 4 * h + 1), acc[r]);
-        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_mullo_epi32(ib, sbv)),
-                                 spread2(f, 4 * h + 2, 4 * h + 3), acc[r]);
+        /* -sum(32 * q) per lane as the accumulator: sum((v - 32) * q) exactly */
+        __m512i na = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, thirty_two, xa));
+        __m512i nb = _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, thirty_two, xb));
+        __m256 dx = _mm256_loadu_ps(x[r].d + s * 8);
+        __m512 dxa = spread2(dx, 4 * h, 4 * h + 1), dxb = spread2(dx, 4 * h + 2, 4 * h + 3);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(na, va, xa)),
+                                 _mm512_mul_ps(fa, dxa), acc[r]);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(nb, vb, xb)),
+                                 _mm512_mul_ps(fb, dxb), acc[r]);
       }
     }
   }
@@ -448,24 +421,6 @@ VEC_Q8_512(qiao__cpu_vec_q8_512_q5_0, q5_0_rows)
 /* ---- AVX2 (any x86-64 with AVX2+FMA+F16C): the same sums per sub-block,
  * integer products by vpmaddubsw + vpmaddwd (no saturation: |u * q| <= 63
  * * 127 per pair of products), 8 lanes. ------------------------------------ */
-#define T2 __attribute__((target("avx2,fma,f16c")))
-
-/* 8 int32 lanes: lane i = sum of u[4i..4i+3] * s[4i..4i+3] (u unsigned). */
-INLINE T2 __m256i dot4_256(__m256i u, __m256i s) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
-INLINE T2 float hsum8(__m256 v) {
-  __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m4 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
-  m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
-  return _mm_cvtss_f32(m4);
-}
-
-INLINE T2 float f16_2(const uint8_t *p) {
-  return _cvtsh_ss(qiao__cpu_load_u16(p));
-}
-
 INLINE T2 void q4_k_rows_256(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_t k, float *out,
                              const int NR, const int FIVE) {
   const uint64_t block_bytes = FIVE ? 176 : 144;

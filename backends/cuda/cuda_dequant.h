@@ -15,8 +15,9 @@
  * Q4_K/Q5_K/Q2_K: a = d * sc, c = dmin * mn; Q6_K/Q3_K: a = d * sc, c = 0
  * (q - 32 and q - 4 are in the level); Q4_1/Q5_1: a = d, c = -m (x - (-m)
  * is x + m exactly); Q8_0, Q4_0, Q5_0: a = d, c = 0; F8: a = d, q = the E4M3
- * value. Subtracting +0 changes no value, -0 and NaN included. Splitting the
- * two lets a kernel compute (a, c) once per group of 8 elements, which never
+ * value; (1.5) IQ4_NL: a = d, IQ4_XS: a = d * (ls - 32), c = 0, q = the
+ * nibble's level from the 16-entry table. Subtracting +0 changes no value, -0 and NaN included.
+ * Splitting the two lets a kernel compute (a, c) once per group of 8 elements, which never
  * straddles a sub-block (every sub-block is 16, 32 or 128 elements).
  *
  * Bytes are read one at a time (blocks are only 2-byte aligned), so the same
@@ -108,7 +109,9 @@ CUQ_HD uint32_t cuq_block_elems(int dt) {
   case QIAO_DEV_Q4_0:
   case QIAO_DEV_Q4_1:
   case QIAO_DEV_Q5_0:
-  case QIAO_DEV_Q5_1: return 32;
+  case QIAO_DEV_Q5_1:
+  case QIAO_DEV_IQ4_NL: return 32;
+  case QIAO_DEV_IQ4_XS:
   case QIAO_DEV_Q4_K:
   case QIAO_DEV_Q5_K:
   case QIAO_DEV_Q6_K:
@@ -135,6 +138,8 @@ CUQ_HD uint32_t cuq_block_bytes(int dt) {
   case QIAO_DEV_Q5_0: return 22;
   case QIAO_DEV_Q5_1: return 24;
   case QIAO_DEV_F8_E4M3_B128: return 132;
+  case QIAO_DEV_IQ4_NL: return 18;
+  case QIAO_DEV_IQ4_XS: return 136;
   default: return 0;
   }
 }
@@ -196,6 +201,13 @@ CUQ_HD cuq_affine cuq_affine_of(int dt, const unsigned char *b, uint32_t e) {
   case QIAO_DEV_Q4_0:
   case QIAO_DEV_Q5_0: return cuq_make_affine(cuq_f16_at(b), 0.0f);
   case QIAO_DEV_F8_E4M3_B128: return cuq_make_affine(cuq_f32_from_bits(cuq_u32(b)), 0.0f);
+  case QIAO_DEV_IQ4_NL: return cuq_make_affine(cuq_f16_at(b), 0.0f);
+  case QIAO_DEV_IQ4_XS: { /* sub-block j of 32: the 6-bit scale ls, minus 32 */
+    const uint32_t j = e / 32;
+    const uint32_t ls = ((uint32_t)(b[4 + j / 2] >> (4 * (j % 2))) & 15u) |
+                        ((uint32_t)(cuq_u16(b + 2) >> (2 * j)) & 3u) << 4;
+    return cuq_make_affine(CUQ_MUL(cuq_f16_at(b), (float)((int)ls - 32)), 0.0f);
+  }
   default: return cuq_make_affine(1.0f, 0.0f); /* F32, F16, BF16: the level is the value */
   }
 }
@@ -205,6 +217,28 @@ CUQ_HD cuq_affine cuq_affine_of(int dt, const unsigned char *b, uint32_t e) {
 /* Element j < 32 of 16 bytes of nibbles: j in the low nibble of byte j, j + 16 in the high. */
 CUQ_HD uint32_t cuq_nibble32(const unsigned char *qs, uint32_t j) {
   return j < 16 ? qs[j] & 15u : (uint32_t)(qs[j - 16] >> 4);
+}
+
+/* (1.5) IQ4_NL / IQ4_XS: the level of nibble n. */
+CUQ_HD float cuq_iq4_level(uint32_t n) {
+  switch (n & 15u) {
+  case 0: return -127.0f;
+  case 1: return -104.0f;
+  case 2: return -83.0f;
+  case 3: return -65.0f;
+  case 4: return -49.0f;
+  case 5: return -35.0f;
+  case 6: return -22.0f;
+  case 7: return -10.0f;
+  case 8: return 1.0f;
+  case 9: return 13.0f;
+  case 10: return 25.0f;
+  case 11: return 38.0f;
+  case 12: return 53.0f;
+  case 13: return 69.0f;
+  case 14: return 89.0f;
+  default: return 113.0f;
+  }
 }
 
 CUQ_HD float cuq_level(int dt, const unsigned char *b, uint32_t e) {
@@ -239,6 +273,8 @@ CUQ_HD float cuq_level(int dt, const unsigned char *b, uint32_t e) {
     return (float)(q - ((b[l] >> (4 * h + r)) & 1u ? 0 : 4));
   }
   case QIAO_DEV_F8_E4M3_B128: return cuq_e4m3_to_f32(b[4 + e]);
+  case QIAO_DEV_IQ4_NL: return cuq_iq4_level(cuq_nibble32(b + 2, e));
+  case QIAO_DEV_IQ4_XS: return cuq_iq4_level(cuq_nibble32(b + 8 + 16 * (e / 32), l));
   default: return 0.0f;
   }
 }

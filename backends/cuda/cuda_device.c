@@ -161,8 +161,8 @@ void cuq__device_close(qiao_dev_device *device) {
 }
 
 /* ---- capabilities: exactly what the kernels implement: the shared GPU
- * table, (1.3) the block types Q4_K .. Q5_1 and (1.4) F8_E4M3_B128 as
- * weights, and (1.4) the latent cache ops (cache F32 or F16) and moe_route */
+ * table, (1.3) the block types Q4_K .. Q5_1, (1.4) F8_E4M3_B128 and (1.5)
+ * IQ4_NL and IQ4_XS as weights, and (1.4) the latent cache ops (cache F32 or F16) and moe_route */
 
 qiao_dev_error *cuq__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_dev_dtype dtype,
                                   uint32_t *out_supported) {
@@ -175,7 +175,7 @@ qiao_dev_error *cuq__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_
   bool cache = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16;
   *out_supported =
       plugin__claims(op, dtype) ||
-      (weight_op && dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_F8_E4M3_B128) ||
+      (weight_op && dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_IQ4_XS) ||
       ((op == QIAO_DEV_OP_LATENT_WRITE || op == QIAO_DEV_OP_ATTENTION_LATENT) && cache) ||
       (op == QIAO_DEV_OP_MOE_ROUTE && dtype == QIAO_DEV_F32);
   return NULL;

@@ -125,6 +125,7 @@ const plugin_rules cuq__rules = {
     .runtime_minor = runtime_minor,
     .block_types_1_3 = true, /* Q4_K .. Q5_1: cuda_dequant.h */
     .f8_1_4 = true,          /* F8_E4M3_B128: cuda_dequant.h */
+    .iq4_1_5 = true,         /* IQ4_NL, IQ4_XS: cuda_dequant.h */
 };
 
 qiao_dev_error *cuq__queue_synchronize(qiao_dev_queue *queue) {

@@ -92,12 +92,16 @@ __device__ __forceinline__ void cuq_flag(int *flags, int op) {
   case QIAO_DEV_F8_E4M3_B128:                                                                      \
     KERNEL<QIAO_DEV_F8_E4M3_B128><<<grid, block, smem, stream>>>(__VA_ARGS__);                     \
     break;                                                                                         \
+  case QIAO_DEV_IQ4_NL: KERNEL<QIAO_DEV_IQ4_NL><<<grid, block, smem, stream>>>(__VA_ARGS__);       \
+      break;                                                                                       \
+  case QIAO_DEV_IQ4_XS: KERNEL<QIAO_DEV_IQ4_XS><<<grid, block, smem, stream>>>(__VA_ARGS__);       \
+      break;                                                                                       \
   default: return cuq_bad_dtype(#KERNEL);                                                          \
   }
 
-/* Whether DT is a block type of ABI 1.3 or 1.4 (Q4_K .. Q5_1, F8_E4M3_B128),
- * dequantized by cuda_dequant.h. */
-#define CUQ_IS_NEW_BLOCK_TYPE(DT) ((DT) >= QIAO_DEV_Q4_K && (DT) <= QIAO_DEV_F8_E4M3_B128)
+/* Whether DT is a block type of ABI 1.3, 1.4 or 1.5 (Q4_K .. Q5_1,
+ * F8_E4M3_B128, IQ4_NL, IQ4_XS), dequantized by cuda_dequant.h. */
+#define CUQ_IS_NEW_BLOCK_TYPE(DT) ((DT) >= QIAO_DEV_Q4_K && (DT) <= QIAO_DEV_IQ4_XS)
 
 /* Element i of a weight row in its stored dtype, dequantized exactly
  * (row: the row's first byte; quantized rows are whole blocks). */

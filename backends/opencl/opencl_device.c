@@ -43,6 +43,8 @@ static const char *const kernel_names[K_COUNT] = {"embed_f32",
                                                   "embed_q5_0",
                                                   "embed_q5_1",
                                                   "embed_f8_e4m3_b128",
+                                                  "embed_iq4_nl",
+                                                  "embed_iq4_xs",
                                                   "matmul_q4_k",
                                                   "matmul_q5_k",
                                                   "matmul_q6_k",
@@ -52,6 +54,8 @@ static const char *const kernel_names[K_COUNT] = {"embed_f32",
                                                   "matmul_q5_0",
                                                   "matmul_q5_1",
                                                   "matmul_f8_e4m3_b128",
+                                                  "matmul_iq4_nl",
+                                                  "matmul_iq4_xs",
                                                   "matmul_experts_q4_k",
                                                   "matmul_experts_q5_k",
                                                   "matmul_experts_q6_k",
@@ -61,6 +65,8 @@ static const char *const kernel_names[K_COUNT] = {"embed_f32",
                                                   "matmul_experts_q5_0",
                                                   "matmul_experts_q5_1",
                                                   "matmul_experts_f8_e4m3_b128",
+                                                  "matmul_experts_iq4_nl",
+                                                  "matmul_experts_iq4_xs",
                                                   "latent_write_f32",
                                                   "latent_write_f16",
                                                   "attention_latent_f32",
@@ -330,14 +336,15 @@ qiao_dev_error *ocl__op_supported(qiao_dev_device *device, qiao_dev_op op, qiao_
       plugin__check_handle(&ocl__rules, device, OCL_MAGIC_DEVICE, "op_supported: ", "device"));
   if (out_supported == NULL)
     return plugin__error(QIAO_DEV_INVALID_ARGUMENT, "opencl: op_supported: out_supported is NULL");
-  /* and the block types of 1.3 and FP8 of 1.4 for embed, matmul and
-   * matmul_experts, and (1.4) the latent cache ops and moe_route */
+  /* and the block types of 1.3, FP8 of 1.4 and IQ4_NL / IQ4_XS of 1.5 for
+   * embed, matmul and matmul_experts, and (1.4) the latent cache ops and
+   * moe_route */
   bool weight_op =
       op == QIAO_DEV_OP_EMBED || op == QIAO_DEV_OP_MATMUL || op == QIAO_DEV_OP_MATMUL_EXPERTS;
   bool cache = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16;
   *out_supported =
       plugin__claims(op, dtype) ||
-      (weight_op && dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_F8_E4M3_B128) ||
+      (weight_op && dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_IQ4_XS) ||
       ((op == QIAO_DEV_OP_LATENT_WRITE || op == QIAO_DEV_OP_ATTENTION_LATENT) && cache) ||
       (op == QIAO_DEV_OP_MOE_ROUTE && dtype == QIAO_DEV_F32);
   return NULL;

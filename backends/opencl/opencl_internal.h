@@ -36,20 +36,21 @@ typedef enum ocl_kernel {
   K_ARGMAX,
   K_MOE_GATE,
   K_MOE_COMBINE,
-  /* (ABI 1.3, 1.4) the same three families for the dtypes added later, Q4_K
-   * .. Q5_1 (1.3) and F8_E4M3_B128 (1.4): + (dtype - Q4_K), 9 */
+  /* (ABI 1.3, 1.4, 1.5) the same three families for the dtypes added later,
+   * Q4_K .. Q5_1 (1.3), F8_E4M3_B128 (1.4), IQ4_NL and IQ4_XS (1.5):
+   * + (dtype - Q4_K), 11 */
   K_EMBED_1_3,
-  K_MATMUL_1_3 = K_EMBED_1_3 + 9,
-  K_MATMUL_EXPERTS_1_3 = K_MATMUL_1_3 + 9,
+  K_MATMUL_1_3 = K_EMBED_1_3 + 11,
+  K_MATMUL_EXPERTS_1_3 = K_MATMUL_1_3 + 11,
   /* (ABI 1.4) multi-head latent attention and DeepSeekMoE routing */
-  K_LATENT_WRITE = K_MATMUL_EXPERTS_1_3 + 9, /* + (cache is F16), 2 */
-  K_ATTENTION_LATENT = K_LATENT_WRITE + 2,   /* + (cache is F16), 2 */
+  K_LATENT_WRITE = K_MATMUL_EXPERTS_1_3 + 11, /* + (cache is F16), 2 */
+  K_ATTENTION_LATENT = K_LATENT_WRITE + 2,    /* + (cache is F16), 2 */
   K_MOE_ROUTE = K_ATTENTION_LATENT + 2,
   K_COUNT
 } ocl_kernel;
 
 /* The kernel of a dtype-keyed family: `first` for F32 .. Q4_0, `first_1_3`
- * for the dtypes of 1.3 and 1.4 (Q4_K .. F8_E4M3_B128). */
+ * for the dtypes of 1.3, 1.4 and 1.5 (Q4_K .. IQ4_XS). */
 static inline ocl_kernel ocl__weight_kernel(ocl_kernel first, ocl_kernel first_1_3,
                                             qiao_dev_dtype dtype) {
   return dtype >= QIAO_DEV_Q4_K ? (ocl_kernel)(first_1_3 + (dtype - QIAO_DEV_Q4_K))

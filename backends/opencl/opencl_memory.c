@@ -126,6 +126,7 @@ const plugin_rules ocl__rules = {
     .runtime_minor = runtime_minor,
     .block_types_1_3 = true,
     .f8_1_4 = true,
+    .iq4_1_5 = true,
 };
 
 qiao_dev_error *ocl__queue_synchronize(qiao_dev_queue *queue) {

@@ -53,7 +53,8 @@ qiao_status *qiao_backend_batch_invariant(const qiao_backend *backend, uint32_t 
                                           bool *out_supported);
 
 /* The device ABI minor version that added `dtype`: 0 for the dtypes of 1.0,
- * 3 for the k-quant and q4_1/q5_0/q5_1 types of 1.3, 4 for f8_e4m3_b128. */
+ * 3 for the k-quant and q4_1/q5_0/q5_1 types of 1.3, 4 for f8_e4m3_b128, 5
+ * for iq4_nl and iq4_xs. */
 uint32_t qiao_dev_dtype_abi_minor(qiao_dev_dtype dtype);
 /* The device ABI minor version that added `op`: 0 for the ops of 1.0, 4 for
  * latent_write, attention_latent and moe_route. */

@@ -107,9 +107,19 @@ typedef enum qiao_dev_dtype {
    * (docs/spec/format.md §4.1). A runtime never passes it to a plugin whose
    * abi_minor is below 4. */
   QIAO_DEV_F8_E4M3_B128 = 14,
+  /* (1.5) GGUF's non-linear 4-bit types, bit-identical to GGUF's IQ4_NL and
+   * IQ4_XS: each nibble indexes the 16 levels -127, -104, -83, -65, -49,
+   * -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113. IQ4_NL: 32 elements per
+   * 18-byte block (f16 d, 16 bytes of nibbles as Q4_0's), x = d * level;
+   * IQ4_XS: 256 elements per 136-byte super-block with eight 6-bit
+   * sub-block scales, x = (d * (ls - 32)) * level (docs/spec/format.md
+   * §4.1). A runtime never passes these to a plugin whose abi_minor is
+   * below 5. */
+  QIAO_DEV_IQ4_NL = 15,
+  QIAO_DEV_IQ4_XS = 16,
   /* The number of dtypes of the version this header describes; grows with
-   * minor versions (6 in 1.0-1.2, 14 in 1.3, 15 in 1.4). */
-  QIAO_DEV_DTYPE_COUNT = 15,
+   * minor versions (6 in 1.0-1.2, 14 in 1.3, 15 in 1.4, 17 in 1.5). */
+  QIAO_DEV_DTYPE_COUNT = 17,
   QIAO_DEV_DTYPE_FORCE_32BIT = 0x7fffffff
 } qiao_dev_dtype;
 

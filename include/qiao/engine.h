@@ -46,6 +46,14 @@ typedef struct qiao_engine_pass {
   const int32_t *slots;       /* (n_tokens) KV cache slot of each token */
   const int32_t *token_seq;   /* (n_tokens) row of block_table of each token */
   const int32_t *block_table; /* (n_seqs, max_blocks_per_seq) block ids */
+  /* Appended in 0.4 (read only within struct_size): KV cache blocks the
+   * stage copies, in order, before the pass writes anything: n_copies pairs
+   * (from, to), the copies on write of the prefix cache (a sequence about to
+   * write into a shared block gets a private copy of it), so that every
+   * stage's KV cache holds what the engine's does. Only on the first pass of
+   * a forward call; 0 and NULL otherwise. */
+  uint32_t n_copies;
+  const int32_t *copies; /* (n_copies, 2) */
 } qiao_engine_pass;
 
 /* Runs the layers of an external stage on x (n_tokens, dim) F32, in place:
@@ -91,7 +99,8 @@ typedef struct qiao_engine_options {
    * int8 for them (device ABI 1.2, QIAO_DEV_PRECISION_Q8: blocks of 32 with
    * one scale, the error budget of spec §11.4), which the CPU backend does
    * with AVX512-VNNI or AVX-VNNI, several times faster than F32; float weights are
-   * always multiplied exactly. */
+   * always multiplied exactly. The same holds for the block types of ABI
+   * 1.3 and for a MoE model's experts (matmul_experts, ABI 1.5, §15.1). */
   bool exact_matmul;
   /* Appended in 0.2 (read only within struct_size): */
   /* Place consecutive layers on several devices, one "stage" each:
@@ -109,8 +118,11 @@ typedef struct qiao_engine_options {
    * the pass. The engine that holds layer 0 has the embedding and the output
    * (on its last stage of its own); an engine whose first stage is external
    * holds neither and runs only qiao_engine_forward_hidden. Needed when the
-   * split has an external stage and the engine holds layer 0; refuses
-   * prefix_cache (a copy on write would have to reach every stage). */
+   * split has an external stage and the engine holds layer 0. With
+   * prefix_cache, the copies on write reach the external stages with the
+   * next pass (qiao_engine_pass.copies); a failed forward call that carried
+   * some leaves the engine unusable (qiao_engine_device_lost): an external
+   * stage's KV cache may then differ from this engine's. */
   qiao_engine_external_fn external;
   void *external_user;
 } qiao_engine_options;

@@ -46,7 +46,11 @@ typedef enum qiao_dtype {
   /* Added in format 1.2: block-scaled FP8 E4M3, 128 elements per block with
    * an F32 scale (format.md §4.1; its HF import in §4.2). */
   QIAO_DTYPE_F8_E4M3_B128 = 14,
-  QIAO_DTYPE_COUNT = 15,
+  /* Added in format 1.3: GGUF's non-linear 4-bit types, each nibble an
+   * index into a fixed table of 16 levels (format.md §4.1). */
+  QIAO_DTYPE_IQ4_NL = 15,
+  QIAO_DTYPE_IQ4_XS = 16,
+  QIAO_DTYPE_COUNT = 17,
   /* A tensor whose element type this version of the library does not know
    * (one a later 1.x minor version of the format adds): it is listed, its
    * number is in qiao_tensor.stored_dtype, and any use of it fails naming
@@ -63,7 +67,9 @@ typedef struct qiao_dtype_info {
   uint32_t bits;          /* bits per stored element value (8 for q8_0, 4 for q4_0) */
   const char *scale_type; /* "f16" for q8_0/q4_0/q4_1/q5_0/q5_1, "f16+u6" for
                            * q4_k/q5_k, "f16+i8" for q6_k, "f16+u4" for q2_k,
-                           * "f16+i6" for q3_k, "none" otherwise */
+                           * "f16+i6" for q3_k, "f32" for f8_e4m3_b128,
+                           * "f16" for iq4_nl, "f16+i6" for iq4_xs, "none"
+                           * otherwise */
 } qiao_dtype_info;
 
 /* Layout of `dtype`, or NULL for a value outside the enum. */

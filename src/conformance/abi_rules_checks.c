@@ -303,6 +303,22 @@ static void shape_rules(actx *x, qiao_dev_buffer *b) {
     mm.x_precision = 9;
     qiao__cf_expect(x, "matmul_invalid_x_precision", api->matmul(q, &mm), mc);
   }
+  if (x->api->abi_minor >= 5) { /* padding before 1.5 (§15.1) */
+    qiao_dev_matmul_experts_args me = {.struct_size = sizeof(me),
+                                       .n_tokens = 1,
+                                       .k = 1,
+                                       .n_experts = 1,
+                                       .in_dim = 32,
+                                       .out_dim = 2,
+                                       .x_precision = 2,
+                                       .x = at(b, 0),
+                                       .w_dtype = F32,
+                                       .w = at(b, 512),
+                                       .ids = at(b, 1024),
+                                       .out = at(b, 1536)};
+    qiao__cf_expect(x, "matmul_experts_invalid_x_precision", api->matmul_experts(q, &me),
+                    op_code(x, QIAO_DEV_OP_MATMUL_EXPERTS, F32, INVALID));
+  }
   mm = mm0;
   mm.w_dtype = (qiao_dev_dtype)0x4000; /* no version defines it */
   qiao__cf_expect(x, "op_unknown_dtype_unsupported", api->matmul(q, &mm), UNSUP);

@@ -126,6 +126,8 @@ uint64_t qiao__cf_dtype_bytes(qiao_dev_dtype dtype, uint64_t count) {
   case QIAO_DEV_Q2_K: return count / 256 * 84;
   case QIAO_DEV_Q3_K: return count / 256 * 110;
   case QIAO_DEV_F8_E4M3_B128: return count / 128 * 132; /* 1.4 */
+  case QIAO_DEV_IQ4_NL: return count / 32 * 18;         /* 1.5 */
+  case QIAO_DEV_IQ4_XS: return count / 256 * 136;       /* 1.5 */
   default: return 0;
   }
 }
@@ -136,7 +138,9 @@ uint64_t qiao__cf_block_elems(qiao_dev_dtype dtype) {
   case QIAO_DEV_Q4_0:
   case QIAO_DEV_Q4_1:
   case QIAO_DEV_Q5_0:
-  case QIAO_DEV_Q5_1: return 32;
+  case QIAO_DEV_Q5_1:
+  case QIAO_DEV_IQ4_NL: return 32;
+  case QIAO_DEV_IQ4_XS:
   case QIAO_DEV_Q4_K:
   case QIAO_DEV_Q5_K:
   case QIAO_DEV_Q6_K:
@@ -263,7 +267,8 @@ bool qiao__cf_defined(qiao_dev_op op, qiao_dev_dtype dtype) {
   bool weight = dtype == QIAO_DEV_F32 || dtype == QIAO_DEV_F16 || dtype == QIAO_DEV_BF16 ||
                 dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0 ||
                 (dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1) || /* 1.3 */
-                dtype == QIAO_DEV_F8_E4M3_B128;                       /* 1.4 */
+                dtype == QIAO_DEV_F8_E4M3_B128 ||                     /* 1.4 */
+                dtype == QIAO_DEV_IQ4_NL || dtype == QIAO_DEV_IQ4_XS; /* 1.5 */
   switch (op) {
   case QIAO_DEV_OP_EMBED:
   case QIAO_DEV_OP_MATMUL:

@@ -118,6 +118,10 @@ void qiao__cf_run_invariance(qiao_conformance_report *report, cf_device *target,
  * and moe_route on a device opened in the mode (run by qiao__cf_run_invariance). */
 void qiao__cf_run_invariance_1_4(qiao_conformance_report *report, cf_device *inv, uint64_t seed,
                                  uint32_t op_mask);
+/* The same for matmul_experts (exact, and from 1.5 with Q8 activations):
+ * invariance_1_5_checks.c. */
+void qiao__cf_run_invariance_1_5(qiao_conformance_report *report, cf_device *inv, uint64_t seed,
+                                 uint32_t op_mask);
 
 /* Part of the ops level (§12.1): matmul with x_precision = Q8 (§11.4, ABI
  * 1.2) on every claimed weight dtype, exact or within the Q8 budget. */

@@ -435,6 +435,7 @@ void qiao__cf_run_invariance(qiao_conformance_report *report, cf_device *target,
     }
   }
   qiao__cf_run_invariance_1_4(report, &inv, seed, op_mask); /* ABI 1.4's ops */
+  qiao__cf_run_invariance_1_5(report, &inv, seed, op_mask); /* matmul_experts */
   /* Invariant is not enough: the mode's results must be right too (its
    * kernels differ from the ordinary ones), so every op case again. */
   qiao__cf_run_ops_in_mode(report, &inv, seed, op_mask, " batch-invariant");

@@ -98,6 +98,16 @@ static void nonnegative_block(qiao_dev_dtype dt, uint8_t *b) {
     for (int j = 0; j < 4; j++) /* the top bit of every 6-bit scale: scale - 32 >= 0 */
       b[104 + j] |= 0xaa;
     break;
+  case QIAO_DEV_IQ4_NL: /* (1.5) d >= 0, every nibble >= 8 (levels >= 1) */
+    b[1] &= 0x7f;
+    for (int j = 0; j < 16; j++)
+      b[2 + j] |= 0x88;
+    break;
+  case QIAO_DEV_IQ4_XS: /* (1.5) and every 6-bit scale >= 32 (its top bit) */
+    b[1] &= 0x7f, b[2] |= 0xaa, b[3] |= 0xaa;
+    for (int j = 0; j < 128; j++)
+      b[8 + j] |= 0x88;
+    break;
   case QIAO_DEV_F8_E4M3_B128: /* (1.4) the sign bits of the F32 scale and of every code */
     b[3] &= 0x7f;
     for (int j = 0; j < 128; j++)

@@ -109,6 +109,30 @@ static double ref_f8_element(const uint8_t *p, uint64_t i) {
   return (double)d * (q & 0x80 ? -v : v);
 }
 
+/* (1.5) IQ4_NL and IQ4_XS, element i of a row: a nibble indexes 16 fixed
+ * levels. IQ4_NL: blocks of 32 in 18 bytes, f16 d then 16 bytes (element j
+ * < 16 the low nibble of byte j, j + 16 its high nibble); d * level.
+ * IQ4_XS: blocks of 256 in 136 bytes: f16 d, u16 scales_h, 4 bytes
+ * scales_l, 128 bytes; sub-block s = j / 32 has the 6-bit scale ls (low 4
+ * bits: nibble s % 2 of scales_l[s / 2]; high 2: bits 2s, 2s+1 of
+ * scales_h) and its 16 bytes nibbled as IQ4_NL's; d * (ls - 32) * level. */
+static double ref_iq4_element(const uint8_t *p, qiao_dev_dtype dtype, uint64_t i) {
+  static const int levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                 1,    13,   25,  38,  53,  69,  89,  113};
+  if (dtype == QIAO_DEV_IQ4_NL) {
+    const uint8_t *b = p + (i / 32) * 18;
+    int j = (int)(i % 32);
+    int q = j < 16 ? b[2 + j] & 15 : b[2 + j - 16] >> 4;
+    return f16_value(u16_at(b)) * levels[q];
+  }
+  const uint8_t *b = p + (i / 256) * 136;
+  int j = (int)(i % 256), s = j / 32, l = j % 32;
+  int ls = ((b[4 + s / 2] >> (4 * (s % 2))) & 15) | ((u16_at(b + 2) >> (2 * s)) & 3) << 4;
+  const uint8_t *qs = b + 8 + 16 * s;
+  int q = l < 16 ? qs[l] & 15 : qs[l - 16] >> 4;
+  return f16_value(u16_at(b)) * (ls - 32) * levels[q];
+}
+
 double qiao__cf_ref_element(const void *data, qiao_dev_dtype dtype, uint64_t i) {
   const uint8_t *p = data;
   switch (dtype) {
@@ -148,6 +172,8 @@ double qiao__cf_ref_element(const void *data, qiao_dev_dtype dtype, uint64_t i) 
   case QIAO_DEV_Q5_0:
   case QIAO_DEV_Q5_1: return ref_32_element(p, dtype, i);
   case QIAO_DEV_F8_E4M3_B128: return ref_f8_element(p, i);
+  case QIAO_DEV_IQ4_NL:
+  case QIAO_DEV_IQ4_XS: return ref_iq4_element(p, dtype, i);
   default: return NAN;
   }
 }

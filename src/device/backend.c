@@ -434,13 +434,14 @@ const char *qiao_dev_op_name(qiao_dev_op op) {
 
 const char *qiao_dev_dtype_name(qiao_dev_dtype dtype) {
   static const char *const names[QIAO_DEV_DTYPE_COUNT] = {
-      "f32",  "f16",  "bf16", "q8_0", "q4_0", "i32",  "q4_k",        "q5_k",
-      "q6_k", "q2_k", "q3_k", "q4_1", "q5_0", "q5_1", "f8_e4m3_b128"};
+      "f32",  "f16",  "bf16", "q8_0", "q4_0", "i32",          "q4_k",   "q5_k",  "q6_k",
+      "q2_k", "q3_k", "q4_1", "q5_0", "q5_1", "f8_e4m3_b128", "iq4_nl", "iq4_xs"};
   return (unsigned)dtype < QIAO_DEV_DTYPE_COUNT ? names[dtype] : "unknown-dtype";
 }
 
 uint32_t qiao_dev_dtype_abi_minor(qiao_dev_dtype dtype) {
   if ((unsigned)dtype <= QIAO_DEV_I32) return 0;
+  if (dtype == QIAO_DEV_IQ4_NL || dtype == QIAO_DEV_IQ4_XS) return 5;
   return dtype == QIAO_DEV_F8_E4M3_B128 ? 4 : 3;
 }
 

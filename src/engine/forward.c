@@ -27,9 +27,20 @@ static qiao_dev_ref at(qiao_dev_ref ref, uint64_t byte_offset) {
   return ref;
 }
 
-/* out (n, m) = (accumulate ? out : 0) + x (n, k) @ w (m, k)^T + bias.
- * Quantized weights let the backend quantize x to int8 (device ABI 1.2)
- * unless the engine was asked for exact products. */
+/* The precision of x for a product with weights of `dtype`: quantized
+ * weights (Q8_0, Q4_0 and the block types of ABI 1.3 and 1.5) let the
+ * backend quantize x to int8 (matmul: ABI 1.2; matmul_experts: 1.5) unless
+ * the engine was asked for exact products. */
+static uint32_t x_precision(const qiao_engine *e, qiao_dev_dtype dtype) {
+  if (!e->exact_matmul && (dtype == QIAO_DEV_Q8_0 || dtype == QIAO_DEV_Q4_0 ||
+                           (dtype >= QIAO_DEV_Q4_K && dtype <= QIAO_DEV_Q5_1) ||
+                           dtype == QIAO_DEV_IQ4_NL || dtype == QIAO_DEV_IQ4_XS))
+    return QIAO_DEV_PRECISION_Q8;
+  return QIAO_DEV_PRECISION_EXACT;
+}
+
+/* out (n, m) = (accumulate ? out : 0) + x (n, k) @ w (m, k)^T + bias,
+ * x at x_precision (above). */
 static qiao_status *matmul(qiao__stage *g, uint64_t n, uint64_t k, uint64_t m, qiao_dev_ref x,
                            const qiao__weight *w, qiao_dev_ref bias, qiao_dev_ref out,
                            uint32_t accumulate, const char *what) {
@@ -44,10 +55,7 @@ static qiao_status *matmul(qiao__stage *g, uint64_t n, uint64_t k, uint64_t m, q
                             .bias = bias,
                             .out = out,
                             .accumulate = accumulate};
-  /* quantized weights (Q8_0, Q4_0 and the block types of ABI 1.3) */
-  if (!e->exact_matmul && (w->dtype == QIAO_DEV_Q8_0 || w->dtype == QIAO_DEV_Q4_0 ||
-                           (w->dtype >= QIAO_DEV_Q4_K && w->dtype <= QIAO_DEV_Q5_1)))
-    a.x_precision = QIAO_DEV_PRECISION_Q8;
+  a.x_precision = x_precision(e, w->dtype);
   return QIAO__DEV(g, g->ops->matmul(g->ops_queue, &a), what);
 }
 
@@ -82,7 +90,8 @@ static qiao_status *rope(qiao__stage *g, uint64_t n_tokens, uint64_t n_heads, ui
   return QIAO__DEV(g, g->ops->rope(g->ops_queue, &a), what);
 }
 
-/* out (T, K, out_dim) = the K chosen experts of w applied to x */
+/* out (T, K, out_dim) = the K chosen experts of w applied to x, x at
+ * x_precision (as matmul) */
 static qiao_status *matmul_experts(qiao__stage *g, uint64_t in_dim, uint64_t out_dim,
                                    uint32_t x_per_slot, qiao_dev_ref x, const qiao__weight *w,
                                    qiao_dev_ref out, uint64_t n_tokens, const char *what) {
@@ -94,6 +103,7 @@ static qiao_status *matmul_experts(qiao__stage *g, uint64_t in_dim, uint64_t out
                                     .in_dim = in_dim,
                                     .out_dim = out_dim,
                                     .x_per_slot = x_per_slot,
+                                    .x_precision = x_precision(e, w->dtype),
                                     .x = x,
                                     .w_dtype = w->dtype,
                                     .w = w->ref,
@@ -103,7 +113,8 @@ static qiao_status *matmul_experts(qiao__stage *g, uint64_t in_dim, uint64_t out
 }
 
 /* out (T, H, out_dim) = per head h: w[h] (out_dim, in_dim) @ x[t, h, :], as
- * matmul_experts with every head chosen in order (ids 0..H-1) */
+ * matmul_experts with every head chosen in order (ids 0..H-1), x at
+ * x_precision (as matmul) */
 static qiao_status *matmul_heads(qiao__stage *g, uint64_t n_tokens, uint64_t in_dim,
                                  uint64_t out_dim, qiao_dev_ref x, const qiao__weight *w,
                                  qiao_dev_ref out, const char *what) {
@@ -115,6 +126,7 @@ static qiao_status *matmul_heads(qiao__stage *g, uint64_t n_tokens, uint64_t in_
                                     .in_dim = in_dim,
                                     .out_dim = out_dim,
                                     .x_per_slot = 1,
+                                    .x_precision = x_precision(g->engine, w->dtype),
                                     .x = x,
                                     .w_dtype = w->dtype,
                                     .w = w->ref,
@@ -355,7 +367,8 @@ static qiao_status *run_layers(qiao_engine *e, qiao__stage **gp, bool *on_host, 
                                  .n_tokens = T, .n_seqs = n_seqs,
                                  .max_blocks_per_seq = e->max_blocks_per_seq,
                                  .positions = e->h_positions, .slots = e->h_slots,
-                                 .token_seq = e->h_token_seq, .block_table = e->h_block_table};
+                                 .token_seq = e->h_token_seq, .block_table = e->h_block_table,
+                                 .n_copies = e->n_ext_copies, .copies = e->ext_copies};
         if (e->external == NULL)
           return qiao__error(QIAO_INVALID_ARGUMENT, "engine: layers %u-%u are external and no runner was given",
                              g->first_layer, g->end_layer - 1);

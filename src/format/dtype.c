@@ -34,6 +34,12 @@ static const qiao_dtype_info dtype_infos[QIAO_DTYPE_COUNT] = {
     [QIAO_DTYPE_Q5_1] = {"q5_1", 32, 24, 5, "f16"},
     /* Format 1.2 (format.md §4.1). 128 values: f32 d, then 128 E4M3 codes */
     [QIAO_DTYPE_F8_E4M3_B128] = {"f8_e4m3_b128", 128, 132, 8, "f32"},
+    /* Format 1.3 (format.md §4.1). 32 values: f16 d, 16 bytes of nibbles,
+     * each an index into the 16 non-linear levels */
+    [QIAO_DTYPE_IQ4_NL] = {"iq4_nl", 32, 18, 4, "f16"},
+    /* 256 values: f16 d, eight 6-bit sub-block scales (u16 high bits, 4 bytes
+     * of low nibbles), 128 bytes of nibbles as iq4_nl */
+    [QIAO_DTYPE_IQ4_XS] = {"iq4_xs", 256, 136, 4, "f16+i6"},
 };
 
 const qiao_dtype_info *qiao_dtype_get_info(qiao_dtype dtype) {
@@ -50,7 +56,7 @@ qiao_status *qiao_dtype_from_name(const char *name, qiao_dtype *out_dtype) {
   }
   return qiao__error(QIAO_INVALID_ARGUMENT,
                      "unknown dtype '%s' (expected f32, f16, bf16, q8_0, q4_0, i32, q4_k, "
-                     "q5_k, q6_k, q2_k, q3_k, q4_1, q5_0, q5_1 or f8_e4m3_b128)",
+                     "q5_k, q6_k, q2_k, q3_k, q4_1, q5_0, q5_1, f8_e4m3_b128, iq4_nl or iq4_xs)",
                      name ? name : "");
 }
 

@@ -2,6 +2,7 @@
  * layouts match GGUF's so that files stay loadable by llama.cpp. */
 #include "format/dtype_convert.h"
 #include "format/fp8.h"
+#include "format/quantize_iq4.h"
 #include "format/quantize_k.h"
 
 #include <math.h>
@@ -185,6 +186,31 @@ static void dequant_q4_1_q5(const uint8_t *b, float *y, qiao_dtype dtype) {
   }
 }
 
+/* iq4_nl and iq4_xs (format 1.3): a nibble indexes these 16 levels. */
+static const int8_t iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                      1,    13,   25,  38,  53,  69,  89,  113};
+
+/* 32 elements from 16 bytes of nibbles scaled by d: low nibbles are
+ * elements 0..15, high nibbles 16..31. */
+static void dequant_iq4_32(const uint8_t *qs, float d, float *y) {
+  for (int j = 0; j < 16; j++) {
+    y[j] = d * (float)iq4_levels[qs[j] & 0x0f];
+    y[j + 16] = d * (float)iq4_levels[qs[j] >> 4];
+  }
+}
+
+/* iq4_xs: f16 d, u16 scales_h, scales_l[4], qs[128]; sub-block ib's 6-bit
+ * scale is the (ib % 2) nibble of scales_l[ib / 2] with bits 2 ib..2 ib+1 of
+ * scales_h above it; its elements use d * (scale - 32). */
+static void dequant_iq4_xs(const uint8_t *b, float *y) {
+  float d = qiao__f16_to_f32(load_u16(b));
+  uint16_t scales_h = load_u16(b + 2);
+  for (int ib = 0; ib < 8; ib++) {
+    int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0f) | ((scales_h >> (2 * ib)) & 3) << 4;
+    dequant_iq4_32(b + 8 + 16 * ib, d * (float)(ls - 32), y + 32 * ib);
+  }
+}
+
 void qiao__dtype_to_f32(qiao_dtype dtype, const void *src_v, float *dst, uint64_t n) {
   const uint8_t *src = src_v;
   switch (dtype) {
@@ -250,6 +276,14 @@ void qiao__dtype_to_f32(qiao_dtype dtype, const void *src_v, float *dst, uint64_
     break;
   }
   case QIAO_DTYPE_F8_E4M3_B128: qiao__f8b128_to_f32(src, dst, n); break;
+  case QIAO_DTYPE_IQ4_NL:
+    for (uint64_t b = 0; b < n / 32; b++)
+      dequant_iq4_32(src + 18 * b + 2, qiao__f16_to_f32(load_u16(src + 18 * b)), dst + 32 * b);
+    break;
+  case QIAO_DTYPE_IQ4_XS:
+    for (uint64_t b = 0; b < n / 256; b++)
+      dequant_iq4_xs(src + 136 * b, dst + 256 * b);
+    break;
   default: break;
   }
 }
@@ -316,6 +350,8 @@ void qiao__dtype_from_f32(qiao_dtype dtype, const float *src, void *dst_v, uint6
       quantize_q4_0(src + 32 * b, dst + 18 * b);
     break;
   case QIAO_DTYPE_F8_E4M3_B128: qiao__f8b128_from_f32(src, dst, n); break;
+  case QIAO_DTYPE_IQ4_NL:
+  case QIAO_DTYPE_IQ4_XS: qiao__quantize_iq4(dtype, src, dst, n); break;
   default: /* the k-quants and q4_1 / q5_0 / q5_1 (quantize_k.c) */
     if (qiao__quantize_k_supports(dtype)) qiao__quantize_k(dtype, src, dst, n);
     break;

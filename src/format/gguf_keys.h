@@ -63,6 +63,8 @@ const char *qiao__gguf_pre_from_canonical(const char *value, uint64_t len);
 #define QIAO__GGML_Q4_K 12u
 #define QIAO__GGML_Q5_K 13u
 #define QIAO__GGML_Q6_K 14u
+#define QIAO__GGML_IQ4_NL 20u
+#define QIAO__GGML_IQ4_XS 23u
 #define QIAO__GGML_I32 26u
 #define QIAO__GGML_BF16 30u
 const char *qiao__ggml_type_name(uint32_t type); /* NULL when unknown */

@@ -192,6 +192,8 @@ static qiao_status *map_type(const reader *r, const char *tensor, uint32_t type,
   case QIAO__GGML_Q4_1: *out = QIAO_DTYPE_Q4_1; return NULL;
   case QIAO__GGML_Q5_0: *out = QIAO_DTYPE_Q5_0; return NULL;
   case QIAO__GGML_Q5_1: *out = QIAO_DTYPE_Q5_1; return NULL;
+  case QIAO__GGML_IQ4_NL: *out = QIAO_DTYPE_IQ4_NL; return NULL;
+  case QIAO__GGML_IQ4_XS: *out = QIAO_DTYPE_IQ4_XS; return NULL;
   }
   const char *type_name = qiao__ggml_type_name(type);
   if (type_name)

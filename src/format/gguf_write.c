@@ -33,6 +33,8 @@ static uint32_t ggml_type(qiao_dtype dtype) {
   case QIAO_DTYPE_Q4_1: return QIAO__GGML_Q4_1;
   case QIAO_DTYPE_Q5_0: return QIAO__GGML_Q5_0;
   case QIAO_DTYPE_Q5_1: return QIAO__GGML_Q5_1;
+  case QIAO_DTYPE_IQ4_NL: return QIAO__GGML_IQ4_NL;
+  case QIAO_DTYPE_IQ4_XS: return QIAO__GGML_IQ4_XS;
   default: return QIAO__GGML_I32;
   }
 }

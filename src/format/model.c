@@ -676,7 +676,7 @@ qiao_status *qiao_model_tensor_check(const qiao_model *model, const qiao_tensor 
   if (qiao_dtype_get_info(t->dtype) != NULL) return NULL;
   return qiao__error(QIAO_UNSUPPORTED,
                      "%s: tensor %s: element type %u (layout '%s') is not supported by this "
-                     "version of qiao (it knows the element types of .qiao 1.2)",
+                     "version of qiao (it knows the element types of .qiao 1.3)",
                      qiao_model_path(model), t->name, t->stored_dtype, t->layout ? t->layout : "");
 }
 

@@ -242,7 +242,8 @@ qiao_status *qiao_model_write_quantized(const qiao_model *model, const char *pat
   if (want != QIAO_DTYPE_COUNT && (qiao_dtype_get_info(want) == NULL || want == QIAO_DTYPE_I32))
     return qiao__error(QIAO_INVALID_ARGUMENT,
                        "qiao_model_write: weights can be converted to f32, f16, bf16, q8_0, "
-                       "q4_0, q4_k, q5_k, q6_k, q2_k, q3_k, q4_1, q5_0, q5_1 or f8_e4m3_b128");
+                       "q4_0, q4_k, q5_k, q6_k, q2_k, q3_k, q4_1, q5_0, q5_1, f8_e4m3_b128, "
+                       "iq4_nl or iq4_xs");
   qiao_quant_mix mix = quant ? quant->mix : QIAO_MIX_NONE;
   bool report_error = quant && quant->report_error;
 

@@ -67,11 +67,12 @@ static qiao_status *build_meta(const qiao_model *model, qiao__tensor_plan *plans
   uint8_t *h = m->buf;
   memcpy(h + QIAO__H_MAGIC, QIAO__FILE_MAGIC, 4);
   put_at(h, QIAO__H_MAJOR, QIAO__FILE_MAJOR, 2);
-  /* 1.0 unless a tensor has a dtype of 1.1 or 1.2 (format.md §4.1) */
+  /* 1.0 unless a tensor has a dtype of 1.1, 1.2 or 1.3 (format.md §4.1) */
   uint32_t minor = QIAO__FILE_MINOR;
   for (uint64_t i = 0; i < n; i++) {
     if (plans[i].dtype >= QIAO_DTYPE_Q4_K && minor < 1) minor = 1;
-    if (plans[i].dtype >= QIAO_DTYPE_F8_E4M3_B128) minor = 2;
+    if (plans[i].dtype == QIAO_DTYPE_F8_E4M3_B128 && minor < 2) minor = 2;
+    if (plans[i].dtype >= QIAO_DTYPE_IQ4_NL) minor = 3;
   }
   put_at(h, QIAO__H_MINOR, minor, 2);
   put_at(h, QIAO__H_FLAGS, 0, 4);

@@ -46,7 +46,7 @@ static bool use_more_bits(int i, int n) {
 }
 
 /* The type a tensor whose rows are not whole blocks of `t` gets instead
- * (llama.cpp's fallbacks for the k-quants; f16 after that). */
+ * (llama.cpp's fallbacks for the k-quants and iq4_xs; f16 after that). */
 static qiao_dtype fall_back(qiao_dtype t, uint64_t row) {
   const qiao_dtype_info *info = qiao_dtype_get_info(t);
   if (row % info->block_elems == 0) return t;
@@ -56,6 +56,7 @@ static qiao_dtype fall_back(qiao_dtype t, uint64_t row) {
   case QIAO_DTYPE_Q4_K: t = QIAO_DTYPE_Q5_0; break;
   case QIAO_DTYPE_Q5_K: t = QIAO_DTYPE_Q5_1; break;
   case QIAO_DTYPE_Q6_K: t = QIAO_DTYPE_Q8_0; break;
+  case QIAO_DTYPE_IQ4_XS: t = QIAO_DTYPE_IQ4_NL; break;
   default: return QIAO_DTYPE_F16;
   }
   return row % qiao_dtype_get_info(t)->block_elems == 0 ? t : QIAO_DTYPE_F16;

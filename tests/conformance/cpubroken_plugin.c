@@ -11,6 +11,7 @@
  *                budget, but a row alone no longer equals that row in a batch
  *   q8_round     matmul with Q8 activations (ABI 1.2) rounds every activation
  *                up, as a quantizer that truncates x / d + 1/2 would
+ *   q8_round_experts  (1.5) the same in matmul_experts with Q8 activations
  *   moe_tie      moe_gate ranks experts by binary32 p instead of by logit, so
  *                logits that differ but round to the same p tie to the
  *                smaller index
@@ -246,6 +247,36 @@ static void half_step_up(uint8_t *bytes, uint64_t n_bytes) {
 static qiao_dev_error *q8_round_matmul(qiao_dev_queue *q, const qiao_dev_matmul_args *a) {
   if (a->x_precision != QIAO_DEV_PRECISION_Q8 || a->k % 32 != 0) return cpu->matmul(q, a);
   return matmul_on_copy(q, a, true, a->n * a->k * 4, half_step_up);
+}
+
+static qiao_dev_error *q8_round_experts(qiao_dev_queue *q, const qiao_dev_matmul_experts_args *a) {
+  uint64_t rows = a->x_per_slot ? a->n_tokens * a->k : a->n_tokens;
+  if (a->x_precision != QIAO_DEV_PRECISION_Q8 || a->in_dim % 32 != 0 || last_device == NULL ||
+      rows > (UINT64_MAX / 4) / (a->in_dim ? a->in_dim : 1))
+    return cpu->matmul_experts(q, a);
+  uint64_t bytes = rows * a->in_dim * 4;
+  uint8_t *data = malloc(bytes ? bytes : 1);
+  if (data == NULL) return cpu->matmul_experts(q, a);
+  qiao_dev_error *e = cpu->queue_synchronize(q);
+  if (e == NULL) e = cpu->download(q, data, a->x, bytes);
+  if (e == NULL) e = cpu->queue_synchronize(q);
+  qiao_dev_buffer *copy = NULL;
+  if (e == NULL) {
+    half_step_up(data, bytes);
+    e = cpu->buffer_create(last_device, bytes ? bytes : 1, &copy);
+  }
+  if (e == NULL) e = cpu->upload(q, (qiao_dev_ref){copy, 0}, data, bytes);
+  qiao_dev_matmul_experts_args b = *a;
+  b.x = (qiao_dev_ref){copy, 0};
+  if (e == NULL) e = cpu->matmul_experts(q, &b);
+  qiao_dev_error *s = cpu->queue_synchronize(q);
+  if (e == NULL)
+    e = s;
+  else if (s != NULL)
+    cpu->error_destroy(s);
+  cpu->buffer_destroy(copy);
+  free(data);
+  return e;
 }
 
 /* ---- moe_tie: experts ranked by binary32 p, ties to the smaller index ---- */
@@ -615,6 +646,7 @@ __attribute__((visibility("default"))) const qiao_dev_api *qiao_device_get_api(v
     if (strcmp(mode, "window") == 0) table.attention = broken_attention;
     if (strcmp(mode, "split_k") == 0) table.matmul = split_k_matmul;
     if (strcmp(mode, "q8_round") == 0) table.matmul = q8_round_matmul;
+    if (strcmp(mode, "q8_round_experts") == 0) table.matmul_experts = q8_round_experts;
     if (strcmp(mode, "moe_tie") == 0) table.moe_gate = tie_by_p_moe_gate;
     if (strcmp(mode, "abi_major") == 0) table.backend_open = ignoring_major_backend_open;
     if (strcmp(mode, "small_options") == 0) {

@@ -105,7 +105,8 @@ static void test_backend_and_device(void) {
       uint32_t want;
       if (op == QIAO_DEV_OP_EMBED || op == QIAO_DEV_OP_MATMUL || op == QIAO_DEV_OP_MATMUL_EXPERTS)
         want = dt <= QIAO_DEV_Q4_0 || (dt >= QIAO_DEV_Q4_K && dt <= QIAO_DEV_Q5_1) || /* 1.3 */
-               dt == QIAO_DEV_F8_E4M3_B128;                                           /* 1.4 */
+               dt == QIAO_DEV_F8_E4M3_B128 ||                                         /* 1.4 */
+               dt == QIAO_DEV_IQ4_NL || dt == QIAO_DEV_IQ4_XS;                        /* 1.5 */
       else if (op == QIAO_DEV_OP_KV_WRITE || op == QIAO_DEV_OP_ATTENTION ||
                op == QIAO_DEV_OP_LATENT_WRITE || op == QIAO_DEV_OP_ATTENTION_LATENT) /* 1.4 */
         want = dt == QIAO_DEV_F32 || dt == QIAO_DEV_F16;
@@ -243,7 +244,7 @@ static void test_op_errors(env *t) {
   EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_INVALID_ARGUMENT, "struct_size");
   e = m, e.w_dtype = (qiao_dev_dtype)QIAO_DEV_DTYPE_COUNT; /* the first of a later version */
   /* an unknown dtype value is an unclaimed pair (device-abi.md §6, §10.1) */
-  EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_UNSUPPORTED, "matmul: w_dtype 15 is not a dtype");
+  EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_UNSUPPORTED, "matmul: w_dtype 17 is not a dtype");
   e = m, e.w_dtype = QIAO_DEV_I32;
   EXPECT_ERR(api->matmul(q, &e), QIAO_DEV_UNSUPPORTED, "w_dtype I32");
   e = m, e.w_dtype = QIAO_DEV_Q8_0, e.k = 48;
@@ -348,8 +349,9 @@ static void test_op_errors(env *t) {
   /* matmul_experts */
   int32_t eids[2] = {7, 8};
   EXPECT_OK(api->upload(q, (qiao_dev_ref){small, 32}, eids, sizeof(eids)));
-  qiao_dev_matmul_experts_args me = {
-      sizeof(me), 1, 2, 8, 32, 4, 0, {big, 0}, QIAO_DEV_Q8_0, {big, 1024}, {small, 32}, {other, 0}};
+  qiao_dev_matmul_experts_args me = {sizeof(me),  1,           2,         8,        32,
+                                     4,           0,           0,         {big, 0}, QIAO_DEV_Q8_0,
+                                     {big, 1024}, {small, 32}, {other, 0}};
   EXPECT_ASYNC_ERR(api->matmul_experts(q, &me), QIAO_DEV_INVALID_ARGUMENT,
                    "matmul_experts: ids[0,1] = 8 >= n_experts 8");
   me.k = 1;

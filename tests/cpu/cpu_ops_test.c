@@ -140,8 +140,8 @@ static void test_matmul_experts(qiao_dev_dtype dt, uint64_t n_tokens, uint64_t k
     qiao_dev_buffer *xb = buf(t, x, x_rows * in_dim * 4), *wb = buf(t, w, n_experts * out_dim * rb);
     qiao_dev_buffer *ib = buf(t, ids, n_pairs * 4), *ob = buf(t, NULL, n_pairs * out_dim * 4);
     qiao_dev_matmul_experts_args a = {
-        sizeof(a), n_tokens, k,       n_experts, in_dim, out_dim, (uint32_t)x_per_slot,
-        ref(xb),   dt,       ref(wb), ref(ib),   ref(ob)};
+        sizeof(a), n_tokens, k,  n_experts, in_dim,  out_dim, (uint32_t)x_per_slot,
+        0,         ref(xb),  dt, ref(wb),   ref(ib), ref(ob)};
     EXPECT_OK(api->matmul_experts(t->queue, &a));
     get(t, outs[e], ob, n_pairs * out_dim * 4);
     api->buffer_destroy(xb), api->buffer_destroy(wb), api->buffer_destroy(ib),

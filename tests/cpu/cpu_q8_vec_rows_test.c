@@ -1,11 +1,13 @@
 /* The prefill kernels of Q8 activations on stored blocks (vec_q8_rows,
- * cpu_internal.h): on every kernel set that has one, for Q5_0, Q4_K and
- * Q5_K weights, each (weight row, x row) product of a call over nw weight
- * rows and nr x rows is bit for bit what vec_q8 gives for that weight row
- * alone, for every nw, nr and offset into the x rows, block counts odd and
- * even, and a NaN scale of x (a non-finite block) included. That is what
- * keeps a row's result independent of the batch it shares a pass with.
- * No kernel set with vec_q8_rows on this processor: skipped (77). */
+ * cpu_internal.h): on every kernel set that has one, for Q5_0, Q4_K, Q5_K
+ * and Q4_0 (matmul_experts, ABI 1.5) weights, each (weight row, x row)
+ * product of a call over nw weight rows and nr x rows is bit for bit what
+ * vec_q8 gives for that weight row alone, for every nw, nr and offset into
+ * the x rows, block counts odd and even, and a NaN scale of x (a
+ * non-finite block) included. That is what keeps a row's result
+ * independent of the batch it shares a pass with. No kernel set with
+ * vec_q8_rows on this processor: skipped (77). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,9 +27,13 @@ static uint8_t *random_rows(qiao_dev_dtype dt, uint64_t k, uint64_t rb) {
   uint8_t *w = malloc(MAX_W * rb);
   for (uint64_t i = 0; i < MAX_W * rb; i++)
     w[i] = (uint8_t)rnd();
-  uint64_t bytes = dt == QIAO_DEV_Q5_0 ? 22 : dt == QIAO_DEV_Q4_K ? 144 : 176;
-  uint64_t elems = dt == QIAO_DEV_Q5_0 ? 32 : 256;
-  int scales = dt == QIAO_DEV_Q5_0 ? 1 : 2; /* d, and dmin for the K types */
+  bool small = dt == QIAO_DEV_Q5_0 || dt == QIAO_DEV_Q4_0;
+  uint64_t bytes = dt == QIAO_DEV_Q5_0   ? 22
+                   : dt == QIAO_DEV_Q4_0 ? 18
+                   : dt == QIAO_DEV_Q4_K ? 144
+                                         : 176;
+  uint64_t elems = small ? 32 : 256;
+  int scales = small ? 1 : 2; /* d, and dmin for the K types */
   for (uint64_t r = 0; r < MAX_W; r++)
     for (uint64_t b = 0; b < k / elems; b++)
       for (int t = 0; t < scales; t++) {
@@ -38,7 +44,9 @@ static uint8_t *random_rows(qiao_dev_dtype dt, uint64_t k, uint64_t rb) {
 }
 
 static int check(const qiao__cpu_kernels *ks, qiao_dev_dtype dt, uint64_t k) {
-  uint64_t rb = dt == QIAO_DEV_Q5_0 ? k / 32 * 22 : k / 256 * (dt == QIAO_DEV_Q4_K ? 144 : 176);
+  uint64_t rb = dt == QIAO_DEV_Q5_0   ? k / 32 * 22
+                : dt == QIAO_DEV_Q4_0 ? k / 32 * 18
+                                      : k / 256 * (dt == QIAO_DEV_Q4_K ? 144 : 176);
   uint8_t *w = random_rows(dt, k, rb);
   int8_t *q = malloc(MAX_X * k);
   float *d = malloc(MAX_X * k / 32 * sizeof(float));
@@ -80,15 +88,17 @@ static int check(const qiao__cpu_kernels *ks, qiao_dev_dtype dt, uint64_t k) {
 int main(void) {
   const qiao__cpu_kernels *sets[] = {qiao__cpu_kernels_scalar(), qiao__cpu_kernels_avx2(),
                                      qiao__cpu_kernels_avx512()};
-  static const qiao_dev_dtype dtypes[] = {QIAO_DEV_Q5_0, QIAO_DEV_Q4_K, QIAO_DEV_Q5_K};
-  static const uint64_t ks_small[] = {32, 64, 96, 896}, ks_super[] = {256, 512, 4864};
+  static const qiao_dev_dtype dtypes[] = {QIAO_DEV_Q5_0, QIAO_DEV_Q4_K, QIAO_DEV_Q5_K,
+                                          QIAO_DEV_Q4_0};
+  static const uint64_t ks_small[] = {32, 64, 96, 160, 896}, ks_super[] = {256, 512, 4864};
   int checked = 0, failures = 0;
   for (size_t s = 0; s < sizeof(sets) / sizeof(sets[0]); s++)
     for (size_t t = 0; sets[s] != NULL && t < sizeof(dtypes) / sizeof(dtypes[0]); t++) {
       qiao_dev_dtype dt = dtypes[t];
       if (sets[s]->vec_q8_rows[dt] == NULL || sets[s]->vec_q8[dt] == NULL) continue;
-      const uint64_t *ks = dt == QIAO_DEV_Q5_0 ? ks_small : ks_super;
-      size_t nk = dt == QIAO_DEV_Q5_0 ? 4 : 3;
+      bool small = dt == QIAO_DEV_Q5_0 || dt == QIAO_DEV_Q4_0;
+      const uint64_t *ks = small ? ks_small : ks_super;
+      size_t nk = small ? 5 : 3;
       for (size_t i = 0; i < nk; i++)
         failures += check(sets[s], dt, ks[i]), checked++;
     }

@@ -47,9 +47,9 @@ static int same_value(float a, float b) {
 }
 
 static const char *dtype_name(int dt) {
-  static const char *names[] = {"F32",  "F16",  "BF16", "Q8_0", "Q4_0",
-                                "I32",  "Q4_K", "Q5_K", "Q6_K", "Q2_K",
-                                "Q3_K", "Q4_1", "Q5_0", "Q5_1", "F8_E4M3_B128"};
+  static const char *names[] = {"F32",  "F16",  "BF16",         "Q8_0",   "Q4_0",  "I32",
+                                "Q4_K", "Q5_K", "Q6_K",         "Q2_K",   "Q3_K",  "Q4_1",
+                                "Q5_0", "Q5_1", "F8_E4M3_B128", "IQ4_NL", "IQ4_XS"};
   return dt >= 0 && dt < (int)(sizeof(names) / sizeof(names[0])) ? names[dt] : "?";
 }
 
@@ -236,7 +236,7 @@ static void test_dtype(int dt) {
   }
   free(want);
   if (cpu_rounds == 0) {
-    /* Every dtype but FP8 is an ABI 1.3 dtype the CPU backend implements. */
+    /* Every dtype but FP8 is an ABI 1.3 or 1.5 dtype the CPU backend implements. */
     if (dt != QIAO_DEV_F8_E4M3_B128) {
       fprintf(stderr, "%s: the CPU backend does not claim embed\n", dtype_name(dt));
       failures++;
@@ -267,11 +267,13 @@ int main(void) {
   EXPECT(cuq_block_bytes(QIAO_DEV_Q5_0) == 22 && cuq_block_bytes(QIAO_DEV_Q5_1) == 24);
   EXPECT(cuq_block_bytes(QIAO_DEV_F8_E4M3_B128) == 132 &&
          cuq_block_elems(QIAO_DEV_F8_E4M3_B128) == 128);
+  EXPECT(cuq_block_bytes(QIAO_DEV_IQ4_NL) == 18 && cuq_block_elems(QIAO_DEV_IQ4_NL) == 32);
+  EXPECT(cuq_block_bytes(QIAO_DEV_IQ4_XS) == 136 && cuq_block_elems(QIAO_DEV_IQ4_XS) == 256);
   EXPECT(cuq_block_elems(QIAO_DEV_I32) == 0 && cuq_block_bytes(QIAO_DEV_DTYPE_COUNT) == 0);
-  const int dtypes[] = {QIAO_DEV_F32,  QIAO_DEV_F16,         QIAO_DEV_BF16, QIAO_DEV_Q8_0,
-                        QIAO_DEV_Q4_0, QIAO_DEV_Q4_K,        QIAO_DEV_Q5_K, QIAO_DEV_Q6_K,
-                        QIAO_DEV_Q2_K, QIAO_DEV_Q3_K,        QIAO_DEV_Q4_1, QIAO_DEV_Q5_0,
-                        QIAO_DEV_Q5_1, QIAO_DEV_F8_E4M3_B128};
+  const int dtypes[] = {QIAO_DEV_F32,  QIAO_DEV_F16,          QIAO_DEV_BF16,   QIAO_DEV_Q8_0,
+                        QIAO_DEV_Q4_0, QIAO_DEV_Q4_K,         QIAO_DEV_Q5_K,   QIAO_DEV_Q6_K,
+                        QIAO_DEV_Q2_K, QIAO_DEV_Q3_K,         QIAO_DEV_Q4_1,   QIAO_DEV_Q5_0,
+                        QIAO_DEV_Q5_1, QIAO_DEV_F8_E4M3_B128, QIAO_DEV_IQ4_NL, QIAO_DEV_IQ4_XS};
   for (size_t i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
     test_dtype(dtypes[i]);
   cpu_close();

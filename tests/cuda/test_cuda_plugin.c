@@ -113,7 +113,9 @@ static unsigned char *tame_blocks(int dt, uint64_t n_blocks) {
   case QIAO_DEV_Q5_K:
   case QIAO_DEV_Q4_1:
   case QIAO_DEV_Q5_1: f16_at[0] = 0, f16_at[1] = 2; break;
-  case QIAO_DEV_Q5_0: f16_at[0] = 0; break;
+  case QIAO_DEV_Q5_0:
+  case QIAO_DEV_IQ4_NL:
+  case QIAO_DEV_IQ4_XS: f16_at[0] = 0; break;
   case QIAO_DEV_Q6_K: f16_at[0] = 208; break;
   case QIAO_DEV_Q2_K: f16_at[0] = 80, f16_at[1] = 82; break;
   case QIAO_DEV_Q3_K: f16_at[0] = 108; break;

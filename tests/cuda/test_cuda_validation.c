@@ -312,7 +312,7 @@ int main(void) {
   em.vocab = UINT64_MAX / 2;
   EXPECT(cuq__embed(&q, &em), QIAO_DEV_INVALID_ARGUMENT, NULL);
   qiao_dev_matmul_experts_args me = {
-      sizeof(me), 2, 2, 4, 32, 8, 1, B, QIAO_DEV_Q4_0, {&big, 4096}, {&big, 8192}, O};
+      sizeof(me), 2, 2, 4, 32, 8, 1, 0, B, QIAO_DEV_Q4_0, {&big, 4096}, {&big, 8192}, O};
   PASSES(cuq__matmul_experts(&q, &me));
   me.in_dim = 40;
   EXPECT(cuq__matmul_experts(&q, &me), QIAO_DEV_INVALID_ARGUMENT, "block size");
@@ -459,8 +459,8 @@ int main(void) {
   yes = 5;
   CHECK(cuq__op_supported(&dev, QIAO_DEV_OP_MATMUL, QIAO_DEV_DTYPE_COUNT, &yes) == NULL &&
         yes == 0);
-  /* (1.3, 1.4) every block type for the three weight ops, and for nothing else */
-  for (int dt = QIAO_DEV_Q4_K; dt <= QIAO_DEV_F8_E4M3_B128; dt++) {
+  /* (1.3, 1.4, 1.5) every block type for the three weight ops, and for nothing else */
+  for (int dt = QIAO_DEV_Q4_K; dt <= QIAO_DEV_IQ4_XS; dt++) {
     const qiao_dev_op weight_ops[] = {QIAO_DEV_OP_EMBED, QIAO_DEV_OP_MATMUL,
                                       QIAO_DEV_OP_MATMUL_EXPERTS};
     for (int o = 0; o < 3; o++) {

@@ -1,6 +1,7 @@
 /* The freeze of device ABI 1.5 (LP64), beside abi_layout_v1_0.c .. v1_4.c,
  * which keep checking theirs: 1.5 gives matmul_experts the activation
- * precision of matmul (in what was padding, so no size changes), so none of
+ * precision of matmul (in what was padding, so no size changes) and appends
+ * the dtypes IQ4_NL and IQ4_XS, so none of
  * these numbers may change after the release (docs/spec/device-abi.md
  * Appendix F). */
 #include <stddef.h>
@@ -18,5 +19,10 @@ int main(void) {
   CHECK(offsetof(qiao_dev_matmul_experts_args, x_per_slot) == 48);
   CHECK(offsetof(qiao_dev_matmul_experts_args, x_precision) == 52);
   CHECK(offsetof(qiao_dev_matmul_experts_args, x) == 56);
+
+  /* the dtypes appended in 1.5 (IQ4_NL: 32 elements in 18 bytes, IQ4_XS:
+   * 256 in 136) */
+  CHECK(QIAO_DEV_IQ4_NL == 15 && QIAO_DEV_IQ4_XS == 16);
+  CHECK(QIAO_DEV_DTYPE_COUNT >= 17);
   return 0;
 }

@@ -147,6 +147,19 @@ int main(int argc, char **argv) {
     CHECK_OK(
         qiao_backend_op_supported(backend, NULL, QIAO_DEV_OP_MATMUL, QIAO_DEV_F8_E4M3_B128, &yes));
     CHECK(!yes);
+    /* (1.5) Nor about the dtypes 1.5 appended (IQ4_NL, IQ4_XS), which a
+     * plugin below 1.5 does not know (qiao_dev_dtype_abi_minor: 5). */
+    for (int dt = QIAO_DEV_IQ4_NL; dt <= QIAO_DEV_IQ4_XS; dt++)
+      for (int op = QIAO_DEV_OP_EMBED; op <= QIAO_DEV_OP_MATMUL_EXPERTS; op++) {
+        CHECK(!qiao_backend_may_ask(backend, (qiao_dev_op)op, (qiao_dev_dtype)dt));
+        yes = true;
+        CHECK_OK(
+            qiao_backend_op_supported(backend, NULL, (qiao_dev_op)op, (qiao_dev_dtype)dt, &yes));
+        CHECK(!yes);
+      }
+    CHECK(qiao_dev_dtype_abi_minor(QIAO_DEV_IQ4_NL) == 5 &&
+          qiao_dev_dtype_abi_minor(QIAO_DEV_IQ4_XS) == 5 &&
+          qiao_dev_dtype_abi_minor(QIAO_DEV_F8_E4M3_B128) == 4);
   }
   qiao_backend_unload(backend);
 
@@ -176,6 +189,10 @@ int main(int argc, char **argv) {
     bool invariant = false;
     CHECK_OK(qiao_backend_batch_invariant(backend, 0, &invariant));
     CHECK(invariant);
+    /* (1.5) and, a 1.5 plugin, is asked about IQ4_NL and IQ4_XS (what it
+     * answers: cpu_api_test) */
+    for (int dt = QIAO_DEV_IQ4_NL; dt <= QIAO_DEV_IQ4_XS; dt++)
+      CHECK(qiao_backend_may_ask(backend, QIAO_DEV_OP_MATMUL, (qiao_dev_dtype)dt));
   }
   qiao_backend_unload(backend);
 

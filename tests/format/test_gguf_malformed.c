@@ -145,9 +145,9 @@ int main(void) {
 
   /* unsupported tensor types name the type and the tensor */
   header(&b, 3, 1, 0);
-  info(&b, "blk.0.w", 1, d64, 20, 0);
+  info(&b, "blk.0.w", 1, d64, 21, 0);
   pad_data(&b, 256);
-  expect(&b, QIAO_UNSUPPORTED, "unsupported tensor type IQ4_NL (blk.0.w)");
+  expect(&b, QIAO_UNSUPPORTED, "unsupported tensor type IQ3_S (blk.0.w)");
   header(&b, 3, 1, 0);
   info(&b, "w", 1, d64, 99, 0);
   pad_data(&b, 256);
@@ -162,6 +162,35 @@ int main(void) {
   info(&b, "w", 2, d32x2, 8, 0);
   pad_data(&b, 68);
   open_ok(&b);
+
+  /* iq4_nl (20) rows are whole blocks of 32 in 18 bytes, iq4_xs (23) of 256
+   * in 136; their data must be all there; huge shapes overflow */
+  header(&b, 3, 1, 0);
+  info(&b, "w", 2, d33x2, 20, 0);
+  pad_data(&b, 256);
+  expect(&b, QIAO_MALFORMED, "not a multiple of the iq4_nl block");
+  header(&b, 3, 1, 0);
+  info(&b, "w", 1, d64, 23, 0);
+  pad_data(&b, 256);
+  expect(&b, QIAO_MALFORMED, "not a multiple of the iq4_xs block");
+  header(&b, 3, 1, 0);
+  info(&b, "w", 2, d32x2, 20, 0);
+  pad_data(&b, 36);
+  open_ok(&b);
+  const uint64_t d256x2[] = {256, 2};
+  header(&b, 3, 1, 0);
+  info(&b, "w", 2, d256x2, 23, 0);
+  pad_data(&b, 272);
+  open_ok(&b);
+  header(&b, 3, 1, 0);
+  info(&b, "w", 2, d256x2, 23, 0);
+  pad_data(&b, 271);
+  expect(&b, QIAO_MALFORMED, "past the end of the file");
+  const uint64_t huge_xs[] = {1ull << 40, 1ull << 40};
+  header(&b, 3, 1, 0);
+  info(&b, "w", 2, huge_xs, 23, 0);
+  pad_data(&b, 64);
+  expect(&b, QIAO_MALFORMED, "overflows");
 
   /* alignment, placement, overlap, bounds */
   header(&b, 3, 0, 1);

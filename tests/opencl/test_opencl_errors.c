@@ -51,8 +51,8 @@ static void test_capabilities(void) {
   for (int op = 0; op < QIAO_DEV_OP_COUNT + 2; op++)
     for (int t = 0; t < QIAO_DEV_DTYPE_COUNT + 1; t++) {
       uint32_t got = 7, want = 0;
-      /* the block types of 1.3 and FP8 of 1.4 */
-      int weights = t <= QIAO_DEV_Q4_0 || (t >= QIAO_DEV_Q4_K && t <= QIAO_DEV_F8_E4M3_B128);
+      /* the block types of 1.3, FP8 of 1.4 and IQ4_NL / IQ4_XS of 1.5 */
+      int weights = t <= QIAO_DEV_Q4_0 || (t >= QIAO_DEV_Q4_K && t <= QIAO_DEV_IQ4_XS);
       int cache = t == QIAO_DEV_F32 || t == QIAO_DEV_F16;
       switch (op) {
       case QIAO_DEV_OP_EMBED:

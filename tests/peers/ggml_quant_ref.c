@@ -52,6 +52,8 @@ static const struct {
     TYPE(q5_K, QK_K, block_q5_K, dequantize_row_q5_K),
     TYPE(q6_K, QK_K, block_q6_K, dequantize_row_q6_K),
     TYPE(q8_K, QK_K, block_q8_K, NULL),
+    TYPE(iq4_nl, QK4_NL, block_iq4_nl, dequantize_row_iq4_nl),
+    TYPE(iq4_xs, QK_K, block_iq4_xs, dequantize_row_iq4_xs),
 };
 
 static unsigned char *read_all(size_t *n) {

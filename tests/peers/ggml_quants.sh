@@ -11,7 +11,8 @@
 #   "$ref" dequantize q4_K < blocks.bin > rows.f32
 #   "$ref" list                                      # TYPE BLOCK_ELEMS BLOCK_BYTES
 # Types: q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K q8_K (q8_K:
-# quantize only). The input must be whole blocks (32 values; 256 for *_K).
+# quantize only) iq4_nl iq4_xs. The input must be whole blocks (32 values;
+# 256 for *_K and iq4_xs).
 #
 # The source is $QIAO_SHARED/peers/llama.cpp-src.tar.gz (shared/README.md):
 # ggml/src/ggml-quants.c and the headers it includes are extracted into

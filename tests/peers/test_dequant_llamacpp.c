@@ -1,5 +1,6 @@
-/* Reading k-quants and the other block types of format 1.1 / device ABI 1.3
- * bit for bit as llama.cpp does: blocks made by llama.cpp's own reference
+/* Reading k-quants and the other block types of format 1.1 / device ABI 1.3,
+ * and IQ4_NL / IQ4_XS of format 1.3 / device ABI 1.5, bit for bit as
+ * llama.cpp does: blocks made by llama.cpp's own reference
  * quantizers (quantize_row_*_ref of ggml-quants.c, built at test time from
  * shared/peers by ggml_quants.sh) and blocks of random bytes (every quant,
  * sub-block scale and min; scales of both signs, subnormal ones) are
@@ -27,10 +28,17 @@ static const struct {
   uint64_t block_elems, block_bytes;
   int scales[2]; /* byte offsets of the f16 scales in a block (-1: none) */
 } types[] = {
-    {QIAO_DTYPE_Q4_K, "q4_K", 256, 144, {0, 2}},    {QIAO_DTYPE_Q5_K, "q5_K", 256, 176, {0, 2}},
-    {QIAO_DTYPE_Q6_K, "q6_K", 256, 210, {208, -1}}, {QIAO_DTYPE_Q2_K, "q2_K", 256, 84, {80, 82}},
-    {QIAO_DTYPE_Q3_K, "q3_K", 256, 110, {108, -1}}, {QIAO_DTYPE_Q4_1, "q4_1", 32, 20, {0, 2}},
-    {QIAO_DTYPE_Q5_0, "q5_0", 32, 22, {0, -1}},     {QIAO_DTYPE_Q5_1, "q5_1", 32, 24, {0, 2}},
+    {QIAO_DTYPE_Q4_K, "q4_K", 256, 144, {0, 2}},
+    {QIAO_DTYPE_Q5_K, "q5_K", 256, 176, {0, 2}},
+    {QIAO_DTYPE_Q6_K, "q6_K", 256, 210, {208, -1}},
+    {QIAO_DTYPE_Q2_K, "q2_K", 256, 84, {80, 82}},
+    {QIAO_DTYPE_Q3_K, "q3_K", 256, 110, {108, -1}},
+    {QIAO_DTYPE_Q4_1, "q4_1", 32, 20, {0, 2}},
+    {QIAO_DTYPE_Q5_0, "q5_0", 32, 22, {0, -1}},
+    {QIAO_DTYPE_Q5_1, "q5_1", 32, 24, {0, 2}},
+    /* format 1.3 / device ABI 1.5 */
+    {QIAO_DTYPE_IQ4_NL, "iq4_nl", 32, 18, {0, -1}},
+    {QIAO_DTYPE_IQ4_XS, "iq4_xs", 256, 136, {0, -1}},
 };
 
 static float uniform(float lo, float hi) {

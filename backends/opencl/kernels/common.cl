@@ -41,6 +41,9 @@
 #define DT_Q5_1 13
 /* (ABI 1.4) block-scaled FP8 (device.h): an F32 scale, then 128 E4M3FN bytes. */
 #define DT_F8_E4M3_B128 14
+/* (ABI 1.5) GGUF's non-linear 4-bit types: nibbles index 16 fixed levels. */
+#define DT_IQ4_NL 15
+#define DT_IQ4_XS 16
 
 /* A little-endian IEEE half at p (2-byte aligned): vload_half is core
  * OpenCL and needs no cl_khr_fp16. */
@@ -115,9 +118,39 @@ float load_weight_f8(__global const uchar *r, ulong j) {
   return d * e4m3_value(blk[4 + j % 128]);
 }
 
+/* (ABI 1.5) The 16 levels of IQ4_NL and IQ4_XS. */
+__constant char iq4_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                  1,    13,   25,  38,  53,  69,  89,  113};
+
+/* Element j of an IQ4_NL row (blocks of 32 in 18 bytes: f16 d, 16 bytes of
+ * nibbles as Q4_0's; d * level) or an IQ4_XS row (super-blocks of 256 in
+ * 136 bytes: f16 d, u16 scales_h, scales_l[4], 128 bytes of nibbles;
+ * sub-block s has the 6-bit scale ls and (d * (ls - 32)) * level), each
+ * product exact in f32 (format.md §4.1). */
+float load_weight_iq4(int dtype, __global const uchar *r, ulong j) {
+  uint e = (uint)(j % 32);
+  __global const uchar *qs;
+  float a;
+  if (dtype == DT_IQ4_NL) {
+    __global const uchar *blk = r + (j / 32) * 18;
+    a = half_at(blk);
+    qs = blk + 2;
+  } else {
+    __global const uchar *blk = r + (j / 256) * 136;
+    uint s = (uint)(j % 256) / 32;
+    uint sh = (uint)blk[2] | (uint)blk[3] << 8;
+    int ls = (int)(((blk[4 + s / 2] >> (4 * (s % 2))) & 15) | (((sh >> (2 * s)) & 3) << 4));
+    a = half_at(blk) * (float)(ls - 32);
+    qs = blk + 8 + 16 * s;
+  }
+  uint b = qs[e & 15];
+  return a * (float)iq4_levels[e < 16 ? (b & 15) : (b >> 4)];
+}
+
 /* Element j of a weight row that starts at byte `row` of w. */
 float load_weight(int dtype, __global const uchar *w, ulong row, ulong j) {
   __global const uchar *r = w + row;
+  if (dtype == DT_IQ4_NL || dtype == DT_IQ4_XS) return load_weight_iq4(dtype, r, j);
   if (dtype == DT_F8_E4M3_B128) return load_weight_f8(r, j);
   if (dtype >= DT_Q4_K) return load_weight_1_3(dtype, r, j);
   if (dtype == DT_F32) return ((__global const float *)r)[j];

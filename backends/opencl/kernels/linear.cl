@@ -39,6 +39,36 @@ void row_dot(int dtype, __global const uchar *w, ulong row, __global const float
     }
     return;
   }
+  if (dtype == DT_IQ4_NL || dtype == DT_IQ4_XS) {
+    /* (ABI 1.5) the same quarters as Q4_0, each nibble looked up in the
+     * table of levels; an IQ4_XS quarter takes its sub-block's scale */
+    ulong units = k / 8;
+    for (ulong u = lid; u < units; u += WG) {
+      __global const uchar *qs;
+      float d;
+      if (dtype == DT_IQ4_NL) {
+        __global const uchar *blk = r + (u >> 2) * 18;
+        d = half_at(blk);
+        qs = blk + 2;
+      } else {
+        __global const uchar *blk = r + (u >> 5) * 136;
+        uint s = (uint)(u >> 2) & 7, sh = (uint)blk[2] | (uint)blk[3] << 8;
+        int ls = (int)(((blk[4 + s / 2] >> (4 * (s % 2))) & 15) | (((sh >> (2 * s)) & 3) << 4));
+        d = half_at(blk) * (float)(ls - 32);
+        qs = blk + 8 + 16 * s;
+      }
+      uchar8 b = vload8(0, qs + (u & 1) * 8);
+      uchar8 nib = (u & 2) ? b >> (uchar8)4 : b & (uchar8)15;
+      float8 q = (float8)(iq4_levels[nib.s0], iq4_levels[nib.s1], iq4_levels[nib.s2],
+                          iq4_levels[nib.s3], iq4_levels[nib.s4], iq4_levels[nib.s5],
+                          iq4_levels[nib.s6], iq4_levels[nib.s7]);
+      for (uint t = 0; t < nt; t++) {
+        float8 xv = vload8(0, x + t * k + u * 8);
+        acc[t] += d * (dot(q.lo, xv.lo) + dot(q.hi, xv.hi));
+      }
+    }
+    return;
+  }
   for (ulong c = lid; c < k; c += WG) {
     float wv = load_weight(dtype, w, row, c);
     for (uint t = 0; t < nt; t++) acc[t] += wv * x[t * k + c];
@@ -79,6 +109,8 @@ EMBED_KERNEL(q4_1, DT_Q4_1)
 EMBED_KERNEL(q5_0, DT_Q5_0)
 EMBED_KERNEL(q5_1, DT_Q5_1)
 EMBED_KERNEL(f8_e4m3_b128, DT_F8_E4M3_B128)
+EMBED_KERNEL(iq4_nl, DT_IQ4_NL)
+EMBED_KERNEL(iq4_xs, DT_IQ4_XS)
 
 /* ---- matmul: out[i, j] = (accumulate ? out[i, j] : 0) + bias[j] + x[i, :] . w[j, :]
  * Work-group (j, i0 / NT) computes one weight row against NT tokens, so a row
@@ -130,6 +162,8 @@ MATMUL_KERNEL(q4_1, DT_Q4_1)
 MATMUL_KERNEL(q5_0, DT_Q5_0)
 MATMUL_KERNEL(q5_1, DT_Q5_1)
 MATMUL_KERNEL(f8_e4m3_b128, DT_F8_E4M3_B128)
+MATMUL_KERNEL(iq4_nl, DT_IQ4_NL)
+MATMUL_KERNEL(iq4_xs, DT_IQ4_XS)
 
 /* ---- matmul_experts: out[t, i, r] = w[ids[t, i]][r, :] . x_row
  * Work-group (r, slot) with slot = t * k_sel + i; global (out_dim * WG, n_tokens * k_sel). */
@@ -178,3 +212,5 @@ EXPERTS_KERNEL(q4_1, DT_Q4_1)
 EXPERTS_KERNEL(q5_0, DT_Q5_0)
 EXPERTS_KERNEL(q5_1, DT_Q5_1)
 EXPERTS_KERNEL(f8_e4m3_b128, DT_F8_E4M3_B128)
+EXPERTS_KERNEL(iq4_nl, DT_IQ4_NL)
+EXPERTS_KERNEL(iq4_xs, DT_IQ4_XS)
