@@ -10,9 +10,9 @@
 #define QIAO_VERSION_H
 
 #define QIAO_VERSION_MAJOR 0
-#define QIAO_VERSION_MINOR 3
+#define QIAO_VERSION_MINOR 4
 #define QIAO_VERSION_PATCH 0
-#define QIAO_VERSION_STRING "0.3.0"
+#define QIAO_VERSION_STRING "0.4.0"
 
 #ifdef __cplusplus
 extern "C" {
