@@ -7,28 +7,9 @@
 # the greedy text of one process (`qiao run`).
 # Usage: test_mpi_prefix.sh MPIRUN
 set -eu
-: "${QIAO_BIN:?}" "${QIAO_SHARED:?}"
 MPIRUN="$1"
-M="$QIAO_SHARED/models/stories260K/stories260K.gguf"
-T="${TMPDIR:-/tmp}/qiao_mpi_prefix_$$"
-mkdir -p "$T"
-JOB=""
-cleanup() {
-  if [ -n "$JOB" ]; then
-    for pid in $(pgrep -P "$JOB" 2>/dev/null) "$JOB"; do kill -9 "$pid" 2>/dev/null || true; done
-  fi
-  rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-fail() {
-  echo "FAIL: $*" >&2
-  [ -s "$T/log" ] && tail -n 40 "$T/log" >&2
-  exit 1
-}
-[ -f "$M" ] || fail "missing $M"
-command -v curl > /dev/null || fail "curl is not installed"
-command -v python3 > /dev/null || fail "python3 is not installed"
+TEST_NAME=mpi_prefix
+. "$(dirname "$0")/serve_lib.sh"
 
 PROMPT="Once upon a time there was a little girl named Lily. She loved to play outside in the park with her friends. One day"
 # One process: run echoes the prompt, then the text, then a newline.
@@ -46,15 +27,7 @@ PY
   "$QIAO_BIN" serve -m "$M" --mpi --mpi-depth 1 --port 0 -t 1 --slots 2 --grace 2 \
   > "$T/log" 2>&1 &
 JOB=$!
-i=0
-until grep -q "qiao serve: ready" "$T/log"; do
-  i=$((i + 1))
-  [ $i -le 600 ] || fail "serve --mpi did not get ready in 60 s"
-  kill -0 "$JOB" 2> /dev/null || fail "mpirun ended before serve was ready"
-  sleep 0.1
-done
-PORT=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$T/log" | head -n 1)
-[ -n "$PORT" ] || fail "no port in the log"
+wait_ready
 BODY=$(python3 -c 'import json, sys; print(json.dumps({"prompt": sys.argv[1], "max_tokens": 40, "temperature": 0}))' "$PROMPT")
 # Request $1: checks the text against one process; prints its cached prompt tokens.
 ask() {
@@ -78,19 +51,8 @@ second=$(ask 2)
 hits=$(curl -s -m 10 "http://127.0.0.1:$PORT/metrics" |
   sed -n 's/^qiao_prefix_cache_hit_tokens_total{[^}]*} \([0-9]*\)$/\1/p' | head -n 1)
 [ "${hits:-0}" -ge 16 ] || fail "/metrics: prefix cache hits ${hits:-none}"
-for pid in $(pgrep -P "$JOB"); do
-  tr '\0' '\n' < "/proc/$pid/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0" &&
-    kill -TERM "$pid"
-done
-i=0
-while kill -0 "$JOB" 2> /dev/null; do
-  i=$((i + 1))
-  [ $i -le 300 ] || fail "serve --mpi did not end within 30 s of SIGTERM"
-  sleep 0.1
-done
-code=0
-wait "$JOB" || code=$?
+kill -TERM "$(rank_pid 0)"
+wait_end "$JOB" 30
 JOB=""
-[ "$code" = 0 ] || fail "serve --mpi: mpirun exit code $code after SIGTERM"
-! grep -Eq "ERROR: AddressSanitizer|runtime error:" "$T/log" || fail "a sanitizer reported an error"
+[ "$CODE" = 0 ] || fail "serve --mpi: mpirun exit code $CODE after SIGTERM"
 echo "ok ($second of the prompt's tokens from the cache)"

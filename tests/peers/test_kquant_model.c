@@ -17,17 +17,10 @@
  * random LLaMA of dim 256 and ffn 512 (stories260K's tokenizer and metadata)
  * in three variants: all q4_k (q6_k output, as a Q4_K_M file), all q6_k, and
  * every type of 1.1 spread over the tensors. */
-#include <stdio.h>
-#include <string.h>
-#include <unistd.h>
+#include <stdlib.h>
 
-#include "engine_test_util.h"
-#include "format/model_internal.h"
 #include "peers/ggml_ref.h"
-#include "qiao/model.h"
-
-enum { DIM = 256, FFN = 512, LAYERS = 2, HEADS = 8, KV_HEADS = 4, HEAD_DIM = 32, N_PROMPT = 6 };
-enum { N_GREEDY = 16, MAX_VOCAB = 512 };
+#include "twin_model.h"
 
 static const struct {
   qiao_dtype dtype;
@@ -36,91 +29,7 @@ static const struct {
              {QIAO_DTYPE_Q2_K, "q2_K"}, {QIAO_DTYPE_Q3_K, "q3_K"}, {QIAO_DTYPE_Q4_1, "q4_1"},
              {QIAO_DTYPE_Q5_0, "q5_0"}, {QIAO_DTYPE_Q5_1, "q5_1"}};
 
-static uint64_t rng = 0x853c49e6748fea9bull;
-static float uniform(float lo, float hi) {
-  rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-  return lo + (hi - lo) * (float)(rng >> 40) / (float)(1ull << 24);
-}
-
 static const char *ref_program;
-
-/* The tensors' data, owned here (a model built in memory only points at
- * it), freed once the variant's models are closed. */
-static void *owned[64];
-static int n_owned;
-static void *keep_data(void *p) {
-  if (n_owned < 64) owned[n_owned++] = p;
-  return p;
-}
-static void free_data(void) {
-  while (n_owned > 0)
-    free(owned[--n_owned]);
-}
-
-/* Adds tensor `name` of `rows` x `cols` random weights to q (as dtype, made
- * by llama.cpp's quantizer) and to d (llama.cpp's dequantization, f32). */
-static void add_matrix(qiao_model *q, qiao_model *d, const char *name, uint64_t rows, uint64_t cols,
-                       int kind, float scale) {
-  uint64_t n = rows * cols, shape[2] = {rows, cols}, bytes = 0;
-  float *x = malloc(n * 4), *back = keep_data(malloc(n * 4));
-  for (uint64_t i = 0; i < n; i++)
-    x[i] = uniform(-scale, scale) * (i % 61 == 0 ? 4.0f : 1.0f);
-  CHECK_OK(qiao_dtype_row_bytes(kinds[kind].dtype, n, &bytes));
-  uint8_t *blocks = keep_data(malloc(bytes));
-  CHECK(ggml_ref_run(ref_program, "quantize", kinds[kind].ggml, x, n * 4, blocks, bytes) == 0);
-  CHECK(ggml_ref_run(ref_program, "dequantize", kinds[kind].ggml, blocks, bytes, back, n * 4) == 0);
-  CHECK_OK(qiao__model_add_tensor(q, name, kinds[kind].dtype, 2, shape, blocks, bytes));
-  CHECK_OK(qiao__model_add_tensor(d, name, QIAO_DTYPE_F32, 2, shape, back, n * 4));
-  free(x);
-}
-
-static void add_norm(qiao_model *q, qiao_model *d, const char *name) {
-  float *w = keep_data(malloc(DIM * 4));
-  uint64_t shape[1] = {DIM};
-  for (int i = 0; i < DIM; i++)
-    w[i] = uniform(0.8f, 1.2f);
-  CHECK_OK(qiao__model_add_tensor(q, name, QIAO_DTYPE_F32, 1, shape, w, DIM * 4));
-  CHECK_OK(qiao__model_add_tensor(d, name, QIAO_DTYPE_F32, 1, shape, w, DIM * 4));
-}
-
-static bool is_override(const char *key) {
-  static const char *const keys[] = {"model.dim",      "model.ffn_dim",       "model.n_layers",
-                                     "model.n_heads",  "model.n_kv_heads",    "model.head_dim",
-                                     "model.rope.dim", "model.context_length"};
-  for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-    if (strcmp(key, keys[i]) == 0) return true;
-  return false;
-}
-
-static void set_metadata(const qiao_model *src, qiao_model *m) {
-  for (uint64_t i = 0; i < qiao_model_kv_count(src); i++) {
-    const qiao_kv *kv = qiao_model_kv_at(src, i);
-    if (!is_override(kv->key)) CHECK_OK(qiao__model_set_kv(m, kv));
-  }
-  CHECK_OK(qiao__model_set_u32(m, "model.dim", DIM));
-  CHECK_OK(qiao__model_set_u32(m, "model.ffn_dim", FFN));
-  CHECK_OK(qiao__model_set_u32(m, "model.n_layers", LAYERS));
-  CHECK_OK(qiao__model_set_u32(m, "model.n_heads", HEADS));
-  CHECK_OK(qiao__model_set_u32(m, "model.n_kv_heads", KV_HEADS));
-  CHECK_OK(qiao__model_set_u32(m, "model.head_dim", HEAD_DIM));
-  CHECK_OK(qiao__model_set_u32(m, "model.rope.dim", HEAD_DIM));
-  CHECK_OK(qiao__model_set_u32(m, "model.context_length", 128));
-}
-
-/* Logits of the prompt's positions and greedy ids. */
-static void evaluate(qiao_model *m, bool exact, const int32_t *prompt, float *logits,
-                     int32_t *ids) {
-  qiao_engine *e = NULL;
-  qiao_engine_options o = qiao_engine_default_options();
-  o.n_threads = 2;
-  o.max_context = 64;
-  o.exact_matmul = exact;
-  CHECK_OK(qiao_engine_create(m, &o, &e));
-  if (e == NULL) return;
-  CHECK_OK(all_logits(e, prompt, N_PROMPT, logits));
-  CHECK_OK(greedy(e, prompt, N_PROMPT, ids, N_GREEDY));
-  qiao_engine_destroy(e);
-}
 
 /* variant 0: q4_k (output q6_k); 1: q6_k; 2: every type in turn. */
 static int kind_of(int variant, int tensor) {
@@ -129,101 +38,22 @@ static int kind_of(int variant, int tensor) {
   return tensor % (int)(sizeof(kinds) / sizeof(kinds[0]));
 }
 
-static void run_variant(const qiao_model *src, const char *dir, int variant) {
-  static const char *const names[] = {"q4_k", "q6_k", "mixed"};
-  qiao_model *q = NULL, *d = NULL;
-  char qpath[4096], dpath[4096];
-  snprintf(qpath, sizeof(qpath), "%s/%s.qiao", dir, names[variant]);
-  snprintf(dpath, sizeof(dpath), "%s/%s-dequantized.gguf", dir, names[variant]);
-  CHECK_OK(qiao__model_create(qpath, "qiao", &q));
-  CHECK_OK(qiao__model_create(dpath, "gguf", &d));
-  if (q == NULL || d == NULL) return;
-  set_metadata(src, q);
-  set_metadata(src, d);
-  uint32_t vocab = 0;
-  CHECK_OK(qiao_model_get_u32(src, "model.vocab_size", &vocab));
-  int t = 0;
-  add_matrix(q, d, "output.weight", vocab, DIM, kind_of(variant, t++), 0.1f);
-  add_matrix(q, d, "token_embd.weight", vocab, DIM, kind_of(variant, t++), 1.0f);
-  add_norm(q, d, "output_norm.weight");
-  char name[64];
-  for (int l = 0; l < LAYERS; l++) {
-#define MAT(suffix, rows, cols, scale)                                                             \
-  snprintf(name, sizeof(name), "blk.%d.%s", l, suffix);                                            \
-  add_matrix(q, d, name, rows, cols, kind_of(variant, t++), scale)
-    MAT("attn_q.weight", DIM, DIM, 0.1f);
-    MAT("attn_k.weight", KV_HEADS * HEAD_DIM, DIM, 0.1f);
-    MAT("attn_v.weight", KV_HEADS * HEAD_DIM, DIM, 0.1f);
-    MAT("attn_output.weight", DIM, DIM, 0.06f);
-    MAT("ffn_gate.weight", FFN, DIM, 0.1f);
-    MAT("ffn_up.weight", FFN, DIM, 0.1f);
-    MAT("ffn_down.weight", DIM, FFN, 0.05f);
-#undef MAT
-    snprintf(name, sizeof(name), "blk.%d.attn_norm.weight", l);
-    add_norm(q, d, name);
-    snprintf(name, sizeof(name), "blk.%d.ffn_norm.weight", l);
-    add_norm(q, d, name);
-  }
-  qiao_convert_options keep = {
-      .struct_size = sizeof(keep), .format = QIAO_FILE_QIAO, .weight_dtype = QIAO_DTYPE_COUNT};
-  CHECK_OK(qiao_model_write(q, qpath, &keep));
-  keep.format = QIAO_FILE_GGUF;
-  CHECK_OK(qiao_model_write(d, dpath, &keep));
-  char gpath[4096];
-  snprintf(gpath, sizeof(gpath), "%s/%s.gguf", dir, names[variant]);
-  CHECK_OK(qiao_model_write(q, gpath, &keep));
-
-  /* Read back: the same blocks from .qiao and .gguf. */
-  qiao_model *rq = NULL, *rg = NULL, *rd = NULL;
-  CHECK_OK(qiao_model_open(qpath, NULL, &rq));
-  CHECK_OK(qiao_model_open(gpath, NULL, &rg));
-  CHECK_OK(qiao_model_open(dpath, NULL, &rd));
-  for (uint64_t i = 0; rq && rg && i < qiao_model_tensor_count(q); i++) {
-    const qiao_tensor *a = qiao_model_tensor_at(q, i);
-    const qiao_tensor *b = qiao_model_tensor_find(rq, a->name),
-                      *c = qiao_model_tensor_find(rg, a->name);
-    CHECK(b && c && b->dtype == a->dtype && c->dtype == a->dtype && b->n_bytes == a->n_bytes &&
-          c->n_bytes == a->n_bytes);
-    if (b && c && b->n_bytes == a->n_bytes && c->n_bytes == a->n_bytes)
-      CHECK(memcmp(b->data, a->data, a->n_bytes) == 0 && memcmp(c->data, a->data, a->n_bytes) == 0);
-  }
-
-  /* The engine on the blocks against the engine on llama.cpp's f32. */
-  int32_t prompt[N_PROMPT] = {1, 403, 407, 261, 378, 9};
-  size_t n_logits = (size_t)N_PROMPT * vocab;
-  float *lq = malloc(n_logits * 4), *lg = malloc(n_logits * 4), *ld = malloc(n_logits * 4),
-        *l8 = malloc(n_logits * 4);
-  int32_t iq[N_GREEDY] = {0}, ig[N_GREEDY] = {0}, id[N_GREEDY] = {0}, i8[N_GREEDY] = {0};
-  if (rq && rg && rd) {
-    evaluate(rq, true, prompt, lq, iq);
-    evaluate(rg, true, prompt, lg, ig);
-    evaluate(rd, true, prompt, ld, id);
-    evaluate(rq, false, prompt, l8, i8);
-    double eq = rel_l2(lq, ld, n_logits), eg = rel_l2(lg, ld, n_logits);
-    double e8 = rel_l2(l8, ld, n_logits);
-    int same8 = 0;
-    while (same8 < N_GREEDY && i8[same8] == id[same8])
-      same8++;
-    fprintf(stderr,
-            "%s: exact activations: logits %.2e (.qiao) %.2e (.gguf) from the f32 model; "
-            "Q8 activations: %.2e, first %d of %d greedy ids equal (information)\n",
-            names[variant], eq, eg, e8, same8, N_GREEDY);
-    CHECK(eq <= 1e-5 && eg <= 1e-5);
-    CHECK(memcmp(iq, id, sizeof(iq)) == 0 && memcmp(ig, id, sizeof(ig)) == 0);
-  }
-  free(lq);
-  free(lg);
-  free(ld);
-  free(l8);
-  qiao_model_close(rq);
-  qiao_model_close(rg);
-  qiao_model_close(rd);
-  qiao_model_close(q);
-  qiao_model_close(d);
-  free_data();
-  unlink(qpath);
-  unlink(gpath);
-  unlink(dpath);
+/* twin_add_matrix_fn: `rows` x `cols` random weights to q (the variant's
+ * type, made by llama.cpp's quantizer) and to d (llama.cpp's dequantization, f32). */
+static void add_matrix(qiao_model *q, qiao_model *d, const char *name, uint64_t rows, uint64_t cols,
+                       int tensor, float scale, void *user) {
+  const int kind = kind_of(*(const int *)user, tensor);
+  uint64_t n = rows * cols, shape[2] = {rows, cols}, bytes = 0;
+  float *x = malloc(n * 4), *back = twin_keep(malloc(n * 4));
+  for (uint64_t i = 0; i < n; i++)
+    x[i] = twin_uniform(-scale, scale) * (i % 61 == 0 ? 4.0f : 1.0f);
+  CHECK_OK(qiao_dtype_row_bytes(kinds[kind].dtype, n, &bytes));
+  uint8_t *blocks = twin_keep(malloc(bytes));
+  CHECK(ggml_ref_run(ref_program, "quantize", kinds[kind].ggml, x, n * 4, blocks, bytes) == 0);
+  CHECK(ggml_ref_run(ref_program, "dequantize", kinds[kind].ggml, blocks, bytes, back, n * 4) == 0);
+  CHECK_OK(qiao__model_add_tensor(q, name, kinds[kind].dtype, 2, shape, blocks, bytes));
+  CHECK_OK(qiao__model_add_tensor(d, name, QIAO_DTYPE_F32, 2, shape, back, n * 4));
+  free(x);
 }
 
 int main(void) {
@@ -234,8 +64,9 @@ int main(void) {
   if (src == NULL) TEST_END();
   char dir[] = "/tmp/qiao_kquant_model_XXXXXX";
   CHECK(mkdtemp(dir) != NULL);
+  static const char *const names[] = {"q4_k", "q6_k", "mixed"};
   for (int v = 0; v < 3; v++)
-    run_variant(src, dir, v);
+    twin_model_run(src, dir, names[v], add_matrix, &v, 0);
   rmdir(dir);
   qiao_model_close(src);
   TEST_END();
