@@ -4,6 +4,7 @@
 #define QIAO_CONFORMANCE_INVARIANCE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "conformance/harness.h"
@@ -24,9 +25,18 @@ typedef struct qiao__cf_inv_bufs {
 } qiao__cf_inv_bufs;
 
 /* Records one invariance case in the report's ops array (a failure also
- * marks op x dtype failed and names the shape). */
+ * marks op x dtype failed and names the shape). A non-NULL st (a call that
+ * failed; consumed) makes the case fail with its message instead of why. */
 void qiao__cf_inv_record(qiao__cf_inv *x, qiao_dev_op op, qiao_dev_dtype dt, const char *shape,
-                         bool pass, const char *why);
+                         bool pass, const char *why, qiao_status *st);
+
+/* Whether each of the count target rows rows[r] of a call of n rows (row_len
+ * floats each, in out) has the bits of `alone`. If not, writes to why:
+ * "not batch-invariant: <unit> <row> of <n_name>=<n><context> differs from
+ * the <unit> computed alone (element <j>: <got> vs <alone>)". */
+bool qiao__cf_inv_rows_match(const float *out, const float *alone, uint64_t row_len,
+                             const uint64_t *rows, int count, uint64_t n, const char *unit,
+                             const char *n_name, const char *context, char *why, size_t why_size);
 
 /* A new buffer of `bytes` in bs, holding a copy of `host` (NULL: an output). */
 qiao_status *qiao__cf_inv_upload(qiao__cf_inv *x, qiao__cf_inv_bufs *bs, const void *host,

@@ -17,7 +17,11 @@ static const uint64_t batch_sizes[] = {2, 3, 5, 8, 17, 33};
 #define N_SIZES (sizeof(batch_sizes) / sizeof(batch_sizes[0]))
 
 void qiao__cf_inv_record(qiao__cf_inv *x, qiao_dev_op op, qiao_dev_dtype dt, const char *shape,
-                         bool pass, const char *why) {
+                         bool pass, const char *why, qiao_status *st) {
+  if (st != NULL) {
+    pass = false;
+    why = qiao_status_message(st);
+  }
   json_object *j = json_object_new_object();
   json_object_object_add(j, "op", json_object_new_string(qiao_dev_op_name(op)));
   json_object_object_add(j, "dtype", json_object_new_string(qiao_dev_dtype_name(dt)));
@@ -32,6 +36,24 @@ void qiao__cf_inv_record(qiao__cf_inv *x, qiao_dev_op op, qiao_dev_dtype dt, con
     qiao__cf_fail(x->report, &x->report->area_ops, "%s %s [%s]: %s", qiao_dev_op_name(op),
                   qiao_dev_dtype_name(dt), shape, why);
   }
+  qiao_status_free(st);
+}
+
+bool qiao__cf_inv_rows_match(const float *out, const float *alone, uint64_t row_len,
+                             const uint64_t *rows, int count, uint64_t n, const char *unit,
+                             const char *n_name, const char *context, char *why, size_t why_size) {
+  for (int r = 0; r < count; r++) {
+    const float *got = out + rows[r] * row_len;
+    int64_t j = qiao__cf_inv_first_difference(got, alone, row_len);
+    if (j < 0) continue;
+    snprintf(why, why_size,
+             "not batch-invariant: %s %llu of %s=%llu%s differs from the %s computed alone "
+             "(element %lld: %.9g vs %.9g)",
+             unit, (unsigned long long)rows[r], n_name, (unsigned long long)n, context, unit,
+             (long long)j, (double)got[j], (double)alone[j]);
+    return false;
+  }
+  return true;
 }
 
 qiao_status *qiao__cf_inv_upload(qiao__cf_inv *x, qiao__cf_inv_bufs *bs, const void *host,
@@ -125,23 +147,11 @@ static void matmul_case(qiao__cf_inv *x, qiao_dev_dtype dt, uint64_t k, uint64_t
     for (int r = 0; r < count; r++)
       memcpy(xs + rows[r] * k, target, k * 4);
     st = matmul_rows(x, dt, w, k, m, n, xs, precision, out);
-    for (int r = 0; st == NULL && pass && r < count; r++) {
-      int64_t j = qiao__cf_inv_first_difference(out + rows[r] * m, alone, m);
-      if (j < 0) continue;
-      pass = false;
-      snprintf(why, sizeof(why),
-               "not batch-invariant: row %llu of n=%llu differs from the row computed alone "
-               "(element %lld: %.9g vs %.9g)",
-               (unsigned long long)rows[r], (unsigned long long)n, (long long)j,
-               (double)out[rows[r] * m + (uint64_t)j], (double)alone[j]);
-    }
+    if (st == NULL && pass)
+      pass =
+          qiao__cf_inv_rows_match(out, alone, m, rows, count, n, "row", "n", "", why, sizeof(why));
   }
-  if (st != NULL) {
-    pass = false;
-    snprintf(why, sizeof(why), "%s", qiao_status_message(st));
-    qiao_status_free(st);
-  }
-  qiao__cf_inv_record(x, QIAO_DEV_OP_MATMUL, dt, shape, pass, why);
+  qiao__cf_inv_record(x, QIAO_DEV_OP_MATMUL, dt, shape, pass, why, st);
   free(w);
   free(target);
   free(alone);
@@ -321,25 +331,15 @@ static void attention_case(qiao__cf_inv *x, qiao_dev_dtype dt, uint64_t window) 
     } else {
       snprintf(why, sizeof(why), "out of memory building inputs");
     }
-    for (int r = 0; st == NULL && pass && r < count; r++) {
-      int64_t j = qiao__cf_inv_first_difference(out + rows[r] * Q_LEN, alone, Q_LEN);
-      if (j < 0) continue;
-      pass = false;
-      snprintf(why, sizeof(why),
-               "not batch-invariant: token %llu of n_tokens=%llu (%d sequences) differs from the "
-               "token computed alone (element %lld: %.9g vs %.9g)",
-               (unsigned long long)rows[r], (unsigned long long)n, n_seqs, (long long)j,
-               (double)out[rows[r] * Q_LEN + (uint64_t)j], (double)alone[j]);
-    }
+    char seqs_note[32];
+    snprintf(seqs_note, sizeof(seqs_note), " (%d sequences)", n_seqs);
+    if (st == NULL && pass)
+      pass = qiao__cf_inv_rows_match(out, alone, Q_LEN, rows, count, n, "token", "n_tokens",
+                                     seqs_note, why, sizeof(why));
     for (int s = 0; s < n_seqs; s++)
       if (s != at) free(seqs[s].kv);
   }
-  if (st != NULL) {
-    pass = false;
-    snprintf(why, sizeof(why), "%s", qiao_status_message(st));
-    qiao_status_free(st);
-  }
-  qiao__cf_inv_record(x, QIAO_DEV_OP_ATTENTION, dt, shape, pass, why);
+  qiao__cf_inv_record(x, QIAO_DEV_OP_ATTENTION, dt, shape, pass, why, st);
   free(target.kv);
   free(tq);
   free(alone);
