@@ -61,7 +61,7 @@ typedef struct qiao_engine_pass {
  * those layers (qiao_engine_forward_hidden). */
 typedef qiao_status *(*qiao_engine_external_fn)(void *user, const qiao_engine_pass *pass, float *x);
 
-/* How a split that names devices without layer ranges places the layers. */
+/* How the devices of a split without layer ranges share the layers. */
 typedef enum qiao_engine_split_by {
   QIAO_ENGINE_SPLIT_BY_LAYERS = 0, /* the same number of layers on each (the first get one more) */
   QIAO_ENGINE_SPLIT_BY_MEMORY = 1, /* layers in proportion to each device's memory */
@@ -106,7 +106,9 @@ typedef struct qiao_engine_options {
   /* Place consecutive layers on several devices, one "stage" each:
    * "cpu:0-11,opencl:12-23" (BACKEND[:DEVICE]:FIRST-LAST, inclusive layer
    * ranges that cover every layer in order), or devices without ranges
-   * ("cpu,opencl:1") whose layers split_by decides. Each stage holds its
+   * ("cpu,opencl:1") whose layers split_by decides; in a mix
+   * ("cpu,opencl,external:12-23", since 0.4.1) the devices without a range
+   * share, by split_by, the layers between the ranged ones. Each stage holds its
    * layers and their KV cache; the embedding is on the first stage, the
    * output norm and matmul on the last; the activations (T, dim) F32 cross
    * each boundary once per pass. NULL or "" = one device (backend and

@@ -146,6 +146,55 @@ static void apportion(const double *weight, uint32_t n, uint32_t n_layers, uint3
   }
 }
 
+/* Gives the devices without a layer range the layers between the ranged
+ * ones around them (all of them when none has a range): each run of such
+ * devices shares its gap in proportion to weight 1 or, by memory, to each
+ * device's memory. Ranges themselves are checked afterwards. */
+static qiao_status *fill_gaps(qiao_engine *e, const char *spec, split_item *items, uint32_t n,
+                              qiao_engine_split_by split_by) {
+  uint32_t i = 0, next = 0; /* next: the first layer after the last ranged device */
+  while (i < n) {
+    if (items[i].has_range) {
+      next = items[i].last + 1;
+      i++;
+      continue;
+    }
+    uint32_t run_end = i; /* [i, run_end): devices without a range */
+    while (run_end < n && !items[run_end].has_range)
+      run_end++;
+    uint32_t gap_end = run_end < n ? items[run_end].first : e->hp.n_layers;
+    uint32_t k = run_end - i;
+    uint32_t left = gap_end > next ? gap_end - next : 0;
+    if (left < k)
+      return qiao__error(QIAO_INVALID_ARGUMENT,
+                         "split \"%s\": %u device%s without a layer range but %u layer%s left "
+                         "for %s (before layer %u)",
+                         spec, k, k == 1 ? "" : "s", left, left == 1 ? "" : "s",
+                         k == 1 ? "it" : "them", gap_end);
+    double weight[MAX_STAGES];
+    uint32_t count[MAX_STAGES];
+    for (uint32_t d = i; d < run_end; d++) {
+      weight[d - i] = 1;
+      if (split_by == QIAO_ENGINE_SPLIT_BY_MEMORY) {
+        weight[d - i] = (double)e->stages[d].info.memory_bytes;
+        if (weight[d - i] == 0)
+          return qiao__error(QIAO_INVALID_ARGUMENT,
+                             "split \"%s\": device %s:%u does not report its memory; give layer "
+                             "ranges",
+                             spec, e->stages[d].info.backend, e->stages[d].device_index);
+      }
+    }
+    apportion(weight, k, gap_end - next, count);
+    for (uint32_t d = i; d < run_end; d++) {
+      items[d].first = next;
+      items[d].last = next + count[d - i] - 1;
+      next += count[d - i];
+    }
+    i = run_end;
+  }
+  return NULL;
+}
+
 /* Bytes of tensor `name` as the engine puts it on a device (vectors as
  * F32), 0 when absent. */
 static uint64_t tensor_bytes(const qiao_engine *e, const char *name, bool vector) {
@@ -515,45 +564,20 @@ qiao_status *qiao__placement_make(qiao_engine *e, const qiao_engine_options *o) 
   uint32_t n_ranges = 0;
   for (uint32_t i = 0; i < n && st == NULL; i++)
     n_ranges += items[i].has_range;
-  if (st == NULL && n_ranges != 0 && n_ranges != n)
-    st = qiao__error(QIAO_INVALID_ARGUMENT,
-                     "split \"%s\": give a layer range for every device or for none", spec);
   if (st == NULL && n_ranges == n && o->split_by == QIAO_ENGINE_SPLIT_BY_MEMORY)
     st = qiao__error(QIAO_INVALID_ARGUMENT,
                      "split \"%s\": split by memory needs devices without layer ranges", spec);
-  if (st == NULL && n_ranges == n) st = check_ranges(spec, items, n, n_layers);
   e->n_stages = 0;
   for (uint32_t i = 0; i < n && st == NULL; i++) {
     e->n_stages = i + 1;
     st = find_device(e, i, items[i].backend, items[i].device_index);
     if (st != NULL) st = qiao__annotate(st, "split \"%s\", device %u", spec, i);
   }
-  if (st == NULL) {
-    uint32_t count[MAX_STAGES];
-    if (n_ranges == n) {
-      for (uint32_t i = 0; i < n; i++)
-        count[i] = items[i].last - items[i].first + 1;
-    } else {
-      double weight[MAX_STAGES];
-      for (uint32_t i = 0; i < n && st == NULL; i++) {
-        weight[i] = 1;
-        if (o->split_by == QIAO_ENGINE_SPLIT_BY_MEMORY) {
-          weight[i] = (double)e->stages[i].info.memory_bytes;
-          if (weight[i] == 0)
-            st = qiao__error(QIAO_INVALID_ARGUMENT,
-                             "split \"%s\": device %s:%u does not report its memory; give layer "
-                             "ranges",
-                             spec, e->stages[i].info.backend, e->stages[i].device_index);
-        }
-      }
-      if (st == NULL) apportion(weight, n, n_layers, count);
-    }
-    uint32_t next = 0;
-    for (uint32_t i = 0; i < n && st == NULL; i++) {
-      e->stages[i].first_layer = next;
-      e->stages[i].end_layer = next + count[i];
-      next += count[i];
-    }
+  if (st == NULL && n_ranges < n) st = fill_gaps(e, spec, items, n, o->split_by);
+  if (st == NULL) st = check_ranges(spec, items, n, n_layers);
+  for (uint32_t i = 0; i < n && st == NULL; i++) {
+    e->stages[i].first_layer = items[i].first;
+    e->stages[i].end_layer = items[i].last + 1;
   }
   /* The embedding and output live with layer 0: on the first stage and
    * the last stage of this engine's own, unless the first is external. */

@@ -165,7 +165,10 @@ static void check_bad_splits(const qiao_model *m) {
   expect_refused(m, "cpu:0-2,", L, false, "an empty device");
   expect_refused(m, ",", L, false, "an empty device");
   expect_refused(m, ":0-4", L, false, "without a backend");
-  expect_refused(m, "cpu:0-2,cpu", L, false, "for every device or for none");
+  expect_refused(m, "cpu:0-3,cpu,cpu", L, false,
+                 "2 devices without a layer range but 1 layer left for them (before layer 5)");
+  expect_refused(m, "cpu,cpu:0-4", L, false,
+                 "1 device without a layer range but 0 layers left for it (before layer 0)");
   expect_refused(m, "cpu:4-2,cpu:3-4", L, false, "runs backwards");
   expect_refused(m, "cpu:0-99999999999,cpu:3-4", L, false, "bad layer range");
   expect_refused(m, "cpu,cpu,cpu,cpu,cpu,cpu", L, false, "6 devices for 5 layers");
@@ -250,6 +253,34 @@ static void check_memory(const qiao_model *m, const float *single_logits, const 
     CHECK(a.device_index == 0 && a.first_layer == 0 && a.last_layer == cases[c].last0);
     CHECK(b.device_index == 1 && b.first_layer == cases[c].last0 + 1 && b.last_layer == 4);
     CHECK(a.memory_bytes == 64ull << 20 && b.memory_bytes == 192ull << 20);
+    qiao_hparams hp = *qiao_engine_hparams(e);
+    float *logits = malloc(n_prompt * hp.vocab_size * sizeof(float));
+    CHECK_OK(all_logits(e, prompt, n_prompt, logits));
+    CHECK(memcmp(logits, single_logits, n_prompt * hp.vocab_size * sizeof(float)) == 0);
+    free(logits);
+    qiao_engine_destroy(e);
+    e = NULL;
+  }
+
+  /* A mix: a ranged device, then two without ranges that share the rest
+   * (layers 1-4) by memory (1:3, so 1 + 3) or evenly (2 + 2). */
+  snprintf(spec, sizeof(spec), "cpu:0-0,%s:0,%s:1", smallmem, smallmem);
+  const struct {
+    qiao_engine_split_by by;
+    uint32_t last1;
+  } mixed[] = {{QIAO_ENGINE_SPLIT_BY_MEMORY, 1}, {QIAO_ENGINE_SPLIT_BY_LAYERS, 2}};
+  for (int c = 0; c < 2; c++) {
+    CHECK_OK(make(m, NULL, spec, mixed[c].by, 64, &e));
+    if (e == NULL) continue;
+    qiao_engine_stage_info g[3];
+    for (uint32_t i = 0; i < 3; i++) {
+      g[i] = (qiao_engine_stage_info){.struct_size = sizeof(g[i])};
+      qiao_engine_stage_info_get(e, i, &g[i]);
+    }
+    CHECK(qiao_engine_stage_count(e) == 3);
+    CHECK(g[0].first_layer == 0 && g[0].last_layer == 0);
+    CHECK(g[1].first_layer == 1 && g[1].last_layer == mixed[c].last1);
+    CHECK(g[2].first_layer == mixed[c].last1 + 1 && g[2].last_layer == 4);
     qiao_hparams hp = *qiao_engine_hparams(e);
     float *logits = malloc(n_prompt * hp.vocab_size * sizeof(float));
     CHECK_OK(all_logits(e, prompt, n_prompt, logits));

@@ -54,7 +54,7 @@ grep -q "stage 0: cpu:0 (.*) layers 0-4, embedding, output" "$T/out" ||
 
 # Bad values: refused naming --split, exit 1, nothing on stdout.
 for bad in "cpu:0-1,cpu:3-4" "cpu:0-2,cpu:2-4" "cpu:0-2,cpu:3-5" "nosuch:0-2,cpu:3-4" "" \
-  "cpu:0-2,cpu" ",cpu"; do
+  "cpu:0-3,cpu,cpu" ",cpu"; do
   for cmd in run logits bench; do
     code=0
     case $cmd in
