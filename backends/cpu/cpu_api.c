@@ -1,6 +1,12 @@
 /* The CPU backend's function table and its object lifetimes: errors, the
  * backend, the one device, buffers in host memory, queues that execute in
  * order at once (the spec allows synchronous queues), and data movement. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT (plugin builds outside qiao's flags) */
+#endif
+#ifdef __linux__
+#include <sched.h>
+#endif
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +130,19 @@ static uint32_t online_cores(void) {
   return n > 0 ? (uint32_t)n : 1;
 }
 
+/* The default thread count: the CPUs this process may run on, which is
+ * fewer than online when it was bound (mpirun binds each rank to a core by
+ * default; taskset, cgroups): more threads than that take turns on them,
+ * and a thread that waits for another at each op's end waits a time slice. */
+static uint32_t usable_cores(void) {
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+    return (uint32_t)CPU_COUNT(&set);
+#endif
+  return online_cores();
+}
+
 static const qiao__cpu_kernels *best_kernels(void) {
   const qiao__cpu_kernels *k = qiao__cpu_kernels_avx512();
   if (k == NULL) k = qiao__cpu_kernels_avx2();
@@ -229,7 +248,7 @@ static qiao_dev_error *device_open(qiao_dev_backend *backend, uint32_t index,
   if (n_threads > 1024)
     return qiao__cpu_error(QIAO_DEV_INVALID_ARGUMENT, "device_open: n_threads %u is more than 1024",
                            n_threads);
-  if (n_threads == 0) n_threads = online_cores();
+  if (n_threads == 0) n_threads = usable_cores();
   const qiao__cpu_kernels *kernels = NULL;
   error = select_kernels(&kernels);
   if (error) return error;
