@@ -47,7 +47,8 @@ typedef struct channel {
 struct qiao_pipeline {
   int rank, size;
   uint32_t dim, n_layers;
-  uint32_t depth; /* channels (rank 0's replicas in flight at once); 1 = a relay */
+  uint32_t *first, *end; /* rank r's layers: [first[r], end[r]) (see balance) */
+  uint32_t depth;        /* channels (rank 0's replicas in flight at once); 1 = a relay */
   char split[4096];
   double timeout_s;
   channel channels[MAX_DEPTH];
@@ -154,12 +155,65 @@ void *qiao__pipeline_channel(qiao_pipeline *p, uint32_t i) {
   return i < p->depth ? &p->channels[i] : NULL;
 }
 
-/* Layers [*first, *end) of rank r of size: an even split, the first ranks
- * one more. */
-static void share(uint32_t n_layers, int size, int r, uint32_t *first, uint32_t *end) {
-  uint32_t base = n_layers / (uint32_t)size, extra = n_layers % (uint32_t)size;
-  *first = (uint32_t)r * base + ((uint32_t)r < extra ? (uint32_t)r : extra);
-  *end = *first + base + ((uint32_t)r < extra ? 1 : 0);
+/* Whether the layers fit into ranks of at most `cap` bytes each, rank 0
+ * also carrying `head`; then end[r] is where rank r's layers end. Greedy:
+ * each rank takes as many layers as fit, leaving one for each later rank
+ * (for one cap, taking more never makes a later rank's share larger). */
+static bool fits(const uint64_t *cost, uint32_t n, int size, uint64_t head, uint64_t cap,
+                 uint32_t *end) {
+  uint32_t l = 0;
+  for (int r = 0; r < size; r++) {
+    const uint32_t leave = (uint32_t)(size - 1 - r);
+    uint64_t acc = (r == 0 ? head : 0) + cost[l++];
+    while (l < n - leave && (r == size - 1 || acc + cost[l] <= cap))
+      acc += cost[l++];
+    if (acc > cap) return false;
+    end[r] = l;
+  }
+  return true;
+}
+
+/* Each rank's layers: consecutive, in rank order, balanced by the bytes of
+ * weights each reads per pass: its layers' tensors and, on rank 0, which
+ * runs the embedding and the output, the output matrix too (a small model's
+ * output is a large share: Qwen2.5-0.5B's is 28%). The split with the
+ * smallest largest share, one layer or more each. */
+static qiao_status *balance(qiao_pipeline *p, const qiao_model *model) {
+  const uint32_t n = p->n_layers;
+  const int size = p->size;
+  uint64_t *cost = calloc(n, sizeof(*cost));
+  p->first = calloc((size_t)size, sizeof(*p->first));
+  p->end = calloc((size_t)size, sizeof(*p->end));
+  if (cost == NULL || p->first == NULL || p->end == NULL) {
+    free(cost);
+    return qiao__error(QIAO_OUT_OF_MEMORY, "pipeline: out of memory");
+  }
+  uint64_t total = 0;
+  for (uint64_t i = 0; i < qiao_model_tensor_count(model); i++) {
+    const qiao_tensor *t = qiao_model_tensor_at(model, i);
+    char *after = NULL;
+    if (t == NULL || strncmp(t->name, "blk.", 4) != 0) continue;
+    unsigned long l = strtoul(t->name + 4, &after, 10);
+    if (after == t->name + 4 || *after != '.' || l >= n) continue;
+    cost[l] += t->n_bytes;
+    total += t->n_bytes;
+  }
+  const qiao_tensor *out = qiao_model_tensor_find(model, "output.weight");
+  if (out == NULL) out = qiao_model_tensor_find(model, "token_embd.weight"); /* tied */
+  const uint64_t head = out != NULL ? out->n_bytes : 0;
+  uint64_t lo = 0, hi = head + total;
+  while (lo < hi) { /* the smallest cap that fits */
+    uint64_t mid = lo + (hi - lo) / 2;
+    if (fits(cost, n, size, head, mid, p->end))
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  fits(cost, n, size, head, lo, p->end);
+  free(cost);
+  for (int r = 0; r < size; r++)
+    p->first[r] = r == 0 ? 0 : p->end[r - 1];
+  return NULL;
 }
 
 static double seconds_since(const struct timespec *t0) {
@@ -240,11 +294,8 @@ static qiao_status *lost_locked(const qiao_pipeline *p) {
 
 /* The rank whose share holds `layer`. */
 static int rank_of_layer(const qiao_pipeline *p, uint32_t layer) {
-  for (int r = 1; r < p->size; r++) {
-    uint32_t first, end;
-    share(p->n_layers, p->size, r, &first, &end);
-    if (layer >= first && layer < end) return r;
-  }
+  for (int r = 1; r < p->size; r++)
+    if (layer >= p->first[r] && layer < p->end[r]) return r;
   return 0; /* not an external stage's layer: an internal bug */
 }
 
@@ -350,9 +401,11 @@ static qiao_status *relay_pass(channel *c, const qiao_engine_pass *pass, float *
 
 /* Appends this rank's stages, layers [first, end), to p->split at *len:
  * `devices` ("cpu:0", or a --split list without layer ranges such as
- * "cpu,opencl:0"; modified) share them evenly, in order. */
+ * "cpu,opencl:0"; modified) share them evenly, in order, or by memory
+ * (written without ranges: the engine gives them the layers between the
+ * other ranks' external stages in proportion to each device's memory). */
 static qiao_status *own_stages(qiao_pipeline *p, char *devices, uint32_t first, uint32_t end,
-                               const char *sep, size_t *len) {
+                               bool by_memory, const char *sep, size_t *len) {
   uint32_t n_devices = 1;
   for (const char *c = devices; *c; c++)
     n_devices += *c == ',';
@@ -370,10 +423,13 @@ static qiao_status *own_stages(qiao_pipeline *p, char *devices, uint32_t first, 
                          "--mpi with --split: \"%s\": name devices without layer ranges (each "
                          "rank splits its own share of the layers among them)",
                          item);
-    uint32_t a, b;
-    share(end - first, (int)n_devices, (int)d, &a, &b);
-    int n = snprintf(p->split + *len, sizeof(p->split) - *len, "%s%s:%u-%u", d ? "," : sep, item,
-                     first + a, first + b - 1);
+    /* d of n_devices: an even share of [first, end), the first one more */
+    const uint32_t count = end - first, base = count / n_devices, extra = count % n_devices;
+    const uint32_t a = d * base + (d < extra ? d : extra), b = a + base + (d < extra ? 1 : 0);
+    int n = by_memory
+                ? snprintf(p->split + *len, sizeof(p->split) - *len, "%s%s", d ? "," : sep, item)
+                : snprintf(p->split + *len, sizeof(p->split) - *len, "%s%s:%u-%u", d ? "," : sep,
+                           item, first + a, first + b - 1);
     if (n < 0 || (size_t)n >= sizeof(p->split) - *len)
       return qiao__error(QIAO_LIMIT, "--mpi: the split of %d ranks is too long", p->size);
     *len += (size_t)n;
@@ -382,19 +438,19 @@ static qiao_status *own_stages(qiao_pipeline *p, char *devices, uint32_t first, 
   return NULL;
 }
 
-qiao_status *qiao__pipeline_engine_options(qiao_pipeline *p, const qiao_hparams *hp,
+qiao_status *qiao__pipeline_engine_options(qiao_pipeline *p, const qiao_model *model,
                                            qiao_engine_options *o) {
-  const uint32_t n_layers = hp->n_layers;
-  p->dim = hp->dim;
+  qiao_hparams hp;
+  QIAO__TRY(qiao_model_get_hparams(model, &hp));
+  const uint32_t n_layers = hp.n_layers;
+  p->dim = hp.dim;
   p->n_layers = n_layers;
   if (n_layers < (uint32_t)p->size)
     return qiao__error(QIAO_INVALID_ARGUMENT,
                        "--mpi: %d ranks for %u layers (a layer or more each)", p->size, n_layers);
+  if (p->first == NULL) QIAO__TRY(balance(p, model));
   const bool own_split = o->split != NULL && o->split[0] != '\0';
-  if (own_split && o->split_by == QIAO_ENGINE_SPLIT_BY_MEMORY)
-    return qiao__error(QIAO_UNSUPPORTED,
-                       "--mpi with --split-by memory: not yet (a rank splits its share of the "
-                       "layers evenly among its --split devices)");
+  const bool by_memory = own_split && o->split_by == QIAO_ENGINE_SPLIT_BY_MEMORY;
   char own[sizeof(p->split)];
   if (own_split) {
     if (strlen(o->split) >= sizeof(own))
@@ -406,20 +462,18 @@ qiao_status *qiao__pipeline_engine_options(qiao_pipeline *p, const qiao_hparams 
   }
   size_t len = 0;
   for (int r = 0; r < p->size; r++) {
-    uint32_t first, end;
-    share(n_layers, p->size, r, &first, &end);
     if (r == p->rank) {
-      QIAO__TRY(own_stages(p, own, first, end, r ? "," : "", &len));
+      QIAO__TRY(own_stages(p, own, p->first[r], p->end[r], by_memory, r ? "," : "", &len));
       continue;
     }
     int n = snprintf(p->split + len, sizeof(p->split) - len, "%sexternal:%u-%u", r ? "," : "",
-                     first, end - 1);
+                     p->first[r], p->end[r] - 1);
     if (n < 0 || (size_t)n >= sizeof(p->split) - len)
       return qiao__error(QIAO_LIMIT, "--mpi: the split of %d ranks is too long", p->size);
     len += (size_t)n;
   }
   o->split = p->split;
-  o->split_by = QIAO_ENGINE_SPLIT_BY_LAYERS;
+  o->split_by = by_memory ? QIAO_ENGINE_SPLIT_BY_MEMORY : QIAO_ENGINE_SPLIT_BY_LAYERS;
   if (p->rank == 0) {
     o->external = relay;
     o->external_user = &p->channels[0];
@@ -618,6 +672,8 @@ void qiao__pipeline_close(qiao_pipeline *p, bool ok) {
       MPI_Send(stop, HEADER_INTS, MPI_INT32_T, r, TAG_PASS, MPI_COMM_WORLD);
   }
   MPI_Finalize();
+  free(p->first);
+  free(p->end);
   for (uint32_t i = 0; i < MAX_DEPTH; i++) {
     free(p->channels[i].buf);
     free(p->channels[i].back);

@@ -1,7 +1,8 @@
 /* Internal: pipeline stages over MPI, above the engine (issue 11).
  *
  * `mpirun -np N qiao run|logits|bench|serve ... --mpi`: every rank opens the model and an
- * engine that holds its share of the layers (an even split, in rank order);
+ * engine that holds its share of the layers (consecutive, in rank order,
+ * balanced by weight bytes with rank 0's output matrix counted);
  * in its engine the other ranks' layers are "external" stages (see
  * qiao_engine_options.external). Rank 0 owns the tokenizer, the sequences
  * and the KV cache block tables: for each pass it sends x (T, dim) and the
@@ -46,13 +47,17 @@ qiao_status *qiao__pipeline_open(int *argc, char ***argv, qiao_pipeline **out);
 int qiao__pipeline_rank(const qiao_pipeline *p);
 int qiao__pipeline_size(const qiao_pipeline *p);
 
-/* This rank's engine options: its split ("cpu:0-11,external:12-23" on rank
- * 0 of 2 with backend "cpu") and, on rank 0, the runner that sends the
- * external stages to their ranks. `o->backend` and `o->device_index` name
- * this rank's device, or `o->split` (devices without layer ranges) the
- * devices this rank's share is split over, evenly; the split string is
- * owned by p. */
-qiao_status *qiao__pipeline_engine_options(qiao_pipeline *p, const qiao_hparams *hp,
+/* This rank's engine options: its split ("cpu:0-6,external:7-23" on rank
+ * 0 of 2 with backend "cpu", for Qwen2.5-0.5B) and, on rank 0, the runner
+ * that sends the external stages to their ranks. The ranks' layers are
+ * consecutive and balanced by the bytes of weights each reads per pass,
+ * rank 0's output matrix included (see balance() in pipeline.c; computed
+ * once, from `model`: the same on every rank). `o->backend` and
+ * `o->device_index` name this rank's device, or `o->split` (devices without
+ * layer ranges) the devices this rank's share is split over, evenly or, with
+ * `o->split_by` memory, by each device's memory; the split string is owned
+ * by p. */
+qiao_status *qiao__pipeline_engine_options(qiao_pipeline *p, const qiao_model *model,
                                            qiao_engine_options *o);
 
 /* The pipeline's depth (1 to 16; default 1), the same on every rank, set

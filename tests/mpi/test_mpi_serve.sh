@@ -32,8 +32,8 @@ start() {
 start ""
 health
 [ "$HEALTH" = 200 ] || fail "/health: $HEALTH $(cat "$T/health")"
-[ "$(grep -o '"spec": *"cpu:0:0-2,external:3-4"' "$T/health" | wc -l)" = 2 ] ||
-  fail "/health: not 2 replicas of spec cpu:0:0-2,external:3-4: $(cat "$T/health")"
+[ "$(grep -o '"spec": *"cpu:0:0-1,external:2-4"' "$T/health" | wc -l)" = 2 ] ||
+  fail "/health: not 2 replicas of spec cpu:0:0-1,external:2-4: $(cat "$T/health")"
 grep -q "MPI rank 1: ready, serving rank 0's passes (2 channels)" "$T/log" ||
   fail "rank 1 does not serve 2 channels"
 complete "$GREEDY"

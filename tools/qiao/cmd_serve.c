@@ -67,8 +67,9 @@ static void usage(FILE *f) {
       "                        it stays in content; auto (default): deepseek when the\n"
       "                        vocabulary has <think> and </think> tokens\n"
       "  --mpi                 under mpirun -np N: one replica whose layers are split over\n"
-      "                        the ranks (an even share each, on each rank's --device,\n"
-      "                        or split evenly over its --split devices, no ranges);\n"
+      "                        the ranks (balanced by weight bytes, rank 0's including\n"
+      "                        the output; on each rank's --device, or over its --split\n"
+      "                        devices, no ranges, as --split-by says);\n"
       "                        rank 0 serves HTTP, the others run their layers. A rank\n"
       "                        that does not answer within QIAO_MPI_TIMEOUT_S (120) s\n"
       "                        takes the replica out: /health answers 503. While idle,\n"
@@ -119,8 +120,8 @@ static void special_texts(serve_app *app) {
  * slots, the context and KV blocks as the pool would pick them, then its
  * share of the layers. `backend` holds the backend's name. */
 static qiao_status *rank_engine_options(const serve_config *c, struct qiao_pipeline *pipe,
-                                        const qiao_hparams *hp, char *backend, size_t cap,
-                                        qiao_engine_options *eo) {
+                                        const qiao_model *model, const qiao_hparams *hp,
+                                        char *backend, size_t cap, qiao_engine_options *eo) {
   *eo = qiao_engine_default_options();
   const char *spec = c->devices[0], *colon = strrchr(spec, ':');
   size_t len = strlen(spec);
@@ -152,7 +153,8 @@ static qiao_status *rank_engine_options(const serve_config *c, struct qiao_pipel
   eo->exact_matmul = c->exact_matmul;
   eo->split_by = c->split_by_memory ? QIAO_ENGINE_SPLIT_BY_MEMORY : QIAO_ENGINE_SPLIT_BY_LAYERS;
   eo->verbose = true;
-  return qiao__pipeline_engine_options(pipe, hp, eo);
+  engine_cli_warn_mpi_threads(qiao__pipeline_rank(pipe), c->n_threads);
+  return qiao__pipeline_engine_options(pipe, model, eo);
 }
 
 /* --mpi, rank 0: the pool's replicas (one per channel of the pipeline's
@@ -164,7 +166,7 @@ static qiao_status *mpi_pool_options(const serve_app *app, struct qiao_pipeline 
   char backend[160];
   qiao_engine_options eo;
   QIAO__TRY(qiao_model_get_hparams(app->model, &hp));
-  QIAO__TRY(rank_engine_options(app->config, pipe, &hp, backend, sizeof(backend), &eo));
+  QIAO__TRY(rank_engine_options(app->config, pipe, app->model, &hp, backend, sizeof(backend), &eo));
   for (uint32_t i = 0; i < qiao__pipeline_depth(pipe); i++) {
     specs[i] = eo.split;
     users[i] = qiao__pipeline_channel(pipe, i);
@@ -203,7 +205,7 @@ static int run_stage_rank(const serve_config *c, const qiao_cli_model_args *mode
   qiao_engine_options eo;
   qiao_status *st = qiao_cli_open_model(model_args, false, &model);
   if (st == NULL) st = qiao_model_get_hparams(model, &hp);
-  if (st == NULL) st = rank_engine_options(c, pipe, &hp, backend, sizeof(backend), &eo);
+  if (st == NULL) st = rank_engine_options(c, pipe, model, &hp, backend, sizeof(backend), &eo);
   for (uint32_t i = 0; st == NULL && i < depth; i++)
     st = qiao_engine_create(model, &eo, &engines[i]);
   if (st == NULL) {

@@ -1,6 +1,9 @@
 #include "engine_cli.h"
 #include "grammar_cli.h"
 
+#ifdef __linux__
+#include <sched.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -114,9 +117,10 @@ void engine_cli_print_device_flags(FILE *f) {
       "                        FIRST-LAST, every layer once, in order), or cpu,opencl\n"
       "  --split-by HOW        for a --split without ranges: layers (even, default) or\n"
       "                        memory (in proportion to each device's memory)\n"
-      "  --mpi                 under mpirun -np N: each rank runs an even share of the layers\n"
-      "                        on its --backend/--device, or split evenly over the devices\n"
-      "                        of its --split (no ranges); rank 0 does the rest\n"
+      "  --mpi                 under mpirun -np N: each rank runs a share of the layers\n"
+      "                        (balanced by weight bytes; rank 0's includes the output) on\n"
+      "                        its --backend/--device, or over the devices of its --split\n"
+      "                        (no ranges; --split-by applies); rank 0 does the rest\n"
       "  --allow-fallback      run ops the backend lacks on the built-in cpu backend\n"
       "  --batch-invariant     results of a sequence independent of the rest of its batch\n"
       "                        (the device must claim QIAO_DEV_FLAG_BATCH_INVARIANT)\n"
@@ -184,6 +188,23 @@ void engine_cli_print_placement(FILE *f, const qiao_engine_stage_info *stages, u
   }
 }
 
+void engine_cli_warn_mpi_threads(int rank, uint32_t n_threads) {
+#ifdef __linux__
+  cpu_set_t set;
+  if (n_threads == 0 || sched_getaffinity(0, sizeof(set), &set) != 0) return;
+  const int usable = CPU_COUNT(&set);
+  if (usable <= 0 || n_threads <= (uint32_t)usable) return;
+  fprintf(stderr,
+          "qiao: warning: MPI rank %d may run on %d CPU%s but -t asks for %u threads: they will "
+          "take turns (mpirun binds each rank to a core unless given --bind-to none, or "
+          "--map-by slot:PE=%u for %u cores a rank)\n",
+          rank, usable, usable == 1 ? "" : "s", n_threads, n_threads, n_threads);
+#else
+  (void)rank;
+  (void)n_threads;
+#endif
+}
+
 void engine_cli_print_rank_stages(FILE *f, int rank, const qiao_engine *engine) {
   fprintf(f, "MPI rank %d: layers on", rank);
   const char *sep = " ";
@@ -230,12 +251,13 @@ qiao_status *engine_cli_create_engine(const engine_cli_opts *o, qiao_engine_opti
   engine_cli_apply(o, eo);
   if (o->mpi) {
 #ifdef QIAO_HAVE_MPI
-    qiao_hparams hp;
     st = qiao__pipeline_open(NULL, NULL, &out->pipeline);
     const uint32_t depth = o->mpi_depth > 1 ? o->mpi_depth : 1;
     if (st == NULL) st = qiao__pipeline_set_depth(out->pipeline, depth);
-    if (st == NULL) st = qiao_model_get_hparams(out->model, &hp);
-    if (st == NULL) st = qiao__pipeline_engine_options(out->pipeline, &hp, eo);
+    if (st == NULL) {
+      engine_cli_warn_mpi_threads(qiao__pipeline_rank(out->pipeline), o->n_threads);
+      st = qiao__pipeline_engine_options(out->pipeline, out->model, eo);
+    }
     if (st == NULL) st = qiao_engine_create(out->model, eo, &out->engine);
     for (uint32_t i = 1; st == NULL && i < depth; i++) { /* one engine per channel */
       qiao_engine_options more = *eo;
