@@ -42,6 +42,9 @@ typedef struct channel {
   float *buf, *back; /* x sent / received (rank 0: separate, both in flight) */
   size_t buf_floats;
   int32_t status[STATUS_INTS];
+  /* How long the last wait took (see nap): rank 0, a pass's answer on this
+   * channel; other ranks (channel 0), the next pass. */
+  double expect_s;
 } channel;
 
 struct qiao_pipeline {
@@ -182,12 +185,16 @@ static qiao_status *balance(qiao_pipeline *p, const qiao_model *model) {
   const uint32_t n = p->n_layers;
   const int size = p->size;
   uint64_t *cost = calloc(n, sizeof(*cost));
-  p->first = calloc((size_t)size, sizeof(*p->first));
-  p->end = calloc((size_t)size, sizeof(*p->end));
-  if (cost == NULL || p->first == NULL || p->end == NULL) {
+  uint32_t *first = calloc((size_t)size, sizeof(*first)), *end = calloc((size_t)size, sizeof(*end));
+  if (cost == NULL || first == NULL || end == NULL) {
     free(cost);
+    free(first);
+    free(end);
     return qiao__error(QIAO_OUT_OF_MEMORY, "pipeline: out of memory");
   }
+  /* Sums that would pass 2^62 stop there (a file's sizes are not trusted;
+   * no real model comes near). */
+  const uint64_t most = (uint64_t)1 << 62;
   uint64_t total = 0;
   for (uint64_t i = 0; i < qiao_model_tensor_count(model); i++) {
     const qiao_tensor *t = qiao_model_tensor_at(model, i);
@@ -195,12 +202,15 @@ static qiao_status *balance(qiao_pipeline *p, const qiao_model *model) {
     if (t == NULL || strncmp(t->name, "blk.", 4) != 0) continue;
     unsigned long l = strtoul(t->name + 4, &after, 10);
     if (after == t->name + 4 || *after != '.' || l >= n) continue;
-    cost[l] += t->n_bytes;
-    total += t->n_bytes;
+    const uint64_t bytes = t->n_bytes < most ? t->n_bytes : most;
+    cost[l] = cost[l] < most - bytes ? cost[l] + bytes : most;
+    total = total < most - bytes ? total + bytes : most;
   }
   const qiao_tensor *out = qiao_model_tensor_find(model, "output.weight");
   if (out == NULL) out = qiao_model_tensor_find(model, "token_embd.weight"); /* tied */
-  const uint64_t head = out != NULL ? out->n_bytes : 0;
+  const uint64_t head = out == NULL ? 0 : out->n_bytes < most ? out->n_bytes : most;
+  p->first = first;
+  p->end = end;
   uint64_t lo = 0, hi = head + total;
   while (lo < hi) { /* the smallest cap that fits */
     uint64_t mid = lo + (hi - lo) / 2;
@@ -224,9 +234,16 @@ static double seconds_since(const struct timespec *t0) {
 
 /* Naps while waiting for MPI: Open MPI's own waits spin on the CPU, which
  * on a machine with fewer cores than ranks takes it from the rank that is
- * working. The nap grows with the wait (an eighth of it, 2 us to 1 ms), so
- * a fast answer costs little latency and an idle rank next to no CPU. */
-static void nap(double waited_s) {
+ * working. `expect_s` is how long the same wait took last time (0: not
+ * known), so the nap follows when the answer should come: until 80% of it
+ * naps last until then (1 ms at most, so an early answer is still seen
+ * soon); from there to 150% of it (10 ms at most) they are short (1/200 of
+ * it, 5 to 100 us), so an answer is seen within about that of arriving;
+ * after that, or with nothing expected, the nap grows with the wait (an
+ * eighth of it, 2 us to 1 ms), so an idle rank uses next to no CPU. Naps of
+ * 1 ms around each pass of a relay cost 3.5 ms of its 27 ms decode step on
+ * 2 ranks (a trace of one pass on each side); these 0.5 ms. */
+static void nap(double waited_s, double expect_s) {
 #ifdef __linux__
   /* Naps of a few microseconds: without this the kernel rounds each up to
    * 50 us. For the waiting thread only (serve: the replica's thread). */
@@ -236,7 +253,16 @@ static void nap(double waited_s) {
     slack_set = true;
   }
 #endif
+  const double early = 0.8 * expect_s;
+  const double late = 1.5 * expect_s < early + 0.01 ? 1.5 * expect_s : early + 0.01;
   double s = waited_s / 8;
+  if (waited_s < early) {
+    s = early - waited_s;
+  } else if (waited_s < late) {
+    s = expect_s / 200;
+    if (s < 5e-6) s = 5e-6;
+    if (s > 1e-4) s = 1e-4;
+  }
   if (s < 2e-6) s = 2e-6;
   if (s > 1e-3) s = 1e-3;
   struct timespec ts = {0, (long)(s * 1e9)};
@@ -244,9 +270,11 @@ static void nap(double waited_s) {
 }
 
 /* Waits for n requests; at most timeout_s when > 0 (then *timed_out). Each
- * test holds p's lock (other threads of rank 0 call MPI too); naps do not. */
+ * test holds p's lock (other threads of rank 0 call MPI too); naps do not.
+ * `expect` (NULL: none) holds how long this kind of wait took last time
+ * (see nap) and gets how long this one took. */
 static qiao_status *wait_all(qiao_pipeline *p, int n, MPI_Request *req, double timeout_s,
-                             bool *timed_out) {
+                             double *expect, bool *timed_out) {
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   *timed_out = false;
@@ -256,13 +284,16 @@ static qiao_status *wait_all(qiao_pipeline *p, int n, MPI_Request *req, double t
     int rc = MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE);
     pthread_mutex_unlock(&p->lock);
     if (rc != MPI_SUCCESS) return mpi_error(rc, "wait");
-    if (done) return NULL;
     double waited = seconds_since(&t0);
+    if (done) {
+      if (expect != NULL) *expect = waited;
+      return NULL;
+    }
     if (timeout_s > 0 && waited > timeout_s) {
       *timed_out = true;
       return NULL;
     }
-    nap(waited);
+    nap(waited, expect != NULL ? *expect : 0);
   }
 }
 
@@ -370,8 +401,8 @@ static qiao_status *relay_pass(channel *c, const qiao_engine_pass *pass, float *
     rc = MPI_Irecv(c->back, (int)floats, MPI_FLOAT, to, tag_x, MPI_COMM_WORLD, &req[3]);
   pthread_mutex_unlock(&p->lock);
   bool timed_out = false;
-  qiao_status *st =
-      rc == MPI_SUCCESS ? wait_all(p, 4, req, p->timeout_s, &timed_out) : mpi_error(rc, "send");
+  qiao_status *st = rc == MPI_SUCCESS ? wait_all(p, 4, req, p->timeout_s, &c->expect_s, &timed_out)
+                                      : mpi_error(rc, "send");
   if (st != NULL || timed_out) {
     pthread_mutex_lock(&p->lock);
     if (p->lost_rank < 0) {
@@ -496,8 +527,8 @@ static bool ping(qiao_pipeline *p, int r, int32_t number) {
     rc = MPI_Irecv(&p->pong, 1, MPI_INT32_T, r, TAG_PONG, MPI_COMM_WORLD, &req[1]);
   pthread_mutex_unlock(&p->lock);
   bool timed_out = false;
-  qiao_status *st =
-      rc == MPI_SUCCESS ? wait_all(p, 2, req, p->timeout_s, &timed_out) : mpi_error(rc, "send");
+  qiao_status *st = rc == MPI_SUCCESS ? wait_all(p, 2, req, p->timeout_s, NULL, &timed_out)
+                                      : mpi_error(rc, "send");
   bool ok = st == NULL && !timed_out && p->pong == number;
   if (!ok) {
     pthread_mutex_lock(&p->lock);
@@ -595,8 +626,9 @@ qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
     for (;;) {
       MPI_TRY(MPI_Iprobe(0, TAG_PASS, MPI_COMM_WORLD, &ready, &ms), "probe");
       if (ready) break;
-      nap(seconds_since(&t0));
+      nap(seconds_since(&t0), c->expect_s);
     }
+    c->expect_s = seconds_since(&t0);
     int count = 0;
     MPI_TRY(MPI_Get_count(&ms, MPI_INT32_T, &count), "receive");
     /* Rank 0 is trusted no more than a file: bounded before any allocation. */
@@ -611,7 +643,7 @@ qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
       MPI_Request pong;
       bool timed_out = false;
       MPI_TRY(MPI_Isend(&m[4], 1, MPI_INT32_T, 0, TAG_PONG, MPI_COMM_WORLD, &pong), "send");
-      QIAO__TRY(wait_all(p, 1, &pong, 0, &timed_out));
+      QIAO__TRY(wait_all(p, 1, &pong, 0, NULL, &timed_out));
       continue;
     }
     if (die_after >= 0 && passes++ >= die_after) _exit(3);
@@ -628,7 +660,7 @@ qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
     bool timed_out = false;
     MPI_TRY(MPI_Irecv(c->buf, (int)(T * p->dim), MPI_FLOAT, 0, tag_x, MPI_COMM_WORLD, &req),
             "receive");
-    QIAO__TRY(wait_all(p, 1, &req, 0, &timed_out));
+    QIAO__TRY(wait_all(p, 1, &req, 0, NULL, &timed_out));
     qiao_engine_pass pass = {.struct_size = sizeof(pass),
                              .n_tokens = (uint32_t)T,
                              .n_seqs = (uint32_t)m[2],
@@ -651,7 +683,7 @@ qiao_status *qiao__pipeline_serve(qiao_pipeline *p, qiao_engine *const *engines,
             "send");
     MPI_TRY(MPI_Isend(c->buf, (int)(T * p->dim), MPI_FLOAT, 0, tag_x, MPI_COMM_WORLD, &out[1]),
             "send");
-    QIAO__TRY(wait_all(p, 2, out, 0, &timed_out));
+    QIAO__TRY(wait_all(p, 2, out, 0, NULL, &timed_out));
   }
 }
 
