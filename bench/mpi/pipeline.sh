@@ -3,11 +3,12 @@
 # process, at C concurrent streams: the aggregate generated tokens/s of
 #   one     : one process, THREADS threads, C slots (the baseline);
 #   depth2  : mpirun -np 2 ... --mpi --mpi-depth 2: two replicas of C/2 slots
-#             whose passes are in flight together (each rank THREADS/2 threads,
-#             bound to its own cores: mpirun's default);
-#   depth1  : mpirun -np 2 --bind-to none ... --mpi --mpi-depth 1: a relay, one
-#             replica of C slots, one rank working at a time on every core
-#             (each rank THREADS threads, unbound so that each may use all).
+#             whose passes are in flight together (each rank THREADS/2 threads);
+#   depth1  : mpirun -np 2 ... --mpi --mpi-depth 1: a relay, one replica of C
+#             slots, one rank working at a time (each rank THREADS threads).
+# Both with --bind-to none: mpirun would bind each rank to one core, which
+# halves a relay's rank of 2 threads, and keeps rank 0's HTTP threads off
+# the other core in depth 2.
 # The three run one after another in each round (so the host's load moves
 # them alike); the summary gives each MPI run's ratio to the baseline of its
 # round, and the median over rounds. See bench/README.md.
@@ -75,7 +76,7 @@ measure() {
 }
 
 SERVE="serve -m $MODEL --port $PORT --ctx $CTX --no-prefix-cache"
-MPI="$MPIRUN --allow-run-as-root --oversubscribe -np 2"
+MPI="$MPIRUN --allow-run-as-root --oversubscribe --bind-to none -np 2"
 echo "round one depth2 depth1 (generated tokens/s; $C streams, $THREADS threads)" >&2
 for r in $(seq 1 "$ROUNDS"); do
   # shellcheck disable=SC2086 # the command lines are meant to split
@@ -83,7 +84,7 @@ for r in $(seq 1 "$ROUNDS"); do
   # shellcheck disable=SC2086
   d2=$(measure $MPI "$QIAO" $SERVE --mpi --mpi-depth 2 -t "$HALF" --slots $((C / 2)))
   # shellcheck disable=SC2086
-  d1=$(measure $MPI --bind-to none "$QIAO" $SERVE --mpi --mpi-depth 1 -t "$THREADS" --slots "$C")
+  d1=$(measure $MPI "$QIAO" $SERVE --mpi --mpi-depth 1 -t "$THREADS" --slots "$C")
   echo "$r $one $d2 $d1" | tee -a "$OUT/rounds" >&2
 done
 python3 - "$OUT/rounds" << 'PY'

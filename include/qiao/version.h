@@ -11,8 +11,8 @@
 
 #define QIAO_VERSION_MAJOR 0
 #define QIAO_VERSION_MINOR 4
-#define QIAO_VERSION_PATCH 0
-#define QIAO_VERSION_STRING "0.4.0"
+#define QIAO_VERSION_PATCH 1
+#define QIAO_VERSION_STRING "0.4.1"
 
 #ifdef __cplusplus
 extern "C" {
