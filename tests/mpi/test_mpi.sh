@@ -2,7 +2,7 @@
 # qiao --mpi under mpirun on localhost (oversubscribed; as root in CI), on
 # stories260K: 2 ranks give logits byte-identical to one process, 3 ranks the
 # same greedy ids, chat the same replies, bench reports the placement and
-# runs micro-batches (--mpi-depth); a rank that dies ends the job, with no hang: at once by
+# runs micro-batches (--mpi-depth); -t above a rank's CPUs warns; a rank that dies ends the job, with no hang: at once by
 # mpirun's default, or, when mpirun lets the job go on
 # (--mca orte_abort_on_non_zero_status 0), with rank 0's error naming the rank.
 # Usage: test_mpi.sh MPIRUN
@@ -83,6 +83,15 @@ QIAO_PIPELINE_TEST_DIE_AFTER=3 QIAO_MPI_TIMEOUT_S=5 mpi 2 --mca orte_abort_on_no
 [ "$code" -ne 0 ] && [ "$code" -ne 124 ] || fail "a dead rank, job kept: exit code $code"
 grep -q "^error: .*MPI rank 1 (layers 2-4) did not answer within 5 s" "$T/err" ||
   fail "rank 0 did not name the dead rank"
+
+# More threads than a rank may use: a warning naming --bind-to none (the
+# ranges are then refused, so the 200 threads never start).
+code=0
+mpi 2 "$QIAO_BIN" run -m "$M" -p hi -n 1 --mpi -t 200 --split cpu:0-0,cpu:1-1 > /dev/null \
+  2> "$T/err" || code=$?
+[ "$code" -ne 0 ] && [ "$code" -ne 124 ] || fail "-t 200 with a --split with ranges: exit $code"
+grep -q "^qiao: warning: MPI rank 0 may run on [0-9]* CPUs* but -t asks for 200 threads: .*--bind-to none" \
+  "$T/err" || fail "-t 200: no warning about the CPUs a rank may use"
 
 # One rank is refused.
 code=0

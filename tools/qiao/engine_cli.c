@@ -196,8 +196,8 @@ void engine_cli_warn_mpi_threads(int rank, uint32_t n_threads) {
   if (usable <= 0 || n_threads <= (uint32_t)usable) return;
   fprintf(stderr,
           "qiao: warning: MPI rank %d may run on %d CPU%s but -t asks for %u threads: they will "
-          "take turns (mpirun binds each rank to a core unless given --bind-to none, or "
-          "--map-by slot:PE=%u for %u cores a rank)\n",
+          "take turns (mpirun binds ranks to cores or sockets unless given --bind-to none; "
+          "--map-by slot:PE=%u gives each rank %u cores)\n",
           rank, usable, usable == 1 ? "" : "s", n_threads, n_threads, n_threads);
 #else
   (void)rank;

@@ -58,8 +58,9 @@ qiao_status *engine_cli_split_status(qiao_status *st);
 void engine_cli_print_placement(FILE *f, const qiao_engine_stage_info *stages, uint32_t n);
 /* --mpi: warns on stderr when this rank may run on fewer CPUs than
  * n_threads (0: the backend's choice, never more than it may use): mpirun
- * binds each rank to one core by default, and threads beyond the CPUs a
- * process may use take turns on them, each op waiting a time slice. */
+ * binds ranks to cores (2 ranks or fewer) or sockets by default, and threads
+ * beyond the CPUs a process may use take turns on them, each op waiting a
+ * time slice. */
 void engine_cli_warn_mpi_threads(int rank, uint32_t n_threads);
 
 /* --mpi, ranks > 0: "MPI rank R: layers F-L on cpu:0 (3-3), opencl:0 (4-4)",
