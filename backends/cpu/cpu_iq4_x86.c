@@ -11,29 +11,8 @@
 #include "cpu_internal.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "cpu_simd_x86.h"
 
-#define T2 __attribute__((target("avx2,fma,f16c")))
-#define INLINE static inline __attribute__((always_inline))
-
-/* 8 int32 lanes: lane i = sum of u[4i..4i+3] * s[4i..4i+3] (u unsigned, no
- * saturation while each pair of products stays under 2^15 in magnitude). */
-INLINE T2 __m256i dot4(__m256i u, __m256i s) {
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
-INLINE T2 float hsum(__m256 v) {
-  __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m4 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
-  m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
-  return _mm_cvtss_f32(m4);
-}
-
-INLINE T2 float f16_at(const uint8_t *p) {
-  return _cvtsh_ss(qiao__cpu_load_u16(p));
-}
-
-/* The 32 levels of the 16 bytes of nibbles at qs: low nibbles, then high. */
 /* The eight sub-block scales d * (ls - 32) of an IQ4_XS super-block, each
  * one f32 product as the format defines it. */
 INLINE T2 void xs_scales(const uint8_t *blk, float d, float a[8]) {
@@ -45,6 +24,7 @@ INLINE T2 void xs_scales(const uint8_t *blk, float d, float a[8]) {
   }
 }
 
+/* The 32 levels of the 16 bytes of nibbles at qs: low nibbles, then high. */
 INLINE T2 __m256i levels32(const uint8_t *qs, __m256i table) {
   __m128i b = _mm_loadu_si128((const __m128i *)(const void *)qs);
   __m256i n = _mm256_inserti128_si256(_mm256_castsi128_si256(b), _mm_srli_epi16(b, 4), 1);
@@ -58,7 +38,7 @@ INLINE T2 __m256i level_table(void) {
 
 /* 8 int32 lanes of sum(v * q) for signed v (never 0) and q. */
 INLINE T2 __m256i signed_dot(__m256i v, __m256i q) {
-  return dot4(_mm256_abs_epi8(v), _mm256_sign_epi8(q, v));
+  return dot4_256(_mm256_abs_epi8(v), _mm256_sign_epi8(q, v));
 }
 
 INLINE T2 void iq4_nl_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_t k, float *out,
@@ -71,7 +51,7 @@ INLINE T2 void iq4_nl_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_t
     const uint8_t *blk = w + bk * 18;
     _mm_prefetch((const char *)blk + 2048, _MM_HINT_T0);
     __m256i v = levels32(blk + 2, table);
-    float d = f16_at(blk);
+    float d = f16_2(blk);
     for (int r = 0; r < NR; r++) {
       __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x[r].q + bk * 32));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(signed_dot(v, xv)),
@@ -79,7 +59,7 @@ INLINE T2 void iq4_nl_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_t
     }
   }
   for (int r = 0; r < NR; r++)
-    out[r] = hsum(acc[r]);
+    out[r] = hsum8(acc[r]);
 }
 
 INLINE T2 void iq4_xs_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_t k, float *out,
@@ -92,7 +72,7 @@ INLINE T2 void iq4_xs_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_t
     const uint8_t *blk = w + sb * 136;
     _mm_prefetch((const char *)blk + 2048, _MM_HINT_T0);
     float a8[8];
-    xs_scales(blk, f16_at(blk), a8);
+    xs_scales(blk, f16_2(blk), a8);
     for (int ib = 0; ib < 8; ib++) {
       __m256i v = levels32(blk + 8 + 16 * ib, table);
       float a = a8[ib];
@@ -105,14 +85,13 @@ INLINE T2 void iq4_xs_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_t
     }
   }
   for (int r = 0; r < NR; r++)
-    out[r] = hsum(acc[r]);
+    out[r] = hsum8(acc[r]);
 }
 
 /* ---- AVX-512 VNNI: two blocks of 32 per 512-bit vector. vpdpbusd needs an
  * unsigned operand, so the levels are stored plus 128 (1..241) and 128 times
  * the block's sum of quants (qiao__cpu_q8_row.sum) is taken back, exactly,
  * in the first lane of each block's eight before the conversion to f32. */
-#define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 INLINE TVNNI __m512i level_table_u(void) {
   __m128i t = _mm_add_epi8(_mm_loadu_si128((const __m128i *)(const void *)qiao__cpu_iq4_levels),
@@ -169,8 +148,8 @@ INLINE TVNNI void iq4_nl_rows_512(const uint8_t *w, const qiao__cpu_q8_row *x, u
       const uint8_t *b0 = w + c * 18;
       __m256i v = levels32(b0 + 2, level_table());
       __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x[r].q + c * 32));
-      o += hsum(_mm256_mul_ps(_mm256_cvtepi32_ps(signed_dot(v, xv)),
-                              _mm256_set1_ps(f16_at(b0) * x[r].d[c])));
+      o += hsum8(_mm256_mul_ps(_mm256_cvtepi32_ps(signed_dot(v, xv)),
+                               _mm256_set1_ps(f16_2(b0) * x[r].d[c])));
     }
     out[r] = o;
   }
@@ -186,7 +165,7 @@ INLINE TVNNI void iq4_xs_rows_512(const uint8_t *w, const qiao__cpu_q8_row *x, u
     const uint8_t *blk = w + sb * 136;
     _mm_prefetch((const char *)blk + 2048, _MM_HINT_T0);
     float a8[8];
-    xs_scales(blk, f16_at(blk), a8);
+    xs_scales(blk, f16_2(blk), a8);
     for (int ib = 0; ib < 8; ib += 2) {
       __m512i u = levels64(blk + 8 + 16 * ib, blk + 24 + 16 * ib, table);
       float a0 = a8[ib], a1 = a8[ib + 1];
@@ -220,7 +199,7 @@ INLINE TVNNI void iq4_wrows_512(int xs, const uint8_t *w, uint64_t row_bytes,
         const uint8_t *blk = row + c / 8 * 136;
         int ib = (int)(c % 8);
         float a8[8];
-        xs_scales(blk, f16_at(blk), a8);
+        xs_scales(blk, f16_2(blk), a8);
         u[j] = levels64(blk + 8 + 16 * ib, blk + 24 + 16 * ib, table);
         a0[j] = a8[ib], a1[j] = a8[ib + 1];
       } else {
@@ -240,8 +219,8 @@ INLINE TVNNI void iq4_wrows_512(int xs, const uint8_t *w, uint64_t row_bytes,
         const uint8_t *b0 = w + (uint64_t)j * row_bytes + c * 18;
         __m256i v = levels32(b0 + 2, level_table());
         __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x[r].q + c * 32));
-        o += hsum(_mm256_mul_ps(_mm256_cvtepi32_ps(signed_dot(v, xv)),
-                                _mm256_set1_ps(f16_at(b0) * x[r].d[c])));
+        o += hsum8(_mm256_mul_ps(_mm256_cvtepi32_ps(signed_dot(v, xv)),
+                                 _mm256_set1_ps(f16_2(b0) * x[r].d[c])));
       }
       out[j * nr_out + r] = o;
     }
@@ -294,20 +273,9 @@ TVNNI void qiao__cpu_vec_q8_rows_512_iq4_xs(const uint8_t *w, uint64_t row_bytes
 }
 
 /* x rows in groups of up to 4, each group sharing the unpacked blocks. */
-#define BY_FOUR(attr, name, rows)                                                                  \
-  attr void name(const uint8_t *w, const qiao__cpu_q8_row *x, int nr, uint64_t k, float *out) {    \
-    for (int r0 = 0; r0 < nr; r0 += 4) {                                                           \
-      switch (nr - r0 < 4 ? nr - r0 : 4) {                                                         \
-      case 4: rows(w, x + r0, k, out + r0, 4); break;                                              \
-      case 3: rows(w, x + r0, k, out + r0, 3); break;                                              \
-      case 2: rows(w, x + r0, k, out + r0, 2); break;                                              \
-      default: rows(w, x + r0, k, out + r0, 1); break;                                             \
-      }                                                                                            \
-    }                                                                                              \
-  }
-BY_FOUR(T2, qiao__cpu_vec_q8_256_iq4_nl, iq4_nl_rows)
-BY_FOUR(T2, qiao__cpu_vec_q8_256_iq4_xs, iq4_xs_rows)
-BY_FOUR(TVNNI, qiao__cpu_vec_q8_512_iq4_nl, iq4_nl_rows_512)
-BY_FOUR(TVNNI, qiao__cpu_vec_q8_512_iq4_xs, iq4_xs_rows_512)
+QIAO__VEC_Q8_BY_FOUR(T2, qiao__cpu_vec_q8_256_iq4_nl, iq4_nl_rows)
+QIAO__VEC_Q8_BY_FOUR(T2, qiao__cpu_vec_q8_256_iq4_xs, iq4_xs_rows)
+QIAO__VEC_Q8_BY_FOUR(TVNNI, qiao__cpu_vec_q8_512_iq4_nl, iq4_nl_rows_512)
+QIAO__VEC_Q8_BY_FOUR(TVNNI, qiao__cpu_vec_q8_512_iq4_xs, iq4_xs_rows_512)
 
 #endif

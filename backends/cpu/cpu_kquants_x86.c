@@ -287,19 +287,7 @@ INLINE TVNNI void q5_0_rows(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_
       v = _mm512_inserti64x4(_mm512_setzero_si512(), v0, 0);
     }
     float d0 = f16(b0), d1 = two ? f16(b0 + 22) : 0.0f;
-    for (int r = 0; r < NR; r++) {
-      const int8_t *xq = x[r].q + bk * 32;
-      __m512i xv =
-          two ? _mm512_loadu_si512(xq)
-              : _mm512_inserti64x4(_mm512_setzero_si512(),
-                                   _mm256_loadu_si256((const __m256i *)(const void *)xq), 0);
-      __m512i z = _mm512_setzero_si512();
-      __m512i i =
-          _mm512_sub_epi32(_mm512_dpbusd_epi32(z, v, xv), _mm512_dpbusd_epi32(z, sixteen, xv));
-      __m512 f = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0 * x[r].d[bk]),
-                                      _mm512_set1_ps(two ? d1 * x[r].d[bk + 1] : 0.0f));
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), f, acc[r]);
-    }
+    two_blocks_step(acc, v, sixteen, d0, d1, x, bk, two, NR);
   }
   for (int r = 0; r < NR; r++)
     out[r] = _mm512_reduce_add_ps(acc[r]);

@@ -1,5 +1,6 @@
 /* Small helpers shared by the x86 kernels of Q8 activations on stored blocks
- * (cpu_kquants_x86.c, cpu_q2_k_q3_k_x86.c, cpu_q4_1_q5_1_x86.c): the target
+ * (cpu_kquants_x86.c, cpu_q2_k_q3_k_x86.c, cpu_q4_1_q5_1_x86.c, cpu_iq4_x86.c,
+ * cpu_vec_q8_x86.c): the target
  * attributes of the AVX-512 VNNI and AVX2 sets, f16 loads, lane spreads and
  * horizontal sums. Include only inside `#if defined(__x86_64__)`. */
 #ifndef QIAO_CPU_SIMD_X86_H
@@ -44,6 +45,26 @@ INLINE TVNNI __m512i scale_lanes(__m512i s, int first) {
   __m512i idx = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
                                  _mm512_set1_epi32(first));
   return _mm512_permutexvar_epi32(idx, s);
+}
+
+/* One step of two 32-element blocks for NR rows of x, from block bk: u holds
+ * the blocks' quants as unsigned bytes (value + offset; upper half zero when
+ * `two` is 0, the last block alone), so each half's int32 lanes get
+ * sum(u * q) - sum(offset * q) = sum(value * q), scaled by d_w * d_x of its
+ * block into acc[r] by one fma. */
+INLINE TVNNI void two_blocks_step(__m512 *acc, __m512i u, __m512i offset, float d0, float d1,
+                                  const qiao__cpu_q8_row *x, uint64_t bk, int two, const int NR) {
+  for (int r = 0; r < NR; r++) {
+    const int8_t *xq = x[r].q + bk * 32;
+    __m512i xv = two ? _mm512_loadu_si512(xq)
+                     : _mm512_inserti64x4(_mm512_setzero_si512(),
+                                          _mm256_loadu_si256((const __m256i *)(const void *)xq), 0);
+    __m512i z = _mm512_setzero_si512();
+    __m512i i = _mm512_sub_epi32(_mm512_dpbusd_epi32(z, u, xv), _mm512_dpbusd_epi32(z, offset, xv));
+    __m512 f = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0 * x[r].d[bk]),
+                                    _mm512_set1_ps(two ? d1 * x[r].d[bk + 1] : 0.0f));
+    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), f, acc[r]);
+  }
 }
 
 /* 8 int32 lanes: lane i = sum of u[4i..4i+3] * s[4i..4i+3] (u unsigned, no

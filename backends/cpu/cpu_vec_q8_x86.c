@@ -11,11 +11,7 @@
 #include "cpu_internal.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define INLINE static inline __attribute__((always_inline))
-#define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-#define T2 __attribute__((target("avx2,fma,f16c")))
+#include "cpu_simd_x86.h"
 
 /* ---- AVX-512 VNNI: Q8_0 two blocks (64 elements) per step, Q4_0 four ----
  * vpdpbusd multiplies unsigned by signed bytes, so the quants go in as
@@ -48,19 +44,7 @@ INLINE TVNNI void small_rows_512(const uint8_t *w, const qiao__cpu_q8_row *x, ui
             : _mm512_inserti64x4(v, _mm256_setzero_si256(), 1);
     float d0 = _cvtsh_ss(qiao__cpu_load_u16(b0));
     float d1 = two ? _cvtsh_ss(qiao__cpu_load_u16(b0 + bytes)) : 0.0f;
-    for (int r = 0; r < NR; r++) {
-      const int8_t *xq = x[r].q + bk * 32;
-      __m512i xv =
-          two ? _mm512_loadu_si512(xq)
-              : _mm512_inserti64x4(_mm512_setzero_si512(),
-                                   _mm256_loadu_si256((const __m256i *)(const void *)xq), 0);
-      __m512i z = _mm512_setzero_si512();
-      __m512i i =
-          _mm512_sub_epi32(_mm512_dpbusd_epi32(z, v, xv), _mm512_dpbusd_epi32(z, offset, xv));
-      __m512 f = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(d0 * x[r].d[bk]),
-                                      _mm512_set1_ps(two ? d1 * x[r].d[bk + 1] : 0.0f));
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), f, acc[r]);
-    }
+    two_blocks_step(acc, v, offset, d0, d1, x, bk, two, NR);
   }
   for (int r = 0; r < NR; r++)
     out[r] = _mm512_reduce_add_ps(acc[r]);
@@ -208,13 +192,6 @@ INLINE T2 __m256i signed_quants_256(const uint8_t *blk, const int Q8) {
                          _mm256_set1_epi8(8));
 }
 
-INLINE T2 float hsum8_small(__m256 v) {
-  __m128 m4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  m4 = _mm_add_ps(m4, _mm_movehl_ps(m4, m4));
-  m4 = _mm_add_ss(m4, _mm_movehdup_ps(m4));
-  return _mm_cvtss_f32(m4);
-}
-
 INLINE T2 void small_rows_256(const uint8_t *w, const qiao__cpu_q8_row *x, uint64_t k, float *out,
                               const int NR, const int Q8) {
   const uint64_t bytes = Q8 ? 34 : 18;
@@ -235,7 +212,7 @@ INLINE T2 void small_rows_256(const uint8_t *w, const qiao__cpu_q8_row *x, uint6
     }
   }
   for (int r = 0; r < NR; r++)
-    out[r] = hsum8_small(acc[r]);
+    out[r] = hsum8(acc[r]);
 }
 VEC_Q8_SMALL(qiao__cpu_vec_q8_256_q8_0, T2, small_rows_256, 1)
 VEC_Q8_SMALL(qiao__cpu_vec_q8_256_q4_0, T2, small_rows_256, 0)
